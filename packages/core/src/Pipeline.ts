@@ -1,0 +1,231 @@
+/**
+ * Runs a handler over a stream of deliveries: bounded concurrency, optional ordering per subject,
+ * settlement decided by the error taxonomy, and a graceful shutdown that loses nothing.
+ *
+ * Settlement rules, per delivery:
+ * - bytes that are not a valid envelope → dead-lettered, category `schema` (the raw bytes travel with it);
+ * - handler succeeded → `ack`;
+ * - handler failed permanently → dead-lettered with the failure's category;
+ * - handler failed transiently → `nack` with a delay (the larger of the error's retry-after hint and the
+ *   redelivery backoff), until `maxAttempts` deliveries, then dead-lettered;
+ * - handler interrupted by shutdown → `nack` without delay (released for another consumer).
+ */
+import { Cause, Duration, Effect, Exit, FiberSet, Metric, Option, Schema, Scope, Stream } from "effect"
+import type { Delivery } from "./Delivery.js"
+import { DeadLetterReason } from "./Delivery.js"
+import * as Envelope from "./Envelope.js"
+import * as Failure from "./Failure.js"
+import { checkOrder, type Handler, type MiddlewareOrderError } from "./Handler.js"
+
+/** How one delivery was settled. */
+export type Outcome = "acked" | "nacked" | "dead-lettered" | "released" | "settle-failed"
+
+/** What {@link Options.onSettled} is told after each delivery. */
+export interface Settled {
+  readonly delivery: Delivery
+  readonly outcome: Outcome
+  /** Present when the handler failed or the bytes did not decode. */
+  readonly verdict?: Failure.Verdict
+  readonly error?: Failure.FailureRecord
+}
+
+/** Pipeline settings; every field but `schema` has a default. */
+export interface Options<A, I, RS> {
+  /** The payload schema the envelopes are decoded with. */
+  readonly schema: Schema.Schema<A, I, RS>
+  /** Deliveries handled at once. Default 16. */
+  readonly concurrency?: number
+  /** `"subject"`: at most one delivery in flight per subject, in arrival order. Default `"none"`. */
+  readonly orderBy?: "subject" | "none"
+  /** Deliveries of one message before a transient failure is dead-lettered. Default 10. */
+  readonly maxAttempts?: number
+  /** Delay before a transiently failed message is redelivered. Default 200 ms doubling to 30 s. */
+  readonly redeliveryDelay?: (attempt: number) => Duration.Duration
+  /** How long in-flight work may finish after an interrupt before it is released. Default 10 s. */
+  readonly shutdownTimeout?: Duration.DurationInput
+  /** Deliveries parked behind a busy subject, beyond `concurrency`. Default 4 × concurrency. */
+  readonly buffer?: number
+  /** Observes each settlement (metrics, progress bars, the simulator's recorder). */
+  readonly onSettled?: (settled: Settled) => Effect.Effect<void>
+}
+
+/** Counts of a finished run. */
+export interface Stats {
+  readonly acked: number
+  readonly nacked: number
+  readonly deadLettered: number
+  readonly released: number
+  readonly settleFailed: number
+}
+
+/** The default redelivery backoff: 200 ms, doubling, capped at 30 s. */
+export const defaultRedeliveryDelay = (attempt: number): Duration.Duration =>
+  Duration.millis(Math.min(30_000, 200 * 2 ** Math.max(0, attempt - 1)))
+
+const deliveriesTotal = Metric.counter("bulwark_pipeline_deliveries_total", {
+  description: "Deliveries settled by a Bulwark pipeline, by outcome"
+})
+
+/**
+ * Consumes `source` with `handler` until the stream ends (then waits for in-flight work) or the fiber is
+ * interrupted (then stops taking, lets in-flight work finish within `shutdownTimeout`, and releases the rest).
+ */
+export const run = <A, I, RS, EH, RH, ES, RSrc>(
+  source: Stream.Stream<Delivery, ES, RSrc>,
+  handler: Handler<A, EH, RH>,
+  options: Options<A, I, RS>
+): Effect.Effect<Stats, ES | MiddlewareOrderError, RSrc | RS | RH> =>
+  Effect.gen(function*() {
+    yield* checkOrder(handler)
+    const decode = Envelope.decode(options.schema)
+    const concurrency = Math.max(1, options.concurrency ?? 16)
+    const ordered = options.orderBy === "subject"
+    const maxAttempts = Math.max(1, options.maxAttempts ?? 10)
+    const redeliveryDelay = options.redeliveryDelay ?? defaultRedeliveryDelay
+    const shutdownTimeout = Duration.decode(options.shutdownTimeout ?? "10 seconds")
+    const onSettled = options.onSettled
+    const running = yield* Effect.makeSemaphore(concurrency)
+    const admission = yield* Effect.makeSemaphore(concurrency + Math.max(0, options.buffer ?? concurrency * 4))
+    const parked = new Map<string, Array<Delivery>>()
+    const stats = { acked: 0, nacked: 0, deadLettered: 0, released: 0, settleFailed: 0 }
+    let stopping = false
+
+    const report = (settled: Settled) => {
+      switch (settled.outcome) {
+        case "acked":
+          stats.acked++
+          break
+        case "nacked":
+          stats.nacked++
+          break
+        case "dead-lettered":
+          stats.deadLettered++
+          break
+        case "released":
+          stats.released++
+          break
+        case "settle-failed":
+          stats.settleFailed++
+          break
+      }
+      const counted = Metric.increment(Metric.tagged(deliveriesTotal, "outcome", settled.outcome))
+      return onSettled ? Effect.zipRight(counted, onSettled(settled)) : counted
+    }
+
+    // A failed ack/nack is not fatal: the transport redelivers an unsettled message (at least once).
+    const settle = (
+      delivery: Delivery,
+      outcome: Outcome,
+      operation: Effect.Effect<void, unknown>,
+      extra?: { verdict: Failure.Verdict; error: Failure.FailureRecord }
+    ): Effect.Effect<void> =>
+      Effect.matchCauseEffect(operation, {
+        onSuccess: () => report({ delivery, outcome, ...extra }),
+        onFailure: (cause) =>
+          Effect.zipRight(
+            Effect.logWarning("settling a delivery failed; the transport will redeliver it", cause).pipe(
+              Effect.annotateLogs({ messageId: delivery.message.id, outcome })
+            ),
+            report({ delivery, outcome: "settle-failed", ...extra })
+          )
+      })
+
+    const deadLetter = (delivery: Delivery, verdict: Failure.Verdict, error: Failure.FailureRecord): Effect.Effect<void> =>
+      settle(
+        delivery,
+        "dead-lettered",
+        delivery.deadLetter(new DeadLetterReason({ category: verdict.category, error, attempts: delivery.attempt })),
+        { verdict, error }
+      )
+
+    const onFailure = (delivery: Delivery, cause: Cause.Cause<unknown>): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        if (Cause.isInterruptedOnly(cause)) {
+          return yield* settle(delivery, "released", delivery.nack())
+        }
+        const verdict = yield* Failure.classifyCause(cause)
+        const failure = Option.getOrElse(Cause.failureOption(cause), () => Cause.squash(cause))
+        const error = Failure.toRecord(failure, verdict)
+        if (verdict.classification === "permanent" || delivery.attempt >= maxAttempts) {
+          return yield* deadLetter(delivery, verdict, error)
+        }
+        const backoff = redeliveryDelay(delivery.attempt)
+        const delay = verdict.retryAfter && Duration.greaterThan(verdict.retryAfter, backoff)
+          ? verdict.retryAfter
+          : backoff
+        return yield* settle(delivery, "nacked", delivery.nack({ delay }), { verdict, error })
+      })
+
+    const process = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const decoded = yield* Effect.either(decode(delivery.message.payload))
+          if (decoded._tag === "Left") {
+            const verdict = Failure.verdict("permanent", "schema")
+            return yield* deadLetter(delivery, verdict, Failure.toRecord(decoded.left, verdict))
+          }
+          const envelope = { ...decoded.right, attempt: delivery.attempt }
+          const exit = yield* Effect.exit(restore(handler(envelope)))
+          if (Exit.isSuccess(exit)) return yield* settle(delivery, "acked", delivery.ack)
+          return yield* onFailure(delivery, exit.cause)
+        })
+      )
+
+    const release = (delivery: Delivery): Effect.Effect<void> =>
+      settle(delivery, "released", delivery.nack()).pipe(Effect.ensuring(admission.release(1)))
+
+    const handleOne = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
+      Effect.ensuring(
+        stopping ? settle(delivery, "released", delivery.nack()) : running.withPermits(1)(process(delivery)),
+        admission.release(1)
+      )
+
+    // One worker per busy subject drains that subject's parked deliveries in arrival order.
+    const worker = (key: string | undefined, first: Delivery): Effect.Effect<void, never, RS | RH> =>
+      Effect.gen(function*() {
+        let next: Delivery | undefined = first
+        while (next !== undefined) {
+          yield* handleOne(next)
+          if (key === undefined) return
+          const queue = parked.get(key)
+          next = queue?.shift()
+          if (next === undefined) parked.delete(key)
+        }
+      })
+
+    const scope = yield* Scope.make()
+    const workers = yield* Scope.extend(FiberSet.make<void, never>(), scope)
+
+    const admit = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
+      Effect.gen(function*() {
+        yield* admission.take(1)
+        const key = ordered && delivery.message.key !== "" ? delivery.message.key : undefined
+        if (key !== undefined) {
+          const queue = parked.get(key)
+          if (queue !== undefined) {
+            queue.push(delivery)
+            return
+          }
+          parked.set(key, [])
+        }
+        yield* FiberSet.run(workers, worker(key, delivery))
+      })
+
+    const shutdown = <X, Y>(exit: Exit.Exit<X, Y>): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        stopping = true
+        if (Exit.isSuccess(exit)) {
+          yield* FiberSet.awaitEmpty(workers)
+        } else {
+          // Parked work has not started: give it back at once.
+          const waiting = [...parked.values()].flatMap((queue) => queue.splice(0))
+          yield* Effect.forEach(waiting, release, { discard: true })
+          yield* Effect.timeout(FiberSet.awaitEmpty(workers), shutdownTimeout).pipe(Effect.ignore)
+        }
+        // Whatever is still running is interrupted; each releases its own delivery.
+        yield* Scope.close(scope, Exit.void)
+      })
+
+    yield* Stream.runForEach(source, admit).pipe(Effect.onExit(shutdown))
+    return { ...stats } as Stats
+  })

@@ -1,0 +1,109 @@
+/**
+ * The transport ports: `Publisher` and `Subscriber`.
+ *
+ * Semantics every driver promises (and the contract suite checks):
+ * - **at least once**: a published message is delivered until it is acked or dead-lettered; a crashed
+ *   consumer's unsettled deliveries come back after the driver's visibility timeout;
+ * - **competing consumers**: subscribers of one group share the work; each group sees every message
+ *   (where the driver supports groups);
+ * - **per-key order** only where `features.orderedPerKey` says so.
+ */
+import { Delivery, Envelope, Handler, Pipeline } from "@bulwark/core"
+import { Context, Data, Duration, Effect, Schema, Stream } from "effect"
+
+/** A message to publish. `key` is the ordering key (an envelope's subject). */
+export interface OutgoingMessage {
+  readonly id: string
+  readonly key: string
+  readonly payload: Uint8Array
+  readonly headers: Readonly<Record<string, string>>
+}
+
+/** What a driver can and cannot do; the contract suite tests what is declared. */
+export interface Features {
+  /** A key's next message is not delivered while a previous one is unsettled. */
+  readonly orderedPerKey: boolean
+  /** `nack({ delay })` postpones redelivery by the delay. */
+  readonly delayedNack: boolean
+  /** Unsettled deliveries of a dead consumer return after this long. */
+  readonly visibilityTimeout: Duration.Duration
+  /** `deadLetter` moves the message to `Delivery.deadLetterTopic(topic)` with the reason in its headers. */
+  readonly deadLetterTopic: boolean
+  /** Subscribers with different group names each receive every message. */
+  readonly consumerGroups: boolean
+  /** Messages survive a restart of the process (and of the broker where it persists). */
+  readonly persistent: boolean
+  /** Publishing the same id twice within this window delivers once. */
+  readonly dedupeWindow?: Duration.Duration
+}
+
+/** Publishing failed; nothing is known to be published. Transient, category `dependency`. */
+export class PublishError extends Data.TaggedError("PublishError")<{
+  readonly topic: string
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    return `publish to ${this.topic} failed: ${String(this.cause)}`
+  }
+}
+
+/** A subscription could not start or broke. */
+export class SubscribeError extends Data.TaggedError("SubscribeError")<{
+  readonly topic: string
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    return `subscription to ${this.topic} failed: ${String(this.cause)}`
+  }
+}
+
+/** Options of a subscription. */
+export interface SubscribeOptions {
+  /** Competing consumers share a group's work. Default `"default"`. */
+  readonly group?: string
+}
+
+/** Publishes messages to topics. */
+export class Publisher extends Context.Tag("@bulwark/transport/Publisher")<Publisher, {
+  /** Publishes all messages or fails; on success the driver has accepted them durably (as durable as it is). */
+  readonly publish: (topic: string, messages: ReadonlyArray<OutgoingMessage>) => Effect.Effect<void, PublishError>
+}>() {}
+
+/** Subscribes to topics as a stream of deliveries. */
+export class Subscriber extends Context.Tag("@bulwark/transport/Subscriber")<Subscriber, {
+  readonly features: Features
+  /** Deliveries of `topic` for the group; interrupting the stream leaves unsettled deliveries to the visibility timeout. */
+  readonly subscribe: (topic: string, options?: SubscribeOptions) => Stream.Stream<Delivery.Delivery, SubscribeError>
+}>() {}
+
+/** Encodes envelopes as CloudEvents and publishes them, keyed by subject. */
+export const publishEnvelopes = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) => {
+  const encode = Envelope.encode(dataSchema)
+  return (
+    topic: string,
+    envelopes: ReadonlyArray<Envelope.Envelope<A>>
+  ): Effect.Effect<void, PublishError | Envelope.EnvelopeEncodeError, R | Publisher> =>
+    Effect.flatMap(
+      Effect.forEach(envelopes, (envelope) =>
+        Effect.map(encode(envelope), (payload): OutgoingMessage => ({
+          id: envelope.id,
+          key: envelope.subject,
+          payload,
+          headers: {}
+        }))),
+      (messages) => Effect.flatMap(Publisher, (publisher) => publisher.publish(topic, messages))
+    )
+}
+
+/** Subscribes to `topic` and runs `handler` over it with a {@link Pipeline} until interrupted. */
+export const consume = <A, I, RS, EH, RH>(
+  topic: string,
+  handler: Handler.Handler<A, EH, RH>,
+  options: Pipeline.Options<A, I, RS> & SubscribeOptions
+) =>
+  Effect.flatMap(Subscriber, (subscriber) =>
+    Pipeline.run(
+      subscriber.subscribe(topic, options.group === undefined ? {} : { group: options.group }),
+      handler,
+      options
+    ))

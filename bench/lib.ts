@@ -1,0 +1,63 @@
+/**
+ * Shared helpers for benchmarks: machine description, timing loops and result files under bench/results/.
+ * A package's benchmark lives in `packages/<name>/bench/index.ts`; `npm run bench` runs each in turn in
+ * its own process so they do not compete for the two cores.
+ */
+import { mkdirSync, writeFileSync } from "node:fs"
+import os from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+/** Where results are written. */
+export const resultsDir = join(dirname(fileURLToPath(import.meta.url)), "results")
+
+/** The machine a result was measured on. */
+export const machine = () => ({
+  cpu: os.cpus()[0]?.model ?? "unknown",
+  cores: os.cpus().length,
+  memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+  node: process.version,
+  platform: `${os.platform()} ${os.release()}`
+})
+
+/** One row of a result table: a named measurement and its figures. */
+export type Row = Record<string, string | number>
+
+/** Writes `<name>.json` and `<name>.md` with the machine, the date, the rows and free-form notes. */
+export const writeResults = (name: string, title: string, rows: ReadonlyArray<Row>, notes: ReadonlyArray<string> = []) => {
+  mkdirSync(resultsDir, { recursive: true })
+  const m = machine()
+  const date = new Date().toISOString()
+  writeFileSync(join(resultsDir, `${name}.json`), JSON.stringify({ name, title, date, machine: m, rows, notes }, null, 2) + "\n")
+  const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))]
+  const md = [
+    `# ${title}`,
+    "",
+    `Measured ${date} on ${m.cpu} (${m.cores} cores, ${m.memoryGiB} GiB), Node ${m.node}, ${m.platform}.`,
+    "",
+    `| ${columns.join(" | ")} |`,
+    `| ${columns.map(() => "---").join(" | ")} |`,
+    ...rows.map((row) => `| ${columns.map((c) => String(row[c] ?? "")).join(" | ")} |`),
+    "",
+    ...notes.map((n) => `- ${n}`),
+    ""
+  ].join("\n")
+  writeFileSync(join(resultsDir, `${name}.md`), md)
+  console.log(md)
+}
+
+/** Runs `fn` repeatedly for about `ms` after a warm-up and answers operations per second. */
+export const opsPerSecond = async (fn: () => Promise<unknown> | unknown, ms = 2_000, warmupMs = 500): Promise<number> => {
+  const until = (deadline: number) => async () => {
+    let count = 0
+    while (performance.now() < deadline) {
+      for (let i = 0; i < 100; i++) await fn()
+      count += 100
+    }
+    return count
+  }
+  await until(performance.now() + warmupMs)()
+  const start = performance.now()
+  const count = await until(start + ms)()
+  return count / ((performance.now() - start) / 1000)
+}

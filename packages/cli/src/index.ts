@@ -1,0 +1,2 @@
+/** The `bulwark` root command and runner. */
+export * as Cli from "./Cli.js"

@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest"
+import { execFileSync, spawnSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+
+const bin = fileURLToPath(new URL("../bin/bulwark.mjs", import.meta.url))
+
+describe("bulwark binary", () => {
+  it("prints its version", () => {
+    expect(execFileSync(process.execPath, [bin, "--version"], { encoding: "utf-8" }).trim()).toBe("0.1.0")
+  })
+
+  it("prints help and exits 0", () => {
+    const result = spawnSync(process.execPath, [bin, "--help"], { encoding: "utf-8" })
+    expect(result.status).toBe(0)
+    expect(result.stdout).toContain("USAGE")
+  })
+
+  it("exits 2 on bad usage with a message and no stack trace", () => {
+    const result = spawnSync(process.execPath, [bin, "--no-such-flag"], { encoding: "utf-8" })
+    expect(result.status).toBe(2)
+    expect(result.stdout + result.stderr).toContain("--no-such-flag")
+    expect(result.stderr).not.toContain("    at ")
+  })
+})

@@ -1,0 +1,117 @@
+/**
+ * One SQL dialect for two engines: the embedded default (PGlite, Postgres compiled to WASM, with a data
+ * directory) and a real PostgreSQL server. Every Bulwark SQL driver is written once against
+ * `@effect/sql`'s `SqlClient` and runs on both.
+ *
+ * Both layers also provide {@link Database}: LISTEN/NOTIFY, which the outbox relay and the Postgres
+ * transport use to wake without polling.
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import { Config, Context, Data, Effect, Layer, Option, Redacted, Stream } from "effect"
+import { mkdirSync } from "node:fs"
+import pgTypes from "pg-types"
+import * as Pglite from "./internal/pglite.js"
+
+/** Engine-level services beyond plain SQL: notifications, and which engine this is. */
+export class Database extends Context.Tag("@bulwark/sql/Database")<Database, {
+  readonly engine: "pglite" | "postgres"
+  /** Where the data lives, for messages (`postgres://…` without password, or the data directory). */
+  readonly location: string
+  /** Notifications on `channel`, as `LISTEN` receives them. */
+  readonly listen: (channel: string) => Stream.Stream<string, SqlError>
+  /** `NOTIFY channel, payload` (delivered at commit when called inside a transaction). */
+  readonly notify: (channel: string, payload: string) => Effect.Effect<void, SqlError>
+}>() {}
+
+/** A database URL that cannot be used. */
+export class DatabaseUrlError extends Data.TaggedError("DatabaseUrlError")<{
+  readonly url: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `unusable database URL ${redactUrl(this.url)}: ${this.reason}`
+  }
+}
+
+const redactUrl = (url: string) => url.replace(/\/\/([^:@/]+):[^@/]*@/, "//$1:***@")
+
+// pg_notify through the SQL client joins the caller's transaction, so the notification leaves at commit.
+const notifyWith = (sql: SqlClient.SqlClient) => (channel: string, payload: string) =>
+  Effect.asVoid(sql`SELECT pg_notify(${channel}, ${payload})`)
+
+/** The embedded default's data directory when none is configured. */
+export const defaultDataDir = ".bulwark/pglite"
+
+/** The embedded PGlite database; in memory when `dataDir` is omitted. */
+export const layerPglite = (options: { readonly dataDir?: string } = {}): Layer.Layer<
+  SqlClient.SqlClient | Database,
+  SqlError
+> =>
+  Layer.scopedContext(
+    Effect.gen(function*() {
+      if (options.dataDir !== undefined) mkdirSync(options.dataDir, { recursive: true })
+      const { client, listen } = yield* Pglite.make(options)
+      return Context.make(SqlClient.SqlClient, client).pipe(
+        Context.add(Database, { engine: "pglite", location: options.dataDir ?? "(memory)", listen, notify: notifyWith(client) })
+      )
+    })
+  ).pipe(Layer.provide(Reactivity.layer))
+
+/** Checks a `postgres://` URL before any connection is tried. */
+export const parseUrl = (url: string): Effect.Effect<URL, DatabaseUrlError> =>
+  Effect.try({
+    try: () => new URL(url),
+    catch: () => new DatabaseUrlError({ url, reason: "not a URL" })
+  }).pipe(
+    Effect.filterOrFail(
+      (parsed) => parsed.protocol === "postgres:" || parsed.protocol === "postgresql:",
+      (parsed) => new DatabaseUrlError({ url, reason: `expected postgres:// or postgresql://, got ${parsed.protocol}//` })
+    )
+  )
+
+/** A real PostgreSQL server. int8 columns are read as numbers, as on PGlite. */
+export const layerPostgres = (options: {
+  readonly url: string
+  readonly maxConnections?: number
+}): Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError> =>
+  Layer.unwrapEffect(
+    Effect.map(parseUrl(options.url), () => {
+      const pg = PgClient.layer({
+        url: Redacted.make(options.url),
+        maxConnections: options.maxConnections ?? 10,
+        connectTimeout: "5 seconds",
+        types: {
+          getTypeParser: ((oid: number, format?: string) =>
+            oid === 20 ? (value: string) => Number(value) : (pgTypes.getTypeParser as any)(oid, format)) as any
+        }
+      })
+      const database = Layer.effect(
+        Database,
+        Effect.map(PgClient.PgClient, (client) => ({
+          engine: "postgres" as const,
+          location: redactUrl(options.url),
+          listen: client.listen,
+          notify: notifyWith(client)
+        }))
+      )
+      return Layer.merge(pg, Layer.provide(database, pg))
+    })
+  ).pipe(Layer.provide(Reactivity.layer))
+
+
+/**
+ * The database chosen by configuration: `BULWARK_DATABASE_URL` (a postgres:// URL) when set, otherwise
+ * the embedded PGlite in `BULWARK_DATA_DIR` (default `.bulwark/pglite`).
+ */
+export const layerConfig: Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError | import("effect/ConfigError").ConfigError> =
+  Layer.unwrapEffect(
+    Effect.gen(function*() {
+      const url = yield* Config.option(Config.string("BULWARK_DATABASE_URL"))
+      if (Option.isSome(url) && url.value.trim() !== "") return layerPostgres({ url: url.value.trim() })
+      const dataDir = yield* Config.withDefault(Config.string("BULWARK_DATA_DIR"), defaultDataDir)
+      return layerPglite({ dataDir })
+    })
+  )

@@ -1,0 +1,48 @@
+/**
+ * Schema migrations for Bulwark's own tables. Each component (outbox, idempotency, dead-letter, …) owns an
+ * ordered list; `run` applies the missing ones in one transaction under an advisory lock, so several
+ * processes starting at once migrate exactly once.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect } from "effect"
+
+/** One migration step. `id`s increase; a step never changes once released. */
+export interface Migration {
+  readonly id: number
+  readonly name: string
+  /** SQL statements, run one by one. */
+  readonly statements: ReadonlyArray<string>
+}
+
+/** Applies the component's migrations that are not yet recorded; answers the ids it applied. */
+export const run = (
+  component: string,
+  migrations: ReadonlyArray<Migration>
+): Effect.Effect<ReadonlyArray<number>, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE IF NOT EXISTS bulwark_migrations (
+      component text NOT NULL,
+      id integer NOT NULL,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (component, id)
+    )`.pipe(
+      // Two processes racing to create the table: the loser's error is harmless, the table exists.
+      Effect.catchAll(() => Effect.void)
+    )
+    return yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql`SELECT pg_advisory_xact_lock(hashtext(${"bulwark_migrations:" + component}))`
+      const rows = yield* sql<{ id: number }>`SELECT id FROM bulwark_migrations WHERE component = ${component}`
+      const applied = new Set(rows.map((row) => Number(row.id)))
+      const done: Array<number> = []
+      for (const migration of [...migrations].sort((a, b) => a.id - b.id)) {
+        if (applied.has(migration.id)) continue
+        for (const statement of migration.statements) yield* sql.unsafe(statement)
+        yield* sql`INSERT INTO bulwark_migrations (component, id, name) VALUES (${component}, ${migration.id}, ${migration.name})`
+        done.push(migration.id)
+      }
+      return done
+    }))
+  })

@@ -1,0 +1,4 @@
+/** The embedded (PGlite) and real PostgreSQL layers, and LISTEN/NOTIFY. */
+export * as Database from "./Database.js"
+/** Migrations for Bulwark's own tables. */
+export * as Migrations from "./Migrations.js"

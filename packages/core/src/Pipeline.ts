@@ -213,14 +213,16 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
 
     const shutdown = <X, Y>(exit: Exit.Exit<X, Y>): Effect.Effect<void> =>
       Effect.gen(function*() {
-        stopping = true
         if (Exit.isSuccess(exit)) {
+          // The source ended: everything admitted is still handled normally.
           yield* FiberSet.awaitEmpty(workers)
         } else {
+          stopping = true
           // Parked work has not started: give it back at once.
           const waiting = [...parked.values()].flatMap((queue) => queue.splice(0))
           yield* Effect.forEach(waiting, release, { discard: true })
-          yield* Effect.timeout(FiberSet.awaitEmpty(workers), shutdownTimeout).pipe(Effect.ignore)
+          // Finalizers run uninterruptibly; the wait itself must be interruptible or the timeout never fires.
+          yield* Effect.timeout(Effect.interruptible(FiberSet.awaitEmpty(workers)), shutdownTimeout).pipe(Effect.ignore)
         }
         // Whatever is still running is interrupted; each releases its own delivery.
         yield* Scope.close(scope, Exit.void)

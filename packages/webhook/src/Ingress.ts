@@ -1,0 +1,336 @@
+/**
+ * Fast-ack webhook ingress: one `@effect/platform` HTTP route per source that reads the raw body (with a
+ * size limit), verifies it, decodes it with the route's Schema, dedupes on the webhook id, persists it as
+ * a CloudEvents envelope through the `Transport.Publisher` port and only then answers 202. Business logic
+ * never runs in the request: consumers read the topic.
+ *
+ * Answers (JSON bodies `{ "error": "<tag>", "message": "…" }` on refusal):
+ * - 202 accepted and persisted; 200 a duplicate (acknowledged, not persisted again);
+ * - 401 missing or bad signature (any {@link WebhookError.VerificationError});
+ * - 400 a payload the schema rejects; 413 a body over the limit;
+ * - 409 the same id is being persisted by a concurrent request; 503 persisting failed — both not
+ *   acknowledged, so the sender retries.
+ */
+import { Envelope } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import { EventEmitter } from "node:events"
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { Cause, Clock, DateTime, Duration, Effect, Exit, Option, ParseResult, Runtime, Schema } from "effect"
+import { createHash } from "node:crypto"
+import { ReplayGuard } from "./ReplayGuard.js"
+import type { Request, Verified, Verifier } from "./Verifier.js"
+import {
+  InFlight,
+  isVerificationError,
+  MalformedPayload,
+  PayloadTooLarge,
+  PersistFailed,
+  type VerificationError
+} from "./WebhookError.js"
+
+/** How one source's webhooks are received. */
+export interface Options<A, I> {
+  /** Verifies the source's signatures. */
+  readonly verifier: Verifier
+  /** The payload schema, applied to the JSON body. */
+  readonly schema: Schema.Schema<A, I>
+  /** The topic accepted events are published to. */
+  readonly topic: string
+  /** The envelope's CloudEvents type: fixed, or read from the payload. */
+  readonly type: string | ((data: A) => string)
+  /** The envelope's subject (the business / ordering key). */
+  readonly subject: (data: A, verified: Verified) => string
+  /**
+   * The dedupe / envelope id. Default: the scheme's id (`webhook-id`, `X-GitHub-Delivery`), else the
+   * SHA-256 of the body (Stripe signs no id header; pass `(data) => data.id` for its event id).
+   */
+  readonly id?: (data: A, verified: Verified, body: Uint8Array) => string
+  /** The largest accepted body in bytes. Default 1 MiB. */
+  readonly maxBodySize?: number
+  /** How long a persisted id is remembered as a duplicate. Default 3 days (the span of a sender's retries). */
+  readonly dedupeTtl?: Duration.DurationInput
+  /** How long an in-progress claim blocks a concurrent duplicate. Default 30 s. */
+  readonly claimLease?: Duration.DurationInput
+}
+
+/** The default body limit: 1 MiB. */
+export const defaultMaxBodySize = 1024 * 1024
+
+/** Everything ingress may refuse with. */
+export type IngressError = VerificationError | PayloadTooLarge | MalformedPayload | InFlight | PersistFailed
+
+/** An accepted request: the id and whether it was a duplicate. */
+export interface Accepted {
+  readonly id: string
+  readonly duplicate: boolean
+}
+
+/** The HTTP status for an ingress error. */
+export const statusOf = (error: IngressError): number => {
+  if (isVerificationError(error)) return 401
+  switch (error._tag) {
+    case "PayloadTooLarge":
+      return 413
+    case "MalformedPayload":
+      return 400
+    case "InFlight":
+      return 409
+    case "PersistFailed":
+      return 503
+  }
+}
+
+/** The machine-readable body of a refusal. */
+export const errorBody = (error: IngressError): { readonly error: string; readonly message: string } => ({
+  error: error._tag,
+  message: error.message
+})
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+const parseJson = (body: Uint8Array): { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly detail: string } => {
+  try {
+    return { ok: true, value: JSON.parse(utf8.decode(body)) }
+  } catch (error) {
+    return { ok: false, detail: error instanceof Error ? error.message : String(error) }
+  }
+}
+
+/**
+ * The route's work without HTTP: verify → decode → dedupe → persist. The ingress route is a thin adapter
+ * over it; property tests drive it directly.
+ */
+export const process = <A, I>(options: Options<A, I>) => {
+  const decode = Schema.decodeUnknown(options.schema, { errors: "all" })
+  const encode = Envelope.encode(options.schema)
+  const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
+  const dedupeTtl = Duration.decode(options.dedupeTtl ?? Duration.days(3))
+  const claimLease = Duration.decode(options.claimLease ?? Duration.seconds(30))
+  const source = `/webhooks/${options.verifier.source}`
+  const typeOf = typeof options.type === "string" ? (() => options.type as string) : options.type
+  return (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> =>
+    Effect.gen(function*() {
+      const body = request.body
+      if (body.length > maxBodySize) return yield* new PayloadTooLarge({ limit: maxBodySize, size: body.length })
+      const now = yield* Clock.currentTimeMillis
+      const verifyAt = options.verifier.verifyAt
+      let verified: Verified
+      if (verifyAt !== undefined) {
+        const result = verifyAt(request, now)
+        if ("_tag" in result) return yield* Effect.fail(result)
+        verified = result
+      } else verified = yield* options.verifier.verify(request)
+      const json = parseJson(body)
+      if (!json.ok) return yield* new MalformedPayload({ detail: `body is not JSON: ${json.detail}` })
+      const data = yield* Effect.mapError(decode(json.value), (error) =>
+        new MalformedPayload({ detail: ParseResult.TreeFormatter.formatErrorSync(error) }))
+      const id = options.id?.(data, verified, body) ?? verified.id ?? createHash("sha256").update(body).digest("hex")
+      const key = `${options.verifier.source}:${id}`
+      const guard = yield* ReplayGuard
+      const claim = yield* guard.claim(key, claimLease)
+      if (claim === "seen") return { id, duplicate: true }
+      if (claim === "in-flight") return yield* new InFlight({ id })
+      const persist = Effect.gen(function*() {
+        const envelope: Envelope.Envelope<A> = {
+          id,
+          type: typeOf(data),
+          source,
+          subject: options.subject(data, verified),
+          time: DateTime.unsafeMake(now),
+          data,
+          headers: {},
+          attempt: 0
+        }
+        const payload = yield* Effect.mapError(encode(envelope), (error) => new MalformedPayload({ detail: error.message }))
+        const publisher = yield* Transport.Publisher
+        yield* publisher.publish(options.topic, [{ id, key: envelope.subject, payload, headers: {} }])
+        // Remembered only once persisted: a failed persist must leave the retry free to succeed.
+        yield* guard.commit(key, dedupeTtl)
+      })
+      yield* persist.pipe(
+        Effect.catchAllCause((cause): Effect.Effect<never, MalformedPayload | PersistFailed> =>
+          Option.match(Cause.failureOption(cause), {
+            onSome: (error) => error._tag === "MalformedPayload" ? Effect.fail(error) : Effect.fail(new PersistFailed({ id, detail: error.message })),
+            onNone: () => Effect.fail(new PersistFailed({ id, detail: Cause.pretty(cause) }))
+          })),
+        Effect.onError(() => guard.release(key)),
+        Effect.uninterruptible
+      )
+      return { id, duplicate: false }
+    })
+}
+
+/** An HTTP answer: status, extra headers and the JSON body. */
+export interface Answer {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: unknown
+}
+
+/** The answer for an outcome (shared by the @effect/platform route and the node listener). */
+export const answer = (outcome: Exit.Exit<Accepted, IngressError>): Answer => {
+  if (Exit.isSuccess(outcome)) {
+    const { id, duplicate } = outcome.value
+    return { status: duplicate ? 200 : 202, headers: {}, body: { status: duplicate ? "duplicate" : "accepted", id } }
+  }
+  const failure = Cause.failureOption(outcome.cause)
+  if (Option.isNone(failure)) {
+    // Not a refusal we know (a defect or an interruption): nothing was acknowledged, so the sender retries.
+    return { status: 503, headers: { "retry-after": "5" }, body: { error: "Unavailable", message: "the request could not be processed" } }
+  }
+  const error = failure.value
+  return {
+    status: statusOf(error),
+    headers: error._tag === "PersistFailed" ? { "retry-after": "5" } : error._tag === "PayloadTooLarge" ? { connection: "close" } : {},
+    body: errorBody(error)
+  }
+}
+
+/** Turns an outcome into the HTTP answer. */
+export const respond = <R>(outcome: Effect.Effect<Accepted, IngressError, R>): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
+  Effect.map(Effect.exit(outcome), (exit) => {
+    const a = answer(exit)
+    return HttpServerResponse.unsafeJson(a.body, { status: a.status, headers: a.headers })
+  })
+
+/**
+ * Reads a node request body with a limit, calling back once with the bytes or the refusal. Over the limit
+ * it stops collecting and discards the rest (the answer then closes the connection).
+ */
+const readNodeBody = (
+  incoming: IncomingMessage,
+  maxBodySize: number,
+  done: (result: Uint8Array | PayloadTooLarge | MalformedPayload) => void
+): () => void => {
+  const chunks: Array<Buffer> = []
+  let size = 0
+  const cleanup = () => {
+    incoming.off("data", onData)
+    incoming.off("end", onEnd)
+    incoming.off("error", onError)
+  }
+  const onData = (chunk: Buffer) => {
+    size += chunk.length
+    if (size > maxBodySize) {
+      cleanup()
+      incoming.resume()
+      done(new PayloadTooLarge({ limit: maxBodySize }))
+    } else chunks.push(chunk)
+  }
+  const onEnd = () => {
+    cleanup()
+    done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+  }
+  const onError = (error: Error) => {
+    cleanup()
+    done(new MalformedPayload({ detail: `body could not be read: ${error.message}` }))
+  }
+  incoming.on("data", onData)
+  incoming.on("end", onEnd)
+  incoming.on("error", onError)
+  return cleanup
+}
+
+const declaredTooLarge = (contentLength: string | undefined, maxBodySize: number): PayloadTooLarge | undefined =>
+  contentLength !== undefined && Number(contentLength) > maxBodySize
+    ? new PayloadTooLarge({ limit: maxBodySize, size: Number(contentLength) })
+    : undefined
+
+/**
+ * Reads the raw body with a limit: refused (413) before reading when `Content-Length` already says it is
+ * too big, and as soon as a streamed (chunked) body crosses the limit.
+ */
+const readBody = (request: HttpServerRequest.HttpServerRequest, maxBodySize: number): Effect.Effect<Uint8Array, PayloadTooLarge | MalformedPayload> => {
+  const tooLarge = declaredTooLarge(request.headers["content-length"], maxBodySize)
+  if (tooLarge !== undefined) return Effect.fail(tooLarge)
+  let source: IncomingMessage | undefined
+  try {
+    source = NodeHttpServerRequest.toIncomingMessage(request)
+  } catch {
+    source = undefined
+  }
+  if (source === undefined || !(source instanceof EventEmitter)) {
+    return request.arrayBuffer.pipe(
+      Effect.map((buffer) => new Uint8Array(buffer)),
+      HttpIncomingMessage.withMaxBodySize(Option.some(maxBodySize)),
+      Effect.mapError((error) => new MalformedPayload({ detail: `body could not be read: ${error.message}` }))
+    )
+  }
+  const incoming = source
+  // Read straight from node's stream: the platform's limited reader destroys the socket when the limit is
+  // crossed, which would leave the sender without its 413.
+  return Effect.async<Uint8Array, PayloadTooLarge | MalformedPayload>((resume) => {
+    const cleanup = readNodeBody(incoming, maxBodySize, (result) =>
+      resume(result instanceof Uint8Array ? Effect.succeed(result) : Effect.fail(result)))
+    return Effect.sync(cleanup)
+  })
+}
+
+/** The HTTP handler of one source (for composing your own router). */
+export const handler = <A, I>(options: Options<A, I>) => {
+  const run = process(options)
+  const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
+  return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+    respond(Effect.flatMap(readBody(request, maxBodySize), (body) => run({ headers: request.headers, body }))))
+}
+
+/** Adds a `POST path` route for one source to a router. */
+export const route = <A, I>(path: HttpRouter.PathInput, options: Options<A, I>) => HttpRouter.post(path, handler(options))
+
+/** Where {@link listen} listens. */
+export interface ListenOptions {
+  /** Default 0 (an ephemeral port). */
+  readonly port?: number
+  /** Default `127.0.0.1`. */
+  readonly host?: string
+}
+
+/**
+ * Serves `app` (e.g. a router of {@link route}s) with node:http for the lifetime of the scope and answers
+ * its base URL.
+ */
+export const listen = <E, R>(app: HttpApp.Default<E, R>, options: ListenOptions = {}) =>
+  Effect.gen(function*() {
+    const host = options.host ?? "127.0.0.1"
+    const server = yield* NodeHttpServer.make(() => createServer(), { port: options.port ?? 0, host })
+    yield* server.serve(app)
+    const address = server.address
+    const port = address._tag === "TcpAddress" ? address.port : 0
+    return { port, url: `http://${host.includes(":") ? `[${host}]` : host}:${port}` }
+  })
+
+/**
+ * The same ingress as a plain node:http request listener, for servers not built on @effect/platform (or
+ * when its per-request overhead matters): identical checks, answers and persistence, run on the current
+ * runtime. Requests to other paths or methods get 404 / 405.
+ */
+export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
+  Effect.map(Effect.runtime<Transport.Publisher | ReplayGuard>(), (runtime) => {
+    const run = process(options)
+    const runCallback = Runtime.runCallback(runtime)
+    const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
+    const send = (res: ServerResponse, a: Answer) => {
+      const payload = JSON.stringify(a.body)
+      res.writeHead(a.status, { ...a.headers, "content-type": "application/json", "content-length": Buffer.byteLength(payload) })
+      res.end(payload)
+    }
+    return (req: IncomingMessage, res: ServerResponse): void => {
+      const url = req.url ?? "/"
+      const query = url.indexOf("?")
+      if ((query === -1 ? url : url.slice(0, query)) !== path) {
+        return send(res, { status: 404, headers: {}, body: { error: "RouteNotFound", message: `no route for ${url}` } })
+      }
+      if (req.method !== "POST") return send(res, { status: 405, headers: { allow: "POST" }, body: { error: "MethodNotAllowed", message: "use POST" } })
+      const tooLarge = declaredTooLarge(req.headers["content-length"], maxBodySize)
+      if (tooLarge !== undefined) {
+        req.resume()
+        return send(res, answer(Exit.fail(tooLarge)))
+      }
+      readNodeBody(req, maxBodySize, (body) => {
+        if (!(body instanceof Uint8Array)) return send(res, answer(Exit.fail(body)))
+        runCallback(run({ headers: req.headers, body }), { onExit: (exit) => send(res, answer(exit)) })
+      })
+    }
+  })

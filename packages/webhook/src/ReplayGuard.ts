@@ -1,0 +1,80 @@
+/**
+ * The replay guard: remembers webhook ids for a while so a repeated delivery is recognised. It is shaped
+ * like an idempotency store (claim, commit, release) so a durable store can back it; the memory driver
+ * keeps ids in-process with expiry on Effect's `Clock`.
+ *
+ * Ingress uses claim → persist → commit, releasing on failure: a failed persist leaves no record, so the
+ * sender's retry is processed rather than mistaken for a duplicate.
+ */
+import { Clock, Context, Duration, Effect, Layer } from "effect"
+
+/** What a claim found. */
+export type ClaimResult =
+  /** Nobody had it: the caller owns it until it commits or releases (or the lease expires). */
+  | "claimed"
+  /** Another caller holds an unexpired claim on it. */
+  | "in-flight"
+  /** It was committed within its time to live: a duplicate. */
+  | "seen"
+
+/** The replay guard port. */
+export class ReplayGuard extends Context.Tag("@bulwark/webhook/ReplayGuard")<ReplayGuard, {
+  /** Claims `key` for `lease` (how long a crashed claimant blocks others). */
+  readonly claim: (key: string, lease: Duration.DurationInput) => Effect.Effect<ClaimResult>
+  /** Records `key` as processed for `ttl`. */
+  readonly commit: (key: string, ttl: Duration.DurationInput) => Effect.Effect<void>
+  /** Drops a claim that did not complete, so the next attempt may claim it. */
+  readonly release: (key: string) => Effect.Effect<void>
+}>() {}
+
+/**
+ * Claims and commits `key` at once: true the first time within `ttl`, false for a repeat or a concurrent
+ * claim. For callers (a verifier) that have nothing to persist in between.
+ */
+export const firstSeen = (key: string, ttl: Duration.DurationInput): Effect.Effect<boolean, never, ReplayGuard> =>
+  Effect.flatMap(ReplayGuard, (guard) =>
+    Effect.flatMap(guard.claim(key, ttl), (result) =>
+      result === "claimed" ? Effect.as(guard.commit(key, ttl), true) : Effect.succeed(false)))
+
+/** Settings of the memory driver. */
+export interface MemoryOptions {
+  /** Upper bound on remembered ids; the oldest are forgotten first beyond it. Default 100 000. */
+  readonly maxEntries?: number
+}
+
+/** Creates an in-memory replay guard; time comes from `Clock`, so `TestClock` drives expiry. */
+export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Context.Tag.Service<ReplayGuard>> =>
+  Effect.sync(() => {
+    const maxEntries = options.maxEntries ?? 100_000
+    // Insertion order is expiry order for one ttl, which makes sweeping from the front cheap.
+    const entries = new Map<string, { state: "claimed" | "seen"; expiresAt: number }>()
+    const sweep = (now: number) => {
+      for (const [key, entry] of entries) {
+        if (entry.expiresAt > now && entries.size <= maxEntries) break
+        if (entry.expiresAt <= now || entries.size > maxEntries) entries.delete(key)
+      }
+    }
+    const put = (key: string, state: "claimed" | "seen", now: number, ttl: Duration.DurationInput) => {
+      entries.delete(key)
+      entries.set(key, { state, expiresAt: now + Duration.toMillis(ttl) })
+    }
+    return {
+      claim: (key, lease) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          sweep(now)
+          const entry = entries.get(key)
+          if (entry !== undefined && entry.expiresAt > now) return entry.state === "seen" ? "seen" : "in-flight"
+          put(key, "claimed", now, lease)
+          return "claimed"
+        }),
+      commit: (key, ttl) => Effect.map(Clock.currentTimeMillis, (now) => put(key, "seen", now, ttl)),
+      release: (key) =>
+        Effect.sync(() => {
+          if (entries.get(key)?.state === "claimed") entries.delete(key)
+        })
+    }
+  })
+
+/** Provides an in-memory {@link ReplayGuard}. */
+export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<ReplayGuard> =>
+  Layer.effect(ReplayGuard, makeMemory(options))

@@ -1,0 +1,20 @@
+/** Per-endpoint circuit breaker used by the sender. */
+export * as Breaker from "./Breaker.js"
+/** The `bulwark webhook` command. */
+export * as Cli from "./Cli.js"
+/** Fast-ack HTTP ingress. */
+export * as Ingress from "./Ingress.js"
+/** The keyring of active secrets per source. */
+export * as Keyring from "./Keyring.js"
+/** Replay / duplicate detection port and its memory driver. */
+export * as ReplayGuard from "./ReplayGuard.js"
+/** The signed egress sender. */
+export * as Sender from "./Sender.js"
+/** Signing and key generation. */
+export * as Signing from "./Signing.js"
+/** The SSRF guard. */
+export * as Ssrf from "./Ssrf.js"
+/** Signature verification (Standard Webhooks, Stripe, GitHub). */
+export * as Verifier from "./Verifier.js"
+/** Typed refusals. */
+export * as WebhookError from "./WebhookError.js"

@@ -1,0 +1,240 @@
+/**
+ * `bulwark dlq list | show <id> | replay | purge --older-than D`: triage of the SQL dead-letter store chosen
+ * by `BULWARK_DATABASE_URL` (a postgres:// URL) or, by default, the embedded PGlite in `BULWARK_DATA_DIR`
+ * (default `.bulwark/pglite`); `BULWARK_DLQ_TABLE` names the table (default `bulwark_dead_letters`).
+ *
+ * `replay` publishes through a `Publisher`. The stock `bulwark` binary has no persistent transport wired in
+ * yet, so its `replay` refuses with exit code 2 and says so rather than pretending to publish; an
+ * application builds its own command with {@link make}`({ publisher })` to replay through its transport.
+ *
+ * Exit codes: 0 success; 1 not found, a failed replay or an unreachable database; 2 bad usage or a bad URL.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Failure } from "@bulwark/core"
+import { Database } from "@bulwark/sql"
+import { Transport } from "@bulwark/transport"
+import { Config, ConfigError, Console, Data, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Store from "./DeadLetterStore.js"
+import * as Sql from "./DeadLetterStore/Sql.js"
+import * as Replay from "./Replay.js"
+
+/** A deliberate exit with a code (the CLI runner prints the message and exits with it). */
+export class CliExit extends Data.TaggedError("CliExit")<{
+  readonly code: 1 | 2
+  readonly message: string
+}> {}
+
+/** The SQL store chosen by configuration (`BULWARK_DATABASE_URL` / `BULWARK_DATA_DIR`, `BULWARK_DLQ_TABLE`). */
+export const storeLayerConfig = Layer.unwrapEffect(
+  Effect.map(
+    Config.withDefault(Config.string("BULWARK_DLQ_TABLE"), Sql.defaultTable),
+    (table) => Sql.layer({ table })
+  )
+).pipe(Layer.provide(Database.layerConfig))
+
+const usage = (message: string) => new CliExit({ code: 2, message: `bulwark dlq: ${message}` })
+
+// Opening the store is where a bad URL (usage, 2) or an unreachable database (1) shows up.
+const withStore = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | CliExit, Exclude<R, Store.DeadLetterStore>> =>
+  Effect.provide(effect, storeLayerConfig).pipe(
+    Effect.catchAll((error): Effect.Effect<never, E | CliExit> => {
+      if (ConfigError.isConfigError(error)) return Effect.fail(usage(`bad configuration: ${String(error)}`))
+      const tag = (error as { readonly _tag?: string })._tag
+      if (tag === "DatabaseUrlError" || tag === "InvalidTableNameError") {
+        return Effect.fail(usage((error as { readonly message: string }).message))
+      }
+      if (tag === "SqlError") {
+        return Effect.fail(
+          new CliExit({ code: 1, message: `bulwark dlq: cannot use the dead-letter database: ${errorText(error as SqlError)}` })
+        )
+      }
+      return Effect.fail(error as E)
+    })
+  )
+
+const errorText = (error: { readonly message: string; readonly cause?: unknown }): string => {
+  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : ""
+  return `${error.message}${cause}`
+}
+
+const units: Record<string, number> = {
+  ms: 1, millis: 1, s: 1000, sec: 1000, second: 1000, seconds: 1000, m: 60_000, min: 60_000, minute: 60_000,
+  minutes: 60_000, h: 3_600_000, hour: 3_600_000, hours: 3_600_000, d: 86_400_000, day: 86_400_000,
+  days: 86_400_000, w: 604_800_000, week: 604_800_000, weeks: 604_800_000
+}
+
+/** Parses `30d`, `12h`, `90 minutes`, `1.5 hours`… */
+export const parseDuration = (text: string): Option.Option<Duration.Duration> => {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$/i.exec(text)
+  const unit = match ? units[match[2]!.toLowerCase()] : undefined
+  return match && unit !== undefined ? Option.some(Duration.millis(Number(match[1]) * unit)) : Option.none()
+}
+
+const category = Options.choice("category", Failure.categories).pipe(
+  Options.optional,
+  Options.withDescription("Only this category (schema, auth, timeout, dependency, unknown).")
+)
+const type = Options.text("type").pipe(Options.optional, Options.withDescription("Only this envelope type."))
+const topic = Options.text("topic").pipe(Options.optional, Options.withDescription("Only this origin topic."))
+const json = Options.boolean("json").pipe(Options.withDescription("Machine-readable JSON output."))
+
+const filterOf = (args: {
+  readonly category: Option.Option<Failure.Category>
+  readonly type: Option.Option<string>
+  readonly topic: Option.Option<string>
+}): Store.Filter => ({
+  ...Option.match(args.category, { onNone: () => ({}), onSome: (category) => ({ category }) }),
+  ...Option.match(args.type, { onNone: () => ({}), onSome: (type) => ({ type }) }),
+  ...Option.match(args.topic, { onNone: () => ({}), onSome: (originTopic) => ({ originTopic }) })
+})
+
+const encodeEntry = Schema.encodeSync(Store.DeadLetterEntry)
+
+const iso = (time: DateTime.Utc) => DateTime.formatIso(time).replace(/\.\d{3}Z$/, "Z")
+
+const table = (entries: ReadonlyArray<Store.DeadLetterEntry>): string => {
+  const header = ["ID", "CATEGORY", "TYPE", "TOPIC", "ATTEMPTS", "LAST FAILED", "STATUS", "ERROR"]
+  const rows = entries.map((e) => [
+    e.id,
+    e.category,
+    e.type ?? "-",
+    e.originTopic,
+    String(e.attempts),
+    iso(e.lastFailedAt),
+    e.replay,
+    e.error.message.replace(/\s+/g, " ").slice(0, 50)
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()
+  return [line(header), ...rows.map(line)].join("\n")
+}
+
+const list = Command.make("list", {
+  category,
+  type,
+  topic,
+  status: Options.choice("status", Store.ReplayStatus.literals).pipe(
+    Options.optional,
+    Options.withDescription("Only entries in this replay status.")
+  ),
+  limit: Options.integer("limit").pipe(Options.optional, Options.withDescription("At most this many entries.")),
+  json
+}, (args) =>
+  withStore(Effect.gen(function*() {
+    const store = yield* Store.DeadLetterStore
+    const entries = yield* store.list({
+      ...filterOf(args),
+      ...Option.match(args.status, { onNone: () => ({}), onSome: (replay) => ({ replay }) }),
+      ...Option.match(args.limit, { onNone: () => ({}), onSome: (limit) => ({ limit }) })
+    })
+    if (args.json) return yield* Console.log(JSON.stringify(entries.map((entry) => encodeEntry(entry)), null, 2))
+    if (entries.length === 0) return yield* Console.log("no dead-letter entries")
+    yield* Console.log(table(entries))
+    yield* Console.log(`\n${entries.length} entr${entries.length === 1 ? "y" : "ies"}`)
+  }))).pipe(Command.withDescription("List dead-letter entries, oldest first."))
+
+const payloadText = (payload: Uint8Array): string => {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(payload)
+  } catch {
+    return `(binary, base64) ${Buffer.from(payload).toString("base64")}`
+  }
+}
+
+const show = Command.make("show", { id: Args.text({ name: "id" }), json }, (args) =>
+  withStore(Effect.gen(function*() {
+    const store = yield* Store.DeadLetterStore
+    const found = yield* store.get(args.id)
+    if (Option.isNone(found)) {
+      return yield* Effect.fail(new CliExit({ code: 1, message: `bulwark dlq: no entry with id ${args.id}` }))
+    }
+    const e = found.value
+    if (args.json) return yield* Console.log(JSON.stringify(encodeEntry(e), null, 2))
+    yield* Console.log([
+      `id:            ${e.id}`,
+      `message id:    ${e.messageId}`,
+      `origin topic:  ${e.originTopic}`,
+      `key:           ${e.key}`,
+      `type:          ${e.type ?? "-"}`,
+      `category:      ${e.category}`,
+      `attempts:      ${e.attempts}`,
+      `first failed:  ${iso(e.firstFailedAt)}`,
+      `last failed:   ${iso(e.lastFailedAt)}`,
+      `replay:        ${e.replay}${e.replayedAt ? ` (last ${iso(e.replayedAt)}, ${e.replayCount}×)` : ""}`,
+      `error:         ${e.error.tag} (${e.error.classification}${e.error.status !== undefined ? `, status ${e.error.status}` : ""})`,
+      `               ${e.error.message}`,
+      `headers:`,
+      ...Object.entries(e.headers).map(([name, value]) => `  ${name}: ${value}`),
+      `payload:`,
+      payloadText(e.payload)
+    ].join("\n"))
+  }))).pipe(Command.withDescription("Show one entry: the message, its headers and the last error."))
+
+const purge = Command.make("purge", {
+  olderThan: Options.text("older-than").pipe(Options.withDescription("Delete entries last failed longer ago than this (30d, 12h, 90m)."))
+}, (args) =>
+  Effect.gen(function*() {
+    const age = parseDuration(args.olderThan)
+    if (Option.isNone(age)) return yield* Effect.fail(usage(`--older-than "${args.olderThan}" is not a duration (e.g. 30d, 12h, 90m)`))
+    yield* withStore(Effect.gen(function*() {
+      const store = yield* Store.DeadLetterStore
+      const cutoff = DateTime.subtractDuration(yield* DateTime.now, age.value)
+      const purged = yield* store.purge(cutoff)
+      yield* Console.log(`purged ${purged} entr${purged === 1 ? "y" : "ies"} last failed before ${iso(cutoff)}`)
+    }))
+  })).pipe(Command.withDescription("Delete entries older than a retention age."))
+
+/** What `replay` publishes through: a `Publisher` layer, or why there is none. */
+export type PublisherSource = Layer.Layer<Transport.Publisher, unknown> | { readonly unavailable: string }
+
+const noTransport = {
+  unavailable: "replay needs a transport to publish to, and this bulwark binary has none wired in. " +
+    "Replay from your application with Replay.replay (any Publisher), or build a command with " +
+    "`Cli.make({ publisher })` from @bulwark/dead-letter. Nothing was replayed."
+}
+
+const replayCommand = (publisher: PublisherSource) =>
+  Command.make("replay", {
+    id: Options.text("id").pipe(Options.repeated, Options.withDescription("Replay this entry (repeatable).")),
+    category,
+    type,
+    topic,
+    rate: Options.float("rate").pipe(Options.withDefault(10), Options.withDescription("Messages per second (default 10)."))
+  }, (args) =>
+    Effect.gen(function*() {
+      if (!(args.rate > 0)) return yield* Effect.fail(usage("--rate must be a positive number of messages per second"))
+      if ("unavailable" in publisher) return yield* Effect.fail(usage(publisher.unavailable))
+      const report = yield* withStore(
+        Replay.replay({
+          ...(args.id.length > 0 ? { ids: args.id } : { filter: filterOf(args) }),
+          rate: args.rate
+        }).pipe(
+          Effect.catchTag("EntryNotFoundError", (error) =>
+            Effect.fail(new CliExit({ code: 1, message: `bulwark dlq: ${error.message}` }))),
+          Effect.provide(publisher)
+        )
+      )
+      yield* Console.log(
+        `replayed ${report.replayed.length}, skipped ${report.skipped.length} (already replayed or in progress), failed ${report.failed.length}`
+      )
+      for (const failed of report.failed) yield* Console.error(`  ${failed.id}: ${failed.error.message}`)
+      if (report.failed.length > 0) {
+        return yield* Effect.fail(new CliExit({ code: 1, message: `bulwark dlq: ${report.failed.length} entries could not be published` }))
+      }
+    })).pipe(Command.withDescription("Publish entries back to their origin topic, rate-limited, each once."))
+
+// Typed by a plain `string` name so it fits the CLI's list of subcommands (`Command<string, …>`).
+const name: string = "dlq"
+
+/** Builds the `dlq` command, replaying through `publisher`. */
+export const make = (options: { readonly publisher: PublisherSource }) =>
+  Command.make(name).pipe(
+    Command.withDescription("Triage the dead-letter store: list, show, replay, purge."),
+    Command.withSubcommands([list, show, replayCommand(options.publisher), purge])
+  )
+
+/** The `dlq` command of the stock `bulwark` binary (no transport for replay; see {@link make}). */
+export const command = make({ publisher: noTransport })

@@ -1,0 +1,128 @@
+/**
+ * Getting messages into the dead-letter store:
+ * - the {@link deadLetter} middleware (stage `deadLetter`) stores an envelope the handler gave up on — a
+ *   permanent failure, or a transient one on its last attempt — and then succeeds, so the message is acked;
+ * - {@link drain} moves what a transport dead-lettered (`${topic}.dlq`, with reason headers) into the store,
+ *   so messages the pipeline itself dead-letters (undecodable bytes, exhausted redeliveries) land there too.
+ *
+ * Nothing is lost on the way: if storing fails, the original failure propagates and the transport keeps
+ * the message.
+ */
+import { Delivery, Envelope, Failure, Handler } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { Effect, Schema, Stream } from "effect"
+import * as Store from "./DeadLetterStore.js"
+
+/** Settings of {@link deadLetter}. */
+export interface Options<A, I, RS> {
+  /** The topic the handler consumes: where a replay sends the message back. */
+  readonly topic: string
+  /** The payload schema, to store the envelope as the same CloudEvents bytes a producer sends. */
+  readonly schema: Schema.Schema<A, I, RS>
+  /**
+   * The delivery attempt on which a transient failure is given up on. Default: 1 when a retry stage is
+   * inside this one (retry already used its attempts), otherwise 10 (the pipeline's default).
+   */
+  readonly maxAttempts?: number
+}
+
+/**
+ * Stores the envelope in `store` when the handler fails permanently or on its last attempt, choosing the
+ * category from the error (`Failure.classify`: decode → schema, 401/403 → auth, timeouts → timeout,
+ * 5xx / open breaker → dependency), then succeeds so the delivery is acked. Earlier transient failures
+ * propagate for the pipeline to nack. If the store fails, the original error propagates (never lost).
+ */
+export const deadLetter = <A, I, RS>(store: Store.Service, options: Options<A, I, RS>) => {
+  const encode = Envelope.encode(options.schema)
+  return <E, R>(handler: Handler.Handler<A, E, R>): Handler.Handler<A, E, R | RS> => {
+    const maxAttempts = options.maxAttempts ?? (Handler.stagesOf(handler).includes("retry") ? 1 : 10)
+    return Handler.withStage("deadLetter", handler, (envelope: Envelope.Envelope<A>) =>
+      Effect.catchAll(handler(envelope), (error) =>
+        Effect.gen(function*() {
+          const verdict = yield* Failure.classify(error)
+          if (verdict.classification === "transient" && envelope.attempt < maxAttempts) {
+            return yield* Effect.fail(error)
+          }
+          const stored = yield* encode(envelope).pipe(
+            Effect.flatMap((payload) =>
+              store.add({
+                message: { id: envelope.id, topic: options.topic, key: envelope.subject, payload, headers: envelope.headers },
+                category: verdict.category,
+                error: Failure.toRecord(error, verdict),
+                attempts: Math.max(1, envelope.attempt)
+              })
+            ),
+            Effect.either
+          )
+          if (stored._tag === "Left") {
+            yield* Effect.logError("dead-lettering failed; the original failure propagates so the message is kept", stored.left)
+              .pipe(Effect.annotateLogs({ envelopeId: envelope.id, topic: options.topic }))
+            return yield* Effect.fail(error)
+          }
+          yield* Effect.logWarning("message dead-lettered").pipe(
+            Effect.annotateLogs({ envelopeId: envelope.id, entryId: stored.right.id, category: verdict.category })
+          )
+        })))
+  }
+}
+
+/** The reason recorded when a dead-lettered copy arrives without readable reason headers. */
+const unknownReason = (attempts: number) =>
+  new Delivery.DeadLetterReason({
+    category: "unknown",
+    error: new Failure.FailureRecord({
+      tag: "Unknown",
+      message: "dead-lettered without a readable reason",
+      classification: "permanent",
+      category: "unknown"
+    }),
+    attempts
+  })
+
+/** Settings of {@link drain}. */
+export interface DrainOptions {
+  /** The consumer group on the `.dlq` topic. Default `"bulwark-dead-letter"`. */
+  readonly group?: string
+}
+
+/** Stores one dead-lettered copy; the origin topic comes from its headers, else from `topic`. */
+export const storeDelivery = (store: Store.Service, topic: string, delivery: Delivery.Delivery) => {
+  const { message } = delivery
+  const reason = Delivery.readDeadLetterReason(message.headers) ?? unknownReason(delivery.attempt)
+  const originTopic = message.headers[Delivery.DeadLetterHeaders.originTopic] ?? topic
+  return store.add({
+    message: { ...message, topic: originTopic },
+    category: reason.category,
+    error: reason.error,
+    attempts: reason.attempts
+  })
+}
+
+/**
+ * Consumes `${topic}.dlq` into the store until interrupted: each copy is stored, then acked; a copy that
+ * cannot be stored is nacked (with a delay) and comes back.
+ */
+export const drain = (
+  topic: string,
+  options: DrainOptions = {}
+): Effect.Effect<void, Transport.SubscribeError, Transport.Subscriber | Store.DeadLetterStore> =>
+  Effect.gen(function*() {
+    const store = yield* Store.DeadLetterStore
+    const subscriber = yield* Transport.Subscriber
+    yield* subscriber.subscribe(Delivery.deadLetterTopic(topic), { group: options.group ?? "bulwark-dead-letter" }).pipe(
+      Stream.runForEach((delivery) =>
+        storeDelivery(store, topic, delivery).pipe(
+          Effect.matchEffect({
+            onFailure: (error) =>
+              Effect.zipRight(
+                Effect.logWarning("could not store a dead-lettered message; it will come back", error),
+                delivery.nack({ delay: "1 second" })
+              ),
+            onSuccess: () => delivery.ack
+          }),
+          // A failed settle is redelivered by the transport; storing twice updates the same entry.
+          Effect.catchAll((error) => Effect.logWarning("settling a dead-letter copy failed", error))
+        )
+      )
+    )
+  })

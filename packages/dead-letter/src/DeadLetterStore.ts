@@ -1,0 +1,201 @@
+/**
+ * The dead-letter store: messages Bulwark gave up on, kept whole (payload, headers, key, id) with why,
+ * so an operator can triage them by category, inspect them and replay them to where they came from.
+ *
+ * "A DLQ is not a garbage bin": every entry is either replayed or purged by a retention rule, and
+ * {@link alerts} fires when the number of entries awaiting triage crosses a threshold.
+ */
+import { Delivery, Failure } from "@bulwark/core"
+import { Context, Data, Duration, Effect, Layer, Option, Schema } from "effect"
+
+/** Where an entry is in its replay life: waiting, being published right now, or published. */
+export const ReplayStatus = Schema.Literal("pending", "replaying", "replayed")
+/** Where an entry is in its replay life. */
+export type ReplayStatus = typeof ReplayStatus.Type
+
+/** One dead-lettered message, as persisted. */
+export class DeadLetterEntry extends Schema.Class<DeadLetterEntry>("@bulwark/dead-letter/DeadLetterEntry")({
+  /** The entry's own id (what `bulwark dlq show` takes). */
+  id: Schema.String,
+  /** The message (envelope) id; one entry per origin topic and message id. */
+  messageId: Schema.String,
+  /** The topic the message was consumed from, and is replayed to. */
+  originTopic: Schema.String,
+  /** The ordering key (the envelope's subject). */
+  key: Schema.String,
+  /** The message bytes exactly as received (CloudEvents JSON for Bulwark producers). */
+  payload: Schema.Uint8ArrayFromBase64,
+  /** The message headers (trace context, correlation id, …), dead-letter headers removed. */
+  headers: Schema.Record({ key: Schema.String, value: Schema.String }),
+  /** The envelope type when the payload is a readable CloudEvent, for filtering. */
+  type: Schema.NullOr(Schema.String),
+  /** The triage category. */
+  category: Failure.Category,
+  /** The last error. */
+  error: Failure.FailureRecord,
+  /** Deliveries attempted before giving up (the last time it was dead-lettered). */
+  attempts: Schema.Int,
+  /** When the message was first dead-lettered. */
+  firstFailedAt: Schema.DateTimeUtc,
+  /** When it was last dead-lettered (again after a replay that failed too). */
+  lastFailedAt: Schema.DateTimeUtc,
+  replay: ReplayStatus,
+  /** When it was last replayed. */
+  replayedAt: Schema.NullOr(Schema.DateTimeUtc),
+  /** How many times it has been replayed. */
+  replayCount: Schema.Int
+}) {}
+
+/** What is added to the store: the message and why it was given up on. */
+export interface NewEntry {
+  readonly message: Delivery.Message
+  readonly category: Failure.Category
+  readonly error: Failure.FailureRecord
+  readonly attempts: number
+}
+
+/** A filter over entries; every field narrows, none means all. */
+export interface Filter {
+  readonly category?: Failure.Category
+  readonly type?: string
+  readonly originTopic?: string
+  readonly replay?: ReplayStatus
+  /** Last failed at or after. */
+  readonly from?: import("effect").DateTime.Utc
+  /** Last failed before. */
+  readonly to?: import("effect").DateTime.Utc
+  readonly limit?: number
+}
+
+/** The store failed. Transient, category `dependency`. */
+export class DeadLetterStoreError extends Data.TaggedError("DeadLetterStoreError")<{
+  readonly operation: string
+  readonly cause: unknown
+}> implements Failure.Classified {
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "transient", category: "dependency" }
+  }
+  override get message(): string {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `dead-letter store ${this.operation} failed: ${cause}`
+  }
+}
+
+/** No entry has this id. */
+export class EntryNotFoundError extends Data.TaggedError("EntryNotFoundError")<{ readonly id: string }> {
+  override get message(): string {
+    return `no dead-letter entry with id ${this.id}`
+  }
+}
+
+/** The dead-letter port. */
+export class DeadLetterStore extends Context.Tag("@bulwark/dead-letter/DeadLetterStore")<DeadLetterStore, {
+  /** Stores a message; the same origin topic + message id updates its entry (last failure, back to pending). */
+  readonly add: (entry: NewEntry) => Effect.Effect<DeadLetterEntry, DeadLetterStoreError>
+  /** Entries matching the filter, oldest first failure first. */
+  readonly list: (filter?: Filter) => Effect.Effect<ReadonlyArray<DeadLetterEntry>, DeadLetterStoreError>
+  /** One entry. */
+  readonly get: (id: string) => Effect.Effect<Option.Option<DeadLetterEntry>, DeadLetterStoreError>
+  /** Entries not yet replayed: the alert signal. */
+  readonly depth: Effect.Effect<number, DeadLetterStoreError>
+  /**
+   * Atomically takes an entry for replay (pending, or replaying with a claim older than `lease`): `None` when
+   * it is replayed or someone else is replaying it — which is what makes replay publish once.
+   */
+  readonly claimReplay: (
+    id: string,
+    lease: Duration.DurationInput
+  ) => Effect.Effect<Option.Option<DeadLetterEntry>, DeadLetterStoreError>
+  /** Marks a claimed entry as replayed. */
+  readonly markReplayed: (id: string) => Effect.Effect<void, DeadLetterStoreError>
+  /** Gives a claimed entry back (its publish failed). */
+  readonly releaseReplay: (id: string) => Effect.Effect<void, DeadLetterStoreError>
+  /** Deletes entries last failed before `before`; answers how many. */
+  readonly purge: (before: import("effect").DateTime.Utc) => Effect.Effect<number, DeadLetterStoreError>
+}>() {}
+
+/** The service a `DeadLetterStore` driver implements. */
+export interface Service extends Context.Tag.Service<DeadLetterStore> {}
+
+const stripped = new Set<string>(Object.values(Delivery.DeadLetterHeaders))
+
+/** Headers without the transport's dead-letter bookkeeping (kept in the entry's own fields instead). */
+export const originalHeaders = (headers: Readonly<Record<string, string>>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(headers)) if (!stripped.has(name)) out[name] = value
+  return out
+}
+
+const decoder = new TextDecoder()
+
+/** The CloudEvents `type` of a payload, when it is readable JSON carrying one. */
+export const typeOf = (payload: Uint8Array): string | null => {
+  try {
+    const json = JSON.parse(decoder.decode(payload)) as unknown
+    const type = typeof json === "object" && json !== null ? (json as { type?: unknown }).type : undefined
+    return typeof type === "string" ? type : null
+  } catch {
+    return null
+  }
+}
+
+/** Whether an entry matches a filter (drivers that filter in memory use it). */
+export const matches = (entry: DeadLetterEntry, filter: Filter): boolean =>
+  (filter.category === undefined || entry.category === filter.category) &&
+  (filter.type === undefined || entry.type === filter.type) &&
+  (filter.originTopic === undefined || entry.originTopic === filter.originTopic) &&
+  (filter.replay === undefined || entry.replay === filter.replay) &&
+  (filter.from === undefined || entry.lastFailedAt.epochMillis >= filter.from.epochMillis) &&
+  (filter.to === undefined || entry.lastFailedAt.epochMillis < filter.to.epochMillis)
+
+/** What an alert hook is told. */
+export type AlertEvent =
+  | { readonly _tag: "DepthExceeded"; readonly depth: number; readonly threshold: number }
+  | { readonly _tag: "DepthRecovered"; readonly depth: number; readonly threshold: number }
+
+/** Settings of {@link alerts}. */
+export interface AlertOptions {
+  /** Alert when the depth (entries not replayed) reaches this. */
+  readonly threshold: number
+  /** Recover when the depth falls to this or below. Default `threshold - 1` (set lower to avoid flapping). */
+  readonly recoverAt?: number
+  /** Called once per crossing: once when the threshold is reached, once on recovery. */
+  readonly onAlert: (event: AlertEvent) => Effect.Effect<void>
+}
+
+/**
+ * Wraps a store so that every change that moves the depth checks it against the threshold. Edge-triggered:
+ * one `DepthExceeded` when it is reached, one `DepthRecovered` when it falls back to `recoverAt`, never a
+ * storm of repeats. A depth already over the threshold when the wrapper starts alerts at once.
+ */
+export const withAlerts = (store: Service, options: AlertOptions): Effect.Effect<Service, DeadLetterStoreError> =>
+  Effect.gen(function*() {
+    const recoverAt = options.recoverAt ?? options.threshold - 1
+    const lock = yield* Effect.makeSemaphore(1)
+    let alerting = false
+    const check = lock.withPermits(1)(Effect.gen(function*() {
+      const depth = yield* store.depth
+      if (!alerting && depth >= options.threshold) {
+        alerting = true
+        yield* options.onAlert({ _tag: "DepthExceeded", depth, threshold: options.threshold })
+      } else if (alerting && depth <= recoverAt) {
+        alerting = false
+        yield* options.onAlert({ _tag: "DepthRecovered", depth, threshold: options.threshold })
+      }
+    }))
+    // The alert is a side channel: a failed depth read must not fail the write that triggered it.
+    const checked = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.tap(effect, () =>
+        check.pipe(Effect.catchAll((error) => Effect.logWarning("dead-letter depth check failed", error))))
+    yield* check
+    return {
+      ...store,
+      add: (entry) => checked(store.add(entry)),
+      markReplayed: (id) => checked(store.markReplayed(id)),
+      purge: (before) => checked(store.purge(before))
+    }
+  })
+
+/** A layer that adds {@link withAlerts} to the `DeadLetterStore` it is provided with. */
+export const alerts = (options: AlertOptions): Layer.Layer<DeadLetterStore, DeadLetterStoreError, DeadLetterStore> =>
+  Layer.effect(DeadLetterStore, Effect.flatMap(DeadLetterStore, (store) => withAlerts(store, options)))

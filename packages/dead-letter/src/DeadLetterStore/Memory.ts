@@ -1,0 +1,98 @@
+/** The in-process dead-letter store (tests, the simulator, the quick start). Time from Effect's `Clock`. */
+import { Clock, DateTime, Duration, Effect, Layer, Option } from "effect"
+import { Envelope } from "@bulwark/core"
+import * as Store from "../DeadLetterStore.js"
+
+/** Creates a memory store. */
+export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
+  const entries = new Map<string, Store.DeadLetterEntry>()
+  const claims = new Map<string, number>()
+  const byMessage = new Map<string, string>()
+  const messageKey = (topic: string, id: string) => JSON.stringify([topic, id])
+
+  const service: Store.Service = {
+    add: (input) =>
+      Effect.gen(function*() {
+        const now = DateTime.unsafeMake(yield* Clock.currentTimeMillis)
+        const existingId = byMessage.get(messageKey(input.message.topic, input.message.id))
+        const existing = existingId === undefined ? undefined : entries.get(existingId)
+        const entry = new Store.DeadLetterEntry({
+          id: existing?.id ?? (yield* Envelope.uuid),
+          messageId: input.message.id,
+          originTopic: input.message.topic,
+          key: input.message.key,
+          payload: input.message.payload,
+          headers: Store.originalHeaders(input.message.headers),
+          type: Store.typeOf(input.message.payload),
+          category: input.category,
+          error: input.error,
+          attempts: input.attempts,
+          firstFailedAt: existing?.firstFailedAt ?? now,
+          lastFailedAt: now,
+          replay: "pending",
+          replayedAt: existing?.replayedAt ?? null,
+          replayCount: existing?.replayCount ?? 0
+        })
+        entries.set(entry.id, entry)
+        claims.delete(entry.id)
+        byMessage.set(messageKey(entry.originTopic, entry.messageId), entry.id)
+        return entry
+      }),
+    list: (filter = {}) =>
+      Effect.sync(() => {
+        const found = [...entries.values()]
+          .filter((entry) => Store.matches(entry, filter))
+          // Stable sort over insertion order: entries that failed in the same millisecond keep their arrival order.
+          .sort((a, b) => a.firstFailedAt.epochMillis - b.firstFailedAt.epochMillis)
+        return filter.limit === undefined ? found : found.slice(0, filter.limit)
+      }),
+    get: (id) => Effect.sync(() => Option.fromNullable(entries.get(id))),
+    depth: Effect.sync(() => [...entries.values()].filter((entry) => entry.replay !== "replayed").length),
+    claimReplay: (id, lease) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const entry = entries.get(id)
+        if (entry === undefined || entry.replay === "replayed") return Option.none()
+        if (entry.replay === "replaying" && (claims.get(id) ?? 0) > now) return Option.none()
+        const claimed = new Store.DeadLetterEntry({ ...entry, replay: "replaying" })
+        entries.set(id, claimed)
+        claims.set(id, now + Duration.toMillis(Duration.decode(lease)))
+        return Option.some(claimed)
+      }),
+    markReplayed: (id) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const entry = entries.get(id)
+        if (entry === undefined || entry.replay !== "replaying") return
+        entries.set(id, new Store.DeadLetterEntry({
+          ...entry,
+          replay: "replayed",
+          replayedAt: DateTime.unsafeMake(now),
+          replayCount: entry.replayCount + 1
+        }))
+        claims.delete(id)
+      }),
+    releaseReplay: (id) =>
+      Effect.sync(() => {
+        const entry = entries.get(id)
+        if (entry === undefined || entry.replay !== "replaying") return
+        entries.set(id, new Store.DeadLetterEntry({ ...entry, replay: "pending" }))
+        claims.delete(id)
+      }),
+    purge: (before) =>
+      Effect.sync(() => {
+        let purged = 0
+        for (const entry of [...entries.values()]) {
+          if (entry.lastFailedAt.epochMillis < before.epochMillis) {
+            entries.delete(entry.id)
+            claims.delete(entry.id)
+            byMessage.delete(messageKey(entry.originTopic, entry.messageId))
+            purged++
+          }
+        }
+        return purged
+      })
+  }
+  return service
+})
+
+/** Provides the memory store as the `DeadLetterStore`. */
+export const layer: Layer.Layer<Store.DeadLetterStore> = Layer.effect(Store.DeadLetterStore, make)

@@ -1,0 +1,200 @@
+/**
+ * The SQL dead-letter store, one implementation for the embedded PGlite and a real PostgreSQL server
+ * (migrations included). Payloads are stored base64 and headers and errors as JSON text, so both engines
+ * read back exactly what was written. Times come from Effect's `Clock` (they are records of when things
+ * happened, and `TestClock` can drive them); the replay claim is one conditional `UPDATE … RETURNING`,
+ * atomic on the server, so two replays of one entry publish it once.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Envelope, Failure } from "@bulwark/core"
+import { Migrations } from "@bulwark/sql"
+import { Clock, Data, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
+import * as Store from "../DeadLetterStore.js"
+
+/** Settings of the SQL store. */
+export interface Options {
+  /** The table name. Default `bulwark_dead_letters`. */
+  readonly table?: string
+}
+
+/** The default table name. */
+export const defaultTable = "bulwark_dead_letters"
+
+/** A table name that is not a plain SQL identifier. */
+export class InvalidTableNameError extends Data.TaggedError("InvalidTableNameError")<{ readonly table: string }> {
+  override get message(): string {
+    return `"${this.table}" is not a valid table name (lowercase letters, digits and _)`
+  }
+}
+
+/** The migrations of one dead-letter table. */
+export const migrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
+  id: 1,
+  name: "create dead-letter table",
+  statements: [
+    `CREATE TABLE IF NOT EXISTS ${table} (
+      id text PRIMARY KEY,
+      seq bigserial NOT NULL,
+      message_id text NOT NULL,
+      origin_topic text NOT NULL,
+      message_key text NOT NULL,
+      payload text NOT NULL,
+      headers text NOT NULL,
+      type text,
+      category text NOT NULL,
+      error text NOT NULL,
+      attempts integer NOT NULL,
+      first_failed_at bigint NOT NULL,
+      last_failed_at bigint NOT NULL,
+      replay_status text NOT NULL,
+      replayed_at bigint,
+      replay_count integer NOT NULL DEFAULT 0,
+      replay_claimed_until bigint,
+      UNIQUE (origin_topic, message_id)
+    )`,
+    `CREATE INDEX IF NOT EXISTS ${table}_triage ON ${table} (replay_status, category, first_failed_at, seq)`,
+    `CREATE INDEX IF NOT EXISTS ${table}_last_failed ON ${table} (last_failed_at)`
+  ]
+}]
+
+interface Row {
+  readonly id: string
+  readonly message_id: string
+  readonly origin_topic: string
+  readonly message_key: string
+  readonly payload: string
+  readonly headers: string
+  readonly type: string | null
+  readonly category: string
+  readonly error: string
+  readonly attempts: number
+  readonly first_failed_at: number
+  readonly last_failed_at: number
+  readonly replay_status: string
+  readonly replayed_at: number | null
+  readonly replay_count: number
+}
+
+const decodeEntry = Schema.decodeUnknown(Store.DeadLetterEntry)
+
+const toEntry = (row: Row) =>
+  Effect.try(() => ({
+    id: row.id,
+    messageId: row.message_id,
+    originTopic: row.origin_topic,
+    key: row.message_key,
+    payload: row.payload,
+    headers: JSON.parse(row.headers) as unknown,
+    type: row.type,
+    category: row.category,
+    error: JSON.parse(row.error) as unknown,
+    attempts: Number(row.attempts),
+    firstFailedAt: new Date(Number(row.first_failed_at)).toISOString(),
+    lastFailedAt: new Date(Number(row.last_failed_at)).toISOString(),
+    replay: row.replay_status,
+    replayedAt: row.replayed_at === null ? null : new Date(Number(row.replayed_at)).toISOString(),
+    replayCount: Number(row.replay_count)
+  })).pipe(Effect.flatMap(decodeEntry))
+
+const encodeRecord = Schema.encodeSync(Failure.FailureRecord)
+
+/** Creates the store over the `SqlClient` in context, running its migrations first. */
+export const make = (options: Options = {}): Effect.Effect<
+  Store.Service,
+  SqlError | InvalidTableNameError,
+  SqlClient.SqlClient
+> =>
+  Effect.gen(function*() {
+    const table = options.table ?? defaultTable
+    if (!/^[a-z_][a-z0-9_]{0,50}$/.test(table)) return yield* Effect.fail(new InvalidTableNameError({ table }))
+    const sql = yield* SqlClient.SqlClient
+    yield* Migrations.run(`dead-letter:${table}`, migrations(table))
+    const t = sql(table)
+
+    const wrap = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.mapError(effect, (cause) => new Store.DeadLetterStoreError({ operation, cause }))
+    const entries = (rows: ReadonlyArray<Row>) => Effect.forEach(rows, toEntry)
+    const first = (rows: ReadonlyArray<Row>) =>
+      rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(toEntry(rows[0]!), Option.some)
+
+    const where = (filter: Store.Filter) =>
+      sql.and([
+        ...(filter.category !== undefined ? [sql`category = ${filter.category}`] : []),
+        ...(filter.type !== undefined ? [sql`type = ${filter.type}`] : []),
+        ...(filter.originTopic !== undefined ? [sql`origin_topic = ${filter.originTopic}`] : []),
+        ...(filter.replay !== undefined ? [sql`replay_status = ${filter.replay}`] : []),
+        ...(filter.from !== undefined ? [sql`last_failed_at >= ${filter.from.epochMillis}`] : []),
+        ...(filter.to !== undefined ? [sql`last_failed_at < ${filter.to.epochMillis}`] : [])
+      ])
+
+    const store: Store.Service = {
+      add: (input) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const id = yield* Envelope.uuid
+          const rows = yield* sql<Row>`
+            INSERT INTO ${t} (id, message_id, origin_topic, message_key, payload, headers, type, category, error,
+              attempts, first_failed_at, last_failed_at, replay_status, replay_count)
+            VALUES (${id}, ${input.message.id}, ${input.message.topic}, ${input.message.key},
+              ${Buffer.from(input.message.payload).toString("base64")},
+              ${JSON.stringify(Store.originalHeaders(input.message.headers))}, ${Store.typeOf(input.message.payload)},
+              ${input.category}, ${JSON.stringify(encodeRecord(input.error))}, ${input.attempts}, ${now}, ${now},
+              'pending', 0)
+            ON CONFLICT (origin_topic, message_id) DO UPDATE SET
+              message_key = EXCLUDED.message_key, payload = EXCLUDED.payload, headers = EXCLUDED.headers,
+              type = EXCLUDED.type, category = EXCLUDED.category, error = EXCLUDED.error,
+              attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at,
+              replay_status = 'pending', replay_claimed_until = NULL
+            RETURNING *`
+          return yield* toEntry(rows[0]!)
+        }).pipe(wrap("add")),
+      list: (filter = {}) =>
+        sql<Row>`SELECT * FROM ${t} WHERE ${where(filter)} ORDER BY first_failed_at, seq
+          ${filter.limit !== undefined ? sql`LIMIT ${filter.limit}` : sql``}`.pipe(
+          Effect.flatMap(entries),
+          wrap("list")
+        ),
+      get: (id) => sql<Row>`SELECT * FROM ${t} WHERE id = ${id}`.pipe(Effect.flatMap(first), wrap("get")),
+      depth: sql<{ n: number }>`SELECT count(*)::int AS n FROM ${t} WHERE replay_status <> 'replayed'`.pipe(
+        Effect.map((rows) => Number(rows[0]?.n ?? 0)),
+        wrap("depth")
+      ),
+      claimReplay: (id, lease) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const until = now + Duration.toMillis(Duration.decode(lease))
+          const rows = yield* sql<Row>`
+            UPDATE ${t} SET replay_status = 'replaying', replay_claimed_until = ${until}
+            WHERE id = ${id} AND (replay_status = 'pending'
+              OR (replay_status = 'replaying' AND replay_claimed_until <= ${now}))
+            RETURNING *`
+          return yield* first(rows)
+        }).pipe(wrap("claimReplay")),
+      markReplayed: (id) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          sql`
+            UPDATE ${t} SET replay_status = 'replayed', replayed_at = ${now}, replay_count = replay_count + 1,
+              replay_claimed_until = NULL
+            WHERE id = ${id} AND replay_status = 'replaying'`).pipe(Effect.asVoid, wrap("markReplayed")),
+      releaseReplay: (id) =>
+        sql`
+          UPDATE ${t} SET replay_status = 'pending', replay_claimed_until = NULL
+          WHERE id = ${id} AND replay_status = 'replaying'`.pipe(Effect.asVoid, wrap("releaseReplay")),
+      purge: (before) =>
+        sql<{ n: number }>`
+          WITH gone AS (DELETE FROM ${t} WHERE last_failed_at < ${DateTime.toEpochMillis(before)} RETURNING 1)
+          SELECT count(*)::int AS n FROM gone`.pipe(
+          Effect.map((rows) => Number(rows[0]?.n ?? 0)),
+          wrap("purge")
+        )
+    }
+    return store
+  })
+
+/** Provides the SQL store as the `DeadLetterStore` (migrations included). Needs a `SqlClient`. */
+export const layer = (options: Options = {}): Layer.Layer<
+  Store.DeadLetterStore,
+  SqlError | InvalidTableNameError,
+  SqlClient.SqlClient
+> => Layer.effect(Store.DeadLetterStore, make(options))

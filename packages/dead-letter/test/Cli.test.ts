@@ -1,0 +1,163 @@
+import { Database } from "@bulwark/sql"
+import { Transport } from "@bulwark/transport"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { NodeContext } from "@effect/platform-node"
+import { Command } from "@effect/cli"
+import { ConfigProvider, Effect, Layer, TestClock, TestContext } from "effect"
+import { spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, describe, expect, it } from "vitest"
+import * as Cli from "../src/Cli.js"
+import * as Sql from "../src/DeadLetterStore/Sql.js"
+import { newEntry } from "./contract.js"
+
+const bin = fileURLToPath(new URL("../../cli/bin/bulwark.mjs", import.meta.url))
+const postgresUrl = process.env.BULWARK_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+const root = mkdtempSync(join(tmpdir(), "bulwark-dlq-cli-"))
+const pgTable = `bulwark_dlq_cli_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`
+
+interface Run {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+const cli = (args: ReadonlyArray<string>, env: Record<string, string>): Promise<Run> =>
+  new Promise((resolve, reject) => {
+    const base = { ...process.env }
+    delete base.BULWARK_DATABASE_URL
+    delete base.BULWARK_DATA_DIR
+    const child = spawn(process.execPath, [bin, "dlq", ...args], { env: { ...base, ...env } })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk) => (stdout += chunk))
+    child.stderr.on("data", (chunk) => (stderr += chunk))
+    child.on("error", reject)
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+  })
+
+// Seeds entries: one failed two days ago (the TestClock is set back), the rest now.
+const seed = (layer: Layer.Layer<SqlClient.SqlClient, unknown>, table: string, topic: string) =>
+  Effect.runPromise(
+    Effect.gen(function*() {
+      const store = yield* Sql.make({ table })
+      const now = Date.now()
+      yield* TestClock.setTime(now - 2 * 86_400_000)
+      const old = yield* store.add(newEntry(topic, "old-1", "schema", "order.created"))
+      yield* TestClock.setTime(now)
+      const auth = yield* store.add(newEntry(topic, "auth-1", "auth", "order.paid"))
+      const dep1 = yield* store.add(newEntry(topic, "dep-1", "dependency", "order.paid"))
+      const dep2 = yield* store.add(newEntry(topic, "dep-2", "dependency", "order.shipped"))
+      return { old, auth, dep1, dep2 }
+    }).pipe(Effect.provide(Layer.merge(layer, TestContext.TestContext)))
+  )
+
+afterAll(async () => {
+  rmSync(root, { recursive: true, force: true })
+  await Effect.runPromise(
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`DROP TABLE IF EXISTS ${sql(pgTable)}`
+      yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`dead-letter:${pgTable}`}`
+    }).pipe(Effect.provide(Database.layerPostgres({ url: postgresUrl })))
+  )
+}, 30_000)
+
+describe("bulwark dlq", () => {
+  it("lists, shows and purges the embedded store; bad ids, URLs and replay without a transport fail clearly", async () => {
+    const dataDir = join(root, "pglite")
+    const env = { BULWARK_DATA_DIR: dataDir }
+    const seeded = await seed(Database.layerPglite({ dataDir }), Sql.defaultTable, "orders")
+
+    const listed = await cli(["list", "--category", "dependency"], env)
+    expect(listed.stderr).toBe("")
+    expect(listed.code).toBe(0)
+    const lines = listed.stdout.trim().split("\n")
+    expect(lines[0]).toMatch(/^ID\s+CATEGORY\s+TYPE\s+TOPIC\s+ATTEMPTS\s+LAST FAILED\s+STATUS\s+ERROR$/)
+    expect(lines[1]).toContain(seeded.dep1.id)
+    expect(lines[1]).toMatch(/dependency\s+order\.paid\s+orders\s+10\s+\S+\s+pending\s+503 from billing/)
+    expect(lines[2]).toContain(seeded.dep2.id)
+    expect(listed.stdout).toContain("2 entries")
+    expect(listed.stdout).not.toContain(seeded.auth.id)
+
+    const shown = await cli(["show", seeded.auth.id], env)
+    expect(shown.code).toBe(0)
+    expect(shown.stdout).toContain(`id:            ${seeded.auth.id}`)
+    expect(shown.stdout).toContain("category:      auth")
+    expect(shown.stdout).toContain("HttpError (transient, status 503)")
+    expect(shown.stdout).toContain("traceparent: 00-0af7651916cd43dd8448eb211c80319c")
+    expect(shown.stdout).toContain('"id":"auth-1"')
+
+    const purged = await cli(["purge", "--older-than", "1d"], env)
+    expect(purged.code).toBe(0)
+    expect(purged.stdout).toContain("purged 1 entry")
+
+    const missing = await cli(["show", "no-such-id"], env)
+    const badUrl = await cli(["list"], { BULWARK_DATABASE_URL: "mysql://root@localhost/x" })
+    const noTransport = await cli(["replay", "--category", "dependency"], env)
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toContain("no entry with id no-such-id")
+    expect(missing.stderr).not.toContain("    at ")
+    expect(badUrl.code).toBe(2)
+    expect(badUrl.stderr).toContain("expected postgres://")
+    expect(noTransport.code).toBe(2)
+    expect(noTransport.stderr).toContain("replay needs a transport")
+
+    // What the commands did is in the store: purge removed the old entry, nothing was replayed.
+    const after = await Effect.runPromise(
+      Effect.flatMap(Sql.make(), (store) => store.list()).pipe(Effect.provide(Database.layerPglite({ dataDir })))
+    )
+    expect(after.map((e) => e.messageId)).toEqual(["auth-1", "dep-1", "dep-2"])
+    expect(after.every((e) => e.replay === "pending")).toBe(true)
+  }, 240_000)
+
+  it("works against real Postgres chosen by BULWARK_DATABASE_URL", async () => {
+    const topic = `cli-${Date.now().toString(36)}`
+    const seeded = await seed(Database.layerPostgres({ url: postgresUrl }), pgTable, topic)
+    const env = { BULWARK_DATABASE_URL: postgresUrl, BULWARK_DLQ_TABLE: pgTable }
+    const listed = await cli(["list", "--json", "--topic", topic], env)
+    expect(listed.code).toBe(0)
+    const json = JSON.parse(listed.stdout) as ReadonlyArray<Record<string, any>>
+    expect(json.map((e) => e.messageId)).toEqual(["old-1", "auth-1", "dep-1", "dep-2"])
+    const dep2 = json.find((e) => e.id === seeded.dep2.id)!
+    expect(dep2).toMatchObject({ category: "dependency", type: "order.shipped", originTopic: topic, replay: "pending", attempts: 10 })
+    expect(dep2.error).toMatchObject({ tag: "HttpError", status: 503, message: "503 from billing" })
+    expect(Buffer.from(dep2.payload, "base64").toString()).toContain('"id":"dep-2"')
+  }, 240_000)
+
+  it("a dlq command built with a Publisher replays, rate-limited and once per entry", async () => {
+    const dataDir = join(root, "replay")
+    const seeded = await seed(Database.layerPglite({ dataDir }), Sql.defaultTable, "orders")
+    const published: Array<{ topic: string; id: string }> = []
+    const publisher = Layer.succeed(Transport.Publisher, {
+      publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+        Effect.sync(() => void published.push(...messages.map((m) => ({ topic, id: m.id }))))
+    })
+    const run = (args: ReadonlyArray<string>) =>
+      Command.run(Cli.make({ publisher }), { name: "bulwark", version: "test" })(["node", "bulwark", ...args]).pipe(
+        Effect.provide(NodeContext.layer),
+        Effect.withConfigProvider(
+          ConfigProvider.fromMap(new Map([["BULWARK_DATA_DIR", dataDir]]))
+        ),
+        Effect.either,
+        Effect.runPromise
+      )
+    const first = await run(["replay", "--category", "dependency", "--rate", "50"])
+    expect(first._tag).toBe("Right")
+    const second = await run(["replay", "--id", seeded.dep1.id])
+    expect(second._tag).toBe("Right")
+    const unknown = await run(["replay", "--id", "no-such-id"])
+    expect(unknown._tag === "Left" && (unknown.left as { code?: number }).code).toBe(1)
+    expect(published).toEqual([{ topic: "orders", id: "dep-1" }, { topic: "orders", id: "dep-2" }])
+    const entries = await Effect.runPromise(
+      Effect.flatMap(Sql.make(), (store) => store.list({ replay: "replayed" })).pipe(
+        Effect.provide(Database.layerPglite({ dataDir }))
+      )
+    )
+    expect(entries.map((e) => e.messageId)).toEqual(["dep-1", "dep-2"])
+    expect(entries.every((e) => e.replayCount === 1 && e.replayedAt !== null)).toBe(true)
+  }, 240_000)
+})

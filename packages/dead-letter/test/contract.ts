@@ -1,0 +1,191 @@
+/** The contract every DeadLetterStore driver passes (real time: run with `excludeTestServices`). */
+import { Delivery, Failure } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { expect, layer } from "@effect/vitest"
+import { DateTime, Effect, Layer, Option, Ref } from "effect"
+import * as Store from "../src/DeadLetterStore.js"
+import * as Replay from "../src/Replay.js"
+
+let counter = 0
+const unique = (name: string) => `dlq-${name}-${Date.now().toString(36)}-${(counter++).toString(36)}-${Math.random().toString(36).slice(2, 7)}`
+
+const cloudEvent = (id: string, type: string) =>
+  new TextEncoder().encode(JSON.stringify({ specversion: "1.0", id, source: "/test", type, data: { n: 1 } }))
+
+/** A dead-lettered message as a transport hands it over. */
+export const newEntry = (
+  topic: string,
+  id: string,
+  category: Failure.Category = "dependency",
+  type = "order.paid"
+): Store.NewEntry => ({
+  message: {
+    id,
+    topic,
+    key: `key-${id}`,
+    payload: cloudEvent(id, type),
+    headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", [Delivery.DeadLetterHeaders.category]: category }
+  },
+  category,
+  error: new Failure.FailureRecord({ tag: "HttpError", message: "503 from billing", classification: "transient", category, status: 503 }),
+  attempts: 10
+})
+
+/** A `Publisher` that records what it is asked to publish (any Publisher works; this one can be inspected). */
+export class Published extends Effect.Service<Published>()("test/Published", {
+  effect: Ref.make<ReadonlyArray<{ topic: string; message: Transport.OutgoingMessage }>>([])
+}) {}
+
+const recordingPublisher = Layer.effect(
+  Transport.Publisher,
+  Effect.map(Published, (published) => ({
+    publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+      topic.includes("unreachable")
+        ? Effect.fail(new Transport.PublishError({ topic, cause: "broker down" }))
+        : Ref.update(published, (all) => [...all, ...messages.map((message) => ({ topic, message }))])
+  }))
+).pipe(Layer.provideMerge(Published.Default))
+
+/** Registers the contract suite for one driver. */
+export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore, E>): void => {
+  layer(Layer.merge(driver, recordingPublisher), { excludeTestServices: true, timeout: "60 seconds" })(
+    `DeadLetterStore contract: ${name}`,
+    (it) => {
+      it.effect("stores a message whole and reads it back", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const topic = unique("orders")
+          const input = newEntry(topic, "m-1", "auth", "order.refunded")
+          const added = yield* store.add(input)
+          const got = Option.getOrThrow(yield* store.get(added.id))
+          expect(got.messageId).toBe("m-1")
+          expect(got.originTopic).toBe(topic)
+          expect(got.key).toBe("key-m-1")
+          expect([...got.payload]).toEqual([...input.message.payload])
+          expect(got.headers).toEqual({ traceparent: input.message.headers.traceparent })
+          expect(got.type).toBe("order.refunded")
+          expect(got.category).toBe("auth")
+          expect(got.error).toEqual(input.error)
+          expect(got.attempts).toBe(10)
+          expect(got.replay).toBe("pending")
+          expect(got.replayCount).toBe(0)
+          expect(Option.isNone(yield* store.get("no-such-id"))).toBe(true)
+        }))
+
+      it.effect("the same message dead-lettered again updates its entry and keeps the first failure time", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const topic = unique("again")
+          const first = yield* store.add(newEntry(topic, "m-2", "dependency"))
+          yield* Effect.sleep("20 millis")
+          const second = yield* store.add({ ...newEntry(topic, "m-2", "timeout"), attempts: 3 })
+          expect(second.id).toBe(first.id)
+          expect(second.firstFailedAt).toEqual(first.firstFailedAt)
+          expect(second.lastFailedAt.epochMillis).toBeGreaterThan(first.lastFailedAt.epochMillis)
+          expect(second.category).toBe("timeout")
+          expect(second.attempts).toBe(3)
+          expect((yield* store.list({ originTopic: topic })).length).toBe(1)
+        }))
+
+      it.effect("lists by category, type, origin topic and time range, oldest first", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const topic = unique("filter")
+          const a = yield* store.add(newEntry(topic, "a", "schema", "t.one"))
+          yield* Effect.sleep("15 millis")
+          const b = yield* store.add(newEntry(topic, "b", "auth", "t.two"))
+          yield* Effect.sleep("15 millis")
+          const c = yield* store.add(newEntry(topic, "c", "auth", "t.one"))
+          const ids = (entries: ReadonlyArray<Store.DeadLetterEntry>) => entries.map((e) => e.messageId)
+          expect(ids(yield* store.list({ originTopic: topic }))).toEqual(["a", "b", "c"])
+          expect(ids(yield* store.list({ originTopic: topic, category: "auth" }))).toEqual(["b", "c"])
+          expect(ids(yield* store.list({ originTopic: topic, type: "t.one" }))).toEqual(["a", "c"])
+          expect(ids(yield* store.list({ originTopic: topic, from: b.lastFailedAt }))).toEqual(["b", "c"])
+          expect(ids(yield* store.list({ originTopic: topic, to: b.lastFailedAt }))).toEqual(["a"])
+          expect(ids(yield* store.list({ originTopic: topic, limit: 2 }))).toEqual(["a", "b"])
+          expect(ids(yield* store.list({ originTopic: topic, category: "timeout" }))).toEqual([])
+          expect(a.id).not.toBe(c.id)
+        }))
+
+      it.effect("a replay claim is taken by exactly one of many concurrent claimants", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const entry = yield* store.add(newEntry(unique("claim"), "m-3"))
+          const depth = yield* store.depth
+          const claims = yield* Effect.all(Array.from({ length: 8 }, () => store.claimReplay(entry.id, "1 minute")), {
+            concurrency: "unbounded"
+          })
+          expect(claims.filter(Option.isSome).length).toBe(1)
+          yield* store.releaseReplay(entry.id)
+          const again = yield* store.claimReplay(entry.id, "1 minute")
+          expect(Option.isSome(again)).toBe(true)
+          yield* store.markReplayed(entry.id)
+          const replayed = Option.getOrThrow(yield* store.get(entry.id))
+          expect(replayed.replay).toBe("replayed")
+          expect(replayed.replayCount).toBe(1)
+          expect(replayed.replayedAt).not.toBeNull()
+          expect(yield* store.depth).toBe(depth - 1)
+          expect(Option.isNone(yield* store.claimReplay(entry.id, "1 minute"))).toBe(true)
+        }))
+
+      it.effect("a claim whose replayer died can be taken again after its lease", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const entry = yield* store.add(newEntry(unique("lease"), "m-4"))
+          expect(Option.isSome(yield* store.claimReplay(entry.id, "100 millis"))).toBe(true)
+          expect(Option.isNone(yield* store.claimReplay(entry.id, "100 millis"))).toBe(true)
+          yield* Effect.sleep("250 millis")
+          expect(Option.isSome(yield* store.claimReplay(entry.id, "1 minute"))).toBe(true)
+        }))
+
+      it.effect("replay publishes each entry once to its origin topic, even when run twice at once", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const published = yield* Published
+          const topic = unique("replay")
+          const entries = yield* Effect.forEach(["r-1", "r-2", "r-3"], (id) => store.add(newEntry(topic, id, "dependency")))
+          yield* store.add(newEntry(topic, "r-auth", "auth"))
+          const [one, two] = yield* Effect.all([
+            Replay.replay({ filter: { originTopic: topic, category: "dependency" }, rate: 1000 }),
+            Replay.replay({ filter: { originTopic: topic, category: "dependency" }, rate: 1000 })
+          ], { concurrency: 2 })
+          expect([...one.replayed, ...two.replayed].sort()).toEqual(entries.map((e) => e.id).sort())
+          const mine = (yield* Ref.get(published)).filter((p) => p.topic === topic)
+          expect(mine.map((p) => p.message.id).sort()).toEqual(["r-1", "r-2", "r-3"])
+          const first = mine.find((p) => p.message.id === "r-1")!
+          expect(first.message.key).toBe("key-r-1")
+          expect([...first.message.payload]).toEqual([...entries[0]!.payload])
+          expect(first.message.headers[Replay.ReplayedFromHeader]).toBe(entries[0]!.id)
+          const third = yield* Replay.replay({ ids: [entries[0]!.id] })
+          expect(third).toEqual({ replayed: [], skipped: [entries[0]!.id], failed: [] })
+          expect((yield* store.list({ originTopic: topic, replay: "pending" })).map((e) => e.messageId)).toEqual(["r-auth"])
+          const missing = yield* Effect.flip(Replay.replay({ ids: ["no-such-entry"] }))
+          expect(missing._tag).toBe("EntryNotFoundError")
+        }))
+
+      it.effect("a replay whose publish fails leaves the entry pending", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const entry = yield* store.add(newEntry(unique("unreachable"), "u-1"))
+          const report = yield* Replay.replay({ ids: [entry.id] })
+          expect(report.replayed).toEqual([])
+          expect(report.failed.map((f) => f.id)).toEqual([entry.id])
+          expect(Option.getOrThrow(yield* store.get(entry.id)).replay).toBe("pending")
+        }))
+
+      it.effect("purge deletes only entries last failed before the cutoff", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const topic = unique("purge")
+          yield* store.add(newEntry(topic, "old"))
+          yield* Effect.sleep("30 millis")
+          const cutoff = yield* DateTime.now
+          yield* Effect.sleep("10 millis")
+          yield* store.add(newEntry(topic, "new"))
+          const purged = yield* store.purge(cutoff)
+          expect(purged).toBeGreaterThanOrEqual(1)
+          expect((yield* store.list({ originTopic: topic })).map((e) => e.messageId)).toEqual(["new"])
+        }))
+    }
+  )
+}

@@ -1,0 +1,23 @@
+import * as SqlClient from "@effect/sql/SqlClient"
+import { afterAll } from "vitest"
+import { Database } from "@bulwark/sql"
+import { Effect, Layer } from "effect"
+import * as Sql from "../src/IdempotencyStore/Sql.js"
+import { suite } from "./contract.js"
+
+const postgresUrl = process.env.BULWARK_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+const table = `bulwark_idem_test_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`
+
+suite("pglite", Sql.layer({ table }).pipe(Layer.provide(Database.layerPglite())), { propertyRuns: 10 })
+suite("postgres", Sql.layer({ table }).pipe(Layer.provide(Database.layerPostgres({ url: postgresUrl }))), {
+  propertyRuns: 15
+})
+
+afterAll(() =>
+  Effect.runPromise(
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`DROP TABLE IF EXISTS ${sql(table)}`
+      yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`idempotency:${table}`}`
+    }).pipe(Effect.provide(Database.layerPostgres({ url: postgresUrl })))
+  ), 30_000)

@@ -1,0 +1,53 @@
+import type { Migrations } from "@bulwark/sql"
+import { Data, Effect } from "effect"
+
+/** The table name is not a plain lower-case SQL identifier. */
+export class InvalidTableName extends Data.TaggedError("InvalidTableName")<{ readonly table: string }> {
+  override get message(): string {
+    return `table name ${JSON.stringify(this.table)} must match /^[a-z_][a-z0-9_]{0,50}$/`
+  }
+}
+
+export const validTable = (table: string) =>
+  /^[a-z_][a-z0-9_]{0,50}$/.test(table) ? Effect.succeed(table) : Effect.fail(new InvalidTableName({ table }))
+
+export const outboxMigrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
+  id: 1,
+  name: "outbox table",
+  statements: [
+    `CREATE TABLE IF NOT EXISTS ${table} (
+      id bigserial PRIMARY KEY,
+      topic text NOT NULL,
+      message_id text NOT NULL,
+      key text NOT NULL,
+      payload bytea NOT NULL,
+      headers text NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      attempts integer NOT NULL DEFAULT 0,
+      state text NOT NULL DEFAULT 'pending',
+      available_at timestamptz NOT NULL DEFAULT now(),
+      claimed_by text,
+      claimed_until timestamptz,
+      published_at timestamptz,
+      last_error text,
+      dead_letter_published boolean
+    )`,
+    `CREATE INDEX IF NOT EXISTS ${table}_pending ON ${table} (id) WHERE state = 'pending'`,
+    `CREATE INDEX IF NOT EXISTS ${table}_pending_key ON ${table} (key, id) WHERE state = 'pending'`,
+    `CREATE INDEX IF NOT EXISTS ${table}_published ON ${table} (published_at) WHERE state = 'published'`
+  ]
+}]
+
+export const inboxMigrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
+  id: 1,
+  name: "inbox table",
+  statements: [
+    `CREATE TABLE IF NOT EXISTS ${table} (
+      consumer text NOT NULL,
+      message_id text NOT NULL,
+      processed_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (consumer, message_id)
+    )`,
+    `CREATE INDEX IF NOT EXISTS ${table}_processed ON ${table} (processed_at)`
+  ]
+}]

@@ -1,0 +1,4 @@
+import { engines } from "./helpers.js"
+import { suite } from "./suite.js"
+
+suite("pglite", engines.pglite())

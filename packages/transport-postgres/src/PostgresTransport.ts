@@ -1,0 +1,102 @@
+/**
+ * The Postgres queue-table transport: `Transport.Publisher` and `Transport.Subscriber` over one table,
+ * on the embedded PGlite or a real PostgreSQL server (any `@bulwark/sql` database layer).
+ *
+ * - A message is a row per consumer group (`grp`); a topic with no group yet gets one unassigned row that
+ *   the first group to claim it adopts, so nothing published before the first subscriber is lost.
+ * - Claiming is one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)` that pushes `visible_at` by
+ *   the visibility timeout and increments `attempt`: competing consumers in any number of processes never
+ *   take the same row, and a consumer that dies gives its rows back when `visible_at` passes.
+ * - `ack` deletes the row, `nack({ delay })` sets `visible_at = now() + delay`, `deadLetter` moves the row
+ *   to `${topic}.dlq` with `Delivery.deadLetterHeaders`, all guarded by the attempt (the receipt).
+ * - `publish` sends `NOTIFY <table>, '<topic>'` in its transaction; subscriptions wake on it and poll
+ *   every `pollInterval` as a fallback (delayed nacks and expired visibility are found by polling).
+ * - Ordered per key by default: only the oldest row of a key is claimable, so a key's next message waits
+ *   until the previous one is acked or dead-lettered; other keys do not wait.
+ */
+import type { Delivery } from "@bulwark/core"
+import type { Database } from "@bulwark/sql"
+import { Transport } from "@bulwark/transport"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Config, type ConfigError, Context, Duration, Effect, Layer, type Scope, type Stream } from "effect"
+import * as internal from "./internal/queue.js"
+
+/** Settings of the Postgres transport; every field has a default. */
+export interface Options {
+  /** The queue table; `<table>_groups` holds the consumer groups. Default `bulwark_queue`. */
+  readonly table?: string
+  /** How long a delivery may stay unsettled before it is delivered again. Default 30 s. */
+  readonly visibilityTimeout?: Duration.DurationInput
+  /** Longest wait between two claims when no notification arrives. Default 1 s. */
+  readonly pollInterval?: Duration.DurationInput
+  /**
+   * Rows a subscription claims at once. Claimed rows are invisible to others until settled or until the
+   * visibility timeout, including ones the stream has not emitted when it stops. Default 1.
+   */
+  readonly batchSize?: number
+  /** Only a key's oldest unsettled message is deliverable. Default true. */
+  readonly orderedPerKey?: boolean
+}
+
+/** The table name is not a plain lower-case SQL identifier. */
+export const InvalidTableName = internal.InvalidTableName
+/** The table name is not a plain lower-case SQL identifier. */
+export type InvalidTableName = internal.InvalidTableName
+
+/** The default queue table. */
+export const defaultTable = "bulwark_queue"
+
+/** The transport: both ports' operations and the features it declares. */
+export interface PostgresTransport {
+  readonly features: Transport.Features
+  readonly publish: Context.Tag.Service<Transport.Publisher>["publish"]
+  readonly subscribe: (
+    topic: string,
+    options?: Transport.SubscribeOptions
+  ) => Stream.Stream<Delivery.Delivery, Transport.SubscribeError>
+}
+
+const settings = (options: Options): internal.Settings => ({
+  table: options.table ?? defaultTable,
+  visibilityTimeout: Duration.decode(options.visibilityTimeout ?? "30 seconds"),
+  pollInterval: Duration.decode(options.pollInterval ?? "1 second"),
+  batchSize: Math.max(1, Math.floor(options.batchSize ?? 1)),
+  orderedPerKey: options.orderedPerKey ?? true
+})
+
+/** Creates the tables (migrations) and the transport; its LISTEN connection lives in the scope. */
+export const make = (
+  options: Options = {}
+): Effect.Effect<PostgresTransport, SqlError | InvalidTableName, SqlClient.SqlClient | Database.Database | Scope.Scope> =>
+  internal.make(settings(options))
+
+/** Provides `Transport.Publisher` and `Transport.Subscriber` over the database in context. */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<Transport.Publisher | Transport.Subscriber, SqlError | InvalidTableName, SqlClient.SqlClient | Database.Database> =>
+  Layer.scopedContext(Effect.map(make(options), (transport) =>
+    Context.make(Transport.Publisher, { publish: transport.publish }).pipe(
+      Context.add(Transport.Subscriber, { features: transport.features, subscribe: transport.subscribe })
+    )))
+
+/**
+ * The transport configured by `BULWARK_QUEUE_TABLE`, `BULWARK_QUEUE_VISIBILITY_TIMEOUT` and
+ * `BULWARK_QUEUE_POLL_INTERVAL` (durations like `30 seconds`).
+ */
+export const layerConfig: Layer.Layer<
+  Transport.Publisher | Transport.Subscriber,
+  SqlError | InvalidTableName | ConfigError.ConfigError,
+  SqlClient.SqlClient | Database.Database
+> = Layer.unwrapEffect(Effect.map(
+  Config.all({
+    table: Config.withDefault(Config.string("BULWARK_QUEUE_TABLE"), defaultTable),
+    visibilityTimeout: Config.withDefault(Config.duration("BULWARK_QUEUE_VISIBILITY_TIMEOUT"), Duration.seconds(30)),
+    pollInterval: Config.withDefault(Config.duration("BULWARK_QUEUE_POLL_INTERVAL"), Duration.seconds(1))
+  }),
+  (options) => layer(options)
+))
+
+/** Drops the transport's tables and forgets their migrations (for tests and teardown). */
+export const drop = (table: string = defaultTable): Effect.Effect<void, SqlError | InvalidTableName, SqlClient.SqlClient> =>
+  internal.drop(table)

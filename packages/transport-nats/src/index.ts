@@ -1,0 +1,2 @@
+/** The NATS JetStream transport driver. */
+export * as Nats from "./Nats.js"

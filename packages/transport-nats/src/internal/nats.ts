@@ -1,0 +1,777 @@
+import { Delivery, Failure } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { Chunk, Data, Duration, Effect, Redacted, Runtime, type Scope, Stream } from "effect"
+import {
+  AckPolicy,
+  connect,
+  type ConnectionOptions,
+  type ConsumerConfig,
+  createInbox,
+  DeliverPolicy,
+  DiscardPolicy,
+  Events,
+  headers as makeHeaders,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JetStreamPublishOptions,
+  type Msg,
+  type MsgHdrs,
+  nanos,
+  type NatsConnection,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+  type Subscription
+} from "nats"
+import * as Names from "./names.js"
+
+/** Header carrying the ordering key. */
+export const keyHeader = "Bulwark-Key"
+/** JetStream's deduplication header. */
+export const msgIdHeader = "Nats-Msg-Id"
+
+/** The NATS server could not be reached (or has no JetStream) when the transport started. */
+export class ConnectionError extends Data.TaggedError("NatsConnectionError")<{
+  readonly servers: ReadonlyArray<string>
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    return `cannot use NATS JetStream at ${this.servers.join(", ")}: ${String(this.cause)}`
+  }
+}
+
+/** The transport's options are unusable (a bad prefix, a negative duration). */
+export class OptionsError extends Data.TaggedError("NatsOptionsError")<{
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `invalid NATS transport options: ${this.reason}`
+  }
+}
+
+/**
+ * A message or topic that NATS cannot carry as given (bad header name or value, reserved header, bad topic).
+ * It is the `cause` of the `PublishError`: retrying cannot help, so it classifies as permanent `schema`.
+ */
+export class InvalidMessageError extends Data.TaggedError("NatsInvalidMessageError")<{
+  readonly reason: string
+}> {
+  override get message(): string {
+    return this.reason
+  }
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "schema" }
+  }
+}
+
+export interface Options {
+  readonly servers?: string | ReadonlyArray<string>
+  readonly name?: string
+  readonly user?: string
+  readonly password?: Redacted.Redacted<string>
+  readonly token?: Redacted.Redacted<string>
+  readonly prefix?: string
+  readonly connectTimeout?: Duration.DurationInput
+  readonly requestTimeout?: Duration.DurationInput
+  readonly reconnectTimeWait?: Duration.DurationInput
+  readonly ackWait?: Duration.DurationInput
+  readonly dedupeWindow?: Duration.DurationInput
+  readonly maxAge?: Duration.DurationInput
+  readonly maxDeliver?: number
+  readonly maxAckPending?: number
+  readonly batchSize?: number
+  readonly pullExpires?: Duration.DurationInput
+  readonly replicas?: number
+  readonly storage?: "file" | "memory"
+  readonly confirmAcks?: boolean
+}
+
+interface Resolved {
+  readonly servers: ReadonlyArray<string>
+  readonly prefix: string
+  readonly connectTimeout: number
+  readonly requestTimeout: number
+  readonly reconnectTimeWait: number
+  readonly ackWait: number
+  readonly dedupeWindow: number
+  readonly maxAge: number
+  readonly maxDeliver: number
+  readonly maxAckPending: number | undefined
+  readonly batchSize: number
+  readonly pullExpires: number
+  readonly replicas: number
+  readonly storage: StorageType
+  readonly confirmAcks: boolean
+}
+
+const millis = (input: Duration.DurationInput | undefined, fallback: Duration.DurationInput) =>
+  Duration.toMillis(Duration.decode(input ?? fallback))
+
+const resolve = (options: Options): Effect.Effect<Resolved, OptionsError> =>
+  Effect.suspend(() => {
+    const servers = typeof options.servers === "string"
+      ? options.servers.split(",").map((s) => s.trim()).filter((s) => s.length > 0)
+      : [...(options.servers ?? ["nats://127.0.0.1:4222"])]
+    const resolved: Resolved = {
+      servers,
+      prefix: options.prefix ?? "bulwark",
+      connectTimeout: millis(options.connectTimeout, "5 seconds"),
+      requestTimeout: millis(options.requestTimeout, "5 seconds"),
+      reconnectTimeWait: millis(options.reconnectTimeWait, "500 millis"),
+      ackWait: millis(options.ackWait, "30 seconds"),
+      dedupeWindow: millis(options.dedupeWindow, "2 minutes"),
+      maxAge: millis(options.maxAge, "0 millis"),
+      maxDeliver: options.maxDeliver ?? 20,
+      maxAckPending: options.maxAckPending,
+      batchSize: options.batchSize ?? 128,
+      pullExpires: millis(options.pullExpires, "5 seconds"),
+      replicas: options.replicas ?? 1,
+      storage: options.storage === "memory" ? StorageType.Memory : StorageType.File,
+      confirmAcks: options.confirmAcks ?? false
+    }
+    const problems = [
+      servers.length === 0 ? "no server URL" : undefined,
+      Names.isValidPrefix(resolved.prefix) ? undefined : `prefix "${resolved.prefix}" must be 1-32 of [A-Za-z0-9-]`,
+      resolved.connectTimeout > 0 ? undefined : "connectTimeout must be positive",
+      resolved.requestTimeout > 0 ? undefined : "requestTimeout must be positive",
+      resolved.ackWait >= 1 ? undefined : "ackWait must be at least 1 ms",
+      resolved.dedupeWindow >= 0 ? undefined : "dedupeWindow must not be negative",
+      resolved.maxAge >= 0 ? undefined : "maxAge must not be negative",
+      resolved.maxAge === 0 || resolved.dedupeWindow <= resolved.maxAge ? undefined : "dedupeWindow must not exceed maxAge",
+      Number.isInteger(resolved.maxDeliver) && resolved.maxDeliver >= 1 ? undefined : "maxDeliver must be an integer ≥ 1",
+      resolved.maxAckPending === undefined || (Number.isInteger(resolved.maxAckPending) && resolved.maxAckPending >= 1)
+        ? undefined
+        : "maxAckPending must be an integer ≥ 1",
+      Number.isInteger(resolved.batchSize) && resolved.batchSize >= 1 ? undefined : "batchSize must be an integer ≥ 1",
+      resolved.pullExpires >= 1000 ? undefined : "pullExpires must be at least 1 second",
+      Number.isInteger(resolved.replicas) && resolved.replicas >= 1 && resolved.replicas <= 5 ? undefined : "replicas must be 1-5"
+    ].filter((p): p is string => p !== undefined)
+    return problems.length === 0 ? Effect.succeed(resolved) : Effect.fail(new OptionsError({ reason: problems.join("; ") }))
+  })
+
+const causeText = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
+
+/** Whether a publish found nobody answering its subject: the stream was deleted (or JetStream is down). */
+const isNoResponders = (cause: unknown) =>
+  (cause as { code?: unknown } | undefined)?.code === "503" || causeText(cause).toLowerCase().includes("no responders")
+
+/** Builds NATS headers for a message; fails on what NATS cannot carry unchanged. */
+const buildHeaders = (message: Transport.OutgoingMessage): MsgHdrs | InvalidMessageError => {
+  const headers = makeHeaders()
+  for (const [name, value] of Object.entries(message.headers)) {
+    const lower = name.toLowerCase()
+    if (lower.startsWith("nats-") || lower === keyHeader.toLowerCase()) {
+      return new InvalidMessageError({ reason: `message ${message.id}: header "${name}" is reserved` })
+    }
+    if (/[\r\n]/.test(value) || value.trim() !== value) {
+      return new InvalidMessageError({
+        reason: `message ${message.id}: the value of header "${name}" has a line break or surrounding whitespace, which NATS does not carry`
+      })
+    }
+    try {
+      headers.set(name, value)
+    } catch (cause) {
+      return new InvalidMessageError({ reason: `message ${message.id}: header "${name}": ${causeText(cause)}` })
+    }
+  }
+  if (message.key !== "") {
+    if (/[\r\n]/.test(message.key) || message.key.trim() !== message.key) {
+      return new InvalidMessageError({
+        reason: `message ${message.id}: the key has a line break or surrounding whitespace, which NATS headers do not carry`
+      })
+    }
+    headers.set(keyHeader, message.key)
+  }
+  if (/[\r\n]/.test(message.id) || message.id.trim() !== message.id) {
+    return new InvalidMessageError({ reason: `message id ${JSON.stringify(message.id)} has a line break or surrounding whitespace` })
+  }
+  return headers
+}
+
+/** The NATS connection and the transport built on it. */
+export interface NatsTransport {
+  readonly connection: NatsConnection
+  readonly features: Transport.Features
+  readonly publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => Effect.Effect<void, Transport.PublishError>
+  readonly subscribe: (topic: string, options?: Transport.SubscribeOptions) => Stream.Stream<Delivery.Delivery, Transport.SubscribeError>
+  /** The stream and subject a topic maps to. */
+  readonly names: (topic: string) => Names.TopicNames | string
+}
+
+/** How many publishes may await their acknowledgement at once. */
+const publishWindow = 1024
+
+const connectTo = (resolved: Resolved, options: Options) =>
+  Effect.tryPromise({
+    try: () => {
+      const connectionOptions: ConnectionOptions = {
+        servers: [...resolved.servers],
+        timeout: resolved.connectTimeout,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: resolved.reconnectTimeWait,
+        waitOnFirstConnect: false,
+        name: options.name ?? "bulwark-transport-nats",
+        ...(options.user === undefined ? {} : { user: options.user }),
+        ...(options.password === undefined ? {} : { pass: Redacted.value(options.password) }),
+        ...(options.token === undefined ? {} : { token: Redacted.value(options.token) })
+      }
+      return connect(connectionOptions)
+    },
+    catch: (cause) => new ConnectionError({ servers: resolved.servers, cause })
+  })
+
+const closeConnection = (connection: NatsConnection) =>
+  Effect.promise(() => connection.drain().catch(() => undefined)).pipe(
+    // Draining waits for the server; a dead server must not hang shutdown.
+    Effect.timeout("5 seconds"),
+    Effect.ignore,
+    Effect.zipRight(Effect.promise(() => connection.close().catch(() => undefined)))
+  )
+
+/** Logs connection losses and recoveries; the loop ends by itself when the connection closes. */
+const watchConnection = (connection: NatsConnection, servers: ReadonlyArray<string>, onReconnect: () => void) =>
+  Effect.map(Effect.runtime<never>(), (runtime) => {
+    const log = (effect: Effect.Effect<void>) =>
+      Runtime.runFork(runtime)(Effect.annotateLogs(effect, { servers: servers.join(",") }))
+    void (async () => {
+      for await (const status of connection.status()) {
+        if (status.type === Events.Disconnect) log(Effect.logWarning("NATS connection lost; reconnecting"))
+        else if (status.type === Events.Reconnect) {
+          log(Effect.logInfo("NATS connection re-established"))
+          onReconnect()
+        }
+        else if (status.type === Events.Error) log(Effect.logWarning("NATS connection error", status.data))
+      }
+    })().catch(() => undefined)
+  })
+
+export const make = (options: Options = {}): Effect.Effect<NatsTransport, ConnectionError | OptionsError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const resolved = yield* resolve(options)
+    const connection = yield* Effect.acquireRelease(connectTo(resolved, options), closeConnection)
+    const jsm: JetStreamManager = yield* Effect.tryPromise({
+      try: () => connection.jetstreamManager({ timeout: resolved.requestTimeout }),
+      catch: (cause) => new ConnectionError({ servers: resolved.servers, cause })
+    })
+    const js: JetStreamClient = connection.jetstream({ timeout: resolved.requestTimeout })
+    const pullers = new Set<Puller>()
+    // Pull requests waiting on the server may have died with the old connection: ask again at once.
+    yield* watchConnection(connection, resolved.servers, () => pullers.forEach((puller) => puller.renew()))
+
+    const features: Transport.Features = {
+      orderedPerKey: false,
+      delayedNack: true,
+      visibilityTimeout: Duration.millis(resolved.ackWait),
+      deadLetterTopic: true,
+      consumerGroups: true,
+      persistent: true,
+      ...(resolved.dedupeWindow > 0 ? { dedupeWindow: Duration.millis(resolved.dedupeWindow) } : {})
+    }
+
+    const names = (topic: string) => Names.topicNames(resolved.prefix, topic)
+
+    const readyStreams = new Set<string>()
+
+    const createStream = async (target: Names.TopicNames) => {
+      const config: Partial<StreamConfig> = {
+        name: target.stream,
+        subjects: [target.subject],
+        retention: RetentionPolicy.Limits,
+        storage: resolved.storage,
+        discard: DiscardPolicy.Old,
+        num_replicas: resolved.replicas,
+        duplicate_window: nanos(resolved.dedupeWindow),
+        max_age: nanos(resolved.maxAge)
+      }
+      try {
+        await jsm.streams.add(config)
+      } catch (cause) {
+        // Created meanwhile by another process, or by an operator with other limits: use it if it carries our subject.
+        const info = await jsm.streams.info(target.stream).catch(() => {
+          throw cause
+        })
+        if (!(info.config.subjects ?? []).includes(target.subject)) {
+          throw new Error(`stream ${target.stream} exists but does not carry subject ${target.subject}`)
+        }
+      }
+      readyStreams.add(target.stream)
+    }
+
+    const ensureStream = (target: Names.TopicNames) =>
+      readyStreams.has(target.stream) ? Promise.resolve() : createStream(target)
+
+    const publishAll = async (target: Names.TopicNames, messages: ReadonlyArray<Transport.OutgoingMessage>, headers: ReadonlyArray<MsgHdrs>) => {
+      let inFlight: Array<Promise<unknown>> = []
+      for (let i = 0; i < messages.length; i++) {
+        const message = messages[i]!
+        const publishOptions: Partial<JetStreamPublishOptions> = message.id === ""
+          ? { headers: headers[i]! }
+          : { headers: headers[i]!, msgID: message.id }
+        inFlight.push(js.publish(target.subject, message.payload, publishOptions))
+        if (inFlight.length >= publishWindow) {
+          await Promise.all(inFlight)
+          inFlight = []
+        }
+      }
+      await Promise.all(inFlight)
+    }
+
+    const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+      Effect.suspend(() => {
+        if (messages.length === 0) return Effect.void
+        const target = names(topic)
+        if (typeof target === "string") {
+          return Effect.fail(new Transport.PublishError({ topic, cause: new InvalidMessageError({ reason: target }) }))
+        }
+        const headers: Array<MsgHdrs> = []
+        for (const message of messages) {
+          const built = buildHeaders(message)
+          if (built instanceof InvalidMessageError) return Effect.fail(new Transport.PublishError({ topic, cause: built }))
+          headers.push(built)
+        }
+        return Effect.tryPromise({
+          try: async () => {
+            await ensureStream(target)
+            try {
+              await publishAll(target, messages, headers)
+            } catch (cause) {
+              if (!isNoResponders(cause)) throw cause
+              // The stream was deleted under us: recreate it once. Already stored messages dedupe by id.
+              readyStreams.delete(target.stream)
+              await ensureStream(target)
+              await publishAll(target, messages, headers)
+            }
+          },
+          catch: (cause) => new Transport.PublishError({ topic, cause })
+        })
+      })
+
+    const ensureConsumer = async (target: Names.TopicNames, durable: string): Promise<void> => {
+      await ensureStream(target)
+      const config: Partial<ConsumerConfig> = {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(resolved.ackWait),
+        // The server's own limit would park a message silently; the driver dead-letters past `maxDeliver` instead.
+        max_deliver: -1,
+        ...(resolved.maxAckPending === undefined ? {} : { max_ack_pending: resolved.maxAckPending })
+      }
+      try {
+        await jsm.consumers.add(target.stream, config)
+      } catch (cause) {
+        // It exists with other settings (an earlier deployment): bring the editable ones up to date.
+        await jsm.consumers.info(target.stream, durable).catch(() => {
+          throw cause
+        })
+        await jsm.consumers.update(target.stream, durable, {
+          ack_wait: config.ack_wait!,
+          max_deliver: -1,
+          ...(resolved.maxAckPending === undefined ? {} : { max_ack_pending: resolved.maxAckPending })
+        })
+      }
+    }
+
+    const toDelivery = (topic: string, target: Names.TopicNames, pulled: Pulled): Delivery.Delivery => {
+      const { msg } = pulled
+      const headers: Record<string, string> = {}
+      let key = ""
+      let id = ""
+      if (msg.headers !== undefined) {
+        for (const name of msg.headers.keys()) {
+          if (name === keyHeader) key = msg.headers.get(name)
+          else if (name === msgIdHeader) id = msg.headers.get(name)
+          else if (!name.toLowerCase().startsWith("nats-")) headers[name] = msg.headers.get(name)
+        }
+      }
+      const message: Delivery.Message = {
+        id: id === "" ? `${target.stream}:${pulled.streamSequence}` : id,
+        topic,
+        key,
+        // The client hands out a view into its read buffer; a copy is ours to keep.
+        payload: new Uint8Array(msg.data),
+        headers
+      }
+      let settled = false
+      // A second settlement of one delivery is ignored, as JetStream would ignore it.
+      const settle = (operation: "ack" | "nack" | "deadLetter", payload: Uint8Array) =>
+        Effect.try({
+          try: () => {
+            if (settled) return
+            msg.respond(payload)
+            settled = true
+          },
+          catch: (cause) => new Delivery.DeliveryError({ operation, messageId: message.id, cause })
+        })
+      const confirmedAck = Effect.suspend(() => {
+        if (settled) return Effect.void
+        settled = true
+        return Effect.tryPromise({
+          try: () => connection.request(msg.reply!, ackPayload, { timeout: resolved.requestTimeout }),
+          catch: (cause) => {
+            settled = false
+            return new Delivery.DeliveryError({ operation: "ack", messageId: message.id, cause })
+          }
+        })
+      })
+      return {
+        message,
+        attempt: pulled.deliveryCount,
+        ack: resolved.confirmAcks ? confirmedAck : settle("ack", ackPayload),
+        nack: (nackOptions) =>
+          Effect.suspend(() => {
+            const delay = nackOptions?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(nackOptions.delay))
+            return settle("nack", delay > 0 ? nakPayload(delay) : nakImmediately)
+          }),
+        deadLetter: (reason) =>
+          Effect.suspend(() =>
+            settled ? Effect.void : publish(Delivery.deadLetterTopic(topic), [{
+              id: message.id,
+              key: message.key,
+              payload: message.payload,
+              headers: Delivery.deadLetterHeaders(message, reason)
+            }]).pipe(
+              Effect.mapError((cause) => new Delivery.DeliveryError({ operation: "deadLetter", messageId: message.id, cause })),
+              // TERM, not ACK: the server stops redelivering and tells its advisories the message was given up on.
+              Effect.zipRight(settle("deadLetter", termPayload))
+            )
+          )
+      }
+    }
+
+    /** Too many deliveries without a settlement (a message that kills its consumers): the driver dead-letters it. */
+    const exhaustedReason = (attempts: number) =>
+      new Delivery.DeadLetterReason({
+        category: "timeout",
+        attempts,
+        error: new Failure.FailureRecord({
+          tag: "MaxDeliverExceeded",
+          message: `delivered ${attempts} times without being settled (maxDeliver ${resolved.maxDeliver})`,
+          classification: "permanent",
+          category: "timeout"
+        })
+      })
+
+    const subscribe = (topic: string, subscribeOptions?: Transport.SubscribeOptions) =>
+      Stream.unwrapScoped(Effect.gen(function*() {
+        const target = names(topic)
+        if (typeof target === "string") {
+          return yield* new Transport.SubscribeError({ topic, cause: new InvalidMessageError({ reason: target }) })
+        }
+        const group = Names.durableName(subscribeOptions?.group ?? "default")
+        if (typeof group === "string") {
+          return yield* new Transport.SubscribeError({ topic, cause: new InvalidMessageError({ reason: group }) })
+        }
+        yield* Effect.tryPromise({
+          try: () => ensureConsumer(target, group.durable),
+          catch: (cause) => new Transport.SubscribeError({ topic, cause })
+        })
+        const puller = yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const created = new Puller(connection, `$JS.API.CONSUMER.MSG.NEXT.${target.stream}.${group.durable}`, {
+              batchSize: resolved.batchSize,
+              expires: resolved.pullExpires,
+              requestTimeout: resolved.requestTimeout
+            })
+            pullers.add(created)
+            return created
+          }),
+          (p) =>
+            Effect.sync(() => {
+              pullers.delete(p)
+              p.stop()
+            })
+        )
+        const take: Effect.Effect<Chunk.Chunk<Delivery.Delivery>, Transport.SubscribeError> = Effect.gen(function*() {
+          while (true) {
+            for (const warning of puller.drainWarnings()) {
+              yield* Effect.logWarning("NATS pull request failed; retrying", warning).pipe(Effect.annotateLogs({ topic }))
+            }
+            if (puller.failure !== undefined) {
+              return yield* new Transport.SubscribeError({ topic, cause: puller.failure })
+            }
+            const batch = puller.takeAll()
+            if (batch.length > 0) {
+              const deliveries: Array<Delivery.Delivery> = []
+              for (const pulled of batch) {
+                const delivery = toDelivery(topic, target, pulled)
+                if (pulled.deliveryCount > resolved.maxDeliver) {
+                  yield* delivery.deadLetter(exhaustedReason(pulled.deliveryCount)).pipe(
+                    Effect.catchAll((error) =>
+                      Effect.zipRight(
+                        Effect.logWarning("dead-lettering an exhausted message failed; it will come back", error),
+                        Effect.ignore(delivery.nack({ delay: "1 second" }))
+                      )
+                    )
+                  )
+                } else {
+                  deliveries.push(delivery)
+                }
+              }
+              if (deliveries.length > 0) return Chunk.unsafeFromArray(deliveries)
+              continue
+            }
+            yield* Effect.async<void>((resume) => {
+              puller.await(() => resume(Effect.void))
+              return Effect.sync(() => puller.await(undefined))
+            })
+          }
+        })
+        return Stream.repeatEffectChunk(take)
+      }))
+
+    return { connection, features, publish, subscribe, names }
+  })
+
+const textEncoder = new TextEncoder()
+const ackPayload = textEncoder.encode("+ACK")
+const nakImmediately = textEncoder.encode("-NAK")
+const termPayload = textEncoder.encode("+TERM")
+const nakPayload = (delayMillis: number) =>
+  textEncoder.encode(`-NAK ${JSON.stringify({ delay: nanos(Math.ceil(delayMillis)) })}`)
+
+/** A message pulled from a consumer, with what its ack subject says about it. */
+interface Pulled {
+  readonly msg: Msg
+  readonly deliveryCount: number
+  readonly streamSequence: number
+}
+
+/**
+ * Reads `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>` (and the newer
+ * form with a domain and account hash after `ACK`).
+ */
+const parseAckSubject = (reply: string): { readonly deliveryCount: number; readonly streamSequence: number } | undefined => {
+  const tokens = reply.split(".")
+  const offset = tokens.length === 9 ? 0 : tokens.length >= 11 ? 2 : -1
+  if (offset < 0 || tokens[0] !== "$JS" || tokens[1] !== "ACK") return undefined
+  const deliveryCount = Number(tokens[4 + offset])
+  const streamSequence = Number(tokens[5 + offset])
+  return Number.isFinite(deliveryCount) && Number.isFinite(streamSequence) ? { deliveryCount, streamSequence } : undefined
+}
+
+interface PullerOptions {
+  readonly batchSize: number
+  readonly expires: number
+  readonly requestTimeout: number
+}
+
+interface PullRequest {
+  readonly id: number
+  readonly wanted: number
+  readonly noWait: boolean
+  received: number
+  lastActivity: number
+}
+
+/**
+ * Speaks JetStream's pull protocol for one subscription, keeping a small local buffer.
+ *
+ * While messages are available it asks with `no_wait` for what it lacks (at most two requests in flight, the
+ * buffer plus what is requested never above two batches), so the next batch is on its way while the last is
+ * handled, and no request outlives the subscription holding a batch it cannot take (the server would hand such a
+ * request redeliveries nobody reads). Once the consumer is drained and the subscriber waits, it long-polls for
+ * one message with idle heartbeats; a request that goes silent (a dropped connection) is abandoned and replaced.
+ * Passing failures are retried with a backoff; a deleted consumer ends the subscription.
+ */
+class Puller {
+  private buffer: Array<Pulled> = []
+  private readonly subscription: Subscription
+  private readonly inbox = createInbox()
+  private requestIds = 0
+  /** Requests in the order they were sent; the server answers them in that order. */
+  private inFlight: Array<PullRequest> = []
+  /** The last `no_wait` request found nothing: switch to long-polling until messages flow again. */
+  private drained = false
+  private stopped = false
+  private retries = 0
+  private warnings: Array<unknown> = []
+  private backoffTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly watchdog: ReturnType<typeof setInterval>
+  private waiter: (() => void) | undefined
+  failure: unknown = undefined
+
+  constructor(
+    private readonly connection: NatsConnection,
+    private readonly nextSubject: string,
+    private readonly options: PullerOptions
+  ) {
+    this.subscription = connection.subscribe(`${this.inbox}.*`, {
+      callback: (error, msg) => this.onMessage(error, msg)
+    })
+    this.watchdog = setInterval(() => this.checkInFlight(), Math.max(250, Math.floor(this.heartbeat() / 2)))
+    this.pump()
+  }
+
+  private heartbeat() {
+    return Math.max(500, Math.min(5_000, Math.floor(this.options.expires / 4)))
+  }
+
+  /** Registers (or clears) the callback woken when messages or a failure arrive; a waiting subscriber is demand. */
+  await(waiter: (() => void) | undefined) {
+    this.waiter = waiter
+    if (waiter === undefined) return
+    // Something may have arrived since the subscriber last looked.
+    if (this.buffer.length > 0 || this.failure !== undefined || this.warnings.length > 0) return this.wake()
+    this.pump()
+  }
+
+  takeAll(): Array<Pulled> {
+    const taken = this.buffer
+    if (taken.length > 0) {
+      this.buffer = []
+      this.pump()
+    }
+    return taken
+  }
+
+  drainWarnings(): Array<unknown> {
+    if (this.warnings.length === 0) return this.warnings
+    const taken = this.warnings
+    this.warnings = []
+    return taken
+  }
+
+  stop() {
+    if (this.stopped) return
+    this.stopped = true
+    clearInterval(this.watchdog)
+    if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer)
+    this.subscription.unsubscribe()
+    // Hand back what was pulled but never emitted, so it is redelivered now rather than after the ack wait.
+    const buffered = this.buffer
+    this.buffer = []
+    for (const pulled of buffered) this.release(pulled.msg)
+  }
+
+  /** Forgets the requests in flight (their connection is gone) and asks again. */
+  renew() {
+    if (this.stopped || this.inFlight.length === 0) return
+    this.inFlight = []
+    this.drained = false
+    this.pump()
+  }
+
+  private release(msg: Msg) {
+    try {
+      msg.respond(nakImmediately)
+    } catch {
+      // The connection is closed: the server redelivers after the ack wait anyway.
+    }
+  }
+
+  private wake() {
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.()
+  }
+
+  private fail(cause: unknown) {
+    this.failure = cause
+    this.inFlight = []
+    this.wake()
+  }
+
+  private pump() {
+    if (this.stopped || this.failure !== undefined || this.backoffTimer !== undefined) return
+    if (this.connection.isClosed()) return this.fail(new Error("the NATS connection is closed"))
+    let request: PullRequest
+    let body: object
+    if (this.drained) {
+      if (this.inFlight.length > 0 || this.buffer.length > 0 || this.waiter === undefined) return
+      request = { id: ++this.requestIds, wanted: 1, noWait: false, received: 0, lastActivity: Date.now() }
+      body = { batch: 1, expires: nanos(this.options.expires), idle_heartbeat: nanos(this.heartbeat()) }
+    } else {
+      const batch = this.options.batchSize
+      let outstanding = 0
+      for (const r of this.inFlight) outstanding += r.wanted - r.received
+      const room = 2 * batch - this.buffer.length - outstanding
+      if (this.inFlight.length >= 2 || room * 2 < batch) return
+      const wanted = Math.min(batch, room)
+      request = { id: ++this.requestIds, wanted, noWait: true, received: 0, lastActivity: Date.now() }
+      body = { batch: wanted, no_wait: true }
+    }
+    try {
+      this.connection.publish(this.nextSubject, textEncoder.encode(JSON.stringify(body)), {
+        reply: `${this.inbox}.${request.id}`
+      })
+      this.inFlight.push(request)
+    } catch (cause) {
+      this.retry(cause)
+    }
+  }
+
+  private complete(request: PullRequest) {
+    const index = this.inFlight.indexOf(request)
+    if (index < 0) return
+    this.inFlight.splice(index, 1)
+    this.retries = 0
+    if (request.received === 0 && this.buffer.length === 0) this.drained = true
+    this.pump()
+  }
+
+  private retry(cause: unknown) {
+    this.inFlight = []
+    this.warnings.push(cause)
+    this.wake()
+    const delay = Math.min(5_000, 100 * 2 ** Math.min(this.retries++, 6))
+    this.backoffTimer = setTimeout(() => {
+      this.backoffTimer = undefined
+      this.pump()
+    }, delay)
+  }
+
+  /** A request the server stopped answering (lost with a connection, or the server restarted) is replaced. */
+  private checkInFlight() {
+    const now = Date.now()
+    const before = this.inFlight.length
+    this.inFlight = this.inFlight.filter((request) =>
+      now - request.lastActivity <= (request.noWait ? this.options.requestTimeout : this.heartbeat() * 2 + 1_000)
+    )
+    if (this.inFlight.length < before) this.drained = false
+    this.pump()
+  }
+
+  private onMessage(error: Error | null, msg: Msg) {
+    if (this.stopped) {
+      if (error === null && msg.reply?.startsWith("$JS.ACK.")) this.release(msg)
+      return
+    }
+    if (error !== null) return this.fail(error)
+    const reply = msg.reply
+    if (reply !== undefined && reply.startsWith("$JS.ACK.")) {
+      const parsed = parseAckSubject(reply)
+      if (parsed === undefined) {
+        this.warnings.push(new Error(`unrecognised JetStream ack subject ${reply}`))
+        this.release(msg)
+        return
+      }
+      this.buffer.push({ msg, ...parsed })
+      this.drained = false
+      // Messages keep their own subject; only status replies name their request. The oldest request is served first.
+      const request = this.inFlight[0]
+      if (request !== undefined) {
+        request.lastActivity = Date.now()
+        if (++request.received >= request.wanted) this.complete(request)
+      }
+      this.wake()
+      return
+    }
+    const id = Number(msg.subject.slice(this.inbox.length + 1))
+    const request = this.inFlight.find((r) => r.id === id)
+    if (request !== undefined) request.lastActivity = Date.now()
+    const code = msg.headers?.code ?? 0
+    const description = (msg.headers?.description ?? "").toLowerCase()
+    if (code === 100) return // idle heartbeat: the request is alive
+    if (code === 404 || code === 408) {
+      if (request !== undefined) this.complete(request)
+      return
+    }
+    if (code === 409 && (description.includes("consumer deleted") || description.includes("consumer not found"))) {
+      return this.fail(new Error(`consumer gone: ${code} ${description}`))
+    }
+    // 503 (JetStream not answering, e.g. during a restart), 409 leadership change or max waiting: try again later.
+    if (request !== undefined) this.retry(new Error(`pull request answered ${code} ${description}`))
+  }
+}

@@ -1,0 +1,141 @@
+import { Delivery } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Ref, Schedule, Stream } from "effect"
+import { connect } from "nats"
+import { Nats } from "../src/index.js"
+import { deleteStreams, natsUrl, startProxy, uniquePrefix } from "./support.js"
+
+const prefix = uniquePrefix("fault")
+afterAll(async () => {
+  await deleteStreams(prefix)
+})
+
+const encoder = new TextEncoder()
+const message = (id: string): Transport.OutgoingMessage => ({ id, key: "", payload: encoder.encode(id), headers: {} })
+const ids = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `f-${from + i}`)
+
+/** The client talks to NATS through a proxy the test controls, so the test can drop its connection. */
+const throughProxy = Effect.gen(function*() {
+  const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy()), (p) => Effect.promise(() => p.close()))
+  const nats = yield* Nats.make({
+    servers: proxy.url,
+    prefix,
+    ackWait: "1 second",
+    reconnectTimeWait: "100 millis",
+    requestTimeout: "2 seconds",
+    pullExpires: "2 seconds",
+    batchSize: 32
+  })
+  return { proxy, nats }
+})
+
+/** What the consumer still owes, read with a separate connection straight to the server. */
+const consumerBacklog = (stream: string, durable: string) =>
+  Effect.promise(async () => {
+    const nc = await connect({ servers: natsUrl })
+    try {
+      const info = await (await nc.jetstreamManager()).consumers.info(stream, durable)
+      return { pending: info.num_pending, unacked: info.num_ack_pending }
+    } finally {
+      await nc.close()
+    }
+  })
+
+/** Re-reads `read` until `done` holds or 20 s pass; answers the last reading. */
+const eventually = <A>(read: Effect.Effect<A>, done: (a: A) => boolean) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + 20_000
+    let value = yield* read
+    while (!done(value) && Date.now() < deadline) {
+      yield* Effect.sleep("100 millis")
+      value = yield* read
+    }
+    return value
+  })
+
+/** Publishing during an outage fails typed; the caller retries, and the stream's dedupe drops repeats. */
+const publishRetrying = (nats: Nats.NatsTransport, topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+  nats.publish(topic, messages).pipe(
+    Effect.retry({ schedule: Schedule.spaced("200 millis"), times: 100 })
+  )
+
+describe("NATS transport: faults", () => {
+  it.live("a connection dropped mid-run loses nothing acknowledged, and the consumer resumes", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxy
+      const topic = `drop-${Date.now().toString(36)}`
+      const total = 300
+      const everything = ids(0, total)
+      yield* publishRetrying(nats, topic, everything.slice(0, 150).map(message))
+
+      const acked = yield* Ref.make(new Set<string>())
+      const ackedAfterDrop = yield* Ref.make(0)
+      const dropped = yield* Ref.make(false)
+      const halfway = yield* Deferred.make<void>()
+      const done = yield* Deferred.make<void>()
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          Effect.gen(function*() {
+            // Slow enough that the outage hits deliveries in flight and prefetched ones.
+            yield* Effect.sleep("3 millis")
+            // An ack lost with the connection is not an error here: the message comes back and is acked again.
+            const ok = yield* delivery.ack.pipe(Effect.as(true), Effect.catchAll(() => Effect.succeed(false)))
+            if (!ok) return
+            if (yield* Ref.get(dropped)) yield* Ref.update(ackedAfterDrop, (n) => n + 1)
+            const size = yield* Ref.modify(acked, (set) => {
+              const next = new Set(set).add(delivery.message.id)
+              return [next.size, next] as const
+            })
+            if (size >= 50) yield* Deferred.succeed(halfway, undefined)
+            if (size === total) yield* Deferred.succeed(done, undefined)
+          })
+        ),
+        Effect.fork
+      )
+      yield* Deferred.await(halfway).pipe(Effect.timeout("20 seconds"))
+
+      // The broker becomes unreachable for a while: live connections are cut and new ones refused.
+      yield* Ref.set(dropped, true)
+      yield* Effect.promise(() => proxy.pause())
+      const publisher = yield* Effect.fork(publishRetrying(nats, topic, everything.slice(150).map(message)))
+      yield* Effect.sleep("1 second")
+      yield* Effect.promise(() => proxy.resume())
+
+      yield* Fiber.join(publisher).pipe(Effect.timeout("30 seconds"))
+      yield* Deferred.await(done).pipe(Effect.timeout("30 seconds"))
+      expect([...(yield* Ref.get(acked))].sort()).toEqual([...everything].sort())
+      expect(yield* Ref.get(ackedAfterDrop)).toBeGreaterThan(0)
+      expect(proxy.accepted()).toBeGreaterThanOrEqual(2)
+      const names = nats.names(topic) as { stream: string }
+      // The server agrees: nothing left to deliver and nothing waiting for an ack (the last acks may still be in flight).
+      const backlog = yield* eventually(consumerBacklog(names.stream, "default"), (b) => b.pending === 0 && b.unacked === 0)
+      expect(backlog).toEqual({ pending: 0, unacked: 0 })
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("an idle subscriber whose connection drops receives what is published after it reconnects", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxy
+      const topic = `idle-${Date.now().toString(36)}`
+      yield* nats.publish(topic, [message("before")])
+      const received = yield* Ref.make<ReadonlyArray<Delivery.Delivery>>([])
+      const first = yield* Deferred.make<void>()
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          Effect.zipRight(
+            delivery.ack,
+            Effect.zipRight(Ref.update(received, (all) => [...all, delivery]), Deferred.succeed(first, undefined))
+          )
+        ),
+        Effect.fork
+      )
+      yield* Deferred.await(first).pipe(Effect.timeout("20 seconds"))
+      // The subscriber now waits in a long poll; cutting the connection loses that request on the server.
+      yield* Effect.sleep("300 millis")
+      proxy.cut()
+      yield* publishRetrying(nats, topic, [message("after")])
+      const all = yield* eventually(Ref.get(received), (all) => all.length >= 2)
+      expect(all.map((d) => d.message.id)).toEqual(["before", "after"])
+      expect(proxy.accepted()).toBeGreaterThanOrEqual(2)
+    }).pipe(Effect.scoped), 60_000)
+})

@@ -1,0 +1,2 @@
+/** The Redis Streams transport driver. */
+export * as RedisTransport from "./RedisTransport.js"

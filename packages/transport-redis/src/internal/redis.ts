@@ -1,0 +1,441 @@
+import { Delivery } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { Chunk, Clock, Data, Duration, Effect, Schedule, Scope, Stream } from "effect"
+import { Redis, ReplyError, type RedisOptions } from "ioredis"
+import { randomUUID } from "node:crypto"
+import { hostname } from "node:os"
+import * as Scripts from "./scripts.js"
+
+/** Settings with every default applied. */
+export interface Settings {
+  readonly url: string
+  readonly keyPrefix: string
+  readonly visibilityTimeout: Duration.Duration
+  readonly connectTimeout: Duration.Duration
+  readonly reconnectTimeout: Duration.Duration
+  readonly maxLength: number | undefined
+  readonly readCount: number
+  readonly delayPollInterval: Duration.Duration
+  readonly maxRetriesPerRequest: number
+  readonly connectionName: string
+  readonly persistent: boolean | undefined
+  readonly redisOptions: RedisOptions
+}
+
+/** The server could not be reached (or the URL is unusable) when a connection was opened. */
+export class RedisConnectionError extends Data.TaggedError("RedisConnectionError")<{
+  /** The URL with any password masked. */
+  readonly url: string
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `cannot connect to Redis at ${this.url}: ${cause}`
+  }
+}
+
+/** Entry field names; everything a message carries travels in them. */
+export const Fields = {
+  id: "id",
+  key: "key",
+  headers: "headers",
+  payload: "payload",
+  /** Deliveries before this copy was written (a nacked copy restarts Redis' delivery count). */
+  attempts: "attempts",
+  /** A nacked copy is for this group only; other groups acknowledge and skip it. */
+  group: "group"
+} as const
+
+export const streamKey = (keyPrefix: string, topic: string) => `${keyPrefix}${topic}`
+export const delayedKey = (keyPrefix: string, topic: string, group: string) => `${keyPrefix}${topic}:delayed:${group}`
+
+export const redactUrl = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== "") parsed.password = "***"
+    return parsed.toString()
+  } catch {
+    return "<invalid url>"
+  }
+}
+
+/** A command failed; `cause` is ioredis' error (a `ReplyError` from the server, or a connection failure). */
+class CommandError extends Data.TaggedError("CommandError")<{ readonly cause: unknown }> {}
+
+const command = <A>(run: () => Promise<A>) => Effect.tryPromise({ try: run, catch: (cause) => new CommandError({ cause }) })
+
+// Redis keeps real time (delays are scored by its clock), so the driver's timers do too, whatever Clock the
+// caller's fiber carries (a TestClock would otherwise stall the subscription loop).
+const liveClock = Clock.make()
+const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.withClock(effect, liveClock)
+
+const isReplyError = (error: unknown): boolean => error instanceof ReplyError
+const isNoGroup = (error: unknown): boolean => isReplyError(error) && String((error as Error).message).startsWith("NOGROUP")
+
+/** Opens a connection in the current scope; it is closed when the scope closes. Bounded by `connectTimeout`. */
+export const connect = (settings: Settings, name: string): Effect.Effect<Redis, RedisConnectionError, Scope.Scope> =>
+  inRealTime(Effect.gen(function*() {
+    const url = redactUrl(settings.url)
+    const parsed = yield* Effect.try({
+      try: () => new URL(settings.url),
+      catch: (cause) => new RedisConnectionError({ url, cause })
+    })
+    if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
+      return yield* new RedisConnectionError({ url, cause: `unsupported scheme ${parsed.protocol} (use redis: or rediss:)` })
+    }
+    const redis = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const client = new Redis(settings.url, {
+          connectTimeout: Duration.toMillis(settings.connectTimeout),
+          maxRetriesPerRequest: settings.maxRetriesPerRequest,
+          // ioredis would retry forever at start; here only an established connection reconnects.
+          retryStrategy: (times) => Math.min(50 * 2 ** times, 2_000),
+          ...settings.redisOptions,
+          lazyConnect: true,
+          connectionName: name
+        })
+        // Failures surface through the commands that hit them; the event would otherwise crash the process.
+        client.on("error", () => {})
+        return client
+      }),
+      (client) => Effect.sync(() => client.disconnect(false))
+    )
+    yield* Effect.tryPromise({
+      try: () => redis.connect(),
+      catch: (cause) => new RedisConnectionError({ url, cause })
+    }).pipe(
+      Effect.timeoutFail({
+        duration: settings.connectTimeout,
+        onTimeout: () =>
+          new RedisConnectionError({ url, cause: `no answer within ${Duration.format(settings.connectTimeout)}` })
+      }),
+      Effect.tapError(() => Effect.sync(() => redis.disconnect(false)))
+    )
+    return redis
+  }))
+
+const runScript = (redis: Redis, script: Scripts.Script, args: ReadonlyArray<string | Buffer | number>, binary = false) => {
+  const send = (command: "EVALSHA" | "EVAL", head: string) =>
+    binary
+      ? redis.callBuffer(command, [head, script.keys, ...args])
+      : redis.call(command, [head, script.keys, ...args])
+  return send("EVALSHA", script.sha).catch((error: unknown) => {
+    if (isReplyError(error) && String((error as Error).message).startsWith("NOSCRIPT")) {
+      return send("EVAL", script.lua)
+    }
+    throw error
+  })
+}
+
+const text = (value: unknown): string => Buffer.isBuffer(value) ? value.toString("utf8") : String(value)
+
+interface Entry {
+  readonly entryId: string
+  readonly fields: Map<string, Buffer>
+}
+
+const parseEntry = (raw: unknown): Entry | undefined => {
+  if (!Array.isArray(raw) || raw.length < 2 || !Array.isArray(raw[1])) return undefined
+  const values = raw[1] as Array<unknown>
+  const fields = new Map<string, Buffer>()
+  for (let i = 0; i + 1 < values.length; i += 2) {
+    const value = values[i + 1]
+    fields.set(text(values[i]), Buffer.isBuffer(value) ? value : Buffer.from(String(value)))
+  }
+  return { entryId: text(raw[0]), fields }
+}
+
+const parseHeaders = (raw: Buffer | undefined): Record<string, string> => {
+  if (raw === undefined) return {}
+  const source = raw.toString("utf8")
+  try {
+    const parsed: unknown = JSON.parse(source)
+    if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
+      const headers: Record<string, string> = {}
+      for (const [name, value] of Object.entries(parsed)) headers[name] = String(value)
+      return headers
+    }
+  } catch {
+    // Falls through: the raw text is kept so nothing is lost.
+  }
+  return { "bulwark-redis-invalid-headers": source }
+}
+
+const messageFields = (message: Delivery.Message, headers: Readonly<Record<string, string>>) => {
+  const fields: Array<string | Buffer> = [Fields.id, message.id]
+  if (message.key !== "") fields.push(Fields.key, message.key)
+  if (Object.keys(headers).length > 0) fields.push(Fields.headers, JSON.stringify(headers))
+  fields.push(Fields.payload, Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength))
+  return fields
+}
+
+/** Creates the driver: one command connection for the process, one blocking connection per subscription. */
+export const make = (settings: Settings) =>
+  Effect.gen(function*() {
+    const connectionName = settings.connectionName
+    const redis = yield* connect(settings, `${connectionName}:commands`)
+    const visibilityMillis = Duration.toMillis(settings.visibilityTimeout)
+    // Idle subscriptions wake this often to look for deliveries of dead consumers.
+    const claimIntervalMillis = Math.min(5_000, Math.max(50, Math.floor(visibilityMillis / 4)))
+    const maxLength = settings.maxLength === undefined ? "0" : String(settings.maxLength)
+
+    // Unknown (INFO denied by an ACL) counts as not persistent: declaring durability we cannot see would lie.
+    const persistent = settings.persistent ?? (yield* command(() => redis.info("persistence")).pipe(
+      Effect.map((info) => /^aof_enabled:1\s*$/m.test(info)),
+      Effect.catchAll((error) =>
+        Effect.as(Effect.logWarning("could not read INFO persistence; declaring persistent: false", error.cause), false)
+      )
+    ))
+
+    const features: Transport.Features = {
+      orderedPerKey: false,
+      delayedNack: true,
+      visibilityTimeout: settings.visibilityTimeout,
+      deadLetterTopic: true,
+      consumerGroups: true,
+      persistent
+    }
+
+    const xaddArgs = (key: string, fields: ReadonlyArray<string | Buffer>): Array<string | Buffer> =>
+      settings.maxLength === undefined ? [key, "*", ...fields] : [key, "MAXLEN", "~", maxLength, "*", ...fields]
+
+    const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => {
+      if (messages.length === 0) return Effect.void
+      const key = streamKey(settings.keyPrefix, topic)
+      const args = messages.map((m) => xaddArgs(key, messageFields({ ...m, topic }, m.headers)))
+      return Effect.tryPromise({
+        try: async () => {
+          if (args.length === 1) {
+            await redis.call("XADD", args[0]!)
+            return
+          }
+          // MULTI: the batch is published whole or not at all.
+          const transaction = redis.multi()
+          for (const a of args) transaction.call("XADD", a)
+          const results = await transaction.exec()
+          if (results === null) throw new Error("transaction aborted")
+          for (const [error] of results) if (error) throw error
+        },
+        catch: (cause) => new Transport.PublishError({ topic, cause })
+      })
+    }
+
+    const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
+      Stream.unwrapScoped(
+        Effect.gen(function*() {
+          const group = options?.group ?? "default"
+          const key = streamKey(settings.keyPrefix, topic)
+          const delayed = delayedKey(settings.keyPrefix, topic, group)
+          const consumer = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
+          const fail = (cause: unknown) => new Transport.SubscribeError({ topic, cause })
+
+          // Id 0: a new group starts at the beginning of the retained stream, so nothing published before
+          // the first subscriber is missed.
+          const createGroup = command(() =>
+            redis.call("XGROUP", ["CREATE", key, group, "0", "MKSTREAM"]).catch((error: unknown) => {
+              if (isReplyError(error) && String((error as Error).message).startsWith("BUSYGROUP")) return "OK"
+              throw error
+            })
+          )
+          yield* Effect.mapError(createGroup, (error) => fail(error.cause))
+
+          // Registered before the blocking connection so that it runs after that connection is closed: a read
+          // still blocked on the server would otherwise recreate the consumer.
+          yield* Effect.addFinalizer(() =>
+            command(() => runScript(redis, Scripts.releaseConsumer, [key, group, consumer])).pipe(
+              Effect.catchAll((cause) => Effect.logDebug("could not remove the consumer from its group", cause))
+            )
+          )
+          const blocking = yield* Effect.mapError(connect(settings, `${connectionName}:sub:${consumer}`), fail)
+
+          // Acks issued together (a handler pool settling a batch) share one XACK: one round trip instead of
+          // one per message. Each ack still completes only when Redis has confirmed it.
+          let acks: Array<{ readonly entryId: string; readonly done: (error?: unknown) => void }> = []
+          const flushAcks = () => {
+            const batch = acks
+            acks = []
+            for (let i = 0; i < batch.length; i += 1_000) {
+              const part = batch.slice(i, i + 1_000)
+              redis.xack(key, group, ...part.map((a) => a.entryId)).then(
+                () => part.forEach((a) => a.done()),
+                (error: unknown) => part.forEach((a) => a.done(error ?? new Error("XACK failed")))
+              )
+            }
+          }
+          const ack = (entryId: string) =>
+            Effect.async<void, unknown>((resume) => {
+              if (acks.length === 0) setImmediate(flushAcks)
+              acks.push({ entryId, done: (error) => resume(error === undefined ? Effect.void : Effect.fail(error)) })
+            })
+
+          const toDelivery = (entry: Entry, deliveries: number): Delivery.Delivery => {
+            const f = entry.fields
+            const message: Delivery.Message = {
+              id: f.get(Fields.id)?.toString("utf8") ?? entry.entryId,
+              topic,
+              key: f.get(Fields.key)?.toString("utf8") ?? "",
+              payload: f.get(Fields.payload) ?? new Uint8Array(0),
+              headers: parseHeaders(f.get(Fields.headers))
+            }
+            const before = Number(f.get(Fields.attempts)?.toString("utf8") ?? "0") || 0
+            const attempt = before + deliveries
+            const receipt = [group, consumer, entry.entryId, deliveries] as const
+            const settleError = (operation: "ack" | "nack" | "deadLetter") => (cause: unknown) =>
+              new Delivery.DeliveryError({ operation, messageId: message.id, cause })
+            return {
+              message,
+              attempt,
+              ack: Effect.mapError(ack(entry.entryId), settleError("ack")),
+              nack: (nackOptions) =>
+                Effect.tryPromise({
+                  try: () => {
+                    const delay = nackOptions?.delay === undefined
+                      ? 0
+                      : Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(nackOptions.delay))))
+                    return runScript(redis, Scripts.nack, [
+                      key,
+                      delayed,
+                      ...receipt,
+                      delay,
+                      maxLength,
+                      ...messageFields(message, message.headers),
+                      Fields.attempts,
+                      String(attempt),
+                      Fields.group,
+                      group
+                    ])
+                  },
+                  catch: settleError("nack")
+                }).pipe(Effect.asVoid),
+              deadLetter: (reason) =>
+                Effect.tryPromise({
+                  try: () =>
+                    runScript(redis, Scripts.deadLetter, [
+                      key,
+                      streamKey(settings.keyPrefix, Delivery.deadLetterTopic(topic)),
+                      ...receipt,
+                      maxLength,
+                      ...messageFields(message, Delivery.deadLetterHeaders(message, reason))
+                    ]),
+                  catch: settleError("deadLetter")
+                }).pipe(Effect.asVoid)
+            }
+          }
+
+          // Nacked copies addressed to other groups are acknowledged here and never delivered.
+          const keep = (entries: ReadonlyArray<Entry>) =>
+            Effect.gen(function*() {
+              const foreign: Array<string> = []
+              const mine: Array<Entry> = []
+              for (const entry of entries) {
+                const target = entry.fields.get(Fields.group)?.toString("utf8")
+                if (target !== undefined && target !== group) foreign.push(entry.entryId)
+                else mine.push(entry)
+              }
+              if (foreign.length > 0) yield* command(() => redis.xack(key, group, ...foreign))
+              return mine
+            })
+
+          let nextClaimAt = 0
+          let cursor = "0-0"
+          let claimSteps = 0
+
+          const claim = Effect.gen(function*() {
+            const reply = (yield* command(() =>
+              runScript(redis, Scripts.claim, [key, group, consumer, visibilityMillis, cursor, settings.readCount], true)
+            )) as [Buffer, Array<unknown>, Array<number>, number]
+            cursor = text(reply[0])
+            if (reply[3] > 0) {
+              yield* Effect.logWarning(
+                `${reply[3]} pending entries of ${key} were trimmed before they were acknowledged (see maxLength)`
+              )
+            }
+            const entries: Array<Entry> = []
+            const counts = new Map<string, number>()
+            reply[1].forEach((raw, i) => {
+              const entry = parseEntry(raw)
+              if (entry !== undefined) {
+                entries.push(entry)
+                counts.set(entry.entryId, Number(reply[2][i] ?? 1))
+              }
+            })
+            const mine = yield* keep(entries)
+            return mine.map((entry) => toDelivery(entry, counts.get(entry.entryId) ?? 1))
+          })
+
+          const read = (blockMillis: number) =>
+            Effect.gen(function*() {
+              const reply = yield* command(() =>
+                blocking.callBuffer("XREADGROUP", [
+                  "GROUP",
+                  group,
+                  consumer,
+                  "COUNT",
+                  settings.readCount,
+                  "BLOCK",
+                  blockMillis,
+                  "STREAMS",
+                  key,
+                  ">"
+                ])
+              )
+              if (!Array.isArray(reply) || reply.length === 0) return []
+              const raw = (reply[0] as [Buffer, Array<unknown>])[1] ?? []
+              const entries = raw.flatMap((r) => {
+                const entry = parseEntry(r)
+                return entry === undefined ? [] : [entry]
+              })
+              const mine = yield* keep(entries)
+              return mine.map((entry) => toDelivery(entry, 1))
+            })
+
+          const poll = Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            if (now >= nextClaimAt) {
+              const claimed = yield* claim
+              // A long pending list is scanned in steps (XAUTOCLAIM looks at 10 × COUNT entries per call):
+              // a few steps right away, the rest after the next interval, so a busy consumer does not spend
+              // its round trips rescanning deliveries that are merely in flight.
+              claimSteps = cursor === "0-0" ? 0 : claimSteps + 1
+              nextClaimAt = claimSteps > 0 && claimSteps < 10 && claimed.length > 0 ? now : now + claimIntervalMillis
+              if (claimed.length > 0) return Chunk.unsafeFromArray(claimed)
+            }
+            const block = Math.max(1, Math.min(claimIntervalMillis, nextClaimAt - now))
+            return Chunk.unsafeFromArray(yield* read(block))
+          }).pipe(
+            Effect.catchAll((error) =>
+              // The stream or group was deleted under us: recreate it and go on.
+              isNoGroup(error.cause) ? Effect.as(createGroup, Chunk.empty<Delivery.Delivery>()) : Effect.fail(error)
+            ),
+            Effect.retry({
+              while: (error) => !isReplyError(error.cause),
+              schedule: Schedule.exponential("100 millis").pipe(
+                Schedule.union(Schedule.spaced("2 seconds")),
+                Schedule.upTo(settings.reconnectTimeout)
+              )
+            }),
+            Effect.mapError((error) => fail(error.cause)),
+            inRealTime
+          )
+
+          const mover = command(() => runScript(redis, Scripts.move, [delayed, key, 100, maxLength])).pipe(
+            Effect.map((reply) => {
+              const [moved, wait] = reply as [number, number]
+              const interval = Duration.toMillis(settings.delayPollInterval)
+              return moved >= 100 ? 0 : wait < 0 ? interval : Math.min(interval, wait)
+            }),
+            Effect.catchAll((error) =>
+              Effect.as(Effect.logWarning("moving due delayed messages failed; will retry", error), 1_000)
+            ),
+            Effect.flatMap((sleep) => Effect.sleep(Duration.millis(sleep))),
+            Effect.forever,
+            inRealTime
+          )
+          yield* Effect.forkScoped(mover)
+
+          return Stream.repeatEffectChunk(poll)
+        })
+      )
+
+    return { features, publish, subscribe }
+  })

@@ -1,0 +1,143 @@
+/**
+ * The record of one simulated run: every observable event in order, with the indices the invariants read,
+ * and a running hash of the whole trace (two runs of the same scenario must produce the same hash).
+ */
+
+/** The lanes of the visual timeline: one per simulated component. */
+export type Lane = "sender" | "webhook" | "transport" | "consumer" | "database" | "relay" | "downstream" | "breaker" | "fault"
+
+/** One observable event. `ref` is the workload message it concerns (`w0`, `w1`, … or `forged-…`). */
+export interface Event {
+  /** Virtual ms since the start of the run. */
+  readonly t: number
+  readonly lane: Lane
+  readonly kind: string
+  readonly ref?: string | undefined
+  readonly data?: Readonly<Record<string, string | number | boolean | undefined>>
+}
+
+/** Renders an event as one timeline line (also what the trace hash covers). */
+export const formatEvent = (event: Event): string => {
+  const data = event.data === undefined
+    ? ""
+    : " " + Object.entries(event.data).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${String(v)}`).join(" ")
+  return `${event.t.toFixed(3).padStart(10)}ms ${event.lane.padEnd(10)} ${event.kind}${event.ref === undefined ? "" : ` ${event.ref}`}${data}`
+}
+
+/** A violated invariant. */
+export interface Violation {
+  readonly invariant: string
+  readonly message: string
+  /** Virtual ms when it was detected. */
+  readonly at: number
+}
+
+const fnv = (hash: number, text: string): number => {
+  let h = hash
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}
+
+const bump = <K>(map: Map<K, number>, key: K): number => {
+  const n = (map.get(key) ?? 0) + 1
+  map.set(key, n)
+  return n
+}
+
+/** The declared policies the invariants hold the pipeline to. */
+export interface Policy {
+  /** Deliveries of one message before it must be dead-lettered. */
+  readonly maxDeliveries: number
+  /** Attempts of one downstream call per delivery (1 + retries). */
+  readonly maxCallAttempts: number
+  /** Concurrent probes a half-open breaker may let through. */
+  readonly halfOpenProbes: number
+  /** Retries of different messages allowed at the same virtual instant before it counts as a synchronised storm. */
+  readonly maxSynchronisedRetries: number
+  /** Webhook timestamp tolerance in ms. */
+  readonly webhookTolerance: number
+  /** Topics whose consumer must apply effects in commit order per key. */
+  readonly orderedEffects: ReadonlyArray<string>
+}
+
+/** The history of a run and its indices. */
+export class History {
+  readonly events: Array<Event> = []
+  hash = 0x811c9dc5
+  frozen = false
+  /** Messages the sender tried to deliver. */
+  readonly attempted = new Set<string>()
+  /** Messages the ingress acknowledged (2xx) to the sender. */
+  readonly acknowledged = new Set<string>()
+  /** Side effects applied, per effect name and message. */
+  readonly effects = new Map<string, Map<string, number>>()
+  /** Messages dead-lettered, with their category. */
+  readonly deadLettered = new Map<string, string>()
+  /** Deliveries per transport message id. */
+  readonly deliveries = new Map<string, number>()
+  /** Outbox rows committed / rolled back / published. */
+  readonly committedRows = new Set<string>()
+  readonly rolledBackRows = new Set<string>()
+  readonly publishedRows = new Set<string>()
+  /** Last applied commit order per key, per ordered effect. */
+  readonly lastOrder = new Map<string, number>()
+  /** Retry calls (attempt ≥ 2) per virtual instant. */
+  readonly retriesAt = new Map<number, number>()
+  /** Fault kinds (and crash sites) that fired. */
+  readonly faults = new Map<string, number>()
+  readonly violations: Array<Violation> = []
+  breakerState = "closed"
+  probesInFlight = 0
+  readonly observers: Array<(event: Event) => void> = []
+
+  constructor(readonly policy: Policy, readonly now: () => number) {}
+
+  /** Records an event, updates the indices and lets the observers (the invariants) look at it. */
+  record(lane: Lane, kind: string, ref?: string, data?: Event["data"]): Event | undefined {
+    if (this.frozen) return undefined
+    const event: Event = data === undefined ? { t: this.now(), lane, kind, ref } : { t: this.now(), lane, kind, ref, data }
+    this.events.push(event)
+    this.hash = fnv(this.hash, formatEvent(event))
+    for (const observer of this.observers) observer(event)
+    return event
+  }
+
+  /** Records a side effect; answers how many times it has now been applied. */
+  effect(name: string, ref: string, data?: Event["data"]): number {
+    let perRef = this.effects.get(name)
+    if (perRef === undefined) this.effects.set(name, perRef = new Map())
+    const count = bump(perRef, ref)
+    this.record(name === "downstream" ? "downstream" : "database", "effect", ref, { name, count, ...data })
+    return count
+  }
+
+  /** Records a fault that fired. */
+  fault(kind: string, ref?: string, data?: Event["data"]): void {
+    if (this.frozen) return
+    bump(this.faults, kind)
+    this.record("fault", kind, ref, data)
+  }
+
+  /** Counts a delivery of a transport message. */
+  delivered(id: string): number {
+    return bump(this.deliveries, id)
+  }
+
+  /** Counts a retry at the current instant. */
+  retryAt(t: number): number {
+    return bump(this.retriesAt, t)
+  }
+
+  /** Applied count of a message's effect. */
+  applied(name: string, ref: string): number {
+    return this.effects.get(name)?.get(ref) ?? 0
+  }
+
+  /** The trace hash as 8 hex digits. */
+  get traceHash(): string {
+    return this.hash.toString(16).padStart(8, "0")
+  }
+}

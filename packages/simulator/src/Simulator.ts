@@ -1,0 +1,465 @@
+/**
+ * Runs simulations: one scenario deterministically ({@link runScenario}), many generated scenarios with
+ * fast-check shrinking the whole run to a minimal counterexample ({@link check}), or a recorded failure again
+ * by seed and path ({@link replay}). Answers a Jepsen-style {@link Report}.
+ */
+import { Duration, Effect } from "effect"
+import * as fc from "fast-check"
+import { formatEvent, History, type Violation } from "./History.js"
+import type { Final } from "./Invariant.js"
+import * as Scenario from "./Scenario.js"
+import { epoch, runProgram, VirtualScheduler } from "./Scheduler.js"
+import type { Simulation } from "./Simulation.js"
+import { WebhookHeaders, World, type Ingress, type WebhookRequest } from "./World.js"
+
+/** Jepsen-style counts of one run (or summed over runs). */
+export interface Stats {
+  /** Messages the sender tried to deliver. */
+  attempted: number
+  /** Messages the ingress acknowledged (2xx). */
+  acknowledged: number
+  /** Messages whose downstream effect was applied. */
+  applied: number
+  /** Acknowledged messages found nowhere at the end. */
+  lost: number
+  /** Effects for messages nobody sent. */
+  unexpected: number
+  /** Messages whose effect was applied more than once. */
+  duplicated: number
+  /** Deliveries beyond the first of each transport message (expected under at-least-once). */
+  duplicateDeliveries: number
+  /** Messages dead-lettered. */
+  deadLettered: number
+  /** Messages not final at the end. */
+  pending: number
+}
+
+/** The outcome of one scenario. */
+export interface RunResult {
+  readonly valid: boolean
+  readonly violations: ReadonlyArray<Violation>
+  readonly stats: Stats
+  readonly pending: ReadonlyMap<string, string>
+  readonly history: History
+  /** Virtual ms at which the run ended. */
+  readonly virtualTime: number
+  /** Scheduler events (timed events plus fiber tasks). */
+  readonly events: number
+  readonly traceHash: string
+}
+
+const emptyStats = (): Stats => ({
+  attempted: 0,
+  acknowledged: 0,
+  applied: 0,
+  lost: 0,
+  unexpected: 0,
+  duplicated: 0,
+  duplicateDeliveries: 0,
+  deadLettered: 0,
+  pending: 0
+})
+
+const refOf = (index: number) => `w${index}`
+
+/** The JSON body the simulated provider sends for a work item (spaced bodies differ from a re-serialisation). */
+export const bodyOf = (item: Scenario.WorkItem, index: number): string => {
+  const payload = { ref: refOf(index), key: `k${item.key}`, amount: item.amount, poison: item.poison }
+  return item.spaced ? JSON.stringify(payload, null, 2) : JSON.stringify(payload)
+}
+
+const encoder = new TextEncoder()
+
+/** Runs one scenario of a simulation, deterministically. */
+export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario): RunResult => {
+  const scheduler = new VirtualScheduler(scenario.choices)
+  const history = new History(simulation.policy, () => scheduler.now)
+  const window = simulation.faultWindow
+  const deadline = window + simulation.livenessBound
+  const world = new World(scheduler, history, scenario.faults, { ...simulation.world, faultWindow: window })
+  scenario.workload.forEach((item, i) => {
+    if (item.poison) world.poison.add(refOf(i))
+  })
+  const tolerance = simulation.policy.webhookTolerance
+  const violate = (invariant: string, message: string) => {
+    history.violations.push({ invariant, message, at: scheduler.now })
+    scheduler.stop()
+  }
+  history.observers.push((event) => {
+    if (history.violations.length > 0) return
+    for (const invariant of simulation.invariants) {
+      const message = invariant.onEvent?.(event, history)
+      if (message !== undefined) return violate(invariant.name, message)
+    }
+  })
+
+  const lastStatus = new Map<string, number>()
+
+  // An attacker or network replaying a captured request; authentic only while it is within the tolerance.
+  let replaysOutstanding = 0
+  const replayRequest = (ingress: Ingress, request: WebhookRequest, ref: string, sentAt: number, after: number) =>
+    Effect.gen(function*() {
+      replaysOutstanding++
+      yield* Effect.sleep(Duration.millis(after))
+      replaysOutstanding--
+      history.fault("replay", ref, { after })
+      const status = yield* ingress(request)
+      if (status >= 200 && status < 300) {
+        const fresh = scheduler.now - sentAt <= tolerance
+        history.record("webhook", "accepted", ref, fresh ? { authentic: true, replay: true } : { authentic: false, why: "out-of-window replayed" })
+      }
+    })
+
+  const send = (ingress: Ingress, item: Scenario.WorkItem, index: number) =>
+    Effect.gen(function*() {
+      const ref = refOf(index)
+      const body = bodyOf(item, index)
+      yield* Effect.sleep(Duration.millis(item.at))
+      history.attempted.add(ref)
+      for (let attempt = 1;; attempt++) {
+        const timestamp = String(epoch + scheduler.now)
+        const request: WebhookRequest = {
+          body: encoder.encode(body),
+          headers: { [WebhookHeaders.timestamp]: timestamp, [WebhookHeaders.signature]: world.sign(timestamp, body) }
+        }
+        const faults = world.faultsAt("webhook")
+        let sent = request
+        if (faults.some((f) => f.kind === "corrupt")) {
+          const bytes = encoder.encode(body)
+          bytes[bytes.length - 2] = bytes[bytes.length - 2]! ^ 0x01
+          sent = { ...request, body: bytes }
+          history.fault("corrupt", ref)
+        }
+        for (const fault of faults) {
+          if (fault.kind === "replay") yield* Effect.forkScoped(replayRequest(ingress, request, ref, scheduler.now, fault.after))
+        }
+        history.record("sender", "send", ref, { attempt })
+        const status = yield* ingress(sent)
+        lastStatus.set(ref, status)
+        if (status >= 200 && status < 300) {
+          history.record("webhook", "accepted", ref, sent === request ? { authentic: true } : { authentic: false, why: "corrupted" })
+          history.acknowledged.add(ref)
+          return
+        }
+        history.record("sender", "rejected", ref, { status })
+        yield* Effect.sleep(Duration.millis(Math.min(5_000, 500 * 2 ** (attempt - 1))))
+      }
+    })
+
+  const forge = (ingress: Ingress, at: number, n: number) =>
+    Effect.gen(function*() {
+      yield* Effect.sleep(Duration.millis(at))
+      const ref = `forged-${n}`
+      const body = JSON.stringify({ ref, key: "k0", amount: 1_000_000, poison: false })
+      history.fault("forge", ref)
+      const status = yield* ingress({
+        body: encoder.encode(body),
+        headers: { [WebhookHeaders.timestamp]: String(epoch + scheduler.now), [WebhookHeaders.signature]: "0".repeat(64) }
+      })
+      if (status >= 200 && status < 300) history.record("webhook", "accepted", ref, { authentic: false, why: "forged" })
+    })
+
+  const program = Effect.scoped(Effect.gen(function*() {
+    const ingress = yield* simulation.pipeline(world)
+    yield* Effect.forkScoped(world.sweeper)
+    for (let i = 0; i < scenario.workload.length; i++) yield* Effect.forkScoped(send(ingress, scenario.workload[i]!, i))
+    let forged = 0
+    for (const fault of scenario.faults) {
+      if (fault.kind === "forge" && fault.at < window) yield* Effect.forkScoped(forge(ingress, fault.at, forged++))
+    }
+    return yield* Effect.never
+  }))
+
+  const isFinal = (ref: string) => history.applied("downstream", ref) > 0 || history.deadLettered.has(ref)
+  const pendingMap = (): Map<string, string> => {
+    const pending = new Map<string, string>()
+    const where = new Map<string, string>()
+    for (const topic of world.topicNames()) {
+      if (topic.endsWith(".dlq")) continue
+      for (const m of world.pendingOn(topic)) {
+        if (m.ref !== undefined && !where.has(m.ref)) where.set(m.ref, `${m.state} on topic ${topic}`)
+      }
+    }
+    for (const row of world.unpublished(Infinity)) {
+      if (!where.has(row.ref)) where.set(row.ref, `outbox row ${row.id} not yet published`)
+    }
+    scenario.workload.forEach((_, i) => {
+      const ref = refOf(i)
+      if (isFinal(ref)) return
+      if (!history.acknowledged.has(ref)) {
+        const status = lastStatus.get(ref)
+        pending.set(ref, status === undefined ? "not yet sent" : `not accepted by the webhook receiver (last status ${status})`)
+      } else if (where.has(ref)) pending.set(ref, where.get(ref)!)
+    })
+    return pending
+  }
+  // Nothing can happen any more once every message is final, nothing is queued, and no timed fault,
+  // send or replay is still to come: the run may end before the liveness deadline.
+  const lastScheduled = Math.min(window, Math.max(
+    0,
+    ...scenario.workload.map((w) => w.at),
+    ...scenario.faults.map((f) => ("at" in f ? f.at : 0))
+  ))
+  const quiescent = (): boolean => {
+    if (replaysOutstanding > 0 || scheduler.now < lastScheduled || history.breakerState === "open") return false
+    for (let i = 0; i < scenario.workload.length; i++) if (!isFinal(refOf(i))) return false
+    if (world.unpublished(1).length > 0) return false
+    for (const topic of world.topicNames()) if (!topic.endsWith(".dlq") && world.pendingOn(topic).length > 0) return false
+    return true
+  }
+  let nextCheck = 0
+  const result = runProgram(scheduler, program, {
+    seed: scenario.seed,
+    until: deadline,
+    onAdvance: (now) => {
+      if (now >= nextCheck) {
+        nextCheck = now + 250
+        if (quiescent()) scheduler.stop()
+      }
+    },
+    beforeInterrupt: () => {
+      history.frozen = true
+    }
+  })
+  if (result.exit !== undefined && result.exit._tag === "Failure" && history.violations.length === 0) {
+    history.violations.push({ invariant: "pipeline-runs", message: `the pipeline failed: ${String(result.exit.cause)}`, at: result.now })
+  }
+  const pending = pendingMap()
+  if (history.violations.length === 0) {
+    const final: Final = { history, pending, endedAt: result.now, deadline }
+    for (const invariant of simulation.invariants) {
+      const message = invariant.atEnd?.(final)
+      if (message !== undefined) {
+        history.violations.push({ invariant: invariant.name, message, at: result.now })
+        break
+      }
+    }
+  }
+  return {
+    valid: history.violations.length === 0,
+    violations: [...history.violations],
+    stats: statsOf(history, scenario, pending),
+    pending,
+    history,
+    virtualTime: result.now,
+    events: result.events,
+    traceHash: history.traceHash
+  }
+}
+
+const statsOf = (history: History, scenario: Scenario.Scenario, pending: ReadonlyMap<string, string>): Stats => {
+  const stats = emptyStats()
+  stats.attempted = history.attempted.size
+  stats.acknowledged = history.acknowledged.size
+  const downstream = history.effects.get("downstream") ?? new Map<string, number>()
+  for (const [ref, n] of downstream) {
+    if (/^w\d+$/.test(ref)) stats.applied++
+    else stats.unexpected++
+    if (n > 1) stats.duplicated++
+  }
+  for (const [name, perRef] of history.effects) {
+    if (name === "downstream") continue
+    for (const [ref, n] of perRef) if (n > 1 && (downstream.get(ref) ?? 0) <= 1) stats.duplicated++
+  }
+  for (const n of history.deliveries.values()) stats.duplicateDeliveries += n - 1
+  stats.deadLettered = [...history.deadLettered.keys()].filter((ref) => /^w\d+$/.test(ref)).length
+  stats.pending = pending.size
+  scenario.workload.forEach((_, i) => {
+    const ref = refOf(i)
+    if (history.acknowledged.has(ref) && (downstream.get(ref) ?? 0) === 0 && !history.deadLettered.has(ref) && !pending.has(ref)) {
+      stats.lost++
+    }
+  })
+  return stats
+}
+
+/** The per-message timeline of a run: for each message, its events in order. */
+export const messageTimeline = (run: RunResult): ReadonlyArray<string> => {
+  const byRef = new Map<string, Array<string>>()
+  for (const event of run.history.events) {
+    if (event.ref === undefined) continue
+    const lines = byRef.get(event.ref) ?? []
+    lines.push(formatEvent(event))
+    byRef.set(event.ref, lines)
+  }
+  const out: Array<string> = []
+  for (const [ref, lines] of [...byRef].sort(([a], [b]) => a.localeCompare(b, "en", { numeric: true }))) {
+    const state = run.history.applied("downstream", ref) > 0
+      ? "applied"
+      : run.history.deadLettered.has(ref)
+      ? `dead-lettered (${run.history.deadLettered.get(ref)})`
+      : run.pending.has(ref)
+      ? `pending: ${run.pending.get(ref)}`
+      : "never accepted"
+    out.push(`${ref} — ${state}`, ...lines.map((l) => `  ${l}`))
+  }
+  return out
+}
+
+/** The whole trace of a run, one event per line. */
+export const trace = (run: RunResult): ReadonlyArray<string> => run.history.events.map(formatEvent)
+
+/** The Jepsen-style report of a check. */
+export interface Report {
+  readonly simulation: string
+  /** True when every invariant held in every run. */
+  readonly valid: boolean
+  /** The fast-check seed of the check. */
+  readonly seed: number
+  /** fast-check's path to the shrunk counterexample (with the seed, replays it). */
+  readonly path?: string
+  /** Scenarios run (for a failure: until the first failure, before shrinking). */
+  readonly runs: number
+  /** Successful shrink steps. */
+  readonly shrinks: number
+  /** Counts: summed over all runs when valid, of the minimal counterexample otherwise. */
+  readonly stats: Stats
+  readonly violations: ReadonlyArray<Violation>
+  /** Fault kinds and crash sites that fired, across every run of the check. */
+  readonly faultsInjected: Readonly<Record<string, number>>
+  /** Crash sites never reached across the check. */
+  readonly crashSitesMissed: ReadonlyArray<string>
+  readonly counterexample?: {
+    readonly scenario: Scenario.Scenario
+    /** Messages + faults + choices. */
+    readonly size: number
+    readonly traceHash: string
+    readonly virtualTime: number
+    readonly events: number
+    readonly timeline: ReadonlyArray<string>
+    readonly trace: ReadonlyArray<string>
+  }
+  /** One line that replays the counterexample. */
+  readonly replay?: string
+}
+
+/** Options of {@link check}. */
+export interface CheckOptions {
+  /** Scenarios to try. Default 100. */
+  readonly runs?: number
+  /** fast-check seed; default a fresh one (printed in the report). */
+  readonly seed?: number
+  /** fast-check path to replay one recorded counterexample. */
+  readonly path?: string
+  /** The module the simulation came from, for the printed replay command. */
+  readonly module?: string
+  /** Stops searching and shrinking after this many real ms, keeping the smallest counterexample so far. */
+  readonly timeLimit?: number
+  /**
+   * Scenarios fast-check may try while shrinking; past it the smallest failure so far is kept. Unlike
+   * `timeLimit` the result does not depend on the machine's speed. Default unbounded.
+   */
+  readonly shrinkBudget?: number
+  /** Shrink a failure to a minimal counterexample. Default true; false stops at the first failing scenario. */
+  readonly shrink?: boolean
+  /** Called after every scenario (progress bars). */
+  readonly onRun?: (run: RunResult, index: number) => void
+}
+
+/** Runs generated scenarios; on a violation fast-check shrinks workload, faults and interleaving together. */
+export const check = (simulation: Simulation, options: CheckOptions = {}): Report => {
+  const faults = new Map<string, number>()
+  const total = emptyStats()
+  let index = 0
+  let shrinkRuns = -1
+  const budget = options.shrinkBudget ?? Infinity
+  const property = fc.property(Scenario.arbitrary({ ...simulation.workload, faultWindow: simulation.faultWindow }), (scenario) => {
+    // Once the budget is spent, every further candidate "passes", so fast-check keeps the smallest failure so far.
+    if (shrinkRuns >= 0 && ++shrinkRuns > budget) return true
+    const run = runScenario(simulation, scenario)
+    if (!run.valid && shrinkRuns < 0) shrinkRuns = 0
+    for (const [kind, n] of run.history.faults) faults.set(kind, (faults.get(kind) ?? 0) + n)
+    if (run.valid) for (const key of Object.keys(total) as Array<keyof Stats>) total[key] += run.stats[key]
+    options.onRun?.(run, index++)
+    return run.valid
+  })
+  const parameters: fc.Parameters<[Scenario.Scenario]> = {
+    numRuns: options.runs ?? 100,
+    ...(options.seed === undefined ? {} : { seed: options.seed }),
+    ...(options.shrink === false ? { endOnFailure: true } : {}),
+    // A recorded path is already shrunk: replay exactly it.
+    ...(options.path === undefined ? {} : { path: options.path, endOnFailure: true }),
+    ...(options.timeLimit === undefined ? {} : { interruptAfterTimeLimit: options.timeLimit, markInterruptAsFailure: false })
+  }
+  const details = fc.check(property, parameters)
+  const faultsInjected = Object.fromEntries([...faults].sort(([a], [b]) => a.localeCompare(b)))
+  const crashSitesMissed = Scenario.crashSites.filter((site) => !faults.has(`crash:${site}`))
+  if (!details.failed) {
+    return {
+      simulation: simulation.name,
+      valid: true,
+      seed: details.seed,
+      runs: details.numRuns,
+      shrinks: 0,
+      stats: total,
+      violations: [],
+      faultsInjected,
+      crashSitesMissed
+    }
+  }
+  if (details.counterexample === null) {
+    const error: unknown = details.errorInstance
+    return {
+      simulation: simulation.name,
+      valid: false,
+      seed: details.seed,
+      runs: details.numRuns,
+      shrinks: details.numShrinks,
+      stats: emptyStats(),
+      violations: [{ invariant: "simulator", message: `the check could not complete: ${error instanceof Error ? error.message : String(error)}`, at: 0 }],
+      faultsInjected,
+      crashSitesMissed
+    }
+  }
+  const scenario = details.counterexample[0]
+  const run = runScenario(simulation, scenario)
+  const path = details.counterexamplePath ?? undefined
+  return {
+    simulation: simulation.name,
+    valid: false,
+    seed: details.seed,
+    ...(path === undefined ? {} : { path }),
+    runs: details.numRuns,
+    shrinks: details.numShrinks,
+    stats: run.stats,
+    violations: run.violations,
+    faultsInjected,
+    crashSitesMissed,
+    counterexample: {
+      scenario,
+      size: Scenario.size(scenario),
+      traceHash: run.traceHash,
+      virtualTime: run.virtualTime,
+      events: run.history.events.length,
+      timeline: messageTimeline(run),
+      trace: trace(run)
+    },
+    replay: `bulwark simulate ${options.module ?? "<module>"} --seed ${details.seed}${path === undefined ? "" : ` --path "${path}"`}`
+  }
+}
+
+/** Replays a recorded counterexample by seed and path (runs exactly that scenario, already shrunk). */
+export const replay = (simulation: Simulation, options: { readonly seed: number; readonly path: string; readonly module?: string }): Report =>
+  check(simulation, options)
+
+/** A vitest regression test that replays a counterexample and expects every invariant to hold. */
+export const regressionTest = (report: Report, importPath: string, exportName = "simulation"): string => {
+  if (report.counterexample === undefined) return ""
+  return [
+    `// Regression test exported by the Bulwark simulator for "${report.simulation}".`,
+    `// Violation: ${report.violations.map((v) => `${v.invariant}: ${v.message}`).join("; ")}`,
+    `import { Simulator } from "@bulwark/simulator"`,
+    `import { describe, expect, it } from "vitest"`,
+    `import { ${exportName} } from ${JSON.stringify(importPath)}`,
+    ``,
+    `const scenario = ${JSON.stringify(report.counterexample.scenario, null, 2)}`,
+    ``,
+    `describe(${JSON.stringify(`${report.simulation} regression`)}, () => {`,
+    `  it("keeps every invariant on the recorded counterexample", () => {`,
+    `    const run = Simulator.runScenario(${exportName}, scenario)`,
+    `    expect(run.violations).toEqual([])`,
+    `  })`,
+    `})`,
+    ``
+  ].join("\n")
+}

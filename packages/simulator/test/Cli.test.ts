@@ -1,0 +1,59 @@
+import { spawnSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+
+const root = resolve(__dirname, "../../..")
+const bin = join(root, "packages/cli/bin/bulwark.mjs")
+const dir = mkdtempSync(join(tmpdir(), "bulwark-simulate-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+const simulate = (...args: Array<string>) => {
+  const result = spawnSync(process.execPath, [bin, "simulate", ...args], { cwd: root, encoding: "utf-8", timeout: 120_000 })
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr }
+}
+
+describe("bulwark simulate", () => {
+  it("exits 0 with a summary when every invariant holds, and writes JUnit", () => {
+    const junit = join(dir, "ok.xml")
+    const r = simulate("packages/simulator/examples/reference.ts", "--runs", "4", "--seed", "3", "--junit", junit)
+    expect(r.stderr).toBe("")
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain("reference pipeline: 4 runs, seed 3")
+    expect(r.stdout).toContain("all invariants held")
+    expect(readFileSync(junit, "utf-8")).toContain(`failures="0"`)
+  })
+
+  it("exits 1 with the counterexample, a replay command, JSON and HTML", () => {
+    const html = join(dir, "bug.html")
+    const regression = join(dir, "bug.test.ts")
+    const r = simulate("packages/simulator/examples/wrong-ack-first.ts", "--runs", "40", "--seed", "1", "--json", "--html", html, "--regression", regression)
+    expect(r.code).toBe(1)
+    const report = JSON.parse(r.stdout)
+    expect(report.valid).toBe(false)
+    expect(report.stats.lost).toBeGreaterThan(0)
+    expect(report.violations[0].invariant).toBe("no-lost")
+    expect(r.stderr).toContain("replay with: bulwark simulate packages/simulator/examples/wrong-ack-first.ts --seed 1 --path")
+    expect(r.stderr).not.toContain("    at ")
+    expect(readFileSync(html, "utf-8")).toContain("<svg")
+    const test = readFileSync(regression, "utf-8")
+    expect(test).toMatch(/import \{ simulation \} from "[./]+.*packages\/simulator\/examples\/wrong-ack-first\.js"/)
+    expect(test).toContain("Simulator.runScenario(simulation, scenario)")
+    const replay = simulate("packages/simulator/examples/wrong-ack-first.ts", "--seed", "1", "--path", report.path, "--json")
+    expect(replay.code).toBe(1)
+    expect(JSON.parse(replay.stdout).counterexample.traceHash).toBe(report.counterexample.traceHash)
+  })
+
+  it("exits 2 on a module that cannot be loaded, without a stack trace", () => {
+    const r = simulate("packages/simulator/examples/does-not-exist.ts")
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain("bulwark simulate: cannot load")
+    expect(r.stderr).not.toContain("    at ")
+  })
+
+  it("exits 2 on a module without a simulation and on bad usage", () => {
+    expect(simulate("packages/simulator/examples/pipeline.ts").code).toBe(2)
+    expect(simulate("packages/simulator/examples/reference.ts", "--runs", "0").code).toBe(2)
+  })
+})

@@ -1,0 +1,31 @@
+import { describe, expect, it } from "@effect/vitest"
+import { catalogue } from "../examples/catalogue.js"
+import * as Simulator from "../src/Simulator.js"
+
+/** Checks catalogue entries: the wrong pipeline is caught with a small replayable counterexample, the twin passes. */
+export const checkEntries = (ids: ReadonlyArray<string>) => {
+  for (const id of ids) {
+    const entry = catalogue.find((e) => e.id === id)!
+    describe(`planted bug: ${id}`, () => {
+      it("is found, shrunk and replayed by seed and path", () => {
+        const report = Simulator.check(entry.wrong, { runs: 300, seed: 1, shrinkBudget: 800 })
+        expect(report.valid).toBe(false)
+        expect(entry.caughtBy).toContain(report.violations[0]!.invariant)
+        expect(report.counterexample!.size).toBeLessThanOrEqual(10)
+        expect(report.replay).toContain("--seed 1 --path")
+        const again = Simulator.runScenario(entry.wrong, report.counterexample!.scenario)
+        expect(again.violations).toEqual(report.violations)
+        expect(again.traceHash).toBe(report.counterexample!.traceHash)
+        const replayed = Simulator.replay(entry.wrong, { seed: report.seed, path: report.path! })
+        expect(replayed.valid).toBe(false)
+        expect(replayed.violations[0]!.invariant).toBe(report.violations[0]!.invariant)
+      })
+
+      it("its correct twin keeps every invariant", () => {
+        const report = Simulator.check(entry.twin, { runs: 10, seed: 1 })
+        expect(report.violations).toEqual([])
+        expect(report.valid).toBe(true)
+      })
+    })
+  }
+}

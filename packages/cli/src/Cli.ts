@@ -11,12 +11,17 @@ export const version = "0.1.0"
 
 /**
  * A command's deliberate non-zero ending: the message is printed to stderr without a stack trace and the
- * process exits with `code`.
+ * process exits with `code`. Capability packages may define an error of the same shape (`_tag: "CliExit"`,
+ * `code`, `message`) instead of importing this one, so they need not depend on the CLI package.
  */
 export class CliExit extends Data.TaggedError("CliExit")<{
   readonly code: 1 | 2
   readonly message: string
 }> {}
+
+const isCliExit = (u: unknown): u is { readonly code: 1 | 2; readonly message: string } =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "CliExit" &&
+  ((u as { code?: unknown }).code === 1 || (u as { code?: unknown }).code === 2)
 
 const root = Command.make("bulwark", {}, () =>
   Console.log([
@@ -43,7 +48,7 @@ export const run = (argv: ReadonlyArray<string>) =>
     Effect.as(0),
     Effect.catchAll((error: unknown) => {
       if (ValidationError.isValidationError(error)) return Effect.succeed(2)
-      if (error instanceof CliExit) return Effect.as(Console.error(error.message), error.code)
+      if (isCliExit(error)) return Effect.as(Console.error(error.message), error.code)
       const message = error instanceof Error ? error.message : String(error)
       return Effect.as(Console.error(`bulwark: ${message}`), 1)
     })

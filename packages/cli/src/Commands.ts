@@ -3,6 +3,9 @@
  * and is registered here.
  */
 import { Command } from "@effect/cli"
+import { command as webhook } from "@bulwark/webhook/Cli"
+import { command as dlq } from "@bulwark/dead-letter/Cli"
+import { command as simulate } from "@bulwark/simulator/Cli"
 
 /** Every registered subcommand. */
-export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = []
+export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, simulate]

@@ -1,0 +1,25 @@
+/**
+ * The quick start: events go through the in-memory transport with duplicates and transient failures
+ * injected, into an idempotent handler. At the end every event must have caused its effect exactly once.
+ *
+ * Run it with `npm start` (from the repository root) or `npx tsx examples/quickstart/src/main.ts`.
+ * `QUICKSTART_EVENTS` sets how many distinct events are published (default 1000).
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Console, Effect } from "effect"
+import { summarize } from "./Quickstart.js"
+import * as Quickstart from "./Quickstart.js"
+
+const events = Number(process.env.QUICKSTART_EVENTS ?? "1000")
+
+const main = Effect.gen(function*() {
+  if (!Number.isInteger(events) || events < 1) {
+    yield* Console.error(`QUICKSTART_EVENTS must be a positive integer, got ${JSON.stringify(process.env.QUICKSTART_EVENTS)}`)
+    return yield* Effect.sync(() => { process.exitCode = 2 })
+  }
+  const report = yield* Quickstart.run({ events, seed: 42 })
+  yield* Console.log(summarize(report))
+  if (!report.exactlyOnce) yield* Effect.sync(() => { process.exitCode = 1 })
+})
+
+NodeRuntime.runMain(main, { disableErrorReporting: false })

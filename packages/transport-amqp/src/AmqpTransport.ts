@@ -9,7 +9,7 @@
  * - `deadLetter` publishes to the `${topic}.dlq` topic with the reason headers, then acks;
  * - a lost connection is re-established in the background and subscriptions resume on it.
  */
-import { Publisher, Subscriber } from "@bulwark/transport/Transport"
+import { type Driver, Publisher, Subscriber } from "@bulwark/transport/Transport"
 import type * as amqp from "amqplib"
 import { Config, type ConfigError, Context, Duration, Effect, Layer, Scope } from "effect"
 import * as internal from "./internal/amqp.js"
@@ -56,10 +56,7 @@ export interface Options {
 }
 
 /** A running RabbitMQ transport: the ports plus access to the connection and the declared topology. */
-export interface AmqpTransport {
-  readonly features: Subscriber["Type"]["features"]
-  readonly publish: Publisher["Type"]["publish"]
-  readonly subscribe: Subscriber["Type"]["subscribe"]
+export interface AmqpTransport extends Driver {
   /** The live connection, waiting up to the connect timeout while a lost one is re-established. */
   readonly connection: Effect.Effect<amqp.ChannelModel, AmqpConnectionError>
   /** Runs `use` on a fresh channel of the live connection and closes the channel afterwards. */

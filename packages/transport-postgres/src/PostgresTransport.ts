@@ -14,12 +14,11 @@
  * - Ordered per key by default: only the oldest row of a key is claimable, so a key's next message waits
  *   until the previous one is acked or dead-lettered; other keys do not wait.
  */
-import type { Delivery } from "@bulwark/core"
 import type { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Config, type ConfigError, Context, Duration, Effect, Layer, type Scope, type Stream } from "effect"
+import { Config, type ConfigError, Context, Duration, Effect, Layer, type Scope } from "effect"
 import * as internal from "./internal/queue.js"
 
 /** Settings of the Postgres transport; every field has a default. */
@@ -48,14 +47,7 @@ export type InvalidTableName = internal.InvalidTableName
 export const defaultTable = "bulwark_queue"
 
 /** The transport: both ports' operations and the features it declares. */
-export interface PostgresTransport {
-  readonly features: Transport.Features
-  readonly publish: Context.Tag.Service<Transport.Publisher>["publish"]
-  readonly subscribe: (
-    topic: string,
-    options?: Transport.SubscribeOptions
-  ) => Stream.Stream<Delivery.Delivery, Transport.SubscribeError>
-}
+export interface PostgresTransport extends Transport.Driver {}
 
 const settings = (options: Options): internal.Settings => ({
   table: options.table ?? defaultTable,

@@ -14,9 +14,8 @@
  *   original in one Lua script.
  * - Not ordered per key. Persistent only if the server is (`appendonly yes`); detected at start.
  */
-import type { Delivery } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Config, ConfigError, Context, Duration, Effect, Layer, Scope, Stream } from "effect"
+import { Config, ConfigError, Context, Duration, Effect, Layer, Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import * as internal from "./internal/redis.js"
 
@@ -66,14 +65,7 @@ export const streamKey: (keyPrefix: string, topic: string) => string = internal.
 export const delayedKey: (keyPrefix: string, topic: string, group: string) => string = internal.delayedKey
 
 /** The transport: the two ports' operations and the features it declares. */
-export interface RedisTransport {
-  readonly features: Transport.Features
-  readonly publish: Context.Tag.Service<Transport.Publisher>["publish"]
-  readonly subscribe: (
-    topic: string,
-    options?: Transport.SubscribeOptions
-  ) => Stream.Stream<Delivery.Delivery, Transport.SubscribeError>
-}
+export interface RedisTransport extends Transport.Driver {}
 
 const settings = (options: Options): internal.Settings => ({
   url: options.url ?? "redis://127.0.0.1:6379",

@@ -76,6 +76,24 @@ export class Subscriber extends Context.Tag("@bulwark/transport/Subscriber")<Sub
   readonly subscribe: (topic: string, options?: SubscribeOptions) => Stream.Stream<Delivery.Delivery, SubscribeError>
 }>() {}
 
+/** What every driver provides: both ports' operations and the features it declares. */
+export interface Driver {
+  readonly features: Features
+  readonly publish: Context.Tag.Service<Publisher>["publish"]
+  readonly subscribe: Context.Tag.Service<Subscriber>["subscribe"]
+}
+
+/** A broker URL as it may appear in errors and logs: the password, if any, is masked. */
+export const redactUrl = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== "") parsed.password = "***"
+    return parsed.toString()
+  } catch {
+    return "<unparseable url>"
+  }
+}
+
 /** Encodes envelopes as CloudEvents and publishes them, keyed by subject. */
 export const publishEnvelopes = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) => {
   const encode = Envelope.encode(dataSchema)

@@ -1,6 +1,6 @@
 import { Delivery } from "@bulwark/core"
 import type { Features, OutgoingMessage, SubscribeOptions } from "@bulwark/transport/Transport"
-import { PublishError, SubscribeError } from "@bulwark/transport/Transport"
+import { PublishError, redactUrl as redact, SubscribeError } from "@bulwark/transport/Transport"
 import amqp from "amqplib"
 import { Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Option, Schedule, Scope, Stream } from "effect"
 
@@ -57,15 +57,7 @@ const brokerHeaders = new Set([
 const describe = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
 
 /** The URL as it may appear in errors and logs. */
-export const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    return parsed.toString()
-  } catch {
-    return "<unparseable url>"
-  }
-}
+export const redactUrl = redact
 
 const withHeartbeat = (url: string, seconds: number): string => {
   try {

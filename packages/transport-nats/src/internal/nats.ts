@@ -24,6 +24,7 @@ import {
   type Subscription
 } from "nats"
 import * as Names from "./names.js"
+import type { Options } from "../Nats.js"
 
 /** Header carrying the ordering key. */
 export const keyHeader = "Bulwark-Key"
@@ -64,27 +65,6 @@ export class InvalidMessageError extends Data.TaggedError("NatsInvalidMessageErr
   }
 }
 
-export interface Options {
-  readonly servers?: string | ReadonlyArray<string>
-  readonly name?: string
-  readonly user?: string
-  readonly password?: Redacted.Redacted<string>
-  readonly token?: Redacted.Redacted<string>
-  readonly prefix?: string
-  readonly connectTimeout?: Duration.DurationInput
-  readonly requestTimeout?: Duration.DurationInput
-  readonly reconnectTimeWait?: Duration.DurationInput
-  readonly ackWait?: Duration.DurationInput
-  readonly dedupeWindow?: Duration.DurationInput
-  readonly maxAge?: Duration.DurationInput
-  readonly maxDeliver?: number
-  readonly maxAckPending?: number
-  readonly batchSize?: number
-  readonly pullExpires?: Duration.DurationInput
-  readonly replicas?: number
-  readonly storage?: "file" | "memory"
-  readonly confirmAcks?: boolean
-}
 
 interface Resolved {
   readonly servers: ReadonlyArray<string>
@@ -189,11 +169,8 @@ const buildHeaders = (message: Transport.OutgoingMessage): MsgHdrs | InvalidMess
 }
 
 /** The NATS connection and the transport built on it. */
-export interface NatsTransport {
+export interface NatsTransport extends Transport.Driver {
   readonly connection: NatsConnection
-  readonly features: Transport.Features
-  readonly publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => Effect.Effect<void, Transport.PublishError>
-  readonly subscribe: (topic: string, options?: Transport.SubscribeOptions) => Stream.Stream<Delivery.Delivery, Transport.SubscribeError>
   /** The stream and subject a topic maps to. */
   readonly names: (topic: string) => Names.TopicNames | string
 }

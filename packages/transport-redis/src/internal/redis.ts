@@ -49,15 +49,8 @@ export const Fields = {
 export const streamKey = (keyPrefix: string, topic: string) => `${keyPrefix}${topic}`
 export const delayedKey = (keyPrefix: string, topic: string, group: string) => `${keyPrefix}${topic}:delayed:${group}`
 
-export const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    return parsed.toString()
-  } catch {
-    return "<invalid url>"
-  }
-}
+/** The URL as it may appear in errors and logs. */
+export const redactUrl = Transport.redactUrl
 
 /** A command failed; `cause` is ioredis' error (a `ReplyError` from the server, or a connection failure). */
 class CommandError extends Data.TaggedError("CommandError")<{ readonly cause: unknown }> {}

@@ -198,7 +198,9 @@ export class FailureRecord extends Schema.Class<FailureRecord>("@bulwark/core/Fa
   classification: Classification,
   category: Category,
   status: Schema.optional(Schema.Number),
-  detail: Schema.optional(Schema.String)
+  detail: Schema.optional(Schema.String),
+  /** The error's own fields as JSON, when its class is a schema (made to be persisted, e.g. a retry history). */
+  fields: Schema.optional(Schema.String)
 }) {}
 
 const messageOf = (error: unknown): string => {
@@ -213,19 +215,38 @@ const messageOf = (error: unknown): string => {
 }
 
 const detailLimit = 4096
+const fieldsLimit = 16_384
+
+// Only errors declared as schemas are persisted field by field: their author chose what they carry, so
+// nothing an arbitrary error happens to hold (a request config, a credential) leaks into a dead-letter row.
+const fieldsOf = (error: unknown): string | undefined => {
+  if (!Predicate.isObject(error)) return undefined
+  const constructor = (error as { constructor?: unknown }).constructor
+  if (!Schema.isSchema(constructor)) return undefined
+  const encoded = Schema.encodeUnknownEither(constructor as Schema.Schema<unknown, unknown>)(error)
+  if (encoded._tag === "Left") return undefined
+  try {
+    return JSON.stringify(encoded.right, (_, value) => value instanceof Uint8Array ? `<${value.length} bytes>` : value)
+      .slice(0, fieldsLimit)
+  } catch {
+    return undefined
+  }
+}
 
 /** Turns any error and its verdict into a {@link FailureRecord}; the detail is bounded so a huge error cannot bloat a row. */
 export const toRecord = (error: unknown, verdict: Verdict): FailureRecord => {
   const status = statusOf(error)
   const tag = tagOf(error) ?? (error instanceof Error ? error.name : typeof error)
   const detail = error instanceof Error && error.stack ? error.stack : undefined
+  const fields = fieldsOf(error)
   return new FailureRecord({
     tag,
     message: messageOf(error).slice(0, detailLimit),
     classification: verdict.classification,
     category: verdict.category,
     ...(status !== undefined ? { status } : {}),
-    ...(detail !== undefined ? { detail: detail.slice(0, detailLimit) } : {})
+    ...(detail !== undefined ? { detail: detail.slice(0, detailLimit) } : {}),
+    ...(fields !== undefined ? { fields } : {})
   })
 }
 

@@ -66,6 +66,19 @@ describe("Failure", () => {
       expect(huge.message.length).toBeLessThanOrEqual(4096)
     }))
 
+  it.effect("a schema error keeps its fields in the record; any other error keeps only tag, message and stack", () =>
+    Effect.gen(function*() {
+      class Exhausted extends Schema.TaggedError<Exhausted>()("Exhausted", {
+        attempts: Schema.Array(Schema.Struct({ status: Schema.Number, at: Schema.Number }))
+      }) {}
+      const kept = Failure.toRecord(new Exhausted({ attempts: [{ status: 503, at: 1 }, { status: 502, at: 2 }] }), Failure.fallback)
+      expect(JSON.parse(kept.fields!)).toEqual({ _tag: "Exhausted", attempts: [{ status: 503, at: 1 }, { status: 502, at: 2 }] })
+      class LoginFailed extends Data.TaggedError("LoginFailed")<{ readonly password: string }> {}
+      const plain = Failure.toRecord(new LoginFailed({ password: "hunter2" }), Failure.fallback)
+      expect(plain.fields).toBeUndefined()
+      expect(JSON.stringify(yield* Schema.encode(Failure.FailureRecord)(plain))).not.toContain("hunter2")
+    }))
+
   it.effect("classifyCause looks through the cause; defects are transient unknown", () =>
     Effect.gen(function*() {
       const failed = yield* Effect.exit(Effect.fail(new HttpError({ status: 401 })))

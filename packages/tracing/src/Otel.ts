@@ -1,0 +1,159 @@
+/**
+ * Wires Effect's tracer and metrics to the OpenTelemetry Node SDK (`@opentelemetry/sdk-node`).
+ *
+ * {@link layerConfig} is what applications use: it reads the standard `OTEL_*` environment variables
+ * (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`,
+ * `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_PROPAGATORS`, `OTEL_SDK_DISABLED`, …) exactly as the SDK documents them,
+ * and is a silent no-op when none is set, so a program can always provide it.
+ *
+ * The SDK registers the global OpenTelemetry providers while the layer is alive and flushes and unregisters
+ * them when its scope closes: telemetry still buffered is exported before the process exits.
+ */
+import * as OtelMetrics from "@effect/opentelemetry/Metrics"
+import * as OtelResource from "@effect/opentelemetry/Resource"
+import * as OtelTracer from "@effect/opentelemetry/Tracer"
+import * as OtelApi from "@opentelemetry/api"
+import { OTLPMetricExporter as GrpcMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc"
+import { OTLPMetricExporter as JsonMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
+import { OTLPMetricExporter as ProtoMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto"
+import { metrics as SdkMetrics, NodeSDK, type tracing as SdkTracing } from "@opentelemetry/sdk-node"
+import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions"
+import { Duration, Effect, Layer } from "effect"
+
+/** Explicit SDK settings; {@link layerConfig} derives them from the environment. */
+export interface Options {
+  /** `service.name` when `OTEL_SERVICE_NAME` does not say otherwise. */
+  readonly serviceName?: string
+  /** `service.version` resource attribute. */
+  readonly serviceVersion?: string
+  /** Span processors to use instead of those `OTEL_TRACES_EXPORTER` describes (tests pass an in-memory one). */
+  readonly spanProcessors?: ReadonlyArray<SdkTracing.SpanProcessor>
+  /** Metric exporters to use instead of those `OTEL_METRICS_EXPORTER` describes. */
+  readonly metricExporters?: ReadonlyArray<SdkMetrics.PushMetricExporter>
+  /** How often metrics are pushed. Default `OTEL_METRIC_EXPORT_INTERVAL` or 60 s. */
+  readonly metricExportInterval?: Duration.DurationInput
+  /** How long the final flush may take when the layer is released. Default 5 s. */
+  readonly shutdownTimeout?: Duration.DurationInput
+}
+
+type Env = Readonly<Record<string, string | undefined>>
+
+const list = (value: string | undefined): ReadonlyArray<string> =>
+  (value ?? "").split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "")
+
+const isTrue = (value: string | undefined) => value !== undefined && value.trim().toLowerCase() === "true"
+
+/** True when at least one non-empty `OTEL_*` variable is set and `OTEL_SDK_DISABLED` is not `true`. */
+export const isConfigured = (env: Env): boolean =>
+  !isTrue(env.OTEL_SDK_DISABLED) &&
+  Object.entries(env).some(([name, value]) => name.startsWith("OTEL_") && value !== undefined && value !== "")
+
+/**
+ * The metric exporters `OTEL_METRICS_EXPORTER` asks for. Unset, metrics follow traces to the OTLP endpoint
+ * when one is configured; the Node SDK alone would drop them, which surprises anyone who set only the endpoint.
+ */
+const metricExportersFromEnv = (env: Env): Array<SdkMetrics.PushMetricExporter> => {
+  const requested = env.OTEL_METRICS_EXPORTER === undefined
+    ? (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT ? ["otlp"] : [])
+    : list(env.OTEL_METRICS_EXPORTER)
+  if (requested.includes("none")) return []
+  const exporters: Array<SdkMetrics.PushMetricExporter> = []
+  for (const name of requested) {
+    if (name === "console") exporters.push(new SdkMetrics.ConsoleMetricExporter())
+    if (name !== "otlp") continue
+    const protocol = (env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? "").trim()
+    exporters.push(
+      protocol === "grpc"
+        ? new GrpcMetricExporter()
+        : protocol === "http/json"
+        ? new JsonMetricExporter()
+        : new ProtoMetricExporter()
+    )
+  }
+  return exporters
+}
+
+const metricIntervalFromEnv = (env: Env): Duration.Duration => {
+  const millis = Number.parseInt(env.OTEL_METRIC_EXPORT_INTERVAL ?? "", 10)
+  return Duration.millis(Number.isFinite(millis) && millis > 0 ? millis : 60_000)
+}
+
+/** Unregisters what `NodeSDK.start` registered, so a later layer (the next test, a restart) can register again. */
+const unregisterGlobals = () => {
+  OtelApi.trace.disable()
+  OtelApi.metrics.disable()
+  OtelApi.propagation.disable()
+  OtelApi.context.disable()
+}
+
+/**
+ * Starts the Node SDK with `options` (and the environment for whatever they leave out), installs Effect's
+ * OpenTelemetry tracer and exports Effect's metrics through the SDK's metric readers.
+ */
+export const layer = (options: Options = {}): Layer.Layer<never> =>
+  Layer.unwrapScoped(Effect.gen(function*() {
+    const env: Env = process.env
+    const envServiceName = env.OTEL_SERVICE_NAME !== undefined && env.OTEL_SERVICE_NAME !== ""
+    const serviceName = envServiceName ? env.OTEL_SERVICE_NAME! : options.serviceName ?? "unknown_service:node"
+    const resourceLayer = OtelResource.layerFromEnv({
+      [ATTR_SERVICE_NAME]: serviceName,
+      ...(options.serviceVersion === undefined ? {} : { "service.version": options.serviceVersion })
+    })
+    const resource = yield* Effect.provide(OtelResource.Resource, resourceLayer)
+    const producer = yield* Effect.provideService(OtelMetrics.makeProducer, OtelResource.Resource, resource)
+    const interval = Duration.toMillis(
+      options.metricExportInterval === undefined
+        ? metricIntervalFromEnv(env)
+        : Duration.decode(options.metricExportInterval)
+    )
+    const readers = (options.metricExporters ?? metricExportersFromEnv(env)).map((exporter) =>
+      new SdkMetrics.PeriodicExportingMetricReader({
+        exporter,
+        exportIntervalMillis: interval,
+        exportTimeoutMillis: Math.min(interval, 30_000),
+        // Effect's metrics live in Effect's registry; the producer hands them to the reader on every collection.
+        metricProducers: [producer as SdkMetrics.MetricProducer]
+      })
+    )
+    const tracesOff = options.spanProcessors === undefined && list(env.OTEL_TRACES_EXPORTER).includes("none")
+    const shutdownTimeout = options.shutdownTimeout ?? "5 seconds"
+
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const sdk = new NodeSDK({
+          ...(options.spanProcessors === undefined ? {} : { spanProcessors: [...options.spanProcessors] }),
+          ...(readers.length === 0 ? {} : { metricReaders: readers }),
+          ...(envServiceName ? {} : { serviceName }),
+          // Effect's tracer does the instrumenting; auto-instrumentation is the application's choice.
+          instrumentations: [],
+          // No AsyncLocalStorage context manager: Effect fibers carry the span, and an ALS context leaking
+          // through a resolved promise would parent a later, unrelated span (a relay's query) under a stale one.
+          // `null` is the SDK's documented "do not register", which its typings omit.
+          contextManager: null as unknown as OtelApi.ContextManager
+        })
+        sdk.start()
+        return sdk
+      }),
+      (sdk) =>
+        Effect.tryPromise(() => sdk.shutdown()).pipe(
+          Effect.timeout(shutdownTimeout),
+          Effect.catchAll((error) => Effect.logWarning("OpenTelemetry SDK did not shut down cleanly", error)),
+          Effect.interruptible,
+          Effect.ensuring(Effect.sync(unregisterGlobals))
+        )
+    )
+
+    // Without span export the global provider is a no-op; Effect's own tracer keeps valid ids for propagation.
+    return tracesOff ? Layer.empty : Layer.provide(OtelTracer.layerGlobal, Layer.succeed(OtelResource.Resource, resource))
+  }))
+
+/**
+ * The application layer: the Node SDK configured by the standard `OTEL_*` environment variables, or nothing at
+ * all (no SDK, no network, no log line) when none is set or `OTEL_SDK_DISABLED=true`.
+ */
+export const layerConfig = (options?: { readonly serviceName?: string }): Layer.Layer<never> =>
+  Layer.unwrapEffect(Effect.sync(() =>
+    isConfigured(process.env)
+      ? layer(options?.serviceName === undefined ? {} : { serviceName: options.serviceName })
+      : Layer.empty
+  ))

@@ -6,9 +6,10 @@
 import { Failure, Handler, Pipeline } from "@bulwark/core"
 import { Envelope } from "@bulwark/core"
 import { Idempotent, MemoryIdempotencyStore } from "@bulwark/idempotency"
+import * as Tracing from "@bulwark/tracing/Tracing"
 import { Transport } from "@bulwark/transport"
 import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
-import { Duration, Effect, Fiber, pipe, Schema } from "effect"
+import { Duration, Effect, Fiber, Layer, pipe, Schema } from "effect"
 
 /** The event the quick start publishes. */
 export const PaymentCaptured = Schema.Struct({
@@ -54,6 +55,15 @@ const random = (seed: number) => {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
+
+// One memory transport; its ports are decorated with spans, and the later (traced) ports win in the merge.
+const memoryTransport = MemoryTransport.layer({ visibilityTimeout: "10 seconds" })
+const tracedTransport = Layer.merge(
+  memoryTransport,
+  Layer.merge(Tracing.layerPublisher({ system: "memory" }), Tracing.layerSubscriber({ system: "memory" })).pipe(
+    Layer.provide(memoryTransport)
+  )
+)
 
 /** Publishes the payments with duplicates, consumes them until nothing is pending, and reports. */
 export const run = (options: Options): Effect.Effect<Report> =>
@@ -101,7 +111,11 @@ export const run = (options: Options): Effect.Effect<Report> =>
         return Effect.void
       })
 
-    const handler = pipe(applyPayment, Idempotent.idempotent({ lease: "5 seconds", retention: "1 hour" }))
+    const handler = pipe(
+      applyPayment,
+      Idempotent.idempotent({ lease: "5 seconds", retention: "1 hour" }),
+      Tracing.middleware({ destination: topic })
+    )
 
     const counts = { acked: 0, redelivered: 0, deadLettered: 0 }
     const onSettled = (settled: Pipeline.Settled) =>
@@ -145,8 +159,8 @@ export const run = (options: Options): Effect.Effect<Report> =>
         elapsedMillis: Date.now() - started
       } satisfies Report
     }).pipe(
-      Effect.provide(MemoryIdempotencyStore.layer()),
-      Effect.provide(MemoryTransport.layer({ visibilityTimeout: "10 seconds" }))
+      Effect.provide(Tracing.layerIdempotencyStore.pipe(Layer.provide(MemoryIdempotencyStore.layer()))),
+      Effect.provide(tracedTransport)
     )
   }).pipe(Effect.orDie)
 

@@ -3,8 +3,10 @@
  * injected, into an idempotent handler. At the end every event must have caused its effect exactly once.
  *
  * Run it with `npm start` (from the repository root) or `npx tsx examples/quickstart/src/main.ts`.
- * `QUICKSTART_EVENTS` sets how many distinct events are published (default 1000).
+ * `QUICKSTART_EVENTS` sets how many distinct events are published (default 1000); `OTEL_*` variables
+ * (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`) export its traces to any OTLP backend.
  */
+import * as Otel from "@bulwark/tracing/Otel"
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect } from "effect"
 import { summarize } from "./Quickstart.js"
@@ -22,4 +24,7 @@ const main = Effect.gen(function*() {
   if (!report.exactlyOnce) yield* Effect.sync(() => { process.exitCode = 1 })
 })
 
-NodeRuntime.runMain(main, { disableErrorReporting: false })
+// With OTEL_* variables set the run's traces and metrics are exported; without them this layer does nothing.
+NodeRuntime.runMain(Effect.provide(main, Otel.layerConfig({ serviceName: "bulwark-quickstart" })), {
+  disableErrorReporting: false
+})

@@ -1,5 +1,5 @@
 /**
- * Every TypeScript sample in `docs/*.md` is a copy of a file under `docs/snippets/`, which the root
+ * Every TypeScript sample in `docs/*.md` and the README is a copy of a file under `docs/snippets/`, which the root
  * `tsconfig.json` type-checks. This test keeps the copies honest: each ```ts block must be byte-identical
  * to the snippet file named on the line before it, and every snippet file must be shown somewhere.
  */
@@ -17,6 +17,9 @@ interface Block {
   readonly note: string
   readonly body: string
 }
+
+// The root README shows the first-pipeline sample too; its path is relative to `docs/`.
+const readme = "../README.md"
 
 const blocksOf = (page: string): ReadonlyArray<Block> => {
   const lines = readFileSync(join(docs, page), "utf8").split("\n")
@@ -38,7 +41,7 @@ const blocksOf = (page: string): ReadonlyArray<Block> => {
   return blocks
 }
 
-const pages = readdirSync(docs).filter((name) => name.endsWith(".md")).sort()
+const pages = [...readdirSync(docs).filter((name) => name.endsWith(".md")).sort(), readme]
 const files = readdirSync(snippets).filter((name) => name.endsWith(".ts")).sort()
 const blocks = pages.flatMap(blocksOf)
 

@@ -41,6 +41,9 @@ type Env = Readonly<Record<string, string | undefined>>
 const list = (value: string | undefined): ReadonlyArray<string> =>
   (value ?? "").split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "")
 
+// The trace exporters @opentelemetry/sdk-node builds from OTEL_TRACES_EXPORTER by itself.
+const knownTraceExporters: ReadonlySet<string> = new Set(["otlp", "zipkin", "console", "none"])
+
 const isTrue = (value: string | undefined) => value !== undefined && value.trim().toLowerCase() === "true"
 
 /** True when at least one non-empty `OTEL_*` variable is set and `OTEL_SDK_DISABLED` is not `true`. */
@@ -115,7 +118,18 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
         metricProducers: [producer as SdkMetrics.MetricProducer]
       })
     )
-    const tracesOff = options.spanProcessors === undefined && list(env.OTEL_TRACES_EXPORTER).includes("none")
+    const requestedTraces = list(env.OTEL_TRACES_EXPORTER)
+    const unknownTraces = requestedTraces.filter((name) => !knownTraceExporters.has(name))
+    // An exporter name the SDK does not know leaves it without a span processor: its spans would be no-ops
+    // with invalid ids and no traceparent would reach the messages, so Effect's own tracer is kept instead.
+    const tracesOff = options.spanProcessors === undefined &&
+      (requestedTraces.includes("none") ||
+        (requestedTraces.length > 0 && requestedTraces.every((name) => !knownTraceExporters.has(name))))
+    if (options.spanProcessors === undefined && unknownTraces.length > 0) {
+      yield* Effect.logWarning(
+        `OTEL_TRACES_EXPORTER names exporters this SDK does not provide (${unknownTraces.join(", ")}); they export nothing`
+      )
+    }
     const shutdownTimeout = options.shutdownTimeout ?? "5 seconds"
 
     yield* Effect.acquireRelease(

@@ -6,8 +6,9 @@ import { describe, expect, it } from "@effect/vitest"
 import * as root from "@opentelemetry/otlp-transformer/build/src/generated/root.js"
 import { createServer, type IncomingMessage } from "node:http"
 import type { AddressInfo } from "node:net"
-import { Effect, Layer, Schema, Stream } from "effect"
+import { Effect, Layer, Logger, Option, Schema, Stream } from "effect"
 import * as Otel from "../src/Otel.js"
+import * as Propagation from "../src/Propagation.js"
 import * as Tracing from "../src/Tracing.js"
 
 interface Received {
@@ -165,5 +166,33 @@ describe("OTLP over the wire", () => {
       expect(received).toEqual([])
       expect(Otel.isConfigured({ OTEL_SERVICE_NAME: "x", OTEL_SDK_DISABLED: "true" })).toBe(false)
       expect(Otel.isConfigured({ OTEL_SERVICE_NAME: "x" })).toBe(true)
+    }).pipe(Effect.scoped))
+
+  it.live("an exporter name the SDK does not know keeps valid trace ids for propagation, and says so", () =>
+    Effect.gen(function*() {
+      const saved = Object.entries(process.env).filter(([k]) => k.startsWith("OTEL_"))
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          for (const [k] of saved) delete process.env[k]
+          process.env.OTEL_TRACES_EXPORTER = "jaeger"
+          process.env.OTEL_METRICS_EXPORTER = "none"
+        }),
+        () =>
+          Effect.sync(() => {
+            delete process.env.OTEL_TRACES_EXPORTER
+            delete process.env.OTEL_METRICS_EXPORTER
+            for (const [k, v] of saved) process.env[k] = v
+          })
+      )
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(message))
+      })
+      const headers = yield* Effect.scoped(
+        Effect.provide(Propagation.currentHeaders.pipe(Effect.withSpan("unexported")), Otel.layerConfig())
+      ).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      // A valid (non-zero) traceparent is what lets the next service continue the trace.
+      expect(Option.isSome(Propagation.parseTraceparent(headers.traceparent))).toBe(true)
+      expect(warnings.join("\n")).toContain("jaeger")
     }).pipe(Effect.scoped))
 })

@@ -101,7 +101,7 @@ export const processBatch = (batch: ReadonlyArray<Envelope.Envelope<typeof Order
     Tracing.processBatch({ destination: "orders.paid", group: "shipping" }, batch)
   )
 
-/** The traced store sets `bulwark_dlq_depth` after each `add`; this brings it down after replays and purges. */
+/** The traced store refreshes `bulwark_dlq_depth` itself; this catches changes other processes made. */
 export const dlqDepthGauge = Tracing.updateDlqDepth.pipe(
   Effect.catchAll((error) => Effect.logWarning("dead-letter depth not read", error)),
   Effect.repeat(Schedule.spaced("30 seconds"))

@@ -431,12 +431,22 @@ export const layerIdempotencyStore: Layer.Layer<IdempotencyStore.IdempotencyStor
 
 // --- dead-letter store ---------------------------------------------------------------------------------------
 
+// A gauge that cannot be read is stale, not fatal: the store operation itself succeeded.
+const refreshDepth = (store: DeadLetterStore.Service) =>
+  store.depth.pipe(
+    Effect.flatMap((depth) => Metric.set(Metrics.dlqDepth, depth)),
+    Effect.catchAll((error) => Effect.logWarning("dead-letter depth could not be read for the gauge", error))
+  )
+
 /**
  * A dead-letter store whose `add` is a `dead_letter {topic}` span (continuing the message's trace when no span
- * is around, as when draining a `.dlq` topic) that counts the message and refreshes `bulwark_dlq_depth`.
+ * is around, as when draining a `.dlq` topic) that counts the message; every add, replay and purge refreshes
+ * `bulwark_dlq_depth`.
  */
 export const traceDeadLetterStore = (store: DeadLetterStore.Service, options: MessagingOptions = {}): DeadLetterStore.Service => ({
   ...store,
+  markReplayed: (id) => Effect.tap(store.markReplayed(id), () => refreshDepth(store)),
+  purge: (before) => Effect.tap(store.purge(before), () => refreshDepth(store)),
   add: (entry) =>
     Effect.gen(function*() {
       const ambient = yield* Effect.option(Effect.currentParentSpan)
@@ -446,12 +456,7 @@ export const traceDeadLetterStore = (store: DeadLetterStore.Service, options: Me
             Metric.tagged(Metric.tagged(Metrics.deadLettered, "destination", entry.message.topic), "category", entry.category)
           )
         ),
-        Effect.tap(() =>
-          store.depth.pipe(
-            Effect.flatMap((depth) => Metric.set(Metrics.dlqDepth, depth)),
-            Effect.catchAll((error) => Effect.logWarning("dead-letter depth could not be read for the gauge", error))
-          )
-        ),
+        Effect.tap(() => refreshDepth(store)),
         withSafeSpan(`dead_letter ${entry.message.topic}`, {
           kind: "producer",
           attributes: {

@@ -1,15 +1,15 @@
 import { Replay } from "@bulwark/dead-letter"
 import * as DlqCli from "@bulwark/dead-letter/Cli"
-import { Database } from "@bulwark/sql"
 import { PostgresTransport } from "@bulwark/transport-postgres"
 import { Command } from "@effect/cli"
-import { Layer } from "effect"
 
 /**
- * The stock `bulwark dlq replay` refuses (exit 2): it has no transport to publish to. An application
- * builds the same `dlq` command with its own publisher and ships it in its own binary.
+ * The stock `bulwark dlq replay` publishes through the transport `BULWARK_TRANSPORT` names. An application
+ * can build the same `dlq` command with its own publisher and ship it in its own binary. The publisher
+ * may use the store's database: the command provides one `Database` to both (never two PGlite instances
+ * on one data directory).
  */
-const publisher = PostgresTransport.layerConfig.pipe(Layer.provide(Database.layerConfig))
+const publisher = PostgresTransport.layerConfig
 
 export const dlq = DlqCli.make({ publisher })
 

@@ -4,8 +4,12 @@
  */
 import { Command } from "@effect/cli"
 import { command as webhook } from "@bulwark/webhook/Cli"
-import { command as dlq } from "@bulwark/dead-letter/Cli"
+import * as DeadLetterCli from "@bulwark/dead-letter/Cli"
 import { command as simulate } from "@bulwark/simulator/Cli"
+import { publisherFromEnv } from "./Transports.js"
+
+// `dlq replay` publishes through the transport BULWARK_TRANSPORT names (see Transports.ts).
+const dlq = DeadLetterCli.make({ publisher: publisherFromEnv })
 
 /** Every registered subcommand. */
 export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, simulate]

@@ -3,9 +3,9 @@
  * by `BULWARK_DATABASE_URL` (a postgres:// URL) or, by default, the embedded PGlite in `BULWARK_DATA_DIR`
  * (default `.bulwark/pglite`); `BULWARK_DLQ_TABLE` names the table (default `bulwark_dead_letters`).
  *
- * `replay` publishes through a `Publisher`. The stock `bulwark` binary has no persistent transport wired in
- * yet, so its `replay` refuses with exit code 2 and says so rather than pretending to publish; an
- * application builds its own command with {@link make}`({ publisher })` to replay through its transport.
+ * `replay` publishes through the `Publisher` layer given to {@link make}; that layer may use the store's own
+ * database (one connection, one embedded PGlite), so a Postgres queue-table transport replays into the same
+ * database. Without a publisher, `replay` refuses with exit code 2 and says so rather than pretending.
  *
  * Exit codes: 0 success; 1 not found, a failed replay or an unreachable database; 2 bad usage or a bad URL.
  */
@@ -14,6 +14,7 @@ import { Failure } from "@bulwark/core"
 import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import { Config, ConfigError, Console, Data, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Store from "./DeadLetterStore.js"
 import * as Sql from "./DeadLetterStore/Sql.js"
@@ -25,13 +26,15 @@ export class CliExit extends Data.TaggedError("CliExit")<{
   readonly message: string
 }> {}
 
-/** The SQL store chosen by configuration (`BULWARK_DATABASE_URL` / `BULWARK_DATA_DIR`, `BULWARK_DLQ_TABLE`). */
-export const storeLayerConfig = Layer.unwrapEffect(
+const sqlStoreLayer = Layer.unwrapEffect(
   Effect.map(
     Config.withDefault(Config.string("BULWARK_DLQ_TABLE"), Sql.defaultTable),
     (table) => Sql.layer({ table })
   )
-).pipe(Layer.provide(Database.layerConfig))
+)
+
+/** The SQL store chosen by configuration (`BULWARK_DATABASE_URL` / `BULWARK_DATA_DIR`, `BULWARK_DLQ_TABLE`). */
+export const storeLayerConfig = sqlStoreLayer.pipe(Layer.provide(Database.layerConfig))
 
 const usage = (message: string) => new CliExit({ code: 2, message: `bulwark dlq: ${message}` })
 
@@ -39,10 +42,25 @@ const usage = (message: string) => new CliExit({ code: 2, message: `bulwark dlq:
 const withStore = <A, E, R>(
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | CliExit, Exclude<R, Store.DeadLetterStore>> =>
-  Effect.provide(effect, storeLayerConfig).pipe(
+  explainOpenFailures<A, E, Exclude<R, Store.DeadLetterStore>>(Effect.provide(effect, storeLayerConfig))
+
+// Store and publisher are built over one database layer: two PGlite instances on one data directory would
+// corrupt it.
+const withStoreAndPublisher = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  publisher: Layer.Layer<Transport.Publisher, unknown, SqlClient.SqlClient | Database.Database>
+): Effect.Effect<A, unknown, Exclude<R, Store.DeadLetterStore | Transport.Publisher>> =>
+  explainOpenFailures(
+    Effect.provide(effect, Layer.merge(sqlStoreLayer, publisher).pipe(Layer.provide(Database.layerConfig)))
+  )
+
+// `E` is what the wrapped command fails with; what opening the store adds is turned into a `CliExit`.
+const explainOpenFailures = <A, E, R>(effect: Effect.Effect<A, unknown, R>): Effect.Effect<A, E | CliExit, R> =>
+  effect.pipe(
     Effect.catchAll((error): Effect.Effect<never, E | CliExit> => {
       if (ConfigError.isConfigError(error)) return Effect.fail(usage(`bad configuration: ${String(error)}`))
       const tag = (error as { readonly _tag?: string })._tag
+      if (tag === "CliExit") return Effect.fail(error as CliExit)
       if (tag === "DatabaseUrlError" || tag === "InvalidTableNameError") {
         return Effect.fail(usage((error as { readonly message: string }).message))
       }
@@ -187,8 +205,13 @@ const purge = Command.make("purge", {
     }))
   })).pipe(Command.withDescription("Delete entries older than a retention age."))
 
-/** What `replay` publishes through: a `Publisher` layer, or why there is none. */
-export type PublisherSource = Layer.Layer<Transport.Publisher, unknown> | { readonly unavailable: string }
+/**
+ * What `replay` publishes through: a `Publisher` layer (it may use the store's `SqlClient` and `Database`), or
+ * why there is none.
+ */
+export type PublisherSource =
+  | Layer.Layer<Transport.Publisher, unknown, SqlClient.SqlClient | Database.Database>
+  | { readonly unavailable: string }
 
 const noTransport = {
   unavailable: "replay needs a transport to publish to, and this bulwark binary has none wired in. " +
@@ -207,15 +230,15 @@ const replayCommand = (publisher: PublisherSource) =>
     Effect.gen(function*() {
       if (!(args.rate > 0)) return yield* Effect.fail(usage("--rate must be a positive number of messages per second"))
       if ("unavailable" in publisher) return yield* Effect.fail(usage(publisher.unavailable))
-      const report = yield* withStore(
+      const report = yield* withStoreAndPublisher(
         Replay.replay({
           ...(args.id.length > 0 ? { ids: args.id } : { filter: filterOf(args) }),
           rate: args.rate
         }).pipe(
           Effect.catchTag("EntryNotFoundError", (error) =>
-            Effect.fail(new CliExit({ code: 1, message: `bulwark dlq: ${error.message}` }))),
-          Effect.provide(publisher)
-        )
+            Effect.fail(new CliExit({ code: 1, message: `bulwark dlq: ${error.message}` })))
+        ),
+        publisher
       )
       yield* Console.log(
         `replayed ${report.replayed.length}, skipped ${report.skipped.length} (already replayed or in progress), failed ${report.failed.length}`
@@ -236,5 +259,5 @@ export const make = (options: { readonly publisher: PublisherSource }) =>
     Command.withSubcommands([list, show, replayCommand(options.publisher), purge])
   )
 
-/** The `dlq` command of the stock `bulwark` binary (no transport for replay; see {@link make}). */
+/** The `dlq` command without a transport: `replay` refuses (the `bulwark` binary builds its own with {@link make}). */
 export const command = make({ publisher: noTransport })

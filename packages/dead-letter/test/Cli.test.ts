@@ -104,7 +104,7 @@ describe("bulwark dlq", () => {
     expect(badUrl.code).toBe(2)
     expect(badUrl.stderr).toContain("expected postgres://")
     expect(noTransport.code).toBe(2)
-    expect(noTransport.stderr).toContain("replay needs a transport")
+    expect(noTransport.stderr).toContain("set BULWARK_TRANSPORT")
 
     // What the commands did is in the store: purge removed the old entry, nothing was replayed.
     const after = await Effect.runPromise(

@@ -1,0 +1,108 @@
+/**
+ * The stock binary replays dead letters through the transport `BULWARK_TRANSPORT` names. On the embedded
+ * default (`postgres` over PGlite) the store and the queue table share one database.
+ */
+import { Failure } from "@bulwark/core"
+import { SqlDeadLetterStore } from "@bulwark/dead-letter"
+import { Database } from "@bulwark/sql"
+import * as PostgresTransport from "@bulwark/transport-postgres/PostgresTransport"
+import { Chunk, ConfigProvider, Effect, Layer, Stream } from "effect"
+import { spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, describe, expect, it } from "vitest"
+import * as Transports from "../src/Transports.js"
+
+const bin = fileURLToPath(new URL("../bin/bulwark.mjs", import.meta.url))
+const root = mkdtempSync(join(tmpdir(), "bulwark-cli-replay-"))
+afterAll(() => rmSync(root, { recursive: true, force: true }))
+
+const cli = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const base = { ...process.env }
+    for (const key of ["BULWARK_DATABASE_URL", "BULWARK_DATA_DIR", "BULWARK_TRANSPORT"]) delete base[key]
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...base, ...env } })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk) => (stdout += chunk))
+    child.stderr.on("data", (chunk) => (stderr += chunk))
+    child.on("error", reject)
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+  })
+
+const cloudEvent = (id: string) =>
+  new TextEncoder().encode(JSON.stringify({
+    specversion: "1.0",
+    id,
+    type: "order.paid",
+    source: "/billing",
+    subject: `order-${id}`,
+    datacontenttype: "application/json",
+    data: { orderId: id }
+  }))
+
+const entry = (id: string, category: Failure.Category) => ({
+  message: { id, topic: "orders", key: `order-${id}`, payload: cloudEvent(id), headers: {} },
+  category,
+  error: new Failure.FailureRecord({ tag: "HttpError", message: "503 from billing", classification: "transient", category, status: 503 }),
+  attempts: 10
+})
+
+describe("bulwark dlq replay (stock binary)", () => {
+  it("replays into the Postgres queue table of the embedded database, once per entry; refuses without BULWARK_TRANSPORT", async () => {
+    const dataDir = join(root, "pglite")
+    const database = Database.layerPglite({ dataDir })
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        const store = yield* SqlDeadLetterStore.make()
+        yield* store.add(entry("dep-1", "dependency"))
+        yield* store.add(entry("dep-2", "dependency"))
+        yield* store.add(entry("auth-1", "auth"))
+      }).pipe(Effect.provide(database))
+    )
+
+    const refused = await cli(["dlq", "replay", "--category", "dependency"], { BULWARK_DATA_DIR: dataDir })
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain("set BULWARK_TRANSPORT")
+    expect(refused.stderr).not.toContain("    at ")
+    const unknown = await Effect.runPromise(
+      Layer.build(Transports.publisherFromEnv).pipe(
+        Effect.scoped,
+        Effect.provide(database),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BULWARK_TRANSPORT", "carrier-pigeon"]]))),
+        Effect.flip
+      )
+    )
+    expect(unknown).toMatchObject({ _tag: "CliExit", code: 2 })
+    expect(String((unknown as { message: string }).message)).toContain("carrier-pigeon")
+
+    const env = { BULWARK_DATA_DIR: dataDir, BULWARK_TRANSPORT: "postgres" }
+    const first = await cli(["dlq", "replay", "--category", "dependency", "--rate", "100"], env)
+    expect(first.stderr).toBe("")
+    expect(first.code).toBe(0)
+    expect(first.stdout).toContain("replayed 2, skipped 0")
+    const again = await cli(["dlq", "replay", "--category", "dependency"], env)
+    expect(again.code).toBe(0)
+    expect(again.stdout).toContain("replayed 0")
+
+    // The replayed messages wait in the queue table for the origin topic's consumers, bytes unchanged.
+    const delivered = await Effect.runPromise(
+      Effect.gen(function*() {
+        const transport = yield* PostgresTransport.make()
+        const deliveries = yield* transport.subscribe("orders").pipe(
+          Stream.take(2),
+          Stream.tap((d) => d.ack),
+          Stream.runCollect
+        )
+        const store = yield* SqlDeadLetterStore.make()
+        const pending = yield* store.list({ replay: "pending" })
+        return { deliveries: Chunk.toReadonlyArray(deliveries), pending: pending.map((e) => e.messageId) }
+      }).pipe(Effect.scoped, Effect.provide(database))
+    )
+    expect(delivered.deliveries.map((d) => d.message.id).sort()).toEqual(["dep-1", "dep-2"])
+    expect(new TextDecoder().decode(delivered.deliveries[0]!.message.payload)).toContain('"specversion":"1.0"')
+    expect(delivered.pending).toEqual(["auth-1"])
+  }, 240_000)
+})

@@ -141,6 +141,20 @@ describe("NATS transport: JetStream behaviour", () => {
       expect(yield* nothingWithin(stream, "1500 millis")).toBe(true)
     }).pipe(Effect.scoped))
 
+  it.live("with dedupeWindow 0 a repeated id is stored again and keeps its id (a dead-letter replay must not vanish)", () =>
+    Effect.gen(function*() {
+      const nats = yield* transport({ dedupeWindow: 0 })
+      const topic = topicName("nodedupe")
+      yield* nats.publish(topic, [message("same-id")])
+      yield* nats.publish(topic, [message("same-id")])
+      const names = nats.names(topic) as { stream: string }
+      expect((yield* streamState(names.stream)).messages).toBe(2)
+      const got = yield* takeN(nats.subscribe(topic), 2)
+      expect(got.map((d) => d.message.id)).toEqual(["same-id", "same-id"])
+      expect(got.every((d) => Object.keys(d.message.headers).every((name) => name.toLowerCase() !== "bulwark-id"))).toBe(true)
+      yield* Effect.forEach(got, (d) => d.ack)
+    }).pipe(Effect.scoped))
+
   it.live("a message delivered more than maxDeliver times without settling is dead-lettered by the driver", () =>
     Effect.gen(function*() {
       const nats = yield* transport({ maxDeliver: 2 })

@@ -30,6 +30,11 @@ import type { Options } from "../Nats.js"
 export const keyHeader = "Bulwark-Key"
 /** JetStream's deduplication header. */
 export const msgIdHeader = "Nats-Msg-Id"
+/**
+ * Carries the message id when dedupe is off. JetStream replaces a zero duplicate window with its 2-minute
+ * default, so the only way to turn dedupe off is not to send `Nats-Msg-Id` at all.
+ */
+export const idHeader = "Bulwark-Id"
 
 /** The NATS server could not be reached (or has no JetStream) when the transport started. */
 export class ConnectionError extends Data.TaggedError("NatsConnectionError")<{
@@ -140,7 +145,7 @@ const buildHeaders = (message: Transport.OutgoingMessage): MsgHdrs | InvalidMess
   const headers = makeHeaders()
   for (const [name, value] of Object.entries(message.headers)) {
     const lower = name.toLowerCase()
-    if (lower.startsWith("nats-") || lower === keyHeader.toLowerCase()) {
+    if (lower.startsWith("nats-") || lower === keyHeader.toLowerCase() || lower === idHeader.toLowerCase()) {
       return new InvalidMessageError({ reason: `message ${message.id}: header "${name}" is reserved` })
     }
     if (/[\r\n]/.test(value) || value.trim() !== value) {
@@ -282,7 +287,8 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
       let inFlight: Array<Promise<unknown>> = []
       for (let i = 0; i < messages.length; i++) {
         const message = messages[i]!
-        const publishOptions: Partial<JetStreamPublishOptions> = message.id === ""
+        if (message.id !== "" && resolved.dedupeWindow === 0) headers[i]!.set(idHeader, message.id)
+        const publishOptions: Partial<JetStreamPublishOptions> = message.id === "" || resolved.dedupeWindow === 0
           ? { headers: headers[i]! }
           : { headers: headers[i]!, msgID: message.id }
         inFlight.push(js.publish(target.subject, message.payload, publishOptions))
@@ -358,7 +364,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
       if (msg.headers !== undefined) {
         for (const name of msg.headers.keys()) {
           if (name === keyHeader) key = msg.headers.get(name)
-          else if (name === msgIdHeader) id = msg.headers.get(name)
+          else if (name === msgIdHeader || name === idHeader) id = msg.headers.get(name)
           else if (!name.toLowerCase().startsWith("nats-")) headers[name] = msg.headers.get(name)
         }
       }

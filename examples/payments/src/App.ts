@@ -1,0 +1,258 @@
+/**
+ * One run of the example, end to end, over whichever database and transport are in context:
+ *
+ * webhooks → ingress (verify, dedupe, persist) → `payments` → order service (idempotent; order + `OrderPaid`
+ * in one transaction) → outbox relay → `order-paid` → shipping (timeout, breaker, retry, idempotency) →
+ * dead-letter queue → replay once the shipping API is back.
+ *
+ * It answers the observations the summary is computed from; it never decides success itself.
+ */
+import { DeadLetter, DeadLetterStore, Replay, SqlDeadLetterStore } from "@bulwark/dead-letter"
+import { MemoryIdempotencyStore, SqlIdempotencyStore } from "@bulwark/idempotency"
+import { Outbox, Relay } from "@bulwark/outbox"
+import type { Database } from "@bulwark/sql"
+import type { Transport } from "@bulwark/transport"
+import { ReplayGuard, Signing } from "@bulwark/webhook"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import { Clock, Duration, Effect, Layer, Option, Stream } from "effect"
+import { randomBytes } from "node:crypto"
+import { consumeOrderPaid, consumePayments, makeShippingBreaker } from "./Consumers.js"
+import { orderPaidTopic, paymentsTopic } from "./Domain.js"
+import * as Load from "./Load.js"
+import * as Orders from "./Orders.js"
+import * as Progress from "./Progress.js"
+import * as Shipping from "./Shipping.js"
+import * as Summary from "./Summary.js"
+import * as Tables from "./Tables.js"
+import { Tally } from "./Tally.js"
+import * as Webhooks from "./Webhooks.js"
+
+/** Settings of one run. */
+export interface Options {
+  readonly load: Load.LoadOptions
+  /** Prefix of every table the run creates. */
+  readonly tablePrefix: string
+  /** Drop the run's tables at the end (shared databases). */
+  readonly dropTables: boolean
+  /** The shipping outage: it starts after this share of the expected calls and lasts `duration`. */
+  readonly outage: { readonly atShare: number; readonly duration: Duration.DurationInput } | undefined
+  /** Every n-th shipment is booked but answered after the attempt timeout. */
+  readonly slowEvery: number
+  readonly progress: Progress.Mode
+  /** The longest the run waits for the pipeline to settle after the last webhook. */
+  readonly settleTimeout: Duration.DurationInput
+  /**
+   * Where the payments' idempotency keys live. `sql` (beside the orders) whenever the database outlives
+   * the process; with PGlite in memory nothing does, and `memory` spares the embedded database two
+   * statements per payment.
+   */
+  readonly idempotency: "sql" | "memory"
+  /** How the run is wired, for the summary's headline. */
+  readonly setup: string
+}
+
+/** The defaults behind `npm start`. */
+export const defaults: Options = {
+  load: Load.defaultLoad,
+  tablePrefix: "payments",
+  dropTables: false,
+  outage: { atShare: 0.3, duration: "3 seconds" },
+  slowEvery: 97,
+  progress: "off",
+  settleTimeout: "45 seconds",
+  idempotency: "memory",
+  setup: "PGlite in memory, memory transport"
+}
+
+/** The dead-letter categories the run replays once the shipping API is healthy again. */
+export const replayableCategories: ReadonlySet<string> = new Set(["dependency", "timeout"])
+
+const decoder = new TextDecoder()
+
+/** The order an `OrderPaid` payload is about (dead-letter entries keep the CloudEvents bytes). */
+const orderIdOf = (payload: Uint8Array): string | undefined => {
+  try {
+    const event = JSON.parse(decoder.decode(payload)) as { data?: { orderId?: unknown } }
+    return typeof event.data?.orderId === "string" ? event.data.orderId : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const toDeadLetter = (entry: DeadLetterStore.DeadLetterEntry): Summary.DeadLetter => ({
+  messageId: entry.messageId,
+  originTopic: entry.originTopic,
+  category: entry.category,
+  orderId: orderIdOf(entry.payload)
+})
+
+/** Polls `done` until it holds or `timeout` passes; answers whether it held. */
+const waitFor = <E, R>(done: Effect.Effect<boolean, E, R>, timeout: Duration.DurationInput) => {
+  const poll: Effect.Effect<true, E, R> = Effect.flatMap(done, (ok) =>
+    ok ? Effect.succeed(true as const) : Effect.zipRight(Effect.sleep(Duration.millis(25)), Effect.suspend(() => poll)))
+  return Effect.map(Effect.timeoutOption(poll, timeout), Option.isSome)
+}
+
+/** Runs the example once over the database and transport in context. */
+export const run = (options: Options) =>
+  Effect.gen(function*() {
+    const startedAt = yield* Clock.currentTimeMillis
+    const tables = yield* Tables.tablesFor(options.tablePrefix)
+    const load = Load.plan(options.load)
+    // Fresh secrets per run: the providers and the ingress share them, nobody else does.
+    const secrets: Webhooks.Secrets = {
+      acmepay: [Signing.generateSecret()],
+      stripe: [`whsec_${randomBytes(24).toString("hex")}`]
+    }
+    const shipping = Shipping.layerFlaky({
+      latency: "1 millis",
+      undeliverable: (orderId) => load.undeliverable.has(orderId),
+      slowEvery: options.slowEvery,
+      ...(options.outage === undefined ? {} : {
+        outage: { afterCalls: Math.max(1, Math.floor(load.payments * options.outage.atShare)), duration: options.outage.duration }
+      })
+    })
+    const services = Layer.mergeAll(
+      Orders.layerSql(tables),
+      options.idempotency === "sql" ? SqlIdempotencyStore.layer({ table: tables.idempotency }) : MemoryIdempotencyStore.layer(),
+      SqlDeadLetterStore.layer({ table: tables.deadLetters }),
+      ReplayGuard.layerMemory(),
+      Tally.layer,
+      shipping,
+      Relay.layer({ batchSize: 500, pollInterval: "100 millis" })
+    ).pipe(
+      // At this append rate a NOTIFY per commit would wake the relay for batches of one; polling every
+      // 100 ms publishes in batches and costs the embedded database far fewer statements.
+      Layer.provideMerge(Outbox.layer({ table: tables.outbox, notify: false }))
+    )
+
+    const observe = Effect.gen(function*() {
+      const counters = yield* Tally
+      const records = yield* Shipping.ShippingProvider
+      const store = yield* DeadLetterStore.DeadLetterStore
+      yield* Orders.seed(tables, load.orders)
+
+      const breaker = yield* makeShippingBreaker
+      let breakerOpened = 0
+      yield* breaker.transitions.pipe(
+        Stream.runForEach((transition) =>
+          Effect.sync(() => {
+            if (transition.to === "open") breakerOpened++
+          })
+        ),
+        Effect.forkScoped
+      )
+      // The consumers and dead-letter drains never end on their own; if one fails, the run fails with it.
+      const workers = Effect.all([
+        consumePayments,
+        // Shipping's duplicates are few and the API absorbs them by Idempotency-Key anyway: an in-process
+        // store spares the embedded database two statements per event.
+        Effect.provide(consumeOrderPaid(breaker), MemoryIdempotencyStore.layer()),
+        DeadLetter.drain(paymentsTopic),
+        DeadLetter.drain(orderPaidTopic)
+      ], { concurrency: "unbounded", discard: true })
+
+      const report = new Load.LoadReport()
+      let phase = "sending"
+      let replayTotal = 0
+      let replayDone = 0
+      const snapshot = (): Progress.Snapshot => {
+        const detail = `paid ${counters.ordersPaid.size} · shipped ${records.bookings.length} · ` +
+          `dead-lettered ${[...counters.deadLettered.values()].reduce((a, b) => a + b, 0)}`
+        switch (phase) {
+          case "sending":
+            return { phase, done: report.finished, total: load.webhooks.length, detail }
+          case "settling":
+            return { phase, done: counters.orderPaidSettled.size, total: Math.max(1, counters.ordersPaid.size), detail }
+          default:
+            return { phase, done: replayDone, total: replayTotal, detail }
+        }
+      }
+
+      const main = Effect.gen(function*() {
+        const server = yield* Webhooks.serve(secrets)
+        yield* Effect.forkScoped(Progress.report(options.progress, snapshot))
+        yield* Load.send(server.url, secrets, load, options.load.concurrency, report)
+
+        phase = "settling"
+        const deadLettered = () => [...counters.deadLettered.values()].reduce((a, b) => a + b, 0)
+        const settled = yield* waitFor(
+          Effect.gen(function*() {
+            if (counters.paymentsSettled.size < report.accepted) return false
+            if ((yield* Outbox.backlog) > 0) return false
+            let paid = 0
+            for (const n of counters.ordersPaid.values()) paid += n
+            if (counters.orderPaidSettled.size < paid) return false
+            return (yield* store.depth) >= deadLettered()
+          }),
+          options.settleTimeout
+        )
+        const deadLetters = (yield* store.list({})).map(toDeadLetter)
+
+        // Replaying into a live outage would only dead-letter the messages again.
+        const outage = records.outage
+        const now = yield* Clock.currentTimeMillis
+        if (outage !== undefined && now < outage.until) yield* Effect.sleep(Duration.millis(outage.until - now))
+        phase = "replaying"
+        // Outage and timeout failures are the provider's, and over by now. A timed-out call may even have
+        // booked the parcel: the replay is safe because the API answers a repeated Idempotency-Key with it.
+        const replayable = (yield* store.list({ originTopic: orderPaidTopic, replay: "pending" }))
+          .filter((entry) => replayableCategories.has(entry.category))
+        replayTotal = replayable.length
+        const replay = yield* Replay.replay({ ids: replayable.map((e) => e.id), rate: 1000 })
+        const replayedIds = new Set(replay.replayed)
+        const replayedMessages = replayable.filter((e) => replayedIds.has(e.id))
+        const replaySettled = yield* waitFor(
+          Effect.gen(function*() {
+            const booked = new Set(records.bookings.map((b) => b.idempotencyKey))
+            let done = 0
+            for (const entry of replayedMessages) {
+              if (booked.has(entry.messageId)) done++
+              else {
+                const current = yield* store.get(entry.id)
+                if (current._tag === "Some" && current.value.replay === "pending") done++
+              }
+            }
+            replayDone = done
+            return done === replayedMessages.length
+          }),
+          options.settleTimeout
+        )
+        const remaining = (yield* store.list({ replay: "pending" })).map(toDeadLetter)
+        return { settled: settled && replaySettled, deadLetters, replayed: replay.replayed.length, remaining }
+      }).pipe(Effect.scoped)
+
+      const outcome = yield* Effect.raceFirst(
+        main,
+        Effect.zipRight(workers, Effect.dieMessage("a consumer stopped although nobody stopped it"))
+      )
+      const paidRows = yield* Orders.paidOrders(tables)
+      return {
+        setup: options.setup,
+        durationMillis: (yield* Clock.currentTimeMillis) - startedAt,
+        settled: outcome.settled,
+        planned: load.webhooks.length,
+        expectedPaid: new Set(load.paidOrders),
+        undeliverable: load.undeliverable,
+        load: report,
+        counters,
+        shipping: records,
+        ordersByStatus: yield* Orders.countByStatus(tables),
+        paidInDatabase: new Set(paidRows),
+        deadLetters: outcome.deadLetters,
+        replayed: outcome.replayed,
+        remaining: outcome.remaining,
+        breakerOpened
+      } satisfies Summary.Observations
+    }).pipe(Effect.scoped)
+
+    const cleanUp = options.dropTables
+      ? Tables.drop(tables).pipe(
+        Effect.catchAll((error) => Effect.logError(`could not drop the run's tables (prefix ${tables.prefix})`, error))
+      )
+      : Effect.void
+    return yield* observe.pipe(Effect.provide(services), Effect.ensuring(cleanUp))
+  })
+
+/** What a run needs from outside: a database and a transport. */
+export type Platform = SqlClient.SqlClient | Database.Database | Transport.Publisher | Transport.Subscriber

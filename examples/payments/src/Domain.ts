@@ -1,0 +1,109 @@
+/**
+ * The business of the example: two payment providers tell us that an order was paid, the order service
+ * records it and announces `OrderPaid`, and shipping books a parcel for every paid order.
+ *
+ * The providers speak different dialects — AcmePay signs with Standard Webhooks, the other looks like
+ * Stripe — so the `payments` topic carries either shape and {@link paymentOf} reads both the same way.
+ */
+import { Envelope } from "@bulwark/core"
+import { Effect, Schema } from "effect"
+
+/** Where the ingress persists accepted payment webhooks. */
+export const paymentsTopic = "payments"
+/** Where the outbox relay publishes `OrderPaid`. */
+export const orderPaidTopic = "order-paid"
+
+/** AcmePay's webhook body (Standard Webhooks signs it; the id travels in `webhook-id`). */
+export const AcmePayment = Schema.Struct({
+  type: Schema.Literal("payment.succeeded"),
+  data: Schema.Struct({
+    paymentId: Schema.NonEmptyString,
+    orderId: Schema.NonEmptyString,
+    customerId: Schema.NonEmptyString,
+    amount: Schema.Int.pipe(Schema.positive()),
+    currency: Schema.String
+  })
+})
+export type AcmePayment = typeof AcmePayment.Type
+
+/** A Stripe-style event: the id is in the body, the order lives in the payment intent's metadata. */
+export const StripeEvent = Schema.Struct({
+  id: Schema.NonEmptyString,
+  object: Schema.Literal("event"),
+  type: Schema.Literal("payment_intent.succeeded"),
+  data: Schema.Struct({
+    object: Schema.Struct({
+      id: Schema.NonEmptyString,
+      amount: Schema.Int.pipe(Schema.positive()),
+      currency: Schema.String,
+      metadata: Schema.Struct({ order_id: Schema.NonEmptyString, customer_id: Schema.NonEmptyString })
+    })
+  })
+})
+export type StripeEvent = typeof StripeEvent.Type
+
+/** Either provider's webhook, as the `payments` topic carries it. */
+export const PaymentWebhook = Schema.Union(AcmePayment, StripeEvent)
+export type PaymentWebhook = typeof PaymentWebhook.Type
+
+/** A payment, whichever provider reported it. */
+export interface Payment {
+  readonly provider: "acmepay" | "stripe"
+  readonly paymentId: string
+  readonly orderId: string
+  readonly customerId: string
+  readonly amount: number
+  readonly currency: string
+}
+
+/** Reads either provider's webhook as a {@link Payment}. */
+export const paymentOf = (webhook: PaymentWebhook): Payment =>
+  "object" in webhook
+    ? {
+      provider: "stripe",
+      paymentId: webhook.data.object.id,
+      orderId: webhook.data.object.metadata.order_id,
+      customerId: webhook.data.object.metadata.customer_id,
+      amount: webhook.data.object.amount,
+      currency: webhook.data.object.currency
+    }
+    : { provider: "acmepay", ...webhook.data }
+
+/** The ordering key of a payment: one customer's payments (and shipments) are handled in order. */
+export const customerOf = (webhook: PaymentWebhook): string => paymentOf(webhook).customerId
+
+/** The event the order service appends to its outbox when an order becomes paid. */
+export const OrderPaid = Schema.Struct({
+  orderId: Schema.NonEmptyString,
+  customerId: Schema.NonEmptyString,
+  paymentId: Schema.NonEmptyString,
+  amount: Schema.Int,
+  currency: Schema.String,
+  /** The order service's commit sequence: a customer's shipments must follow it. */
+  sequence: Schema.Int
+})
+export type OrderPaid = typeof OrderPaid.Type
+
+/** The CloudEvents type of {@link OrderPaid}. */
+export const orderPaidType = "com.example.order.paid"
+
+/** Builds the `OrderPaid` envelope caused by a payment envelope (same correlation id and trace). */
+export const orderPaidEvent = (
+  payment: Payment,
+  sequence: number,
+  cause: Envelope.Envelope<unknown>
+): Effect.Effect<Envelope.Envelope<OrderPaid>> =>
+  Envelope.make({
+    type: orderPaidType,
+    source: "/orders",
+    subject: payment.customerId,
+    data: {
+      orderId: payment.orderId,
+      customerId: payment.customerId,
+      paymentId: payment.paymentId,
+      amount: payment.amount,
+      currency: payment.currency,
+      sequence
+    },
+    headers: Envelope.causedBy(cause)
+  })

@@ -61,7 +61,7 @@ const explainOpenFailures = <A, E, R>(effect: Effect.Effect<A, unknown, R>): Eff
       if (ConfigError.isConfigError(error)) return Effect.fail(usage(`bad configuration: ${String(error)}`))
       const tag = (error as { readonly _tag?: string })._tag
       if (tag === "CliExit") return Effect.fail(error as CliExit)
-      if (tag === "DatabaseUrlError" || tag === "InvalidTableNameError") {
+      if (tag === "DatabaseUrlError" || tag === "InvalidTableName") {
         return Effect.fail(usage((error as { readonly message: string }).message))
       }
       if (tag === "SqlError") {

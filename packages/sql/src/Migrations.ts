@@ -5,7 +5,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect } from "effect"
+import { Data, Effect } from "effect"
 
 /** One migration step. `id`s increase; a step never changes once released. */
 export interface Migration {
@@ -46,3 +46,14 @@ export const run = (
       return done
     }))
   })
+
+/** A table name that is not a plain lower-case SQL identifier (it is interpolated into DDL, so it is checked). */
+export class InvalidTableName extends Data.TaggedError("InvalidTableName")<{ readonly table: string }> {
+  override get message(): string {
+    return `table name ${JSON.stringify(this.table)} must match /^[a-z_][a-z0-9_]{0,50}$/ (lower-case letters, digits, _)`
+  }
+}
+
+/** Succeeds with `table` when it is a plain lower-case SQL identifier of at most 51 characters. */
+export const tableName = (table: string): Effect.Effect<string, InvalidTableName> =>
+  /^[a-z_][a-z0-9_]{0,50}$/.test(table) ? Effect.succeed(table) : Effect.fail(new InvalidTableName({ table }))

@@ -9,7 +9,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Envelope, Failure } from "@bulwark/core"
 import { Migrations } from "@bulwark/sql"
-import { Clock, Data, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Clock, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import * as Store from "../DeadLetterStore.js"
 
 /** Settings of the SQL store. */
@@ -22,11 +22,9 @@ export interface Options {
 export const defaultTable = "bulwark_dead_letters"
 
 /** A table name that is not a plain SQL identifier. */
-export class InvalidTableNameError extends Data.TaggedError("InvalidTableNameError")<{ readonly table: string }> {
-  override get message(): string {
-    return `"${this.table}" is not a valid table name (lowercase letters, digits and _)`
-  }
-}
+export const InvalidTableNameError = Migrations.InvalidTableName
+/** A table name that is not a plain SQL identifier. */
+export type InvalidTableNameError = Migrations.InvalidTableName
 
 /** The migrations of one dead-letter table. */
 export const migrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
@@ -106,8 +104,7 @@ export const make = (options: Options = {}): Effect.Effect<
   SqlClient.SqlClient
 > =>
   Effect.gen(function*() {
-    const table = options.table ?? defaultTable
-    if (!/^[a-z_][a-z0-9_]{0,50}$/.test(table)) return yield* Effect.fail(new InvalidTableNameError({ table }))
+    const table = yield* Migrations.tableName(options.table ?? defaultTable)
     const sql = yield* SqlClient.SqlClient
     yield* Migrations.run(`dead-letter:${table}`, migrations(table))
     const t = sql(table)

@@ -10,7 +10,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Migrations } from "@bulwark/sql"
-import { Data, Duration, Effect, Layer, Schedule } from "effect"
+import { Duration, Effect, Layer, Schedule } from "effect"
 import * as Store from "../IdempotencyStore.js"
 
 /** Settings of the SQL store. */
@@ -22,11 +22,9 @@ export interface Options {
 }
 
 /** A table name that is not a plain SQL identifier. */
-export class InvalidTableNameError extends Data.TaggedError("InvalidTableNameError")<{ readonly table: string }> {
-  override get message(): string {
-    return `"${this.table}" is not a valid table name (lowercase letters, digits and _)`
-  }
-}
+export const InvalidTableNameError = Migrations.InvalidTableName
+/** A table name that is not a plain SQL identifier. */
+export type InvalidTableNameError = Migrations.InvalidTableName
 
 /** The default table name. */
 export const defaultTable = "bulwark_idempotency"
@@ -66,8 +64,7 @@ export const make = (options: Options = {}): Effect.Effect<
   SqlClient.SqlClient
 > =>
   Effect.gen(function*() {
-    const table = options.table ?? defaultTable
-    if (!/^[a-z_][a-z0-9_]{0,50}$/.test(table)) return yield* Effect.fail(new InvalidTableNameError({ table }))
+    const table = yield* Migrations.tableName(options.table ?? defaultTable)
     const sql = yield* SqlClient.SqlClient
     yield* Migrations.run(`idempotency:${table}`, migrations(table))
     const t = sql(table)

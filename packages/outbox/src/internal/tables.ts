@@ -1,15 +1,9 @@
-import type { Migrations } from "@bulwark/sql"
-import { Data, Effect } from "effect"
+import { Migrations } from "@bulwark/sql"
 
-/** The table name is not a plain lower-case SQL identifier. */
-export class InvalidTableName extends Data.TaggedError("InvalidTableName")<{ readonly table: string }> {
-  override get message(): string {
-    return `table name ${JSON.stringify(this.table)} must match /^[a-z_][a-z0-9_]{0,50}$/`
-  }
-}
+export const InvalidTableName = Migrations.InvalidTableName
+export type InvalidTableName = Migrations.InvalidTableName
 
-export const validTable = (table: string) =>
-  /^[a-z_][a-z0-9_]{0,50}$/.test(table) ? Effect.succeed(table) : Effect.fail(new InvalidTableName({ table }))
+export const validTable = Migrations.tableName
 
 export const outboxMigrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
   id: 1,

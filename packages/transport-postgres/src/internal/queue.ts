@@ -3,14 +3,10 @@ import { Database, Migrations } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Chunk, Data, Duration, Effect, PubSub, Queue, Schedule, Stream } from "effect"
+import { Chunk, Duration, Effect, PubSub, Queue, Schedule, Stream } from "effect"
 
-/** The table name is not a plain SQL identifier. */
-export class InvalidTableName extends Data.TaggedError("InvalidTableName")<{ readonly table: string }> {
-  override get message(): string {
-    return `table name ${JSON.stringify(this.table)} must match /^[a-z_][a-z0-9_]{0,50}$/`
-  }
-}
+export const InvalidTableName = Migrations.InvalidTableName
+export type InvalidTableName = Migrations.InvalidTableName
 
 export interface Settings {
   readonly table: string
@@ -29,8 +25,7 @@ interface Row {
   readonly attempt: number
 }
 
-export const validTable = (table: string) =>
-  /^[a-z_][a-z0-9_]{0,50}$/.test(table) ? Effect.succeed(table) : Effect.fail(new InvalidTableName({ table }))
+export const validTable = Migrations.tableName
 
 export const migrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
   id: 1,

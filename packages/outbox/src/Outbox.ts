@@ -102,6 +102,7 @@ export const make = (
     const channel = table
     const notify = options.notify ?? true
     const settledChannel = `${table}_settled`
+    const wakePayload = "appended"
 
     const appendMessages = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
       Effect.gen(function*() {
@@ -116,10 +117,12 @@ export const make = (
           headers: JSON.stringify(m.headers)
         }))
         // Insert and NOTIFY in one statement (one round trip); the notification leaves at the caller's commit.
+        // Its payload is the same for every append, so however many appends and topics a transaction holds,
+        // Postgres folds them into one notification at commit: relays only need to know that rows arrived.
         for (let i = 0; i < rows.length; i += 1000) {
           const chunk = sql.insert(rows.slice(i, i + 1000))
           yield* notify
-            ? sql`WITH inserted AS (INSERT INTO ${sql(table)} ${chunk} RETURNING id) SELECT pg_notify(${channel}, ${topic})`
+            ? sql`WITH inserted AS (INSERT INTO ${sql(table)} ${chunk} RETURNING id) SELECT pg_notify(${channel}, ${wakePayload})`
             : sql`INSERT INTO ${sql(table)} ${chunk}`
         }
       })

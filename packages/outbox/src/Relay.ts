@@ -22,7 +22,7 @@ import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Either, Layer, PubSub, Queue, Schedule, Schema, Stream } from "effect"
+import { Duration, Effect, Either, Layer, Queue, Schedule, Schema, Stream } from "effect"
 import { Outbox, updateMetrics } from "./Outbox.js"
 
 /** Settings of a relay; every field has a default. */
@@ -115,13 +115,14 @@ export const make = (options: Options = {}) =>
       Effect.map((rows) => [...rows].sort((a, b) => Number(a.id) - Number(b.id)))
     )
 
-    // One statement: mark the rows this relay still holds, and tell `drained` waiters.
+    // One statement: mark the rows this relay still holds, and tell `drained` waiters. The ids travel as one
+    // array parameter, so the statement text is the same for any batch size instead of one placeholder per row.
     const markPublished = (ids: ReadonlyArray<number>) =>
       ids.length === 0 ? Effect.void : sql`
         WITH marked AS (
           UPDATE ${sql(table)} SET state = 'published', published_at = now(), attempts = attempts + 1,
             claimed_by = NULL, claimed_until = NULL
-          WHERE id IN ${sql.in(ids)} AND claimed_by = ${relayId}
+          WHERE id = ANY(${ids}::bigint[]) AND claimed_by = ${relayId}
           RETURNING id)
         SELECT pg_notify(${outbox.settledChannel}, count(*)::text), set_config('synchronous_commit', 'off', true)
         FROM marked`.pipe(Effect.asVoid)
@@ -215,14 +216,15 @@ export const make = (options: Options = {}) =>
     )
 
     const run: Effect.Effect<never, never, import("effect/Scope").Scope> = Effect.gen(function*() {
-      const wakeups = yield* PubSub.sliding<string>(16)
+      // A wake-up only says "something committed since the last claim", so one slot is enough: a burst of
+      // notifications while a round runs folds into a single extra claim instead of one per notification.
+      const wake = yield* Queue.sliding<void>(1)
       yield* db.listen(outbox.channel).pipe(
-        Stream.runForEach((topic) => PubSub.publish(wakeups, topic)),
+        Stream.runForEach(() => Queue.offer(wake, undefined)),
         Effect.tapError((e) => Effect.logWarning("outbox relay: LISTEN failed; polling until it is back", e)),
         Effect.retry(Schedule.spaced("1 second")),
         Effect.forkScoped
       )
-      const wake = yield* PubSub.subscribe(wakeups)
       yield* cleanup.pipe(
         Effect.tapError((e) => Effect.logWarning("outbox relay: cleanup failed", e)),
         Effect.ignore,
@@ -243,10 +245,7 @@ export const make = (options: Options = {}) =>
           Effect.tapError((e) => Effect.logWarning("outbox relay: round failed; retrying after the poll interval", e)),
           Effect.orElseSucceed(() => ({ claimed: 0, published: 0, retried: 0, dead: 0 }))
         )
-        if (result.claimed === 0) {
-          yield* Queue.take(wake).pipe(Effect.timeout(pollInterval), Effect.ignore)
-          yield* Queue.takeAll(wake)
-        }
+        if (result.claimed === 0) yield* Queue.take(wake).pipe(Effect.timeout(pollInterval), Effect.ignore)
       }).pipe(Effect.forever)
       return yield* loop
     })

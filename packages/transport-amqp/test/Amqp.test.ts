@@ -206,6 +206,27 @@ describe("subscriptions", () => {
       expect(counts.messageCount).toBe(0)
     }))
 
+  it.scopedLive("acks sent together reach only the deliveries that were acked: an unacked one in between comes back", () =>
+    Effect.gen(function*() {
+      const prefix = testPrefix("batched-acks")
+      // A short visibility timeout: the finished subscription's channel closes soon, returning what it still holds.
+      const transport = yield* scopedTransport(prefix, { visibilityTimeout: "1 second" })
+      const topic = `${prefix}-topic`
+      yield* transport.publish(topic, Array.from({ length: 6 }, (_, i) => outgoing(`b-${i}`)))
+      const held = yield* take(transport.subscribe(topic), 6)
+      const byId = new Map(held.map((d) => [d.message.id, d]))
+      // In one turn, so they share a send: b-0 and b-3 are still unacked, so neither may be covered.
+      yield* Effect.forEach(["b-1", "b-2", "b-4", "b-5"], (id) => byId.get(id)!.ack, { concurrency: "unbounded" })
+      yield* byId.get("b-0")!.ack
+      const [back] = yield* take(transport.subscribe(topic), 1)
+      expect(back!.message.id).toBe("b-3")
+      expect(back!.attempt).toBe(2)
+      yield* back!.ack
+      const counts = yield* transport.withChannel("check", (channel) =>
+        channel.checkQueue(AmqpTransport.queueName(topic, "default")))
+      expect(counts.messageCount).toBe(0)
+    }))
+
   it.scopedLive("a subscription whose queue is deleted fails with SubscribeError", () =>
     Effect.gen(function*() {
       const prefix = testPrefix("deleted")

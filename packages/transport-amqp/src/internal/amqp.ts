@@ -2,7 +2,7 @@ import { Delivery } from "@bulwark/core"
 import type { Features, OutgoingMessage, SubscribeOptions } from "@bulwark/transport/Transport"
 import { PublishError, redactUrl as redact, SubscribeError } from "@bulwark/transport/Transport"
 import amqp from "amqplib"
-import { Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Option, Schedule, Scope, Stream } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Option, Runtime, Schedule, Scope, Stream } from "effect"
 
 /** The server could not be reached (or refused the login) within the connect timeout. */
 export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")<{
@@ -214,6 +214,76 @@ const closeQuietly = (thing: { close(): Promise<void> }) =>
     Effect.ignore
   )
 
+/**
+ * A channel's acks, sent together once the consumer has worked through a burst rather than one frame per message:
+ * the run of acked deliveries at the head of what the broker still holds goes out as one `multiple` ack, any others
+ * one by one. A `multiple` ack settles every earlier unacknowledged delivery of the channel, so the run stops at the
+ * first delivery that is not acked yet (still being handled, or on its way to a nack or dead-letter copy).
+ *
+ * An ack completes when it is queued here, as it did when amqplib queued the frame: AMQP does not confirm acks, so
+ * either way a channel that closes before the frame leaves makes the broker deliver the message again.
+ */
+class AckBatch {
+  channel: amqp.Channel | undefined = undefined
+  /** Deliveries the broker holds unacknowledged on this channel, by delivery tag, in delivery (ascending) order. */
+  private readonly held = new Map<number, amqp.Message>()
+  private readonly queued = new Set<number>()
+  private scheduled = false
+
+  constructor(
+    private readonly isOpen: () => boolean,
+    private readonly onSendFailure: (cause: unknown) => void
+  ) {}
+
+  received(message: amqp.Message): void {
+    this.held.set(message.fields.deliveryTag, message)
+  }
+
+  /** The delivery is settled with the broker some other way (nacked back, or acked after its copy was confirmed). */
+  forget(message: amqp.Message): void {
+    this.held.delete(message.fields.deliveryTag)
+  }
+
+  ack(message: amqp.Message): void {
+    this.queued.add(message.fields.deliveryTag)
+    if (!this.scheduled) {
+      this.scheduled = true
+      // A microtask, not a timer: it runs once the consumer's fiber has worked through what is buffered, so the
+      // frame still leaves in the same turn as the deliveries it answers, as a raw client's ack would.
+      queueMicrotask(this.flush)
+    }
+  }
+
+  readonly flush = (): void => {
+    this.scheduled = false
+    const channel = this.channel
+    if (this.queued.size === 0 || channel === undefined || !this.isOpen()) {
+      // A closed channel's unacknowledged deliveries are back in the queue already; there is nothing left to ack.
+      this.queued.clear()
+      return
+    }
+    let upTo: amqp.Message | undefined
+    for (const [tag, message] of this.held) {
+      if (!this.queued.has(tag)) break
+      this.held.delete(tag)
+      this.queued.delete(tag)
+      upTo = message
+    }
+    try {
+      if (upTo !== undefined) channel.ack(upTo, true)
+      for (const tag of this.queued) {
+        const message = this.held.get(tag)
+        this.held.delete(tag)
+        if (message !== undefined) channel.ack(message)
+      }
+    } catch (cause) {
+      this.onSendFailure(cause)
+    } finally {
+      this.queued.clear()
+    }
+  }
+}
+
 interface SessionState {
   /** The channel is open: settling works. */
   open: boolean
@@ -223,6 +293,7 @@ interface SessionState {
   /** Deliveries received on this channel and not yet settled, whether handed to the consumer or still buffered. */
   readonly unsettled: Set<Entry>
   readonly drained: Deferred.Deferred<void>
+  readonly acks: AckBatch
 }
 
 interface Entry {
@@ -365,11 +436,16 @@ export const make = (options: AmqpOptions = {}) =>
     )
 
     const awaitConnection = Effect.suspend(() => Deferred.await(state.ready))
-    const awaitConnectionBounded = awaitConnection.pipe(
-      Effect.timeoutFail({
-        duration: connectTimeout,
-        onTimeout: () => new AmqpConnectionError({ url: shownUrl, cause: "not reconnected within the connect timeout" })
-      })
+    const awaitConnectionBounded = Effect.suspend(() =>
+      // Every publish passes here: a live connection needs no timer racing it.
+      state.model !== undefined
+        ? Effect.succeed(state.model)
+        : awaitConnection.pipe(
+          Effect.timeoutFail({
+            duration: connectTimeout,
+            onTimeout: () => new AmqpConnectionError({ url: shownUrl, cause: "not reconnected within the connect timeout" })
+          })
+        )
     )
 
     // Names this process declared, so tests and tools can delete what they created (AMQP cannot list queues).
@@ -475,9 +551,124 @@ export const make = (options: AmqpOptions = {}) =>
           catch: (cause) => cause
         })).pipe(Effect.tap(() => declaredQueues.add(delayQueueName(topic, group, millis))))
 
+    const channelClosed = (operation: "ack" | "nack" | "deadLetter", messageId: string) =>
+      Effect.fail(
+        new Delivery.DeliveryError({
+          operation,
+          messageId,
+          cause: "the channel that delivered it is closed; the broker delivers the message again"
+        })
+      )
+
+    // A second settle of one delivery tag would make the broker close the channel, taking every other
+    // in-flight delivery with it; the first settle wins, as with the memory transport.
+    const settleOnce = (
+      entry: Entry,
+      operation: "ack" | "nack" | "deadLetter",
+      messageId: string,
+      body: () => Effect.Effect<void, unknown>
+    ): Effect.Effect<void, Delivery.DeliveryError> =>
+      Effect.suspend(() => {
+        if (entry.state === "settled") return Effect.void
+        entry.state = "settled"
+        if (!entry.session.open) return channelClosed(operation, messageId)
+        return body().pipe(
+          Effect.mapError((cause) => new Delivery.DeliveryError({ operation, messageId, cause })),
+          Effect.ensuring(Effect.sync(() => release(entry)))
+        )
+      })
+
+    /** Acks the original once its copy is confirmed; the copy is what the broker delivers from now on. */
+    const ackOriginal = (entry: Entry, channel: amqp.Channel) =>
+      Effect.try({
+        try: () => {
+          entry.session.acks.forget(entry.raw)
+          channel.ack(entry.raw)
+        },
+        catch: (cause) => cause
+      })
+
+    // If the copy could not be published, give the original back to the broker right away rather than
+    // leave it held until the channel closes; the failure is still reported.
+    const requeueAfter = (entry: Entry, channel: amqp.Channel) => (cause: unknown) =>
+      Effect.try({
+        try: () => {
+          entry.session.acks.forget(entry.raw)
+          channel.nack(entry.raw, false, true)
+        },
+        catch: () => cause
+      }).pipe(Effect.zipRight(Effect.fail(cause)))
+
+    const copyHeaders = (rawHeaders: Record<string, unknown> | undefined, extra: Record<string, unknown>) => {
+      const headers: Record<string, unknown> = {}
+      for (const name in rawHeaders) if (!brokerHeaders.has(name)) headers[name] = rawHeaders[name]
+      return Object.assign(headers, extra)
+    }
+
+    const nackEntry = (
+      entry: Entry,
+      channel: amqp.Channel,
+      message: Delivery.Message,
+      attempt: number,
+      group: string,
+      nackOptions: { readonly delay?: Duration.DurationInput } | undefined
+    ) =>
+      settleOnce(entry, "nack", message.id, () => {
+        const raw = entry.raw
+        const delay = nackOptions?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(nackOptions.delay))
+        const bucket = delayBucket(delay)
+        // The copy carries the count of deliveries so far; the original is acked only once the copy is confirmed.
+        const copy: Prepared = {
+          content: raw.content,
+          options: republishOptions(
+            raw,
+            copyHeaders(raw.properties.headers as Record<string, unknown> | undefined, {
+              [InternalHeaders.deliveries]: attempt
+            })
+          )
+        }
+        const send = bucket === 0
+          ? sendToQueue(queueName(message.topic, group), copy)
+          : Effect.zipRight(
+            ensureDelayQueue(message.topic, group, bucket),
+            sendToQueue(delayQueueName(message.topic, group, bucket), copy)
+          )
+        return send.pipe(Effect.catchAll(requeueAfter(entry, channel)), Effect.zipRight(ackOriginal(entry, channel)))
+      })
+
+    const deadLetterEntry = (
+      entry: Entry,
+      channel: amqp.Channel,
+      message: Delivery.Message,
+      reason: Delivery.DeadLetterReason
+    ) =>
+      settleOnce(entry, "deadLetter", message.id, () => {
+        const copy: Prepared = {
+          content: entry.raw.content,
+          options: republishOptions(entry.raw, {
+            ...Delivery.deadLetterHeaders(message, reason),
+            [InternalHeaders.key]: message.key
+          })
+        }
+        return publishPrepared(Delivery.deadLetterTopic(message.topic), [copy]).pipe(
+          Effect.catchAll(requeueAfter(entry, channel)),
+          Effect.zipRight(ackOriginal(entry, channel))
+        )
+      })
+
+    // The per-delivery closures come from these factories rather than being written inline in an object literal:
+    // transpilers that keep function names (esbuild's keepNames, as tsx runs it) would otherwise name each one with
+    // an Object.defineProperty call, for every message.
+    const nackOf = (entry: Entry, channel: amqp.Channel, message: Delivery.Message, attempt: number, group: string) =>
+    (nackOptions?: { readonly delay?: Duration.DurationInput }) =>
+      nackEntry(entry, channel, message, attempt, group, nackOptions)
+    const deadLetterOf = (entry: Entry, channel: amqp.Channel, message: Delivery.Message) =>
+    (reason: Delivery.DeadLetterReason) => deadLetterEntry(entry, channel, message, reason)
+
+    // Built for every message a channel receives, so it allocates only the message and three small closures;
+    // the settle paths live above, shared.
     const toDelivery = (entry: Entry, channel: amqp.Channel, topic: string, group: string): Delivery.Delivery => {
       const raw = entry.raw
-      const session = entry.session
       const rawHeaders = raw.properties.headers as Record<string, unknown> | undefined
       const message: Delivery.Message = {
         id: raw.properties.messageId === undefined ? "" : String(raw.properties.messageId),
@@ -487,107 +678,20 @@ export const make = (options: AmqpOptions = {}) =>
         headers: userHeaders(rawHeaders)
       }
       const attempt = attemptOf(raw)
-
-      // A second settle of one delivery tag would make the broker close the channel, taking every other
-      // in-flight delivery with it; the first settle wins, as with the memory transport.
-      const once = (
-        operation: "ack" | "nack" | "deadLetter",
-        body: Effect.Effect<void, unknown>
-      ): Effect.Effect<void, Delivery.DeliveryError> =>
-        Effect.suspend(() => {
-          if (entry.state === "settled") return Effect.void
-          entry.state = "settled"
-          if (!session.open) {
-            return Effect.fail(
-              new Delivery.DeliveryError({
-                operation,
-                messageId: message.id,
-                cause: "the channel that delivered it is closed; the broker delivers the message again"
-              })
-            )
-          }
-          return body.pipe(
-            Effect.mapError((cause) => new Delivery.DeliveryError({ operation, messageId: message.id, cause })),
-            Effect.ensuring(Effect.sync(() => release(entry)))
-          )
-        })
-
-      const ackRaw = Effect.try({ try: () => channel.ack(raw), catch: (cause) => cause })
-      // If the copy could not be published, give the original back to the broker right away rather than
-      // leave it held until the channel closes; the failure is still reported.
-      const requeueAfter = (cause: unknown) =>
-        Effect.try({ try: () => channel.nack(raw, false, true), catch: () => cause }).pipe(
-          Effect.zipRight(Effect.fail(cause))
-        )
-
-      const copyHeaders = (extra: Record<string, unknown>): Record<string, unknown> => {
-        const headers: Record<string, unknown> = {}
-        for (const name in rawHeaders) if (!brokerHeaders.has(name)) headers[name] = rawHeaders[name]
-        return Object.assign(headers, extra)
-      }
-
       return {
         message,
         attempt,
-        // The hot path, so written out rather than composed: no fiber-level `ensuring` per message.
+        // The hot path: queued for the burst's shared ack, with no fiber-level `ensuring` per message.
         ack: Effect.suspend(() => {
           if (entry.state === "settled") return Effect.void
           entry.state = "settled"
-          if (!session.open) {
-            return Effect.fail(
-              new Delivery.DeliveryError({
-                operation: "ack",
-                messageId: message.id,
-                cause: "the channel that delivered it is closed; the broker delivers the message again"
-              })
-            )
-          }
-          try {
-            channel.ack(raw)
-          } catch (cause) {
-            return Effect.fail(new Delivery.DeliveryError({ operation: "ack", messageId: message.id, cause }))
-          } finally {
-            release(entry)
-          }
+          if (!entry.session.open) return channelClosed("ack", message.id)
+          entry.session.acks.ack(raw)
+          release(entry)
           return Effect.void
         }),
-        nack: (nackOptions) =>
-          once(
-            "nack",
-            Effect.suspend(() => {
-              const delay = nackOptions?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(nackOptions.delay))
-              const bucket = delayBucket(delay)
-              // The copy carries the count of deliveries so far; the original is acked only once the copy is confirmed.
-              const copy: Prepared = {
-                content: raw.content,
-                options: republishOptions(raw, copyHeaders({ [InternalHeaders.deliveries]: attempt }))
-              }
-              const send = bucket === 0
-                ? sendToQueue(queueName(topic, group), copy)
-                : Effect.zipRight(
-                  ensureDelayQueue(topic, group, bucket),
-                  sendToQueue(delayQueueName(topic, group, bucket), copy)
-                )
-              return send.pipe(Effect.catchAll(requeueAfter), Effect.zipRight(ackRaw))
-            })
-          ),
-        deadLetter: (reason) =>
-          once(
-            "deadLetter",
-            Effect.suspend(() => {
-              const copy: Prepared = {
-                content: raw.content,
-                options: republishOptions(raw, {
-                  ...Delivery.deadLetterHeaders(message, reason),
-                  [InternalHeaders.key]: message.key
-                })
-              }
-              return publishPrepared(Delivery.deadLetterTopic(topic), [copy]).pipe(
-                Effect.catchAll(requeueAfter),
-                Effect.zipRight(ackRaw)
-              )
-            })
-          )
+        nack: nackOf(entry, channel, message, attempt, group),
+        deadLetter: deadLetterOf(entry, channel, message)
       }
     }
 
@@ -616,6 +720,7 @@ export const make = (options: AmqpOptions = {}) =>
           for (const entry of session.unsettled) {
             if (entry.state !== "buffered") continue
             release(entry)
+            session.acks.forget(entry.raw)
             try {
               channel.nack(entry.raw, false, true)
             } catch {
@@ -625,7 +730,15 @@ export const make = (options: AmqpOptions = {}) =>
           if (session.unsettled.size > 0) {
             yield* Deferred.await(session.drained).pipe(Effect.timeout(features.visibilityTimeout), Effect.ignore)
           }
-        }).pipe(Effect.ensuring(closeQuietly(channel)))
+        }).pipe(
+          Effect.ensuring(Effect.suspend(() => {
+            // Acks still waiting to be sent go out before the close; later ones fail like any
+            // settle on a closed channel.
+            session.acks.flush()
+            session.open = false
+            return closeQuietly(channel)
+          }))
+        )
         // Forked from a finalizer, the drain would inherit its uninterruptibility and its timeouts would never fire.
         return Effect.asVoid(Effect.forkIn(Effect.interruptible(drain), scope))
       })
@@ -636,17 +749,26 @@ export const make = (options: AmqpOptions = {}) =>
     const session = (topic: string, group: string, buffer: SubscriptionBuffer): Effect.Effect<SessionEnd, unknown, Scope.Scope> =>
       Effect.gen(function*() {
         const model = yield* awaitConnection
+        const runtime = yield* Effect.runtime<never>()
         const state: SessionState = {
           open: true,
           draining: false,
           consumerTag: undefined,
           unsettled: new Set(),
-          drained: Deferred.unsafeMake(FiberId.none)
+          drained: Deferred.unsafeMake(FiberId.none),
+          acks: new AckBatch(
+            () => state.open,
+            (cause) =>
+              Runtime.runFork(runtime)(
+                Effect.logWarning("acks could not be sent; the broker delivers those messages again", cause)
+              )
+          )
         }
         const channel = yield* Effect.acquireRelease(
           Effect.tryPromise({ try: () => model.createChannel(), catch: (cause) => cause }),
           (channel) => retire(channel, state)
         )
+        state.acks.channel = channel
         const ended = yield* Deferred.make<SessionEnd>()
         channel.on("error", () => undefined)
         channel.once("close", () => {
@@ -669,6 +791,7 @@ export const make = (options: AmqpOptions = {}) =>
                   const entry: Entry = { raw, session: state, state: "buffered", delivery: undefined as never }
                   ;(entry as { delivery: Delivery.Delivery }).delivery = toDelivery(entry, channel, topic, group)
                   state.unsettled.add(entry)
+                  state.acks.received(raw)
                   buffer.offer(entry)
                 }, { noAck: false }),
               catch: (cause) => cause

@@ -122,20 +122,51 @@ const runScript = (redis: Redis, script: Scripts.Script, args: ReadonlyArray<str
 
 const text = (value: unknown): string => Buffer.isBuffer(value) ? value.toString("utf8") : String(value)
 
+/** An entry as read: the fields the transport writes, decoded; any others are ignored. */
 interface Entry {
   readonly entryId: string
-  readonly fields: Map<string, Buffer>
+  readonly id: string | undefined
+  readonly key: string | undefined
+  readonly headers: Buffer | undefined
+  readonly payload: Buffer | undefined
+  /** Deliveries before this copy was written; 0 for an original. */
+  readonly attempts: number
+  /** The group a nacked copy is addressed to. */
+  readonly group: string | undefined
 }
+
+// Field names compared as bytes, so reading an entry decodes only the values it uses.
+const fieldName = {
+  id: Buffer.from(Fields.id),
+  key: Buffer.from(Fields.key),
+  headers: Buffer.from(Fields.headers),
+  payload: Buffer.from(Fields.payload),
+  attempts: Buffer.from(Fields.attempts),
+  group: Buffer.from(Fields.group)
+}
+
+const asBuffer = (value: unknown): Buffer => Buffer.isBuffer(value) ? value : Buffer.from(String(value))
 
 const parseEntry = (raw: unknown): Entry | undefined => {
   if (!Array.isArray(raw) || raw.length < 2 || !Array.isArray(raw[1])) return undefined
   const values = raw[1] as Array<unknown>
-  const fields = new Map<string, Buffer>()
+  let id: string | undefined
+  let key: string | undefined
+  let headers: Buffer | undefined
+  let payload: Buffer | undefined
+  let attempts = 0
+  let group: string | undefined
   for (let i = 0; i + 1 < values.length; i += 2) {
-    const value = values[i + 1]
-    fields.set(text(values[i]), Buffer.isBuffer(value) ? value : Buffer.from(String(value)))
+    const name = asBuffer(values[i])
+    const value = asBuffer(values[i + 1])
+    if (name.equals(fieldName.payload)) payload = value
+    else if (name.equals(fieldName.id)) id = value.toString("utf8")
+    else if (name.equals(fieldName.key)) key = value.toString("utf8")
+    else if (name.equals(fieldName.headers)) headers = value
+    else if (name.equals(fieldName.attempts)) attempts = Number(value.toString("utf8")) || 0
+    else if (name.equals(fieldName.group)) group = value.toString("utf8")
   }
-  return { entryId: text(raw[0]), fields }
+  return { entryId: text(raw[0]), id, key, headers, payload, attempts, group }
 }
 
 const parseHeaders = (raw: Buffer | undefined): Record<string, string> => {
@@ -242,76 +273,118 @@ export const make = (settings: Settings) =>
           const blocking = yield* Effect.mapError(connect(settings, `${connectionName}:sub:${consumer}`), fail)
 
           // Acks issued together (a handler pool settling a batch) share one XACK: one round trip instead of
-          // one per message. Each ack still completes only when Redis has confirmed it.
-          let acks: Array<{ readonly entryId: string; readonly done: (error?: unknown) => void }> = []
+          // one per message. Each ack still completes only when Redis has confirmed it. Kept as parallel arrays
+          // so that an ack allocates nothing beyond its own resumption.
+          let ackIds: Array<string> = []
+          let ackMessageIds: Array<string> = []
+          let ackResumes: Array<(exit: Effect.Effect<void, Delivery.DeliveryError>) => void> = []
           const flushAcks = () => {
-            const batch = acks
-            acks = []
-            for (let i = 0; i < batch.length; i += 1_000) {
-              const part = batch.slice(i, i + 1_000)
-              redis.xack(key, group, ...part.map((a) => a.entryId)).then(
-                () => part.forEach((a) => a.done()),
-                (error: unknown) => part.forEach((a) => a.done(error ?? new Error("XACK failed")))
+            const ids = ackIds
+            const messageIds = ackMessageIds
+            const resumes = ackResumes
+            ackIds = []
+            ackMessageIds = []
+            ackResumes = []
+            for (let start = 0; start < ids.length; start += 1_000) {
+              const end = Math.min(ids.length, start + 1_000)
+              redis.xack(key, group, ...ids.slice(start, end)).then(
+                () => {
+                  for (let i = start; i < end; i++) resumes[i]!(Effect.void)
+                },
+                (error: unknown) => {
+                  const cause = error ?? new Error("XACK failed")
+                  for (let i = start; i < end; i++) {
+                    resumes[i]!(Effect.fail(new Delivery.DeliveryError({ operation: "ack", messageId: messageIds[i]!, cause })))
+                  }
+                }
               )
             }
           }
-          const ack = (entryId: string) =>
-            Effect.async<void, unknown>((resume) => {
-              if (acks.length === 0) setImmediate(flushAcks)
-              acks.push({ entryId, done: (error) => resume(error === undefined ? Effect.void : Effect.fail(error)) })
+          const ack = (entryId: string, messageId: string) =>
+            Effect.async<void, Delivery.DeliveryError>((resume) => {
+              if (ackIds.length === 0) setImmediate(flushAcks)
+              ackIds.push(entryId)
+              ackMessageIds.push(messageId)
+              ackResumes.push(resume)
             })
 
+          const settleError = (operation: "nack" | "deadLetter", messageId: string) => (cause: unknown) =>
+            new Delivery.DeliveryError({ operation, messageId, cause })
+
+          const nack = (
+            entryId: string,
+            deliveries: number,
+            message: Delivery.Message,
+            attempt: number,
+            nackOptions: { readonly delay?: Duration.DurationInput } | undefined
+          ) =>
+            Effect.tryPromise({
+              try: () => {
+                const delay = nackOptions?.delay === undefined
+                  ? 0
+                  : Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(nackOptions.delay))))
+                return runScript(redis, Scripts.nack, [
+                  key,
+                  delayed,
+                  group,
+                  consumer,
+                  entryId,
+                  deliveries,
+                  delay,
+                  maxLength,
+                  ...messageFields(message, message.headers),
+                  Fields.attempts,
+                  String(attempt),
+                  Fields.group,
+                  group
+                ])
+              },
+              catch: settleError("nack", message.id)
+            }).pipe(Effect.asVoid)
+
+          const deadLetter = (entryId: string, deliveries: number, message: Delivery.Message, reason: Delivery.DeadLetterReason) =>
+            Effect.tryPromise({
+              try: () =>
+                runScript(redis, Scripts.deadLetter, [
+                  key,
+                  streamKey(settings.keyPrefix, Delivery.deadLetterTopic(topic)),
+                  group,
+                  consumer,
+                  entryId,
+                  deliveries,
+                  maxLength,
+                  ...messageFields(message, Delivery.deadLetterHeaders(message, reason))
+                ]),
+              catch: settleError("deadLetter", message.id)
+            }).pipe(Effect.asVoid)
+
+          // The per-delivery closures come from these factories rather than being written inline in an object
+          // literal: transpilers that keep function names (esbuild's keepNames, as tsx runs it) would otherwise
+          // name each one with an Object.defineProperty call, for every message.
+          const nackOf = (entryId: string, deliveries: number, message: Delivery.Message, attempt: number) =>
+          (nackOptions?: { readonly delay?: Duration.DurationInput }) =>
+            nack(entryId, deliveries, message, attempt, nackOptions)
+          const deadLetterOf = (entryId: string, deliveries: number, message: Delivery.Message) =>
+          (reason: Delivery.DeadLetterReason) => deadLetter(entryId, deliveries, message, reason)
+
+          // Built for every entry read, so it allocates only the message and the three settle closures; the
+          // settle paths above are shared by the subscription.
           const toDelivery = (entry: Entry, deliveries: number): Delivery.Delivery => {
-            const f = entry.fields
+            const entryId = entry.entryId
             const message: Delivery.Message = {
-              id: f.get(Fields.id)?.toString("utf8") ?? entry.entryId,
+              id: entry.id ?? entryId,
               topic,
-              key: f.get(Fields.key)?.toString("utf8") ?? "",
-              payload: f.get(Fields.payload) ?? new Uint8Array(0),
-              headers: parseHeaders(f.get(Fields.headers))
+              key: entry.key ?? "",
+              payload: entry.payload ?? new Uint8Array(0),
+              headers: parseHeaders(entry.headers)
             }
-            const before = Number(f.get(Fields.attempts)?.toString("utf8") ?? "0") || 0
-            const attempt = before + deliveries
-            const receipt = [group, consumer, entry.entryId, deliveries] as const
-            const settleError = (operation: "ack" | "nack" | "deadLetter") => (cause: unknown) =>
-              new Delivery.DeliveryError({ operation, messageId: message.id, cause })
+            const attempt = entry.attempts + deliveries
             return {
               message,
               attempt,
-              ack: Effect.mapError(ack(entry.entryId), settleError("ack")),
-              nack: (nackOptions) =>
-                Effect.tryPromise({
-                  try: () => {
-                    const delay = nackOptions?.delay === undefined
-                      ? 0
-                      : Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(nackOptions.delay))))
-                    return runScript(redis, Scripts.nack, [
-                      key,
-                      delayed,
-                      ...receipt,
-                      delay,
-                      maxLength,
-                      ...messageFields(message, message.headers),
-                      Fields.attempts,
-                      String(attempt),
-                      Fields.group,
-                      group
-                    ])
-                  },
-                  catch: settleError("nack")
-                }).pipe(Effect.asVoid),
-              deadLetter: (reason) =>
-                Effect.tryPromise({
-                  try: () =>
-                    runScript(redis, Scripts.deadLetter, [
-                      key,
-                      streamKey(settings.keyPrefix, Delivery.deadLetterTopic(topic)),
-                      ...receipt,
-                      maxLength,
-                      ...messageFields(message, Delivery.deadLetterHeaders(message, reason))
-                    ]),
-                  catch: settleError("deadLetter")
-                }).pipe(Effect.asVoid)
+              ack: ack(entryId, message.id),
+              nack: nackOf(entryId, deliveries, message, attempt),
+              deadLetter: deadLetterOf(entryId, deliveries, message)
             }
           }
 
@@ -321,7 +394,7 @@ export const make = (settings: Settings) =>
               const foreign: Array<string> = []
               const mine: Array<Entry> = []
               for (const entry of entries) {
-                const target = entry.fields.get(Fields.group)?.toString("utf8")
+                const target = entry.group
                 if (target !== undefined && target !== group) foreign.push(entry.entryId)
                 else mine.push(entry)
               }

@@ -30,7 +30,7 @@ export interface LoadOptions {
 
 /** The defaults behind `npm start`. */
 export const defaultLoad: LoadOptions = {
-  webhooks: 1000,
+  webhooks: 2500,
   concurrency: 32,
   seed: 42,
   duplicateRate: 0.06,

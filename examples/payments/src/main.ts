@@ -2,7 +2,7 @@
  * `npm start`: runs the payments example once and prints the summary. Exit code 0 only when every check
  * passed (every effect exactly once, nothing lost, order kept); 1 otherwise or when the run failed.
  *
- * Environment: `PAYMENTS_WEBHOOKS` (default 1000), `PAYMENTS_CONCURRENCY` (32), `PAYMENTS_SEED` (42),
+ * Environment: `PAYMENTS_WEBHOOKS` (default 2500), `PAYMENTS_CONCURRENCY` (32), `PAYMENTS_SEED` (42),
  * `PAYMENTS_OUTAGE_MS` (3000; 0 for none), `PAYMENTS_PROGRESS` (`auto`, `bar`, `lines`, `off`),
  * `PAYMENTS_KEEP_TABLES=true` to keep a shared database's tables; `BULWARK_DATABASE_URL`, `BULWARK_DATA_DIR`,
  * `BULWARK_TRANSPORT`, `NATS_URL` (see Platform.ts) and the `OTEL_*` variables (see Telemetry.ts).

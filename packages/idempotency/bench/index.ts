@@ -157,7 +157,7 @@ writeResults("idempotency", "Idempotency store: claim + complete per second vs t
   row("postgres", postgres2, "the same INSERT through @bulwark/sql's Postgres client", postgresClient)
 ], [
   "One sequential caller, a fresh key per operation. A claim+complete is two round trips (a Lua claim and a Lua complete by EVALSHA; an upsert … RETURNING and an UPDATE), the raw operation one, so ~0.5 is the structural ceiling of the ratio.",
-  "Each driver is measured in alternating rounds with its baseline (median of 3 × 0.6 s), so load from other work on the machine hits both alike; absolute figures on a shared 2-core machine are still noisy.",
+  "Each driver is measured in alternating rounds with its baseline (median of 3 × 0.6 s), so load from other work on the machine hits both alike; absolute figures on a 2-core machine are still noisy.",
   "The rows 'through @bulwark/sql's client' separate the driver's own cost (two statements instead of one) from the client's per-statement cost, which dominates on PGlite (one connection serialised by a lock, Effect per statement).",
   "Postgres runs with one pooled connection, like the single raw client; its autocommit statements are bound by the commit (WAL flush) latency of this machine.",
   `Total bench time ${((performance.now() - started) / 1000).toFixed(1)} s.`

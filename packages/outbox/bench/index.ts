@@ -281,7 +281,7 @@ const main = async () => {
     `Relay / fetch batch size ${relayBatch}; one relay (one pg-boss fetch loop). Clock runs from the first append until the last event is published (bulwark: \`Outbox.drained\`).`,
     `Warm-up of ${warmup} events (1/tx) and ${warmup * 2} (${batchPerTx}/tx) for bulwark, ${warmup} for raw, before measuring; pg-boss schema and queue created before its clock starts.`,
     "Relay claim/mark statements commit with synchronous_commit = off (appends stay durable); the raw loop uses the same statements, including the NOTIFY in the append and the settle notification in the mark.",
-    "Postgres and the benchmark share 2 cores, and the machine was shared with other engineers' test runs during measurement, so absolute figures move a lot between runs; compare systems within one run."
+    "Postgres and the benchmark share 2 cores, and other work on the machine, when there is any, moves absolute figures a lot between runs; compare systems within one run."
   ])
 }
 

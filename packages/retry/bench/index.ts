@@ -148,7 +148,7 @@ const main = Effect.gen(function*() {
     "opossum has no retry, so its retry rows are n/a; its per-call timeout timer and latency percentiles are switched off (timeout: false, rollingPercentilesEnabled: false), which favours it: with percentiles on, its failing path slowed down quadratically (5,000 failures took 1.8 s) and never finished.",
     "Breakers are configured never to trip (closed throughout); a failing Bulwark call pays for classifying the error (Failure.classify).",
     "Goal: Bulwark ≤ cockatiel and ≤ ½ opossum. " + ratios.join("; ") + ".",
-    "Machine shared with other workloads while measuring. Across consecutive runs Bulwark's breaker rows varied by up to 2–3× " +
+    "Across consecutive runs Bulwark's breaker rows varied by up to 2–3× " +
       "(e.g. 250–790 ns for a closed-breaker success) while cockatiel's stayed within ~2×; compare ratios over several runs, not one.",
     "What limits Bulwark: each wrapped call is at least two Effect runtime steps (a suspend for the admission and a match on the result) " +
       "plus one allocated success value; cockatiel's closed path is a few synchronous lines and one promise hop."

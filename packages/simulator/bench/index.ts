@@ -96,7 +96,7 @@ writeResults(
   ],
   [
     `Reference pipeline: ${seeds} seeds, ${events} scheduler events (timed events + fiber tasks), ${Math.round(virtualMs / seeds)} virtual ms per seed on average; valid: ${e2e.valid}.`,
-    "Rates are per CPU second of this process (the machine is shared), so they approximate an idle core.",
+    "Rates are per CPU second of this process, so they approximate an idle core even when the machine is busy.",
     "Seeds per 10 minutes on 2 cores = seeds/s × 600 × 2, i.e. two processes each running their own seeds.",
     "Median seeds to find = fast-check runs until the first failing scenario, over fast-check seeds 1..5, without shrinking.",
     `Machine: ${machine().cpu}.`

@@ -164,7 +164,7 @@ const main = async () => {
     `${messages} persistent messages of ${payload.byteLength} bytes per round, published in confirmed batches of ${batchSize}, consumed with manual ack at the given prefetch, publisher and consumer on one connection (TCP_NODELAY on both), running together.`,
     "Time from the first publish to the last ack, after one warm-up message went through each (so topology and consumer start-up are outside the clock); median of the rounds, raw and Bulwark alternating.",
     "Raw acks synchronously inside amqplib's socket callback, one frame per message; Bulwark hands each delivery through a stream to an effect that acks, and sends the acks of a burst together once the consumer has worked through it (one `multiple` ack for the run of acked deliveries at the head of what the channel holds, single acks for any others). The raw client doing the same, one `multiple` ack per burst, is shown too.",
-    "The broker runs on the same 2-core machine (shared with other work), so rounds vary a lot; compare the medians."
+    "The broker runs on the same 2-core machine, so rounds vary a lot; compare the medians."
   ])
 }
 

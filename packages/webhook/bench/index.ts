@@ -130,6 +130,6 @@ writeResults("webhook", "Webhook verification and ingress throughput", rows, [
   "Body ≈ 1 KiB JSON, one whsec_ secret, v1 signature. Verify rows: single thread, 3 interleaved rounds of 1.5 s (each after a 0.5 s warm-up), best round kept.",
   "Ingress rows: autocannon, 10 connections, 5 s after a discarded 2 s warm-up, server in its own process on 127.0.0.1, modes interleaved over 2 rounds, best round kept; every request has a fresh id, timestamp and signature (computed by the load generator), so Bulwark persists each to the memory transport.",
   `Goals: verify ≥ 3× standardwebhooks (measured ${(checkOps / officialOps).toFixed(2)}× sync, ${(effectOps / officialOps).toFixed(2)}× via Effect); ingress ≥ 50% of bare node:http (measured ${Math.round(100 * ingress.requests.average / bare.requests.average)}% for the @effect/platform route, ${Math.round(100 * ingressNode.requests.average / bare.requests.average)}% for the node listener).`,
-  "The machine is shared (2 cores, other processes running): absolute figures are noisy, ratios less so."
+  "Client, server and benchmark share 2 cores: absolute figures are noisy, ratios less so."
 ])
 process.exit(0)

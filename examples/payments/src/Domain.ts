@@ -87,23 +87,25 @@ export type OrderPaid = typeof OrderPaid.Type
 /** The CloudEvents type of {@link OrderPaid}. */
 export const orderPaidType = "com.example.order.paid"
 
+/** What an `OrderPaid` envelope is made of, for a payment: keyed by customer, so one customer's events stay in order. */
+export const orderPaidFields = (payment: Payment, sequence: number) => ({
+  type: orderPaidType,
+  source: "/orders",
+  subject: payment.customerId,
+  data: {
+    orderId: payment.orderId,
+    customerId: payment.customerId,
+    paymentId: payment.paymentId,
+    amount: payment.amount,
+    currency: payment.currency,
+    sequence
+  } satisfies OrderPaid
+})
+
 /** Builds the `OrderPaid` envelope caused by a payment envelope (same correlation id and trace). */
 export const orderPaidEvent = (
   payment: Payment,
   sequence: number,
   cause: Envelope.Envelope<unknown>
 ): Effect.Effect<Envelope.Envelope<OrderPaid>> =>
-  Envelope.make({
-    type: orderPaidType,
-    source: "/orders",
-    subject: payment.customerId,
-    data: {
-      orderId: payment.orderId,
-      customerId: payment.customerId,
-      paymentId: payment.paymentId,
-      amount: payment.amount,
-      currency: payment.currency,
-      sequence
-    },
-    headers: Envelope.causedBy(cause)
-  })
+  Envelope.make({ ...orderPaidFields(payment, sequence), headers: Envelope.causedBy(cause) })

@@ -15,7 +15,7 @@ import { Invariant, Scheduler, Simulation, World } from "@bulwark/simulator"
 import { Transport } from "@bulwark/transport"
 import { Duration, Effect, Layer, Schema } from "effect"
 import { consumeOrderPaid, consumePayments, makeShippingBreaker } from "../src/Consumers.js"
-import { AcmePayment, OrderPaid, orderPaidTopic, orderPaidType, type Payment, PaymentWebhook, paymentsTopic } from "../src/Domain.js"
+import { AcmePayment, OrderPaid, orderPaidFields, orderPaidTopic, type Payment, PaymentWebhook, paymentsTopic } from "../src/Domain.js"
 import { Orders } from "../src/Orders.js"
 import { ShippingApi, ShippingError } from "../src/Shipping.js"
 import { Tally } from "../src/Tally.js"
@@ -89,20 +89,7 @@ export const pipeline = (world: World.World) => {
       const messages: Array<Transport.OutgoingMessage> = []
       for (const row of rows) {
         const payment = row.payload as Payment
-        const envelope = yield* Envelope.make({
-          id: row.id,
-          type: orderPaidType,
-          source: "/orders",
-          subject: payment.customerId,
-          data: {
-            orderId: payment.orderId,
-            customerId: payment.customerId,
-            paymentId: payment.paymentId,
-            amount: payment.amount,
-            currency: payment.currency,
-            sequence: row.order
-          }
-        })
+        const envelope = yield* Envelope.make({ id: row.id, ...orderPaidFields(payment, row.order) })
         messages.push({ id: row.id, key: row.key, payload: withRef(yield* encodeOrderPaid(envelope), row.ref), headers: { "outbox-row": row.id } })
       }
       yield* world.publisher.publish(orderPaidTopic, messages)

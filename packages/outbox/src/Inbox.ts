@@ -25,15 +25,15 @@ export class Inbox extends Context.Tag("@bulwark/outbox/Inbox")<Inbox, {
 }>() {}
 
 /** Creates the inbox table (migrations). */
-export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<Inbox>, SqlError | tables.InvalidTableName, SqlClient.SqlClient> =>
+export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<Inbox>, SqlError | Migrations.InvalidTableName, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const table = yield* tables.validTable(options.table ?? defaultTable)
+    const table = yield* Migrations.tableName(options.table ?? defaultTable)
     yield* Migrations.run(`inbox:${table}`, tables.inboxMigrations(table))
     return { table }
   })
 
 /** Provides the {@link Inbox}, creating its table. */
-export const layer = (options: Options = {}): Layer.Layer<Inbox, SqlError | tables.InvalidTableName, SqlClient.SqlClient> =>
+export const layer = (options: Options = {}): Layer.Layer<Inbox, SqlError | Migrations.InvalidTableName, SqlClient.SqlClient> =>
   Layer.effect(Inbox, make(options))
 
 /**

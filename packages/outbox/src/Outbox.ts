@@ -26,9 +26,9 @@ export class OutsideTransaction extends Schema.TaggedError<OutsideTransaction>()
 }
 
 /** The table name is not a plain lower-case SQL identifier. */
-export const InvalidTableName = tables.InvalidTableName
+export const InvalidTableName = Migrations.InvalidTableName
 /** The table name is not a plain lower-case SQL identifier. */
-export type InvalidTableName = tables.InvalidTableName
+export type InvalidTableName = Migrations.InvalidTableName
 
 /** A row that failed for good, as `deadLetters` reads it. */
 export interface DeadRow {
@@ -97,7 +97,7 @@ export const make = (
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const db = yield* Database.Database
-    const table = yield* tables.validTable(options.table ?? defaultTable)
+    const table = yield* Migrations.tableName(options.table ?? defaultTable)
     yield* Migrations.run(`outbox:${table}`, tables.outboxMigrations(table))
     const channel = table
     const notify = options.notify ?? true

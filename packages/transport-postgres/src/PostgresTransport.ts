@@ -14,7 +14,7 @@
  * - Ordered per key by default: only the oldest row of a key is claimable, so a key's next message waits
  *   until the previous one is acked or dead-lettered; other keys do not wait.
  */
-import type { Database } from "@bulwark/sql"
+import { type Database, Migrations } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -39,9 +39,9 @@ export interface Options {
 }
 
 /** The table name is not a plain lower-case SQL identifier. */
-export const InvalidTableName = internal.InvalidTableName
+export const InvalidTableName = Migrations.InvalidTableName
 /** The table name is not a plain lower-case SQL identifier. */
-export type InvalidTableName = internal.InvalidTableName
+export type InvalidTableName = Migrations.InvalidTableName
 
 /** The default queue table. */
 export const defaultTable = "bulwark_queue"

@@ -1,9 +1,4 @@
-import { Migrations } from "@bulwark/sql"
-
-export const InvalidTableName = Migrations.InvalidTableName
-export type InvalidTableName = Migrations.InvalidTableName
-
-export const validTable = Migrations.tableName
+import type { Migrations } from "@bulwark/sql"
 
 export const outboxMigrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
   id: 1,

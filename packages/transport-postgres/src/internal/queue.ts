@@ -5,8 +5,6 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Chunk, Duration, Effect, PubSub, Queue, Schedule, Stream } from "effect"
 
-export const InvalidTableName = Migrations.InvalidTableName
-export type InvalidTableName = Migrations.InvalidTableName
 
 export interface Settings {
   readonly table: string
@@ -25,7 +23,6 @@ interface Row {
   readonly attempt: number
 }
 
-export const validTable = Migrations.tableName
 
 export const migrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
   id: 1,
@@ -62,7 +59,7 @@ export const make = (settings: Settings) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const db = yield* Database.Database
-    const table = yield* validTable(settings.table)
+    const table = yield* Migrations.tableName(settings.table)
     yield* Migrations.run(migrationComponent(table), migrations(table))
     const channel = table
     const vtMillis = Duration.toMillis(settings.visibilityTimeout)
@@ -207,10 +204,10 @@ export const make = (settings: Settings) =>
     return { features, publish, subscribe }
   })
 
-export const drop = (table: string): Effect.Effect<void, SqlError | InvalidTableName, SqlClient.SqlClient> =>
+export const drop = (table: string): Effect.Effect<void, SqlError | Migrations.InvalidTableName, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    yield* validTable(table)
+    yield* Migrations.tableName(table)
     yield* sql`DROP TABLE IF EXISTS ${sql(table)}`
     yield* sql`DROP TABLE IF EXISTS ${sql(`${table}_groups`)}`
     yield* sql`DELETE FROM bulwark_migrations WHERE component = ${migrationComponent(table)}`

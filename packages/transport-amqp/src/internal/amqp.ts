@@ -3,6 +3,7 @@ import type { Features, OutgoingMessage, SubscribeOptions } from "@bulwark/trans
 import { PublishError, redactUrl as redact, SubscribeError } from "@bulwark/transport/Transport"
 import amqp from "amqplib"
 import { Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Option, Runtime, Schedule, Scope, Stream } from "effect"
+import type { Options } from "../AmqpTransport.js"
 
 /** The server could not be reached (or refused the login) within the connect timeout. */
 export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")<{
@@ -23,15 +24,6 @@ export class AmqpOperationError extends Data.TaggedError("AmqpOperationError")<{
   override get message(): string {
     return `${this.operation} failed: ${describe(this.cause)}`
   }
-}
-
-export interface AmqpOptions {
-  readonly url?: string
-  readonly connectTimeout?: Duration.DurationInput
-  readonly heartbeat?: Duration.DurationInput
-  readonly prefetch?: number
-  readonly visibilityTimeout?: Duration.DurationInput
-  readonly declareDefaultGroup?: boolean
 }
 
 export const defaultUrl = "amqp://guest:guest@127.0.0.1:5672"
@@ -345,7 +337,7 @@ const makeBuffer = (): SubscriptionBuffer => {
   }
 }
 
-export const make = (options: AmqpOptions = {}) =>
+export const make = (options: Options = {}) =>
   Effect.gen(function*() {
     const url = options.url ?? defaultUrl
     const shownUrl = redactUrl(url)

@@ -16,12 +16,14 @@ interface InFlight {
 
 interface GroupState {
   /** Ready to deliver, sorted by `seq` so a redelivered message keeps its place. */
-  readonly ready: Array<Stored>
+  readonly ready: ReadyQueue
   readonly delayed: Array<{ readonly stored: Stored; readonly visibleAt: number }>
   readonly inFlight: Map<number, InFlight>
   /** Keys with a message in flight or delayed: their later messages wait when ordering is on. */
   readonly busyKeys: Map<string, number>
   wake: Deferred.Deferred<void>
+  /** Whether a subscriber waits on `wake`: only then does a change need a new signal. */
+  waiting: boolean
 }
 
 interface TopicState {
@@ -35,15 +37,60 @@ export interface MemoryOptions {
   readonly orderedPerKey?: boolean
 }
 
-const insertBySeq = (ready: Array<Stored>, stored: Stored) => {
-  let lo = 0
-  let hi = ready.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (ready[mid]!.seq < stored.seq) lo = mid + 1
-    else hi = mid
+/**
+ * Messages ready for delivery, in `seq` order. Taking from the front is O(1) (a moving head, compacted now and
+ * then) so a deep backlog is not shifted once per delivery; redeliveries are inserted at their place.
+ */
+class ReadyQueue {
+  private items: Array<Stored>
+  private head = 0
+
+  constructor(initial: Array<Stored> = []) {
+    this.items = initial
   }
-  ready.splice(lo, 0, stored)
+
+  get length(): number {
+    return this.items.length - this.head
+  }
+
+  at(index: number): Stored {
+    return this.items[this.head + index]!
+  }
+
+  push(stored: Stored): void {
+    this.items.push(stored)
+  }
+
+  insertBySeq(stored: Stored): void {
+    let lo = this.head
+    let hi = this.items.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.items[mid]!.seq < stored.seq) lo = mid + 1
+      else hi = mid
+    }
+    if (lo === this.head && this.head > 0) {
+      this.items[--this.head] = stored
+      return
+    }
+    this.items.splice(lo, 0, stored)
+  }
+
+  removeAt(index: number): void {
+    if (index === 0) {
+      this.items[this.head] = undefined as unknown as Stored
+      this.head++
+      if (this.head === this.items.length) {
+        this.items = []
+        this.head = 0
+      } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+        this.items = this.items.slice(this.head)
+        this.head = 0
+      }
+      return
+    }
+    this.items.splice(this.head + index, 1)
+  }
 }
 
 export const make = (options: MemoryOptions = {}) =>
@@ -73,6 +120,8 @@ export const make = (options: MemoryOptions = {}) =>
     }
 
     const wake = (group: GroupState) => {
+      if (!group.waiting) return
+      group.waiting = false
       const previous = group.wake
       group.wake = Deferred.unsafeMake(FiberId.none)
       Deferred.unsafeDone(previous, Effect.void)
@@ -112,11 +161,12 @@ export const make = (options: MemoryOptions = {}) =>
       let group = state.groups.get(name)
       if (group === undefined) {
         group = {
-          ready: state.backlog ?? [],
+          ready: new ReadyQueue(state.backlog),
           delayed: [],
           inFlight: new Map(),
           busyKeys: new Map(),
-          wake: Deferred.unsafeMake(FiberId.none)
+          wake: Deferred.unsafeMake(FiberId.none),
+          waiting: false
         }
         state.backlog = undefined
         state.groups.set(name, group)
@@ -132,14 +182,14 @@ export const make = (options: MemoryOptions = {}) =>
         if (entry.visibleAt <= now) {
           group.delayed.splice(i, 1)
           busy(group, entry.stored.message.key, -1)
-          insertBySeq(group.ready, entry.stored)
+          group.ready.insertBySeq(entry.stored)
         } else if (entry.visibleAt < next) next = entry.visibleAt
       }
       for (const [token, flight] of group.inFlight) {
         if (flight.deadline <= now) {
           group.inFlight.delete(token)
           busy(group, flight.stored.message.key, -1)
-          insertBySeq(group.ready, flight.stored)
+          group.ready.insertBySeq(flight.stored)
         } else if (flight.deadline < next) next = flight.deadline
       }
       return next
@@ -147,9 +197,9 @@ export const make = (options: MemoryOptions = {}) =>
 
     const claim = (group: GroupState, now: number): InFlight | undefined => {
       for (let i = 0; i < group.ready.length; i++) {
-        const stored = group.ready[i]!
+        const stored = group.ready.at(i)
         if (orderedPerKey && stored.message.key !== "" && group.busyKeys.has(stored.message.key)) continue
-        group.ready.splice(i, 1)
+        group.ready.removeAt(i)
         stored.attempts++
         const flight: InFlight = { stored, token: tokens++, deadline: now + visibilityMillis }
         group.inFlight.set(flight.token, flight)
@@ -182,7 +232,7 @@ export const make = (options: MemoryOptions = {}) =>
               group.delayed.push({ stored: flight.stored, visibleAt: now + delay })
               busy(group, flight.stored.message.key, 1)
             } else {
-              insertBySeq(group.ready, flight.stored)
+              group.ready.insertBySeq(flight.stored)
             }
             wake(group)
           })),
@@ -208,6 +258,7 @@ export const make = (options: MemoryOptions = {}) =>
           const flight = claim(group, now)
           if (flight !== undefined) return toDelivery(group, flight)
           const signal = group.wake
+          group.waiting = true
           if (next === Infinity) {
             yield* Deferred.await(signal)
           } else {

@@ -93,8 +93,12 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
     const redeliveryDelay = options.redeliveryDelay ?? defaultRedeliveryDelay
     const shutdownTimeout = Duration.decode(options.shutdownTimeout ?? "10 seconds")
     const onSettled = options.onSettled
-    const running = yield* Effect.makeSemaphore(concurrency)
-    const admission = yield* Effect.makeSemaphore(concurrency + Math.max(0, options.buffer ?? concurrency * 4))
+    // Unordered, nothing is ever parked, so admission alone bounds the work; ordered, admission also counts
+    // the parked deliveries and `running` bounds the ones being handled.
+    const running = ordered ? yield* Effect.makeSemaphore(concurrency) : undefined
+    const admission = yield* Effect.makeSemaphore(
+      ordered ? concurrency + Math.max(0, options.buffer ?? concurrency * 4) : concurrency
+    )
     const parked = new Map<string, Array<Delivery>>()
     const stats = { acked: 0, nacked: 0, deadLettered: 0, released: 0, settleFailed: 0 }
     let stopping = false
@@ -165,18 +169,19 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
         return yield* settle(delivery, "nacked", delivery.nack({ delay }), { verdict, error })
       })
 
+    // The per-delivery path is written with combinators rather than generators: it runs for every message.
     const process = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const decoded = yield* Effect.either(decode(delivery.message.payload))
-          if (decoded._tag === "Left") {
+        Effect.matchEffect(decode(delivery.message.payload), {
+          onFailure: (error) => {
             const verdict = Failure.verdict("permanent", "schema")
-            return yield* deadLetter(delivery, verdict, Failure.toRecord(decoded.left, verdict))
-          }
-          const envelope = { ...decoded.right, attempt: delivery.attempt }
-          const exit = yield* Effect.exit(restore(handler(envelope)))
-          if (Exit.isSuccess(exit)) return yield* settle(delivery, "acked", delivery.ack)
-          return yield* onFailure(delivery, exit.cause)
+            return deadLetter(delivery, verdict, Failure.toRecord(error, verdict))
+          },
+          onSuccess: (decoded) =>
+            Effect.flatMap(
+              Effect.exit(restore(handler({ ...decoded, attempt: delivery.attempt }))),
+              (exit) => Exit.isSuccess(exit) ? settle(delivery, "acked", delivery.ack) : onFailure(delivery, exit.cause)
+            )
         })
       )
 
@@ -185,17 +190,20 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
 
     const handleOne = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
       Effect.ensuring(
-        stopping ? settle(delivery, "released", delivery.nack()) : running.withPermits(1)(process(delivery)),
+        stopping
+          ? settle(delivery, "released", delivery.nack())
+          : running === undefined
+          ? process(delivery)
+          : running.withPermits(1)(process(delivery)),
         admission.release(1)
       )
 
     // One worker per busy subject drains that subject's parked deliveries in arrival order.
-    const worker = (key: string | undefined, first: Delivery): Effect.Effect<void, never, RS | RH> =>
+    const worker = (key: string, first: Delivery): Effect.Effect<void, never, RS | RH> =>
       Effect.gen(function*() {
         let next: Delivery | undefined = first
         while (next !== undefined) {
           yield* handleOne(next)
-          if (key === undefined) return
           const queue = parked.get(key)
           next = queue?.shift()
           if (next === undefined) parked.delete(key)
@@ -206,19 +214,17 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
     const workers = yield* Scope.extend(FiberSet.make<void, never>(), scope)
 
     const admit = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
-      Effect.gen(function*() {
-        yield* admission.take(1)
+      Effect.zipRight(admission.take(1), Effect.suspend(() => {
         const key = ordered && delivery.message.key !== "" ? delivery.message.key : undefined
-        if (key !== undefined) {
-          const queue = parked.get(key)
-          if (queue !== undefined) {
-            queue.push(delivery)
-            return
-          }
-          parked.set(key, [])
+        if (key === undefined) return FiberSet.run(workers, handleOne(delivery))
+        const queue = parked.get(key)
+        if (queue !== undefined) {
+          queue.push(delivery)
+          return Effect.void
         }
-        yield* FiberSet.run(workers, worker(key, delivery))
-      })
+        parked.set(key, [])
+        return FiberSet.run(workers, worker(key, delivery))
+      }))
 
     const shutdown = <X, Y>(exit: Exit.Exit<X, Y>): Effect.Effect<void> =>
       Effect.gen(function*() {

@@ -34,6 +34,16 @@ const rounds = Number(process.env["BENCH_ROUNDS"] ?? 3)
 const suffix = `${Date.now().toString(36)}${process.pid}`
 let runs = 0
 
+/** Starts a clock for the measured window: wall time and this process's CPU time (user + system, all threads). */
+const startClock = () => {
+  const wall = performance.now()
+  const cpu = process.cpuUsage()
+  return () => {
+    const used = process.cpuUsage(cpu)
+    return { seconds: (performance.now() - wall) / 1000, cpuMicros: used.user + used.system }
+  }
+}
+
 const Order = Schema.Struct({ orderId: Schema.String, amount: Schema.Number })
 
 // ---------------------------------------------------------------- bulwark
@@ -46,7 +56,7 @@ const runBulwark = async (count: number, perTx: number, notify: boolean) => {
     const outbox = yield* Outbox.make({ table, notify })
     const memory = yield* Memory.make()
     const transport = Layer.succeed(Transport.Publisher, { publish: memory.publish })
-    const seconds = yield* Effect.scoped(Effect.gen(function*() {
+    const measured = yield* Effect.scoped(Effect.gen(function*() {
       yield* Layer.launch(Relay.layer({ batchSize: relayBatch, pollInterval: notify ? "1 second" : pollMillis })).pipe(
         Effect.provideService(Outbox.Outbox, outbox),
         Effect.provide(transport),
@@ -54,7 +64,7 @@ const runBulwark = async (count: number, perTx: number, notify: boolean) => {
       )
       const sql = yield* SqlClient.SqlClient
       const append = Outbox.append(Order)
-      const start = performance.now()
+      const stop = startClock()
       yield* Effect.forEach(
         Array.from({ length: producers }, (_, p) => p),
         (p) =>
@@ -76,13 +86,13 @@ const runBulwark = async (count: number, perTx: number, notify: boolean) => {
         { concurrency: producers, discard: true }
       ).pipe(Effect.provideService(Outbox.Outbox, outbox))
       yield* outbox.drained
-      return (performance.now() - start) / 1000
+      return stop()
     }))
     const published = memory.pending("orders")
     const sql = yield* SqlClient.SqlClient
     yield* sql`DROP TABLE ${sql(table)}`
     yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`outbox:${table}`}`
-    return { seconds, published }
+    return { ...measured, published }
   })
   return Effect.runPromise(program.pipe(Effect.provide(database)))
 }
@@ -102,7 +112,7 @@ const runRaw = async (count: number, perTx: number, notify: boolean) => {
   const sink: Array<unknown> = []
   let published = 0
   let producing = true
-  const start = performance.now()
+  const stop = startClock()
   const relay = (async () => {
     const client = await pool.connect()
     try {
@@ -169,10 +179,10 @@ const runRaw = async (count: number, perTx: number, notify: boolean) => {
   }))
   producing = false
   await relay
-  const seconds = (performance.now() - start) / 1000
+  const measured = stop()
   await pool.query(`DROP TABLE ${table}`)
   await pool.end()
-  return { seconds, published: sink.length }
+  return { ...measured, published: sink.length }
 }
 
 // ---------------------------------------------------------------- pg-boss
@@ -185,7 +195,7 @@ const runPgBoss = async (count: number, perTx: number) => {
   await boss.createQueue(queue)
   let completed = 0
   let producing = true
-  const start = performance.now()
+  const stop = startClock()
   const worker = (async () => {
     while (completed < count) {
       const jobs = await boss.fetch<{ orderId: string }>(queue, { batchSize: relayBatch })
@@ -209,12 +219,12 @@ const runPgBoss = async (count: number, perTx: number) => {
   }))
   producing = false
   await worker
-  const seconds = (performance.now() - start) / 1000
+  const measured = stop()
   await boss.stop({ graceful: false, wait: true })
   const pool = new pg.Pool({ connectionString: url, max: 1 })
   await pool.query(`DROP SCHEMA ${schema} CASCADE`)
   await pool.end()
-  return { seconds, published: completed }
+  return { ...measured, published: completed }
 }
 
 // ---------------------------------------------------------------- run
@@ -224,12 +234,10 @@ const median = (xs: ReadonlyArray<number>) => {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
-/** Runs one system and measures its wall time and this process's CPU time (Node, all threads). */
-const measure = async (count: number, run: () => Promise<{ seconds: number; published: number }>) => {
-  const cpu = process.cpuUsage()
+/** Runs one system; its wall and CPU time cover the measured window only (set-up and tear-down excluded). */
+const measure = async (count: number, run: () => Promise<{ seconds: number; cpuMicros: number; published: number }>) => {
   const result = await run()
-  const used = process.cpuUsage(cpu)
-  return { ...result, cpuMicrosPerEvent: (used.user + used.system) / count }
+  return { ...result, cpuMicrosPerEvent: result.cpuMicros / count }
 }
 
 const main = async () => {
@@ -276,7 +284,7 @@ const main = async () => {
   }
   writeResults("outbox", "Outbox end to end on PostgreSQL", rows, [
     ...notes,
-    `events/s is the median of ${rounds} runs per system, the systems interleaved; min – max shows the spread. node CPU is this process's CPU time (user + system, all threads) per event, the relay and the producers together; Postgres's is not included.`,
+    `events/s is the median of ${rounds} runs per system, the systems interleaved; min – max shows the spread. node CPU is this process's CPU time (user + system, all threads) per event over the measured window (set-up and tear-down excluded), the relay and the producers together; Postgres's is not included.`,
     `${producers} concurrent producers, ${keys} distinct subjects (per-key order on), pool of ${poolSize} connections for each system (bulwark's LISTEN uses one more, outside the pool), fsync and synchronous_commit on (server defaults).`,
     `Relay / fetch batch size ${relayBatch}; one relay (one pg-boss fetch loop). Clock runs from the first append until the last event is published (bulwark: \`Outbox.drained\`).`,
     `Warm-up of ${warmup} events (1/tx) and ${warmup * 2} (${batchPerTx}/tx) for bulwark, ${warmup} for raw, before measuring; pg-boss schema and queue created before its clock starts.`,

@@ -13,6 +13,7 @@ import type { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Duration, Effect, Layer, Metric, Option, Schema, Stream } from "effect"
+import { identity } from "effect/Function"
 import * as tables from "./internal/tables.js"
 
 /** `append` was called outside a transaction: nothing was written, since the write would not be atomic with the caller's. */
@@ -104,27 +105,44 @@ export const make = (
     const settledChannel = `${table}_settled`
     const wakePayload = "appended"
 
+    // The append runs once per business transaction, so it skips the statement builder: the text for each
+    // row count is built once and run on the caller's transaction connection directly. The insert and the
+    // NOTIFY are one statement (one round trip); the notification leaves at the caller's commit. Its payload
+    // is the same for every append, so however many appends and topics a transaction holds, Postgres folds
+    // them into one notification at commit: relays only need to know that rows arrived.
+    const insertTexts = new Map<number, string>()
+    const insertText = (rows: number) => {
+      let text = insertTexts.get(rows)
+      if (text === undefined) {
+        const first = notify ? 3 : 1
+        const values = Array.from({ length: rows }, (_, r) => {
+          const p = first + r * 5
+          return `($${p}, $${p + 1}, $${p + 2}, $${p + 3}, $${p + 4})`
+        }).join(", ")
+        const insert = `INSERT INTO "${table}" (topic, message_id, key, payload, headers) VALUES ${values}`
+        text = notify ? `WITH inserted AS (${insert} RETURNING id) SELECT pg_notify($1, $2)` : insert
+        insertTexts.set(rows, text)
+      }
+      return text
+    }
+    const maxRowsPerStatement = 1000
+
     const appendMessages = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
-      Effect.gen(function*() {
-        const tx = yield* Effect.serviceOption(SqlClient.TransactionConnection)
-        if (Option.isNone(tx)) return yield* new OutsideTransaction({ topic, count: messages.length })
-        if (messages.length === 0) return
-        const rows = messages.map((m) => ({
-          topic,
-          message_id: m.id,
-          key: m.key,
-          payload: toBuffer(m.payload),
-          headers: JSON.stringify(m.headers)
-        }))
-        // Insert and NOTIFY in one statement (one round trip); the notification leaves at the caller's commit.
-        // Its payload is the same for every append, so however many appends and topics a transaction holds,
-        // Postgres folds them into one notification at commit: relays only need to know that rows arrived.
-        for (let i = 0; i < rows.length; i += 1000) {
-          const chunk = sql.insert(rows.slice(i, i + 1000))
-          yield* notify
-            ? sql`WITH inserted AS (INSERT INTO ${sql(table)} ${chunk} RETURNING id) SELECT pg_notify(${channel}, ${wakePayload})`
-            : sql`INSERT INTO ${sql(table)} ${chunk}`
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx): Effect.Effect<void, OutsideTransaction | SqlError> => {
+        if (Option.isNone(tx)) return Effect.fail(new OutsideTransaction({ topic, count: messages.length }))
+        if (messages.length === 0) return Effect.void
+        const connection = tx.value[0]
+        const statements: Array<Effect.Effect<unknown, SqlError>> = []
+        for (let start = 0; start < messages.length; start += maxRowsPerStatement) {
+          const end = Math.min(messages.length, start + maxRowsPerStatement)
+          const params: Array<unknown> = notify ? [channel, wakePayload] : []
+          for (let i = start; i < end; i++) {
+            const m = messages[i]!
+            params.push(topic, m.id, m.key, toBuffer(m.payload), JSON.stringify(m.headers))
+          }
+          statements.push(connection.executeRaw(insertText(end - start), params))
         }
+        return statements.length === 1 ? Effect.asVoid(statements[0]!) : Effect.forEach(statements, identity, { discard: true })
       })
 
     const backlog = Effect.map(

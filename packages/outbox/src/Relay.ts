@@ -96,36 +96,40 @@ export const make = (options: Options = {}) =>
 
     // The relay's own bookkeeping commits asynchronously (`synchronous_commit = off` for that statement only):
     // a server crash may forget the last claims or marks, which costs a lease wait or a duplicate publish,
-    // never a row, while the appends themselves stay durable.
-    const claim = sql<ClaimedRow>`
+    // never a row, while the appends themselves stay durable. Both statements run once per round, so their
+    // text is built once (the table name is a checked identifier) and only the parameters change.
+    const claimText = `
       WITH claimed AS (
-      UPDATE ${sql(table)} SET claimed_by = ${relayId},
-        claimed_until = now() + (${leaseMillis}::float8 * interval '1 millisecond')
+      UPDATE "${table}" SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
       WHERE id IN (
-        SELECT c.id FROM ${sql(table)} c
+        SELECT c.id FROM "${table}" c
         WHERE c.state = 'pending' AND c.available_at <= now()
           AND (c.claimed_until IS NULL OR c.claimed_until < now())
           AND (c.key = '' OR NOT EXISTS (
-            SELECT 1 FROM ${sql(table)} p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
+            SELECT 1 FROM "${table}" p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
         ORDER BY c.id
-        LIMIT ${batchSize}
+        LIMIT $3
         FOR UPDATE SKIP LOCKED)
       RETURNING id, topic, message_id, key, payload, headers, attempts)
-      SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`.pipe(
-      Effect.map((rows) => [...rows].sort((a, b) => Number(a.id) - Number(b.id)))
+      SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`
+    const claimParams = [relayId, leaseMillis, batchSize]
+    const claim = Effect.map(
+      sql.unsafe<ClaimedRow>(claimText, claimParams),
+      (rows) => [...rows].sort((a, b) => Number(a.id) - Number(b.id))
     )
 
     // One statement: mark the rows this relay still holds, and tell `drained` waiters. The ids travel as one
     // array parameter, so the statement text is the same for any batch size instead of one placeholder per row.
+    const markText = `
+      WITH marked AS (
+        UPDATE "${table}" SET state = 'published', published_at = now(), attempts = attempts + 1,
+          claimed_by = NULL, claimed_until = NULL
+        WHERE id = ANY($1::bigint[]) AND claimed_by = $2
+        RETURNING id)
+      SELECT pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true)
+      FROM marked`
     const markPublished = (ids: ReadonlyArray<number>) =>
-      ids.length === 0 ? Effect.void : sql`
-        WITH marked AS (
-          UPDATE ${sql(table)} SET state = 'published', published_at = now(), attempts = attempts + 1,
-            claimed_by = NULL, claimed_until = NULL
-          WHERE id = ANY(${ids}::bigint[]) AND claimed_by = ${relayId}
-          RETURNING id)
-        SELECT pg_notify(${outbox.settledChannel}, count(*)::text), set_config('synchronous_commit', 'off', true)
-        FROM marked`.pipe(Effect.asVoid)
+      ids.length === 0 ? Effect.void : Effect.asVoid(sql.unsafe(markText, [ids, relayId, outbox.settledChannel]))
 
     const toMessage = (row: ClaimedRow): Transport.OutgoingMessage => ({
       id: row.message_id,

@@ -46,6 +46,11 @@ export interface Options {
   readonly connectionName?: string
   /** Overrides the detected `features.persistent` (true when the server reports `aof_enabled:1`). */
   readonly persistent?: boolean
+  /**
+   * Wait for Redis to answer each ack's `XACK` before the ack completes. Default false: an ack completes once
+   * queued (acks queued together go out as one `XACK`), and a lost one means a redelivery.
+   */
+  readonly confirmAcks?: boolean
   /** Further ioredis options (TLS, Sentinel, ...); `lazyConnect` and `connectionName` are the transport's. */
   readonly redisOptions?: RedisOptions
 }
@@ -79,7 +84,8 @@ const settings = (options: Options): internal.Settings => ({
   maxRetriesPerRequest: options.maxRetriesPerRequest ?? 3,
   connectionName: options.connectionName ?? "bulwark",
   persistent: options.persistent,
-  redisOptions: options.redisOptions ?? {}
+  redisOptions: options.redisOptions ?? {},
+  confirmAcks: options.confirmAcks ?? false
 })
 
 /** Connects and answers the transport; its connections close with the scope. Fails fast when unreachable. */

@@ -163,9 +163,36 @@ describe("wire format", () => {
 })
 
 describe("settling", () => {
+  it.scopedLive("by default an ack completes once queued; ending the subscription sends its queued acks first", () =>
+    Effect.gen(function*() {
+      const { transport, redis, key } = yield* setup("ack-queued")
+      yield* transport.publish("t", [message("q-1"), message("q-2"), message("q-3")])
+      // Acked one after the other in one fiber: none waits for a round trip, and the subscription ends right
+      // after the last one, before the queued XACK would otherwise have left.
+      yield* transport.subscribe("t").pipe(Stream.take(3), Stream.mapEffect((d) => d.ack), Stream.runDrain)
+      expect(yield* pendingCount(redis, key("t"), "default")).toBe(0)
+      // An ack issued after its subscription ended is still sent (and the transport awaits it before closing).
+      yield* transport.publish("t", [message("q-4")])
+      const [late] = yield* takeN(transport.subscribe("t"), 1)
+      expect(yield* pendingCount(redis, key("t"), "default")).toBe(1)
+      yield* late!.ack
+      yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+      yield* Effect.sleep("20 millis")
+      expect(yield* pendingCount(redis, key("t"), "default")).toBe(0)
+    }))
+
+  it.scopedLive("with confirmAcks, acks issued together complete once Redis has answered them", () =>
+    Effect.gen(function*() {
+      const { transport, redis, key } = yield* setup("ack-confirmed", { confirmAcks: true })
+      yield* transport.publish("t", Array.from({ length: 5 }, (_, i) => message(`c-${i}`)))
+      const deliveries = yield* takeN(transport.subscribe("t"), 5)
+      yield* Effect.forEach(deliveries, (d) => d.ack, { concurrency: "unbounded", discard: true })
+      expect(yield* pendingCount(redis, key("t"), "default")).toBe(0)
+    }))
+
   it.scopedLive("attempt counts every delivery: nack, delayed nack and a takeover by XAUTOCLAIM", () =>
     Effect.gen(function*() {
-      const { transport, redis, key } = yield* setup("attempts")
+      const { transport, redis, key } = yield* setup("attempts", { confirmAcks: true })
       yield* transport.publish("t", [message("a-1")])
       const stream = transport.subscribe("t")
       const [first] = yield* takeN(stream, 1)
@@ -186,7 +213,7 @@ describe("settling", () => {
 
   it.scopedLive("a stale receipt settles nothing: the consumer that took the message over decides", () =>
     Effect.gen(function*() {
-      const { transport, redis, key } = yield* setup("stale")
+      const { transport, redis, key } = yield* setup("stale", { confirmAcks: true })
       yield* transport.publish("t", [message("s-1")])
       const [held] = yield* takeN(transport.subscribe("t"), 1)
       const [taken] = yield* takeN(transport.subscribe("t"), 1)

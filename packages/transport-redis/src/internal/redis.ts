@@ -1,6 +1,6 @@
 import { Delivery } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Chunk, Clock, Data, Duration, Effect, Schedule, Scope, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Runtime, Schedule, Scope, Stream } from "effect"
 import { Redis, ReplyError, type RedisOptions } from "ioredis"
 import { randomUUID } from "node:crypto"
 import { hostname } from "node:os"
@@ -20,6 +20,7 @@ export interface Settings {
   readonly connectionName: string
   readonly persistent: boolean | undefined
   readonly redisOptions: RedisOptions
+  readonly confirmAcks: boolean
 }
 
 /** The server could not be reached (or the URL is unusable) when a connection was opened. */
@@ -220,6 +221,75 @@ export const make = (settings: Settings) =>
       persistent
     }
 
+    // Acks issued together (a handler pool settling a batch, or one fiber acking a chunk) share one XACK per
+    // stream and group: one round trip instead of one per message. With `confirmAcks` an ack completes when
+    // Redis has confirmed it; otherwise it completes once queued, as a JetStream or AMQP ack does, and a lost
+    // XACK means a redelivery after the visibility timeout (at least once), logged when it happens. The queue
+    // belongs to the transport, so an ack issued after its subscription ended is still sent, and the transport
+    // sends and awaits whatever is queued before it closes its connection.
+    type Resume = (exit: Effect.Effect<void, Delivery.DeliveryError>) => void
+    interface AckBatch {
+      readonly key: string
+      readonly group: string
+      readonly ids: Array<string>
+      readonly messageIds: Array<string>
+      readonly resumes: Array<Resume | undefined>
+    }
+    const runtime = yield* Effect.runtime<never>()
+    let queuedAcks = new Map<string, AckBatch>()
+    const unansweredAcks = new Set<Promise<unknown>>()
+    const sendAcks = (batch: AckBatch, start: number, end: number) => {
+      const sent: Promise<unknown> = redis.xack(batch.key, batch.group, ...batch.ids.slice(start, end)).then(
+        () => {
+          for (let i = start; i < end; i++) batch.resumes[i]?.(Effect.void)
+        },
+        (error: unknown) => {
+          const cause = error ?? new Error("XACK failed")
+          let unconfirmed = 0
+          for (let i = start; i < end; i++) {
+            const resume = batch.resumes[i]
+            if (resume === undefined) unconfirmed++
+            else resume(Effect.fail(new Delivery.DeliveryError({ operation: "ack", messageId: batch.messageIds[i]!, cause })))
+          }
+          if (unconfirmed > 0) {
+            Runtime.runFork(runtime)(Effect.logWarning(
+              `${unconfirmed} acknowledgement(s) on ${batch.key} failed; those messages will be delivered again`,
+              cause
+            ))
+          }
+        }
+      ).finally(() => unansweredAcks.delete(sent))
+      unansweredAcks.add(sent)
+    }
+    const flushAcks = () => {
+      const batches = queuedAcks
+      if (batches.size === 0) return
+      queuedAcks = new Map()
+      for (const batch of batches.values()) {
+        for (let start = 0; start < batch.ids.length; start += 1_000) {
+          sendAcks(batch, start, Math.min(batch.ids.length, start + 1_000))
+        }
+      }
+    }
+    const queueAck = (key: string, group: string, entryId: string, messageId: string, resume: Resume | undefined) => {
+      if (queuedAcks.size === 0) setImmediate(flushAcks)
+      const id = `${group}\u0000${key}`
+      let batch = queuedAcks.get(id)
+      if (batch === undefined) {
+        batch = { key, group, ids: [], messageIds: [], resumes: [] }
+        queuedAcks.set(id, batch)
+      }
+      batch.ids.push(entryId)
+      batch.messageIds.push(messageId)
+      batch.resumes.push(resume)
+    }
+    const sendQueuedAcks = Effect.promise(() => {
+      flushAcks()
+      return Promise.allSettled([...unansweredAcks])
+    })
+    // Registered after the command connection, so it runs before that connection closes.
+    yield* Effect.addFinalizer(() => sendQueuedAcks)
+
     const xaddArgs = (key: string, fields: ReadonlyArray<string | Buffer>): Array<string | Buffer> =>
       settings.maxLength === undefined ? [key, "*", ...fields] : [key, "MAXLEN", "~", maxLength, "*", ...fields]
 
@@ -271,42 +341,14 @@ export const make = (settings: Settings) =>
             )
           )
           const blocking = yield* Effect.mapError(connect(settings, `${connectionName}:sub:${consumer}`), fail)
+          // Runs first when the subscription ends: its acks reach Redis before the consumer is released.
+          yield* Effect.addFinalizer(() => sendQueuedAcks)
 
-          // Acks issued together (a handler pool settling a batch) share one XACK: one round trip instead of
-          // one per message. Each ack still completes only when Redis has confirmed it. Kept as parallel arrays
-          // so that an ack allocates nothing beyond its own resumption.
-          let ackIds: Array<string> = []
-          let ackMessageIds: Array<string> = []
-          let ackResumes: Array<(exit: Effect.Effect<void, Delivery.DeliveryError>) => void> = []
-          const flushAcks = () => {
-            const ids = ackIds
-            const messageIds = ackMessageIds
-            const resumes = ackResumes
-            ackIds = []
-            ackMessageIds = []
-            ackResumes = []
-            for (let start = 0; start < ids.length; start += 1_000) {
-              const end = Math.min(ids.length, start + 1_000)
-              redis.xack(key, group, ...ids.slice(start, end)).then(
-                () => {
-                  for (let i = start; i < end; i++) resumes[i]!(Effect.void)
-                },
-                (error: unknown) => {
-                  const cause = error ?? new Error("XACK failed")
-                  for (let i = start; i < end; i++) {
-                    resumes[i]!(Effect.fail(new Delivery.DeliveryError({ operation: "ack", messageId: messageIds[i]!, cause })))
-                  }
-                }
-              )
-            }
-          }
-          const ack = (entryId: string, messageId: string) =>
-            Effect.async<void, Delivery.DeliveryError>((resume) => {
-              if (ackIds.length === 0) setImmediate(flushAcks)
-              ackIds.push(entryId)
-              ackMessageIds.push(messageId)
-              ackResumes.push(resume)
-            })
+          const ack = settings.confirmAcks
+            ? (entryId: string, messageId: string) =>
+              Effect.async<void, Delivery.DeliveryError>((resume) => queueAck(key, group, entryId, messageId, resume))
+            : (entryId: string, messageId: string) =>
+              Effect.sync(() => queueAck(key, group, entryId, messageId, undefined))
 
           const settleError = (operation: "nack" | "deadLetter", messageId: string) => (cause: unknown) =>
             new Delivery.DeliveryError({ operation, messageId, cause })

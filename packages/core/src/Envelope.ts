@@ -5,6 +5,7 @@
  * pipeline asks for ordering) and is the natural idempotency key when the producer's ids are not stable.
  */
 import { DateTime, Effect, Either, ParseResult, Random, Schema } from "effect"
+import { randomUUID } from "node:crypto"
 import { dual } from "effect/Function"
 
 /** Well-known header names carried in `Envelope.headers`. */
@@ -68,21 +69,30 @@ export const schema = <A, I, R>(
 
 const hex = (n: number): string => (n >>> 0).toString(16).padStart(8, "0")
 
+// Effect's own default Random (unseeded). A fiber that runs with it gets ids from the platform's generator;
+// any other Random (a seeded one, as the simulator provides) draws the id from that Random, reproducibly.
+const defaultRandom = Effect.runSync(Effect.random)
+
+const seededUuid = (random: Random.Random): Effect.Effect<string> =>
+  Effect.map(
+    Effect.all([
+      random.nextIntBetween(0, 0x1_0000_0000),
+      random.nextIntBetween(0, 0x1_0000_0000),
+      random.nextIntBetween(0, 0x1_0000_0000),
+      random.nextIntBetween(0, 0x1_0000_0000)
+    ]),
+    ([a, b, c, d]) => {
+      const s = hex(a) + hex((b & 0xffff0fff) | 0x00004000) + hex((c & 0x3fffffff) | 0x80000000) + hex(d)
+      return `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`
+    }
+  )
+
 /**
- * A random (v4) UUID drawn from Effect's `Random`, so a seeded `Random` (the simulator's) makes ids
- * reproducible where `crypto.randomUUID` could not.
+ * A random (v4) UUID. Drawn from Effect's `Random` when the fiber has its own (a seeded `Random`, such as the
+ * simulator's, makes ids reproducible where `crypto.randomUUID` could not); from `crypto.randomUUID` otherwise.
  */
-export const uuid: Effect.Effect<string> = Effect.map(
-  Effect.all([
-    Random.nextIntBetween(0, 0x1_0000_0000),
-    Random.nextIntBetween(0, 0x1_0000_0000),
-    Random.nextIntBetween(0, 0x1_0000_0000),
-    Random.nextIntBetween(0, 0x1_0000_0000)
-  ]),
-  ([a, b, c, d]) => {
-    const s = hex(a) + hex((b & 0xffff0fff) | 0x00004000) + hex((c & 0x3fffffff) | 0x80000000) + hex(d)
-    return `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`
-  }
+export const uuid: Effect.Effect<string> = Effect.randomWith((random) =>
+  random === defaultRandom ? Effect.sync(randomUUID) : seededUuid(random)
 )
 
 /** What a caller supplies to {@link make}; the rest is filled in. */
@@ -98,21 +108,22 @@ export interface MakeOptions<A> {
 }
 
 /** Builds an envelope, drawing the id from `Random` and the time from `Clock` when not given. */
-export const make = <A>(options: MakeOptions<A>): Effect.Effect<Envelope<A>> =>
-  Effect.gen(function*() {
-    const id = options.id ?? (yield* uuid)
-    const time = options.time ?? (yield* DateTime.now)
-    return {
-      id,
-      type: options.type,
-      source: options.source,
-      subject: options.subject,
-      time,
-      data: options.data,
-      headers: options.headers ?? {},
-      attempt: options.attempt ?? 0
-    }
+export const make = <A>(options: MakeOptions<A>): Effect.Effect<Envelope<A>> => {
+  // Written with combinators rather than a generator: producers call it once per event.
+  const build = (id: string, time: DateTime.Utc): Envelope<A> => ({
+    id,
+    type: options.type,
+    source: options.source,
+    subject: options.subject,
+    time,
+    data: options.data,
+    headers: options.headers ?? {},
+    attempt: options.attempt ?? 0
   })
+  const time = options.time
+  const withId = (id: string) => time !== undefined ? Effect.succeed(build(id, time)) : Effect.map(DateTime.now, (now) => build(id, now))
+  return options.id !== undefined ? withId(options.id) : Effect.flatMap(uuid, withId)
+}
 
 /** Returns a copy with extra headers (later values win). */
 export const withHeaders: {

@@ -10,7 +10,7 @@
  *   redelivery backoff), until `maxAttempts` deliveries, then dead-lettered;
  * - handler interrupted by shutdown → `nack` without delay (released for another consumer).
  */
-import { Cause, Duration, Effect, Exit, FiberSet, Metric, Option, Schema, Scope, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, FiberId, FiberSet, Metric, Option, Schema, Scope, Stream } from "effect"
 import type { Delivery } from "./Delivery.js"
 import { DeadLetterReason } from "./Delivery.js"
 import * as Envelope from "./Envelope.js"
@@ -76,6 +76,33 @@ const deliveriesByOutcome: Record<Outcome, Metric.Metric.Counter<number>> = {
 }
 
 /**
+ * The admission permits. Only the loop reading the source ever waits for one, so a counter and a single
+ * waiting slot do what a semaphore would, without its bookkeeping on every delivery.
+ */
+const admissionGate = (permits: number) => {
+  let available = permits
+  let waiting: Deferred.Deferred<void> | undefined
+  const take: Effect.Effect<void> = Effect.suspend(() => {
+    if (available > 0) {
+      available--
+      return Effect.void
+    }
+    const signal = Deferred.unsafeMake<void>(FiberId.none)
+    waiting = signal
+    return Effect.zipRight(Deferred.await(signal), take)
+  })
+  const release: Effect.Effect<void> = Effect.sync(() => {
+    available++
+    const signal = waiting
+    if (signal !== undefined) {
+      waiting = undefined
+      Deferred.unsafeDone(signal, Exit.void)
+    }
+  })
+  return { take, release }
+}
+
+/**
  * Consumes `source` with `handler` until the stream ends (then waits for in-flight work) or the fiber is
  * interrupted (then stops taking, lets in-flight work finish within `shutdownTimeout`, and releases the rest).
  */
@@ -96,9 +123,7 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
     // Unordered, nothing is ever parked, so admission alone bounds the work; ordered, admission also counts
     // the parked deliveries and `running` bounds the ones being handled.
     const running = ordered ? yield* Effect.makeSemaphore(concurrency) : undefined
-    const admission = yield* Effect.makeSemaphore(
-      ordered ? concurrency + Math.max(0, options.buffer ?? concurrency * 4) : concurrency
-    )
+    const admission = admissionGate(ordered ? concurrency + Math.max(0, options.buffer ?? concurrency * 4) : concurrency)
     const parked = new Map<string, Array<Delivery>>()
     const stats = { acked: 0, nacked: 0, deadLettered: 0, released: 0, settleFailed: 0 }
     let stopping = false
@@ -186,7 +211,7 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
       )
 
     const release = (delivery: Delivery): Effect.Effect<void> =>
-      settle(delivery, "released", delivery.nack()).pipe(Effect.ensuring(admission.release(1)))
+      settle(delivery, "released", delivery.nack()).pipe(Effect.ensuring(admission.release))
 
     const handleOne = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
       Effect.ensuring(
@@ -195,7 +220,7 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
           : running === undefined
           ? process(delivery)
           : running.withPermits(1)(process(delivery)),
-        admission.release(1)
+        admission.release
       )
 
     // One worker per busy subject drains that subject's parked deliveries in arrival order.
@@ -214,7 +239,7 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
     const workers = yield* Scope.extend(FiberSet.make<void, never>(), scope)
 
     const admit = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
-      Effect.zipRight(admission.take(1), Effect.suspend(() => {
+      Effect.zipRight(admission.take, Effect.suspend(() => {
         const key = ordered && delivery.message.key !== "" ? delivery.message.key : undefined
         if (key === undefined) return FiberSet.run(workers, handleOne(delivery))
         const queue = parked.get(key)

@@ -22,15 +22,15 @@ import * as Outbox from "../src/Outbox.js"
 import * as Relay from "../src/Relay.js"
 
 const url = process.env["BULWARK_BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
-const singles = Number(process.env["BENCH_EVENTS"] ?? 2_000)
-const batched = Number(process.env["BENCH_BATCHED_EVENTS"] ?? 10_000)
+const singles = Number(process.env["BENCH_EVENTS"] ?? 3_000)
+const batched = Number(process.env["BENCH_BATCHED_EVENTS"] ?? 15_000)
 const batchPerTx = 10
 const pollMillis = "20 millis"
 const producers = 8
 const relayBatch = 500
 const keys = 1000
 const poolSize = 10
-const rounds = Number(process.env["BENCH_ROUNDS"] ?? 3)
+const rounds = Number(process.env["BENCH_ROUNDS"] ?? 5)
 const suffix = `${Date.now().toString(36)}${process.pid}`
 let runs = 0
 

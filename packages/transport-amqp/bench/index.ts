@@ -10,7 +10,7 @@ import { writeResults } from "../../../bench/lib.js"
 import * as AmqpTransport from "../src/AmqpTransport.js"
 
 const url = process.env["BULWARK_AMQP_URL"] ?? AmqpTransport.defaultUrl
-const messages = 4_000
+const messages = Number(process.env["BENCH_MESSAGES"] ?? 12_000)
 const batchSize = 100
 const payload = new Uint8Array(256).fill(7)
 const prefix = `bulwark-amqp-bench-${Date.now().toString(36)}`
@@ -159,7 +159,7 @@ const compare = async (prefetch: number, rounds: number) => {
 }
 
 const main = async () => {
-  const rows = [...await compare(100, 5), ...await compare(1000, 3)]
+  const rows = [...await compare(100, 5), ...await compare(1000, 5)]
   writeResults("transport-amqp", "RabbitMQ transport: publish + consume throughput", rows, [
     `${messages} persistent messages of ${payload.byteLength} bytes per round, published in confirmed batches of ${batchSize}, consumed with manual ack at the given prefetch, publisher and consumer on one connection (TCP_NODELAY on both), running together.`,
     "Time from the first publish to the last ack, after one warm-up message went through each (so topology and consumer start-up are outside the clock); median of the rounds, raw and Bulwark alternating.",

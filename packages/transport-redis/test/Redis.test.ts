@@ -1,6 +1,6 @@
 import { Delivery, Failure } from "@bulwark/core"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Exit, Layer, Stream } from "effect"
+import { ConfigProvider, Effect, Exit, Layer, Schedule, Stream } from "effect"
 import { createServer } from "node:net"
 import { Transport } from "@bulwark/transport"
 import { RedisTransport } from "../src/index.js"
@@ -176,8 +176,10 @@ describe("settling", () => {
       const [late] = yield* takeN(transport.subscribe("t"), 1)
       expect(yield* pendingCount(redis, key("t"), "default")).toBe(1)
       yield* late!.ack
-      yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
-      yield* Effect.sleep("20 millis")
+      yield* pendingCount(redis, key("t"), "default").pipe(
+        Effect.repeat({ until: (n) => n === 0, schedule: Schedule.spaced("10 millis") }),
+        Effect.timeout("5 seconds")
+      )
       expect(yield* pendingCount(redis, key("t"), "default")).toBe(0)
     }))
 

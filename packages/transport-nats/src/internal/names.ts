@@ -7,7 +7,8 @@
  */
 
 const encoder = new TextEncoder()
-const decoder = new TextDecoder("utf-8", { fatal: true })
+// ignoreBOM keeps a leading U+FEFF, which is part of the topic (the default decoder would drop it).
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 
 /** Longest stream name we create: JetStream stores a stream in a directory named after it. */
 export const maxNameLength = 200

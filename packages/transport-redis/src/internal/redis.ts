@@ -228,6 +228,13 @@ export const make = (settings: Settings) =>
     // belongs to the transport, so an ack issued after its subscription ended is still sent, and the transport
     // sends and awaits whatever is queued before it closes its connection.
     type Resume = (exit: Effect.Effect<void, Delivery.DeliveryError>) => void
+    /** A stream and group, with the queue's key for them (built once per subscription, not per ack). */
+    interface AckTarget {
+      readonly id: string
+      readonly key: string
+      readonly group: string
+    }
+    const ackTarget = (key: string, group: string): AckTarget => ({ id: `${group}\u0000${key}`, key, group })
     interface AckBatch {
       readonly key: string
       readonly group: string
@@ -271,13 +278,12 @@ export const make = (settings: Settings) =>
         }
       }
     }
-    const queueAck = (key: string, group: string, entryId: string, messageId: string, resume: Resume | undefined) => {
+    const queueAck = (target: AckTarget, entryId: string, messageId: string, resume: Resume | undefined) => {
       if (queuedAcks.size === 0) setImmediate(flushAcks)
-      const id = `${group}\u0000${key}`
-      let batch = queuedAcks.get(id)
+      let batch = queuedAcks.get(target.id)
       if (batch === undefined) {
-        batch = { key, group, ids: [], messageIds: [], resumes: [] }
-        queuedAcks.set(id, batch)
+        batch = { key: target.key, group: target.group, ids: [], messageIds: [], resumes: [] }
+        queuedAcks.set(target.id, batch)
       }
       batch.ids.push(entryId)
       batch.messageIds.push(messageId)
@@ -344,11 +350,11 @@ export const make = (settings: Settings) =>
           // Runs first when the subscription ends: its acks reach Redis before the consumer is released.
           yield* Effect.addFinalizer(() => sendQueuedAcks)
 
+          const acks = ackTarget(key, group)
           const ack = settings.confirmAcks
             ? (entryId: string, messageId: string) =>
-              Effect.async<void, Delivery.DeliveryError>((resume) => queueAck(key, group, entryId, messageId, resume))
-            : (entryId: string, messageId: string) =>
-              Effect.sync(() => queueAck(key, group, entryId, messageId, undefined))
+              Effect.async<void, Delivery.DeliveryError>((resume) => queueAck(acks, entryId, messageId, resume))
+            : (entryId: string, messageId: string) => Effect.sync(() => queueAck(acks, entryId, messageId, undefined))
 
           const settleError = (operation: "nack" | "deadLetter", messageId: string) => (cause: unknown) =>
             new Delivery.DeliveryError({ operation, messageId, cause })

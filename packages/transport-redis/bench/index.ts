@@ -7,6 +7,7 @@ import { Chunk, Effect, Schema, Stream } from "effect"
 import { Redis } from "ioredis"
 import { writeResults } from "../../../bench/lib.js"
 import { RedisTransport } from "../src/index.js"
+import { deleteKeys } from "../test/helpers.js"
 
 const url = process.env["BULWARK_REDIS_URL"] ?? "redis://127.0.0.1:6379"
 const keyPrefix = `bulwark-bench:${Date.now().toString(36)}:`
@@ -116,12 +117,7 @@ for (let round = 0; round < rounds && (round === 0 || performance.now() - benchS
 }
 
 const cleanup = new Redis(url)
-let cursor = "0"
-do {
-  const [next, keys] = await cleanup.scan(cursor, "MATCH", `${keyPrefix}*`, "COUNT", 500)
-  cursor = next
-  if (keys.length > 0) await cleanup.del(...keys)
-} while (cursor !== "0")
+await Effect.runPromise(deleteKeys(cleanup, keyPrefix))
 cleanup.disconnect()
 
 const rawOps = median(results.raw)

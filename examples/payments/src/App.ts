@@ -119,11 +119,11 @@ export const run = (options: Options) =>
       ReplayGuard.layerMemory(),
       Tally.layer,
       shipping,
-      Relay.layer({ batchSize: 500, pollInterval: "100 millis" })
+      Relay.layer({ batchSize: 500 })
     ).pipe(
-      // At this append rate a NOTIFY per commit would wake the relay for batches of one; polling every
-      // 100 ms publishes in batches and costs the embedded database far fewer statements.
-      Layer.provideMerge(Outbox.layer({ table: tables.outbox, notify: false }))
+      // The defaults suit this load: appends notify only while the relay sleeps, and a busy relay gathers
+      // its batches (linger), so the burst of webhooks costs neither a NOTIFY per commit nor batches of one.
+      Layer.provideMerge(Outbox.layer({ table: tables.outbox }))
     )
 
     const observe = Effect.gen(function*() {

@@ -2,6 +2,7 @@
  * The example's table names, all under one prefix, so runs against a shared PostgreSQL never meet each
  * other's rows and a run can remove everything it created.
  */
+import { Outbox } from "@bulwark/outbox"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Data, Effect } from "effect"
@@ -45,7 +46,6 @@ export const drop = (tables: Tables): Effect.Effect<void, SqlError, SqlClient.Sq
     const sql = yield* SqlClient.SqlClient
     const owned = [
       ["payments", tables.orders],
-      ["outbox", tables.outbox],
       ["idempotency", tables.idempotency],
       ["dead-letter", tables.deadLetters]
     ] as const
@@ -53,5 +53,7 @@ export const drop = (tables: Tables): Effect.Effect<void, SqlError, SqlClient.Sq
       yield* sql.unsafe(`DROP TABLE IF EXISTS ${table}`)
       yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`${component}:${table}`}`
     }
+    // The outbox owns a second table (its sleeping relays); it knows how to drop itself.
+    yield* Outbox.drop(tables.outbox).pipe(Effect.catchTag("InvalidTableName", Effect.die))
     yield* sql.unsafe(`DROP SEQUENCE IF EXISTS ${tables.orderSequence}`)
   })

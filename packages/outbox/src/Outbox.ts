@@ -48,11 +48,13 @@ export interface Options {
   /** The outbox table. Default `bulwark_outbox`. */
   readonly table?: string
   /**
-   * Whether `append` sends `NOTIFY` in the caller's transaction so relays wake at once. Default true.
-   * Postgres serialises the commits of notifying transactions (a database-wide lock), which caps the commit
-   * rate at high append rates; with `false`, relays find new rows by polling (`Relay` `pollInterval`).
+   * How `append` wakes relays. Default `true`: it sends `NOTIFY` in the caller's transaction only while some
+   * relay is asleep, waiting for one; a busy relay claims again by itself, so under load appends send none.
+   * `"always"`: every appending transaction notifies. `false`: none does; relays poll (`Relay` `pollInterval`).
+   * Postgres serialises the commits of notifying transactions (a database-wide lock), so notifications
+   * cap the commit rate of busy appenders; that is what the default avoids.
    */
-  readonly notify?: boolean
+  readonly notify?: boolean | "always"
 }
 
 /** The default outbox table. */
@@ -65,6 +67,10 @@ export interface OutboxService {
   readonly channel: string
   /** The NOTIFY channel the relay signals after it settles rows (`drained` listens on it). */
   readonly settledChannel: string
+  /** How `append` wakes relays (see {@link Options.notify}). */
+  readonly notify: boolean | "always"
+  /** The table where sleeping relays register, so that appends wake them. */
+  readonly sleepersTable: string
   /** Writes the messages in the caller's current transaction. */
   readonly appendMessages: (
     topic: string,
@@ -102,6 +108,7 @@ export const make = (
     yield* Migrations.run(`outbox:${table}`, tables.outboxMigrations(table))
     const channel = table
     const notify = options.notify ?? true
+    const sleepersTable = tables.sleepersTable(table)
     const settledChannel = `${table}_settled`
     const wakePayload = "appended"
 
@@ -109,7 +116,8 @@ export const make = (
     // row count is built once and run on the caller's transaction connection directly. The insert and the
     // NOTIFY are one statement (one round trip); the notification leaves at the caller's commit. Its payload
     // is the same for every append, so however many appends and topics a transaction holds, Postgres folds
-    // them into one notification at commit: relays only need to know that rows arrived.
+    // them into one notification at commit: relays only need to know that rows arrived. By default it is
+    // sent only while a relay sleeps: notifying commits are serialised, and a busy relay needs no wake-up.
     const insertTexts = new Map<number, string>()
     const insertText = (rows: number) => {
       let text = insertTexts.get(rows)
@@ -120,7 +128,12 @@ export const make = (
           return `($${p}, $${p + 1}, $${p + 2}, $${p + 3}, $${p + 4})`
         }).join(", ")
         const insert = `INSERT INTO "${table}" (topic, message_id, key, payload, headers) VALUES ${values}`
-        text = notify ? `WITH inserted AS (${insert} RETURNING id) SELECT pg_notify($1, $2)` : insert
+        const wakeAll = `WITH inserted AS (${insert} RETURNING id) SELECT pg_notify($1, $2)`
+        text = notify === "always"
+          ? wakeAll
+          : notify
+          ? `${wakeAll} WHERE EXISTS (SELECT 1 FROM "${sleepersTable}")`
+          : insert
         insertTexts.set(rows, text)
       }
       return text
@@ -198,7 +211,20 @@ export const make = (
           }))
       )
 
-    return { table, channel, settledChannel, appendMessages, backlog, lag, drained, deadLetters }
+    return { table, channel, settledChannel, notify, sleepersTable, appendMessages, backlog, lag, drained, deadLetters }
+  })
+
+/**
+ * Drops an outbox's tables and forgets their migrations, for tests and throw-away runs; a later `make` over
+ * the same name starts afresh.
+ */
+export const drop = (table: string = defaultTable): Effect.Effect<void, SqlError | InvalidTableName, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const checked = yield* Migrations.tableName(table)
+    yield* sql`DROP TABLE IF EXISTS ${sql(checked)}`
+    yield* sql`DROP TABLE IF EXISTS ${sql(tables.sleepersTable(checked))}`
+    yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`outbox:${checked}`}`
   })
 
 /** Provides the {@link Outbox} over the database in context, creating its table. */

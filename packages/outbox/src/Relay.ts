@@ -12,7 +12,13 @@
  *   `backoff` (exponential) and is retried up to `maxAttempts` times (a permanent failure is not retried);
  *   then it is dead: `state = 'dead'` with the error as a `Failure.FailureRecord` in `last_error`, and a copy
  *   with `Delivery.deadLetterHeaders` is published to `Delivery.deadLetterTopic(topic)`.
- * - **Wake-up**: `append` NOTIFYs in its transaction; the relay also polls every `pollInterval`.
+ * - **Wake-up**: a relay that finds nothing registers as asleep (a row in the outbox's sleepers table), claims
+ *   once more, and waits for a notification or `pollInterval`. `append` NOTIFYs in its transaction while any
+ *   relay is registered; after two rounds in a row that found rows the relay deregisters, so under load
+ *   appends send no notifications (Postgres serialises notifying commits). A row whose transaction was still
+ *   open when its relay registered is found by the next notification or poll.
+ * - **Batching**: a round that found rows but fewer than `batchSize` waits `linger` before the next claim, so
+ *   rows arriving meanwhile travel together: fewer statements per row under load, at most `linger` later.
  * - **Durability**: appends commit durably in the caller's transaction; the relay's claim and mark statements
  *   commit with `synchronous_commit = off`, so a database crash can only cause a republish, never a loss.
  * - **Retention**: published rows older than `retention` are deleted every `cleanupInterval`.
@@ -22,7 +28,7 @@ import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Either, Layer, Queue, Schedule, Schema, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, Layer, Queue, Schedule, Schema, Stream } from "effect"
 import { Outbox, updateMetrics } from "./Outbox.js"
 
 /** Settings of a relay; every field has a default. */
@@ -31,8 +37,10 @@ export interface Options {
   readonly batchSize?: number
   /** How long a claim holds before another relay may take the rows. Default 30 s. */
   readonly lease?: Duration.DurationInput
-  /** Longest wait between two claims without a notification. Default 1 s. */
+  /** Longest wait between two claims without a notification. Default 1 s; an idle relay polls at least once a minute. */
   readonly pollInterval?: Duration.DurationInput
+  /** Pause after a round that found fewer than `batchSize` rows, to gather the next batch. Default 10 ms; 0 turns it off. */
+  readonly linger?: Duration.DurationInput
   /** Publish attempts before a row is dead. Default 10. */
   readonly maxAttempts?: number
   /** Delay after the first failure; doubles per attempt. Default 500 ms. */
@@ -88,7 +96,9 @@ export const make = (options: Options = {}) =>
     const relayId = options.relayId ?? randomId()
     const batchSize = Math.max(1, Math.floor(options.batchSize ?? 200))
     const leaseMillis = Duration.toMillis(Duration.decode(options.lease ?? "30 seconds"))
-    const pollInterval = Duration.decode(options.pollInterval ?? "1 second")
+    // An idle relay polls at least once a minute, which also refreshes its sleeper registration.
+    const pollInterval = Duration.min(Duration.decode(options.pollInterval ?? "1 second"), Duration.minutes(1))
+    const linger = Duration.decode(options.linger ?? "10 millis")
     const maxAttempts = Math.max(1, Math.floor(options.maxAttempts ?? 10))
     const backoffBase = Duration.toMillis(Duration.decode(options.backoffBase ?? "500 millis"))
     const backoffMax = Duration.toMillis(Duration.decode(options.backoffMax ?? "5 minutes"))
@@ -212,19 +222,34 @@ export const make = (options: Options = {}) =>
       return result
     })
 
-    /** Deletes published rows older than the retention; answers how many. */
-    const cleanup = Effect.map(
-      sql`DELETE FROM ${sql(table)} WHERE state = 'published'
-        AND published_at < now() - (${retentionMillis}::float8 * interval '1 millisecond') RETURNING id`,
-      (rows) => rows.length
+    // A sleeper refreshes its registration at every poll (at least once a minute); one older than five
+    // minutes belongs to a relay that died asleep, and would make every append notify for nothing.
+    const sleepers = outbox.sleepersTable
+    const registerText = `INSERT INTO "${sleepers}" (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`
+    const deregisterText = `DELETE FROM "${sleepers}" WHERE relay_id = $1`
+    const register = Effect.asVoid(sql.unsafe(registerText, [relayId]))
+    const deregister = Effect.asVoid(sql.unsafe(deregisterText, [relayId]))
+
+    /** Deletes published rows older than the retention (and stale sleeper entries); answers how many rows. */
+    const cleanup = Effect.zipLeft(
+      Effect.map(
+        sql`DELETE FROM ${sql(table)} WHERE state = 'published'
+          AND published_at < now() - (${retentionMillis}::float8 * interval '1 millisecond') RETURNING id`,
+        (rows) => rows.length
+      ),
+      sql`DELETE FROM ${sql(sleepers)} WHERE since < now() - interval '5 minutes'`
     )
 
     const run: Effect.Effect<never, never, import("effect/Scope").Scope> = Effect.gen(function*() {
       // A wake-up only says "something committed since the last claim", so one slot is enough: a burst of
       // notifications while a round runs folds into a single extra claim instead of one per notification.
       const wake = yield* Queue.sliding<void>(1)
+      // The relay registers as asleep only once it has heard its own probe on the channel: registered but not
+      // yet listening, it would miss the very notifications its registration asks for.
+      const probe = `probe:${relayId}`
+      const listening = yield* Deferred.make<void>()
       yield* db.listen(outbox.channel).pipe(
-        Stream.runForEach(() => Queue.offer(wake, undefined)),
+        Stream.runForEach((payload) => payload === probe ? Deferred.succeed(listening, undefined) : Queue.offer(wake, undefined)),
         Effect.tapError((e) => Effect.logWarning("outbox relay: LISTEN failed; polling until it is back", e)),
         Effect.retry(Schedule.spaced("1 second")),
         Effect.forkScoped
@@ -244,12 +269,53 @@ export const make = (options: Options = {}) =>
         Effect.forever,
         Effect.forkScoped
       )
-      const loop: Effect.Effect<never> = Effect.gen(function*() {
-        const result = yield* round.pipe(
-          Effect.tapError((e) => Effect.logWarning("outbox relay: round failed; retrying after the poll interval", e)),
-          Effect.orElseSucceed(() => ({ claimed: 0, published: 0, retried: 0, dead: 0 }))
+      // Registered as a sleeper: appends notify. Only the appends' default mode reads the registration.
+      const registers = outbox.notify === true
+      let asleep = false
+      let registeredAt = 0
+      let busyRounds = 0
+      yield* Effect.addFinalizer(() =>
+        asleep ? deregister.pipe(Effect.timeout("1 second"), Effect.ignore) : Effect.void
+      )
+      const setAsleep = (value: boolean) =>
+        (value ? register : deregister).pipe(
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.map((now) => {
+            asleep = value
+            registeredAt = now
+            return true
+          }),
+          Effect.tapError((e) => Effect.logWarning("outbox relay: could not update its sleeper registration", e)),
+          Effect.orElseSucceed(() => false)
         )
-        if (result.claimed === 0) yield* Queue.take(wake).pipe(Effect.timeout(pollInterval), Effect.ignore)
+      const nap = Queue.take(wake).pipe(Effect.timeout(pollInterval), Effect.ignore)
+      const isListening = Effect.flatMap(Deferred.isDone(listening), (done) =>
+        done ? Effect.succeed(true) : db.notify(outbox.channel, probe).pipe(
+          Effect.zipRight(Deferred.await(listening).pipe(Effect.timeout("250 millis"))),
+          Effect.as(true),
+          Effect.orElseSucceed(() => false)
+        ))
+      const deafNap = Queue.take(wake).pipe(Effect.timeout(Duration.min(pollInterval, Duration.seconds(1))), Effect.ignore)
+      const loop: Effect.Effect<never> = Effect.gen(function*() {
+        const result = yield* Effect.either(round)
+        if (Either.isLeft(result)) {
+          yield* Effect.logWarning("outbox relay: round failed; retrying after the poll interval", result.left)
+          return yield* nap
+        }
+        if (result.right.claimed > 0) {
+          // Two rounds in a row with rows: the relay will keep claiming by itself, so appends need not notify.
+          if (asleep && ++busyRounds >= 2) yield* setAsleep(false)
+          if (result.right.claimed < batchSize && !Duration.isZero(linger)) yield* Effect.sleep(linger)
+          return
+        }
+        busyRounds = 0
+        if (registers && !asleep) {
+          if (!(yield* isListening)) return yield* deafNap
+          // Appends that committed while the relay was not registered sent no notification: claim once more.
+          if (yield* setAsleep(true)) return
+        }
+        if (asleep && (yield* Clock.currentTimeMillis) - registeredAt > 30_000) yield* setAsleep(true)
+        yield* nap
       }).pipe(Effect.forever)
       return yield* loop
     })

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url"
 import * as Outbox from "../src/Outbox.js"
 import * as Relay from "../src/Relay.js"
 import { sinkPublisher } from "./fixtures/sink.js"
-import { dropTable, engines, postgresUrl, uniqueTable } from "./helpers.js"
+import { dropOutbox, engines, postgresUrl, uniqueTable } from "./helpers.js"
 
 const child = fileURLToPath(new URL("./fixtures/relay-child.ts", import.meta.url))
 const encoder = new TextEncoder()
@@ -18,7 +18,7 @@ layer(engines.postgres(), { excludeTestServices: true, timeout: "60 seconds" })(
       const table = uniqueTable("killed")
       const sink = `${table}_sink`
       const outbox = yield* Outbox.make({ table })
-      yield* Effect.addFinalizer(() => Effect.zipRight(dropTable(table, "outbox"), sql`DROP TABLE IF EXISTS ${sql(sink)}`.pipe(Effect.orDie)))
+      yield* Effect.addFinalizer(() => Effect.zipRight(dropOutbox(table), sql`DROP TABLE IF EXISTS ${sql(sink)}`.pipe(Effect.orDie)))
       yield* sql`CREATE TABLE ${sql(sink)} (seq bigserial, message_id text NOT NULL, topic text NOT NULL)`
       const ids = Array.from({ length: 300 }, (_, i) => `m-${i}`)
       yield* sql.withTransaction(outbox.appendMessages("t", ids.map((id, i) => ({ id, key: `k-${i % 50}`, payload: encoder.encode(id), headers: {} }))))

@@ -2,6 +2,7 @@ import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { type Context, Effect, Layer } from "effect"
+import * as Outbox from "../src/Outbox.js"
 
 export const postgresUrl = process.env["BULWARK_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
 
@@ -10,7 +11,10 @@ let counter = 0
 export const uniqueTable = (label: string) =>
   `bulwark_ob_${label}_${Date.now().toString(36)}_${(counter++).toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
 
-/** Drops an outbox or inbox table and forgets its migrations. */
+/** Drops an outbox's tables and forgets its migrations. */
+export const dropOutbox = (table: string) => Outbox.drop(table).pipe(Effect.orDie)
+
+/** Drops an inbox table and forgets its migrations. */
 export const dropTable = (table: string, component: string) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient

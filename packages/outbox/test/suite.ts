@@ -1,12 +1,13 @@
 import { Delivery, Envelope, Failure } from "@bulwark/core"
+import { Database } from "@bulwark/sql"
 import { Memory, Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { expect, layer } from "@effect/vitest"
-import { Chunk, Deferred, Duration, Effect, Fiber, Layer, Metric, Option, Schema, Stream } from "effect"
+import { Chunk, Deferred, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, Schema, Stream } from "effect"
 import * as Inbox from "../src/Inbox.js"
 import * as Outbox from "../src/Outbox.js"
 import * as Relay from "../src/Relay.js"
-import { dropTable, type DatabaseLayer, recordingPublisher, uniqueTable } from "./helpers.js"
+import { dropOutbox, dropTable, type DatabaseLayer, recordingPublisher, uniqueTable } from "./helpers.js"
 
 const Order = Schema.Struct({ orderId: Schema.String, amount: Schema.Number })
 const appendOrders = Outbox.append(Order)
@@ -22,7 +23,7 @@ const freshOutbox = (label: string) =>
   Effect.gen(function*() {
     const table = uniqueTable(label)
     const outbox = yield* Outbox.make({ table })
-    yield* Effect.addFinalizer(() => dropTable(table, "outbox"))
+    yield* Effect.addFinalizer(() => dropOutbox(table))
     return outbox
   })
 
@@ -40,6 +41,20 @@ const startRelay = (
 
 const inTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(effect))
+
+/** The relays registered as asleep on `outbox`. */
+const sleepers = (outbox: Outbox.OutboxService) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(sql<{ relay_id: string }>`SELECT relay_id FROM ${sql(outbox.sleepersTable)} ORDER BY relay_id`, (rows) => rows.map((r) => r.relay_id)))
+
+/** Polls `check` every 10 ms until it holds; dies after 10 s, so a broken wake-up fails instead of hanging. */
+const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>) =>
+  check.pipe(
+    Effect.filterOrFail((ok) => ok, () => what),
+    Effect.retry(Schedule.spaced("10 millis")),
+    Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => `timed out waiting until ${what}` }),
+    Effect.orDie
+  )
 
 /** The outbox and inbox suites over one database engine (one engine start for both). */
 export const suite = (name: string, database: DatabaseLayer) =>
@@ -164,6 +179,87 @@ export const suite = (name: string, database: DatabaseLayer) =>
         const eager = yield* Relay.make({ retention: 0 }).pipe(Effect.provideService(Outbox.Outbox, outbox), Effect.provide(recorder.layer))
         yield* Effect.sleep("5 millis")
         expect(yield* eager.cleanup).toBe(3)
+      }))
+
+    it.scoped("appends notify only while a relay sleeps, and that relay wakes at once", () =>
+      Effect.gen(function*() {
+        const outbox = yield* freshOutbox("wake")
+        const db = yield* Database.Database
+        const heard = yield* Queue.unbounded<string>()
+        yield* db.listen(outbox.channel).pipe(Stream.runForEach((payload) => Queue.offer(heard, payload)), Effect.forkScoped)
+        // The forked stream issues LISTEN in its own time: probe until it hears. Probes (the test's and the
+        // relay's) are skipped when reading what the appends sent.
+        yield* eventually(
+          "the test's LISTEN is active",
+          db.notify(outbox.channel, "probe:test").pipe(
+            Effect.zipRight(Queue.take(heard).pipe(Effect.timeout("50 millis"), Effect.option)),
+            Effect.map(Option.isSome)
+          )
+        )
+        const nextHeard = Effect.repeat(Queue.take(heard), { until: (payload) => !payload.startsWith("probe:") })
+        // No relay sleeps: the append commits silently. Notifications arrive in commit order, so the marker
+        // sent after it is the first one heard.
+        yield* inTransaction(Outbox.appendMessages("t", [raw("quiet", "")])).pipe(Effect.provideService(Outbox.Outbox, outbox))
+        yield* db.notify(outbox.channel, "marker")
+        expect(yield* nextHeard).toBe("marker")
+
+        // A relay that polls only hourly: after publishing the backlog it registers and sleeps.
+        const recorder = recordingPublisher()
+        yield* startRelay(outbox, recorder.layer, { pollInterval: "1 hour", relayId: "sleepy" })
+        yield* eventually("the relay registers as asleep", Effect.map(sleepers(outbox), (ids) => ids.includes("sleepy")))
+        expect(recorder.published.map((p) => p.message.id)).toEqual(["quiet"])
+
+        yield* inTransaction(Outbox.appendMessages("t", [raw("wake-up", "")])).pipe(Effect.provideService(Outbox.Outbox, outbox))
+        expect(yield* nextHeard).toBe("appended")
+        yield* eventually("the notification wakes the relay", Effect.sync(() => recorder.published.length === 2))
+        expect(recorder.published.map((p) => p.message.id)).toEqual(["quiet", "wake-up"])
+      }))
+
+    it.scoped("a busy relay deregisters, registers again when idle, and leaves on interruption; stale entries expire", () =>
+      Effect.gen(function*() {
+        const outbox = yield* freshOutbox("sleepers")
+        const sql = yield* SqlClient.SqlClient
+        const recorder = recordingPublisher()
+        const relay = yield* startRelay(outbox, recorder.layer, { pollInterval: "1 hour", relayId: "busy" })
+        yield* eventually("the idle relay registers", Effect.map(sleepers(outbox), (ids) => ids.length === 1))
+
+        // A steady stream of one-row transactions: two rounds in a row find rows, so appends need not notify.
+        let appended = 0
+        const producer = yield* inTransaction(Effect.suspend(() => Outbox.appendMessages("t", [raw(`m-${appended++}`, "")]))).pipe(
+          Effect.provideService(Outbox.Outbox, outbox),
+          Effect.zipRight(Effect.sleep("2 millis")),
+          Effect.forever,
+          Effect.forkScoped
+        )
+        yield* eventually("the busy relay deregisters", Effect.map(sleepers(outbox), (ids) => ids.length === 0))
+        yield* Fiber.interrupt(producer)
+        yield* eventually("the relay registers again once idle", Effect.map(sleepers(outbox), (ids) => ids.length === 1))
+        yield* outbox.drained
+        expect(new Set(recorder.published.map((p) => p.message.id)).size).toBe(appended)
+
+        yield* Fiber.interrupt(relay)
+        expect(yield* sleepers(outbox)).toEqual([])
+
+        // A relay that died asleep leaves its entry; cleanup removes it once it is five minutes old.
+        yield* sql`INSERT INTO ${sql(outbox.sleepersTable)} (relay_id, since) VALUES ('dead', now() - interval '6 minutes'), ('alive', now())`
+        const janitor = yield* Relay.make().pipe(Effect.provideService(Outbox.Outbox, outbox), Effect.provide(recorder.layer))
+        yield* janitor.cleanup
+        expect(yield* sleepers(outbox)).toEqual(["alive"])
+      }))
+
+    it.scoped("drop removes the outbox's tables and migration records; make starts afresh", () =>
+      Effect.gen(function*() {
+        const table = uniqueTable("drop")
+        const first = yield* Outbox.make({ table })
+        yield* inTransaction(first.appendMessages("t", [raw("old", "")]))
+        yield* Outbox.drop(table)
+        const sql = yield* SqlClient.SqlClient
+        const left = yield* sql<{ name: string }>`SELECT table_name AS name FROM information_schema.tables WHERE table_name IN (${table}, ${first.sleepersTable})`
+        expect(left).toEqual([])
+        const again = yield* Outbox.make({ table })
+        yield* Effect.addFinalizer(() => dropOutbox(table))
+        expect(yield* again.backlog).toBe(0)
+        expect(yield* Effect.flip(Outbox.drop("Not A Table"))).toMatchObject({ _tag: "InvalidTableName" })
       }))
 
     it.scoped("two relays on one table never publish a row twice in a fault-free run", () =>

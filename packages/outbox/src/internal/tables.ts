@@ -25,7 +25,19 @@ export const outboxMigrations = (table: string): ReadonlyArray<Migrations.Migrat
     `CREATE INDEX IF NOT EXISTS ${table}_pending_key ON ${table} (key, id) WHERE state = 'pending'`,
     `CREATE INDEX IF NOT EXISTS ${table}_published ON ${table} (published_at) WHERE state = 'published'`
   ]
+}, {
+  id: 2,
+  name: "sleeping relays",
+  statements: [
+    `CREATE TABLE IF NOT EXISTS ${sleepersTable(table)} (
+      relay_id text PRIMARY KEY,
+      since timestamptz NOT NULL DEFAULT now()
+    )`
+  ]
 }]
+
+/** The relays waiting for a notification; `append` sends one only while this table has a row. */
+export const sleepersTable = (table: string) => `${table}_sleepers`
 
 export const inboxMigrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
   id: 1,

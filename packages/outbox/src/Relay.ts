@@ -247,6 +247,8 @@ export const make = (options: Options = {}) =>
       // The relay registers as asleep only once it has heard its own probe on the channel: registered but not
       // yet listening, it would miss the very notifications its registration asks for.
       const probe = `probe:${relayId}`
+      // Registered as a sleeper: appends notify. Only the appends' default mode reads the registration.
+      const registers = outbox.notify === true
       const listening = yield* Deferred.make<void>()
       yield* db.listen(outbox.channel).pipe(
         Stream.runForEach((payload) => payload === probe ? Deferred.succeed(listening, undefined) : Queue.offer(wake, undefined)),
@@ -269,14 +271,11 @@ export const make = (options: Options = {}) =>
         Effect.forever,
         Effect.forkScoped
       )
-      // Registered as a sleeper: appends notify. Only the appends' default mode reads the registration.
-      const registers = outbox.notify === true
       let asleep = false
       let registeredAt = 0
       let busyRounds = 0
-      yield* Effect.addFinalizer(() =>
-        asleep ? deregister.pipe(Effect.timeout("1 second"), Effect.ignore) : Effect.void
-      )
+      // Deregisters even when not known to be asleep: an interrupted registration may still have landed.
+      if (registers) yield* Effect.addFinalizer(() => deregister.pipe(Effect.timeout("1 second"), Effect.ignore))
       const setAsleep = (value: boolean) =>
         (value ? register : deregister).pipe(
           Effect.zipRight(Clock.currentTimeMillis),
@@ -289,13 +288,23 @@ export const make = (options: Options = {}) =>
           Effect.orElseSucceed(() => false)
         )
       const nap = Queue.take(wake).pipe(Effect.timeout(pollInterval), Effect.ignore)
-      const isListening = Effect.flatMap(Deferred.isDone(listening), (done) =>
-        done ? Effect.succeed(true) : db.notify(outbox.channel, probe).pipe(
-          Effect.zipRight(Deferred.await(listening).pipe(Effect.timeout("250 millis"))),
-          Effect.as(true),
-          Effect.orElseSucceed(() => false)
-        ))
-      const deafNap = Queue.take(wake).pipe(Effect.timeout(Duration.min(pollInterval, Duration.seconds(1))), Effect.ignore)
+      // One probe; true once the relay has heard one. A failed NOTIFY still waits, so retries are spaced.
+      const probeOnce = (wait: Duration.DurationInput) =>
+        db.notify(outbox.channel, probe).pipe(
+          Effect.ignore,
+          Effect.zipRight(Deferred.await(listening).pipe(Effect.timeout(wait))),
+          Effect.isSuccess
+        )
+      if (registers) {
+        // LISTEN is normally up within milliseconds: wait for it (up to 5 s) before the first claim, so the
+        // relay does not fall asleep deaf. Without it the relay only polls, and keeps probing in the background.
+        let heard = false
+        for (let attempt = 0; attempt < 250 && !heard; attempt++) heard = yield* probeOnce("20 millis")
+        if (!heard) {
+          yield* Effect.logWarning("outbox relay: LISTEN not confirmed; polling every pollInterval until it is")
+          yield* probeOnce(pollInterval).pipe(Effect.repeat({ until: (heard) => heard }), Effect.forkScoped)
+        }
+      }
       const loop: Effect.Effect<never> = Effect.gen(function*() {
         const result = yield* Effect.either(round)
         if (Either.isLeft(result)) {
@@ -309,11 +318,8 @@ export const make = (options: Options = {}) =>
           return
         }
         busyRounds = 0
-        if (registers && !asleep) {
-          if (!(yield* isListening)) return yield* deafNap
-          // Appends that committed while the relay was not registered sent no notification: claim once more.
-          if (yield* setAsleep(true)) return
-        }
+        // Appends that committed while the relay was not registered sent no notification: claim once more.
+        if (registers && !asleep && (yield* Deferred.isDone(listening)) && (yield* setAsleep(true))) return
         if (asleep && (yield* Clock.currentTimeMillis) - registeredAt > 30_000) yield* setAsleep(true)
         yield* nap
       }).pipe(Effect.forever)

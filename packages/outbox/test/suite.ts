@@ -224,8 +224,14 @@ export const suite = (name: string, database: DatabaseLayer) =>
         yield* eventually("the idle relay registers", Effect.map(sleepers(outbox), (ids) => ids.length === 1))
 
         // A steady stream of one-row transactions: two rounds in a row find rows, so appends need not notify.
-        let appended = 0
-        const producer = yield* inTransaction(Effect.suspend(() => Outbox.appendMessages("t", [raw(`m-${appended++}`, "")]))).pipe(
+        // Each transaction and its bookkeeping run uninterruptibly, so `committed` is exact when the producer stops.
+        let next = 0
+        const committed: Array<string> = []
+        const appendOne = Effect.suspend(() => {
+          const id = `m-${next++}`
+          return inTransaction(Outbox.appendMessages("t", [raw(id, "")])).pipe(Effect.tap(() => committed.push(id)))
+        })
+        const producer = yield* Effect.uninterruptible(appendOne).pipe(
           Effect.provideService(Outbox.Outbox, outbox),
           Effect.zipRight(Effect.sleep("2 millis")),
           Effect.forever,
@@ -235,7 +241,7 @@ export const suite = (name: string, database: DatabaseLayer) =>
         yield* Fiber.interrupt(producer)
         yield* eventually("the relay registers again once idle", Effect.map(sleepers(outbox), (ids) => ids.length === 1))
         yield* outbox.drained
-        expect(new Set(recorder.published.map((p) => p.message.id)).size).toBe(appended)
+        expect(new Set(recorder.published.map((p) => p.message.id))).toEqual(new Set(committed))
 
         yield* Fiber.interrupt(relay)
         expect(yield* sleepers(outbox)).toEqual([])

@@ -222,8 +222,9 @@ export const make = (options: Options = {}) =>
       return result
     })
 
-    // A sleeper refreshes its registration at every poll (at least once a minute); one older than five
-    // minutes belongs to a relay that died asleep, and would make every append notify for nothing.
+    // A sleeper refreshes its registration when it is over 30 s old (an idle relay polls at least once a
+    // minute); one older than five minutes belongs to a relay that died asleep, and would make every append
+    // notify for nothing.
     const sleepers = outbox.sleepersTable
     const registerText = `INSERT INTO "${sleepers}" (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`
     const deregisterText = `DELETE FROM "${sleepers}" WHERE relay_id = $1`
@@ -244,11 +245,11 @@ export const make = (options: Options = {}) =>
       // A wake-up only says "something committed since the last claim", so one slot is enough: a burst of
       // notifications while a round runs folds into a single extra claim instead of one per notification.
       const wake = yield* Queue.sliding<void>(1)
-      // The relay registers as asleep only once it has heard its own probe on the channel: registered but not
-      // yet listening, it would miss the very notifications its registration asks for.
-      const probe = `probe:${relayId}`
-      // Registered as a sleeper: appends notify. Only the appends' default mode reads the registration.
+      // Only the appends' default mode reads the sleepers table. The relay registers there only once it has
+      // heard its own probe on the channel: registered but not yet listening, it would miss the very
+      // notifications its registration asks for.
       const registers = outbox.notify === true
+      const probe = `probe:${relayId}`
       const listening = yield* Deferred.make<void>()
       yield* db.listen(outbox.channel).pipe(
         Stream.runForEach((payload) => payload === probe ? Deferred.succeed(listening, undefined) : Queue.offer(wake, undefined)),

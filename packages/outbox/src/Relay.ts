@@ -297,10 +297,10 @@ export const make = (options: Options = {}) =>
           Effect.isSuccess
         )
       if (registers) {
-        // LISTEN is normally up within milliseconds: wait for it (up to 5 s) before the first claim, so the
+        // LISTEN is normally up within milliseconds: wait for it (up to 1 s) before the first claim, so the
         // relay does not fall asleep deaf. Without it the relay only polls, and keeps probing in the background.
         let heard = false
-        for (let attempt = 0; attempt < 250 && !heard; attempt++) heard = yield* probeOnce("20 millis")
+        for (let attempt = 0; attempt < 50 && !heard; attempt++) heard = yield* probeOnce("20 millis")
         if (!heard) {
           yield* Effect.logWarning("outbox relay: LISTEN not confirmed; polling every pollInterval until it is")
           yield* probeOnce(pollInterval).pipe(Effect.repeat({ until: (heard) => heard }), Effect.forkScoped)

@@ -3,7 +3,7 @@ import { Database } from "@bulwark/sql"
 import { Memory, Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { expect, layer } from "@effect/vitest"
-import { Chunk, Deferred, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, Schema, Stream } from "effect"
+import { Chunk, Deferred, Duration, Effect, Fiber, Layer, Logger, Metric, Option, Queue, Schedule, Schema, Stream } from "effect"
 import * as Inbox from "../src/Inbox.js"
 import * as Outbox from "../src/Outbox.js"
 import * as Relay from "../src/Relay.js"
@@ -251,6 +251,25 @@ export const suite = (name: string, database: DatabaseLayer) =>
         const janitor = yield* Relay.make().pipe(Effect.provideService(Outbox.Outbox, outbox), Effect.provide(recorder.layer))
         yield* janitor.cleanup
         expect(yield* sleepers(outbox)).toEqual(["alive"])
+      }))
+
+    it.scoped("a relay whose LISTEN never confirms does not register, and publishes by polling", () =>
+      Effect.gen(function*() {
+        const outbox = yield* freshOutbox("deaf")
+        const recorder = recordingPublisher()
+        const logs: Array<string> = []
+        const logger = Logger.make(({ message }) => logs.push(String(message)))
+        yield* Relay.run({ pollInterval: "50 millis", relayId: "deaf" }).pipe(
+          Effect.provideService(Outbox.Outbox, outbox),
+          Effect.provide(recorder.layer),
+          Effect.updateService(Database.Database, (db) => ({ ...db, listen: () => Stream.never })),
+          Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+          Effect.forkScoped
+        )
+        yield* inTransaction(Outbox.appendMessages("t", [raw("polled", "")])).pipe(Effect.provideService(Outbox.Outbox, outbox))
+        yield* eventually("the polling relay publishes", Effect.sync(() => recorder.published.length === 1))
+        expect(yield* sleepers(outbox)).toEqual([])
+        expect(logs.some((line) => line.includes("LISTEN not confirmed"))).toBe(true)
       }))
 
     it.scoped("drop removes the outbox's tables and migration records; make starts afresh", () =>

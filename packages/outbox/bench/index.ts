@@ -6,6 +6,8 @@
  * - raw pg: the same SQL statements in a hand-written `pg` loop with the same pool size, batch size and relay
  *   policy (linger, sleeper registration): the limit.
  * - pg-boss 10: `send` per event → `fetch({ batchSize })` → `complete(ids)`.
+ * - @effect/sql by hand: the raw loop's statements and policy, each statement through `@effect/sql` (the
+ *   producers' in `sql.withTransaction`), to show what the transaction library itself costs.
  *
  * Each scenario runs `rounds` times, the systems interleaved, and reports the median: on a small shared
  * machine single runs vary by tens of percent. Node CPU time per event is reported too, since Postgres
@@ -15,7 +17,7 @@ import { Envelope } from "@bulwark/core"
 import { Database } from "@bulwark/sql"
 import { Memory, Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Layer, ManagedRuntime, Schema } from "effect"
 import pg from "pg"
 import PgBoss from "pg-boss"
 import { writeResults } from "../../../bench/lib.js"
@@ -99,111 +101,150 @@ const runBulwark = async (count: number, perTx: number, notify: Notify) => {
   return Effect.runPromise(program.pipe(Effect.provide(database)))
 }
 
-// ---------------------------------------------------------------- raw pg
-const runRaw = async (count: number, perTx: number, notify: Notify) => {
-  const table = `bench_raw_${suffix}_${count}_${perTx}_${notify}_${runs++}`
+// ---------------------------------------------------------------- the same SQL, by hand
+/** The outbox's statements for one table, as the hand-written loops run them. */
+const sameSql = (table: string, notify: Notify) => {
   const sleepers = `${table}_sleepers`
-  const pool = new pg.Pool({ connectionString: url, max: poolSize })
-  await pool.query(`CREATE TABLE ${table} (
-      id bigserial PRIMARY KEY, topic text NOT NULL, message_id text NOT NULL, key text NOT NULL, payload bytea NOT NULL,
-      headers text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), attempts integer NOT NULL DEFAULT 0,
-      state text NOT NULL DEFAULT 'pending', available_at timestamptz NOT NULL DEFAULT now(), claimed_by text,
-      claimed_until timestamptz, published_at timestamptz, last_error text, dead_letter_published boolean)`)
-  await pool.query(`CREATE INDEX ${table}_pending ON ${table} (id) WHERE state = 'pending'`)
-  await pool.query(`CREATE INDEX ${table}_pending_key ON ${table} (key, id) WHERE state = 'pending'`)
-  await pool.query(`CREATE INDEX ${table}_published ON ${table} (published_at) WHERE state = 'published'`)
-  await pool.query(`CREATE TABLE ${sleepers} (relay_id text PRIMARY KEY, since timestamptz NOT NULL DEFAULT now())`)
-  const sink: Array<unknown> = []
-  let published = 0
-  const stop = startClock()
-  // The relay's policy as `Relay.run` has it: linger after a partial batch; when a claim finds nothing,
-  // register as asleep (default mode) and claim once more; deregister after two busy rounds. It does not
-  // LISTEN: an empty claim waits 2 ms instead, a stand-in for a notification that costs this loop nothing.
-  const relay = (async () => {
-    const client = await pool.connect()
-    let asleep = false
-    let busyRounds = 0
-    const pause = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
-    try {
-      while (published < count) {
-        const { rows } = await client.query(
-          `WITH claimed AS (UPDATE ${table} SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
-           WHERE id IN (SELECT c.id FROM ${table} c WHERE c.state = 'pending' AND c.available_at <= now()
-             AND (c.claimed_until IS NULL OR c.claimed_until < now())
-             AND (c.key = '' OR NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
-             ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)
-           RETURNING id, topic, message_id, key, payload, headers, attempts)
-           SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`,
-          ["raw", 30_000, relayBatch]
-        )
-        if (rows.length === 0) {
-          busyRounds = 0
-          if (notify === true && !asleep) {
-            await client.query(`INSERT INTO ${sleepers} (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`, ["raw"])
-            asleep = true
-            continue
-          }
-          await pause(2)
-          continue
-        }
-        rows.sort((a, b) => Number(a.id) - Number(b.id))
-        for (const row of rows) sink.push({ id: row.message_id, key: row.key, payload: row.payload, headers: JSON.parse(row.headers) })
-        const ids = rows.map((r) => r.id)
-        await client.query(
-          `WITH marked AS (UPDATE ${table} SET state = 'published', published_at = now(), attempts = attempts + 1,
-             claimed_by = NULL, claimed_until = NULL WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id)
-           SELECT pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true) FROM marked`,
-          [ids, "raw", `${table}_settled`]
-        )
-        published += rows.length
-        if (asleep && ++busyRounds >= 2) {
-          await client.query(`DELETE FROM ${sleepers} WHERE relay_id = $1`, ["raw"])
-          asleep = false
-        }
-        if (rows.length < relayBatch && published < count) await pause(lingerMillis)
-      }
-    } finally {
-      client.release()
-    }
-  })()
-  const encoder = new TextEncoder()
-  const insertText = (rows: number) => {
-    const values = Array.from({ length: rows }, (_, r) => {
+  const values = (rows: number) =>
+    Array.from({ length: rows }, (_, r) => {
       const p = 3 + r * 5
       return `($${p}, $${p + 1}, $${p + 2}, $${p + 3}, $${p + 4})`
     }).join(", ")
-    const wakeAll = `WITH inserted AS (INSERT INTO ${table} (topic, message_id, key, payload, headers) VALUES ${values} RETURNING id)
+  const insert = (rows: number) => {
+    const wakeAll = `WITH inserted AS (INSERT INTO ${table} (topic, message_id, key, payload, headers) VALUES ${values(rows)} RETURNING id)
       SELECT pg_notify($1, $2)`
     return notify === "always" ? wakeAll : `${wakeAll} WHERE EXISTS (SELECT 1 FROM ${sleepers})`
   }
-  await Promise.all(Array.from({ length: producers }, async (_, p) => {
-    const client = await pool.connect()
-    try {
-      for (let first = p * perTx; first < count; first += producers * perTx) {
-        const params: Array<unknown> = [table, "appended"]
-        const rows = Math.min(perTx, count - first)
-        for (let i = first; i < first + rows; i++) {
-          const payload = encoder.encode(JSON.stringify({
-            specversion: "1.0", id: crypto.randomUUID(), source: "/bench", type: "com.example.order.paid",
-            time: new Date().toISOString(), datacontenttype: "application/json", data: { orderId: `o-${i}`, amount: i },
-            subject: `order-${i % keys}`, bulwarkattempt: 0
-          }))
-          params.push("orders", `m-${i}`, `order-${i % keys}`, Buffer.from(payload), "{}")
+  return {
+    create: [
+      `CREATE TABLE ${table} (
+        id bigserial PRIMARY KEY, topic text NOT NULL, message_id text NOT NULL, key text NOT NULL, payload bytea NOT NULL,
+        headers text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), attempts integer NOT NULL DEFAULT 0,
+        state text NOT NULL DEFAULT 'pending', available_at timestamptz NOT NULL DEFAULT now(), claimed_by text,
+        claimed_until timestamptz, published_at timestamptz, last_error text, dead_letter_published boolean)`,
+      `CREATE INDEX ${table}_pending ON ${table} (id) WHERE state = 'pending'`,
+      `CREATE INDEX ${table}_pending_key ON ${table} (key, id) WHERE state = 'pending'`,
+      `CREATE INDEX ${table}_published ON ${table} (published_at) WHERE state = 'published'`,
+      `CREATE TABLE ${sleepers} (relay_id text PRIMARY KEY, since timestamptz NOT NULL DEFAULT now())`
+    ],
+    drop: [`DROP TABLE ${table}`, `DROP TABLE ${sleepers}`],
+    claim: `WITH claimed AS (UPDATE ${table} SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
+      WHERE id IN (SELECT c.id FROM ${table} c WHERE c.state = 'pending' AND c.available_at <= now()
+        AND (c.claimed_until IS NULL OR c.claimed_until < now())
+        AND (c.key = '' OR NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
+        ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)
+      RETURNING id, topic, message_id, key, payload, headers, attempts)
+      SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`,
+    mark: `WITH marked AS (UPDATE ${table} SET state = 'published', published_at = now(), attempts = attempts + 1,
+        claimed_by = NULL, claimed_until = NULL WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id)
+      SELECT pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true) FROM marked`,
+    register: `INSERT INTO ${sleepers} (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`,
+    deregister: `DELETE FROM ${sleepers} WHERE relay_id = $1`,
+    insert
+  }
+}
+
+/** How a hand-written loop reaches Postgres: a relay statement, and a producer's one-statement transaction. */
+interface Executor {
+  readonly query: (text: string, params: ReadonlyArray<unknown>) => Promise<ReadonlyArray<Record<string, any>>>
+  readonly transaction: (producer: number, text: string, params: ReadonlyArray<unknown>) => Promise<unknown>
+}
+
+/**
+ * The outbox's work written by hand over `executor`: the same statements, and the relay policy `Relay.run`
+ * has (linger after a partial batch; when a claim finds nothing, register as asleep in the default mode and
+ * claim once more; deregister after two busy rounds). It does not LISTEN: an empty claim waits 2 ms instead,
+ * a stand-in for a notification that costs the loop nothing.
+ */
+const runSameSql = async (executor: Executor, table: string, count: number, perTx: number, notify: Notify) => {
+  const text = sameSql(table, notify)
+  for (const statement of text.create) await executor.query(statement, [])
+  const sink: Array<unknown> = []
+  let published = 0
+  const pause = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
+  const stop = startClock()
+  const relay = (async () => {
+    let asleep = false
+    let busyRounds = 0
+    while (published < count) {
+      const rows = [...await executor.query(text.claim, ["hand", 30_000, relayBatch])]
+      if (rows.length === 0) {
+        busyRounds = 0
+        if (notify === true && !asleep) {
+          await executor.query(text.register, ["hand"])
+          asleep = true
+          continue
         }
-        await client.query("BEGIN")
-        await client.query(insertText(rows), params)
-        await client.query("COMMIT")
+        await pause(2)
+        continue
       }
-    } finally {
-      client.release()
+      rows.sort((a, b) => Number(a.id) - Number(b.id))
+      for (const row of rows) sink.push({ id: row.message_id, key: row.key, payload: row.payload, headers: JSON.parse(row.headers) })
+      await executor.query(text.mark, [rows.map((r) => r.id), "hand", `${table}_settled`])
+      published += rows.length
+      if (asleep && ++busyRounds >= 2) {
+        await executor.query(text.deregister, ["hand"])
+        asleep = false
+      }
+      if (rows.length < relayBatch && published < count) await pause(lingerMillis)
+    }
+  })()
+  const encoder = new TextEncoder()
+  await Promise.all(Array.from({ length: producers }, async (_, p) => {
+    for (let first = p * perTx; first < count; first += producers * perTx) {
+      const params: Array<unknown> = [table, "appended"]
+      const rows = Math.min(perTx, count - first)
+      for (let i = first; i < first + rows; i++) {
+        const payload = encoder.encode(JSON.stringify({
+          specversion: "1.0", id: crypto.randomUUID(), source: "/bench", type: "com.example.order.paid",
+          time: new Date().toISOString(), datacontenttype: "application/json", data: { orderId: `o-${i}`, amount: i },
+          subject: `order-${i % keys}`, bulwarkattempt: 0
+        }))
+        params.push("orders", `m-${i}`, `order-${i % keys}`, Buffer.from(payload), "{}")
+      }
+      await executor.transaction(p, text.insert(rows), params)
     }
   }))
   await relay
   const measured = stop()
-  await pool.query(`DROP TABLE ${table}`)
-  await pool.query(`DROP TABLE ${sleepers}`)
-  await pool.end()
+  for (const statement of text.drop) await executor.query(statement, [])
   return { ...measured, published: sink.length }
+}
+
+// ---------------------------------------------------------------- raw pg
+const runRaw = async (count: number, perTx: number, notify: Notify) => {
+  const pool = new pg.Pool({ connectionString: url, max: poolSize })
+  // Each producer and the relay hold one client for the whole run, as a hand-tuned loop would.
+  const clients = await Promise.all(Array.from({ length: producers + 1 }, () => pool.connect()))
+  const relayClient = clients[producers]!
+  try {
+    return await runSameSql({
+      query: async (text, params) => (await relayClient.query(text, params as Array<unknown>)).rows,
+      transaction: async (producer, text, params) => {
+        const client = clients[producer]!
+        await client.query("BEGIN")
+        await client.query(text, params as Array<unknown>)
+        await client.query("COMMIT")
+      }
+    }, `bench_raw_${suffix}_${count}_${perTx}_${notify}_${runs++}`, count, perTx, notify)
+  } finally {
+    for (const client of clients) client.release()
+    await pool.end()
+  }
+}
+
+// ---------------------------------------------------------------- @effect/sql by hand
+const runEffectSql = async (count: number, perTx: number, notify: Notify) => {
+  const runtime = ManagedRuntime.make(Database.layerPostgres({ url, maxConnections: poolSize }))
+  const sql = await runtime.runPromise(SqlClient.SqlClient)
+  try {
+    return await runSameSql({
+      query: (text, params) => runtime.runPromise(sql.unsafe<Record<string, any>>(text, params)),
+      transaction: (_, text, params) => runtime.runPromise(sql.withTransaction(sql.unsafe(text, params)))
+    }, `bench_esql_${suffix}_${count}_${perTx}_${notify}_${runs++}`, count, perTx, notify)
+  } finally {
+    await runtime.dispose()
+  }
 }
 
 // ---------------------------------------------------------------- pg-boss
@@ -265,11 +306,12 @@ const main = async () => {
   // Measured runs should show a relay and its producers as they run for hours, not while V8 still compiles
   // them: the Effect path spends several times its steady CPU per event over its first few thousand
   // transactions (much of it on V8's compiler threads). Every system warms up at both shapes.
-  const warmup = 6_000
+  const warmup = Number(process.env["BENCH_WARMUP"] ?? 6_000)
   for (const perTx of [1, batchPerTx]) {
     await runBulwark(warmup, perTx, true)
     await runRaw(warmup, perTx, true)
     await runPgBoss(warmup, perTx)
+    await runEffectSql(warmup, perTx, true)
   }
   const rows: Array<Record<string, string | number>> = []
   const notes: Array<string> = []
@@ -279,7 +321,8 @@ const main = async () => {
       { name: "raw pg loop (same SQL)", run: () => runRaw(count, perTx, true) },
       { name: "bulwark, notify: \"always\"", run: () => runBulwark(count, perTx, "always") },
       { name: "raw pg loop, NOTIFY in every append (same SQL)", run: () => runRaw(count, perTx, "always") },
-      { name: `pg-boss 10 ${perTx === 1 ? "send" : "insert(batch)"} → fetch → complete`, run: () => runPgBoss(count, perTx) }
+      { name: `pg-boss 10 ${perTx === 1 ? "send" : "insert(batch)"} → fetch → complete`, run: () => runPgBoss(count, perTx) },
+      { name: "@effect/sql loop (same SQL and relay policy, by hand)", run: () => runEffectSql(count, perTx, true) }
     ]
     const results = systems.map(() => [] as Array<{ seconds: number; cpuMicrosPerEvent: number }>)
     // Interleaved, so a burst of load from elsewhere on the machine hits every system alike.
@@ -303,9 +346,10 @@ const main = async () => {
         "node CPU µs/event": Math.round(median(rs.map((r) => r.cpuMicrosPerEvent)))
       })
     }
-    const [b, r, ba, ra, p] = rate as [number, number, number, number, number]
+    const [b, r, ba, ra, p, e] = rate as [number, number, number, number, number, number]
     notes.push(`${scenario}, defaults: bulwark / raw = ${(b / r * 100).toFixed(0)}% (goal ≥ 80%); bulwark / pg-boss = ${(b / p).toFixed(2)}× (goal ≥ 2×); raw / pg-boss = ${(r / p).toFixed(2)}×.`)
     notes.push(`${scenario}, notify: "always": bulwark / raw = ${(ba / ra * 100).toFixed(0)}%; bulwark / pg-boss = ${(ba / p).toFixed(2)}×.`)
+    notes.push(`${scenario}: bulwark / the same loop through @effect/sql = ${(b / e * 100).toFixed(0)}%; that loop / raw = ${(e / r * 100).toFixed(0)}%.`)
   }
   writeResults("outbox", "Outbox end to end on PostgreSQL", rows, [
     ...notes,
@@ -314,6 +358,7 @@ const main = async () => {
     `Relay / fetch batch size ${relayBatch}, linger ${lingerMillis} ms; one relay (one pg-boss fetch loop). Clock runs from the first append until the last event is published (bulwark: \`Outbox.drained\`).`,
     `Every system first runs ${warmup} events at each shape, unmeasured (JIT warm-up); pg-boss schema and queue are created before its clock starts.`,
     "Relay claim/mark statements commit with synchronous_commit = off (appends stay durable); the raw loop uses the same statements, including the append's conditional NOTIFY, the sleeper registration and the settle notification in the mark.",
+    "The @effect/sql loop is the raw loop's code with each statement run through @effect/sql (`sql.unsafe`; the producers' in `sql.withTransaction`, one connection per transaction from the pool) from a ManagedRuntime: what the transaction library costs before Bulwark adds anything.",
     "Postgres and the benchmark share 2 cores, and other work on the machine, when there is any, moves absolute figures a lot between runs; compare systems within one run."
   ])
 }

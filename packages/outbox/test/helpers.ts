@@ -15,11 +15,11 @@ export const uniqueTable = (label: string) =>
 export const dropOutbox = (table: string) => Outbox.drop(table).pipe(Effect.orDie)
 
 /** Drops an inbox table and forgets its migrations. */
-export const dropTable = (table: string, component: string) =>
+export const dropInbox = (table: string) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql`DROP TABLE IF EXISTS ${sql(table)}`
-    yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`${component}:${table}`}`
+    yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`inbox:${table}`}`
   }).pipe(Effect.orDie)
 
 export interface Published {

@@ -7,7 +7,7 @@ import { Chunk, Deferred, Duration, Effect, Fiber, Layer, Logger, Metric, Option
 import * as Inbox from "../src/Inbox.js"
 import * as Outbox from "../src/Outbox.js"
 import * as Relay from "../src/Relay.js"
-import { dropOutbox, dropTable, type DatabaseLayer, recordingPublisher, uniqueTable } from "./helpers.js"
+import { dropInbox, dropOutbox, type DatabaseLayer, recordingPublisher, uniqueTable } from "./helpers.js"
 
 const Order = Schema.Struct({ orderId: Schema.String, amount: Schema.Number })
 const appendOrders = Outbox.append(Order)
@@ -340,7 +340,7 @@ export const suite = (name: string, database: DatabaseLayer) =>
         const table = uniqueTable("inbox")
         const state = `${table}_state`
         const inbox = yield* Inbox.make({ table })
-        yield* Effect.addFinalizer(() => Effect.zipRight(dropTable(table, "inbox"), sql`DROP TABLE IF EXISTS ${sql(state)}`.pipe(Effect.orDie)))
+        yield* Effect.addFinalizer(() => Effect.zipRight(dropInbox(table), sql`DROP TABLE IF EXISTS ${sql(state)}`.pipe(Effect.orDie)))
         yield* sql`CREATE TABLE ${sql(state)} (message_id text, amount int)`
         const credit = (messageId: string, crash: "before-commit" | "never") =>
           Inbox.process(messageId, "billing", Effect.gen(function*() {

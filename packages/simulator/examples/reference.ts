@@ -2,7 +2,7 @@
 import * as Simulation from "../src/Simulation.js"
 import { pipeline } from "./pipeline.js"
 
-/** Webhook → idempotent ledger + outbox → relay → consumer → downstream, every fault kind enabled. */
+/** Webhook → consumer (timeout, breaker, retry, idempotency) → downstream, with DLQ drain and replay; every fault kind. */
 export const simulation = Simulation.make({
   name: "reference pipeline",
   pipeline: pipeline(),

@@ -107,7 +107,10 @@ const simulate = Command.make(
       } else {
         const injected = Object.entries(report.faultsInjected).map(([k, n]) => `${k}×${n}`).join(", ") || "none"
         yield* Console.log(`${report.simulation}: ${report.runs} runs, seed ${report.seed}, faults injected: ${injected}`)
-        if (report.crashSitesMissed.length > 0) yield* Console.log(`crash sites not reached: ${report.crashSitesMissed.join(", ")}`)
+        if (report.processesNeverCrashed.length > 0) {
+          yield* Console.log(`processes never crashed: ${report.processesNeverCrashed.join(", ")}`)
+        }
+        if (report.vacuous.length > 0) yield* Console.log(`vacuous (nothing to judge in any run): ${report.vacuous.join(", ")}`)
         if (report.valid) {
           yield* Console.log("all invariants held")
         } else {

@@ -4,7 +4,20 @@
  */
 
 /** The lanes of the visual timeline: one per simulated component. */
-export type Lane = "sender" | "webhook" | "transport" | "consumer" | "database" | "relay" | "downstream" | "breaker" | "fault"
+export type Lane =
+  | "sender"
+  | "webhook"
+  | "transport"
+  | "consumer"
+  | "database"
+  | "relay"
+  | "downstream"
+  | "breaker"
+  | "retry"
+  | "idempotency"
+  | "dead-letter"
+  | "node"
+  | "fault"
 
 /** One observable event. `ref` is the workload message it concerns (`w0`, `w1`, … or `forged-…`). */
 export interface Event {
@@ -47,20 +60,43 @@ const bump = <K>(map: Map<K, number>, key: K): number => {
   return n
 }
 
+const laneOf = (source: string): Lane => {
+  switch (source) {
+    case "breaker":
+    case "retry":
+    case "idempotency":
+    case "relay":
+      return source
+    case "dead-letter":
+    case "replay":
+      return "dead-letter"
+    case "webhook":
+      return "webhook"
+    case "sender":
+      return "sender"
+    case "outbox":
+      return "relay"
+    default:
+      return "consumer"
+  }
+}
+
 /** The declared policies the invariants hold the pipeline to. */
 export interface Policy {
   /** Deliveries of one message before it must be dead-lettered. */
   readonly maxDeliveries: number
   /** Attempts of one downstream call per delivery (1 + retries). */
   readonly maxCallAttempts: number
-  /** Concurrent probes a half-open breaker may let through. */
-  readonly halfOpenProbes: number
+  /** Concurrent probes a half-open breaker may let through; default each breaker's own `permittedProbes`. */
+  readonly halfOpenProbes?: number | undefined
   /** Retries of different messages allowed at the same virtual instant before it counts as a synchronised storm. */
   readonly maxSynchronisedRetries: number
   /** Webhook timestamp tolerance in ms. */
   readonly webhookTolerance: number
   /** Topics whose consumer must apply effects in commit order per key. */
   readonly orderedEffects: ReadonlyArray<string>
+  /** Downstream calls one message may cause in a whole run; default `maxDeliveries × maxCallAttempts`. */
+  readonly maxCallsPerMessage?: number | undefined
 }
 
 /** The history of a run and its indices. */
@@ -86,11 +122,21 @@ export class History {
   readonly lastOrder = new Map<string, number>()
   /** Retry calls (attempt ≥ 2) per virtual instant. */
   readonly retriesAt = new Map<number, number>()
+  /** Messages retried at each virtual instant. */
+  readonly retriesAtInstant = new Map<number, Set<string>>()
   /** Fault kinds (and crash sites) that fired. */
   readonly faults = new Map<string, number>()
   readonly violations: Array<Violation> = []
-  breakerState = "closed"
-  probesInFlight = 0
+  /** Downstream calls per message. */
+  readonly calls = new Map<string, number>()
+  /** Times a message was republished from the dead-letter store. */
+  readonly replays = new Map<string, number>()
+  /** Workload reference per transport message id (to name the message of a package's event). */
+  readonly refsById = new Map<string, string>()
+  /** Messages the downstream rejects for good: the only ones that may end dead-lettered. */
+  readonly poison = new Set<string>()
+  /** Last state per breaker key. */
+  readonly breakers = new Map<string, string>()
   readonly observers: Array<(event: Event) => void> = []
 
   constructor(readonly policy: Policy, readonly now: () => number) {}
@@ -129,6 +175,25 @@ export class History {
   /** Counts a retry at the current instant. */
   retryAt(t: number): number {
     return bump(this.retriesAt, t)
+  }
+
+  /** Counts a downstream call of a message. */
+  call(ref: string): number {
+    return bump(this.calls, ref)
+  }
+
+  /** Notes that a dead-lettered message was republished: it is no longer final. */
+  replayed(ref: string): void {
+    bump(this.replays, ref)
+    this.deadLettered.delete(ref)
+  }
+
+  /** Records an {@link Observe.Event} of a real package, as `source:kind` in the source's lane. */
+  observed(event: { readonly source: string; readonly kind: string; readonly attributes: Event["data"] }): void {
+    const attributes = event.attributes ?? {}
+    const id = attributes.envelopeId ?? attributes.messageId
+    const ref = typeof id === "string" ? this.refsById.get(id) : undefined
+    this.record(laneOf(event.source), `${event.source}:${event.kind}`, ref, attributes)
   }
 
   /** Applied count of a message's effect. */

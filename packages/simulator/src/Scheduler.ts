@@ -94,9 +94,12 @@ export class VirtualScheduler implements Scheduler.Scheduler {
     this.ready.push(task)
   }
 
-  /** Registers `run` to fire `delay` virtual ms from now. */
+  /**
+   * Registers `run` to fire `delay` virtual ms from now. Virtual time is whole milliseconds (a fraction is
+   * rounded up), so comparisons of times never suffer float error (3901.819 + 1000 − 3901.819 < 1000).
+   */
   schedule(delay: number, run: () => void): TimerHandle {
-    const timer: Timer = { time: this.now + Math.max(0, delay), seq: this.seq++, run }
+    const timer: Timer = { time: this.now + Math.max(0, Math.ceil(delay)), seq: this.seq++, run }
     this.timers.push(timer)
     return timer
   }
@@ -185,8 +188,11 @@ export class VirtualScheduler implements Scheduler.Scheduler {
   }
 }
 
-/** An Effect `Clock` reading virtual time; `sleep` registers a timed event and resumes the fiber when it fires. */
-export const makeClock = (scheduler: VirtualScheduler, epochMillis = 0): Clock.Clock => {
+/**
+ * An Effect `Clock` reading virtual time; `sleep` registers a timed event and resumes the fiber when it fires.
+ * `beforeSleep` runs in the sleeping fiber first (the world counts a sleep as a step a process can crash at).
+ */
+export const makeClock = (scheduler: VirtualScheduler, epochMillis = 0, beforeSleep?: Effect.Effect<void>): Clock.Clock => {
   const millis = () => epochMillis + scheduler.now
   return {
     [Clock.ClockTypeId]: Clock.ClockTypeId,
@@ -194,13 +200,15 @@ export const makeClock = (scheduler: VirtualScheduler, epochMillis = 0): Clock.C
     currentTimeMillis: Effect.sync(millis),
     unsafeCurrentTimeNanos: () => BigInt(Math.round(millis() * 1_000_000)),
     currentTimeNanos: Effect.sync(() => BigInt(Math.round(millis() * 1_000_000))),
-    sleep: (duration: Duration.Duration) =>
-      Effect.async<void>((resume) => {
+    sleep: (duration: Duration.Duration) => {
+      const wait = Effect.async<void>((resume) => {
         const ms = Duration.toMillis(duration)
         if (!Number.isFinite(ms)) return
         const handle = scheduler.schedule(ms, () => resume(Effect.void))
         return Effect.sync(() => scheduler.cancel(handle))
       })
+      return beforeSleep === undefined ? wait : Effect.zipRight(beforeSleep, wait)
+    }
   }
 }
 
@@ -228,10 +236,12 @@ export const runProgram = <A, E>(
     readonly onAdvance?: (now: number) => void
     /** Called before still-running fibers are interrupted (e.g. to stop recording). */
     readonly beforeInterrupt?: () => void
+    /** Runs in a fiber before each of its sleeps. */
+    readonly beforeSleep?: Effect.Effect<void>
   }
 ): ProgramResult<A, E> => {
   const wrapped = program.pipe(
-    Effect.withClock(makeClock(scheduler, epoch)),
+    Effect.withClock(makeClock(scheduler, epoch, options.beforeSleep)),
     Effect.withRandom(Random.make(options.seed)),
     Logger.withMinimumLogLevel(LogLevel.None)
   )

@@ -2,20 +2,29 @@
  * A simulation: a pipeline built on the simulated world, the generated scenarios it is run against and the
  * invariants it must keep.
  */
-import type { Effect, Scope } from "effect"
+import type { Effect, Layer, Scope } from "effect"
 import type { Policy } from "./History.js"
 import * as Invariant from "./Invariant.js"
 import type * as Scenario from "./Scenario.js"
 import type { Ingress, World, WorldOptions } from "./World.js"
 
+/** The ports the world provides to the receiver it serves (see {@link World.layer}). */
+export type WorldPorts = Layer.Layer.Success<World["layer"]>
+
 /** What {@link make} takes; only `name` and `pipeline` are required. */
 export interface Options {
   readonly name: string
   /**
-   * Builds the system under test inside the world: fork its consumers and relays in the scope and answer the
-   * webhook receiver. It runs the user's real `Handler`s and `Pipeline`s with `world.layer` as the transport.
+   * Builds the system under test inside the world and answers its webhook receiver. Long-running parts
+   * (consumers, relays, drains, replayers) are started with `world.spawn(name, program)`, so each is a
+   * simulated process that crashes and restarts; they take their ports from `world.layer`.
    */
   readonly pipeline: (world: World) => Effect.Effect<Ingress, never, Scope.Scope>
+  /**
+   * Whether the pipeline's own state is settled (e.g. its outbox is empty), so a run may end early; the
+   * world's transport and the messages' final states are checked besides. Default: always.
+   */
+  readonly quiescent?: (world: World) => boolean
   /** Workload and fault generation (sizes, fault weights, the fault window). */
   readonly workload?: Scenario.Config
   /** World settings (retention, visibility timeout, …) besides the fault window. */
@@ -32,6 +41,7 @@ export interface Options {
 export interface Simulation {
   readonly name: string
   readonly pipeline: Options["pipeline"]
+  readonly quiescent: (world: World) => boolean
   readonly workload: Scenario.Config
   readonly faultWindow: number
   readonly world: Omit<WorldOptions, "faultWindow">
@@ -40,12 +50,14 @@ export interface Simulation {
   readonly invariants: ReadonlyArray<Invariant.Invariant>
 }
 
-/** The default policy: 5 deliveries, 3 call attempts, 1 half-open probe, 1 retry per instant, 30 s webhook tolerance. */
+/**
+ * The default policy: 5 deliveries, 3 call attempts, each breaker's own probe bound, 2 retries of different
+ * messages per instant, 30 s webhook tolerance.
+ */
 export const defaultPolicy: Policy = {
   maxDeliveries: 5,
   maxCallAttempts: 3,
-  halfOpenProbes: 1,
-  maxSynchronisedRetries: 1,
+  maxSynchronisedRetries: 2,
   webhookTolerance: 30_000,
   orderedEffects: ["downstream"]
 }
@@ -54,6 +66,7 @@ export const defaultPolicy: Policy = {
 export const make = (options: Options): Simulation => ({
   name: options.name,
   pipeline: options.pipeline,
+  quiescent: options.quiescent ?? (() => true),
   workload: options.workload ?? {},
   faultWindow: options.workload?.faultWindow ?? 20_000,
   world: options.world ?? {},

@@ -3,6 +3,8 @@
  * fast-check shrinking the whole run to a minimal counterexample ({@link check}), or a recorded failure again
  * by seed and path ({@link replay}). Answers a Jepsen-style {@link Report}.
  */
+import { Observe } from "@bulwark/core"
+import * as Signing from "@bulwark/webhook/Signing"
 import { Duration, Effect } from "effect"
 import * as fc from "fast-check"
 import { formatEvent, History, type Violation } from "./History.js"
@@ -10,7 +12,7 @@ import type { Final } from "./Invariant.js"
 import * as Scenario from "./Scenario.js"
 import { epoch, runProgram, VirtualScheduler } from "./Scheduler.js"
 import type { Simulation } from "./Simulation.js"
-import { WebhookHeaders, World, type Ingress, type WebhookRequest } from "./World.js"
+import { World, type WebhookRequest } from "./World.js"
 
 /** Jepsen-style counts of one run (or summed over runs). */
 export interface Stats {
@@ -41,6 +43,8 @@ export interface RunResult {
   readonly stats: Stats
   readonly pending: ReadonlyMap<string, string>
   readonly history: History
+  /** The simulated processes: steps taken and crashes suffered. */
+  readonly nodes: ReadonlyArray<{ readonly name: string; readonly steps: number; readonly crashes: number }>
   /** Virtual ms at which the run ended. */
   readonly virtualTime: number
   /** Scheduler events (timed events plus fiber tasks). */
@@ -70,6 +74,11 @@ export const bodyOf = (item: Scenario.WorkItem, index: number): string => {
 
 const encoder = new TextEncoder()
 
+/** The Standard Webhooks id the simulated provider gives a work item (stable across its retries). */
+export const webhookIdOf = (index: number): string => `msg_${refOf(index)}`
+
+const forgedSignature = `v1,${Buffer.alloc(32).toString("base64")}`
+
 /** Runs one scenario of a simulation, deterministically. */
 export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario): RunResult => {
   const scheduler = new VirtualScheduler(scenario.choices)
@@ -78,7 +87,10 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
   const deadline = window + simulation.livenessBound
   const world = new World(scheduler, history, scenario.faults, { ...simulation.world, faultWindow: window })
   scenario.workload.forEach((item, i) => {
-    if (item.poison) world.poison.add(refOf(i))
+    if (item.poison) {
+      world.poison.add(refOf(i))
+      history.poison.add(refOf(i))
+    }
   })
   const tolerance = simulation.policy.webhookTolerance
   const violate = (invariant: string, message: string) => {
@@ -95,49 +107,52 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
 
   const lastStatus = new Map<string, number>()
 
+  // The provider signs with the real Standard Webhooks signer, at its own (unskewed) clock.
+  const signed = (id: string, body: Uint8Array) =>
+    Effect.map(
+      Effect.orDie(Signing.standard([world.secret], { id, body, timestamp: Math.floor((epoch + scheduler.now) / 1000) })),
+      (headers): WebhookRequest => ({ body, headers: { ...headers, "content-type": "application/json" } })
+    )
+
   // An attacker or network replaying a captured request; authentic only while it is within the tolerance.
   let replaysOutstanding = 0
-  const replayRequest = (ingress: Ingress, request: WebhookRequest, ref: string, sentAt: number, after: number) =>
+  const replayRequest = (post: Post, request: WebhookRequest, ref: string, sentAt: number, after: number) =>
     Effect.gen(function*() {
       replaysOutstanding++
       yield* Effect.sleep(Duration.millis(after))
       replaysOutstanding--
       history.fault("replay", ref, { after })
-      const status = yield* ingress(request)
+      const status = yield* post(request)
       if (status >= 200 && status < 300) {
         const fresh = scheduler.now - sentAt <= tolerance
-        history.record("webhook", "accepted", ref, fresh ? { authentic: true, replay: true } : { authentic: false, why: "out-of-window replayed" })
+        history.record("webhook", "accepted", ref, fresh ? { authentic: true, replay: true, status } : { authentic: false, why: "out-of-window replayed", status })
       }
     })
 
-  const send = (ingress: Ingress, item: Scenario.WorkItem, index: number) =>
+  const send = (post: Post, item: Scenario.WorkItem, index: number) =>
     Effect.gen(function*() {
       const ref = refOf(index)
-      const body = bodyOf(item, index)
+      const body = encoder.encode(bodyOf(item, index))
       yield* Effect.sleep(Duration.millis(item.at))
       history.attempted.add(ref)
       for (let attempt = 1;; attempt++) {
-        const timestamp = String(epoch + scheduler.now)
-        const request: WebhookRequest = {
-          body: encoder.encode(body),
-          headers: { [WebhookHeaders.timestamp]: timestamp, [WebhookHeaders.signature]: world.sign(timestamp, body) }
-        }
+        const request = yield* signed(webhookIdOf(index), body)
         const faults = world.faultsAt("webhook")
         let sent = request
         if (faults.some((f) => f.kind === "corrupt")) {
-          const bytes = encoder.encode(body)
+          const bytes = Uint8Array.from(body)
           bytes[bytes.length - 2] = bytes[bytes.length - 2]! ^ 0x01
           sent = { ...request, body: bytes }
           history.fault("corrupt", ref)
         }
         for (const fault of faults) {
-          if (fault.kind === "replay") yield* Effect.forkScoped(replayRequest(ingress, request, ref, scheduler.now, fault.after))
+          if (fault.kind === "replay") yield* Effect.forkScoped(replayRequest(post, request, ref, scheduler.now, fault.after))
         }
         history.record("sender", "send", ref, { attempt })
-        const status = yield* ingress(sent)
+        const status = yield* post(sent)
         lastStatus.set(ref, status)
         if (status >= 200 && status < 300) {
-          history.record("webhook", "accepted", ref, sent === request ? { authentic: true } : { authentic: false, why: "corrupted" })
+          history.record("webhook", "accepted", ref, sent === request ? { authentic: true, status } : { authentic: false, why: "corrupted", status })
           history.acknowledged.add(ref)
           return
         }
@@ -146,71 +161,70 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
       }
     })
 
-  const forge = (ingress: Ingress, at: number, n: number) =>
+  const forge = (post: Post, at: number, n: number) =>
     Effect.gen(function*() {
       yield* Effect.sleep(Duration.millis(at))
       const ref = `forged-${n}`
-      const body = JSON.stringify({ ref, key: "k0", amount: 1_000_000, poison: false })
+      const body = encoder.encode(JSON.stringify({ ref, key: "k0", amount: 1_000_000, poison: false }))
       history.fault("forge", ref)
-      const status = yield* ingress({
-        body: encoder.encode(body),
-        headers: { [WebhookHeaders.timestamp]: String(epoch + scheduler.now), [WebhookHeaders.signature]: "0".repeat(64) }
-      })
-      if (status >= 200 && status < 300) history.record("webhook", "accepted", ref, { authentic: false, why: "forged" })
+      const request = yield* signed(`msg_${ref}`, body)
+      const status = yield* post({ ...request, headers: { ...request.headers, "webhook-signature": forgedSignature } })
+      if (status >= 200 && status < 300) history.record("webhook", "accepted", ref, { authentic: false, why: "forged", status })
     })
 
   const program = Effect.scoped(Effect.gen(function*() {
+    yield* world.init
+    const baseClock = yield* Effect.clock
+    const receiverClock = world.skewedClock(baseClock, epoch)
+    const ingressNode = yield* world.spawn("ingress", Effect.never)
     const ingress = yield* simulation.pipeline(world)
-    yield* Effect.forkScoped(world.sweeper)
-    for (let i = 0; i < scenario.workload.length; i++) yield* Effect.forkScoped(send(ingress, scenario.workload[i]!, i))
+    const post: Post = (request) =>
+      world.serve(ingressNode, ingress(request).pipe(Effect.withClock(receiverClock), Effect.provide(world.layer)), 0)
+    for (let i = 0; i < scenario.workload.length; i++) yield* Effect.forkScoped(send(post, scenario.workload[i]!, i))
     let forged = 0
     for (const fault of scenario.faults) {
-      if (fault.kind === "forge" && fault.at < window) yield* Effect.forkScoped(forge(ingress, fault.at, forged++))
+      if (fault.kind === "forge" && fault.at < window) yield* Effect.forkScoped(forge(post, fault.at, forged++))
     }
     return yield* Effect.never
-  }))
+  })).pipe(Observe.observe(world.observer))
 
   const isFinal = (ref: string) => history.applied("downstream", ref) > 0 || history.deadLettered.has(ref)
   const pendingMap = (): Map<string, string> => {
     const pending = new Map<string, string>()
-    const where = new Map<string, string>()
-    for (const topic of world.topicNames()) {
-      if (topic.endsWith(".dlq")) continue
-      for (const m of world.pendingOn(topic)) {
-        if (m.ref !== undefined && !where.has(m.ref)) where.set(m.ref, `${m.state} on topic ${topic}`)
-      }
-    }
-    for (const row of world.unpublished(Infinity)) {
-      if (!where.has(row.ref)) where.set(row.ref, `outbox row ${row.id} not yet published`)
-    }
+    const lastEvent = new Map<string, string>()
+    for (const event of history.events) if (event.ref !== undefined) lastEvent.set(event.ref, formatEvent(event).trim())
     scenario.workload.forEach((_, i) => {
       const ref = refOf(i)
       if (isFinal(ref)) return
       if (!history.acknowledged.has(ref)) {
         const status = lastStatus.get(ref)
         pending.set(ref, status === undefined ? "not yet sent" : `not accepted by the webhook receiver (last status ${status})`)
-      } else if (where.has(ref)) pending.set(ref, where.get(ref)!)
+      } else pending.set(ref, `last seen: ${lastEvent.get(ref) ?? "nothing after acceptance"}`)
     })
     return pending
   }
-  // Nothing can happen any more once every message is final, nothing is queued, and no timed fault,
-  // send or replay is still to come: the run may end before the liveness deadline.
+  // Nothing can happen any more once every message is final (a healthy message only once applied), nothing
+  // is queued, every process is up, and no timed fault, send or replay is still to come: the run may end
+  // before the liveness deadline.
   const lastScheduled = Math.min(window, Math.max(
     0,
     ...scenario.workload.map((w) => w.at),
     ...scenario.faults.map((f) => ("at" in f ? f.at : 0))
   ))
   const quiescent = (): boolean => {
-    if (replaysOutstanding > 0 || scheduler.now < lastScheduled || history.breakerState === "open") return false
-    for (let i = 0; i < scenario.workload.length; i++) if (!isFinal(refOf(i))) return false
-    if (world.unpublished(1).length > 0) return false
-    for (const topic of world.topicNames()) if (!topic.endsWith(".dlq") && world.pendingOn(topic).length > 0) return false
-    return true
+    if (replaysOutstanding > 0 || scheduler.now < lastScheduled) return false
+    for (let i = 0; i < scenario.workload.length; i++) {
+      const ref = refOf(i)
+      if (!(history.applied("downstream", ref) > 0 || (history.deadLettered.has(ref) && history.poison.has(ref)))) return false
+    }
+    if (world.nodes.some((node) => !node.up)) return false
+    return world.pendingMessages() === 0 && simulation.quiescent(world)
   }
   let nextCheck = 0
   const result = runProgram(scheduler, program, {
     seed: scenario.seed,
     until: deadline,
+    beforeSleep: world.step,
     onAdvance: (now) => {
       if (now >= nextCheck) {
         nextCheck = now + 250
@@ -241,11 +255,15 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
     stats: statsOf(history, scenario, pending),
     pending,
     history,
+    nodes: world.nodes.map((node) => ({ name: node.name, steps: node.steps, crashes: node.crashes })),
     virtualTime: result.now,
     events: result.events,
     traceHash: history.traceHash
   }
 }
+
+/** How the provider posts a request to the receiver: the HTTP status, 0 when no answer came back. */
+type Post = (request: WebhookRequest) => Effect.Effect<number>
 
 const statsOf = (history: History, scenario: Scenario.Scenario, pending: ReadonlyMap<string, string>): Stats => {
   const stats = emptyStats()
@@ -317,8 +335,13 @@ export interface Report {
   readonly violations: ReadonlyArray<Violation>
   /** Fault kinds and crash sites that fired, across every run of the check. */
   readonly faultsInjected: Readonly<Record<string, number>>
-  /** Crash sites never reached across the check. */
-  readonly crashSitesMissed: ReadonlyArray<string>
+  /** Simulated processes (by name) that never crashed in any run of the check: their crash paths went untested. */
+  readonly processesNeverCrashed: ReadonlyArray<string>
+  /**
+   * Invariants no run of the check gave anything to judge (no breaker event for the breaker invariants, no
+   * retry for the retry ones, …): they held, but vacuously.
+   */
+  readonly vacuous: ReadonlyArray<string>
   readonly counterexample?: {
     readonly scenario: Scenario.Scenario
     /** Messages + faults + choices. */
@@ -362,15 +385,36 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
   const total = emptyStats()
   let index = 0
   let shrinkRuns = -1
+  // The invariant that failed first: shrinking keeps only candidates that fail the same one, so the
+  // counterexample reported is a minimal example of that failure, not of whichever broke last.
+  let failing: string | undefined
   const budget = options.shrinkBudget ?? Infinity
+  const judged = new Set<string>()
+  const relevant = simulation.invariants.filter((invariant) => invariant.relevant !== undefined)
+  const crashedNodes = new Set<string>()
+  const nodeNames = new Set<string>()
   const property = fc.property(Scenario.arbitrary({ ...simulation.workload, faultWindow: simulation.faultWindow }), (scenario) => {
     // Once the budget is spent, every further candidate "passes", so fast-check keeps the smallest failure so far.
     if (shrinkRuns >= 0 && ++shrinkRuns > budget) return true
     const run = runScenario(simulation, scenario)
-    if (!run.valid && shrinkRuns < 0) shrinkRuns = 0
+    if (!run.valid && shrinkRuns < 0) {
+      shrinkRuns = 0
+      failing = run.violations[0]!.invariant
+    }
+    if (shrinkRuns < 0) {
+      for (const invariant of relevant) {
+        if (judged.has(invariant.name)) continue
+        if (run.history.events.some(invariant.relevant!)) judged.add(invariant.name)
+      }
+      for (const node of run.nodes) {
+        nodeNames.add(node.name)
+        if (node.crashes > 0) crashedNodes.add(node.name)
+      }
+    }
     for (const [kind, n] of run.history.faults) faults.set(kind, (faults.get(kind) ?? 0) + n)
     if (run.valid) for (const key of Object.keys(total) as Array<keyof Stats>) total[key] += run.stats[key]
     options.onRun?.(run, index++)
+    if (failing !== undefined && !run.valid) return run.violations[0]!.invariant !== failing
     return run.valid
   })
   const parameters: fc.Parameters<[Scenario.Scenario]> = {
@@ -383,7 +427,8 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
   }
   const details = fc.check(property, parameters)
   const faultsInjected = Object.fromEntries([...faults].sort(([a], [b]) => a.localeCompare(b)))
-  const crashSitesMissed = Scenario.crashSites.filter((site) => !faults.has(`crash:${site}`))
+  const processesNeverCrashed = [...nodeNames].filter((name) => !crashedNodes.has(name)).sort()
+  const vacuous = relevant.filter((invariant) => !judged.has(invariant.name)).map((invariant) => invariant.name)
   if (!details.failed) {
     return {
       simulation: simulation.name,
@@ -394,7 +439,8 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
       stats: total,
       violations: [],
       faultsInjected,
-      crashSitesMissed
+      processesNeverCrashed,
+      vacuous
     }
   }
   if (details.counterexample === null) {
@@ -408,7 +454,8 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
       stats: emptyStats(),
       violations: [{ invariant: "simulator", message: `the check could not complete: ${error instanceof Error ? error.message : String(error)}`, at: 0 }],
       faultsInjected,
-      crashSitesMissed
+      processesNeverCrashed,
+      vacuous
     }
   }
   const scenario = details.counterexample[0]
@@ -424,7 +471,8 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
     stats: run.stats,
     violations: run.violations,
     faultsInjected,
-    crashSitesMissed,
+    processesNeverCrashed,
+    vacuous,
     counterexample: {
       scenario,
       size: Scenario.size(scenario),

@@ -1,19 +1,42 @@
 /**
- * The simulated world a pipeline runs in: a transport (Publisher/Subscriber layer), a database with
- * transactions, an idempotency-key table with retention and an outbox table, a downstream service, a
- * circuit breaker, a retry helper, a webhook signer/verifier, a skewable wall clock and named crash points.
- * Every component reads time from the virtual scheduler and injects the scenario's faults at its sites.
+ * The simulated world a pipeline runs in: Bulwark's **real** ports — the memory transport, the memory
+ * idempotency store, the memory dead-letter store, the memory replay guard (and, through the pipeline, the
+ * real breaker, retry, verifier, ingress, drain and replay) — each behind a decorator that injects the
+ * scenario's faults, plus the environment Bulwark does not own: a downstream service, a webhook provider's
+ * secret, a skewable wall clock, and simulated processes that crash at any step and restart.
+ *
+ * Nothing here re-implements a pattern: what the invariants judge is what the real packages did.
  */
-import { createHmac, timingSafeEqual } from "node:crypto"
-import { Delivery as D, Failure } from "@bulwark/core"
-import { PublishError, Publisher, Subscriber, type OutgoingMessage } from "@bulwark/transport/Transport"
-import { Cause, Data, Duration, Effect, Layer, Option, Random, Stream } from "effect"
+import { Delivery as D, Failure, Observe } from "@bulwark/core"
+import { DeadLetterStore, type Service as DeadLetterService } from "@bulwark/dead-letter/DeadLetterStore"
+import * as MemoryDeadLetterStore from "@bulwark/dead-letter/DeadLetterStore/Memory"
+import { IdempotencyStore, type Service as IdempotencyService } from "@bulwark/idempotency/IdempotencyStore"
+import * as MemoryIdempotencyStore from "@bulwark/idempotency/IdempotencyStore/Memory"
+import * as Memory from "@bulwark/transport/Transport/Memory"
+import { type OutgoingMessage, PublishError, Publisher, Subscriber } from "@bulwark/transport/Transport"
+import { ReplayGuard } from "@bulwark/webhook/ReplayGuard"
+import * as ReplayGuardMemory from "@bulwark/webhook/ReplayGuard"
+import {
+  Clock,
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  type Fiber,
+  FiberId,
+  FiberRef,
+  Layer,
+  Queue,
+  Runtime,
+  type Scope,
+  Stream
+} from "effect"
+import { globalValue } from "effect/GlobalValue"
 import type { History, Lane } from "./History.js"
-import type { CrashSite, Fault } from "./Scenario.js"
-import type { VirtualScheduler } from "./Scheduler.js"
-
-/** A simulated process crash at a named protocol step. The work in progress is abandoned, unsettled. */
-export class SimulatedCrash extends Data.TaggedError("SimulatedCrash")<{ readonly site: CrashSite }> {}
+import type { Fault } from "./Scenario.js"
+import { epoch, type VirtualScheduler } from "./Scheduler.js"
 
 /** The downstream answered an error (`status` 503 transient, 422 permanent). */
 export class DownstreamError extends Data.TaggedError("DownstreamError")<{
@@ -27,50 +50,68 @@ export class DownstreamError extends Data.TaggedError("DownstreamError")<{
   }
 }
 
-/** The circuit breaker is open: the call was not attempted. Transient. */
-export class BreakerOpenError extends Data.TaggedError("BreakerOpenError")<{}> {
-  get [Failure.ClassifiedTypeId](): Failure.Verdict {
-    return { classification: "transient", category: "dependency" }
-  }
-}
-
-/** A webhook HTTP request as the receiver sees it: raw body bytes and headers. */
+/** A webhook HTTP request as the receiver sees it: raw body bytes and lower-case headers. */
 export interface WebhookRequest {
   readonly body: Uint8Array
   readonly headers: Readonly<Record<string, string>>
 }
 
-/** The webhook receiver: answers an HTTP status for a request. */
-export type Ingress = (request: WebhookRequest) => Effect.Effect<number>
+/** The ports the world provides (see {@link World.layer}). */
+export type Ports = Publisher | Subscriber | IdempotencyStore | DeadLetterStore | ReplayGuard
 
-/** Header names of the simulated webhook provider. */
-export const WebhookHeaders = { signature: "webhook-signature", timestamp: "webhook-timestamp" } as const
+/** The webhook receiver: answers an HTTP status for a request (0: the connection broke, no answer). */
+export type Ingress = (request: WebhookRequest) => Effect.Effect<number, never, Ports>
 
-const encoder = new TextEncoder()
+/** A simulated process. Its fibers die together when it crashes; it restarts with its memory lost. */
+export class Node {
+  /** Bumped by every crash: work of an older incarnation reaches nothing any more. */
+  epoch = 0
+  up = true
+  /** Steps taken over its whole life (crash faults count these). */
+  steps = 0
+  crashes = 0
+  restarts = 0
+  readonly fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  readonly onCrash: Array<() => void> = []
+  /** Starts a fresh incarnation (set by {@link World.spawn}). */
+  start: (() => void) | undefined = undefined
+  constructor(readonly name: string, readonly index: number) {}
+}
+
+interface Incarnation {
+  readonly node: Node
+  readonly epoch: number
+}
+
+/** The simulated process the current fiber belongs to (inherited by the fibers it forks). */
+export const currentIncarnation: FiberRef.FiberRef<Incarnation | undefined> = globalValue(
+  Symbol.for("@bulwark/simulator/World/currentIncarnation"),
+  () => FiberRef.unsafeMake<Incarnation | undefined>(undefined)
+)
+
+const alive = (incarnation: Incarnation): boolean => incarnation.node.up && incarnation.node.epoch === incarnation.epoch
+
+/** Settings of the world's components; every field has a default. */
+export interface WorldOptions {
+  /** Transport visibility timeout, ms. Default 30 000. */
+  readonly visibilityTimeout?: number
+  /** The transport holds a key's next message while one is unsettled. Default true. */
+  readonly orderedPerKey?: boolean
+  /**
+   * The transport drops a publish whose message id it saw within this many ms, answering success — as
+   * JetStream's duplicate window does. Default 0 (off).
+   */
+  readonly dedupeWindow?: number
+  /** Downstream latency, ms. Default 20. */
+  readonly downstreamLatency?: number
+  /** Virtual ms after which all faults are healed. */
+  readonly faultWindow: number
+}
+
 const decoder = new TextDecoder()
 
-interface StoredMessage {
-  readonly seq: number
-  readonly topic: string
-  readonly id: string
-  readonly key: string
-  readonly payload: Uint8Array
-  headers: Record<string, string>
-  readonly ref: string | undefined
-  state: "ready" | "inflight" | "waiting" | "done"
-  attempt: number
-  tokens: Set<number>
-  skipOnce: boolean
-}
-
-interface Topic {
-  readonly name: string
-  readonly messages: Array<StoredMessage>
-  readonly waiters: Array<(delivery: D.Delivery) => void>
-  readonly extra: Array<D.Delivery>
-}
-
-const refOf = (payload: Uint8Array): string | undefined => {
+/** The workload reference (`w0`, `w1`, …) a message carries at `data.ref` of its CloudEvent, if any. */
+export const refOf = (payload: Uint8Array): string | undefined => {
   try {
     const json = JSON.parse(decoder.decode(payload)) as { data?: { ref?: unknown } }
     return typeof json.data?.ref === "string" ? json.data.ref : undefined
@@ -79,82 +120,34 @@ const refOf = (payload: Uint8Array): string | undefined => {
   }
 }
 
-/** A database transaction: reads see committed state plus this transaction's own writes. */
-export interface Transaction {
-  /** Claims an idempotency key: true when it was not recorded (within retention) — atomic with the commit. */
-  readonly claim: (key: string) => boolean
-  /** Whether a key is recorded (committed), without claiming it. */
-  readonly seen: (key: string) => boolean
-  /** Records a key unconditionally (no check): correct only after an atomic check in the same transaction. */
-  readonly record: (key: string) => void
-  /** Records a business side effect, applied only if the transaction commits. */
-  readonly effect: (name: string, ref: string) => void
-  /** Inserts an outbox row; answers its id. Published by a relay, or by the pipeline itself (the anti-pattern). */
-  readonly emit: (row: { readonly ref: string; readonly key: string; readonly payload: unknown }) => OutboxRow
-}
-
-/** A committed outbox row. */
-export interface OutboxRow {
-  readonly id: string
-  /** Commit order. */
-  readonly order: number
-  readonly ref: string
-  readonly key: string
-  readonly payload: unknown
-  published: boolean
-}
-
-/** Settings of the world's components; every field has a default. */
-export interface WorldOptions {
-  /** Transport visibility timeout, ms. Default 30 000. */
-  readonly visibilityTimeout?: number
-  /** Transport holds a key's next message while one is unsettled. Default true. */
-  readonly orderedPerKey?: boolean
-  /** Idempotency-key retention, ms. Default 3 600 000. */
-  readonly retention?: number
-  /** Downstream latency, ms. Default 20. */
-  readonly downstreamLatency?: number
-  /** Virtual ms after which all faults are healed. */
-  readonly faultWindow: number
-}
-
-/** Options of the simulated breaker. */
-export interface BreakerOptions {
-  readonly failureThreshold?: number
-  readonly resetTimeout?: number
-  /** Concurrent half-open probes; `Infinity` is the stampede anti-pattern. Default 1. */
-  readonly halfOpenProbes?: number
-}
-
-/** Options of the simulated retry helper. */
-export interface RetryOptions {
-  /** Attempts in total. Default 3. */
-  readonly attempts?: number
-  /** First backoff, ms. Default 100. */
-  readonly base?: number
-  /** Full jitter (a random delay up to the backoff). Default true; false is the synchronising anti-pattern. */
-  readonly jitter?: boolean
-}
+/** Header set by `Replay.replay` on a republished dead letter (kept literal: the simulator reads the wire). */
+const replayedFromHeader = "bulwark-replayed-from"
 
 /** The simulated world handed to a simulation's pipeline. */
 export class World {
   private readonly counters = new Map<string, number>()
   private readonly faultsBySite = new Map<string, Array<Fault>>()
-  private readonly topics = new Map<string, Topic>()
-  private token = 0
-  private msgSeq = 0
-  private rowSeq = 0
-  private readonly crashed = new Set<string>()
-  private readonly dedupe = new Map<string, number>()
-  readonly outbox: Array<OutboxRow> = []
-  private dbLock: Effect.Semaphore | undefined
+  private readonly crashFaults: Array<Extract<Fault, { kind: "crash" }>>
   private readonly skew = { ms: 0 }
   private outageUntil = -1
   private burst = 0
   private readonly downstreamKeys = new Set<string>()
+  private readonly published = new Map<string, number>()
+  /** Per topic: each message id's place among the messages of its key, in first-publish order. */
+  private readonly orders = new Map<string, number>()
+  private readonly keyCounts = new Map<string, number>()
+  private readonly subscriptions = new Set<string>()
+  private readonly seenDeliveries = new Map<string, number>()
+  /** Simulated processes in spawn order. */
+  readonly nodes: Array<Node> = []
   readonly poison = new Set<string>()
-  readonly secret = "whsec_simulated"
+  /** The webhook provider's signing secret (Standard Webhooks `whsec_`). */
+  readonly secret = "whsec_c2ltdWxhdGVkLXByb3ZpZGVyLXNlY3JldC0wMDAwMDA="
   readonly options: Required<WorldOptions>
+  private transport: Memory.MemoryTransport | undefined
+  private idempotencyStore: MemoryIdempotencyStore.MemoryStore | undefined
+  private deadLetterStore: DeadLetterService | undefined
+  private replayGuardStore: Context.Tag.Service<ReplayGuard> | undefined
 
   constructor(
     readonly scheduler: VirtualScheduler,
@@ -165,13 +158,14 @@ export class World {
     this.options = {
       visibilityTimeout: 30_000,
       orderedPerKey: true,
-      retention: 3_600_000,
+      dedupeWindow: 0,
       downstreamLatency: 20,
       ...options
     }
+    this.crashFaults = faults.filter((f): f is Extract<Fault, { kind: "crash" }> => f.kind === "crash")
     for (const fault of faults) {
       if (!("nth" in fault)) continue
-      const site = fault.kind === "crash" ? `crash:${fault.site}` : siteOf(fault.kind)
+      const site = siteOf(fault.kind)
       const list = this.faultsBySite.get(site) ?? []
       list.push(fault)
       this.faultsBySite.set(site, list)
@@ -186,6 +180,19 @@ export class World {
       this.skew.ms = 0
     })
   }
+
+  /** Builds the real stores (they need Effect's clock and random, so they are made inside the run). */
+  readonly init: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.gen(this, function*() {
+      this.transport = yield* Memory.make({
+        visibilityTimeout: Duration.millis(this.options.visibilityTimeout),
+        orderedPerKey: this.options.orderedPerKey
+      })
+      this.idempotencyStore = yield* MemoryIdempotencyStore.make()
+      this.deadLetterStore = yield* MemoryDeadLetterStore.make
+      this.replayGuardStore = yield* ReplayGuardMemory.makeMemory()
+    })
+  )
 
   /** Virtual ms since the start. */
   get now(): number {
@@ -222,7 +229,13 @@ export class World {
         this.history.fault("burst", undefined, { count: fault.count })
         return
       case "evict":
-        this.history.fault("evict", undefined, { evicted: this.sweep() })
+        // Eviction as a fault: the real store sweeps every key past its retention now, not lazily.
+        if (this.idempotencyStore !== undefined) {
+          Effect.runSync(Effect.provide(
+            Effect.map(this.idempotencyStore.purgeExpired, (evicted) => this.history.fault("evict", undefined, { evicted })),
+            Layer.setClock(this.clockAt(epoch))
+          ))
+        }
         return
       default:
         return
@@ -230,393 +243,389 @@ export class World {
   }
 
   // ---------------------------------------------------------------------------------------------------------
-  // Crash points
+  // Processes and crashes
 
   /**
-   * A named protocol step. When the scenario crashes the process here, the step fails with a defect and the
-   * delivery of `messageId` (if any) is abandoned: its later settle calls do nothing, as if the process had died.
+   * One step of the current simulated process: any call into the world. A process that has crashed takes no
+   * step (its fibers only finish dying); a crash fault due at this step crashes it here, before the call.
    */
-  crashPoint(site: CrashSite, messageId?: string, ref?: string): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      if (this.faultsAt(`crash:${site}`).length === 0) return Effect.void
-      if (messageId !== undefined) this.crashed.add(messageId)
-      this.history.fault(`crash:${site}`, ref)
-      return Effect.die(new SimulatedCrash({ site }))
+  readonly step: Effect.Effect<void> = FiberRef.getWith(currentIncarnation, (incarnation) => {
+    if (incarnation === undefined) return Effect.void
+    if (!alive(incarnation)) return Effect.interrupt
+    const node = incarnation.node
+    const step = node.steps++
+    if (!this.faulty) return Effect.void
+    const fault = this.crashFaults.find((f) =>
+      this.nodes.length > 0 && f.node % this.nodes.length === node.index && f.step === step
+    )
+    if (fault === undefined) return Effect.void
+    this.crash(node, fault.down, step)
+    return Effect.interrupt
+  })
+
+  private crash(node: Node, down: number, step: number): void {
+    node.epoch++
+    node.up = false
+    node.crashes++
+    this.history.fault("crash", undefined, { node: node.name, step, down })
+    for (const fiber of node.fibers) fiber.unsafeInterruptAsFork(FiberId.none)
+    node.fibers.clear()
+    for (const onCrash of node.onCrash.splice(0)) onCrash()
+    this.scheduler.schedule(down, () => {
+      node.up = true
+      node.restarts++
+      this.history.record("node", "restart", undefined, { node: node.name })
+      node.start?.()
     })
   }
 
-  // ---------------------------------------------------------------------------------------------------------
-  // Wall clock
-
-  /** The wall clock of the webhook receiver (skewed by the clock-skew faults), epoch ms. */
-  wallNow(epochBase: number): number {
-    return epochBase + this.now + this.skew.ms
-  }
-
-  // ---------------------------------------------------------------------------------------------------------
-  // Transport
-
-  private topic(name: string): Topic {
-    let topic = this.topics.get(name)
-    if (topic === undefined) {
-      topic = { name, messages: [], waiters: [], extra: [] }
-      this.topics.set(name, topic)
-    }
-    return topic
-  }
-
-  /** Messages not yet settled on a topic (for the end-of-run "pending" reasons). */
-  pendingOn(name: string): ReadonlyArray<{ readonly ref: string | undefined; readonly state: string }> {
-    return (this.topics.get(name)?.messages ?? []).filter((m) => m.state !== "done")
-  }
-
-  /** Topics that exist. */
-  topicNames(): ReadonlyArray<string> {
-    return [...this.topics.keys()]
-  }
-
-  private deliverable(topic: Topic): StoredMessage | undefined {
-    const blocked = new Set<string>()
-    let skipped: StoredMessage | undefined
-    for (const m of topic.messages) {
-      if (m.state === "done") continue
-      const keyed = this.options.orderedPerKey && m.key !== ""
-      if (keyed && blocked.has(m.key)) continue
-      if (keyed) blocked.add(m.key)
-      if (m.state !== "ready") continue
-      if (m.skipOnce) {
-        m.skipOnce = false
-        skipped = m
-        if (keyed) blocked.delete(m.key)
-        continue
-      }
-      return m
-    }
-    return skipped
-  }
-
-  private dispatch(topic: Topic): void {
-    while (topic.waiters.length > 0) {
-      const extra = topic.extra.shift()
-      if (extra !== undefined) {
-        topic.waiters.shift()!(extra)
-        continue
-      }
-      const m = this.deliverable(topic)
-      if (m === undefined) return
-      const faults = this.faultsAt("deliver")
-      m.state = "inflight"
-      m.attempt++
-      const token = this.token++
-      m.tokens = new Set([token])
-      this.crashed.delete(m.id)
-      this.history.delivered(m.id)
-      const vt = this.scheduler.schedule(this.options.visibilityTimeout, () => {
-        if (m.state === "inflight" && m.tokens.has(token)) {
-          m.state = "ready"
-          m.tokens = new Set()
-          this.history.record("transport", "visibility-timeout", m.ref, { topic: topic.name, id: m.id })
-          this.dispatch(topic)
-        }
-      })
-      const delay = faults.find((f) => f.kind === "delay")
-      const reorder = faults.find((f) => f.kind === "reorder")
-      if (reorder !== undefined) {
-        m.state = "ready"
-        m.attempt--
-        m.skipOnce = true
-        this.scheduler.cancel(vt)
-        this.history.fault("reorder", m.ref, { topic: topic.name })
-        if (this.deliverable(topic) === m) {
-          // Nothing else to go first: deliver it after all.
-          m.skipOnce = false
-        } else continue
-      }
-      if (delay !== undefined && delay.kind === "delay") {
-        m.state = "waiting"
-        m.attempt--
-        this.scheduler.cancel(vt)
-        this.history.fault("delay", m.ref, { topic: topic.name, ms: delay.ms })
-        this.scheduler.schedule(delay.ms, () => {
-          if (m.state === "waiting") m.state = "ready"
-          this.dispatch(topic)
-        })
-        continue
-      }
-      this.history.record("transport", "deliver", m.ref, { topic: topic.name, attempt: m.attempt })
-      if (faults.some((f) => f.kind === "drop")) {
-        this.history.fault("drop", m.ref, { topic: topic.name })
-        continue
-      }
-      const delivery = this.makeDelivery(topic, m, token)
-      topic.waiters.shift()!(delivery)
-      const dup = faults.find((f) => f.kind === "duplicate")
-      if (dup !== undefined && dup.kind === "duplicate") {
-        this.history.fault("duplicate", m.ref, { topic: topic.name, copies: dup.copies })
-        for (let i = 0; i < dup.copies; i++) {
-          const copyToken = this.token++
-          m.tokens.add(copyToken)
-          this.history.delivered(m.id)
-          topic.extra.push(this.makeDelivery(topic, m, copyToken))
-        }
-      }
-    }
-  }
-
-  private makeDelivery(topic: Topic, m: StoredMessage, token: number): D.Delivery {
-    const settle = (
-      operation: "ack" | "nack" | "deadLetter",
-      apply: () => void
-    ): Effect.Effect<void, D.DeliveryError> =>
-      Effect.suspend(() => {
-        if (this.crashed.has(m.id)) return Effect.void // the process died: nothing reaches the broker
-        if (!m.tokens.has(token) || m.state !== "inflight") {
-          return Effect.fail(new D.DeliveryError({ operation, messageId: m.id, cause: "receipt expired" }))
-        }
-        apply()
-        this.dispatch(topic)
-        return Effect.void
-      })
-    const ack = Effect.suspend(() => {
-      if (this.faultsAt("crash:after-effect-before-ack").length > 0 && !this.crashed.has(m.id)) {
-        this.crashed.add(m.id)
-        this.history.fault("crash:after-effect-before-ack", m.ref)
-      }
-      return settle("ack", () => {
-        m.state = "done"
-        m.tokens = new Set()
-        this.history.record("transport", "ack", m.ref, { topic: topic.name })
-      })
-    })
-    return {
-      message: { id: m.id, topic: topic.name, key: m.key, payload: m.payload, headers: m.headers },
-      attempt: m.attempt,
-      ack,
-      nack: (options) =>
-        settle("nack", () => {
-          const delay = options?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(options.delay))
-          m.tokens = new Set()
-          m.state = "waiting"
-          this.history.record("transport", "nack", m.ref, { topic: topic.name, delay })
-          this.scheduler.schedule(delay, () => {
-            if (m.state === "waiting") m.state = "ready"
-            this.dispatch(topic)
-          })
-        }),
-      deadLetter: (reason) =>
-        Effect.zipRight(
-          Effect.sync(() => {
-            if (this.faultsAt("crash:before-dead-letter").length > 0 && !this.crashed.has(m.id)) {
-              this.crashed.add(m.id)
-              this.history.fault("crash:before-dead-letter", m.ref)
-            }
-          }),
-          settle("deadLetter", () => {
-          m.state = "done"
-          m.tokens = new Set()
-          this.history.record("transport", "dead-letter", m.ref, { topic: topic.name, category: reason.category })
-          this.store(D.deadLetterTopic(topic.name), {
-            id: m.id,
-            key: m.key,
-            payload: m.payload,
-            headers: D.deadLetterHeaders(
-              { id: m.id, topic: topic.name, key: m.key, payload: m.payload, headers: m.headers },
-              reason
+  /**
+   * Runs `program` as a simulated process named `name`: it may crash at any of its steps (all its fibers are
+   * interrupted and what it held in memory is gone; stores and queues keep their state) and is started again
+   * from scratch after the fault's down time. A program that ends by itself is recorded (`node exited`),
+   * since a long-running loop that stops is what the `process-runs` invariant looks for.
+   */
+  spawn<E>(name: string, program: Effect.Effect<unknown, E, Scope.Scope>): Effect.Effect<Node, never, Scope.Scope> {
+    return Effect.gen(this, function*() {
+      const node = new Node(name, this.nodes.length)
+      this.nodes.push(node)
+      const runtime = yield* Effect.runtime<never>()
+      const start = () => {
+        const incarnation: Incarnation = { node, epoch: node.epoch }
+        const fiber = Runtime.runFork(runtime)(
+          Effect.scoped(program).pipe(
+            Effect.locally(currentIncarnation, incarnation),
+            Effect.exit,
+            Effect.flatMap((exit) =>
+              Effect.sync(() => {
+                if (!alive(incarnation)) return
+                this.history.record("node", "exited", undefined, {
+                  node: name,
+                  how: Exit.isSuccess(exit) ? "returned" : Exit.isInterrupted(exit) ? "interrupted" : "failed",
+                  cause: Exit.isFailure(exit) && !Exit.isInterrupted(exit) ? String(exit.cause).slice(0, 200) : undefined
+                })
+              })
             )
-          })
-        }))
+          )
+        )
+        node.fibers.add(fiber)
+        fiber.addObserver(() => node.fibers.delete(fiber))
+      }
+      node.start = start
+      start()
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          node.up = false
+          node.epoch++
+          for (const fiber of node.fibers) fiber.unsafeInterruptAsFork(FiberId.none)
+        })
+      )
+      return node
+    })
+  }
+
+  /**
+   * Serves one request in the simulated process `node`: the request runs in that process (so it dies with it),
+   * and the caller gets 0 — no answer — when the process is down or crashes before answering.
+   */
+  serve<A>(node: Node, work: Effect.Effect<A>, noAnswer: A): Effect.Effect<A> {
+    return Effect.gen(this, function*() {
+      if (!node.up) {
+        yield* Effect.sleep(Duration.millis(1))
+        return noAnswer
+      }
+      const runtime = yield* Effect.runtime<never>()
+      const answer = yield* Deferred.make<A>()
+      const incarnation: Incarnation = { node, epoch: node.epoch }
+      const onCrash = () => Deferred.unsafeDone(answer, Exit.succeed(noAnswer))
+      node.onCrash.push(onCrash)
+      const fiber = Runtime.runFork(runtime)(
+        work.pipe(
+          Effect.locally(currentIncarnation, incarnation),
+          Effect.flatMap((a) => Deferred.succeed(answer, a))
+        )
+      )
+      node.fibers.add(fiber)
+      fiber.addObserver(() => node.fibers.delete(fiber))
+      const result = yield* Deferred.await(answer)
+      const i = node.onCrash.indexOf(onCrash)
+      if (i >= 0) node.onCrash.splice(i, 1)
+      return result
+    })
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Clocks
+
+  /** A clock at `epochMillis` plus virtual time. */
+  private clockAt(epochMillis: number): Clock.Clock {
+    const millis = () => epochMillis + this.now
+    return {
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: millis,
+      currentTimeMillis: Effect.sync(millis),
+      unsafeCurrentTimeNanos: () => BigInt(millis()) * 1_000_000n,
+      currentTimeNanos: Effect.sync(() => BigInt(millis()) * 1_000_000n),
+      sleep: () => Effect.never
     }
   }
 
-  private store(topicName: string, message: OutgoingMessage): void {
-    const topic = this.topic(topicName)
+  /**
+   * The webhook receiver's wall clock: the run's clock shifted by the clock-skew faults. Only the receiver
+   * runs on it (a skewed host checking signature timestamps); sleeps still go through the run's scheduler.
+   */
+  skewedClock(base: Clock.Clock, epochMillis: number): Clock.Clock {
+    const millis = () => epochMillis + this.now + this.skew.ms
+    return {
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: millis,
+      currentTimeMillis: Effect.sync(millis),
+      unsafeCurrentTimeNanos: () => BigInt(millis()) * 1_000_000n,
+      currentTimeNanos: Effect.sync(() => BigInt(millis()) * 1_000_000n),
+      sleep: (duration) => base.sleep(duration)
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Transport: the real memory transport behind a fault-injecting decorator
+
+  private get memory(): Memory.MemoryTransport {
+    if (this.transport === undefined) throw new Error("World.init has not run")
+    return this.transport
+  }
+
+  /** Messages not yet settled, over every topic and group a pipeline subscribed to. */
+  pendingMessages(): number {
+    let n = 0
+    for (const key of this.subscriptions) {
+      const [topic, group] = JSON.parse(key) as [string, string]
+      n += this.memory.pending(topic, group)
+    }
+    return n
+  }
+
+  /**
+   * The publish order of a message among those of its key on `topic` (0 for the first): what
+   * `order-per-key` holds the effects to. Answers -1 for a message never published there.
+   */
+  orderOf(topic: string, messageId: string): number {
+    return this.orders.get(JSON.stringify([topic, messageId])) ?? -1
+  }
+
+  private recordPublish(topic: string, message: OutgoingMessage): void {
+    const id = JSON.stringify([topic, message.id])
+    if (!this.orders.has(id)) {
+      const key = JSON.stringify([topic, message.key])
+      const n = this.keyCounts.get(key) ?? 0
+      this.keyCounts.set(key, n + 1)
+      this.orders.set(id, message.key === "" ? -1 : n)
+    }
     const ref = refOf(message.payload)
-    const stored: StoredMessage = {
-      seq: this.msgSeq++,
-      topic: topicName,
-      id: message.id,
-      key: message.key,
-      payload: message.payload,
-      headers: { ...message.headers },
-      ref,
-      state: "ready",
-      attempt: 0,
-      tokens: new Set(),
-      skipOnce: false
+    const replayedFrom = message.headers[replayedFromHeader]
+    if (replayedFrom !== undefined && ref !== undefined) {
+      this.history.replayed(ref)
+      this.history.record("transport", "replay-publish", ref, { topic, entry: replayedFrom })
     }
-    if (topicName.endsWith(".dlq")) {
-      stored.state = "done"
-      const category = message.headers[D.DeadLetterHeaders.category] ?? ""
-      if (ref !== undefined) this.history.deadLettered.set(ref, category)
-      this.history.record("transport", "dead-lettered", ref, { topic: topicName, category })
-    } else {
-      this.history.record("transport", "publish", ref, { topic: topicName, row: message.headers["outbox-row"] })
-      const row = message.headers["outbox-row"]
-      if (row !== undefined) this.history.publishedRows.add(row)
-    }
-    topic.messages.push(stored)
-    this.dispatch(topic)
+    this.history.record("transport", "publish", ref, { topic, id: message.id })
   }
 
-  /** The simulated Publisher: 1 ms per publish; the partial-batch fault accepts a prefix and then fails. */
+  /** The Publisher: the real memory transport; the `partial` fault accepts a prefix of a batch and fails. */
   readonly publisher: Publisher["Type"] = {
-    publish: (topicName, messages) =>
+    publish: (topic, messages) =>
       Effect.zipRight(
-        Effect.sleep(Duration.millis(1)),
+        this.step,
         Effect.suspend(() => {
           const partial = this.faultsAt("publish").find((f) => f.kind === "partial")
           const accepted = partial !== undefined && partial.kind === "partial"
             ? Math.min(partial.accepted, messages.length)
             : messages.length
-          for (const message of messages.slice(0, accepted)) this.store(topicName, message)
-          if (accepted < messages.length) {
-            this.history.fault("partial", undefined, { topic: topicName, accepted, of: messages.length })
-            return Effect.fail(new PublishError({ topic: topicName, cause: "partial batch failure" }))
+          const kept: Array<OutgoingMessage> = []
+          for (const message of messages.slice(0, accepted)) {
+            const window = this.options.dedupeWindow
+            const seen = this.published.get(message.id)
+            if (window > 0 && seen !== undefined && this.now - seen < window) {
+              // The broker's duplicate window: acknowledged, silently not stored.
+              this.history.record("transport", "deduplicated", refOf(message.payload), { topic, id: message.id })
+              continue
+            }
+            this.published.set(message.id, this.now)
+            this.recordPublish(topic, message)
+            kept.push(message)
           }
-          return Effect.void
+          const stored = kept.length === 0 ? Effect.void : this.memory.publish(topic, kept)
+          if (accepted < messages.length) {
+            this.history.fault("partial", undefined, { topic, accepted, of: messages.length })
+            return Effect.zipRight(stored, Effect.fail(new PublishError({ topic, cause: "partial batch failure" })))
+          }
+          return stored
         })
       )
   }
 
-  /** The simulated Subscriber: competing consumers of one group per topic. */
+  private wrap(delivery: D.Delivery): D.Delivery {
+    const message = delivery.message
+    const ref = refOf(message.payload)
+    // Counted per replay generation: a republished dead letter starts its deliveries afresh.
+    const delivered = `${message.topic}/${message.id}/${ref === undefined ? 0 : this.history.replays.get(ref) ?? 0}`
+    const seen = (this.seenDeliveries.get(delivered) ?? 0) + 1
+    this.seenDeliveries.set(delivered, seen)
+    this.history.delivered(`${message.topic}/${message.id}`)
+    if (ref !== undefined) this.history.refsById.set(message.id, ref)
+    this.history.record("transport", "deliver", ref, { topic: message.topic, seen, attempt: delivery.attempt })
+    const settle = <E>(operation: string, effect: Effect.Effect<void, E>, data?: Record<string, string | number>) =>
+      Effect.zipRight(
+        this.step,
+        Effect.zipRight(effect, Effect.sync(() => this.history.record("transport", operation, ref, { topic: message.topic, ...data })))
+      )
+    return {
+      message,
+      attempt: delivery.attempt,
+      ack: settle("ack", delivery.ack),
+      nack: (options) => settle("nack", delivery.nack(options)),
+      deadLetter: (reason) =>
+        Effect.zipRight(
+          this.step,
+          Effect.zipRight(
+            delivery.deadLetter(reason),
+            Effect.sync(() => {
+              if (ref !== undefined) this.history.deadLettered.set(ref, reason.category)
+              this.history.record("transport", "dead-lettered", ref, {
+                topic: message.topic,
+                category: reason.category,
+                classification: reason.error.classification,
+                attempts: reason.attempts
+              })
+            })
+          )
+        )
+    }
+  }
+
+  /**
+   * Hands one delivery of the real transport to the consumer through the delivery faults: `drop` (never
+   * handed; the real visibility timeout brings it back), `duplicate` (handed again with its own settle),
+   * `delay` (handed later), `reorder` (held until the next delivery has been handed, or 100 ms).
+   */
+  private handOver(
+    delivery: D.Delivery,
+    out: Queue.Queue<D.Delivery>,
+    held: { current: D.Delivery | undefined }
+  ): Effect.Effect<void, never, Scope.Scope> {
+    return Effect.gen(this, function*() {
+      yield* this.step
+      const faults = this.faultsAt("deliver")
+      const ref = refOf(delivery.message.payload)
+      const topic = delivery.message.topic
+      const flushHeld = Effect.suspend(() => {
+        const waiting = held.current
+        held.current = undefined
+        return waiting === undefined ? Effect.void : Queue.offer(out, this.wrap(waiting))
+      })
+      if (faults.some((f) => f.kind === "drop")) {
+        this.history.fault("drop", ref, { topic })
+        return
+      }
+      const delay = faults.find((f) => f.kind === "delay")
+      if (delay !== undefined && delay.kind === "delay") {
+        this.history.fault("delay", ref, { topic, ms: delay.ms })
+        yield* Effect.forkScoped(Effect.zipRight(Effect.sleep(Duration.millis(delay.ms)), Queue.offer(out, this.wrap(delivery))))
+        return
+      }
+      if (faults.some((f) => f.kind === "reorder") && held.current === undefined) {
+        this.history.fault("reorder", ref, { topic })
+        held.current = delivery
+        yield* Effect.forkScoped(Effect.zipRight(Effect.sleep(Duration.millis(100)), flushHeld))
+        return
+      }
+      yield* Queue.offer(out, this.wrap(delivery))
+      const duplicate = faults.find((f) => f.kind === "duplicate")
+      if (duplicate !== undefined && duplicate.kind === "duplicate") {
+        this.history.fault("duplicate", ref, { topic, copies: duplicate.copies })
+        for (let i = 0; i < duplicate.copies; i++) yield* Queue.offer(out, this.wrap(delivery))
+      }
+      yield* flushHeld
+    })
+  }
+
+  /** The Subscriber: the real memory transport's deliveries, through the delivery faults. */
   readonly subscriber: Subscriber["Type"] = {
     features: {
       orderedPerKey: true,
       delayedNack: true,
       visibilityTimeout: Duration.millis(30_000),
       deadLetterTopic: true,
-      consumerGroups: false,
+      consumerGroups: true,
       persistent: true
     },
-    subscribe: (topicName) =>
-      Stream.repeatEffect(Effect.async<D.Delivery>((resume) => {
-        const topic = this.topic(topicName)
-        const waiter = (delivery: D.Delivery) => resume(Effect.succeed(delivery))
-        topic.waiters.push(waiter)
-        this.dispatch(topic)
-        return Effect.sync(() => {
-          const i = topic.waiters.indexOf(waiter)
-          if (i >= 0) topic.waiters.splice(i, 1)
-        })
+    subscribe: (topic, options) =>
+      Stream.unwrapScoped(Effect.gen(this, function*() {
+        this.subscriptions.add(JSON.stringify([topic, options?.group ?? "default"]))
+        // One slot: the pump claims from the real transport only when the consumer can take a delivery, so
+        // prefetched deliveries do not sit out their visibility timeout in a buffer.
+        const out = yield* Queue.bounded<D.Delivery>(1)
+        const held = { current: undefined as D.Delivery | undefined }
+        yield* this.memory.subscribe(topic, options).pipe(
+          Stream.runForEach((delivery) => this.handOver(delivery, out, held)),
+          Effect.scoped,
+          Effect.forkScoped
+        )
+        return Stream.fromQueue(out)
       }))
-  }
-
-  /** The transport as a layer: `Transport.Publisher` and `Transport.Subscriber`. */
-  get layer(): Layer.Layer<Publisher | Subscriber> {
-    return Layer.merge(Layer.succeed(Publisher, this.publisher), Layer.succeed(Subscriber, this.subscriber))
   }
 
   // ---------------------------------------------------------------------------------------------------------
-  // Database, idempotency keys, outbox
+  // Stores: the real memory drivers, each call a step of the calling process
 
-  private sweep(): number {
-    let evicted = 0
-    for (const [key, at] of this.dedupe) {
-      if (this.now - at >= this.options.retention) {
-        this.dedupe.delete(key)
-        evicted++
-      }
+  /** The real memory idempotency store; every call is a step (and a crash point) of the calling process. */
+  get idempotency(): IdempotencyService {
+    const store = this.idempotencyStore!
+    return {
+      claim: (key, options) => Effect.zipRight(this.step, store.claim(key, options)),
+      complete: (key, token, outcome) => Effect.zipRight(this.step, store.complete(key, token, outcome)),
+      release: (key, token) => Effect.zipRight(this.step, store.release(key, token)),
+      purgeExpired: Effect.zipRight(this.step, store.purgeExpired)
     }
-    return evicted
   }
 
-  /** Starts the store's periodic retention sweep (every 10 s of virtual time). */
-  readonly sweeper: Effect.Effect<never> = Effect.forever(
-    Effect.zipRight(Effect.sleep(Duration.seconds(10)), Effect.sync(() => this.sweep()))
-  )
-
-  /**
-   * Runs `body` as one serialisable transaction (2 ms): its writes (claims, effects, outbox rows) apply
-   * atomically at commit, or not at all when it fails, crashes or is interrupted.
-   */
-  transaction<A, E, R>(body: (tx: Transaction) => Effect.Effect<A, E, R>, ref?: string): Effect.Effect<A, E, R> {
-    return Effect.suspend(() => {
-      this.dbLock ??= Effect.unsafeMakeSemaphore(1)
-      return this.dbLock.withPermits(1)(Effect.suspend(() => {
-        const claims = new Set<string>()
-        const effects: Array<[string, string]> = []
-        const rows: Array<OutboxRow> = []
-        const tx: Transaction = {
-          claim: (key) => {
-            if (this.dedupe.has(key) || claims.has(key)) return false
-            claims.add(key)
-            return true
-          },
-          seen: (key) => this.dedupe.has(key) || claims.has(key),
-          record: (key) => {
-            claims.add(key)
-          },
-          effect: (name, r) => {
-            effects.push([name, r])
-          },
-          emit: (row) => {
-            const id = `row-${this.rowSeq++}`
-            const outboxRow: OutboxRow = { id, order: -1, ref: row.ref, key: row.key, payload: row.payload, published: false }
-            rows.push(outboxRow)
-            return outboxRow
-          }
-        }
-        return body(tx).pipe(
-          Effect.zipLeft(Effect.sleep(Duration.millis(2))),
-          Effect.onExit((exit) =>
-            Effect.sync(() => {
-              if (exit._tag === "Success") {
-                for (const key of claims) this.dedupe.set(key, this.now)
-                let order = this.outbox.length
-                for (const row of rows) {
-                  ;(row as { order: number }).order = order++
-                  this.outbox.push(row)
-                  this.history.committedRows.add(row.id)
-                }
-                this.history.record("database", "commit", ref, {
-                  claims: claims.size,
-                  effects: effects.length,
-                  rows: rows.map((r) => r.id).join(",")
-                })
-                for (const [name, r] of effects) this.history.effect(name, r)
-              } else if (claims.size + effects.length + rows.length > 0) {
-                for (const row of rows) this.history.rolledBackRows.add(row.id)
-                this.history.record("database", "rollback", ref, { rows: rows.map((r) => r.id).join(",") })
-              }
-            })
-          )
-        )
-      }))
-    })
-  }
-
-  /** Whether an idempotency key is recorded (outside any transaction: the check-then-set anti-pattern uses it). */
-  isRecorded(key: string): Effect.Effect<boolean> {
-    return Effect.zipRight(Effect.sleep(Duration.millis(1)), Effect.sync(() => this.dedupe.has(key)))
-  }
-
-  /** Records an idempotency key outside any transaction. */
-  record(key: string): Effect.Effect<void> {
-    return Effect.zipRight(Effect.sleep(Duration.millis(1)), Effect.sync(() => void this.dedupe.set(key, this.now)))
-  }
-
-  /** Unpublished committed outbox rows in commit order. */
-  unpublished(limit: number): ReadonlyArray<OutboxRow> {
-    const out: Array<OutboxRow> = []
-    for (const row of this.outbox) {
-      if (!row.published) out.push(row)
-      if (out.length >= limit) break
+  /** The real memory dead-letter store, each call a step of the calling process. */
+  get deadLetters(): DeadLetterService {
+    const store = this.deadLetterStore!
+    return {
+      add: (entry) => Effect.zipRight(this.step, store.add(entry)),
+      list: (filter) => Effect.zipRight(this.step, store.list(filter)),
+      get: (id) => Effect.zipRight(this.step, store.get(id)),
+      depth: Effect.zipRight(this.step, store.depth),
+      claimReplay: (id, lease) => Effect.zipRight(this.step, store.claimReplay(id, lease)),
+      markReplayed: (id) => Effect.zipRight(this.step, store.markReplayed(id)),
+      releaseReplay: (id) => Effect.zipRight(this.step, store.releaseReplay(id)),
+      purge: (before) => Effect.zipRight(this.step, store.purge(before))
     }
-    return out
   }
 
-  /** Marks outbox rows published (1 ms). */
-  markPublished(rows: ReadonlyArray<OutboxRow>): Effect.Effect<void> {
-    return Effect.zipRight(
-      Effect.sleep(Duration.millis(1)),
-      Effect.sync(() => {
-        for (const row of rows) row.published = true
-      })
+  /** The real memory replay guard of the webhook ingress, each call a step of the calling process. */
+  get replayGuard(): Context.Tag.Service<ReplayGuard> {
+    const guard = this.replayGuardStore!
+    return {
+      claim: (key, lease) => Effect.zipRight(this.step, guard.claim(key, lease)),
+      commit: (key, ttl) => Effect.zipRight(this.step, guard.commit(key, ttl)),
+      release: (key) => Effect.zipRight(this.step, guard.release(key))
+    }
+  }
+
+  /** Every port the world provides: Publisher, Subscriber, IdempotencyStore, DeadLetterStore, ReplayGuard. */
+  get layer(): Layer.Layer<Ports> {
+    return Layer.succeedContext(
+      Context.make(Publisher, this.publisher).pipe(
+        Context.add(Subscriber, this.subscriber),
+        Context.add(IdempotencyStore, this.idempotency),
+        Context.add(DeadLetterStore, this.deadLetters),
+        Context.add(ReplayGuard, this.replayGuard)
+      )
     )
   }
 
   // ---------------------------------------------------------------------------------------------------------
-  // Downstream service, breaker, retry
+  // The downstream service (the environment, not Bulwark's code)
 
   /**
    * Calls the downstream service for a message. It applies the effect on arrival (once per idempotency key,
@@ -628,151 +637,48 @@ export class World {
     readonly key: string
     readonly order: number
     readonly idempotencyKey?: string | undefined
-    readonly attempt: number
   }): Effect.Effect<void, DownstreamError> {
-    return Effect.suspend(() => {
-      const latency = this.options.downstreamLatency
-      if (this.poison.has(request.ref)) {
-        this.history.record("downstream", "reject", request.ref, { status: 422 })
-        return Effect.zipRight(Effect.sleep(Duration.millis(latency)), Effect.fail(new DownstreamError({ status: 422, ref: request.ref })))
-      }
-      if (this.faulty && (this.now < this.outageUntil || this.burst > 0)) {
-        if (this.burst > 0) this.burst--
-        this.history.record("downstream", "unavailable", request.ref, { status: 503 })
-        return Effect.zipRight(Effect.sleep(Duration.millis(1)), Effect.fail(new DownstreamError({ status: 503, ref: request.ref })))
-      }
-      const key = request.idempotencyKey
-      if (key === undefined || !this.downstreamKeys.has(key)) {
-        if (key !== undefined) this.downstreamKeys.add(key)
-        this.history.effect("downstream", request.ref, { key: request.key, order: request.order })
-      } else {
-        this.history.record("downstream", "replayed-key", request.ref)
-      }
-      // `slow` counts the calls that succeed: the nth of them answers late although it worked.
-      const slow = this.faultsAt("downstream").find((f) => f.kind === "slow")
-      if (slow !== undefined && slow.kind === "slow") this.history.fault("slow", request.ref, { ms: slow.ms })
-      return Effect.sleep(Duration.millis(latency + (slow !== undefined && slow.kind === "slow" ? slow.ms : 0)))
-    })
-  }
-
-  /** A simulated circuit breaker around an effect; its transitions and probes go into the history. */
-  breaker(options: BreakerOptions = {}) {
-    const threshold = options.failureThreshold ?? 3
-    const resetTimeout = options.resetTimeout ?? 1_000
-    const maxProbes = options.halfOpenProbes ?? 1
-    let state: "closed" | "open" | "half-open" = "closed"
-    let failures = 0
-    let openedAt = 0
-    let probes = 0
-    const to = (next: typeof state) => {
-      this.history.record("breaker", "transition", undefined, { from: state, to: next })
-      state = next
-    }
-    return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpenError, R> =>
-      Effect.suspend((): Effect.Effect<A, E | BreakerOpenError, R> => {
-        if (state === "open" && this.now - openedAt >= resetTimeout) to("half-open")
-        if (state === "open" || (state === "half-open" && probes >= maxProbes)) {
-          return Effect.fail(new BreakerOpenError())
+    return Effect.zipRight(
+      this.step,
+      Effect.suspend(() => {
+        const latency = this.options.downstreamLatency
+        this.history.call(request.ref)
+        if (this.poison.has(request.ref)) {
+          this.history.record("downstream", "reject", request.ref, { status: 422 })
+          return Effect.zipRight(Effect.sleep(Duration.millis(latency)), Effect.fail(new DownstreamError({ status: 422, ref: request.ref })))
         }
-        const probing = state === "half-open"
-        if (probing) {
-          probes++
-          this.history.record("breaker", "probe", undefined, { inFlight: probes })
+        if (this.faulty && (this.now < this.outageUntil || this.burst > 0)) {
+          if (this.burst > 0) this.burst--
+          this.history.record("downstream", "unavailable", request.ref, { status: 503 })
+          return Effect.zipRight(Effect.sleep(Duration.millis(1)), Effect.fail(new DownstreamError({ status: 503, ref: request.ref })))
         }
-        return effect.pipe(
-          Effect.onExit((exit) =>
-            Effect.sync(() => {
-              if (probing) probes--
-              if (exit._tag === "Success") {
-                failures = 0
-                if (state === "half-open") to("closed")
-              } else if (!Cause.isInterruptedOnly(exit.cause) && isTransient(exit.cause)) {
-                failures++
-                if (state === "half-open" || (state === "closed" && failures >= threshold)) {
-                  to("open")
-                  openedAt = this.now
-                  failures = 0
-                  // Like most breakers, the reset timer moves it to half-open even without traffic.
-                  this.scheduler.schedule(resetTimeout, () => {
-                    if (state === "open" && this.now - openedAt >= resetTimeout) to("half-open")
-                  })
-                }
-              }
-            })
-          )
-        )
+        const key = request.idempotencyKey
+        if (key === undefined || !this.downstreamKeys.has(key)) {
+          if (key !== undefined) this.downstreamKeys.add(key)
+          this.history.effect("downstream", request.ref, { key: request.key, order: request.order })
+        } else {
+          this.history.record("downstream", "replayed-key", request.ref)
+        }
+        // `slow` counts the calls that succeed: the nth of them answers late although it worked.
+        const slow = this.faultsAt("downstream").find((f) => f.kind === "slow")
+        if (slow !== undefined && slow.kind === "slow") this.history.fault("slow", request.ref, { ms: slow.ms })
+        return Effect.sleep(Duration.millis(latency + (slow !== undefined && slow.kind === "slow" ? slow.ms : 0)))
       })
+    )
   }
 
-  /**
-   * Retries an effect that takes the attempt number on transient failures: exponential backoff from
-   * `base`, with full jitter unless disabled. Permanent failures are not retried.
-   */
-  retry(options: RetryOptions = {}) {
-    const attempts = Math.max(1, options.attempts ?? 3)
-    const base = options.base ?? 100
-    const jitter = options.jitter ?? true
-    const history = this.history
-    const now = () => this.now
-    return <A, E, R>(effect: (attempt: number) => Effect.Effect<A, E, R>, ref?: string): Effect.Effect<A, E, R> => {
-      const loop = (attempt: number): Effect.Effect<A, E, R> =>
-        Effect.catchAll(
-          attempt === 1 ? effect(attempt) : Effect.suspend(() => {
-            const same = history.retryAt(now())
-            history.record("consumer", "retry", ref, { attempt, sameInstant: same })
-            return effect(attempt)
-          }),
-          (error) =>
-          Effect.gen(function*() {
-            if (attempt >= attempts) return yield* Effect.fail(error)
-            const verdict = yield* Failure.classify(error)
-            if (verdict.classification === "permanent") return yield* Effect.fail(error)
-            const backoff = base * 2 ** (attempt - 1)
-            const delay = jitter ? backoff / 2 + (yield* Random.next) * backoff / 2 : backoff
-            yield* Effect.sleep(Duration.millis(delay))
-            return yield* loop(attempt + 1)
-          })
-        )
-      return loop(1)
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------------------------
-  // Webhooks
-
-  /** Signs `timestamp.body` with the shared secret (hex HMAC-SHA256), as the simulated provider does. */
-  sign(timestamp: string, body: Uint8Array | string): string {
-    const text = typeof body === "string" ? body : decoder.decode(body)
-    return createHmac("sha256", this.secret).update(`${timestamp}.${text}`).digest("hex")
-  }
-
-  /**
-   * The correct verifier: HMAC over the raw bytes as received, constant-time compare, timestamp within
-   * `tolerance` of the receiver's (possibly skewed) wall clock.
-   */
-  verify(request: WebhookRequest, wallNowMillis: number, tolerance: number): boolean {
-    const timestamp = request.headers[WebhookHeaders.timestamp]
-    const signature = request.headers[WebhookHeaders.signature]
-    if (timestamp === undefined || signature === undefined) return false
-    const expected = encoder.encode(this.sign(timestamp, request.body))
-    const given = encoder.encode(signature)
-    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return false
-    const ts = Number(timestamp)
-    return Number.isFinite(ts) && Math.abs(wallNowMillis - ts) <= tolerance
+  /** Whether the downstream is failing now (an outage or an error burst within the fault window). */
+  get downstreamFailing(): boolean {
+    return this.faulty && (this.now < this.outageUntil || this.burst > 0)
   }
 
   /** Records which lane did what, for pipelines that want their own events in the timeline. */
   note(lane: Lane, kind: string, ref?: string, data?: Record<string, string | number | boolean | undefined>): void {
     this.history.record(lane, kind, ref, data)
   }
-}
 
-// Client errors (permanent) say nothing about the downstream's health, so they do not trip the breaker.
-const isTransient = (cause: Cause.Cause<unknown>): boolean => {
-  const failure = Cause.failureOption(cause)
-  if (Option.isNone(failure)) return true
-  const error = failure.value
-  return !(Failure.isClassified(error) && error[Failure.ClassifiedTypeId].classification === "permanent")
+  /** The observer that copies the real packages' {@link Observe} events into the history. */
+  readonly observer: Observe.Observer = (event) => this.history.observed(event)
 }
 
 const siteOf = (kind: Fault["kind"]): string => {

@@ -1,13 +1,13 @@
 /**
- * The planted-bug catalogue: twelve wrong pipelines, each beside its correct twin. A bug and its twin differ in
- * exactly one choice of {@link Variant} (or the key retention) and are checked under the same scenario
- * generator, so the simulator must tell them apart by behaviour alone.
+ * The wrong-pipeline catalogue: mistakes users make with Bulwark's real packages, each beside its correct
+ * twin. A wrong pipeline and its twin differ in exactly one choice of {@link Variant} and are checked under
+ * the same scenario generator, so the simulator must tell them apart by behaviour alone.
  */
 import type * as Scenario from "../src/Scenario.js"
 import * as Simulation from "../src/Simulation.js"
 import { pipeline, type Variant } from "./pipeline.js"
 
-/** One anti-pattern and its twin. */
+/** One wrong pipeline and its twin. */
 export interface Entry {
   readonly id: string
   /** What is wrong, in one line. */
@@ -18,28 +18,11 @@ export interface Entry {
   readonly twin: Simulation.Simulation
 }
 
-const policy = { maxDeliveries: 8 }
+/** The policy every catalogue simulation declares. */
+export const policy = { maxDeliveries: 8, halfOpenProbes: 1 }
 
-const entry = (
-  id: string,
-  bug: string,
-  caughtBy: ReadonlyArray<string>,
-  workload: Scenario.Config,
-  variant: Partial<Variant>,
-  world: { readonly retention?: number; readonly downstreamLatency?: number } = {}
-): Entry => {
-  // The twin keeps the environment (latency) but not the wrong setting (retention).
-  const { retention: _, ...environment } = world
-  return {
-    id,
-    bug,
-    caughtBy,
-    wrong: Simulation.make({ name: `${id} (wrong)`, pipeline: pipeline(variant), workload, world, policy }),
-    twin: Simulation.make({ name: `${id} (twin)`, pipeline: pipeline(), workload, world: environment, policy })
-  }
-}
-
-const only = (weights: Partial<Record<Scenario.FaultKind, number>>): Partial<Record<Scenario.FaultKind, number>> => ({
+/** Only the given fault kinds, at the given weights. */
+export const only = (weights: Partial<Record<Scenario.FaultKind, number>>): Partial<Record<Scenario.FaultKind, number>> => ({
   drop: 0,
   duplicate: 0,
   delay: 0,
@@ -57,92 +40,111 @@ const only = (weights: Partial<Record<Scenario.FaultKind, number>>): Partial<Rec
   ...weights
 })
 
+const entry = (
+  id: string,
+  bug: string,
+  caughtBy: ReadonlyArray<string>,
+  workload: Scenario.Config,
+  variant: Partial<Variant>
+): Entry => ({
+  id,
+  bug,
+  caughtBy,
+  wrong: Simulation.make({ name: `${id} (wrong)`, pipeline: pipeline(variant), workload, policy }),
+  twin: Simulation.make({ name: `${id} (twin)`, pipeline: pipeline(), workload, policy })
+})
+
 /** The catalogue. */
 export const catalogue: ReadonlyArray<Entry> = [
   entry(
-    "commit-then-publish",
-    "publishes the event right after the database commit instead of through an outbox",
-    ["no-committed-unpublished", "liveness"],
-    { maxFaults: 4, weights: only({ crash: 1, partial: 1 }) },
-    { publishing: "after-commit" }
-  ),
-  entry(
     "ack-before-processing",
     "acknowledges the delivery before handling it",
-    ["no-lost"],
-    { maxFaults: 4, weights: only({ crash: 1, drop: 1 }) },
+    ["no-lost", "liveness"],
+    { maxFaults: 4, weights: only({ crash: 2, outage: 1 }) },
     { ackFirst: true }
   ),
   entry(
-    "non-idempotent-consumer",
-    "calls the downstream without a stable idempotency key",
+    "unstable-idempotency-key",
+    "calls the downstream with a key that changes per delivery attempt instead of a stable one",
     ["no-duplicate-effects"],
-    { maxFaults: 4, weights: only({ duplicate: 1, slow: 1, partial: 1, crash: 1 }) },
+    { maxFaults: 4, weights: only({ slow: 2, crash: 1 }) },
     { idempotencyKey: false }
   ),
   entry(
-    "dedupe-after-effect",
-    "writes the dedupe record after the effect, outside its transaction",
+    "no-dedupe",
+    "no idempotency middleware and no stable downstream key: a redelivery repeats the effect",
     ["no-duplicate-effects"],
-    { maxFaults: 4, weights: only({ crash: 1 }) },
-    { dedupe: "record-after-effect" }
+    { maxFaults: 4, weights: only({ duplicate: 1, slow: 1, crash: 1 }) },
+    { dedupe: "none", idempotencyKey: false }
   ),
   entry(
-    "check-then-set",
-    "checks the idempotency key, then sets it in a later transaction (a race between concurrent deliveries)",
-    ["no-duplicate-effects"],
-    { maxFaults: 4, weights: only({ duplicate: 1 }) },
-    { dedupe: "check-then-set" }
-  ),
-  entry(
-    "unbounded-retry",
-    "retries every failure forever: no dead-letter queue",
-    ["retry-within-policy", "liveness"],
-    { maxFaults: 2, poisonRate: 0.3, weights: only({ outage: 1 }) },
-    { retries: "unbounded" }
-  ),
-  entry(
-    "dlq-loss",
-    "acks the failed message, then publishes the dead letter in the background",
-    ["no-lost"],
-    { maxFaults: 4, poisonRate: 0.4, weights: only({ crash: 1 }) },
+    "dlq-ack-then-publish",
+    "acks the failed message, then publishes its dead letter in the background",
+    ["no-lost", "liveness", "no-transient-dead-letters"],
+    { maxFaults: 4, poisonRate: 0.4, weights: only({ crash: 2, outage: 1 }) },
     { deadLetter: "ack-then-publish" }
   ),
   entry(
+    "unbounded-retry",
+    "retries every failure a thousand times: no bound, no dead-letter queue",
+    ["call-budget", "retry-within-policy", "outage-call-budget"],
+    { maxFaults: 2, weights: only({ outage: 1 }) },
+    { retries: "unbounded" }
+  ),
+  entry(
     "short-retention",
-    "keeps idempotency keys 1 s although redeliveries and replays arrive for tens of seconds",
+    "keeps idempotency keys 1 s although redeliveries arrive for tens of seconds",
     ["no-duplicate-effects"],
-    { maxFaults: 4, weights: only({ replay: 1, delay: 1, duplicate: 1, evict: 1 }) },
-    {},
-    { retention: 1_000 }
+    { maxFaults: 4, weights: only({ delay: 1, duplicate: 1, evict: 1, slow: 1 }) },
+    { retention: "1 second", idempotencyKey: false }
   ),
   entry(
     "half-open-stampede",
-    "a half-open breaker lets every waiting call through instead of one probe",
+    "the breaker admits 50 half-open probes where the policy declares one",
     ["half-open-probe-bound"],
     { maxFaults: 3, faultWindow: 5_000, weights: only({ outage: 1, burst: 1 }) },
-    { halfOpenProbes: Infinity },
-    { downstreamLatency: 200 }
+    { permittedProbes: 50 }
   ),
   entry(
     "retry-without-jitter",
     "retries on a fixed exponential schedule, so clients that failed together retry together",
     ["no-synchronised-retries"],
     { maxFaults: 3, faultWindow: 5_000, weights: only({ outage: 1, burst: 1 }) },
-    { jitter: false }
+    { jitter: "none" }
   ),
   entry(
-    "relay-out-of-order",
-    "the outbox relay publishes a batch sorted by event id (random UUIDs) instead of commit order",
-    ["order-per-key"],
-    { maxFaults: 2, keys: 2, faultWindow: 5_000, weights: only({ partial: 1 }) },
-    { relay: "by-event-id" }
+    "breaker-per-message",
+    "makes a new breaker for every message, so it never sees enough calls to open",
+    ["outage-call-budget"],
+    { maxFaults: 2, faultWindow: 15_000, weights: only({ outage: 1 }) },
+    { breaker: "per-message" }
+  ),
+  entry(
+    "everything-permanent",
+    "treats every failure as permanent, so an outage dead-letters messages on their first try",
+    ["no-instant-dead-letter", "no-transient-dead-letters"],
+    { maxFaults: 2, weights: only({ outage: 1, burst: 1 }) },
+    { classification: "all-permanent" }
+  ),
+  entry(
+    "no-backoff",
+    "retries at once, with no backoff, against a failing dependency",
+    ["outage-call-budget", "no-synchronised-retries"],
+    { maxFaults: 2, faultWindow: 15_000, weights: only({ outage: 1 }) },
+    { backoff: "none" }
+  ),
+  entry(
+    "no-replay",
+    "dead letters of an outage are never replayed once it is over",
+    ["no-transient-dead-letters"],
+    { maxFaults: 2, weights: only({ outage: 1 }) },
+    { replay: false }
   ),
   entry(
     "reserialising-verifier",
     "verifies the webhook signature over re-serialised JSON instead of the raw bytes",
     ["liveness"],
-    { maxFaults: 2, weights: only({ corrupt: 1 }) },
+    { maxFaults: 1, weights: only({ skew: 1 }) },
     { verifier: "reserialised" }
   )
 ]

@@ -97,6 +97,8 @@ export interface Policy {
   readonly orderedEffects: ReadonlyArray<string>
   /** Downstream calls one message may cause in a whole run; default `maxDeliveries × maxCallAttempts`. */
   readonly maxCallsPerMessage?: number | undefined
+  /** Calls the downstream may receive in one virtual second while it is failing. */
+  readonly maxFailingCallsPerSecond: number
 }
 
 /** The history of a run and its indices. */
@@ -122,6 +124,12 @@ export class History {
   readonly lastOrder = new Map<string, number>()
   /** Retry calls (attempt ≥ 2) per virtual instant. */
   readonly retriesAt = new Map<number, number>()
+  /** Calls that reached the failing downstream, per virtual second. */
+  readonly failingCalls = new Map<number, number>()
+  /** Permanent rejections per message since its last delivery. */
+  readonly rejectsSinceDelivery = new Map<string, number>()
+  /** Whether a message was retried since its last delivery. */
+  readonly retriedSinceDelivery = new Map<string, boolean>()
   /** Messages retried at each virtual instant. */
   readonly retriesAtInstant = new Map<number, Set<string>>()
   /** Fault kinds (and crash sites) that fired. */

@@ -58,6 +58,7 @@ export const defaultPolicy: Policy = {
   maxDeliveries: 5,
   maxCallAttempts: 3,
   maxSynchronisedRetries: 2,
+  maxFailingCallsPerSecond: 20,
   webhookTolerance: 30_000,
   orderedEffects: ["downstream"]
 }

@@ -1,0 +1,172 @@
+/**
+ * Mutants of Bulwark's own packages: each a small textual change to one source file, applied while the
+ * module loads (see `hook.mjs`), so a simulation of the correct reference pipeline runs against the broken
+ * package. Every mutant must be caught — an invariant named, a counterexample shrunk to ≤ 10 events — while
+ * the unmutated packages pass.
+ */
+import { only, policy } from "../../examples/catalogue.js"
+import { pipeline } from "../../examples/pipeline.js"
+import type * as Scenario from "../../src/Scenario.js"
+import * as Simulation from "../../src/Simulation.js"
+
+/** One mutant of a package's source. */
+export interface Mutant {
+  readonly id: string
+  /** What the change breaks, in one line. */
+  readonly description: string
+  /** Repository-relative path of the mutated file. */
+  readonly file: string
+  /** Text that occurs exactly once in the file … */
+  readonly search: string
+  /** … and what it becomes. */
+  readonly replace: string
+  /** The invariant(s) expected to catch it. */
+  readonly caughtBy: ReadonlyArray<string>
+  /** The faults the check generates (the reference pipeline is always the one run). */
+  readonly workload: Scenario.Config
+  /** Scenarios to try. Default 300. */
+  readonly runs?: number
+}
+
+/** The simulation a mutant is checked with: the correct reference pipeline under the mutant's workload. */
+export const simulationOf = (mutant: Mutant): Simulation.Simulation =>
+  Simulation.make({ name: `mutant ${mutant.id}`, pipeline: pipeline(), workload: mutant.workload, policy })
+
+/** The mutants. */
+export const mutants: ReadonlyArray<Mutant> = [
+  {
+    id: "pipeline-ack-first",
+    description: "the pipeline acknowledges a delivery before its handler ran",
+    file: "packages/core/src/Pipeline.ts",
+    search: "Effect.exit(restore(handler({ ...decoded, attempt: delivery.attempt }))),",
+    replace: "Effect.zipRight(Effect.ignore(delivery.ack), Effect.exit(restore(handler({ ...decoded, attempt: delivery.attempt })))),",
+    caughtBy: ["no-lost", "liveness", "no-transient-dead-letters"],
+    workload: { maxFaults: 4, weights: only({ crash: 2, outage: 1 }) }
+  },
+  {
+    id: "transport-no-redelivery",
+    description: "the memory transport never redelivers a delivery whose visibility timeout ran out",
+    file: "packages/transport/src/internal/memory.ts",
+    search: "if (flight.deadline <= now) {",
+    replace: "if (false && flight.deadline <= now) {",
+    caughtBy: ["liveness"],
+    workload: { maxFaults: 2, weights: only({ drop: 1, crash: 1 }) }
+  },
+  {
+    id: "transport-unordered",
+    description: "the memory transport hands out a key's next message while one is in flight",
+    file: "packages/transport/src/internal/memory.ts",
+    search: "if (orderedPerKey && stored.message.key !== \"\" && group.busyKeys.has(stored.message.key)) continue",
+    replace: "if (false) continue",
+    caughtBy: ["order-per-key"],
+    workload: { maxFaults: 3, keys: 1, weights: only({ slow: 1, drop: 1 }) }
+  },
+  {
+    id: "transport-dead-letter-lost",
+    description: "the memory transport settles a dead-lettered delivery without keeping the copy",
+    file: "packages/transport/src/internal/memory.ts",
+    search: "append(Delivery.deadLetterTopic(message.topic), [{",
+    replace: "void (() => [{",
+    caughtBy: ["no-transient-dead-letters"],
+    workload: { maxFaults: 2, weights: only({ outage: 1 }) }
+  },
+  {
+    id: "ingress-ack-before-publish",
+    description: "the webhook ingress answers before the publish is confirmed",
+    file: "packages/webhook/src/Ingress.ts",
+    search: "      yield* persist.pipe(",
+    replace: "      yield* Effect.forkDaemon(Effect.zipRight(Effect.sleep(5), persist)).pipe(",
+    caughtBy: ["no-lost", "liveness"],
+    workload: { maxFaults: 3, weights: only({ crash: 3 }) }
+  },
+  {
+    id: "ingress-remember-before-publish",
+    description: "the webhook ingress records the id as seen before publishing, so a failed publish is never retried",
+    file: "packages/webhook/src/Ingress.ts",
+    search: "        const publisher = yield* Transport.Publisher\n",
+    replace: "        const publisher = yield* Transport.Publisher\n        yield* guard.commit(key, dedupeTtl)\n",
+    caughtBy: ["no-lost", "liveness"],
+    workload: { maxFaults: 3, weights: only({ partial: 2, crash: 1 }) }
+  },
+  {
+    id: "verifier-no-tolerance",
+    description: "the Standard Webhooks verifier accepts any timestamp, so a captured request replays forever",
+    file: "packages/webhook/src/internal/crypto.ts",
+    search: "if (Math.abs(now - timestamp) > toleranceSeconds) {",
+    replace: "if (false) {",
+    caughtBy: ["webhook-authentic"],
+    workload: { maxFaults: 3, weights: only({ replay: 3 }) }
+  },
+  {
+    id: "verifier-any-signature",
+    description: "the Standard Webhooks verifier accepts a signature of the right length without comparing it",
+    file: "packages/webhook/src/internal/crypto.ts",
+    search: "if (timingSafeEqual(expected, signature)) return { scheme: \"standard\", id, timestamp }",
+    replace: "if (expected.length === signature.length) return { scheme: \"standard\", id, timestamp }",
+    caughtBy: ["webhook-authentic", "no-unexpected"],
+    workload: { maxFaults: 2, weights: only({ forge: 2, corrupt: 1 }) }
+  },
+  {
+    id: "drain-ack-before-store",
+    description: "the dead-letter drain acknowledges a copy before the store has it",
+    file: "packages/dead-letter/src/DeadLetter.ts",
+    search: "        storeDelivery(store, topic, delivery).pipe(",
+    replace: "        Effect.zipRight(delivery.ack, storeDelivery(store, topic, delivery)).pipe(",
+    caughtBy: ["no-transient-dead-letters"],
+    workload: { maxFaults: 4, weights: only({ outage: 1, crash: 3 }) }
+  },
+  {
+    id: "replay-mark-before-publish",
+    description: "replay marks an entry replayed before its publish is confirmed",
+    file: "packages/dead-letter/src/Replay.ts",
+    search: "      published++\n",
+    replace: "      published++\n      yield* store.markReplayed(id)\n",
+    caughtBy: ["no-transient-dead-letters"],
+    workload: { maxFaults: 4, weights: only({ outage: 1, crash: 2, partial: 1 }) }
+  },
+  {
+    id: "replay-keeps-failed-claim",
+    description: "replay does not give back an entry whose publish failed",
+    file: "packages/dead-letter/src/Replay.ts",
+    search: "        yield* store.releaseReplay(id)\n",
+    replace: "",
+    caughtBy: ["no-transient-dead-letters"],
+    workload: { maxFaults: 4, weights: only({ outage: 1, partial: 2 }) }
+  },
+  {
+    id: "retry-ignores-max-attempts",
+    description: "retry keeps going past maxAttempts",
+    file: "packages/retry/src/Retry.ts",
+    search: "if (attempts >= policy.maxAttempts) {",
+    replace: "if (attempts >= policy.maxAttempts * 100) {",
+    caughtBy: ["call-budget", "retry-within-policy", "outage-call-budget"],
+    workload: { maxFaults: 2, weights: only({ outage: 1 }) }
+  },
+  {
+    id: "retry-retries-permanent",
+    description: "retry also retries failures classified permanent",
+    file: "packages/retry/src/Retry.ts",
+    search: "if (!policy.retryOn(error, verdict)) return yield* Effect.fail(error)",
+    replace: "if (false) return yield* Effect.fail(error)",
+    caughtBy: ["permanent-not-retried"],
+    workload: { maxFaults: 1, poisonRate: 0.5, weights: only({ drop: 1 }) }
+  },
+  {
+    id: "breaker-never-trips",
+    description: "the breaker never opens, whatever the failure rate",
+    file: "packages/circuit-breaker/src/internal/machine.ts",
+    search: "if (failures / calls >= config.failureRateThreshold) return true",
+    replace: "if (failures / calls > 1) return true",
+    caughtBy: ["outage-call-budget"],
+    workload: { maxFaults: 2, faultWindow: 15_000, weights: only({ outage: 1 }) }
+  },
+  {
+    id: "breaker-unbounded-probes",
+    description: "a half-open breaker admits every caller instead of its permitted probes",
+    file: "packages/circuit-breaker/src/internal/machine.ts",
+    search: "if (s.probes.admitted >= config.permittedProbes) {",
+    replace: "if (false) {",
+    caughtBy: ["half-open-probe-bound"],
+    workload: { maxFaults: 3, faultWindow: 5_000, weights: only({ outage: 1, burst: 1 }) }
+  }
+]

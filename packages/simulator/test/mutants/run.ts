@@ -1,0 +1,45 @@
+/**
+ * Checks one mutant (named by the first argument) with the mutant applied by `hook.mjs`, and prints one JSON
+ * line: whether a violation was found, which invariant, after how many scenarios, the shrunk size, and the
+ * times. `mutation.ts` runs it in a child process per mutant (`BULWARK_MUTANT` set), since a module, once
+ * loaded, stays loaded.
+ */
+import * as Simulator from "../../src/Simulator.js"
+import { mutants, simulationOf } from "./catalogue.js"
+
+const [id, seedText, runsText] = process.argv.slice(2)
+const mutant = mutants.find((m) => m.id === id)
+if (mutant === undefined) {
+  process.stderr.write(`unknown mutant ${id}\n`)
+  process.exit(2)
+}
+const seed = Number(seedText ?? 1)
+const started = Date.now()
+let foundAfter = -1
+let foundAt = 0
+const report = Simulator.check(simulationOf(mutant), {
+  runs: Number(runsText ?? mutant.runs ?? 300),
+  seed,
+  shrinkBudget: 600,
+  onRun: (run, index) => {
+    if (!run.valid && foundAfter < 0) {
+      foundAfter = index + 1
+      foundAt = Date.now()
+    }
+  }
+})
+const ended = Date.now()
+process.stdout.write(JSON.stringify({
+  id: mutant.id,
+  seed,
+  caught: !report.valid,
+  invariant: report.violations[0]?.invariant,
+  message: report.violations[0]?.message,
+  expected: mutant.caughtBy,
+  scenariosToFind: foundAfter,
+  size: report.counterexample?.size,
+  shrinks: report.shrinks,
+  findMillis: foundAfter < 0 ? ended - started : foundAt - started,
+  shrinkMillis: foundAfter < 0 ? 0 : ended - foundAt,
+  replay: report.replay
+}) + "\n")

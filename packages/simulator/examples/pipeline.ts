@@ -52,6 +52,12 @@ export interface Variant {
   readonly backoff: "exponential" | "none"
   /** Transient dead letters are replayed after the outage, or left in the store (bug). */
   readonly replay: boolean
+  /** Replayer processes running at once. */
+  readonly replayers: number
+  /** Replay rate, messages per second. */
+  readonly replayRate: number
+  /** How long a replay claim protects an entry. */
+  readonly claimLease: Duration.DurationInput
 }
 
 /** The correct pipeline's choices. */
@@ -68,7 +74,10 @@ export const correct: Variant = {
   breaker: "per-process",
   classification: "taxonomy",
   backoff: "exponential",
-  replay: true
+  replay: true,
+  replayers: 1,
+  replayRate: 20,
+  claimLease: "1 minute"
 }
 
 /** The topic the webhook receiver publishes to, and the consumer's group. */
@@ -212,14 +221,16 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
     Effect.zipRight(
       Effect.sleep("5 seconds"),
       Effect.forEach(["dependency", "timeout"] as const, (category) =>
-        Effect.ignore(Replay.replay({ filter: { category }, rate: 20 })), { discard: true })
+        Effect.ignore(Replay.replay({ filter: { category }, rate: v.replayRate, claimLease: v.claimLease })), { discard: true })
     )
   )
 
   return Effect.gen(function*() {
     for (let i = 0; i < 2; i++) yield* world.spawn(`consumer-${i + 1}`, Effect.provide(consumer, world.layer))
     yield* world.spawn("dead-letter-drain", Effect.provide(drain, world.layer))
-    if (v.replay) yield* world.spawn("replayer", Effect.provide(replayer, world.layer))
+    if (v.replay) {
+      for (let i = 0; i < v.replayers; i++) yield* world.spawn(`replayer-${i + 1}`, Effect.provide(replayer, world.layer))
+    }
     return ingress
   })
 }

@@ -130,6 +130,10 @@ export class History {
   readonly rejectsSinceDelivery = new Map<string, number>()
   /** Whether a message was retried since its last delivery. */
   readonly retriedSinceDelivery = new Map<string, boolean>()
+  /** How many times each message was dead-lettered. */
+  readonly deadLetterGenerations = new Map<string, number>()
+  /** Replay publishes per message and dead-lettering. */
+  readonly replayPublishes = new Map<string, number>()
   /** Messages retried at each virtual instant. */
   readonly retriesAtInstant = new Map<number, Set<string>>()
   /** Fault kinds (and crash sites) that fired. */

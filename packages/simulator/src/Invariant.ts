@@ -271,6 +271,25 @@ export const processRuns = make({
       : undefined
 })
 
+/** A dead letter is republished once per time it was dead-lettered, however many replayers run. */
+export const replayOnce = make({
+  name: "replay-once",
+  description: "each dead-lettering of a message is republished by replay at most once",
+  relevant: (e) => e.kind === "replay-publish",
+  onEvent: (e, h) => {
+    if (e.ref === undefined) return undefined
+    if (e.kind === "dead-lettered") {
+      h.deadLetterGenerations.set(e.ref, (h.deadLetterGenerations.get(e.ref) ?? 0) + 1)
+      return undefined
+    }
+    if (e.kind !== "replay-publish") return undefined
+    const generation = `${e.ref}#${h.deadLetterGenerations.get(e.ref) ?? 0}`
+    const n = (h.replayPublishes.get(generation) ?? 0) + 1
+    h.replayPublishes.set(generation, n)
+    return n > 1 ? `${e.ref}: one dead-lettering republished ${n} times (entry ${String(e.data?.entry)})` : undefined
+  }
+})
+
 /** The webhook receiver accepts only authentic, fresh requests. */
 export const webhookAuthentic = make({
   name: "webhook-authentic",
@@ -319,6 +338,7 @@ export const all: ReadonlyArray<Invariant> = [
   noInstantDeadLetter,
   noTransientDeadLetters,
   processRuns,
+  replayOnce,
   webhookAuthentic,
   deadLetterCategorised,
   liveness

@@ -1,56 +1,60 @@
-import { Envelope, Failure, Handler, Pipeline } from "@bulwark/core"
-import { Invariant, Scheduler, Simulation, Simulator, World } from "@bulwark/simulator"
-import { Duration, Effect, Schema } from "effect"
+import { Breaker } from "@bulwark/circuit-breaker"
+import { Handler } from "@bulwark/core"
+import { DeadLetter, Replay } from "@bulwark/dead-letter"
+import { Idempotent } from "@bulwark/idempotency"
+import { Backoff, Retry } from "@bulwark/retry"
+import { Invariant, Simulation, Simulator, type World } from "@bulwark/simulator"
+import { Transport } from "@bulwark/transport"
+import { Ingress, Verifier } from "@bulwark/webhook"
+import { Duration, Effect, pipe, Schema } from "effect"
 
 /** What the simulated provider sends (`ref` names the message in reports). */
 const Payment = Schema.Struct({ ref: Schema.String, key: Schema.String, amount: Schema.Number, poison: Schema.Boolean })
-const Paid = Schema.Struct({ ...Payment.fields, order: Schema.Number })
-const encodePaid = Envelope.encode(Paid)
 
-/** Webhook receiver → `payments` topic → consumer calling the downstream through timeout, breaker and retry. */
+/** The real ingress, consumer, drain and replayer, with their ports taken from the world. */
 const pipeline = (world: World.World) =>
   Effect.gen(function*() {
-    const decode = Schema.decodeUnknownEither(Schema.parseJson(Payment))
-    const sequence = new Map<string, number>() // per-key acceptance order, checked by `order-per-key`
-    const ingress: World.Ingress = (request) =>
-      Effect.gen(function*() {
-        const tolerance = world.history.policy.webhookTolerance
-        if (!world.verify(request, world.wallNow(Scheduler.epoch), tolerance)) return 401 // raw bytes, not re-serialised JSON
-        const payment = decode(new TextDecoder().decode(request.body))
-        if (payment._tag === "Left") return 400
-        const order = sequence.get(payment.right.key) ?? 0
-        const envelope = yield* Envelope.make({
-          type: "payment.received", source: "/provider", subject: payment.right.key, data: { ...payment.right, order }
+    // Standard Webhooks, verified over the raw bytes; persisted before the 202.
+    const receive = Ingress.process({
+      verifier: Verifier.standard([world.secret], { tolerance: Duration.seconds(30) }),
+      schema: Payment,
+      topic: "payments",
+      type: "payment.received",
+      subject: (payment) => payment.key
+    })
+    const ingress: World.Ingress = (request) => Effect.map(Effect.exit(receive(request)), (exit) => Ingress.answer(exit).status)
+
+    // Each consumer process has its breaker; every attempt is bounded, retried with jitter, idempotent.
+    const consumer = Effect.gen(function*() {
+      const breaker = yield* Breaker.make("downstream", { window: { kind: "count", size: 10 }, minimumCalls: 4, openDuration: "1 second" })
+      const call: Handler.Handler<typeof Payment.Type, World.DownstreamError> = (envelope) =>
+        world.callDownstream({
+          ref: envelope.data.ref,
+          key: envelope.data.key,
+          order: world.orderOf("payments", envelope.id),
+          idempotencyKey: envelope.id
         })
-        const published = yield* Effect.either(Effect.flatMap(encodePaid(envelope), (payload) =>
-          world.publisher.publish("payments", [{ id: envelope.id, key: envelope.subject, payload, headers: {} }])))
-        if (published._tag === "Left") return 503 // not acknowledged: the provider sends again
-        sequence.set(payment.right.key, order + 1)
-        return 202
-      }).pipe(Effect.orDie)
-
-    const breaker = world.breaker({ failureThreshold: 3, resetTimeout: 1_000, halfOpenProbes: 1 })
-    const retry = world.retry({ attempts: 3, base: 100, jitter: true })
-    const handler: Handler.Handler<typeof Paid.Type, unknown> = (envelope) =>
-      retry((attempt) =>
-        breaker(
-          world.callDownstream({ ...envelope.data, idempotencyKey: envelope.data.ref, attempt }).pipe(
-            Effect.timeoutFail({
-              duration: Duration.millis(500),
-              onTimeout: () => new Failure.TransientError({ category: "timeout", message: "downstream timed out" })
-            })
-          )
-        ), envelope.data.ref)
-
-    for (let i = 0; i < 2; i++) {
-      yield* Effect.forkScoped(
-        Pipeline.run(world.subscriber.subscribe("payments"), handler, {
-          schema: Paid, orderBy: "subject", concurrency: 4, maxAttempts: 5
-        }).pipe(Effect.orDie)
+      const handler = pipe(
+        call,
+        Handler.timeout("500 millis"),
+        Breaker.middleware(breaker),
+        Retry.middleware(Retry.policy({ schedule: Backoff.exponential({ base: "100 millis", cap: "1 second" }), maxAttempts: 3 })),
+        Idempotent.idempotent({ namespace: "payments:", retention: "1 hour", onInProgress: "nack" })
       )
-    }
+      return yield* Transport.consume("payments", handler, { schema: Payment, group: "consumer", orderBy: "subject", concurrency: 4, maxAttempts: 5 })
+    })
+
+    // Dead letters are stored; those of an outage (not poison) are replayed every 5 s until they go through.
+    const replayer = Effect.forever(Effect.zipRight(
+      Effect.sleep("5 seconds"),
+      Effect.forEach(["dependency", "timeout"] as const, (category) => Effect.ignore(Replay.replay({ filter: { category } })))
+    ))
+
+    for (const name of ["consumer-1", "consumer-2"]) yield* world.spawn(name, Effect.provide(consumer, world.layer))
+    yield* world.spawn("drain", Effect.provide(DeadLetter.drain("payments"), world.layer))
+    yield* world.spawn("replayer", Effect.provide(replayer, world.layer))
     return ingress
-  })
+  }).pipe(Effect.orDie)
 
 /** `bulwark simulate docs/snippets/simulation.ts --runs 200 --seed 42` checks this export. */
 export const simulation = Simulation.make({

@@ -5,7 +5,21 @@
 import type { Lane } from "./History.js"
 import type { Report, RunResult } from "./Simulator.js"
 
-const lanes: ReadonlyArray<Lane> = ["sender", "webhook", "transport", "consumer", "database", "relay", "downstream", "breaker", "fault"]
+const lanes: ReadonlyArray<Lane> = [
+  "sender",
+  "webhook",
+  "transport",
+  "consumer",
+  "idempotency",
+  "retry",
+  "breaker",
+  "database",
+  "relay",
+  "dead-letter",
+  "downstream",
+  "node",
+  "fault"
+]
 
 const escape = (s: string): string =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")

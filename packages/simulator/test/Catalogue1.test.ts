@@ -1,3 +1,3 @@
 import { checkEntries } from "./catalogue.js"
 
-checkEntries(["commit-then-publish", "ack-before-processing", "non-idempotent-consumer", "dedupe-after-effect"])
+checkEntries(["ack-before-processing", "unstable-idempotency-key", "no-dedupe", "dlq-ack-then-publish", "unbounded-retry"])

@@ -1,3 +1,3 @@
 import { checkEntries } from "./catalogue.js"
 
-checkEntries(["check-then-set", "unbounded-retry", "dlq-loss", "short-retention"])
+checkEntries(["short-retention", "half-open-stampede", "retry-without-jitter", "breaker-per-message"])

@@ -1,3 +1,3 @@
 import { checkEntries } from "./catalogue.js"
 
-checkEntries(["half-open-stampede", "retry-without-jitter", "relay-out-of-order", "reserialising-verifier"])
+checkEntries(["everything-permanent", "no-backoff", "no-replay", "reserialising-verifier"])

@@ -4,7 +4,7 @@ import * as Html from "../src/Html.js"
 import * as Simulator from "../src/Simulator.js"
 
 describe("failure output", () => {
-  const entry = catalogue.find((e) => e.id === "dedupe-after-effect")!
+  const entry = catalogue.find((e) => e.id === "no-dedupe")!
   let cached: { report: Simulator.Report; run: Simulator.RunResult } | undefined
   const found = () => {
     if (cached === undefined) {
@@ -26,7 +26,7 @@ describe("failure output", () => {
   it("renders an HTML timeline with a lane per component and the faults marked", () => {
     const { report, run } = found()
     const html = Html.render(report, run)
-    for (const lane of ["sender", "webhook", "transport", "database", "downstream", "fault"]) expect(html).toContain(`>${lane}</text>`)
+    for (const lane of ["sender", "webhook", "transport", "downstream", "fault"]) expect(html).toContain(`>${lane}</text>`)
     expect(html).toContain(`fill="#d33"`)
   })
 

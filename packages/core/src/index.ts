@@ -8,3 +8,5 @@ export * as Delivery from "./Delivery.js"
 export * as Handler from "./Handler.js"
 /** Runs a handler over a stream of deliveries. */
 export * as Pipeline from "./Pipeline.js"
+/** One cheap observer hook through which packages announce what they do. */
+export * as Observe from "./Observe.js"

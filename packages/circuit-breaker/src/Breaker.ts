@@ -18,7 +18,7 @@
  * A rejected call fails with {@link BreakerOpen}: transient, category `dependency`, with a `retryAfter` of
  * when the breaker may admit a probe, so retries and the pipeline wait instead of hammering.
  */
-import { Failure, Handler } from "@bulwark/core"
+import { Failure, Handler, Observe } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
 import { Cause, Data, Duration, Effect, Metric, PubSub, Schedule, ScheduleDecision, Schema, Stream } from "effect"
 import * as Intervals from "effect/ScheduleIntervals"
@@ -260,22 +260,38 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
     let seen: State = first
     yield* Metric.set(gauge, stateCode[first])
 
+    // Half-open probe calls of this instance running now (across half-open periods), for the `probe` events.
+    let probesInFlight = 0
+
     // Called after every change this instance makes or reads; cheap when nothing changed.
     const observe = (state: State, at: number): Effect.Effect<void> => {
       if (state === seen) return Effect.void
       const from = seen
       seen = state
       return Effect.zipRight(
+        Observe.emitWith("breaker", "transition", () => ({ breaker: key, from, to: state })),
         Effect.zipRight(
-          Metric.set(gauge, stateCode[state]),
-          Metric.increment(Metric.tagged(Metric.tagged(Metric.tagged(transitionsTotal, "breaker", key), "from", from), "to", state))
-        ),
-        PubSub.publish(hub, { key, from, to: state, at })
+          Effect.zipRight(
+            Metric.set(gauge, stateCode[state]),
+            Metric.increment(Metric.tagged(Metric.tagged(Metric.tagged(transitionsTotal, "breaker", key), "from", from), "to", state))
+          ),
+          PubSub.publish(hub, { key, from, to: state, at })
+        )
       )
     }
 
-    const reject = (admission: Extract<Machine.Admission, { _tag: "reject" }>, now: number) =>
-      Effect.zipRight(
+    // Observers are read once per call, where the call is admitted; the paths below take them as a value
+    // and build an event only when the list is not empty, so an unobserved call allocates nothing more.
+    const called = (observers: ReadonlyArray<Observe.Observer>, outcome: Machine.Outcome) => {
+      if (observers.length !== 0) Observe.unsafeNotify(observers, "breaker", "call", { breaker: key, outcome })
+    }
+
+    const reject = (
+      admission: Extract<Machine.Admission, { _tag: "reject" }>,
+      now: number,
+      observers: ReadonlyArray<Observe.Observer>
+    ) => {
+      const rejected = Effect.zipRight(
         Metric.increment(rejections),
         Effect.fail(
           new BreakerOpen({
@@ -286,17 +302,32 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
           })
         )
       )
+      // Notified when it runs, so it follows the transition event a lazy open → half-open emits first.
+      return observers.length === 0 ? rejected : Effect.zipRight(
+        Effect.sync(() => Observe.unsafeNotify(observers, "breaker", "rejected", { breaker: key, state: admission.state })),
+        rejected
+      )
+    }
 
-    const settle = (admission: Machine.Admission, started: number, outcome: Machine.Outcome) => {
+    const settle = (
+      admission: Machine.Admission,
+      started: number,
+      outcome: Machine.Outcome,
+      observers: ReadonlyArray<Observe.Observer>
+    ) => {
       const now = clock.unsafeCurrentTimeMillis()
       const local = access.local
       if (local !== undefined) {
         Machine.record(local, config, now, admission, outcome, now - started)
+        called(observers, outcome)
         return observe(local.state, now)
       }
       return Effect.flatMap(
         access.modify((s) => (Machine.record(s, config, now, admission, outcome, now - started), s.state)),
-        (state) => observe(state, now)
+        (state) => {
+          called(observers, outcome)
+          return observe(state, now)
+        }
       )
     }
 
@@ -311,7 +342,8 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
     const run = <A, E, R>(
       self: Effect.Effect<A, E, R>,
       admission: Machine.Admission,
-      started: number
+      started: number,
+      observers: ReadonlyArray<Observe.Observer>
     ): Effect.Effect<A, E | ES, R> => {
       const guarded = (effect: Effect.Effect<A, E, R>) =>
         Effect.matchCauseEffect(effect, {
@@ -321,30 +353,50 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
               // Hot path: record synchronously; only a state change costs an extra effect.
               const now = clock.unsafeCurrentTimeMillis()
               Machine.record(local, config, now, admission, "success", now - started)
+              called(observers, "success")
               return local.state === seen ? Effect.succeed(a) : Effect.as(observe(local.state, now), a)
             }
-            return Effect.as(settle(admission, started, "success"), a)
+            return Effect.as(settle(admission, started, "success", observers), a)
           },
           onFailure: (cause) =>
             Effect.zipRight(
-              Effect.flatMap(outcomeOf(cause), (outcome) => settle(admission, started, outcome)),
+              Effect.flatMap(outcomeOf(cause), (outcome) => settle(admission, started, outcome, observers)),
               Effect.failCause(cause)
             )
         })
-      // A probe holds one of the few half-open permits: it must give it back even when interrupted.
-      return admission._tag === "probe"
-        ? Effect.uninterruptibleMask((restore) => guarded(restore(self)))
-        : guarded(self)
+      if (admission._tag !== "probe") return guarded(self)
+      // A probe holds one of the few half-open permits: it must give it back even when interrupted. It is
+      // counted from the moment it starts to the moment it ends, whatever the exit.
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          const inFlight = ++probesInFlight
+          if (observers.length !== 0) {
+            Observe.unsafeNotify(observers, "breaker", "probe", {
+              breaker: key,
+              inFlight,
+              permitted: config.permittedProbes
+            })
+          }
+          return guarded(Effect.onExit(restore(self), () =>
+            Effect.sync(() => {
+              const inFlight = --probesInFlight
+              if (observers.length !== 0) {
+                Observe.unsafeNotify(observers, "breaker", "probe-done", { breaker: key, inFlight })
+              }
+            })))
+        })
+      )
     }
 
     // Closed, in-process and not timing calls: the common case runs with handlers shared by every call, so
     // a call allocates nothing but its own result (allocation, not logic, dominates the per-call cost).
     const untimedLocal = access.local !== undefined && config.slowCallMillis === undefined
     const readClock = () => clock.unsafeCurrentTimeMillis()
-    const closedHandlers = {
+    const closedHandlersFor = (observers: ReadonlyArray<Observe.Observer>) => ({
       onSuccess: (a: any): Effect.Effect<any, any, any> => {
         const local = access.local!
         Machine.record(local, config, readClock, Machine.call, "success", 0)
+        called(observers, "success")
         return local.state === seen ? Effect.succeed(a) : Effect.as(observe(local.state, readClock()), a)
       },
       // Classified synchronously with the fiber's rules: one runtime step instead of a chain of effects.
@@ -359,31 +411,42 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
             outcome = isFailure(error, verdict) ? "failure" : "success"
           }
           Machine.record(local, config, readClock, Machine.call, outcome, 0)
+          called(observers, outcome)
           return local.state === seen
             ? Effect.failCause(cause)
             : Effect.zipRight(observe(local.state, readClock()), Effect.failCause(cause))
         })
-    }
+    })
+    const unobserved: ReadonlyArray<Observe.Observer> = []
+    const closedHandlers = closedHandlersFor(unobserved)
 
     const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen | ES, R> => {
       const closedRun: Effect.Effect<A, E, R> | undefined = untimedLocal
         ? Effect.matchCauseEffect(self, closedHandlers)
         : undefined
-      return Effect.suspend(() => {
+      // Observed closed calls get handlers of their own; unobserved ones share `closedRun`.
+      const closed = (observers: ReadonlyArray<Observe.Observer>): Effect.Effect<A, E, R> =>
+        observers.length === 0 ? closedRun! : Effect.matchCauseEffect(self, closedHandlersFor(observers))
+      return Effect.withFiberRuntime((fiber) => {
+        const observers = fiber.getFiberRef(Observe.currentObservers)
         const local = access.local
         // Closed and untimed: admitted without reading the clock.
-        if (closedRun !== undefined && local!.state === "closed" && local!.state === seen) return closedRun
+        if (closedRun !== undefined && local!.state === "closed" && local!.state === seen) return closed(observers)
         const now = clock.unsafeCurrentTimeMillis()
         if (local !== undefined) {
           // In-process fast path: the admission is a synchronous read of local state.
           const admission = Machine.acquire(local, config, now)
-          if (admission === Machine.call && closedRun !== undefined) return closedRun
+          if (admission === Machine.call && closedRun !== undefined) return closed(observers)
           if (admission._tag === "pass") return self
           const changed = local.state !== seen
           if (admission._tag === "reject") {
-            return changed ? Effect.zipRight(observe(local.state, now), reject(admission, now)) : reject(admission, now)
+            return changed
+              ? Effect.zipRight(observe(local.state, now), reject(admission, now, observers))
+              : reject(admission, now, observers)
           }
-          return changed ? Effect.zipRight(observe(local.state, now), run(self, admission, now)) : run(self, admission, now)
+          return changed
+            ? Effect.zipRight(observe(local.state, now), run(self, admission, now, observers))
+            : run(self, admission, now, observers)
         }
         return Effect.flatMap(
           access.modify((s) => [Machine.acquire(s, config, now), s.state] as const),
@@ -391,8 +454,8 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
             const next: Effect.Effect<A, E | BreakerOpen | ES, R> = admission._tag === "pass"
               ? self
               : admission._tag === "reject"
-              ? reject(admission, now)
-              : run(self, admission, now)
+              ? reject(admission, now, observers)
+              : run(self, admission, now, observers)
             return Effect.zipRight(observe(state, now), next)
           }
         )

@@ -15,6 +15,7 @@ import type { Delivery } from "./Delivery.js"
 import { DeadLetterReason } from "./Delivery.js"
 import * as Envelope from "./Envelope.js"
 import * as Failure from "./Failure.js"
+import * as Observe from "./Observe.js"
 import { checkOrder, type Handler, type MiddlewareOrderError } from "./Handler.js"
 
 /** How one delivery was settled. */
@@ -146,7 +147,16 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
           stats.settleFailed++
           break
       }
-      const counted = Metric.increment(deliveriesByOutcome[settled.outcome])
+      const counted = Effect.zipRight(
+        Metric.increment(deliveriesByOutcome[settled.outcome]),
+        Observe.emitWith("pipeline", "settled", () => ({
+          topic: settled.delivery.message.topic,
+          messageId: settled.delivery.message.id,
+          attempt: settled.delivery.attempt,
+          outcome: settled.outcome,
+          category: settled.verdict?.category
+        }))
+      )
       return onSettled ? Effect.zipRight(counted, onSettled(settled)) : counted
     }
 

@@ -8,5 +8,5 @@ export * as Delivery from "./Delivery.js"
 export * as Handler from "./Handler.js"
 /** Runs a handler over a stream of deliveries. */
 export * as Pipeline from "./Pipeline.js"
-/** A cheap hook through which the packages say what they did (simulator, tests, audit). */
+/** One cheap observer hook through which packages announce what they do. */
 export * as Observe from "./Observe.js"

@@ -4,6 +4,7 @@ import * as Delivery from "../src/Delivery.js"
 import * as Envelope from "../src/Envelope.js"
 import * as Failure from "../src/Failure.js"
 import * as Handler from "../src/Handler.js"
+import * as Observe from "../src/Observe.js"
 import * as Pipeline from "../src/Pipeline.js"
 
 const Payload = Schema.Struct({ n: Schema.Int })
@@ -204,5 +205,26 @@ describe("Pipeline", () => {
       })
       expect(seen).toHaveLength(1)
       expect(seen[0]).toMatchObject({ outcome: "dead-lettered", verdict: { classification: "permanent", category: "schema" } })
+    }))
+
+  it.effect("emits one pipeline settled event per settlement, with the category of a failure", () =>
+    Effect.gen(function*() {
+      const { stream } = source([yield* message("ok", "k", 1), yield* message("bad", "k", 2, 4), yield* message("flaky", "j", 3)])
+      const events: Array<Observe.Event> = []
+      yield* Pipeline.run(
+        stream,
+        (e) =>
+          e.data.n === 1
+            ? Effect.void
+            : e.data.n === 2
+            ? Effect.fail(new Failure.PermanentError({ category: "auth", message: "no" }))
+            : Effect.fail(new Flaky({ status: 503 })),
+        { schema: Payload, concurrency: 1 }
+      ).pipe(Observe.observe((event) => void events.push(event)))
+      expect(events).toEqual([
+        { source: "pipeline", kind: "settled", attributes: { topic: "t", messageId: "ok", attempt: 1, outcome: "acked", category: undefined } },
+        { source: "pipeline", kind: "settled", attributes: { topic: "t", messageId: "bad", attempt: 4, outcome: "dead-lettered", category: "auth" } },
+        { source: "pipeline", kind: "settled", attributes: { topic: "t", messageId: "flaky", attempt: 1, outcome: "nacked", category: "dependency" } }
+      ])
     }))
 })

@@ -8,7 +8,7 @@
  * Nothing is lost on the way: if storing fails, the original failure propagates and the transport keeps
  * the message.
  */
-import { Delivery, Envelope, Failure, Handler } from "@bulwark/core"
+import { Delivery, Envelope, Failure, Handler, Observe } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Effect, Schema, Stream } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -59,12 +59,23 @@ export const deadLetter = <A, I, RS>(store: Store.Service, options: Options<A, I
               .pipe(Effect.annotateLogs({ envelopeId: envelope.id, topic: options.topic }))
             return yield* Effect.fail(error)
           }
+          yield* announceStored(stored.right)
           yield* Effect.logWarning("message dead-lettered").pipe(
             Effect.annotateLogs({ envelopeId: envelope.id, entryId: stored.right.id, category: verdict.category })
           )
         })))
   }
 }
+
+/** Announces a stored entry (`dead-letter` `stored`). */
+const announceStored = (entry: Store.DeadLetterEntry): Effect.Effect<void> =>
+  Observe.emitWith("dead-letter", "stored", () => ({
+    entryId: entry.id,
+    topic: entry.originTopic,
+    messageId: entry.messageId,
+    category: entry.category,
+    attempts: entry.attempts
+  }))
 
 /** The reason recorded when a dead-lettered copy arrives without readable reason headers. */
 const unknownReason = (attempts: number) =>
@@ -90,12 +101,15 @@ export const storeDelivery = (store: Store.Service, topic: string, delivery: Del
   const { message } = delivery
   const reason = Delivery.readDeadLetterReason(message.headers) ?? unknownReason(delivery.attempt)
   const originTopic = message.headers[Delivery.DeadLetterHeaders.originTopic] ?? topic
-  return store.add({
-    message: { ...message, topic: originTopic },
-    category: reason.category,
-    error: reason.error,
-    attempts: reason.attempts
-  })
+  return Effect.tap(
+    store.add({
+      message: { ...message, topic: originTopic },
+      category: reason.category,
+      error: reason.error,
+      attempts: reason.attempts
+    }),
+    announceStored
+  )
 }
 
 /**

@@ -5,6 +5,7 @@
  * entry back. A crash between publish and mark leaves the entry claimed until `claimLease` ends, after
  * which it may be published again (at-least-once, like every transport: consumers stay idempotent).
  */
+import { Observe } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Duration, Effect, Option } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -57,10 +58,12 @@ export const replay = (
     for (const id of ids) {
       const claimed = yield* store.claimReplay(id, lease)
       if (Option.isNone(claimed)) {
+        yield* Observe.emit("replay", "skipped", { entryId: id })
         skipped.push(id)
         continue
       }
       const entry = claimed.value
+      yield* Observe.emit("replay", "claimed", { entryId: id, messageId: entry.messageId })
       // Rate limit between publishes (Effect's Clock, so TestClock drives it in tests).
       if (published > 0) yield* Effect.sleep(spacing)
       published++
@@ -72,10 +75,13 @@ export const replay = (
       }]))
       if (outcome._tag === "Left") {
         yield* store.releaseReplay(id)
+        yield* Observe.emit("replay", "released", { entryId: id, messageId: entry.messageId, error: outcome.left.message })
         failed.push({ id, error: outcome.left })
         continue
       }
+      yield* Observe.emit("replay", "published", { entryId: id, messageId: entry.messageId, topic: entry.originTopic })
       yield* store.markReplayed(id)
+      yield* Observe.emit("replay", "replayed", { entryId: id })
       replayed.push(id)
     }
     return { replayed, skipped, failed }

@@ -9,7 +9,7 @@
  * beyond how long dead-lettered messages may wait before being replayed.
  */
 import { Context, Data, Duration, Effect, Metric, Option, Schema } from "effect"
-import { Failure } from "@bulwark/core"
+import { Failure, Observe } from "@bulwark/core"
 
 /** You own the key until `leaseUntil`; complete or release it with `token`. */
 export interface Fresh {
@@ -171,6 +171,38 @@ export const recordClaim = (claim: Claim): Effect.Effect<void> => {
   }
 }
 
+const claimOutcome = { Fresh: "fresh", InProgress: "in-progress", Completed: "completed" } as const
+
+/** Counts one claim answer and announces it (`idempotency` `claim`). */
+const noteClaim = (key: string, claim: Claim): Effect.Effect<void> =>
+  Effect.zipRight(
+    recordClaim(claim),
+    Observe.emitWith("idempotency", "claim", () => ({
+      key,
+      outcome: claimOutcome[claim._tag],
+      ...(claim._tag === "Fresh" ? { token: claim.token } : {})
+    }))
+  )
+
+/** Counts a lost lease and announces it (`idempotency` `lease-lost`). */
+const noteLeaseLost = (key: string, operation: "complete" | "release"): Effect.Effect<void> =>
+  Effect.zipRight(Metric.increment(leaseLostTotal), Observe.emitWith("idempotency", "lease-lost", () => ({ key, operation })))
+
+/**
+ * Completes `key` with the owner's outcome, counting and announcing a lost lease (`lease-lost`) or the
+ * completion (`complete`). What `run` and the `idempotent` middleware complete through.
+ */
+export const completeObserved = (
+  store: Service,
+  key: string,
+  token: number,
+  outcome: unknown
+): Effect.Effect<void, IdempotencyStoreError | LeaseLostError> =>
+  store.complete(key, token, outcome).pipe(
+    Effect.tapErrorTag("LeaseLostError", () => noteLeaseLost(key, "complete")),
+    Effect.zipRight(Observe.emitWith("idempotency", "complete", () => ({ key, token })))
+  )
+
 /** How a duplicate that finds a live lease is treated by {@link run} and the middleware. */
 export interface WaitOptions {
   /** `"wait"` polls until the first run finishes (bounded by `maxWait`); `"nack"` fails at once. Default `"wait"`. */
@@ -190,19 +222,19 @@ export const claimOrWait = (
   Effect.gen(function*() {
     const store = yield* IdempotencyStore
     const maxWait = Duration.decode(options.maxWait ?? options.lease)
-    const once = Effect.tap(store.claim(key, options), recordClaim)
-    const first = yield* once
+    const first = yield* Effect.tap(store.claim(key, options), (claim) => noteClaim(key, claim))
     if (first._tag !== "InProgress") return first
     if (options.onInProgress === "nack" || Duration.isZero(maxWait)) {
       return yield* Effect.fail(new InProgressError({ key, retryAfter: first.remaining }))
     }
+    yield* Observe.emitWith("idempotency", "wait", () => ({ key, maxWaitMs: Duration.toMillis(maxWait) }))
     // Poll with a short capped backoff: a duplicate is usually a sibling delivery racing the first run.
     const poll = (delay: number): Effect.Effect<Claim, IdempotencyStoreError> =>
       Effect.flatMap(Effect.zipRight(Effect.sleep(Duration.millis(delay)), store.claim(key, options)), (claim) =>
         claim._tag === "InProgress" ? poll(Math.min(250, delay * 2)) : Effect.succeed(claim))
     const polled = yield* Effect.timeoutOption(poll(10), maxWait)
     if (Option.isSome(polled) && polled.value._tag !== "InProgress") {
-      yield* recordClaim(polled.value)
+      yield* noteClaim(key, polled.value)
       return polled.value
     }
     return yield* Effect.fail(new InProgressError({ key, retryAfter: first.remaining }))
@@ -239,9 +271,7 @@ export const run = <A, I, E, R, RS>(
       Effect.mapError((cause) => new OutcomeDecodeError({ key, cause })),
       Effect.onError(() => releaseQuietly(store, key, claim.token))
     )
-    yield* store.complete(key, claim.token, encoded).pipe(
-      Effect.tapErrorTag("LeaseLostError", () => Metric.increment(leaseLostTotal))
-    )
+    yield* completeObserved(store, key, claim.token, encoded)
     return value
   })
 
@@ -255,9 +285,13 @@ export const releaseQuietly = (
   token: number
 ): Effect.Effect<void> =>
   store.release(key, token).pipe(
+    Effect.zipRight(Observe.emitWith("idempotency", "release", () => ({ key, token }))),
     Effect.catchAll((error) =>
-      Effect.logWarning("idempotency release failed; the key frees itself when the lease expires", error).pipe(
-        Effect.annotateLogs({ key })
+      Effect.zipRight(
+        error._tag === "LeaseLostError" ? noteLeaseLost(key, "release") : Effect.void,
+        Effect.logWarning("idempotency release failed; the key frees itself when the lease expires", error).pipe(
+          Effect.annotateLogs({ key })
+        )
       )
     )
   )

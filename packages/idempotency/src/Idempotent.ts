@@ -6,7 +6,7 @@
  * pipeline nacks it with that delay. A failed run releases the key, so a redelivery or a replay runs again.
  */
 import { Envelope, Handler } from "@bulwark/core"
-import { Duration, Effect, Metric } from "effect"
+import { Duration, Effect } from "effect"
 import { createHash } from "node:crypto"
 import * as Store from "./IdempotencyStore.js"
 
@@ -90,8 +90,6 @@ export const idempotent = <A>(options: Options<A> = {}) => {
           return yield* Effect.logDebug("duplicate skipped: already completed").pipe(Effect.annotateLogs({ key }))
         }
         yield* Effect.onError(handler(envelope), () => Store.releaseQuietly(store, key, claim.token))
-        yield* store.complete(key, claim.token, null).pipe(
-          Effect.tapErrorTag("LeaseLostError", () => Metric.increment(Store.leaseLostTotal))
-        )
+        yield* Store.completeObserved(store, key, claim.token, null)
       }))
 }

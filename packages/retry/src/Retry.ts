@@ -8,7 +8,7 @@
  * error's category, so the pipeline's dead-letter path files it under the right category instead of
  * redelivering it. A retry whose delay would overrun the budget is not made: {@link Budget.BudgetExhausted}.
  */
-import { Envelope, Failure, Handler } from "@bulwark/core"
+import { Envelope, Failure, Handler, Observe } from "@bulwark/core"
 import { Clock, Data, Duration, Effect, FiberRef, Metric, Option, Schedule, ScheduleDecision } from "effect"
 import * as Intervals from "effect/ScheduleIntervals"
 import * as Backoff from "./Backoff.js"
@@ -102,40 +102,69 @@ const spanEvent = (attributes: Record<string, unknown>): Effect.Effect<void> =>
       ? Effect.void
       : Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.value.event("bulwark.retry", now, attributes))))
 
+/** The message being retried, when the middleware retries one (its envelope: no allocation per call). */
+interface Subject {
+  readonly id: string
+  readonly subject: string
+}
+
 const afterFailure = <A, E, R, R2>(
   policy: Policy<R2>,
   attempt: (n: number) => Effect.Effect<A, E, R>,
   firstError: E,
-  startedAt: number | undefined
+  startedAt: number | undefined,
+  about: Subject | undefined
 ): Effect.Effect<A, E | RetryExhausted<E> | Budget.BudgetExhausted<E>, R | R2> =>
   Effect.gen(function*() {
     const started = startedAt ?? (yield* Clock.currentTimeMillis)
     let error = firstError
     let attempts = 1
     let state = policy.schedule.initial
+    const exhausted = (verdict: Failure.Verdict, reason: ExhaustionReason) =>
+      Effect.zipRight(
+        Observe.emitWith("retry", "exhausted", () => ({
+          attempts,
+          reason,
+          category: verdict.category,
+          envelopeId: about?.id,
+          subject: about?.subject
+        })),
+        Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason }))
+      )
     while (true) {
       const verdict = yield* classifyFor(policy, error)
-      if (!policy.retryOn(error, verdict)) return yield* Effect.fail(error)
-      if (attempts >= policy.maxAttempts) {
-        return yield* Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason: "attempts" }))
+      if (!policy.retryOn(error, verdict)) {
+        yield* Observe.emitWith("retry", "not-retried", () => ({
+          classification: verdict.classification,
+          category: verdict.category,
+          envelopeId: about?.id,
+          subject: about?.subject
+        }))
+        return yield* Effect.fail(error)
       }
+      if (attempts >= policy.maxAttempts) return yield* exhausted(verdict, "attempts")
       const now = yield* Clock.currentTimeMillis
       const [next, , decision] = yield* policy.schedule.step(now, error, state)
       state = next
-      if (ScheduleDecision.isDone(decision)) {
-        return yield* Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason: "schedule" }))
-      }
+      if (ScheduleDecision.isDone(decision)) return yield* exhausted(verdict, "schedule")
       let delay = Math.max(0, Intervals.start(decision.intervals) - now)
       if (policy.maxDelayMillis !== undefined) delay = Math.min(delay, policy.maxDelayMillis)
       if (policy.honourRetryAfter && verdict.retryAfter !== undefined) {
         delay = Math.max(delay, Duration.toMillis(verdict.retryAfter))
       }
       if (policy.maxElapsedMillis !== undefined && now + delay - started > policy.maxElapsedMillis) {
-        return yield* Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason: "elapsed" }))
+        return yield* exhausted(verdict, "elapsed")
       }
       const deadline = yield* FiberRef.get(Budget.currentDeadline)
       // A retry that would start at or after the deadline cannot finish within it: do not make it.
       if (Option.isSome(deadline) && now + delay >= deadline.value) {
+        yield* Observe.emitWith("retry", "budget-exhausted", () => ({
+          attempts,
+          delayMs: delay,
+          category: verdict.category,
+          envelopeId: about?.id,
+          subject: about?.subject
+        }))
         return yield* Effect.fail(
           new Budget.BudgetExhausted({
             deadline: deadline.value,
@@ -154,11 +183,29 @@ const afterFailure = <A, E, R, R2>(
       yield* Metric.increment(Metric.tagged(retriesTotal, "category", verdict.category))
       if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
       attempts++
+      // Announced as the attempt starts, after its wait: what an observer checks spacing and counts against.
+      yield* Observe.emitWith("retry", "retry", () => ({
+        attempt: attempts,
+        delayMs: delay,
+        category: verdict.category,
+        envelopeId: about?.id,
+        subject: about?.subject
+      }))
       const result = yield* Effect.either(attempt(attempts))
       if (result._tag === "Right") return result.right
       error = result.left
     }
   })
+
+const retrying = <A, E, R, R2>(
+  policy: Policy<R2>,
+  attempt: (n: number) => Effect.Effect<A, E, R>,
+  about: Subject | undefined
+): Effect.Effect<A, E | RetryExhausted<E> | Budget.BudgetExhausted<E>, R | R2> =>
+  policy.maxElapsedMillis === undefined
+    ? Effect.catchAll(attempt(1), (error) => afterFailure(policy, attempt, error, undefined, about))
+    : Effect.flatMap(Clock.currentTimeMillis, (started) =>
+      Effect.catchAll(attempt(1), (error) => afterFailure(policy, attempt, error, started, about)))
 
 /**
  * Runs `attempt(n)` for n = 1, 2, … under the policy. The first attempt costs no schedule work at all:
@@ -167,11 +214,7 @@ const afterFailure = <A, E, R, R2>(
 export const retryWith = <A, E, R, R2>(
   policy: Policy<R2>,
   attempt: (n: number) => Effect.Effect<A, E, R>
-): Effect.Effect<A, E | RetryExhausted<E> | Budget.BudgetExhausted<E>, R | R2> =>
-  policy.maxElapsedMillis === undefined
-    ? Effect.catchAll(attempt(1), (error) => afterFailure(policy, attempt, error, undefined))
-    : Effect.flatMap(Clock.currentTimeMillis, (started) =>
-      Effect.catchAll(attempt(1), (error) => afterFailure(policy, attempt, error, started)))
+): Effect.Effect<A, E | RetryExhausted<E> | Budget.BudgetExhausted<E>, R | R2> => retrying(policy, attempt, undefined)
 
 /** Retries any effect under the policy. */
 export const retry = <R2>(policy: Policy<R2>) =>
@@ -188,11 +231,11 @@ export const middleware = <R2>(policy: Policy<R2>) =>
   handler: Handler.Handler<A, E, R>
 ): Handler.Handler<A, E | RetryExhausted<E> | Budget.BudgetExhausted<E>, R | R2> =>
   Handler.withStage("retry", handler, (envelope: Envelope.Envelope<A>) =>
-    retryWith(policy, (n) => {
+    retrying(policy, (n) => {
       const attempt = envelope.attempt + n - 1
       return handler(n === 1 ? envelope : { ...envelope, attempt }).pipe(
         Effect.withSpan("bulwark.retry.attempt", {
           attributes: { "bulwark.retry.attempt": n, "bulwark.envelope.attempt": attempt, "bulwark.envelope.id": envelope.id }
         })
       )
-    }))
+    }, envelope))

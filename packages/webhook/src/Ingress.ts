@@ -11,7 +11,7 @@
  * - 409 the same id is being persisted by a concurrent request; 503 persisting failed — both not
  *   acknowledged, so the sender retries.
  */
-import { Envelope } from "@bulwark/core"
+import { Envelope, Observe } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
@@ -20,7 +20,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import { Cause, Clock, DateTime, Duration, Effect, Exit, Option, ParseResult, Runtime, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { ReplayGuard } from "./ReplayGuard.js"
-import type { Request, Verified, Verifier } from "./Verifier.js"
+import { announce as announceVerified, type Request, type Verified, type Verifier } from "./Verifier.js"
 import {
   InFlight,
   isVerificationError,
@@ -98,6 +98,23 @@ const parseJson = (body: Uint8Array): { readonly ok: true; readonly value: unkno
   }
 }
 
+/** Announces a refusal (`webhook` `rejected`) with its HTTP status and the error's tag. */
+const announceRejected = (status: number, reason: string, webhookId?: string): Effect.Effect<void> =>
+  Observe.emitWith("webhook", "rejected", () => ({ status, reason, webhookId }))
+
+/** Announces how a request ended: `accepted` (persisted or a duplicate) or `rejected` (with the answer's status). */
+const announceOutcome = (topic: string, exit: Exit.Exit<Accepted, IngressError>): Effect.Effect<void> => {
+  if (Exit.isSuccess(exit)) {
+    const { id, duplicate } = exit.value
+    return Observe.emitWith("webhook", "accepted", () => ({ webhookId: id, topic, duplicate }))
+  }
+  const failure = Cause.failureOption(exit.cause)
+  const status = answer(exit).status
+  if (Option.isNone(failure)) return announceRejected(status, "Unavailable")
+  const error = failure.value
+  return announceRejected(status, error._tag, "id" in error && typeof error.id === "string" ? error.id : undefined)
+}
+
 /**
  * The route's work without HTTP: verify → decode → dedupe → persist. The ingress route is a thin adapter
  * over it; property tests drive it directly.
@@ -110,6 +127,7 @@ export const process = <A, I>(options: Options<A, I>) => {
   const claimLease = Duration.decode(options.claimLease ?? Duration.seconds(30))
   const source = `/webhooks/${options.verifier.source}`
   const typeOf = typeof options.type === "string" ? (() => options.type as string) : options.type
+  const announce = (exit: Exit.Exit<Accepted, IngressError>) => announceOutcome(options.topic, exit)
   return (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> =>
     Effect.gen(function*() {
       const body = request.body
@@ -119,6 +137,8 @@ export const process = <A, I>(options: Options<A, I>) => {
       let verified: Verified
       if (verifyAt !== undefined) {
         const result = verifyAt(request, now)
+        // The synchronous check bypasses `verify`, so the ingress announces its result itself.
+        yield* announceVerified(options.verifier.scheme, options.verifier.source, request, result)
         if ("_tag" in result) return yield* Effect.fail(result)
         verified = result
       } else verified = yield* options.verifier.verify(request)
@@ -159,7 +179,7 @@ export const process = <A, I>(options: Options<A, I>) => {
         Effect.uninterruptible
       )
       return { id, duplicate: false }
-    })
+    }).pipe(Effect.onExit(announce))
 }
 
 /** An HTTP answer: status, extra headers and the JSON body. */
@@ -273,7 +293,11 @@ export const handler = <A, I>(options: Options<A, I>) => {
   const run = process(options)
   const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
   return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
-    respond(Effect.flatMap(readBody(request, maxBodySize), (body) => run({ headers: request.headers, body }))))
+    respond(Effect.flatMap(
+      // Refused before `process` sees the body: announced here, as `process` announces its own refusals.
+      Effect.tapError(readBody(request, maxBodySize), (error) => announceRejected(statusOf(error), error._tag)),
+      (body) => run({ headers: request.headers, body })
+    )))
 }
 
 /** Adds a `POST path` route for one source to a router. */
@@ -323,13 +347,17 @@ export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
         return send(res, { status: 404, headers: {}, body: { error: "RouteNotFound", message: `no route for ${url}` } })
       }
       if (req.method !== "POST") return send(res, { status: 405, headers: { allow: "POST" }, body: { error: "MethodNotAllowed", message: "use POST" } })
+      // Refused before `process` sees the body: announced on the runtime (observers live in its fibers).
+      const refuse = (error: PayloadTooLarge | MalformedPayload): void => {
+        runCallback(announceRejected(statusOf(error), error._tag), { onExit: () => send(res, answer(Exit.fail(error))) })
+      }
       const tooLarge = declaredTooLarge(req.headers["content-length"], maxBodySize)
       if (tooLarge !== undefined) {
         req.resume()
-        return send(res, answer(Exit.fail(tooLarge)))
+        return refuse(tooLarge)
       }
       readNodeBody(req, maxBodySize, (body) => {
-        if (!(body instanceof Uint8Array)) return send(res, answer(Exit.fail(body)))
+        if (!(body instanceof Uint8Array)) return refuse(body)
         runCallback(run({ headers: req.headers, body }), { onExit: (exit) => send(res, answer(exit)) })
       })
     }

@@ -13,7 +13,7 @@
  *   exhaustion fails with {@link DeliveryExhausted} carrying that history, ready for a dead-letter queue.
  * Time comes from Effect `Clock`, so `TestClock` and the simulator drive the schedule.
  */
-import { Failure } from "@bulwark/core"
+import { Failure, Observe } from "@bulwark/core"
 import { Clock, Context, Duration, Effect, Layer, Schema } from "effect"
 import * as Breaker from "./Breaker.js"
 import * as internalHttp from "./internal/http.js"
@@ -252,17 +252,36 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
           if (nextDelay > 0) yield* Effect.sleep(Duration.millis(nextDelay))
           const attempt = yield* attemptOnce(endpoint, url, message, i + 1)
           attempts.push(attempt)
+          yield* Observe.emitWith("sender", "attempt", () => ({
+            messageId: message.id,
+            endpoint: endpoint.id,
+            attempt: attempt.attempt,
+            outcome: attempt.outcome,
+            status: attempt.status,
+            latencyMs: attempt.latencyMillis
+          }))
           switch (attempt.outcome) {
             case "delivered":
+              yield* Observe.emitWith("sender", "delivered", () => ({
+                messageId: message.id,
+                endpoint: endpoint.id,
+                attempts: attempts.length
+              }))
               return { endpointId: endpoint.id, messageId: message.id, attempts }
             case "gone":
               disabled.add(endpoint.id)
+              yield* Observe.emitWith("sender", "disabled", () => ({ endpoint: endpoint.id, messageId: message.id }))
               return yield* new EndpointDisabled({ endpointId: endpoint.id, messageId: message.id, attempts })
             case "refused":
               return yield* new Ssrf.DestinationRefused({ url: endpoint.url, reason: attempt.excerpt })
           }
           nextDelay = Math.max(schedule[i + 1] ?? 0, attempt.retryAfterMillis ?? 0)
         }
+        yield* Observe.emitWith("sender", "exhausted", () => ({
+          messageId: message.id,
+          endpoint: endpoint.id,
+          attempts: attempts.length
+        }))
         return yield* new DeliveryExhausted({ endpointId: endpoint.id, messageId: message.id, attempts })
       })
 

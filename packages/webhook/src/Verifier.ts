@@ -7,7 +7,8 @@
  * direction). Every refusal is a typed {@link WebhookError.VerificationError}; nothing throws. Comparisons
  * are constant-time (`crypto.timingSafeEqual` on equal-length digests).
  */
-import { Clock, Duration, Effect } from "effect"
+import { Observe } from "@bulwark/core"
+import { Clock, Duration, Effect, FiberRef } from "effect"
 import * as internal from "./internal/crypto.js"
 import { Keyring } from "./Keyring.js"
 import { firstSeen, ReplayGuard } from "./ReplayGuard.js"
@@ -96,8 +97,36 @@ export const check = (
 
 const isVerified = (result: Verified | VerificationError): result is Verified => !("_tag" in result)
 
-const lift = (result: Verified | VerificationError): Effect.Effect<Verified, VerificationError> =>
-  isVerified(result) ? Effect.succeed(result) : Effect.fail(result)
+/** The id a request claims (before it is verified), for the `verified` event of a refusal. */
+const claimedId = (scheme: Scheme, headers: Headers): string | undefined =>
+  scheme === "standard"
+    ? internal.header(headers, "webhook-id")
+    : scheme === "github"
+    ? internal.header(headers, "x-github-delivery")
+    : undefined
+
+/**
+ * Announces a verification's result (`webhook` `verified`): `ok`, and the error's tag as `reason` when not.
+ * The ingress calls it on its synchronous path; verifiers call it from `verify`.
+ */
+export const announce = (
+  scheme: Scheme,
+  source: string,
+  request: Request,
+  result: Verified | VerificationError
+): Effect.Effect<void> =>
+  Observe.emitWith("webhook", "verified", () =>
+    isVerified(result)
+      ? { scheme, source, ok: true, webhookId: result.id }
+      : { scheme, source, ok: false, reason: result._tag, webhookId: claimedId(scheme, request.headers) })
+
+const lift = (
+  scheme: Scheme,
+  source: string,
+  request: Request,
+  result: Verified | VerificationError
+): Effect.Effect<Verified, VerificationError> =>
+  Effect.zipRight(announce(scheme, source, request, result), isVerified(result) ? Effect.succeed(result) : Effect.fail(result))
 
 /**
  * A verifier for fixed secrets. For `standard` they are `whsec_…` (HMAC), `whpk_…` or `whsk_…` (ed25519);
@@ -110,7 +139,7 @@ export const make = (scheme: Scheme, secrets: ReadonlyArray<string>, options: Op
   return {
     scheme,
     source,
-    verify: (request) => Effect.flatMap(Clock.currentTimeMillis, (now) => lift(verifyAt(request, now))),
+    verify: (request) => Effect.flatMap(Clock.currentTimeMillis, (now) => lift(scheme, source, request, verifyAt(request, now))),
     verifyAt
   }
 }
@@ -136,19 +165,19 @@ export const fromKeyring = (scheme: Scheme, source: string, options: Omit<Option
       source,
       verify: (request) =>
         Effect.flatMap(keyring.secrets(source), (secrets) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => lift(check(scheme, source, secrets, request, now, tolerance))))
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            lift(scheme, source, request, check(scheme, source, secrets, request, now, tolerance))))
     }
   })
 
 /**
  * Adds replay protection: a verified id seen again within `ttl` fails with {@link Replayed}. This is how
- * GitHub deliveries (which sign no timestamp) are protected; ids are namespaced by source.
+ * GitHub deliveries (which sign no timestamp) are protected; ids are namespaced by source. One `verified`
+ * event per request: the inner verifier's is held back and the guarded result announced instead.
  */
 export const withReplayGuard = (verifier: Verifier, ttl: Duration.DurationInput = Duration.days(1)): Effect.Effect<Verifier, never, ReplayGuard> =>
-  Effect.map(ReplayGuard, (guard): Verifier => ({
-    scheme: verifier.scheme,
-    source: verifier.source,
-    verify: (request) =>
+  Effect.map(ReplayGuard, (guard): Verifier => {
+    const guarded = (request: Request): Effect.Effect<Verified, VerificationError> =>
       Effect.flatMap(verifier.verify(request), (verified) => {
         if (verified.id === undefined) return Effect.succeed(verified)
         const id = verified.id
@@ -157,4 +186,16 @@ export const withReplayGuard = (verifier: Verifier, ttl: Duration.DurationInput 
           (first) => first ? Effect.succeed(verified) : Effect.fail(new Replayed({ id }))
         )
       })
-  }))
+    return {
+      scheme: verifier.scheme,
+      source: verifier.source,
+      verify: (request) =>
+        FiberRef.getWith(Observe.currentObservers, (observers) =>
+          observers.length === 0 ? guarded(request) : Effect.locally(guarded(request), Observe.currentObservers, []).pipe(
+            Effect.tapBoth({
+              onSuccess: (verified) => announce(verifier.scheme, verifier.source, request, verified),
+              onFailure: (error) => announce(verifier.scheme, verifier.source, request, error)
+            })
+          ))
+    }
+  })

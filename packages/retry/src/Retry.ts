@@ -150,7 +150,11 @@ const afterFailure = <A, E, R, R2>(
       let delay = Math.max(0, Intervals.start(decision.intervals) - now)
       if (policy.maxDelayMillis !== undefined) delay = Math.min(delay, policy.maxDelayMillis)
       if (policy.honourRetryAfter && verdict.retryAfter !== undefined) {
-        delay = Math.max(delay, Duration.toMillis(verdict.retryAfter))
+        // A hint names the same instant for every caller that got it (a breaker's half-open time, a server's
+        // Retry-After): waiting exactly that long brings them all back at once. The simulator caught callers
+        // rejected by one open breaker retrying in the same millisecond. The jittered backoff goes on top.
+        const hint = Duration.toMillis(verdict.retryAfter)
+        if (hint > delay) delay = hint + delay
       }
       if (policy.maxElapsedMillis !== undefined && now + delay - started > policy.maxElapsedMillis) {
         return yield* exhausted(verdict, "elapsed")

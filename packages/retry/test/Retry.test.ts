@@ -75,16 +75,32 @@ describe("Retry", () => {
       expect(exhausted.message).toContain("4 attempt(s)")
     }))
 
-  it.effect("a Retry-After hint stretches the wait, even past maxDelay", () =>
+  it.effect("a Retry-After hint stretches the wait, even past maxDelay, with the backoff on top", () =>
     Effect.gen(function*() {
       const { effect, calls } = yield* flaky(1, new HttpError({ status: 429, retryAfter: 5_000 }))
       const policy = Retry.policy({ schedule: Backoff.constant("10 millis"), maxDelay: "1 second" })
       const fiber = yield* Effect.fork(Retry.retry(policy)(effect))
-      yield* TestClock.adjust("4999 millis")
+      yield* TestClock.adjust("5009 millis")
       expect((yield* calls).length).toBe(1)
       yield* TestClock.adjust("1 millis")
       expect(yield* Fiber.join(fiber)).toBe(2)
-      expect(yield* calls).toEqual([0, 5000])
+      expect(yield* calls).toEqual([0, 5010])
+    }))
+
+  it.effect("callers given the same hint come back spread out by their jittered backoff, not all at once", () =>
+    Effect.gen(function*() {
+      const policy = Retry.policy({ schedule: Backoff.exponential({ base: "100 millis", jitter: "full" }) })
+      const starts: Array<number> = []
+      const caller = Effect.gen(function*() {
+        const { effect, calls } = yield* flaky(1, new HttpError({ status: 503, retryAfter: 1_000 }))
+        yield* Retry.retry(policy)(effect)
+        starts.push((yield* calls)[1]!)
+      })
+      const fibers = yield* Effect.forEach(Array.from({ length: 5 }), () => Effect.fork(caller))
+      yield* TestClock.adjust("2 seconds")
+      yield* Effect.forEach(fibers, Fiber.join)
+      expect(starts.every((t) => t >= 1000 && t < 1100)).toBe(true)
+      expect(new Set(starts).size).toBeGreaterThan(1)
     }))
 
   it.effect("honourRetryAfter: false ignores the hint", () =>

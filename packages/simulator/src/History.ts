@@ -126,8 +126,10 @@ export class History {
   readonly retriesAt = new Map<number, number>()
   /** Calls that reached the failing downstream, per virtual second. */
   readonly failingCalls = new Map<number, number>()
-  /** Permanent rejections per message since its last delivery. */
-  readonly rejectsSinceDelivery = new Map<string, number>()
+  /** Permanent rejections per message. */
+  readonly rejects = new Map<string, number>()
+  /** Deliveries consumers saw per message (dead-letter topics aside). */
+  readonly deliveriesOf = new Map<string, number>()
   /** Whether a message was retried since its last delivery. */
   readonly retriedSinceDelivery = new Map<string, boolean>()
   /** How many times each message was dead-lettered. */

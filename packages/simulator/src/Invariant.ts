@@ -202,21 +202,22 @@ export const outageCallBudget = make({
   }
 })
 
-/** A permanent failure (the downstream's 422) is not retried within a delivery. */
+/** A permanent failure (the downstream's 422) is not retried: one call per delivery at most. */
 export const permanentNotRetried = make({
   name: "permanent-not-retried",
-  description: "a call the downstream rejected for good is not repeated within the same delivery",
+  description: "a message the downstream rejected for good is called no more often than it was delivered",
   relevant: (e) => e.lane === "downstream" && e.kind === "reject",
   onEvent: (e, h) => {
     if (e.ref === undefined) return undefined
-    if (e.kind === "deliver") {
-      h.rejectsSinceDelivery.set(e.ref, 0)
+    if (e.kind === "deliver" && typeof e.data?.topic === "string" && !e.data.topic.endsWith(".dlq")) {
+      h.deliveriesOf.set(e.ref, (h.deliveriesOf.get(e.ref) ?? 0) + 1)
       return undefined
     }
     if (e.lane !== "downstream" || e.kind !== "reject") return undefined
-    const n = (h.rejectsSinceDelivery.get(e.ref) ?? 0) + 1
-    h.rejectsSinceDelivery.set(e.ref, n)
-    return n > 1 ? `${e.ref}: the downstream's permanent rejection was retried (${n} calls in one delivery)` : undefined
+    const n = (h.rejects.get(e.ref) ?? 0) + 1
+    h.rejects.set(e.ref, n)
+    const deliveries = h.deliveriesOf.get(e.ref) ?? 0
+    return n > deliveries ? `${e.ref}: the downstream's permanent rejection was retried (${n} calls in ${deliveries} deliveries)` : undefined
   }
 })
 

@@ -110,7 +110,8 @@ export const faultArbitraries = (window: number): Record<FaultKind, fc.Arbitrary
     partial: fc.record({ nth, accepted: fc.nat({ max: 3 }) }).map((r) => ({ kind: "partial", ...r })),
     crash: fc.record({
       node: fc.nat({ max: 7 }),
-      step: fc.nat({ max: 60 }),
+      // Most processes take few steps (a drain only when something is dead-lettered): small steps come often.
+      step: fc.oneof(fc.nat({ max: 8 }), fc.nat({ max: 60 })),
       down: fc.oneof(fc.integer({ min: 1, max: 500 }), fc.integer({ min: 500, max: 10_000 }))
     }).map((r) => ({ kind: "crash", ...r }))
   }

@@ -138,6 +138,7 @@ export class World {
   private readonly keyCounts = new Map<string, number>()
   private readonly subscriptions = new Set<string>()
   private readonly seenDeliveries = new Map<string, number>()
+  private readonly settledReceipts = new WeakSet<D.Delivery>()
   /** Simulated processes in spawn order. */
   readonly nodes: Array<Node> = []
   readonly poison = new Set<string>()
@@ -472,10 +473,22 @@ export class World {
     this.history.delivered(`${message.topic}/${message.id}`)
     if (ref !== undefined) this.history.refsById.set(message.id, ref)
     this.history.record("transport", "deliver", ref, { topic: message.topic, seen, attempt: delivery.attempt })
-    const settle = <E>(operation: string, effect: Effect.Effect<void, E>, data?: Record<string, string | number>) =>
+    // Copies handed by the duplicate fault share one receipt: only the first settle reaches the transport, so
+    // only it is recorded (the real transport ignores the others).
+    const settled = () => {
+      if (this.settledReceipts.has(delivery)) return false
+      this.settledReceipts.add(delivery)
+      return true
+    }
+    const settle = <E>(operation: string, effect: Effect.Effect<void, E>) =>
       Effect.zipRight(
         this.step,
-        Effect.zipRight(effect, Effect.sync(() => this.history.record("transport", operation, ref, { topic: message.topic, ...data })))
+        Effect.suspend(() => {
+          const first = settled()
+          return Effect.zipRight(effect, Effect.sync(() => {
+            if (first) this.history.record("transport", operation, ref, { topic: message.topic })
+          }))
+        })
       )
     return {
       message,
@@ -485,18 +498,22 @@ export class World {
       deadLetter: (reason) =>
         Effect.zipRight(
           this.step,
-          Effect.zipRight(
-            delivery.deadLetter(reason),
-            Effect.sync(() => {
-              if (ref !== undefined) this.history.deadLettered.set(ref, reason.category)
-              this.history.record("transport", "dead-lettered", ref, {
-                topic: message.topic,
-                category: reason.category,
-                classification: reason.error.classification,
-                attempts: reason.attempts
+          Effect.suspend(() => {
+            const first = settled()
+            return Effect.zipRight(
+              delivery.deadLetter(reason),
+              Effect.sync(() => {
+                if (!first) return
+                if (ref !== undefined) this.history.deadLettered.set(ref, reason.category)
+                this.history.record("transport", "dead-lettered", ref, {
+                  topic: message.topic,
+                  category: reason.category,
+                  classification: reason.error.classification,
+                  attempts: reason.attempts
+                })
               })
-            })
-          )
+            )
+          })
         )
     }
   }

@@ -68,9 +68,9 @@ describe("fault coverage", () => {
     const suite = Simulation.make({
       ...simulation,
       name: "coverage",
-      workload: { poisonRate: 0.3, weights: { crash: 6, slow: 3, partial: 2, replay: 2 } }
+      workload: { poisonRate: 0.3, weights: { crash: 10, slow: 3, partial: 2, replay: 2 } }
     })
-    const report = Simulator.check(suite, { runs: 80, seed: 3 })
+    const report = Simulator.check(suite, { runs: 150, seed: 3 })
     expect(report.violations).toEqual([])
     expect(report.processesNeverCrashed).toEqual([])
     expect(report.vacuous).toEqual([])

@@ -128,8 +128,15 @@ export class OutboxStore extends Context.Tag("@bulwark/outbox/OutboxStore")<Outb
   readonly reschedule: (relayId: string, id: number, retry: Reschedule) => Effect.Effect<boolean, OutboxStoreError>
   /** Marks dead a row `relayId` holds; answers whether it held it. */
   readonly markDead: (relayId: string, id: number, dead: Dead) => Effect.Effect<boolean, OutboxStoreError>
-  /** Extends the lease of the rows among `ids` that `relayId` still holds to `leaseMillis` from now; answers how many. */
-  readonly renew: (relayId: string, ids: ReadonlyArray<number>, leaseMillis: number) => Effect.Effect<number, OutboxStoreError>
+  /**
+   * Extends the lease of the pending rows among `ids` that `relayId` still holds to `leaseMillis` from now
+   * (the relay's heartbeat); answers the ids it renewed.
+   */
+  readonly renew: (
+    relayId: string,
+    ids: ReadonlyArray<number>,
+    leaseMillis: number
+  ) => Effect.Effect<ReadonlyArray<number>, OutboxStoreError>
   /** Deletes published rows older than `retentionMillis` (and the driver's own stale bookkeeping); answers how many rows. */
   readonly cleanup: (retentionMillis: number) => Effect.Effect<number, OutboxStoreError>
   /** The wake-up mechanism of one relay, for the scope's lifetime. */

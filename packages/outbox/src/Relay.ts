@@ -7,6 +7,11 @@
  *   (`claimed_until`). Concurrent relays skip each other's rows; a crashed relay's rows are claimable again
  *   once its lease expires, so they are published at least once (possibly twice: publish is not atomic
  *   with the mark).
+ * - **Heartbeat**: leases are short (4 s by default) so a killed relay's keys resume within seconds; while a
+ *   batch is being published a heartbeat renews the lease of its unsettled rows every `heartbeat`. A relay
+ *   starts a publish only while its lease has at least one heartbeat left by its own clock (counted from
+ *   before the claim or renewal was sent), and never for a row whose renewal found it taken over, so a live
+ *   relay whose heartbeats fail stops publishing before another relay may take its rows.
  * - **Order per key**: only the oldest pending row of a key is claimable, so a key's next row is not
  *   published before the previous one is confirmed (or dead). Rows with key `""` are not ordered.
  * - **Failures**: a failed batch is retried row by row to isolate the culprit; a failing row waits
@@ -26,7 +31,7 @@
  */
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Duration, Effect, Either, Layer, Metric, Random, type Scope } from "effect"
+import { Clock, Duration, Effect, Either, Layer, Metric, Random, type Scope } from "effect"
 import { backlogGauge, lagGauge } from "./Outbox.js"
 import { type ClaimedRow, OutboxStore, type OutboxStoreError } from "./OutboxStore.js"
 
@@ -34,8 +39,13 @@ import { type ClaimedRow, OutboxStore, type OutboxStoreError } from "./OutboxSto
 export interface Options {
   /** Rows claimed per round. Default 200. */
   readonly batchSize?: number
-  /** How long a claim holds before another relay may take the rows. Default 30 s. */
+  /**
+   * How long a claim holds before another relay may take the rows; the heartbeat keeps renewing it while a
+   * batch is being published. Default 4 s: how long a killed relay's keys wait.
+   */
   readonly lease?: Duration.DurationInput
+  /** How often the lease of rows being published is renewed. Default a quarter of `lease`; at most half of it. */
+  readonly heartbeat?: Duration.DurationInput
   /** Longest wait between two claims without a notification. Default 1 s; an idle relay polls at least once a minute. */
   readonly pollInterval?: Duration.DurationInput
   /** Pause after a round that found fewer than `batchSize` rows, to gather the next batch. Default 10 ms; 0 turns it off. */
@@ -68,6 +78,8 @@ export interface RoundResult {
   readonly published: number
   readonly retried: number
   readonly dead: number
+  /** Rows left unpublished because the lease could not be confirmed (they return when it expires). */
+  readonly abandoned: number
 }
 
 /** A relay built by {@link make}. */
@@ -90,7 +102,11 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     const publisher = yield* Transport.Publisher
     const relayId = options.relayId ?? (yield* randomId)
     const batchSize = Math.max(1, Math.floor(options.batchSize ?? 200))
-    const leaseMillis = Duration.toMillis(Duration.decode(options.lease ?? "30 seconds"))
+    const leaseMillis = Duration.toMillis(Duration.decode(options.lease ?? "4 seconds"))
+    const heartbeatMillis = Math.min(
+      leaseMillis / 2,
+      options.heartbeat === undefined ? leaseMillis / 4 : Duration.toMillis(Duration.decode(options.heartbeat))
+    )
     // An idle relay polls at least once a minute, which also refreshes its sleeper registration (SQL).
     const pollInterval = Duration.min(Duration.decode(options.pollInterval ?? "1 second"), Duration.minutes(1))
     const linger = Duration.decode(options.linger ?? "10 millis")
@@ -100,15 +116,58 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     const retentionMillis = Duration.toMillis(Duration.decode(options.retention ?? "1 day"))
     const claimRequest = { relayId, limit: batchSize, leaseMillis }
 
-    const fail = (row: ClaimedRow, error: unknown) =>
+    /**
+     * What the relay knows of its lease on one round's rows. `heldUntil` is counted from before the claim or
+     * renewal was sent, by the relay's clock, so it never overestimates the store's lease.
+     */
+    interface Lease {
+      heldUntil: number
+      readonly unsettled: Set<number>
+      readonly lost: Set<number>
+    }
+
+    // A publish starts only with a heartbeat's worth of lease left: if the renewals fail, the relay stops
+    // starting publishes before another relay may claim the rows.
+    const mayPublish = (lease: Lease, row: ClaimedRow) =>
+      Effect.map(Clock.currentTimeMillis, (now) => !lease.lost.has(row.id) && now + heartbeatMillis < lease.heldUntil)
+
+    const heartbeat = (lease: Lease) =>
+      Effect.gen(function*() {
+        yield* Effect.sleep(Duration.millis(heartbeatMillis))
+        if (lease.unsettled.size === 0) return
+        const sent = yield* Clock.currentTimeMillis
+        const ids = [...lease.unsettled]
+        const renewed = new Set(yield* store.renew(relayId, ids, leaseMillis))
+        lease.heldUntil = sent + leaseMillis
+        // A row settled meanwhile is not renewed either; only one still unsettled was taken over.
+        const lost = ids.filter((id) => !renewed.has(id) && lease.unsettled.has(id))
+        if (lost.length > 0) {
+          for (const id of lost) lease.lost.add(id)
+          yield* Effect.logWarning(`outbox relay: lost the lease of ${lost.length} row(s) being published; leaving them to their new holder`)
+        }
+      }).pipe(
+        // A failed renewal is retried at the next beat; meanwhile `heldUntil` runs out and publishing stops.
+        Effect.catchAll((e) => Effect.logWarning("outbox relay: lease renewal failed", e)),
+        Effect.forever
+      )
+
+    const settled = (lease: Lease, rows: ReadonlyArray<ClaimedRow>) =>
+      Effect.sync(() => {
+        for (const row of rows) lease.unsettled.delete(row.id)
+      })
+
+    const fail = (lease: Lease, row: ClaimedRow, error: unknown) =>
       Effect.gen(function*() {
         const record = yield* Failure.record(error)
+        if (lease.lost.has(row.id)) return "abandoned" as const
         const attempts = row.attempts + 1
         if (record.classification === "transient" && attempts < maxAttempts) {
           const delayMillis = backoffMillis(backoffBase, backoffMax, attempts)
+          yield* settled(lease, [row])
           yield* store.reschedule(relayId, row.id, { attempts, error: record, delayMillis })
           return "retried" as const
         }
+        if (!(yield* mayPublish(lease, row))) return "abandoned" as const
         const reason = new Delivery.DeadLetterReason({ category: record.category, error: record, attempts })
         const copy = yield* publisher.publish(Delivery.deadLetterTopic(row.topic), [{
           ...row.message,
@@ -117,51 +176,70 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
           Effect.tapError((e) => Effect.logWarning(`outbox: dead-letter copy of ${row.message.id} not published; the row stays dead`, e)),
           Effect.either
         )
+        yield* settled(lease, [row])
         yield* store.markDead(relayId, row.id, { attempts, error: record, deadLetterPublished: Either.isRight(copy) })
         return "dead" as const
       })
 
-    const settleTopic = (topic: string, rows: ReadonlyArray<ClaimedRow>) =>
+    const settleTopic = (lease: Lease, topic: string, claimed: ReadonlyArray<ClaimedRow>) =>
       Effect.gen(function*() {
+        const rows = yield* Effect.filter(claimed, (row) => mayPublish(lease, row))
+        const result = { published: 0, retried: 0, dead: 0, abandoned: claimed.length - rows.length }
+        if (rows.length === 0) return result
         const whole = yield* Effect.either(publisher.publish(topic, rows.map((r) => r.message)))
         if (Either.isRight(whole)) {
+          // Settled before the mark, so a heartbeat returning meanwhile does not take them for lost.
+          yield* settled(lease, rows)
           yield* store.markPublished(relayId, rows.map((r) => r.id))
-          return { published: rows.length, retried: 0, dead: 0 }
+          result.published = rows.length
+          return result
         }
         // Isolate the failing rows so one bad message does not hold back its batch.
-        const outcomes = rows.length === 1
+        // `result` undefined: not published, since the lease could no longer be confirmed.
+        type Outcome = { readonly row: ClaimedRow; readonly result: Either.Either<void, Transport.PublishError> | undefined }
+        const outcomes: ReadonlyArray<Outcome> = rows.length === 1
           ? [{ row: rows[0]!, result: whole }]
-          : yield* Effect.forEach(rows, (row) =>
-            Effect.map(Effect.either(publisher.publish(topic, [row.message])), (result) => ({ row, result })))
-        yield* store.markPublished(relayId, outcomes.filter((o) => Either.isRight(o.result)).map((o) => o.row.id))
-        let retried = 0
-        let dead = 0
+          : yield* Effect.forEach(rows, (row): Effect.Effect<Outcome> =>
+            Effect.flatMap(mayPublish(lease, row), (may): Effect.Effect<Outcome> =>
+              may
+                ? Effect.map(Effect.either(publisher.publish(topic, [row.message])), (result) => ({ row, result }))
+                : Effect.succeed({ row, result: undefined })))
+        const ok = outcomes.filter((o) => o.result !== undefined && Either.isRight(o.result)).map((o) => o.row)
+        yield* settled(lease, ok)
+        yield* store.markPublished(relayId, ok.map((r) => r.id))
+        result.published = ok.length
         for (const outcome of outcomes) {
-          if (Either.isLeft(outcome.result)) {
-            const what = yield* fail(outcome.row, outcome.result.left)
-            if (what === "dead") dead++
-            else retried++
+          if (outcome.result === undefined) result.abandoned++
+          else if (Either.isLeft(outcome.result)) {
+            result[yield* fail(lease, outcome.row, outcome.result.left)]++
           }
         }
-        return { published: outcomes.length - retried - dead, retried, dead }
+        return result
       })
 
     const round: Effect.Effect<RoundResult, OutboxStoreError> = Effect.gen(function*() {
+      const sent = yield* Clock.currentTimeMillis
       const rows = yield* store.claim(claimRequest)
+      const result = { claimed: rows.length, published: 0, retried: 0, dead: 0, abandoned: 0 }
+      if (rows.length === 0) return result
       const byTopic = new Map<string, Array<ClaimedRow>>()
       for (const row of rows) {
         const list = byTopic.get(row.topic)
         if (list) list.push(row)
         else byTopic.set(row.topic, [row])
       }
-      const result = { claimed: rows.length, published: 0, retried: 0, dead: 0 }
-      for (const [topic, list] of byTopic) {
-        const r = yield* settleTopic(topic, list)
-        result.published += r.published
-        result.retried += r.retried
-        result.dead += r.dead
-      }
-      return result
+      const lease: Lease = { heldUntil: sent + leaseMillis, unsettled: new Set(rows.map((r) => r.id)), lost: new Set() }
+      return yield* Effect.scoped(Effect.gen(function*() {
+        yield* Effect.forkScoped(heartbeat(lease))
+        for (const [topic, list] of byTopic) {
+          const r = yield* settleTopic(lease, topic, list)
+          result.published += r.published
+          result.retried += r.retried
+          result.dead += r.dead
+          result.abandoned += r.abandoned
+        }
+        return result
+      }))
     })
 
     const cleanup = store.cleanup(retentionMillis)

@@ -163,9 +163,9 @@ export const contract = <R>(harness: Harness<R>): void => {
         expect(yield* store.markPublished("old", [row!.id])).toBe(0)
         expect(yield* store.reschedule("old", row!.id, { attempts: 1, error, delayMillis: 0 })).toBe(false)
         expect(yield* store.markDead("old", row!.id, { attempts: 1, error, deadLetterPublished: false })).toBe(false)
-        expect(yield* store.renew("old", [row!.id], 60_000)).toBe(0)
+        expect(yield* store.renew("old", [row!.id], 60_000)).toEqual([])
         expect(yield* store.backlog).toBe(1)
-        expect(yield* store.renew("new", [row!.id], 60_000)).toBe(1)
+        expect(yield* store.renew("new", [row!.id], 60_000)).toEqual([row!.id])
         expect(yield* store.markPublished("new", [row!.id])).toBe(1)
         expect(yield* store.backlog).toBe(0)
       }))
@@ -365,6 +365,69 @@ export const contract = <R>(harness: Harness<R>): void => {
         const latency = (yield* Clock.currentTimeMillis) - before
         expect(recorder.published.map((p) => p.message.id)).toEqual(["first", "wake-up"])
         expect(latency).toBeLessThan(2_000)
+      }))
+    it.scoped("heartbeat: a publish that outlasts the lease keeps it, so another relay never publishes those rows", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("heartbeat")
+        const slowStarted = yield* Deferred.make<void>()
+        const slowDone = yield* Deferred.make<void>()
+        const recorder = recordingPublisher((_, __, call) =>
+          call === 0
+            ? Effect.zipRight(Deferred.succeed(slowStarted, undefined), Effect.sleep("1500 millis")).pipe(
+              Effect.ensuring(Deferred.succeed(slowDone, undefined))
+            )
+            : Effect.void
+        )
+        const ids = Array.from({ length: 20 }, (_, i) => `m-${i}`)
+        yield* transaction(Outbox.appendMessages("t", ids.map((id) => raw(id, id)))).pipe(provideStore(store))
+        yield* startRelay(store, recorder.layer, { batchSize: 5, lease: "400 millis", heartbeat: "100 millis", relayId: "slow" })
+        yield* settle(Deferred.await(slowStarted))
+        yield* startRelay(store, recorder.layer, { batchSize: 5, lease: "400 millis", heartbeat: "100 millis", relayId: "fast" })
+        yield* settle(store.drained)
+        // The slow batch is recorded when its publish returns: wait for it before counting.
+        yield* settle(Deferred.await(slowDone))
+        yield* pass("50 millis")
+        const got = recorder.published.map((p) => p.message.id)
+        expect(new Set(got)).toEqual(new Set(ids))
+        expect(got.length).toBe(ids.length)
+      }))
+
+    it.scoped("heartbeat: a killed relay's keys resume within its default lease (at most 5 s)", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("killed")
+        const hung = yield* Deferred.make<void>()
+        const recorder = recordingPublisher((_, __, call) =>
+          call === 0 ? Effect.zipRight(Deferred.succeed(hung, undefined), Effect.never) : Effect.void
+        )
+        yield* transaction(Outbox.appendMessages("t", [raw("k1-1", "k1"), raw("k1-2", "k1")])).pipe(provideStore(store))
+        const doomed = yield* startRelay(store, recorder.layer, { relayId: "doomed" })
+        yield* settle(Deferred.await(hung))
+        yield* Fiber.interrupt(doomed)
+        const killedAt = yield* Clock.currentTimeMillis
+        yield* startRelay(store, recorder.layer, { relayId: "heir" })
+        yield* settle(store.drained)
+        const resumedAfter = (yield* Clock.currentTimeMillis) - killedAt
+        expect(recorder.published.map((p) => p.message.id)).toEqual(["k1-1", "k1-2"])
+        expect(resumedAfter).toBeLessThanOrEqual(5_500)
+      }))
+
+    it.scoped("heartbeat: a live relay whose renewals fail stops publishing before its lease can be taken", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("cut")
+        const cut: OutboxStore.Service = {
+          ...store,
+          renew: () => Effect.fail(new OutboxStore.OutboxStoreError({ operation: "renew", cause: "store unreachable" }))
+        }
+        const recorder = recordingPublisher((topic) => topic === "slow" ? Effect.sleep("800 millis") : Effect.void)
+        yield* transaction(Outbox.appendMessages("slow", [raw("a", "")])).pipe(provideStore(store))
+        yield* transaction(Outbox.appendMessages("later", [raw("b", "")])).pipe(provideStore(store))
+        const relay = yield* makeRelay(cut, recorder.layer, { lease: "400 millis", heartbeat: "100 millis", relayId: "cut" })
+        const result = yield* settle(relay.round)
+        expect(result).toMatchObject({ claimed: 2, published: 1, abandoned: 1 })
+        expect(recorder.published.map((p) => p.message.id)).toEqual(["a"])
+        // The abandoned row returns once the lease has expired.
+        const [again] = yield* store.claim({ relayId: "other", limit: 10, leaseMillis: 60_000 })
+        expect(again!.message.id).toBe("b")
       }))
   })
 }

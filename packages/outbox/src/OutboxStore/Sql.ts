@@ -269,11 +269,11 @@ export const make = (
         UPDATE "${table}" SET claimed_until = now() + ($3::float8 * interval '1 millisecond')
         WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND state = 'pending'
         RETURNING id)
-      SELECT count(*)::int AS n, set_config('synchronous_commit', 'off', true) FROM renewed`
+      SELECT array_agg(id) AS ids, set_config('synchronous_commit', 'off', true) FROM renewed`
     const renew: Service["renew"] = (relayId, ids, leaseMillis) =>
-      ids.length === 0 ? Effect.succeed(0) : Effect.map(
-        sql.unsafe<{ n: number }>(renewText, [ids, relayId, leaseMillis]),
-        (rows) => rows[0]?.n ?? 0
+      ids.length === 0 ? Effect.succeed([]) : Effect.map(
+        sql.unsafe<{ ids: ReadonlyArray<number | string> | null }>(renewText, [ids, relayId, leaseMillis]),
+        (rows) => (rows[0]?.ids ?? []).map(Number)
       ).pipe(Effect.mapError(failed("renew")))
 
     // A sleeper entry older than five minutes belongs to a relay that died asleep (a live one refreshes its

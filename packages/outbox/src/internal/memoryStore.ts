@@ -244,12 +244,12 @@ export const makeMemoryStore = (
 
   const renew: Service["renew"] = (relayId, ids, leaseMillis) =>
     withNow((now) => {
-      let renewed = 0
+      const renewed: Array<number> = []
       for (const id of ids) {
         const row = held(relayId, id)
         if (row === undefined) continue
         row.claimedUntil = now + leaseMillis
-        renewed++
+        renewed.push(id)
       }
       return renewed
     })

@@ -31,7 +31,7 @@
  */
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Clock, Duration, Effect, Either, Layer, Metric, Random, type Scope } from "effect"
+import { Clock, Duration, Effect, Either, Layer, Metric, Queue, Random, type Scope } from "effect"
 import { backlogGauge, lagGauge } from "./Outbox.js"
 import { type ClaimedRow, OutboxStore, type OutboxStoreError } from "./OutboxStore.js"
 
@@ -85,7 +85,7 @@ export interface RoundResult {
 /** A relay built by {@link make}. */
 export interface Relay {
   readonly relayId: string
-  /** Claims one batch and settles it; answers what happened. */
+  /** Claims one batch and settles it; answers what happened. Its leases are renewed only while `run` runs (the heartbeat). */
   readonly round: Effect.Effect<RoundResult, OutboxStoreError>
   /** Deletes published rows past the retention (and the store's stale bookkeeping); answers how many rows. */
   readonly cleanup: Effect.Effect<number, OutboxStoreError>
@@ -130,10 +130,19 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     // starting publishes before another relay may claim the rows.
     const mayPublish = (lease: Lease, row: ClaimedRow) =>
       Effect.map(Clock.currentTimeMillis, (now) => !lease.lost.has(row.id) && now + heartbeatMillis < lease.heldUntil)
+    const publishable = (lease: Lease, rows: ReadonlyArray<ClaimedRow>) =>
+      Effect.map(Clock.currentTimeMillis, (now) =>
+        now + heartbeatMillis < lease.heldUntil
+          ? (lease.lost.size === 0 ? rows : rows.filter((row) => !lease.lost.has(row.id)))
+          : [])
 
-    const heartbeat = (lease: Lease) =>
+    // The round in flight, whose rows `run`'s heartbeat fiber renews. One long-lived fiber rather than one
+    // per round: forking and interrupting a fiber per round cost more than the rest of a small round.
+    let current: Lease | undefined
+    const roundStarted = yield* Queue.sliding<void>(1)
+
+    const renewOnce = (lease: Lease) =>
       Effect.gen(function*() {
-        yield* Effect.sleep(Duration.millis(heartbeatMillis))
         if (lease.unsettled.size === 0) return
         const sent = yield* Clock.currentTimeMillis
         const ids = [...lease.unsettled]
@@ -147,9 +156,17 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         }
       }).pipe(
         // A failed renewal is retried at the next beat; meanwhile `heldUntil` runs out and publishing stops.
-        Effect.catchAll((e) => Effect.logWarning("outbox relay: lease renewal failed", e)),
-        Effect.forever
+        Effect.catchAll((e) => Effect.logWarning("outbox relay: lease renewal failed", e))
       )
+
+    // Idle between rounds (it waits for one to start, with no timer), then beats while a round is in flight.
+    const heartbeat: Effect.Effect<never> = Effect.gen(function*() {
+      yield* Queue.take(roundStarted)
+      while (current !== undefined) {
+        yield* Effect.sleep(Duration.millis(heartbeatMillis))
+        if (current !== undefined) yield* renewOnce(current)
+      }
+    }).pipe(Effect.forever)
 
     const settled = (lease: Lease, rows: ReadonlyArray<ClaimedRow>) =>
       Effect.sync(() => {
@@ -183,7 +200,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
 
     const settleTopic = (lease: Lease, topic: string, claimed: ReadonlyArray<ClaimedRow>) =>
       Effect.gen(function*() {
-        const rows = yield* Effect.filter(claimed, (row) => mayPublish(lease, row))
+        const rows = yield* publishable(lease, claimed)
         const result = { published: 0, retried: 0, dead: 0, abandoned: claimed.length - rows.length }
         if (rows.length === 0) return result
         const whole = yield* Effect.either(publisher.publish(topic, rows.map((r) => r.message)))
@@ -229,8 +246,9 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         else byTopic.set(row.topic, [row])
       }
       const lease: Lease = { heldUntil: sent + leaseMillis, unsettled: new Set(rows.map((r) => r.id)), lost: new Set() }
-      return yield* Effect.scoped(Effect.gen(function*() {
-        yield* Effect.forkScoped(heartbeat(lease))
+      current = lease
+      Queue.unsafeOffer(roundStarted, undefined)
+      return yield* Effect.gen(function*() {
         for (const [topic, list] of byTopic) {
           const r = yield* settleTopic(lease, topic, list)
           result.published += r.published
@@ -239,7 +257,9 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
           result.abandoned += r.abandoned
         }
         return result
-      }))
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        if (current === lease) current = undefined
+      })))
     })
 
     const cleanup = store.cleanup(retentionMillis)
@@ -253,6 +273,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
 
     const run: Effect.Effect<never, never, Scope.Scope> = Effect.gen(function*() {
       const wakeup = yield* store.wakeup(relayId, pollInterval)
+      yield* Effect.forkScoped(heartbeat)
       yield* cleanup.pipe(
         Effect.tapError((e) => Effect.logWarning("outbox relay: cleanup failed", e)),
         Effect.ignore,

@@ -366,6 +366,7 @@ export const contract = <R>(harness: Harness<R>): void => {
         expect(recorder.published.map((p) => p.message.id)).toEqual(["first", "wake-up"])
         expect(latency).toBeLessThan(2_000)
       }))
+    // The lease allows nine missed beats: on a loaded machine PGlite's statements can hold the event loop.
     it.scoped("heartbeat: a publish that outlasts the lease keeps it, so another relay never publishes those rows", () =>
       Effect.gen(function*() {
         const { store, transaction } = yield* harness.fresh("heartbeat")
@@ -373,16 +374,16 @@ export const contract = <R>(harness: Harness<R>): void => {
         const slowDone = yield* Deferred.make<void>()
         const recorder = recordingPublisher((_, __, call) =>
           call === 0
-            ? Effect.zipRight(Deferred.succeed(slowStarted, undefined), Effect.sleep("1500 millis")).pipe(
+            ? Effect.zipRight(Deferred.succeed(slowStarted, undefined), Effect.sleep("3 seconds")).pipe(
               Effect.ensuring(Deferred.succeed(slowDone, undefined))
             )
             : Effect.void
         )
         const ids = Array.from({ length: 20 }, (_, i) => `m-${i}`)
         yield* transaction(Outbox.appendMessages("t", ids.map((id) => raw(id, id)))).pipe(provideStore(store))
-        yield* startRelay(store, recorder.layer, { batchSize: 5, lease: "400 millis", heartbeat: "100 millis", relayId: "slow" })
+        yield* startRelay(store, recorder.layer, { batchSize: 5, lease: "1 second", heartbeat: "100 millis", relayId: "slow" })
         yield* settle(Deferred.await(slowStarted))
-        yield* startRelay(store, recorder.layer, { batchSize: 5, lease: "400 millis", heartbeat: "100 millis", relayId: "fast" })
+        yield* startRelay(store, recorder.layer, { batchSize: 5, lease: "1 second", heartbeat: "100 millis", relayId: "fast" })
         yield* settle(store.drained)
         // The slow batch is recorded when its publish returns: wait for it before counting.
         yield* settle(Deferred.await(slowDone))

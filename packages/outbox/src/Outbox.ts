@@ -6,6 +6,9 @@
  * CloudEvents payload, the headers (W3C trace context included), the creation time, the publish attempts
  * and the state: `pending` → `published` (deleted after the retention period) or `dead` (kept, with the
  * last error as a `Failure.FailureRecord`).
+ *
+ * The outbox runs over an `OutboxStore` driver: SQL (`make`/`layer` here, or `SqlOutboxStore`) or memory
+ * (`MemoryOutboxStore.layer()`, whose `transaction` plays the part of `sql.withTransaction`).
  */
 import { Envelope } from "@bulwark/core"
 import { type Database, Migrations } from "@bulwark/sql"

@@ -176,7 +176,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     const fail = (lease: Lease, row: ClaimedRow, error: unknown) =>
       Effect.gen(function*() {
         const record = yield* Failure.record(error)
-        if (lease.lost.has(row.id)) return "abandoned" as const
+        if (lease.lost.has(row.id)) return yield* Effect.as(settled(lease, [row]), "abandoned" as const)
         const attempts = row.attempts + 1
         if (record.classification === "transient" && attempts < maxAttempts) {
           const delayMillis = backoffMillis(backoffBase, backoffMax, attempts)
@@ -184,7 +184,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
           yield* store.reschedule(relayId, row.id, { attempts, error: record, delayMillis })
           return "retried" as const
         }
-        if (!(yield* mayPublish(lease, row))) return "abandoned" as const
+        if (!(yield* mayPublish(lease, row))) return yield* Effect.as(settled(lease, [row]), "abandoned" as const)
         const reason = new Delivery.DeadLetterReason({ category: record.category, error: record, attempts })
         const copy = yield* publisher.publish(Delivery.deadLetterTopic(row.topic), [{
           ...row.message,
@@ -202,6 +202,8 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
       Effect.gen(function*() {
         const rows = yield* publishable(lease, claimed)
         const result = { published: 0, retried: 0, dead: 0, abandoned: claimed.length - rows.length }
+        // Abandoned rows are no longer renewed, so they return to other relays when the lease runs out.
+        if (rows.length < claimed.length) yield* settled(lease, claimed.filter((row) => !rows.includes(row)))
         if (rows.length === 0) return result
         const whole = yield* Effect.either(publisher.publish(topic, rows.map((r) => r.message)))
         if (Either.isRight(whole)) {
@@ -226,8 +228,10 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         yield* store.markPublished(relayId, ok.map((r) => r.id))
         result.published = ok.length
         for (const outcome of outcomes) {
-          if (outcome.result === undefined) result.abandoned++
-          else if (Either.isLeft(outcome.result)) {
+          if (outcome.result === undefined) {
+            result.abandoned++
+            yield* settled(lease, [outcome.row])
+          } else if (Either.isLeft(outcome.result)) {
             result[yield* fail(lease, outcome.row, outcome.result.left)]++
           }
         }

@@ -430,5 +430,24 @@ export const contract = <R>(harness: Harness<R>): void => {
         const [again] = yield* store.claim({ relayId: "other", limit: 10, leaseMillis: 60_000 })
         expect(again!.message.id).toBe("b")
       }))
+    it.scoped("heartbeat: rows a renewal finds taken over are left to their new holder", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("lost")
+        // Renewals answer no id: to the relay, every row it is holding was taken over.
+        const takenOver: OutboxStore.Service = { ...store, renew: () => Effect.succeed([]) }
+        const recorder = recordingPublisher((topic) => topic === "slow" ? Effect.sleep("500 millis") : Effect.void)
+        yield* transaction(Outbox.appendMessages("slow", [raw("a", "")])).pipe(provideStore(store))
+        yield* transaction(Outbox.appendMessages("later", [raw("b", "")])).pipe(provideStore(store))
+        const relay = yield* Relay.make({ lease: "10 seconds", heartbeat: "100 millis", relayId: "robbed" }).pipe(
+          provideStore(takenOver),
+          Effect.provide(recorder.layer)
+        )
+        const running = yield* relay.run.pipe(Effect.forkScoped)
+        yield* eventually("the slow batch is settled", Effect.map(store.backlog, (n) => n <= 1))
+        // Time for the round to reach the second topic, which it would publish if the lease were still its.
+        yield* settle(Effect.sleep("1 second"))
+        yield* Fiber.interrupt(running)
+        expect(recorder.published.map((p) => p.message.id)).toEqual(["a"])
+      }))
   })
 }

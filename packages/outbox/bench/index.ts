@@ -22,6 +22,7 @@ import pg from "pg"
 import PgBoss from "pg-boss"
 import { writeResults } from "../../../bench/lib.js"
 import * as Outbox from "../src/Outbox.js"
+import * as OutboxStore from "../src/OutboxStore.js"
 import * as Relay from "../src/Relay.js"
 
 const url = process.env["BULWARK_BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
@@ -64,7 +65,7 @@ const runBulwark = async (count: number, perTx: number, notify: Notify) => {
     const transport = Layer.succeed(Transport.Publisher, { publish: memory.publish })
     const measured = yield* Effect.scoped(Effect.gen(function*() {
       yield* Layer.launch(Relay.layer({ batchSize: relayBatch, linger: lingerMillis })).pipe(
-        Effect.provideService(Outbox.Outbox, outbox),
+        Effect.provideService(OutboxStore.OutboxStore, outbox),
         Effect.provide(transport),
         Effect.forkScoped
       )

@@ -1,11 +1,17 @@
 /**
  * The outbox relay: claims pending rows, publishes them through any `Transport.Publisher`, marks them
- * published. Run one per process, as many processes as you like.
+ * published. Run one per process, as many processes as you like. It runs over any `OutboxStore` driver
+ * (SQL or memory); what follows describes the SQL driver's statements, which the memory driver mirrors.
  *
  * - **Claim**: one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)` sets `claimed_by` and a lease
  *   (`claimed_until`). Concurrent relays skip each other's rows; a crashed relay's rows are claimable again
  *   once its lease expires, so they are published at least once (possibly twice: publish is not atomic
  *   with the mark).
+ * - **Heartbeat**: leases are short (4 s by default) so a killed relay's keys resume within seconds; while a
+ *   batch is being published a heartbeat renews the lease of its unsettled rows every `heartbeat`. A relay
+ *   starts a publish only while its lease has at least one heartbeat left by its own clock (counted from
+ *   before the claim or renewal was sent), and never for a row whose renewal found it taken over, so a live
+ *   relay whose heartbeats fail stops publishing before another relay may take its rows.
  * - **Order per key**: only the oldest pending row of a key is claimable, so a key's next row is not
  *   published before the previous one is confirmed (or dead). Rows with key `""` are not ordered.
  * - **Failures**: a failed batch is retried row by row to isolate the culprit; a failing row waits
@@ -24,19 +30,22 @@
  * - **Retention**: published rows older than `retention` are deleted every `cleanupInterval`.
  */
 import { Delivery, Failure } from "@bulwark/core"
-import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
-import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
-import { Clock, Deferred, Duration, Effect, Either, Layer, Queue, Schedule, Schema, Stream } from "effect"
-import { Outbox, updateMetrics } from "./Outbox.js"
+import { Clock, Duration, Effect, Either, Layer, Metric, Queue, Random, type Scope } from "effect"
+import { backlogGauge, lagGauge } from "./Outbox.js"
+import { type ClaimedRow, OutboxStore, type OutboxStoreError } from "./OutboxStore.js"
 
 /** Settings of a relay; every field has a default. */
 export interface Options {
   /** Rows claimed per round. Default 200. */
   readonly batchSize?: number
-  /** How long a claim holds before another relay may take the rows. Default 30 s. */
+  /**
+   * How long a claim holds before another relay may take the rows; the heartbeat keeps renewing it while a
+   * batch is being published. Default 4 s: how long a killed relay's keys wait.
+   */
   readonly lease?: Duration.DurationInput
+  /** How often the lease of rows being published is renewed. Default a quarter of `lease`; at most half of it. */
+  readonly heartbeat?: Duration.DurationInput
   /** Longest wait between two claims without a notification. Default 1 s; an idle relay polls at least once a minute. */
   readonly pollInterval?: Duration.DurationInput
   /** Pause after a round that found fewer than `batchSize` rows, to gather the next batch. Default 10 ms; 0 turns it off. */
@@ -53,27 +62,15 @@ export interface Options {
   readonly cleanupInterval?: Duration.DurationInput
   /** How often the backlog and lag gauges are refreshed. Default 5 s. */
   readonly metricsInterval?: Duration.DurationInput
-  /** This relay's name in `claimed_by`. Default a random id. */
+  /** This relay's name in `claimed_by`. Default a random id (from Effect's `Random`, so seeded runs repeat it). */
   readonly relayId?: string
 }
-
-interface ClaimedRow {
-  readonly id: number
-  readonly topic: string
-  readonly message_id: string
-  readonly key: string
-  readonly payload: Uint8Array
-  readonly headers: string
-  readonly attempts: number
-}
-
-const encodeRecord = Schema.encodeSync(Schema.parseJson(Failure.FailureRecord))
 
 /** Exponential backoff: `base * 2^(attempt-1)`, capped at `max`. */
 export const backoffMillis = (base: number, max: number, attempt: number): number =>
   Math.min(max, base * 2 ** Math.max(0, attempt - 1))
 
-const randomId = () => `relay-${process.pid}-${Math.random().toString(36).slice(2, 10)}`
+const randomId = Effect.map(Random.nextIntBetween(0, 2 ** 31), (n) => `relay-${process.pid}-${n.toString(36)}`)
 
 /** What one relay round did. */
 export interface RoundResult {
@@ -81,248 +78,233 @@ export interface RoundResult {
   readonly published: number
   readonly retried: number
   readonly dead: number
+  /** Rows left unpublished because the lease could not be confirmed (they return when it expires). */
+  readonly abandoned: number
+}
+
+/** A relay built by {@link make}. */
+export interface Relay {
+  readonly relayId: string
+  /** Claims one batch and settles it; answers what happened. Its leases are renewed only while `run` runs (the heartbeat). */
+  readonly round: Effect.Effect<RoundResult, OutboxStoreError>
+  /** Deletes published rows past the retention (and the store's stale bookkeeping); answers how many rows. */
+  readonly cleanup: Effect.Effect<number, OutboxStoreError>
+  /** Loops until interrupted: claims, publishes, waits for a wake-up; also runs cleanup and the gauges. */
+  readonly run: Effect.Effect<never, never, Scope.Scope>
 }
 
 /**
- * The relay's steps over the outbox in context: `round` claims and settles one batch; `run` loops forever.
+ * The relay's steps over the `OutboxStore` in context: `round` claims and settles one batch; `run` loops forever.
  */
-export const make = (options: Options = {}) =>
+export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxStore | Transport.Publisher> =>
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const db = yield* Database.Database
-    const outbox = yield* Outbox
+    const store = yield* OutboxStore
     const publisher = yield* Transport.Publisher
-    const table = outbox.table
-    const relayId = options.relayId ?? randomId()
+    const relayId = options.relayId ?? (yield* randomId)
     const batchSize = Math.max(1, Math.floor(options.batchSize ?? 200))
-    const leaseMillis = Duration.toMillis(Duration.decode(options.lease ?? "30 seconds"))
-    // An idle relay polls at least once a minute, which also refreshes its sleeper registration.
+    const leaseMillis = Duration.toMillis(Duration.decode(options.lease ?? "4 seconds"))
+    const heartbeatMillis = Math.min(
+      leaseMillis / 2,
+      options.heartbeat === undefined ? leaseMillis / 4 : Duration.toMillis(Duration.decode(options.heartbeat))
+    )
+    // An idle relay polls at least once a minute, which also refreshes its sleeper registration (SQL).
     const pollInterval = Duration.min(Duration.decode(options.pollInterval ?? "1 second"), Duration.minutes(1))
     const linger = Duration.decode(options.linger ?? "10 millis")
     const maxAttempts = Math.max(1, Math.floor(options.maxAttempts ?? 10))
     const backoffBase = Duration.toMillis(Duration.decode(options.backoffBase ?? "500 millis"))
     const backoffMax = Duration.toMillis(Duration.decode(options.backoffMax ?? "5 minutes"))
     const retentionMillis = Duration.toMillis(Duration.decode(options.retention ?? "1 day"))
+    const claimRequest = { relayId, limit: batchSize, leaseMillis }
 
-    // The relay's own bookkeeping commits asynchronously (`synchronous_commit = off` for that statement only):
-    // a server crash may forget the last claims or marks, which costs a lease wait or a duplicate publish,
-    // never a row, while the appends themselves stay durable. Both statements run once per round, so their
-    // text is built once (the table name is a checked identifier) and only the parameters change.
-    const claimText = `
-      WITH claimed AS (
-      UPDATE "${table}" SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
-      WHERE id IN (
-        SELECT c.id FROM "${table}" c
-        WHERE c.state = 'pending' AND c.available_at <= now()
-          AND (c.claimed_until IS NULL OR c.claimed_until < now())
-          AND (c.key = '' OR NOT EXISTS (
-            SELECT 1 FROM "${table}" p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
-        ORDER BY c.id
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED)
-      RETURNING id, topic, message_id, key, payload, headers, attempts)
-      SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`
-    const claimParams = [relayId, leaseMillis, batchSize]
-    const claim = Effect.map(
-      sql.unsafe<ClaimedRow>(claimText, claimParams),
-      (rows) => [...rows].sort((a, b) => Number(a.id) - Number(b.id))
-    )
+    /**
+     * What the relay knows of its lease on one round's rows. `heldUntil` is counted from before the claim or
+     * renewal was sent, by the relay's clock, so it never overestimates the store's lease.
+     */
+    interface Lease {
+      heldUntil: number
+      readonly unsettled: Set<number>
+      readonly lost: Set<number>
+    }
 
-    // One statement: mark the rows this relay still holds, and tell `drained` waiters. The ids travel as one
-    // array parameter, so the statement text is the same for any batch size instead of one placeholder per row.
-    const markText = `
-      WITH marked AS (
-        UPDATE "${table}" SET state = 'published', published_at = now(), attempts = attempts + 1,
-          claimed_by = NULL, claimed_until = NULL
-        WHERE id = ANY($1::bigint[]) AND claimed_by = $2
-        RETURNING id)
-      SELECT pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true)
-      FROM marked`
-    const markPublished = (ids: ReadonlyArray<number>) =>
-      ids.length === 0 ? Effect.void : Effect.asVoid(sql.unsafe(markText, [ids, relayId, outbox.settledChannel]))
+    // A publish starts only with a heartbeat's worth of lease left: if the renewals fail, the relay stops
+    // starting publishes before another relay may claim the rows.
+    const mayPublish = (lease: Lease, row: ClaimedRow) =>
+      Effect.map(Clock.currentTimeMillis, (now) => !lease.lost.has(row.id) && now + heartbeatMillis < lease.heldUntil)
+    const publishable = (lease: Lease, rows: ReadonlyArray<ClaimedRow>) =>
+      Effect.map(Clock.currentTimeMillis, (now) =>
+        now + heartbeatMillis < lease.heldUntil
+          ? (lease.lost.size === 0 ? rows : rows.filter((row) => !lease.lost.has(row.id)))
+          : [])
 
-    const toMessage = (row: ClaimedRow): Transport.OutgoingMessage => ({
-      id: row.message_id,
-      key: row.key,
-      payload: new Uint8Array(row.payload),
-      headers: JSON.parse(row.headers) as Record<string, string>
-    })
+    // The round in flight, whose rows `run`'s heartbeat fiber renews. One long-lived fiber rather than one
+    // per round: forking and interrupting a fiber per round cost more than the rest of a small round.
+    let current: Lease | undefined
+    const roundStarted = yield* Queue.sliding<void>(1)
 
-    const fail = (row: ClaimedRow, error: unknown) =>
+    const renewOnce = (lease: Lease) =>
+      Effect.gen(function*() {
+        if (lease.unsettled.size === 0) return
+        const sent = yield* Clock.currentTimeMillis
+        const ids = [...lease.unsettled]
+        const renewed = new Set(yield* store.renew(relayId, ids, leaseMillis))
+        lease.heldUntil = sent + leaseMillis
+        // A row settled meanwhile is not renewed either; only one still unsettled was taken over.
+        const lost = ids.filter((id) => !renewed.has(id) && lease.unsettled.has(id))
+        if (lost.length > 0) {
+          for (const id of lost) lease.lost.add(id)
+          yield* Effect.logWarning(`outbox relay: lost the lease of ${lost.length} row(s) being published; leaving them to their new holder`)
+        }
+      }).pipe(
+        // A failed renewal is retried at the next beat; meanwhile `heldUntil` runs out and publishing stops.
+        Effect.catchAll((e) => Effect.logWarning("outbox relay: lease renewal failed", e))
+      )
+
+    // Idle between rounds (it waits for one to start, with no timer), then beats while a round is in flight.
+    const heartbeat: Effect.Effect<never> = Effect.gen(function*() {
+      yield* Queue.take(roundStarted)
+      while (current !== undefined) {
+        yield* Effect.sleep(Duration.millis(heartbeatMillis))
+        if (current !== undefined) yield* renewOnce(current)
+      }
+    }).pipe(Effect.forever)
+
+    const settled = (lease: Lease, rows: ReadonlyArray<ClaimedRow>) =>
+      Effect.sync(() => {
+        for (const row of rows) lease.unsettled.delete(row.id)
+      })
+
+    const fail = (lease: Lease, row: ClaimedRow, error: unknown) =>
       Effect.gen(function*() {
         const record = yield* Failure.record(error)
+        if (lease.lost.has(row.id)) return yield* Effect.as(settled(lease, [row]), "abandoned" as const)
         const attempts = row.attempts + 1
         if (record.classification === "transient" && attempts < maxAttempts) {
-          const delay = backoffMillis(backoffBase, backoffMax, attempts)
-          yield* sql`UPDATE ${sql(table)} SET attempts = ${attempts}, last_error = ${encodeRecord(record)},
-              available_at = now() + (${delay}::float8 * interval '1 millisecond'), claimed_by = NULL, claimed_until = NULL
-            WHERE id = ${row.id} AND claimed_by = ${relayId}`
+          const delayMillis = backoffMillis(backoffBase, backoffMax, attempts)
+          yield* settled(lease, [row])
+          yield* store.reschedule(relayId, row.id, { attempts, error: record, delayMillis })
           return "retried" as const
         }
-        const message = toMessage(row)
+        if (!(yield* mayPublish(lease, row))) return yield* Effect.as(settled(lease, [row]), "abandoned" as const)
         const reason = new Delivery.DeadLetterReason({ category: record.category, error: record, attempts })
         const copy = yield* publisher.publish(Delivery.deadLetterTopic(row.topic), [{
-          ...message,
-          headers: Delivery.deadLetterHeaders({ ...message, topic: row.topic }, reason)
+          ...row.message,
+          headers: Delivery.deadLetterHeaders({ ...row.message, topic: row.topic }, reason)
         }]).pipe(
-          Effect.tapError((e) => Effect.logWarning(`outbox: dead-letter copy of ${row.message_id} not published; the row stays dead`, e)),
+          Effect.tapError((e) => Effect.logWarning(`outbox: dead-letter copy of ${row.message.id} not published; the row stays dead`, e)),
           Effect.either
         )
-        yield* sql`
-          WITH marked AS (
-            UPDATE ${sql(table)} SET state = 'dead', attempts = ${attempts}, last_error = ${encodeRecord(record)},
-              dead_letter_published = ${Either.isRight(copy)}, claimed_by = NULL, claimed_until = NULL
-            WHERE id = ${row.id} AND claimed_by = ${relayId}
-            RETURNING id)
-          SELECT pg_notify(${outbox.settledChannel}, count(*)::text) FROM marked`
+        yield* settled(lease, [row])
+        yield* store.markDead(relayId, row.id, { attempts, error: record, deadLetterPublished: Either.isRight(copy) })
         return "dead" as const
       })
 
-    const settleTopic = (topic: string, rows: ReadonlyArray<ClaimedRow>) =>
+    const settleTopic = (lease: Lease, topic: string, claimed: ReadonlyArray<ClaimedRow>) =>
       Effect.gen(function*() {
-        const whole = yield* Effect.either(publisher.publish(topic, rows.map(toMessage)))
+        const rows = yield* publishable(lease, claimed)
+        const result = { published: 0, retried: 0, dead: 0, abandoned: claimed.length - rows.length }
+        // Abandoned rows are no longer renewed, so they return to other relays when the lease runs out.
+        if (rows.length < claimed.length) yield* settled(lease, claimed.filter((row) => !rows.includes(row)))
+        if (rows.length === 0) return result
+        const whole = yield* Effect.either(publisher.publish(topic, rows.map((r) => r.message)))
         if (Either.isRight(whole)) {
-          yield* markPublished(rows.map((r) => r.id))
-          return { published: rows.length, retried: 0, dead: 0 }
+          // Settled before the mark, so a heartbeat returning meanwhile does not take them for lost.
+          yield* settled(lease, rows)
+          yield* store.markPublished(relayId, rows.map((r) => r.id))
+          result.published = rows.length
+          return result
         }
         // Isolate the failing rows so one bad message does not hold back its batch.
-        const outcomes = rows.length === 1
+        // `result` undefined: not published, since the lease could no longer be confirmed.
+        type Outcome = { readonly row: ClaimedRow; readonly result: Either.Either<void, Transport.PublishError> | undefined }
+        const outcomes: ReadonlyArray<Outcome> = rows.length === 1
           ? [{ row: rows[0]!, result: whole }]
-          : yield* Effect.forEach(rows, (row) =>
-            Effect.map(Effect.either(publisher.publish(topic, [toMessage(row)])), (result) => ({ row, result })))
-        yield* markPublished(outcomes.filter((o) => Either.isRight(o.result)).map((o) => o.row.id))
-        let retried = 0
-        let dead = 0
+          : yield* Effect.forEach(rows, (row): Effect.Effect<Outcome> =>
+            Effect.flatMap(mayPublish(lease, row), (may): Effect.Effect<Outcome> =>
+              may
+                ? Effect.map(Effect.either(publisher.publish(topic, [row.message])), (result) => ({ row, result }))
+                : Effect.succeed({ row, result: undefined })))
+        const ok = outcomes.filter((o) => o.result !== undefined && Either.isRight(o.result)).map((o) => o.row)
+        yield* settled(lease, ok)
+        yield* store.markPublished(relayId, ok.map((r) => r.id))
+        result.published = ok.length
         for (const outcome of outcomes) {
-          if (Either.isLeft(outcome.result)) {
-            const what = yield* fail(outcome.row, outcome.result.left)
-            if (what === "dead") dead++
-            else retried++
+          if (outcome.result === undefined) {
+            result.abandoned++
+            yield* settled(lease, [outcome.row])
+          } else if (Either.isLeft(outcome.result)) {
+            result[yield* fail(lease, outcome.row, outcome.result.left)]++
           }
         }
-        return { published: outcomes.length - retried - dead, retried, dead }
+        return result
       })
 
-    /** Claims one batch and publishes it; answers what happened. */
-    const round: Effect.Effect<RoundResult, SqlError> = Effect.gen(function*() {
-      const rows = yield* claim
+    const round: Effect.Effect<RoundResult, OutboxStoreError> = Effect.gen(function*() {
+      const sent = yield* Clock.currentTimeMillis
+      const rows = yield* store.claim(claimRequest)
+      const result = { claimed: rows.length, published: 0, retried: 0, dead: 0, abandoned: 0 }
+      if (rows.length === 0) return result
       const byTopic = new Map<string, Array<ClaimedRow>>()
       for (const row of rows) {
         const list = byTopic.get(row.topic)
         if (list) list.push(row)
         else byTopic.set(row.topic, [row])
       }
-      const result = { claimed: rows.length, published: 0, retried: 0, dead: 0 }
-      for (const [topic, list] of byTopic) {
-        const r = yield* settleTopic(topic, list)
-        result.published += r.published
-        result.retried += r.retried
-        result.dead += r.dead
-      }
-      return result
+      const lease: Lease = { heldUntil: sent + leaseMillis, unsettled: new Set(rows.map((r) => r.id)), lost: new Set() }
+      current = lease
+      Queue.unsafeOffer(roundStarted, undefined)
+      return yield* Effect.gen(function*() {
+        for (const [topic, list] of byTopic) {
+          const r = yield* settleTopic(lease, topic, list)
+          result.published += r.published
+          result.retried += r.retried
+          result.dead += r.dead
+          result.abandoned += r.abandoned
+        }
+        return result
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        if (current === lease) current = undefined
+      })))
     })
 
-    // A sleeper refreshes its registration when it is over 30 s old (an idle relay polls at least once a
-    // minute); one older than five minutes belongs to a relay that died asleep, and would make every append
-    // notify for nothing.
-    const sleepers = outbox.sleepersTable
-    const registerText = `INSERT INTO "${sleepers}" (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`
-    const deregisterText = `DELETE FROM "${sleepers}" WHERE relay_id = $1`
-    const register = Effect.asVoid(sql.unsafe(registerText, [relayId]))
-    const deregister = Effect.asVoid(sql.unsafe(deregisterText, [relayId]))
+    const cleanup = store.cleanup(retentionMillis)
 
-    /** Deletes published rows older than the retention (and stale sleeper entries); answers how many rows. */
-    const cleanup = Effect.zipLeft(
-      Effect.map(
-        sql`DELETE FROM ${sql(table)} WHERE state = 'published'
-          AND published_at < now() - (${retentionMillis}::float8 * interval '1 millisecond') RETURNING id`,
-        (rows) => rows.length
-      ),
-      sql`DELETE FROM ${sql(sleepers)} WHERE since < now() - interval '5 minutes'`
-    )
+    const updateMetrics = Effect.gen(function*() {
+      const count = yield* store.backlog
+      const age = yield* store.lag
+      yield* Metric.set(backlogGauge, count)
+      yield* Metric.set(lagGauge, Duration.toMillis(age))
+    })
 
-    const run: Effect.Effect<never, never, import("effect/Scope").Scope> = Effect.gen(function*() {
-      // A wake-up only says "something committed since the last claim", so one slot is enough: a burst of
-      // notifications while a round runs folds into a single extra claim instead of one per notification.
-      const wake = yield* Queue.sliding<void>(1)
-      // Only the appends' default mode reads the sleepers table. The relay registers there only once it has
-      // heard its own probe on the channel: registered but not yet listening, it would miss the very
-      // notifications its registration asks for.
-      const registers = outbox.notify === true
-      const probe = `probe:${relayId}`
-      const listening = yield* Deferred.make<void>()
-      yield* db.listen(outbox.channel).pipe(
-        Stream.runForEach((payload) => payload === probe ? Deferred.succeed(listening, undefined) : Queue.offer(wake, undefined)),
-        Effect.tapError((e) => Effect.logWarning("outbox relay: LISTEN failed; polling until it is back", e)),
-        Effect.retry(Schedule.spaced("1 second")),
-        Effect.forkScoped
-      )
+    const run: Effect.Effect<never, never, Scope.Scope> = Effect.gen(function*() {
+      const wakeup = yield* store.wakeup(relayId, pollInterval)
+      yield* Effect.forkScoped(heartbeat)
       yield* cleanup.pipe(
         Effect.tapError((e) => Effect.logWarning("outbox relay: cleanup failed", e)),
         Effect.ignore,
-        Effect.schedule(Schedule.spaced(options.cleanupInterval ?? "1 minute")),
+        Effect.zipRight(Effect.sleep(options.cleanupInterval ?? "1 minute")),
         Effect.forever,
         Effect.forkScoped
       )
       yield* updateMetrics.pipe(
-        Effect.provideService(Outbox, outbox),
         Effect.tapError((e) => Effect.logWarning("outbox relay: metrics refresh failed", e)),
         Effect.ignore,
         Effect.zipRight(Effect.sleep(options.metricsInterval ?? "5 seconds")),
         Effect.forever,
         Effect.forkScoped
       )
-      let asleep = false
-      let registeredAt = 0
-      let busyRounds = 0
-      // Deregisters even when not known to be asleep: an interrupted registration may still have landed.
-      if (registers) yield* Effect.addFinalizer(() => deregister.pipe(Effect.timeout("1 second"), Effect.ignore))
-      const setAsleep = (value: boolean) =>
-        (value ? register : deregister).pipe(
-          Effect.zipRight(Clock.currentTimeMillis),
-          Effect.map((now) => {
-            asleep = value
-            registeredAt = now
-            return true
-          }),
-          Effect.tapError((e) => Effect.logWarning("outbox relay: could not update its sleeper registration", e)),
-          Effect.orElseSucceed(() => false)
-        )
-      const nap = Queue.take(wake).pipe(Effect.timeout(pollInterval), Effect.ignore)
-      // One probe; true once the relay has heard one. A failed NOTIFY still waits, so retries are spaced.
-      const probeOnce = (wait: Duration.DurationInput) =>
-        db.notify(outbox.channel, probe).pipe(
-          Effect.ignore,
-          Effect.zipRight(Deferred.await(listening).pipe(Effect.timeout(wait))),
-          Effect.isSuccess
-        )
-      if (registers) {
-        // LISTEN is normally up within milliseconds: wait for it (up to 1 s) before the first claim, so the
-        // relay does not fall asleep deaf. Without it the relay only polls, and keeps probing in the background.
-        let heard = false
-        for (let attempt = 0; attempt < 50 && !heard; attempt++) heard = yield* probeOnce("20 millis")
-        if (!heard) {
-          yield* Effect.logWarning("outbox relay: LISTEN not confirmed; polling every pollInterval until it is")
-          yield* probeOnce(pollInterval).pipe(Effect.repeat({ until: (heard) => heard }), Effect.forkScoped)
-        }
-      }
       const loop: Effect.Effect<never> = Effect.gen(function*() {
         const result = yield* Effect.either(round)
         if (Either.isLeft(result)) {
           yield* Effect.logWarning("outbox relay: round failed; retrying after the poll interval", result.left)
-          return yield* nap
+          return yield* wakeup.wait(pollInterval)
         }
         if (result.right.claimed > 0) {
-          // Two rounds in a row with rows: the relay will keep claiming by itself, so appends need not notify.
-          if (asleep && ++busyRounds >= 2) yield* setAsleep(false)
+          yield* wakeup.found
           if (result.right.claimed < batchSize && !Duration.isZero(linger)) yield* Effect.sleep(linger)
           return
         }
-        busyRounds = 0
-        // Appends that committed while the relay was not registered sent no notification: claim once more.
-        if (registers && !asleep && (yield* Deferred.isDone(listening)) && (yield* setAsleep(true))) return
-        if (asleep && (yield* Clock.currentTimeMillis) - registeredAt > 30_000) yield* setAsleep(true)
-        yield* nap
+        if (yield* wakeup.idle) return
+        yield* wakeup.wait(pollInterval)
       }).pipe(Effect.forever)
       return yield* loop
     })
@@ -331,10 +313,11 @@ export const make = (options: Options = {}) =>
   })
 
 /** Runs a relay until interrupted. */
-export const run = (options: Options = {}) => Effect.scoped(Effect.flatMap(make(options), (relay) => relay.run))
+export const run = (options: Options = {}): Effect.Effect<never, never, OutboxStore | Transport.Publisher> =>
+  Effect.scoped(Effect.flatMap(make(options), (relay) => relay.run))
 
 /** Runs a relay in the background for the layer's lifetime. */
 export const layer = (
   options: Options = {}
-): Layer.Layer<never, never, Outbox | SqlClient.SqlClient | Database.Database | Transport.Publisher> =>
+): Layer.Layer<never, never, OutboxStore | Transport.Publisher> =>
   Layer.scopedDiscard(Effect.forkScoped(run(options)))

@@ -4,6 +4,7 @@ import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as Outbox from "../src/Outbox.js"
+import * as OutboxStore from "../src/OutboxStore.js"
 import * as Relay from "../src/Relay.js"
 import { sinkPublisher } from "./fixtures/sink.js"
 import { dropOutbox, engines, postgresUrl, uniqueTable } from "./helpers.js"
@@ -44,7 +45,7 @@ layer(engines.postgres(), { excludeTestServices: true, timeout: "60 seconds" })(
 
       // Restart: a new relay takes over once the dead one's lease expires.
       yield* Relay.run({ batchSize: 25, pollInterval: "100 millis" }).pipe(
-        Effect.provideService(Outbox.Outbox, outbox),
+        Effect.provideService(OutboxStore.OutboxStore, outbox),
         Effect.provide(sinkPublisher(sink)),
         Effect.forkScoped
       )

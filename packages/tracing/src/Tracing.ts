@@ -21,10 +21,11 @@ import type * as Breaker from "@bulwark/circuit-breaker/Breaker"
 import * as DeadLetterStore from "@bulwark/dead-letter/DeadLetterStore"
 import * as IdempotencyStore from "@bulwark/idempotency/IdempotencyStore"
 import * as Outbox from "@bulwark/outbox/Outbox"
+import * as OutboxStore from "@bulwark/outbox/OutboxStore"
 import * as Transport from "@bulwark/transport/Transport"
 import * as Ingress from "@bulwark/webhook/Ingress"
 import type * as Verifier from "@bulwark/webhook/Verifier"
-import { Cause, Clock, type Context, Data, Effect, Exit, Layer, Metric, Option, Stream, type Tracer } from "effect"
+import { Cause, Clock, Context, Data, Effect, Exit, Layer, Metric, Option, Stream, type Tracer } from "effect"
 import * as Metrics from "./Metrics.js"
 import * as Propagation from "./Propagation.js"
 
@@ -394,9 +395,15 @@ export const traceOutbox = (outbox: Outbox.OutboxService, options: MessagingOpti
     )
 })
 
-/** Decorates the `Outbox` in context with {@link traceOutbox}. */
-export const layerOutbox = (options: MessagingOptions = {}): Layer.Layer<Outbox.Outbox, never, Outbox.Outbox> =>
-  Layer.effect(Outbox.Outbox, Effect.map(Outbox.Outbox, (outbox) => traceOutbox(outbox, options)))
+/**
+ * Decorates the `Outbox` in context with {@link traceOutbox}. The relay's `OutboxStore` passes through
+ * unchanged, so `layerOutbox().pipe(Layer.provide(Outbox.layer()))` still gives the relay its store.
+ */
+export const layerOutbox = (
+  options: MessagingOptions = {}
+): Layer.Layer<Outbox.Outbox | OutboxStore.OutboxStore, never, Outbox.Outbox | OutboxStore.OutboxStore> =>
+  Layer.effectContext(Effect.map(Effect.context<Outbox.Outbox | OutboxStore.OutboxStore>(), (context) =>
+    Context.add(context, Outbox.Outbox, traceOutbox(Context.get(context, Outbox.Outbox), options))))
 
 // --- idempotency ---------------------------------------------------------------------------------------------
 

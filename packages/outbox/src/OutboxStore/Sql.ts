@@ -1,0 +1,333 @@
+/**
+ * The SQL outbox store (PGlite and PostgreSQL, any `@bulwark/sql` database): rows in one table, appended on
+ * the caller's `sql.withTransaction` connection, claimed with `FOR UPDATE SKIP LOCKED` under a lease, and
+ * relays woken by `LISTEN`/`NOTIFY` while they sleep (see `Outbox.Options.notify`).
+ */
+import { Failure } from "@bulwark/core"
+import { Database, Migrations } from "@bulwark/sql"
+import type { Transport } from "@bulwark/transport"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Duration, Effect, Either, Layer, Option, Schema, Stream } from "effect"
+import { identity } from "effect/Function"
+import * as tables from "../internal/tables.js"
+import { sqlWakeup } from "../internal/sqlWakeup.js"
+import {
+  type ClaimedRow,
+  type DeadRow,
+  OutboxStore,
+  OutboxStoreError,
+  OutsideTransaction,
+  type Service
+} from "../OutboxStore.js"
+
+/** Settings of the outbox tables. */
+export interface Options {
+  /** The outbox table. Default `bulwark_outbox`. */
+  readonly table?: string
+  /**
+   * How `append` wakes relays. Default `true`: it sends `NOTIFY` in the caller's transaction only while some
+   * relay is asleep, waiting for one; a busy relay claims again by itself, so under load appends send none.
+   * `"always"`: every appending transaction notifies. `false`: none does; relays poll (`Relay` `pollInterval`).
+   * Postgres serialises the commits of notifying transactions (a database-wide lock), so notifications
+   * cap the commit rate of busy appenders; that is what the default avoids.
+   */
+  readonly notify?: boolean | "always"
+}
+
+/** The default outbox table. */
+export const defaultTable = "bulwark_outbox"
+
+/** The SQL store, with the names of its tables and channels. */
+export interface SqlOutboxStore extends Service {
+  readonly table: string
+  /** The NOTIFY channel `append` signals on commit (the relay listens on it). */
+  readonly channel: string
+  /** The NOTIFY channel the relay signals after it settles rows (`drained` listens on it). */
+  readonly settledChannel: string
+  /** How `append` wakes relays (see {@link Options.notify}). */
+  readonly notify: boolean | "always"
+  /** The table where sleeping relays register, so that appends wake them. */
+  readonly sleepersTable: string
+}
+
+interface Row {
+  readonly id: number
+  readonly topic: string
+  readonly message_id: string
+  readonly key: string
+  readonly payload: Uint8Array
+  readonly headers: string
+  readonly attempts: number
+}
+
+const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+const encodeRecord = Schema.encodeSync(Schema.parseJson(Failure.FailureRecord))
+const decodeRecord = Schema.decodeUnknownEither(Schema.parseJson(Failure.FailureRecord))
+const unreadableRecord = (detail: string) =>
+  new Failure.FailureRecord({ tag: "Unknown", message: detail, classification: "permanent", category: "unknown" })
+
+const toClaimed = (row: Row): ClaimedRow => ({
+  id: Number(row.id),
+  topic: row.topic,
+  attempts: row.attempts,
+  message: {
+    id: row.message_id,
+    key: row.key,
+    payload: new Uint8Array(row.payload),
+    headers: JSON.parse(row.headers) as Record<string, string>
+  }
+})
+
+/** Creates the outbox tables (migrations) and the store over the database in context. */
+export const make = (
+  options: Options = {}
+): Effect.Effect<SqlOutboxStore, SqlError | Migrations.InvalidTableName, SqlClient.SqlClient | Database.Database> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const db = yield* Database.Database
+    const table = yield* Migrations.tableName(options.table ?? defaultTable)
+    yield* Migrations.run(`outbox:${table}`, tables.outboxMigrations(table))
+    const channel = table
+    const notify = options.notify ?? true
+    const sleepersTable = tables.sleepersTable(table)
+    const settledChannel = `${table}_settled`
+    const wakePayload = "appended"
+    const failed = (operation: string) => (cause: SqlError) => new OutboxStoreError({ operation, cause })
+
+    // The append runs once per business transaction, so it skips the statement builder: the text for each
+    // row count is built once and run on the caller's transaction connection directly. The insert and the
+    // NOTIFY are one statement (one round trip); the notification leaves at the caller's commit. Its payload
+    // is the same for every append, so however many appends and topics a transaction holds, Postgres folds
+    // them into one notification at commit: relays only need to know that rows arrived. By default it is
+    // sent only while a relay sleeps: notifying commits are serialised, and a busy relay needs no wake-up.
+    const insertTexts = new Map<number, string>()
+    const insertText = (rows: number) => {
+      let text = insertTexts.get(rows)
+      if (text === undefined) {
+        const first = notify ? 3 : 1
+        const values = Array.from({ length: rows }, (_, r) => {
+          const p = first + r * 5
+          return `($${p}, $${p + 1}, $${p + 2}, $${p + 3}, $${p + 4})`
+        }).join(", ")
+        const insert = `INSERT INTO "${table}" (topic, message_id, key, payload, headers) VALUES ${values}`
+        const wakeAll = `WITH inserted AS (${insert} RETURNING id) SELECT pg_notify($1, $2)`
+        text = notify === "always"
+          ? wakeAll
+          : notify
+          ? `${wakeAll} WHERE EXISTS (SELECT 1 FROM "${sleepersTable}")`
+          : insert
+        insertTexts.set(rows, text)
+      }
+      return text
+    }
+    const maxRowsPerStatement = 1000
+    const appendFailed = failed("append")
+
+    const appendMessages = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+      Effect.flatMap(
+        Effect.serviceOption(SqlClient.TransactionConnection),
+        (tx): Effect.Effect<void, OutsideTransaction | OutboxStoreError> => {
+          if (Option.isNone(tx)) return Effect.fail(new OutsideTransaction({ topic, count: messages.length }))
+          if (messages.length === 0) return Effect.void
+          const connection = tx.value[0]
+          const statements: Array<Effect.Effect<unknown, SqlError>> = []
+          for (let start = 0; start < messages.length; start += maxRowsPerStatement) {
+            const end = Math.min(messages.length, start + maxRowsPerStatement)
+            const params: Array<unknown> = notify ? [channel, wakePayload] : []
+            for (let i = start; i < end; i++) {
+              const m = messages[i]!
+              params.push(topic, m.id, m.key, toBuffer(m.payload), JSON.stringify(m.headers))
+            }
+            statements.push(connection.executeRaw(insertText(end - start), params))
+          }
+          const all = statements.length === 1
+            ? Effect.asVoid(statements[0]!)
+            : Effect.forEach(statements, identity, { discard: true })
+          return Effect.mapError(all, appendFailed)
+        }
+      )
+
+    const backlog = Effect.map(
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(table)} WHERE state = 'pending'`,
+      (rows) => rows[0]?.n ?? 0
+    ).pipe(Effect.mapError(failed("backlog")))
+
+    const lag = Effect.map(
+      sql<{ ms: number | null }>`SELECT (extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS ms
+        FROM ${sql(table)} WHERE state = 'pending'`,
+      (rows) => Duration.millis(Math.max(0, rows[0]?.ms ?? 0))
+    ).pipe(Effect.mapError(failed("lag")))
+
+    const pendingUpTo = (maxId: number) =>
+      Effect.map(
+        sql`SELECT 1 FROM ${sql(table)} WHERE state = 'pending' AND id <= ${maxId} LIMIT 1`,
+        (rows) => rows.length > 0
+      )
+
+    // Listens before reading the high-water mark, so a settlement between the two is not missed; polls as a fallback.
+    const drained = Effect.scoped(Effect.gen(function*() {
+      const settled = yield* Stream.toPull(db.listen(settledChannel))
+      const [high] = yield* sql<{ id: number | null }>`SELECT max(id)::int8 AS id FROM ${sql(table)}`
+      const maxId = high?.id ?? 0
+      while (yield* pendingUpTo(maxId)) {
+        yield* settled.pipe(Effect.timeout("100 millis"), Effect.ignore)
+      }
+    })).pipe(Effect.mapError(failed("drained")))
+
+    const deadLetters = (limit = 100) =>
+      Effect.map(
+        sql<{
+          id: number
+          topic: string
+          message_id: string
+          key: string
+          attempts: number
+          last_error: string | null
+          dead_letter_published: boolean | null
+        }>`SELECT id, topic, message_id, key, attempts, last_error, dead_letter_published
+          FROM ${sql(table)} WHERE state = 'dead' ORDER BY id LIMIT ${limit}`,
+        (rows) =>
+          rows.map((row): DeadRow => ({
+            id: Number(row.id),
+            topic: row.topic,
+            messageId: row.message_id,
+            key: row.key,
+            attempts: row.attempts,
+            error: row.last_error === null
+              ? unreadableRecord("no error recorded")
+              // A record this version cannot read is still a dead row: list it, saying so.
+              : Either.getOrElse(decodeRecord(row.last_error), () => unreadableRecord(`unreadable error record: ${row.last_error}`)),
+            deadLetterPublished: row.dead_letter_published === true
+          }))
+      ).pipe(Effect.mapError(failed("deadLetters")))
+
+    // The relay's own bookkeeping commits asynchronously (`synchronous_commit = off` for that statement only):
+    // a server crash may forget the last claims or marks, which costs a lease wait or a duplicate publish,
+    // never a row, while the appends themselves stay durable. Both statements run once per round, so their
+    // text is built once (the table name is a checked identifier) and only the parameters change.
+    const claimText = `
+      WITH claimed AS (
+      UPDATE "${table}" SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
+      WHERE id IN (
+        SELECT c.id FROM "${table}" c
+        WHERE c.state = 'pending' AND c.available_at <= now()
+          AND (c.claimed_until IS NULL OR c.claimed_until < now())
+          AND (c.key = '' OR NOT EXISTS (
+            SELECT 1 FROM "${table}" p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
+        ORDER BY c.id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+      RETURNING id, topic, message_id, key, payload, headers, attempts)
+      SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`
+    const claimFailed = failed("claim")
+    const claim: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
+      Effect.map(
+        sql.unsafe<Row>(claimText, [relayId, leaseMillis, limit]),
+        (rows) => rows.map(toClaimed).sort((a, b) => a.id - b.id)
+      ).pipe(Effect.mapError(claimFailed))
+
+    // One statement: mark the rows this relay still holds, and tell `drained` waiters. The ids travel as one
+    // array parameter, so the statement text is the same for any batch size instead of one placeholder per row.
+    const markText = `
+      WITH marked AS (
+        UPDATE "${table}" SET state = 'published', published_at = now(), attempts = attempts + 1,
+          claimed_by = NULL, claimed_until = NULL
+        WHERE id = ANY($1::bigint[]) AND claimed_by = $2
+        RETURNING id)
+      SELECT count(*)::int AS n, pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true)
+      FROM marked`
+    const markFailed = failed("markPublished")
+    const markPublished: Service["markPublished"] = (relayId, ids) =>
+      ids.length === 0 ? Effect.succeed(0) : Effect.map(
+        sql.unsafe<{ n: number }>(markText, [ids, relayId, settledChannel]),
+        (rows) => rows[0]?.n ?? 0
+      ).pipe(Effect.mapError(markFailed))
+
+    const reschedule: Service["reschedule"] = (relayId, id, retry) =>
+      Effect.map(
+        sql`UPDATE ${sql(table)} SET attempts = ${retry.attempts}, last_error = ${encodeRecord(retry.error)},
+            available_at = now() + (${retry.delayMillis}::float8 * interval '1 millisecond'), claimed_by = NULL, claimed_until = NULL
+          WHERE id = ${id} AND claimed_by = ${relayId} RETURNING id`,
+        (rows) => rows.length > 0
+      ).pipe(Effect.mapError(failed("reschedule")))
+
+    const markDead: Service["markDead"] = (relayId, id, dead) =>
+      Effect.map(
+        sql<{ n: number }>`
+          WITH marked AS (
+            UPDATE ${sql(table)} SET state = 'dead', attempts = ${dead.attempts}, last_error = ${encodeRecord(dead.error)},
+              dead_letter_published = ${dead.deadLetterPublished}, claimed_by = NULL, claimed_until = NULL
+            WHERE id = ${id} AND claimed_by = ${relayId}
+            RETURNING id)
+          SELECT count(*)::int AS n, pg_notify(${settledChannel}, count(*)::text) FROM marked`,
+        (rows) => (rows[0]?.n ?? 0) > 0
+      ).pipe(Effect.mapError(failed("markDead")))
+
+    const renewText = `
+      WITH renewed AS (
+        UPDATE "${table}" SET claimed_until = now() + ($3::float8 * interval '1 millisecond')
+        WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND state = 'pending'
+        RETURNING id)
+      SELECT array_agg(id) AS ids, set_config('synchronous_commit', 'off', true) FROM renewed`
+    const renew: Service["renew"] = (relayId, ids, leaseMillis) =>
+      ids.length === 0 ? Effect.succeed([]) : Effect.map(
+        sql.unsafe<{ ids: ReadonlyArray<number | string> | null }>(renewText, [ids, relayId, leaseMillis]),
+        (rows) => (rows[0]?.ids ?? []).map(Number)
+      ).pipe(Effect.mapError(failed("renew")))
+
+    // A sleeper entry older than five minutes belongs to a relay that died asleep (a live one refreshes its
+    // entry every 30 s), and would make every append notify for nothing.
+    const cleanup: Service["cleanup"] = (retentionMillis) =>
+      Effect.zipLeft(
+        Effect.map(
+          sql`DELETE FROM ${sql(table)} WHERE state = 'published'
+            AND published_at < now() - (${retentionMillis}::float8 * interval '1 millisecond') RETURNING id`,
+          (rows) => rows.length
+        ),
+        sql`DELETE FROM ${sql(sleepersTable)} WHERE since < now() - interval '5 minutes'`
+      ).pipe(Effect.mapError(failed("cleanup")))
+
+    const wakeup: Service["wakeup"] = (relayId, pollInterval) =>
+      sqlWakeup({ sql, db, channel, sleepersTable, registers: notify === true, relayId, pollInterval })
+
+    return {
+      name: table,
+      table,
+      channel,
+      settledChannel,
+      notify,
+      sleepersTable,
+      appendMessages,
+      backlog,
+      lag,
+      drained,
+      deadLetters,
+      claim,
+      markPublished,
+      reschedule,
+      markDead,
+      renew,
+      cleanup,
+      wakeup
+    }
+  })
+
+/** Provides the store over the database in context (as the port), creating its tables. */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<OutboxStore, SqlError | Migrations.InvalidTableName, SqlClient.SqlClient | Database.Database> =>
+  Layer.effect(OutboxStore, make(options))
+
+/**
+ * Drops an outbox's tables and forgets their migrations, for tests and throw-away runs; a later `make` over
+ * the same name starts afresh.
+ */
+export const drop = (table: string = defaultTable): Effect.Effect<void, SqlError | Migrations.InvalidTableName, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const checked = yield* Migrations.tableName(table)
+    yield* sql`DROP TABLE IF EXISTS ${sql(checked)}`
+    yield* sql`DROP TABLE IF EXISTS ${sql(tables.sleepersTable(checked))}`
+    yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`outbox:${checked}`}`
+  })

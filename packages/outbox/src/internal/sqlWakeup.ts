@@ -1,0 +1,93 @@
+import type { Database } from "@bulwark/sql"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import { Clock, type Context, Deferred, type Duration, Effect, Queue, Schedule, type Scope, Stream } from "effect"
+import type { Wakeup } from "../OutboxStore.js"
+
+/** What the SQL wake-up of one relay needs. */
+export interface SqlWakeupOptions {
+  readonly sql: SqlClient.SqlClient
+  readonly db: Context.Tag.Service<Database.Database>
+  /** The channel appends NOTIFY on. */
+  readonly channel: string
+  readonly sleepersTable: string
+  /** Whether appends read the sleepers table (`notify: true`), so the relay must register to be woken. */
+  readonly registers: boolean
+  readonly relayId: string
+  readonly pollInterval: Duration.Duration
+}
+
+/**
+ * LISTEN/NOTIFY wake-up with sleeper registration. A relay whose claim finds nothing registers in the
+ * sleepers table, claims once more, and waits; `append` notifies only while some relay is registered. After
+ * two rounds in a row that found rows it deregisters, so under load appends send no notifications (Postgres
+ * serialises notifying commits). The relay registers only once it has heard its own probe on the channel:
+ * registered but not yet listening, it would miss the very notifications its registration asks for.
+ */
+export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { channel, db, pollInterval, registers, relayId, sql, sleepersTable } = options
+    // A wake-up only says "something committed since the last claim", so one slot is enough: a burst of
+    // notifications while a round runs folds into a single extra claim instead of one per notification.
+    const wake = yield* Queue.sliding<void>(1)
+    const probe = `probe:${relayId}`
+    const listening = yield* Deferred.make<void>()
+    yield* db.listen(channel).pipe(
+      Stream.runForEach((payload) => payload === probe ? Deferred.succeed(listening, undefined) : Queue.offer(wake, undefined)),
+      Effect.tapError((e) => Effect.logWarning("outbox relay: LISTEN failed; polling until it is back", e)),
+      Effect.retry(Schedule.spaced("1 second")),
+      Effect.forkScoped
+    )
+
+    const registerText = `INSERT INTO "${sleepersTable}" (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`
+    const deregisterText = `DELETE FROM "${sleepersTable}" WHERE relay_id = $1`
+    const register = Effect.asVoid(sql.unsafe(registerText, [relayId]))
+    const deregister = Effect.asVoid(sql.unsafe(deregisterText, [relayId]))
+
+    let asleep = false
+    let registeredAt = 0
+    let busyRounds = 0
+    // Deregisters even when not known to be asleep: an interrupted registration may still have landed.
+    if (registers) yield* Effect.addFinalizer(() => deregister.pipe(Effect.timeout("1 second"), Effect.ignore))
+    const setAsleep = (value: boolean) =>
+      (value ? register : deregister).pipe(
+        Effect.zipRight(Clock.currentTimeMillis),
+        Effect.map((now) => {
+          asleep = value
+          registeredAt = now
+          return true
+        }),
+        Effect.tapError((e) => Effect.logWarning("outbox relay: could not update its sleeper registration", e)),
+        Effect.orElseSucceed(() => false)
+      )
+    // One probe; true once the relay has heard one. A failed NOTIFY still waits, so retries are spaced.
+    const probeOnce = (wait: Duration.DurationInput) =>
+      db.notify(channel, probe).pipe(
+        Effect.ignore,
+        Effect.zipRight(Deferred.await(listening).pipe(Effect.timeout(wait))),
+        Effect.isSuccess
+      )
+    if (registers) {
+      // LISTEN is normally up within milliseconds: wait for it (up to 1 s) before the first claim, so the
+      // relay does not fall asleep deaf. Without it the relay only polls, and keeps probing in the background.
+      let heard = false
+      for (let attempt = 0; attempt < 50 && !heard; attempt++) heard = yield* probeOnce("20 millis")
+      if (!heard) {
+        yield* Effect.logWarning("outbox relay: LISTEN not confirmed; polling every pollInterval until it is")
+        yield* probeOnce(pollInterval).pipe(Effect.repeat({ until: (heard) => heard }), Effect.forkScoped)
+      }
+    }
+
+    // Two rounds in a row with rows: the relay will keep claiming by itself, so appends need not notify.
+    const found = Effect.suspend(() => asleep && ++busyRounds >= 2 ? Effect.asVoid(setAsleep(false)) : Effect.void)
+    const idle = Effect.gen(function*() {
+      busyRounds = 0
+      // Appends that committed while the relay was not registered sent no notification: claim once more.
+      if (registers && !asleep && (yield* Deferred.isDone(listening)) && (yield* setAsleep(true))) return true
+      // A sleeper refreshes its registration when it is over 30 s old (an idle relay polls at least once a
+      // minute); cleanup removes entries older than five minutes, left by relays that died asleep.
+      if (asleep && (yield* Clock.currentTimeMillis) - registeredAt > 30_000) yield* setAsleep(true)
+      return false
+    })
+    const wait = (timeout: Duration.Duration) => Queue.take(wake).pipe(Effect.timeout(timeout), Effect.ignore)
+    return { found, idle, wait }
+  })

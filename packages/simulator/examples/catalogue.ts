@@ -57,6 +57,20 @@ const entry = (
 /** The catalogue. */
 export const catalogue: ReadonlyArray<Entry> = [
   entry(
+    "commit-then-publish",
+    "publishes the ledger's event right after its transaction commits instead of through the outbox",
+    ["liveness", "no-lost"],
+    { maxFaults: 3, weights: only({ crash: 2, partial: 1 }) },
+    { publishing: "after-commit" }
+  ),
+  entry(
+    "check-then-post",
+    "checks the ledger's dedupe record before the transaction that posts, so two deliveries both post",
+    ["no-duplicate-effects"],
+    { maxFaults: 3, weights: only({ duplicate: 2, reorder: 1 }) },
+    { ledgerDedupe: "check-then-post" }
+  ),
+  entry(
     "ack-before-processing",
     "acknowledges the delivery before handling it",
     ["no-lost", "liveness"],

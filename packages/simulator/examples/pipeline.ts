@@ -1,15 +1,23 @@
 /**
- * A realistic pipeline built from Bulwark's real packages — the Standard Webhooks verifier and ingress
- * (`@bulwark/webhook`), the pipeline and handler middleware (`@bulwark/core`), timeout → breaker
- * (`@bulwark/circuit-breaker`) → retry (`@bulwark/retry`) → idempotency (`@bulwark/idempotency`), the
- * transport's dead-letter topic drained into the dead-letter store and replayed after outages
- * (`@bulwark/dead-letter`) — and the mistakes users make with them, as one-field deviations of
- * {@link Variant}. `pipeline({})` is the correct pipeline; each wrong one flips one choice.
+ * A realistic pipeline built from Bulwark's real packages, and the mistakes users make with them as
+ * one-field deviations of {@link Variant} (`pipeline({})` is the correct one):
+ *
+ * webhook → `payments` → ledger → outbox → relay → `postings` → downstream, with dead letters replayed.
+ *
+ * - the Standard Webhooks verifier and ingress (`@bulwark/webhook`) publish each accepted webhook;
+ * - the ledger consumer posts it once — the posting, its dedupe record and the outbox row in one
+ *   transaction (`@bulwark/outbox`'s memory store, the world's database);
+ * - the relay (`@bulwark/outbox` `Relay`) publishes the rows in commit order;
+ * - the postings consumer calls the downstream through timeout → breaker (`@bulwark/circuit-breaker`) →
+ *   retry (`@bulwark/retry`) → idempotency (`@bulwark/idempotency`) in a `Pipeline` (`@bulwark/core`);
+ * - dead letters are drained into the store and those of an outage replayed (`@bulwark/dead-letter`).
  */
 import { Breaker } from "@bulwark/circuit-breaker"
 import { Delivery, Envelope, Failure, Handler, Pipeline } from "@bulwark/core"
 import { DeadLetter, Replay } from "@bulwark/dead-letter"
 import { Idempotent } from "@bulwark/idempotency"
+import { Outbox, Relay } from "@bulwark/outbox"
+import * as MemoryOutboxStore from "@bulwark/outbox/OutboxStore/Memory"
 import { Backoff, Retry } from "@bulwark/retry"
 import { Publisher, Subscriber, consume } from "@bulwark/transport/Transport"
 import { Ingress as WebhookIngress, Verifier } from "@bulwark/webhook"
@@ -24,8 +32,15 @@ export const Payment = Schema.Struct({
   poison: Schema.Boolean
 })
 
+/** What the ledger posts through the outbox. */
+export const Posting = Schema.Struct({ ...Payment.fields, posting: Schema.Number })
+
 /** The choices a pipeline makes; the defaults are the correct ones. */
 export interface Variant {
+  /** The ledger's event goes out through the outbox, or is published right after the commit (bug). */
+  readonly publishing: "outbox" | "after-commit"
+  /** The ledger checks its dedupe record in the posting's transaction, or before it (bug: a race). */
+  readonly ledgerDedupe: "in-transaction" | "check-then-post"
   /** How the webhook signature is checked: over the raw bytes, or over re-serialised JSON (bug). */
   readonly verifier: "raw-bytes" | "reserialised"
   /** The consumer's deduplication: the idempotency middleware, or none (bug). */
@@ -62,6 +77,8 @@ export interface Variant {
 
 /** The correct pipeline's choices. */
 export const correct: Variant = {
+  publishing: "outbox",
+  ledgerDedupe: "in-transaction",
   verifier: "raw-bytes",
   dedupe: "idempotent",
   ackFirst: false,
@@ -80,13 +97,16 @@ export const correct: Variant = {
   claimLease: "1 minute"
 }
 
-/** The topic the webhook receiver publishes to, and the consumer's group. */
-export const topic = "payments"
+/** The topic the webhook receiver publishes to. */
+export const paymentsTopic = "payments"
+/** The topic the relay publishes the ledger's postings to, which the downstream consumer reads. */
+export const topic = "postings"
 
 const redeliveryDelay = (attempt: number) => Duration.millis(Math.min(2_000, 100 * 2 ** (attempt - 1)))
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 const encodePayment = Envelope.encode(Payment)
+const encodePosting = Envelope.encode(Posting)
 
 /** Builds the pipeline for a variant inside the simulated world. */
 export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => {
@@ -114,14 +134,56 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
   const receive = WebhookIngress.process({
     verifier: v.verifier === "raw-bytes" ? verifier : reserialising,
     schema: Payment,
-    topic,
+    topic: paymentsTopic,
     type: "payment.received",
     subject: (data) => data.key
   })
   const ingress: Ingress = (request) =>
     Effect.map(Effect.exit(receive(request)), (exit) => WebhookIngress.answer(exit).status)
 
-  // --- consumer: downstream call through timeout → breaker → retry → idempotency ---------------------------
+  // --- ledger: one posting per payment, its dedupe record and its outbox row in one transaction ------------
+  const posted = world.table<number>("ledger")
+  const appendPosting = Outbox.append(Posting)
+  const post: Handler.Handler<typeof Payment.Type, unknown, Outbox.Outbox | MemoryOutboxStore.MemoryOutboxStore | Publisher> = (envelope) =>
+    Effect.gen(function*() {
+      const ref = envelope.data.ref
+      // The anti-pattern: the dedupe check outside the transaction that posts; two deliveries both pass it.
+      if (v.ledgerDedupe === "check-then-post" && posted.has(ref)) return
+      if (v.ledgerDedupe === "check-then-post") yield* Effect.sleep(Duration.millis(1))
+      const postings = yield* MemoryOutboxStore.transaction(Effect.gen(function*() {
+        if (v.ledgerDedupe === "in-transaction" && posted.has(ref)) return []
+        const number = posted.size
+        const posting = yield* Envelope.make({
+          type: "ledger.posted",
+          source: "/ledger",
+          subject: envelope.data.key,
+          data: { ...envelope.data, posting: number },
+          headers: Envelope.causedBy(envelope)
+        })
+        yield* MemoryOutboxStore.onCommit(() => {
+          posted.set(ref, number)
+          world.history.effect("ledger", ref)
+        })
+        if (v.publishing === "outbox") yield* appendPosting(topic, [posting])
+        return [posting]
+      }))
+      if (v.publishing === "after-commit" && postings.length > 0) {
+        // The anti-pattern: the event is published after the commit; a crash in between loses it.
+        const publisher = yield* Publisher
+        const payload = yield* encodePosting(postings[0]!)
+        yield* publisher.publish(topic, [{ id: postings[0]!.id, key: postings[0]!.subject, payload, headers: {} }])
+      }
+    })
+  const ledger = consume(paymentsTopic, post, {
+    schema: Payment,
+    group: "ledger",
+    orderBy: "subject",
+    concurrency: 4,
+    maxAttempts: 10,
+    redeliveryDelay
+  })
+
+  // --- postings consumer: downstream call through timeout → breaker → retry → idempotency ------------------
   const call = (envelope: Envelope.Envelope<typeof Payment.Type>) =>
     world.callDownstream({
       ref: envelope.data.ref,
@@ -226,6 +288,10 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
   )
 
   return Effect.gen(function*() {
+    for (let i = 0; i < 2; i++) yield* world.spawn(`ledger-${i + 1}`, Effect.provide(ledger, world.layer))
+    if (v.publishing === "outbox") {
+      yield* world.spawn("relay", Effect.provide(Relay.run({ batchSize: 10, pollInterval: "200 millis" }), world.layer))
+    }
     for (let i = 0; i < 2; i++) yield* world.spawn(`consumer-${i + 1}`, Effect.provide(consumer, world.layer))
     yield* world.spawn("dead-letter-drain", Effect.provide(drain, world.layer))
     if (v.replay) {

@@ -116,10 +116,9 @@ export class History {
   readonly deadLettered = new Map<string, string>()
   /** Deliveries per transport message id. */
   readonly deliveries = new Map<string, number>()
-  /** Outbox rows committed / rolled back / published. */
+  /** Message ids appended to the outbox, and those whose transaction committed. */
+  readonly appendedRows = new Set<string>()
   readonly committedRows = new Set<string>()
-  readonly rolledBackRows = new Set<string>()
-  readonly publishedRows = new Set<string>()
   /** Last applied commit order per key, per ordered effect. */
   readonly lastOrder = new Map<string, number>()
   /** Retry calls (attempt ≥ 2) per virtual instant. */

@@ -169,6 +169,15 @@ export const noRetryStorm = make({
   }
 })
 
+/** An outbox row is published only once its transaction committed. */
+export const noPublishedUncommitted = make({
+  name: "no-published-uncommitted",
+  description: "no event is published from an outbox row whose transaction did not commit",
+  relevant: (e) => e.kind === "publish-row",
+  onEvent: (e) =>
+    e.kind === "publish-uncommitted-row" ? `${e.ref ?? String(e.data?.id)}: published from an outbox row that never committed` : undefined
+})
+
 /** A downstream call budget per message: retries multiply, they must not run away. */
 export const callBudget = make({
   name: "call-budget",
@@ -329,6 +338,7 @@ export const all: ReadonlyArray<Invariant> = [
   noUnexpected,
   noDuplicateEffects,
   orderPerKey,
+  noPublishedUncommitted,
   breakerTransitions,
   halfOpenProbes,
   retryWithinPolicy,

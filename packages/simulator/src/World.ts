@@ -12,6 +12,9 @@ import { DeadLetterStore, type Service as DeadLetterService } from "@bulwark/dea
 import * as MemoryDeadLetterStore from "@bulwark/dead-letter/DeadLetterStore/Memory"
 import { IdempotencyStore, type Service as IdempotencyService } from "@bulwark/idempotency/IdempotencyStore"
 import * as MemoryIdempotencyStore from "@bulwark/idempotency/IdempotencyStore/Memory"
+import { fromStore, Outbox } from "@bulwark/outbox/Outbox"
+import { OutboxStore } from "@bulwark/outbox/OutboxStore"
+import * as MemoryOutbox from "@bulwark/outbox/OutboxStore/Memory"
 import * as Memory from "@bulwark/transport/Transport/Memory"
 import { type OutgoingMessage, PublishError, Publisher, Subscriber } from "@bulwark/transport/Transport"
 import { ReplayGuard } from "@bulwark/webhook/ReplayGuard"
@@ -57,7 +60,15 @@ export interface WebhookRequest {
 }
 
 /** The ports the world provides (see {@link World.layer}). */
-export type Ports = Publisher | Subscriber | IdempotencyStore | DeadLetterStore | ReplayGuard
+export type Ports =
+  | Publisher
+  | Subscriber
+  | IdempotencyStore
+  | DeadLetterStore
+  | ReplayGuard
+  | OutboxStore
+  | Outbox
+  | MemoryOutbox.MemoryOutboxStore
 
 /** The webhook receiver: answers an HTTP status for a request (0: the connection broke, no answer). */
 export type Ingress = (request: WebhookRequest) => Effect.Effect<number, never, Ports>
@@ -149,6 +160,8 @@ export class World {
   private idempotencyStore: MemoryIdempotencyStore.MemoryStore | undefined
   private deadLetterStore: DeadLetterService | undefined
   private replayGuardStore: Context.Tag.Service<ReplayGuard> | undefined
+  private outboxStore: MemoryOutbox.MemoryOutboxStoreService | undefined
+  private readonly tables = new Map<string, Map<string, unknown>>()
 
   constructor(
     readonly scheduler: VirtualScheduler,
@@ -192,6 +205,7 @@ export class World {
       this.idempotencyStore = yield* MemoryIdempotencyStore.make()
       this.deadLetterStore = yield* MemoryDeadLetterStore.make
       this.replayGuardStore = yield* ReplayGuardMemory.makeMemory()
+      this.outboxStore = yield* MemoryOutbox.make({ name: "simulated" })
     })
   )
 
@@ -414,6 +428,9 @@ export class World {
   }
 
   private recordPublish(topic: string, message: OutgoingMessage): void {
+    if (this.history.appendedRows.has(message.id)) {
+      this.history.record("relay", this.history.committedRows.has(message.id) ? "publish-row" : "publish-uncommitted-row", refOf(message.payload), { topic, id: message.id })
+    }
     const id = JSON.stringify([topic, message.id])
     if (!this.orders.has(id)) {
       const key = JSON.stringify([topic, message.key])
@@ -629,14 +646,76 @@ export class World {
     }
   }
 
-  /** Every port the world provides: Publisher, Subscriber, IdempotencyStore, DeadLetterStore, ReplayGuard. */
+  /**
+   * The real memory outbox store (the one `Outbox.append` writes through and `Relay` claims from), each call
+   * a step of the calling process. Its transactions are the database's: what a transaction staged (rows,
+   * `onCommit` writes) becomes visible at commit, or not at all if the process crashes first. Appended
+   * message ids are recorded, so a publish of a row whose transaction never committed is seen.
+   */
+  get outbox(): MemoryOutbox.MemoryOutboxStoreService {
+    const store = this.outboxStore!
+    const history = this.history
+    return {
+      ...store,
+      appendMessages: (topic, messages) =>
+        Effect.zipRight(
+          this.step,
+          Effect.tap(store.appendMessages(topic, messages), () =>
+            Effect.flatMap(Effect.serviceOption(MemoryOutbox.MemoryTransaction), (tx) => {
+              for (const m of messages) history.appendedRows.add(m.id)
+              return tx._tag === "Some"
+                ? tx.value.onCommit(() => {
+                  for (const m of messages) history.committedRows.add(m.id)
+                })
+                : Effect.void
+            }))
+        ),
+      backlog: Effect.zipRight(this.step, store.backlog),
+      lag: Effect.zipRight(this.step, store.lag),
+      drained: Effect.zipRight(this.step, store.drained),
+      deadLetters: (limit) => Effect.zipRight(this.step, store.deadLetters(limit)),
+      claim: (request) => Effect.zipRight(this.step, store.claim(request)),
+      markPublished: (relayId, ids) => Effect.zipRight(this.step, store.markPublished(relayId, ids)),
+      reschedule: (relayId, id, retry) => Effect.zipRight(this.step, store.reschedule(relayId, id, retry)),
+      markDead: (relayId, id, dead) => Effect.zipRight(this.step, store.markDead(relayId, id, dead)),
+      renew: (relayId, ids, leaseMillis) => Effect.zipRight(this.step, store.renew(relayId, ids, leaseMillis)),
+      cleanup: (retentionMillis) => Effect.zipRight(this.step, store.cleanup(retentionMillis)),
+      transaction: (effect) => Effect.zipRight(this.step, store.transaction(effect))
+    }
+  }
+
+  /** Outbox rows not yet published (for the end-of-run check). */
+  outboxBacklog(): number {
+    const store = this.outboxStore
+    if (store === undefined) return 0
+    return Effect.runSync(Effect.orElseSucceed(store.backlog, () => 1).pipe(Effect.withClock(this.clockAt(epoch))))
+  }
+
+  /**
+   * A durable table of the simulated database: it survives process crashes. Write to it inside an outbox
+   * transaction with `MemoryOutboxStore.onCommit`, so the write commits with the transaction's rows.
+   */
+  table<V>(name: string): Map<string, V> {
+    let table = this.tables.get(name)
+    if (table === undefined) {
+      table = new Map()
+      this.tables.set(name, table)
+    }
+    return table as Map<string, V>
+  }
+
+  /** Every port the world provides: transport, idempotency, dead-letter, replay-guard and outbox stores. */
   get layer(): Layer.Layer<Ports> {
+    const outbox = this.outbox
     return Layer.succeedContext(
       Context.make(Publisher, this.publisher).pipe(
         Context.add(Subscriber, this.subscriber),
         Context.add(IdempotencyStore, this.idempotency),
         Context.add(DeadLetterStore, this.deadLetters),
-        Context.add(ReplayGuard, this.replayGuard)
+        Context.add(ReplayGuard, this.replayGuard),
+        Context.add(OutboxStore, outbox),
+        Context.add(MemoryOutbox.MemoryOutboxStore, outbox),
+        Context.add(Outbox, fromStore(outbox))
       )
     )
   }

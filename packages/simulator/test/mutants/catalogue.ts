@@ -137,8 +137,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "retry-ignores-max-attempts",
     description: "retry keeps going past maxAttempts",
     file: "packages/retry/src/Retry.ts",
-    search: "if (attempts >= policy.maxAttempts) {",
-    replace: "if (attempts >= policy.maxAttempts * 100) {",
+    search: "if (attempts >= policy.maxAttempts) return",
+    replace: "if (attempts >= policy.maxAttempts * 100) return",
     caughtBy: ["call-budget", "retry-within-policy", "outage-call-budget"],
     workload: { maxFaults: 2, weights: only({ outage: 1 }) }
   },
@@ -146,10 +146,28 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "retry-retries-permanent",
     description: "retry also retries failures classified permanent",
     file: "packages/retry/src/Retry.ts",
-    search: "if (!policy.retryOn(error, verdict)) return yield* Effect.fail(error)",
-    replace: "if (false) return yield* Effect.fail(error)",
+    search: "if (!policy.retryOn(error, verdict)) {",
+    replace: "if (false) {",
     caughtBy: ["permanent-not-retried"],
     workload: { maxFaults: 1, poisonRate: 0.5, weights: only({ drop: 1 }) }
+  },
+  {
+    id: "relay-mark-before-publish",
+    description: "the outbox relay marks rows published before the publish is confirmed",
+    file: "packages/outbox/src/Relay.ts",
+    search: "        const whole = yield* Effect.either(publisher.publish(topic, rows.map((r) => r.message)))",
+    replace: "        yield* store.markPublished(relayId, rows.map((r) => r.id))\n        const whole = yield* Effect.either(publisher.publish(topic, rows.map((r) => r.message)))",
+    caughtBy: ["liveness", "no-lost"],
+    workload: { maxFaults: 3, weights: only({ partial: 2, crash: 1 }) }
+  },
+  {
+    id: "outbox-claim-ignores-key-order",
+    description: "the outbox store lets a relay claim a key's later rows while an earlier one is pending",
+    file: "packages/outbox/src/internal/memoryStore.ts",
+    search: "          if (heads.has(key)) continue",
+    replace: "          if (false) continue",
+    caughtBy: ["order-per-key"],
+    workload: { maxFaults: 3, keys: 1, weights: only({ partial: 2 }) }
   },
   {
     id: "breaker-never-trips",

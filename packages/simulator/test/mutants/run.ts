@@ -18,9 +18,9 @@ const started = Date.now()
 let foundAfter = -1
 let foundAt = 0
 const report = Simulator.check(simulationOf(mutant), {
-  runs: Number(runsText ?? mutant.runs ?? 300),
+  runs: Number(runsText ?? mutant.runs ?? 150),
   seed,
-  shrinkBudget: 600,
+  shrinkBudget: 200,
   onRun: (run, index) => {
     if (!run.valid && foundAfter < 0) {
       foundAfter = index + 1

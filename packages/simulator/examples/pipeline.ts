@@ -288,14 +288,14 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
   )
 
   return Effect.gen(function*() {
-    for (let i = 0; i < 2; i++) yield* world.spawn(`ledger-${i + 1}`, Effect.provide(ledger, world.layer))
+    for (let i = 0; i < 2; i++) yield* world.spawn(`ledger-${i + 1}`, Effect.provide(ledger, world.context))
     if (v.publishing === "outbox") {
-      yield* world.spawn("relay", Effect.provide(Relay.run({ batchSize: 10, pollInterval: "200 millis" }), world.layer))
+      yield* world.spawn("relay", Effect.provide(Relay.run({ batchSize: 10, pollInterval: "1 second" }), world.context))
     }
-    for (let i = 0; i < 2; i++) yield* world.spawn(`consumer-${i + 1}`, Effect.provide(consumer, world.layer))
-    yield* world.spawn("dead-letter-drain", Effect.provide(drain, world.layer))
+    for (let i = 0; i < 2; i++) yield* world.spawn(`consumer-${i + 1}`, Effect.provide(consumer, world.context))
+    yield* world.spawn("dead-letter-drain", Effect.provide(drain, world.context))
     if (v.replay) {
-      for (let i = 0; i < v.replayers; i++) yield* world.spawn(`replayer-${i + 1}`, Effect.provide(replayer, world.layer))
+      for (let i = 0; i < v.replayers; i++) yield* world.spawn(`replayer-${i + 1}`, Effect.provide(replayer, world.context))
     }
     return ingress
   })

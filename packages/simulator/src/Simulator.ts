@@ -179,7 +179,7 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
     const ingressNode = yield* world.spawn("ingress", Effect.never)
     const ingress = yield* simulation.pipeline(world)
     const post: Post = (request) =>
-      world.serve(ingressNode, ingress(request).pipe(Effect.withClock(receiverClock), Effect.provide(world.layer)), 0)
+      world.serve(ingressNode, ingress(request).pipe(Effect.withClock(receiverClock), Effect.provide(world.context)), 0)
     for (let i = 0; i < scenario.workload.length; i++) yield* Effect.forkScoped(send(post, scenario.workload[i]!, i))
     let forged = 0
     for (const fault of scenario.faults) {

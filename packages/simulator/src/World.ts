@@ -148,6 +148,8 @@ export class World {
   private readonly orders = new Map<string, number>()
   private readonly keyCounts = new Map<string, number>()
   private readonly subscriptions = new Set<string>()
+  /** The hand-over queues of each (topic, group)'s live subscriptions: duplicates go to a competitor. */
+  private readonly competitors = new Map<string, Array<Queue.Queue<D.Delivery>>>()
   private readonly seenDeliveries = new Map<string, number>()
   private readonly settledReceipts = new WeakSet<D.Delivery>()
   /** Simulated processes in spawn order. */
@@ -542,6 +544,7 @@ export class World {
    */
   private handOver(
     delivery: D.Delivery,
+    group: string,
     out: Queue.Queue<D.Delivery>,
     held: { current: D.Delivery | undefined }
   ): Effect.Effect<void, never, Scope.Scope> {
@@ -575,7 +578,14 @@ export class World {
       const duplicate = faults.find((f) => f.kind === "duplicate")
       if (duplicate !== undefined && duplicate.kind === "duplicate") {
         this.history.fault("duplicate", ref, { topic, copies: duplicate.copies })
-        for (let i = 0; i < duplicate.copies; i++) yield* Queue.offer(out, this.wrap(delivery))
+        // A copy goes to a competing consumer of the same group when there is one (as a broker redelivering
+        // to another connection would), so the copies really race; otherwise to the same one.
+        const queues = this.competitors.get(group) ?? []
+        const others = queues.filter((q) => q !== out)
+        for (let i = 0; i < duplicate.copies; i++) {
+          const target = others.length === 0 ? out : others[i % others.length]!
+          yield* Effect.forkScoped(Queue.offer(target, this.wrap(delivery)))
+        }
       }
       yield* flushHeld
     })
@@ -593,13 +603,19 @@ export class World {
     },
     subscribe: (topic, options) =>
       Stream.unwrapScoped(Effect.gen(this, function*() {
-        this.subscriptions.add(JSON.stringify([topic, options?.group ?? "default"]))
+        const group = JSON.stringify([topic, options?.group ?? "default"])
+        this.subscriptions.add(group)
         // One slot: the pump claims from the real transport only when the consumer can take a delivery, so
         // prefetched deliveries do not sit out their visibility timeout in a buffer.
         const out = yield* Queue.bounded<D.Delivery>(1)
         const held = { current: undefined as D.Delivery | undefined }
+        const queues = this.competitors.get(group) ?? []
+        this.competitors.set(group, [...queues, out])
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => this.competitors.set(group, (this.competitors.get(group) ?? []).filter((q) => q !== out)))
+        )
         yield* this.memory.subscribe(topic, options).pipe(
-          Stream.runForEach((delivery) => this.handOver(delivery, out, held)),
+          Stream.runForEach((delivery) => this.handOver(delivery, group, out, held)),
           Effect.scoped,
           Effect.forkScoped
         )
@@ -704,11 +720,13 @@ export class World {
     return table as Map<string, V>
   }
 
-  /** Every port the world provides: transport, idempotency, dead-letter, replay-guard and outbox stores. */
-  get layer(): Layer.Layer<Ports> {
-    const outbox = this.outbox
-    return Layer.succeedContext(
-      Context.make(Publisher, this.publisher).pipe(
+  private ports: Context.Context<Ports> | undefined
+
+  /** Every port the world provides, as a context (cheaper than a layer to provide per request). */
+  get context(): Context.Context<Ports> {
+    if (this.ports === undefined) {
+      const outbox = this.outbox
+      this.ports = Context.make(Publisher, this.publisher).pipe(
         Context.add(Subscriber, this.subscriber),
         Context.add(IdempotencyStore, this.idempotency),
         Context.add(DeadLetterStore, this.deadLetters),
@@ -717,7 +735,13 @@ export class World {
         Context.add(MemoryOutbox.MemoryOutboxStore, outbox),
         Context.add(Outbox, fromStore(outbox))
       )
-    )
+    }
+    return this.ports
+  }
+
+  /** Every port the world provides: transport, idempotency, dead-letter, replay-guard and outbox stores. */
+  get layer(): Layer.Layer<Ports> {
+    return Layer.succeedContext(this.context)
   }
 
   // ---------------------------------------------------------------------------------------------------------

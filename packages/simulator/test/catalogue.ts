@@ -12,7 +12,7 @@ export const checkEntries = (ids: ReadonlyArray<string>) => {
     const entry = catalogue.find((e) => e.id === id)!
     describe(`planted bug: ${id}`, () => {
       it("is found, shrunk and replayed by seed and path", () => {
-        const report = Simulator.check(entry.wrong, { runs: 300, seed: 1, shrinkBudget: 400 })
+        const report = Simulator.check(entry.wrong, { runs: 150, seed: 1, shrinkBudget: 200 })
         expect(report.valid).toBe(false)
         expect(entry.caughtBy).toContain(report.violations[0]!.invariant)
         expect(report.counterexample!.size).toBeLessThanOrEqual(10)
@@ -26,7 +26,7 @@ export const checkEntries = (ids: ReadonlyArray<string>) => {
       })
 
       it("its correct twin keeps every invariant", () => {
-        const report = Simulator.check(entry.twin, { runs: 30, seed: 1 })
+        const report = Simulator.check(entry.twin, { runs: 20, seed: 1 })
         expect(report.violations).toEqual([])
         expect(report.valid).toBe(true)
       })

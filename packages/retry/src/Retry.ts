@@ -120,21 +120,25 @@ const afterFailure = <A, E, R, R2>(
     let error = firstError
     let attempts = 1
     let state = policy.schedule.initial
-    const exhausted = (verdict: Failure.Verdict, reason: ExhaustionReason) =>
-      Effect.zipRight(
-        Observe.emitWith("retry", "exhausted", () => ({
-          attempts,
-          reason,
-          category: verdict.category,
-          envelopeId: about?.id,
-          subject: about?.subject
-        })),
-        Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason }))
-      )
+    // Read once per failed call, not per event: the events below are then plain calls, free when unobserved.
+    const observers = yield* FiberRef.get(Observe.currentObservers)
+    const announce = (kind: string, attributes: () => Observe.Attributes) => {
+      if (observers.length !== 0) Observe.unsafeNotify(observers, "retry", kind, attributes())
+    }
+    const exhausted = (verdict: Failure.Verdict, reason: ExhaustionReason) => {
+      announce("exhausted", () => ({
+        attempts,
+        reason,
+        category: verdict.category,
+        envelopeId: about?.id,
+        subject: about?.subject
+      }))
+      return Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason }))
+    }
     while (true) {
       const verdict = yield* classifyFor(policy, error)
       if (!policy.retryOn(error, verdict)) {
-        yield* Observe.emitWith("retry", "not-retried", () => ({
+        announce("not-retried", () => ({
           classification: verdict.classification,
           category: verdict.category,
           envelopeId: about?.id,
@@ -158,7 +162,7 @@ const afterFailure = <A, E, R, R2>(
       const deadline = yield* FiberRef.get(Budget.currentDeadline)
       // A retry that would start at or after the deadline cannot finish within it: do not make it.
       if (Option.isSome(deadline) && now + delay >= deadline.value) {
-        yield* Observe.emitWith("retry", "budget-exhausted", () => ({
+        announce("budget-exhausted", () => ({
           attempts,
           delayMs: delay,
           category: verdict.category,
@@ -184,7 +188,7 @@ const afterFailure = <A, E, R, R2>(
       if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
       attempts++
       // Announced as the attempt starts, after its wait: what an observer checks spacing and counts against.
-      yield* Observe.emitWith("retry", "retry", () => ({
+      announce("retry", () => ({
         attempt: attempts,
         delayMs: delay,
         category: verdict.category,

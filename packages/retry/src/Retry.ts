@@ -108,6 +108,27 @@ interface Subject {
   readonly subject: string
 }
 
+/** Gives up: announces `exhausted` to the observers read for this call, then fails with {@link RetryExhausted}. */
+const exhausted = <E>(
+  observers: ReadonlyArray<Observe.Observer>,
+  about: Subject | undefined,
+  lastError: E,
+  verdict: Failure.Verdict,
+  attempts: number,
+  reason: ExhaustionReason
+): Effect.Effect<never, RetryExhausted<E>> => {
+  if (observers.length !== 0) {
+    Observe.unsafeNotify(observers, "retry", "exhausted", {
+      attempts,
+      reason,
+      category: verdict.category,
+      envelopeId: about?.id,
+      subject: about?.subject
+    })
+  }
+  return Effect.fail(new RetryExhausted({ lastError, verdict, attempts, reason }))
+}
+
 const afterFailure = <A, E, R, R2>(
   policy: Policy<R2>,
   attempt: (n: number) => Effect.Effect<A, E, R>,
@@ -120,55 +141,49 @@ const afterFailure = <A, E, R, R2>(
     let error = firstError
     let attempts = 1
     let state = policy.schedule.initial
-    // Read once per failed call, not per event: the events below are then plain calls, free when unobserved.
+    // Read once per failed call, not per event: each event is then a length check, free when unobserved.
+    // Written without closures over the loop's variables, which would move them out of the generator's registers.
     const observers = yield* FiberRef.get(Observe.currentObservers)
-    const announce = (kind: string, attributes: () => Observe.Attributes) => {
-      if (observers.length !== 0) Observe.unsafeNotify(observers, "retry", kind, attributes())
-    }
-    const exhausted = (verdict: Failure.Verdict, reason: ExhaustionReason) => {
-      announce("exhausted", () => ({
-        attempts,
-        reason,
-        category: verdict.category,
-        envelopeId: about?.id,
-        subject: about?.subject
-      }))
-      return Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason }))
-    }
     while (true) {
       const verdict = yield* classifyFor(policy, error)
       if (!policy.retryOn(error, verdict)) {
-        announce("not-retried", () => ({
-          classification: verdict.classification,
-          category: verdict.category,
-          envelopeId: about?.id,
-          subject: about?.subject
-        }))
+        if (observers.length !== 0) {
+          Observe.unsafeNotify(observers, "retry", "not-retried", {
+            classification: verdict.classification,
+            category: verdict.category,
+            envelopeId: about?.id,
+            subject: about?.subject
+          })
+        }
         return yield* Effect.fail(error)
       }
-      if (attempts >= policy.maxAttempts) return yield* exhausted(verdict, "attempts")
+      if (attempts >= policy.maxAttempts) return yield* exhausted(observers, about, error, verdict, attempts, "attempts")
       const now = yield* Clock.currentTimeMillis
       const [next, , decision] = yield* policy.schedule.step(now, error, state)
       state = next
-      if (ScheduleDecision.isDone(decision)) return yield* exhausted(verdict, "schedule")
+      if (ScheduleDecision.isDone(decision)) {
+        return yield* exhausted(observers, about, error, verdict, attempts, "schedule")
+      }
       let delay = Math.max(0, Intervals.start(decision.intervals) - now)
       if (policy.maxDelayMillis !== undefined) delay = Math.min(delay, policy.maxDelayMillis)
       if (policy.honourRetryAfter && verdict.retryAfter !== undefined) {
         delay = Math.max(delay, Duration.toMillis(verdict.retryAfter))
       }
       if (policy.maxElapsedMillis !== undefined && now + delay - started > policy.maxElapsedMillis) {
-        return yield* exhausted(verdict, "elapsed")
+        return yield* exhausted(observers, about, error, verdict, attempts, "elapsed")
       }
       const deadline = yield* FiberRef.get(Budget.currentDeadline)
       // A retry that would start at or after the deadline cannot finish within it: do not make it.
       if (Option.isSome(deadline) && now + delay >= deadline.value) {
-        announce("budget-exhausted", () => ({
-          attempts,
-          delayMs: delay,
-          category: verdict.category,
-          envelopeId: about?.id,
-          subject: about?.subject
-        }))
+        if (observers.length !== 0) {
+          Observe.unsafeNotify(observers, "retry", "budget-exhausted", {
+            attempts,
+            delayMs: delay,
+            category: verdict.category,
+            envelopeId: about?.id,
+            subject: about?.subject
+          })
+        }
         return yield* Effect.fail(
           new Budget.BudgetExhausted({
             deadline: deadline.value,
@@ -188,13 +203,15 @@ const afterFailure = <A, E, R, R2>(
       if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
       attempts++
       // Announced as the attempt starts, after its wait: what an observer checks spacing and counts against.
-      announce("retry", () => ({
-        attempt: attempts,
-        delayMs: delay,
-        category: verdict.category,
-        envelopeId: about?.id,
-        subject: about?.subject
-      }))
+      if (observers.length !== 0) {
+        Observe.unsafeNotify(observers, "retry", "retry", {
+          attempt: attempts,
+          delayMs: delay,
+          category: verdict.category,
+          envelopeId: about?.id,
+          subject: about?.subject
+        })
+      }
       const result = yield* Effect.either(attempt(attempts))
       if (result._tag === "Right") return result.right
       error = result.left

@@ -86,10 +86,19 @@ export class RetryExhausted<E = unknown> extends Data.TaggedError("RetryExhauste
   }
 }
 
-const classifyFor = (policy: Policy<any>, error: unknown): Effect.Effect<Failure.Verdict> =>
-  policy.overrides.length === 0
-    ? Failure.classify(error)
-    : Effect.map(FiberRef.get(Failure.currentRules), (rules) => Failure.classifyWith([...policy.overrides, ...rules], error))
+/**
+ * The policy's verdict on a failure (its overrides first, then the fiber's rules) and the fiber's observers,
+ * read in one runtime step: this runs once per failed attempt, where every step counts.
+ */
+const judge = (
+  policy: Policy<any>,
+  error: unknown
+): Effect.Effect<readonly [Failure.Verdict, ReadonlyArray<Observe.Observer>]> =>
+  Effect.withFiberRuntime((fiber) => {
+    const rules = fiber.getFiberRef(Failure.currentRules)
+    const verdict = Failure.classifyWith(policy.overrides.length === 0 ? rules : [...policy.overrides, ...rules], error)
+    return Effect.succeed([verdict, fiber.getFiberRef(Observe.currentObservers)] as const)
+  })
 
 /** Retries made by {@link retryWith} (and so by the middleware), by failure category. */
 export const retriesTotal = Metric.counter("bulwark_retries_total", {
@@ -107,6 +116,33 @@ interface Subject {
   readonly id: string
   readonly subject: string
 }
+
+// The events are built by small functions outside the retry loop's generator, so the loop stays the code it
+// was and an unobserved failure pays only a length check per event.
+const notRetried = (observers: ReadonlyArray<Observe.Observer>, about: Subject | undefined, verdict: Failure.Verdict) =>
+  Observe.unsafeNotify(observers, "retry", "not-retried", {
+    classification: verdict.classification,
+    category: verdict.category,
+    envelopeId: about?.id,
+    subject: about?.subject
+  })
+
+/** `retry` (attempt n starts, after its wait) or `budget-exhausted` (n − 1 made, the next would overrun). */
+const announce = (
+  observers: ReadonlyArray<Observe.Observer>,
+  kind: "retry" | "budget-exhausted",
+  about: Subject | undefined,
+  verdict: Failure.Verdict,
+  attempts: number,
+  delayMs: number
+) =>
+  Observe.unsafeNotify(observers, "retry", kind, {
+    ...(kind === "retry" ? { attempt: attempts } : { attempts }),
+    delayMs,
+    category: verdict.category,
+    envelopeId: about?.id,
+    subject: about?.subject
+  })
 
 /** Gives up: announces `exhausted` to the observers read for this call, then fails with {@link RetryExhausted}. */
 const exhausted = <E>(
@@ -141,20 +177,11 @@ const afterFailure = <A, E, R, R2>(
     let error = firstError
     let attempts = 1
     let state = policy.schedule.initial
-    // Read once per failed call, not per event: each event is then a length check, free when unobserved.
-    // Written without closures over the loop's variables, which would move them out of the generator's registers.
-    const observers = yield* FiberRef.get(Observe.currentObservers)
+    // Events are a length check on the observers `judge` read, free when unobserved.
     while (true) {
-      const verdict = yield* classifyFor(policy, error)
+      const [verdict, observers] = yield* judge(policy, error)
       if (!policy.retryOn(error, verdict)) {
-        if (observers.length !== 0) {
-          Observe.unsafeNotify(observers, "retry", "not-retried", {
-            classification: verdict.classification,
-            category: verdict.category,
-            envelopeId: about?.id,
-            subject: about?.subject
-          })
-        }
+        if (observers.length !== 0) notRetried(observers, about, verdict)
         return yield* Effect.fail(error)
       }
       if (attempts >= policy.maxAttempts) return yield* exhausted(observers, about, error, verdict, attempts, "attempts")
@@ -175,15 +202,7 @@ const afterFailure = <A, E, R, R2>(
       const deadline = yield* FiberRef.get(Budget.currentDeadline)
       // A retry that would start at or after the deadline cannot finish within it: do not make it.
       if (Option.isSome(deadline) && now + delay >= deadline.value) {
-        if (observers.length !== 0) {
-          Observe.unsafeNotify(observers, "retry", "budget-exhausted", {
-            attempts,
-            delayMs: delay,
-            category: verdict.category,
-            envelopeId: about?.id,
-            subject: about?.subject
-          })
-        }
+        if (observers.length !== 0) announce(observers, "budget-exhausted", about, verdict, attempts, delay)
         return yield* Effect.fail(
           new Budget.BudgetExhausted({
             deadline: deadline.value,
@@ -203,15 +222,7 @@ const afterFailure = <A, E, R, R2>(
       if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
       attempts++
       // Announced as the attempt starts, after its wait: what an observer checks spacing and counts against.
-      if (observers.length !== 0) {
-        Observe.unsafeNotify(observers, "retry", "retry", {
-          attempt: attempts,
-          delayMs: delay,
-          category: verdict.category,
-          envelopeId: about?.id,
-          subject: about?.subject
-        })
-      }
+      if (observers.length !== 0) announce(observers, "retry", about, verdict, attempts, delay)
       const result = yield* Effect.either(attempt(attempts))
       if (result._tag === "Right") return result.right
       error = result.left

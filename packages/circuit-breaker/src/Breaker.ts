@@ -424,19 +424,21 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
       const closedRun: Effect.Effect<A, E, R> | undefined = untimedLocal
         ? Effect.matchCauseEffect(self, closedHandlers)
         : undefined
-      // Observed closed calls get handlers of their own; unobserved ones share `closedRun`.
-      const closed = (observers: ReadonlyArray<Observe.Observer>): Effect.Effect<A, E, R> =>
-        observers.length === 0 ? closedRun! : Effect.matchCauseEffect(self, closedHandlersFor(observers))
       return Effect.withFiberRuntime((fiber) => {
         const observers = fiber.getFiberRef(Observe.currentObservers)
         const local = access.local
         // Closed and untimed: admitted without reading the clock.
-        if (closedRun !== undefined && local!.state === "closed" && local!.state === seen) return closed(observers)
+        if (closedRun !== undefined && local!.state === "closed" && local!.state === seen) {
+          // Observed closed calls get handlers of their own; unobserved ones share `closedRun`.
+          return observers.length === 0 ? closedRun : Effect.matchCauseEffect(self, closedHandlersFor(observers))
+        }
         const now = clock.unsafeCurrentTimeMillis()
         if (local !== undefined) {
           // In-process fast path: the admission is a synchronous read of local state.
           const admission = Machine.acquire(local, config, now)
-          if (admission === Machine.call && closedRun !== undefined) return closed(observers)
+          if (admission === Machine.call && closedRun !== undefined) {
+            return observers.length === 0 ? closedRun : Effect.matchCauseEffect(self, closedHandlersFor(observers))
+          }
           if (admission._tag === "pass") return self
           const changed = local.state !== seen
           if (admission._tag === "reject") {

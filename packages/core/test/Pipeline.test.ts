@@ -211,16 +211,15 @@ describe("Pipeline", () => {
     Effect.gen(function*() {
       const { stream } = source([yield* message("ok", "k", 1), yield* message("bad", "k", 2, 4), yield* message("flaky", "j", 3)])
       const events: Array<Observe.Event> = []
-      yield* Pipeline.run(
-        stream,
-        (e) =>
-          e.data.n === 1
-            ? Effect.void
-            : e.data.n === 2
-            ? Effect.fail(new Failure.PermanentError({ category: "auth", message: "no" }))
-            : Effect.fail(new Flaky({ status: 503 })),
-        { schema: Payload, concurrency: 1 }
-      ).pipe(Observe.observe((event) => void events.push(event)))
+      const handler = (e: Envelope.Envelope<{ readonly n: number }>): Effect.Effect<void, Failure.PermanentError | Flaky> =>
+        e.data.n === 1
+          ? Effect.void
+          : e.data.n === 2
+          ? Effect.fail(new Failure.PermanentError({ category: "auth", message: "no" }))
+          : Effect.fail(new Flaky({ status: 503 }))
+      yield* Pipeline.run(stream, handler, { schema: Payload, concurrency: 1 }).pipe(
+        Observe.observe((event) => void events.push(event))
+      )
       expect(events).toEqual([
         { source: "pipeline", kind: "settled", attributes: { topic: "t", messageId: "ok", attempt: 1, outcome: "acked", category: undefined } },
         { source: "pipeline", kind: "settled", attributes: { topic: "t", messageId: "bad", attempt: 4, outcome: "dead-lettered", category: "auth" } },

@@ -86,10 +86,19 @@ export class RetryExhausted<E = unknown> extends Data.TaggedError("RetryExhauste
   }
 }
 
-const classifyFor = (policy: Policy<any>, error: unknown): Effect.Effect<Failure.Verdict> =>
-  policy.overrides.length === 0
-    ? Failure.classify(error)
-    : Effect.map(FiberRef.get(Failure.currentRules), (rules) => Failure.classifyWith([...policy.overrides, ...rules], error))
+/**
+ * The policy's verdict on a failure (its overrides first, then the fiber's rules) and the fiber's observers,
+ * read in one runtime step: this runs once per failed attempt, where every step counts.
+ */
+const judge = (
+  policy: Policy<any>,
+  error: unknown
+): Effect.Effect<readonly [Failure.Verdict, ReadonlyArray<Observe.Observer>]> =>
+  Effect.withFiberRuntime((fiber) => {
+    const rules = fiber.getFiberRef(Failure.currentRules)
+    const verdict = Failure.classifyWith(policy.overrides.length === 0 ? rules : [...policy.overrides, ...rules], error)
+    return Effect.succeed([verdict, fiber.getFiberRef(Observe.currentObservers)] as const)
+  })
 
 /** Retries made by {@link retryWith} (and so by the middleware), by failure category. */
 export const retriesTotal = Metric.counter("bulwark_retries_total", {
@@ -108,6 +117,54 @@ interface Subject {
   readonly subject: string
 }
 
+// The events are built by small functions outside the retry loop's generator, so the loop stays the code it
+// was and an unobserved failure pays only a length check per event.
+const notRetried = (observers: ReadonlyArray<Observe.Observer>, about: Subject | undefined, verdict: Failure.Verdict) =>
+  Observe.unsafeNotify(observers, "retry", "not-retried", {
+    classification: verdict.classification,
+    category: verdict.category,
+    envelopeId: about?.id,
+    subject: about?.subject
+  })
+
+/** `retry` (attempt n starts, after its wait) or `budget-exhausted` (n − 1 made, the next would overrun). */
+const announce = (
+  observers: ReadonlyArray<Observe.Observer>,
+  kind: "retry" | "budget-exhausted",
+  about: Subject | undefined,
+  verdict: Failure.Verdict,
+  attempts: number,
+  delayMs: number
+) =>
+  Observe.unsafeNotify(observers, "retry", kind, {
+    ...(kind === "retry" ? { attempt: attempts } : { attempts }),
+    delayMs,
+    category: verdict.category,
+    envelopeId: about?.id,
+    subject: about?.subject
+  })
+
+/** Gives up: announces `exhausted` to the observers read for this call, then fails with {@link RetryExhausted}. */
+const exhausted = <E>(
+  observers: ReadonlyArray<Observe.Observer>,
+  about: Subject | undefined,
+  lastError: E,
+  verdict: Failure.Verdict,
+  attempts: number,
+  reason: ExhaustionReason
+): Effect.Effect<never, RetryExhausted<E>> => {
+  if (observers.length !== 0) {
+    Observe.unsafeNotify(observers, "retry", "exhausted", {
+      attempts,
+      reason,
+      category: verdict.category,
+      envelopeId: about?.id,
+      subject: about?.subject
+    })
+  }
+  return Effect.fail(new RetryExhausted({ lastError, verdict, attempts, reason }))
+}
+
 const afterFailure = <A, E, R, R2>(
   policy: Policy<R2>,
   attempt: (n: number) => Effect.Effect<A, E, R>,
@@ -120,33 +177,20 @@ const afterFailure = <A, E, R, R2>(
     let error = firstError
     let attempts = 1
     let state = policy.schedule.initial
-    const exhausted = (verdict: Failure.Verdict, reason: ExhaustionReason) =>
-      Effect.zipRight(
-        Observe.emitWith("retry", "exhausted", () => ({
-          attempts,
-          reason,
-          category: verdict.category,
-          envelopeId: about?.id,
-          subject: about?.subject
-        })),
-        Effect.fail(new RetryExhausted({ lastError: error, verdict, attempts, reason }))
-      )
+    // Events are a length check on the observers `judge` read, free when unobserved.
     while (true) {
-      const verdict = yield* classifyFor(policy, error)
+      const [verdict, observers] = yield* judge(policy, error)
       if (!policy.retryOn(error, verdict)) {
-        yield* Observe.emitWith("retry", "not-retried", () => ({
-          classification: verdict.classification,
-          category: verdict.category,
-          envelopeId: about?.id,
-          subject: about?.subject
-        }))
+        if (observers.length !== 0) notRetried(observers, about, verdict)
         return yield* Effect.fail(error)
       }
-      if (attempts >= policy.maxAttempts) return yield* exhausted(verdict, "attempts")
+      if (attempts >= policy.maxAttempts) return yield* exhausted(observers, about, error, verdict, attempts, "attempts")
       const now = yield* Clock.currentTimeMillis
       const [next, , decision] = yield* policy.schedule.step(now, error, state)
       state = next
-      if (ScheduleDecision.isDone(decision)) return yield* exhausted(verdict, "schedule")
+      if (ScheduleDecision.isDone(decision)) {
+        return yield* exhausted(observers, about, error, verdict, attempts, "schedule")
+      }
       let delay = Math.max(0, Intervals.start(decision.intervals) - now)
       if (policy.maxDelayMillis !== undefined) delay = Math.min(delay, policy.maxDelayMillis)
       if (policy.honourRetryAfter && verdict.retryAfter !== undefined) {
@@ -157,18 +201,12 @@ const afterFailure = <A, E, R, R2>(
         if (hint > delay) delay = hint + delay
       }
       if (policy.maxElapsedMillis !== undefined && now + delay - started > policy.maxElapsedMillis) {
-        return yield* exhausted(verdict, "elapsed")
+        return yield* exhausted(observers, about, error, verdict, attempts, "elapsed")
       }
       const deadline = yield* FiberRef.get(Budget.currentDeadline)
       // A retry that would start at or after the deadline cannot finish within it: do not make it.
       if (Option.isSome(deadline) && now + delay >= deadline.value) {
-        yield* Observe.emitWith("retry", "budget-exhausted", () => ({
-          attempts,
-          delayMs: delay,
-          category: verdict.category,
-          envelopeId: about?.id,
-          subject: about?.subject
-        }))
+        if (observers.length !== 0) announce(observers, "budget-exhausted", about, verdict, attempts, delay)
         return yield* Effect.fail(
           new Budget.BudgetExhausted({
             deadline: deadline.value,
@@ -188,13 +226,7 @@ const afterFailure = <A, E, R, R2>(
       if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
       attempts++
       // Announced as the attempt starts, after its wait: what an observer checks spacing and counts against.
-      yield* Observe.emitWith("retry", "retry", () => ({
-        attempt: attempts,
-        delayMs: delay,
-        category: verdict.category,
-        envelopeId: about?.id,
-        subject: about?.subject
-      }))
+      if (observers.length !== 0) announce(observers, "retry", about, verdict, attempts, delay)
       const result = yield* Effect.either(attempt(attempts))
       if (result._tag === "Right") return result.right
       error = result.left

@@ -92,7 +92,8 @@ describe("bulwark dlq replay (stock binary)", () => {
 
     const env = { BULWARK_DATA_DIR: dataDir, BULWARK_TRANSPORT: "postgres" }
     const first = await cli(["dlq", "replay", "--category", "dependency", "--rate", "100"], env)
-    expect(first.stderr).toBe("")
+    // the store in use is stated first on stderr, and nothing else is
+    expect(first.stderr).toBe(`store: PGlite at ${dataDir} (table bulwark_dead_letters)\n`)
     expect(first.code).toBe(0)
     expect(first.stdout).toContain("replayed 2, skipped 0")
     const again = await cli(["dlq", "replay", "--category", "dependency"], env)

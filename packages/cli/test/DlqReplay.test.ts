@@ -6,6 +6,7 @@ import { Failure } from "@bulwark/core"
 import { SqlDeadLetterStore } from "@bulwark/dead-letter"
 import { Database } from "@bulwark/sql"
 import * as PostgresTransport from "@bulwark/transport-postgres/PostgresTransport"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Chunk, ConfigProvider, Effect, Layer, Stream } from "effect"
 import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -19,18 +20,29 @@ const bin = fileURLToPath(new URL("../bin/bulwark.mjs", import.meta.url))
 const root = mkdtempSync(join(tmpdir(), "bulwark-cli-replay-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
 
-const cli = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+// `timeoutMs` kills a process that does not exit by itself (then `code` is null and `killed` true).
+const cli = (args: ReadonlyArray<string>, env: Record<string, string>, timeoutMs = 200_000) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string; killed: boolean }>((resolve, reject) => {
     const base = { ...process.env }
     for (const key of ["BULWARK_DATABASE_URL", "BULWARK_DATA_DIR", "BULWARK_TRANSPORT"]) delete base[key]
     const child = spawn(process.execPath, [bin, ...args], { env: { ...base, ...env } })
     let stdout = ""
     let stderr = ""
+    let killed = false
+    const timer = setTimeout(() => {
+      killed = true
+      child.kill("SIGKILL")
+    }, timeoutMs)
     child.stdout.on("data", (chunk) => (stdout += chunk))
     child.stderr.on("data", (chunk) => (stderr += chunk))
     child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
+    child.on("close", (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr, killed })
+    })
   })
+
+const postgresUrl = process.env["BULWARK_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
 
 const cloudEvent = (id: string) =>
   new TextEncoder().encode(JSON.stringify({
@@ -80,7 +92,8 @@ describe("bulwark dlq replay (stock binary)", () => {
 
     const env = { BULWARK_DATA_DIR: dataDir, BULWARK_TRANSPORT: "postgres" }
     const first = await cli(["dlq", "replay", "--category", "dependency", "--rate", "100"], env)
-    expect(first.stderr).toBe("")
+    // the store in use is stated first on stderr, and nothing else is
+    expect(first.stderr).toBe(`store: PGlite at ${dataDir} (table bulwark_dead_letters)\n`)
     expect(first.code).toBe(0)
     expect(first.stdout).toContain("replayed 2, skipped 0")
     const again = await cli(["dlq", "replay", "--category", "dependency"], env)
@@ -104,5 +117,28 @@ describe("bulwark dlq replay (stock binary)", () => {
     expect(delivered.deliveries.map((d) => d.message.id).sort()).toEqual(["dep-1", "dep-2"])
     expect(new TextDecoder().decode(delivered.deliveries[0]!.message.payload)).toContain('"specversion":"1.0"')
     expect(delivered.pending).toEqual(["auth-1"])
+  }, 240_000)
+
+  it("BULWARK_TRANSPORT=postgres on real Postgres exits when there is nothing to replay (no LISTEN connection left open)", async () => {
+    const suffix = `${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`
+    const dlqTable = `bulwark_dlq_exit_${suffix}`
+    const queueTable = `bulwark_q_exit_${suffix}`
+    try {
+      const env = { BULWARK_DATABASE_URL: postgresUrl, BULWARK_TRANSPORT: "postgres", BULWARK_DLQ_TABLE: dlqTable, BULWARK_QUEUE_TABLE: queueTable }
+      // Start-up alone takes seconds on a busy machine; the hang was forever.
+      const replayed = await cli(["dlq", "replay"], env, 120_000)
+      expect(replayed.killed).toBe(false)
+      expect(replayed.code).toBe(0)
+      expect(replayed.stdout).toContain("replayed 0, skipped 0")
+    } finally {
+      await Effect.runPromise(
+        Effect.gen(function*() {
+          yield* PostgresTransport.drop(queueTable)
+          const sql = yield* SqlClient.SqlClient
+          yield* sql`DROP TABLE IF EXISTS ${sql(dlqTable)}`
+          yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`dead-letter:${dlqTable}`}`
+        }).pipe(Effect.provide(Database.layerPostgres({ url: postgresUrl })))
+      )
+    }
   }, 240_000)
 })

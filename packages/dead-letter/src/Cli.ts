@@ -7,7 +7,13 @@
  * database (one connection, one embedded PGlite), so a Postgres queue-table transport replays into the same
  * database. Without a publisher, `replay` refuses with exit code 2 and says so rather than pretending.
  *
- * Exit codes: 0 success; 1 not found, a failed replay or an unreachable database; 2 bad usage or a bad URL.
+ * Every command that opens the store says which one first, on stderr (`store: PGlite at /abs/dir (table …)` or
+ * `store: postgres://user:***@host/db (table …)`). None of them creates an embedded database that does not
+ * exist yet — that would report an empty queue for a store nobody writes to — unless
+ * `BULWARK_DLQ_CREATE_STORE=true` says to. Every option is validated before anything is opened.
+ *
+ * Exit codes: 0 success; 1 not found, a failed replay or an unreachable database; 2 bad usage, a bad URL, a
+ * bad option value or a missing embedded store.
  */
 import { Args, Command, Options } from "@effect/cli"
 import { Failure } from "@bulwark/core"
@@ -16,6 +22,8 @@ import { Transport } from "@bulwark/transport"
 import { Config, ConfigError, Console, Data, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import { existsSync } from "node:fs"
+import { join, resolve } from "node:path"
 import * as Store from "./DeadLetterStore.js"
 import * as Sql from "./DeadLetterStore/Sql.js"
 import * as Replay from "./Replay.js"
@@ -38,11 +46,49 @@ export const storeLayerConfig = sqlStoreLayer.pipe(Layer.provide(Database.layerC
 
 const usage = (message: string) => new CliExit({ code: 2, message: `bulwark dlq: ${message}` })
 
+/** Whether a directory holds an embedded database already (PGlite writes `PG_VERSION` when it creates one). */
+const embeddedStoreExists = (dataDir: string): boolean => existsSync(join(dataDir, "PG_VERSION"))
+
+/**
+ * The database the commands use, as configured, after saying which one on stderr. An embedded database
+ * that does not exist is not created (a typo in `BULWARK_DATA_DIR`, or the wrong current directory, would
+ * otherwise report "no dead-letter entries" from a fresh, empty store) unless `BULWARK_DLQ_CREATE_STORE`
+ * is true.
+ */
+const chooseDatabase: Effect.Effect<
+  Layer.Layer<SqlClient.SqlClient | Database.Database, SqlError | Database.DatabaseUrlError>,
+  CliExit | ConfigError.ConfigError | Database.DatabaseUrlError
+> = Effect.gen(function*() {
+  const table = yield* Config.withDefault(Config.string("BULWARK_DLQ_TABLE"), Sql.defaultTable)
+  const url = Option.map(yield* Config.option(Config.string("BULWARK_DATABASE_URL")), (value) => value.trim())
+  if (Option.isSome(url) && url.value !== "") {
+    yield* Database.parseUrl(url.value)
+    yield* Console.error(`store: ${Transport.redactUrl(url.value)} (table ${table})`)
+    return Database.layerPostgres({ url: url.value })
+  }
+  const dataDir = yield* Config.withDefault(Config.string("BULWARK_DATA_DIR"), Database.defaultDataDir)
+  const shown = resolve(dataDir)
+  if (!embeddedStoreExists(dataDir)) {
+    const create = yield* Config.withDefault(Config.boolean("BULWARK_DLQ_CREATE_STORE"), false)
+    if (!create) {
+      return yield* usage(
+        `no dead-letter store at ${shown}: there is no embedded database there, and this command does not create ` +
+          "one (it would only report an empty queue). Point BULWARK_DATABASE_URL at your Postgres or BULWARK_DATA_DIR " +
+          "at the application's data directory; set BULWARK_DLQ_CREATE_STORE=true to create an empty store there."
+      )
+    }
+    yield* Console.error(`store: PGlite at ${shown} (table ${table}; new, created because BULWARK_DLQ_CREATE_STORE is set)`)
+  } else yield* Console.error(`store: PGlite at ${shown} (table ${table})`)
+  return Database.layerPglite({ dataDir })
+})
+
 // Opening the store is where a bad URL (usage, 2) or an unreachable database (1) shows up.
 const withStore = <A, E, R>(
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | CliExit, Exclude<R, Store.DeadLetterStore>> =>
-  explainOpenFailures<A, E, Exclude<R, Store.DeadLetterStore>>(Effect.provide(effect, storeLayerConfig))
+  explainOpenFailures<A, E, Exclude<R, Store.DeadLetterStore>>(
+    Effect.flatMap(chooseDatabase, (database) => Effect.provide(effect, sqlStoreLayer.pipe(Layer.provide(database))))
+  )
 
 // Store and publisher are built over one database layer: two PGlite instances on one data directory would
 // corrupt it.
@@ -51,7 +97,8 @@ const withStoreAndPublisher = <A, E, R>(
   publisher: Layer.Layer<Transport.Publisher, unknown, SqlClient.SqlClient | Database.Database>
 ): Effect.Effect<A, unknown, Exclude<R, Store.DeadLetterStore | Transport.Publisher>> =>
   explainOpenFailures(
-    Effect.provide(effect, Layer.merge(sqlStoreLayer, publisher).pipe(Layer.provide(Database.layerConfig)))
+    Effect.flatMap(chooseDatabase, (database) =>
+      Effect.provide(effect, Layer.merge(sqlStoreLayer, publisher).pipe(Layer.provide(database))))
   )
 
 // `E` is what the wrapped command fails with; what opening the store adds is turned into a `CliExit`.
@@ -90,6 +137,54 @@ export const parseDuration = (text: string): Option.Option<Duration.Duration> =>
   const unit = match ? units[match[2]!.toLowerCase()] : undefined
   return match && unit !== undefined ? Option.some(Duration.millis(Number(match[1]) * unit)) : Option.none()
 }
+
+/** The longest `--older-than`: a century is already "everything"; beyond it dates leave the calendar. */
+const maxAge = Duration.days(36_525)
+/** `--rate` bounds, messages per second: below one per 100 s a replay never visibly progresses. */
+const minRate = 0.01
+const maxRate = 10_000
+/** The longest id, type or topic accepted on the command line. */
+const maxTextLength = 1024
+
+// A NUL or other control character cannot be stored by Postgres (a raw SQL error) and is never in a real
+// id, type or topic: refuse it with a usage error instead.
+const controlCharacter = /[\u0000-\u001f\u007f]/
+
+/** Checks a text option (an id, type or topic): the reason it is unusable, if it is. */
+export const textProblem = (name: string, value: string): string | undefined => {
+  if (value.trim() === "") return `${name} must not be empty`
+  if (value.length > maxTextLength) return `${name} is longer than ${maxTextLength} characters`
+  if (controlCharacter.test(value)) return `${name} ${JSON.stringify(value)} contains a control character`
+  return undefined
+}
+
+/** Checks `--limit`: the reason it is unusable, if it is. */
+export const limitProblem = (limit: number): string | undefined =>
+  Number.isSafeInteger(limit) && limit >= 1 ? undefined : `--limit must be a whole number of at least 1, got ${limit}`
+
+/** Checks `--rate`: the reason it is unusable, if it is. */
+export const rateProblem = (rate: number): string | undefined =>
+  Number.isFinite(rate) && rate >= minRate && rate <= maxRate
+    ? undefined
+    : `--rate must be a number of messages per second from ${minRate} to ${maxRate}, got ${rate}`
+
+/** Parses and checks `--older-than`: the age, or the reason it is unusable. */
+export const parseAge = (text: string): Duration.Duration | string => {
+  const age = parseDuration(text)
+  if (Option.isNone(age) || !Duration.isFinite(age.value)) {
+    return `--older-than "${text}" is not a duration (e.g. 30d, 12h, 90m)`
+  }
+  if (Duration.greaterThan(age.value, maxAge)) return `--older-than "${text}" is longer than 100 years`
+  return age.value
+}
+
+// The first problem among the text options given, as a usage error.
+const checkTexts = (entries: ReadonlyArray<readonly [string, Option.Option<string> | ReadonlyArray<string>]>) =>
+  Effect.forEach(entries, ([name, value]) => {
+    const values = Option.isOption(value) ? Option.toArray(value) : value
+    const problem = values.map((v) => textProblem(name, v)).find((p) => p !== undefined)
+    return problem === undefined ? Effect.void : Effect.fail(usage(problem))
+  }, { discard: true })
 
 const category = Options.choice("category", Failure.categories).pipe(
   Options.optional,
@@ -141,7 +236,22 @@ const list = Command.make("list", {
   limit: Options.integer("limit").pipe(Options.optional, Options.withDescription("At most this many entries.")),
   json
 }, (args) =>
-  withStore(Effect.gen(function*() {
+  Effect.gen(function*() {
+    yield* checkTexts([["--type", args.type], ["--topic", args.topic]])
+    const limitError = Option.flatMap(args.limit, (limit) => Option.fromNullable(limitProblem(limit)))
+    if (Option.isSome(limitError)) return yield* Effect.fail(usage(limitError.value))
+    return yield* withStore(listEntries(args))
+  })).pipe(Command.withDescription("List dead-letter entries, oldest first."))
+
+const listEntries = (args: {
+  readonly category: Option.Option<Failure.Category>
+  readonly type: Option.Option<string>
+  readonly topic: Option.Option<string>
+  readonly status: Option.Option<Store.ReplayStatus>
+  readonly limit: Option.Option<number>
+  readonly json: boolean
+}) =>
+  Effect.gen(function*() {
     const store = yield* Store.DeadLetterStore
     const entries = yield* store.list({
       ...filterOf(args),
@@ -152,7 +262,7 @@ const list = Command.make("list", {
     if (entries.length === 0) return yield* Console.log("no dead-letter entries")
     yield* Console.log(table(entries))
     yield* Console.log(`\n${entries.length} entr${entries.length === 1 ? "y" : "ies"}`)
-  }))).pipe(Command.withDescription("List dead-letter entries, oldest first."))
+  })
 
 const payloadText = (payload: Uint8Array): string => {
   try {
@@ -163,7 +273,7 @@ const payloadText = (payload: Uint8Array): string => {
 }
 
 const show = Command.make("show", { id: Args.text({ name: "id" }), json }, (args) =>
-  withStore(Effect.gen(function*() {
+  Effect.zipRight(checkTexts([["the id", [args.id]]]), withStore(Effect.gen(function*() {
     const store = yield* Store.DeadLetterStore
     const found = yield* store.get(args.id)
     if (Option.isNone(found)) {
@@ -189,17 +299,17 @@ const show = Command.make("show", { id: Args.text({ name: "id" }), json }, (args
       `payload:`,
       payloadText(e.payload)
     ].join("\n"))
-  }))).pipe(Command.withDescription("Show one entry: the message, its headers and the last error."))
+  })))).pipe(Command.withDescription("Show one entry: the message, its headers and the last error."))
 
 const purge = Command.make("purge", {
   olderThan: Options.text("older-than").pipe(Options.withDescription("Delete entries last failed longer ago than this (30d, 12h, 90m)."))
 }, (args) =>
   Effect.gen(function*() {
-    const age = parseDuration(args.olderThan)
-    if (Option.isNone(age)) return yield* Effect.fail(usage(`--older-than "${args.olderThan}" is not a duration (e.g. 30d, 12h, 90m)`))
+    const age = parseAge(args.olderThan)
+    if (typeof age === "string") return yield* Effect.fail(usage(age))
     yield* withStore(Effect.gen(function*() {
       const store = yield* Store.DeadLetterStore
-      const cutoff = DateTime.subtractDuration(yield* DateTime.now, age.value)
+      const cutoff = DateTime.subtractDuration(yield* DateTime.now, age)
       const purged = yield* store.purge(cutoff)
       yield* Console.log(`purged ${purged} entr${purged === 1 ? "y" : "ies"} last failed before ${iso(cutoff)}`)
     }))
@@ -228,7 +338,9 @@ const replayCommand = (publisher: PublisherSource) =>
     rate: Options.float("rate").pipe(Options.withDefault(10), Options.withDescription("Messages per second (default 10)."))
   }, (args) =>
     Effect.gen(function*() {
-      if (!(args.rate > 0)) return yield* Effect.fail(usage("--rate must be a positive number of messages per second"))
+      const badRate = rateProblem(args.rate)
+      if (badRate !== undefined) return yield* Effect.fail(usage(badRate))
+      yield* checkTexts([["--id", args.id], ["--type", args.type], ["--topic", args.topic]])
       if ("unavailable" in publisher) return yield* Effect.fail(usage(publisher.unavailable))
       const report = yield* withStoreAndPublisher(
         Replay.replay({

@@ -5,7 +5,7 @@ import { NodeContext } from "@effect/platform-node"
 import { Command } from "@effect/cli"
 import { ConfigProvider, Effect, Layer, TestClock, TestContext } from "effect"
 import { spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -25,12 +25,14 @@ interface Run {
   readonly stderr: string
 }
 
-const cli = (args: ReadonlyArray<string>, env: Record<string, string>): Promise<Run> =>
+const cli = (args: ReadonlyArray<string>, env: Record<string, string>, cwd?: string): Promise<Run> =>
   new Promise((resolve, reject) => {
     const base = { ...process.env }
     delete base.BULWARK_DATABASE_URL
     delete base.BULWARK_DATA_DIR
-    const child = spawn(process.execPath, [bin, "dlq", ...args], { env: { ...base, ...env } })
+    delete base.BULWARK_DLQ_CREATE_STORE
+    delete base.BULWARK_TRANSPORT
+    const child = spawn(process.execPath, [bin, "dlq", ...args], { env: { ...base, ...env }, ...(cwd === undefined ? {} : { cwd }) })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (chunk) => (stdout += chunk))
@@ -73,7 +75,8 @@ describe("bulwark dlq", () => {
     const seeded = await seed(Database.layerPglite({ dataDir }), Sql.defaultTable, "orders")
 
     const listed = await cli(["list", "--category", "dependency"], env)
-    expect(listed.stderr).toBe("")
+    // the store in use is the first line on stderr, and the only one
+    expect(listed.stderr).toBe(`store: PGlite at ${dataDir} (table ${Sql.defaultTable})\n`)
     expect(listed.code).toBe(0)
     const lines = listed.stdout.trim().split("\n")
     expect(lines[0]).toMatch(/^ID\s+CATEGORY\s+TYPE\s+TOPIC\s+ATTEMPTS\s+LAST FAILED\s+STATUS\s+ERROR$/)
@@ -159,5 +162,63 @@ describe("bulwark dlq", () => {
     )
     expect(entries.map((e) => e.messageId)).toEqual(["dep-1", "dep-2"])
     expect(entries.every((e) => e.replayCount === 1 && e.replayedAt !== null)).toBe(true)
+  }, 240_000)
+
+  it("states the store, refuses to create an embedded one for list/show/replay/purge, and validates every option (exit 2)", async () => {
+    const fresh = join(root, "fresh-cwd")
+    mkdirSync(fresh, { recursive: true })
+    const created = join(root, "created")
+    const pgEnv = { BULWARK_DATABASE_URL: postgresUrl.replace("postgres@", "postgres:s3cret-pw@"), BULWARK_DLQ_TABLE: pgTable }
+    const runs = await Promise.all([
+      cli(["list"], {}, fresh),
+      cli(["show", "some-id"], {}, fresh),
+      cli(["replay", "--category", "dependency"], { BULWARK_TRANSPORT: "postgres" }, fresh),
+      cli(["purge", "--older-than", "30d"], {}, fresh),
+      cli(["list"], { BULWARK_DATA_DIR: created, BULWARK_DLQ_CREATE_STORE: "true" }),
+      cli(["list", "--limit", "-5"], pgEnv),
+      cli(["list", "--limit", "0"], {}, fresh),
+      cli(["replay", "--rate", "0"], {}, fresh),
+      cli(["replay", "--rate", "1e9"], {}, fresh),
+      cli(["purge", "--older-than", "5"], {}, fresh),
+      cli(["purge", "--older-than", "999999999d"], {}, fresh),
+      cli(["show", " "], {}, fresh),
+      cli(["list", "--topic", "or\u0001ders"], {}, fresh),
+      cli(["list", "--json", "--topic", "nothing-here"], pgEnv)
+    ])
+    const [list, show, replay, purge, create, negative, zero, rate0, rateHuge, age, ageHuge, blankId, control, postgres] = runs
+    for (const refused of [list!, show!, replay!, purge!]) {
+      expect(refused.code).toBe(2)
+      expect(refused.stderr).toContain(`no dead-letter store at ${join(fresh, ".bulwark", "pglite")}`)
+      expect(refused.stderr).toContain("BULWARK_DLQ_CREATE_STORE=true")
+      expect(refused.stdout).not.toContain("no dead-letter entries")
+    }
+    // nothing was created in the current folder
+    expect(existsSync(join(fresh, ".bulwark"))).toBe(false)
+
+    expect(create!.code).toBe(0)
+    expect(create!.stderr.split("\n")[0]).toBe(`store: PGlite at ${created} (table ${Sql.defaultTable}; new, created because BULWARK_DLQ_CREATE_STORE is set)`)
+    expect(create!.stdout).toContain("no dead-letter entries")
+
+    const usage: ReadonlyArray<readonly [Run, string]> = [
+      [negative!, "--limit must be a whole number of at least 1, got -5"],
+      [zero!, "--limit must be a whole number of at least 1, got 0"],
+      [rate0!, "--rate must be a number of messages per second from 0.01 to 10000, got 0"],
+      [rateHuge!, "--rate must be a number of messages per second from 0.01 to 10000, got 1000000000"],
+      [age!, `--older-than "5" is not a duration`],
+      [ageHuge!, `--older-than "999999999d" is longer than 100 years`],
+      [blankId!, "the id must not be empty"],
+      [control!, "--topic \"or\\u0001ders\" contains a control character"]
+    ]
+    for (const [run, message] of usage) {
+      expect(run.code).toBe(2)
+      expect(run.stderr).toContain(message)
+      expect(run.stderr).not.toMatch(/SqlError|syntax|    at /)
+    }
+
+    // on Postgres the store line shows the URL with its password masked
+    expect(postgres!.code).toBe(0)
+    expect(postgres!.stderr).toBe(`store: ${postgresUrl.replace("postgres@", "postgres:***@")} (table ${pgTable})\n`)
+    expect(postgres!.stderr).not.toContain("s3cret-pw")
+    expect(JSON.parse(postgres!.stdout)).toEqual([])
   }, 240_000)
 })

@@ -8,10 +8,11 @@
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { Config, Context, Data, Effect, Layer, Option, Redacted, Stream } from "effect"
+import { Config, Context, Data, Deferred, Effect, FiberId, Layer, Option, Redacted, Scope, Stream } from "effect"
 import { mkdirSync } from "node:fs"
+import pg from "pg"
 import pgTypes from "pg-types"
 import * as Pglite from "./internal/pglite.js"
 
@@ -72,6 +73,86 @@ export const parseUrl = (url: string): Effect.Effect<URL, DatabaseUrlError> =>
     )
   )
 
+/**
+ * LISTEN on a real server: one connection shared by every LISTEN of the layer, owned by the layer's scope.
+ *
+ * `PgClient.listen` keeps that connection in an `RcRef`; a stream interrupted while the connection is still
+ * being opened leaves it open for good (the half-acquired resource is never released), and the open socket
+ * keeps a short-lived process alive: `bulwark dlq replay` with nothing to publish never exited. Here the
+ * connection is opened by a fiber of the layer's scope (an interrupted listener only stops waiting for it)
+ * and closed when that scope closes, whenever it was opened. A lost connection fails the streams listening
+ * on it (their callers retry) and the next listener opens a new one.
+ */
+const makeListener = (url: string) =>
+  Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    let current: Deferred.Deferred<pg.Client, SqlError> | undefined
+
+    const open = Effect.tryPromise({
+      try: async () => {
+        const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
+        // Without a listener an 'error' event would crash the process; listeners are told by 'end'.
+        client.on("error", () => undefined)
+        try {
+          await client.connect()
+        } catch (error) {
+          await client.end().catch(() => undefined)
+          throw error
+        }
+        return client
+      },
+      catch: (cause) => new SqlError({ cause, message: "Failed to acquire connection for listen" })
+    }).pipe(
+      Effect.tap((client) =>
+        Scope.addFinalizer(
+          scope,
+          Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.timeoutOption("1 second"))
+        )
+      ),
+      // Opening and handing the connection to the scope's finalizer are one step: an interruption between
+      // them would leak the socket (and a finalizer added to a closed scope runs at once).
+      Effect.uninterruptible
+    )
+
+    const connection: Effect.Effect<pg.Client, SqlError> = Effect.suspend(() => {
+      if (current !== undefined) return Deferred.await(current)
+      const deferred = Deferred.unsafeMake<pg.Client, SqlError>(FiberId.none)
+      current = deferred
+      const forget = () => {
+        if (current === deferred) current = undefined
+      }
+      return open.pipe(
+        Effect.tap((client) => Effect.sync(() => client.once("end", forget))),
+        Effect.tapError(() => Effect.sync(forget)),
+        Effect.intoDeferred(deferred),
+        Effect.forkIn(scope),
+        Effect.zipRight(Deferred.await(deferred))
+      )
+    })
+
+    return (channel: string): Stream.Stream<string, SqlError> =>
+      Stream.asyncPush<string, SqlError>((emit) =>
+        Effect.gen(function*() {
+          const client = yield* connection
+          const onNotification = (message: pg.Notification) => {
+            if (message.channel === channel && message.payload) emit.single(message.payload)
+          }
+          const onEnd = () => emit.fail(new SqlError({ cause: "connection ended", message: "the LISTEN connection was lost" }))
+          yield* Effect.addFinalizer(() =>
+            Effect.promise(() => {
+              client.off("notification", onNotification).off("end", onEnd)
+              return client.query(`UNLISTEN ${client.escapeIdentifier(channel)}`).catch(() => undefined)
+            }).pipe(Effect.timeoutOption("1 second"))
+          )
+          client.on("notification", onNotification).on("end", onEnd)
+          yield* Effect.tryPromise({
+            try: () => client.query(`LISTEN ${client.escapeIdentifier(channel)}`),
+            catch: (cause) => new SqlError({ cause, message: "Failed to listen" })
+          })
+        })
+      )
+  })
+
 /** A real PostgreSQL server. int8 columns are read as numbers, as on PGlite. */
 export const layerPostgres = (options: {
   readonly url: string
@@ -88,12 +169,12 @@ export const layerPostgres = (options: {
             oid === 20 ? (value: string) => Number(value) : (pgTypes.getTypeParser as any)(oid, format)) as any
         }
       })
-      const database = Layer.effect(
+      const database = Layer.scoped(
         Database,
-        Effect.map(PgClient.PgClient, (client) => ({
+        Effect.zipWith(PgClient.PgClient, makeListener(options.url), (client, listen) => ({
           engine: "postgres" as const,
           location: redactUrl(options.url),
-          listen: client.listen,
+          listen,
           notify: notifyWith(client)
         }))
       )

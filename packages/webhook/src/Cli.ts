@@ -30,7 +30,7 @@ const scheme = Options.choice("scheme", Verifier.schemes).pipe(
   Options.withDefault("standard" as Verifier.Scheme),
   Options.withDescription("The signature scheme.")
 )
-const id = Options.text("id").pipe(Options.optional, Options.withDescription("The webhook id (webhook-id / X-GitHub-Delivery)."))
+const id = Options.text("id").pipe(Options.optional, Options.withDescription("The webhook id (webhook-id; X-GitHub-Delivery, optional for github)."))
 const timestamp = Options.integer("timestamp").pipe(Options.optional, Options.withDescription("The signed timestamp, unix seconds."))
 
 const usage = (message: string) => new CliExit({ code: 2, message: `bulwark webhook: ${message}` })

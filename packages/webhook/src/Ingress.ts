@@ -7,9 +7,13 @@
  * Answers (JSON bodies `{ "error": "<tag>", "message": "…" }` on refusal):
  * - 202 accepted and persisted; 200 a duplicate (acknowledged, not persisted again);
  * - 401 missing or bad signature (any {@link WebhookError.VerificationError});
- * - 400 a payload the schema rejects; 413 a body over the limit;
- * - 409 the same id is being persisted by a concurrent request; 503 persisting failed — both not
- *   acknowledged, so the sender retries.
+ * - 400 a payload that is not JSON, nests deeper than `maxDepth`, or the schema rejects (the message is
+ *   bounded); 413 a body over the limit; 408 a body that did not arrive within `bodyTimeout` (413 and 408
+ *   close the connection);
+ * - 409 the same id is being persisted by a concurrent request; 503 persisting failed (or an unexpected
+ *   defect) — none of these acknowledged, so the sender retries.
+ * node:http itself answers 400 (unparseable request), 408 (headers or request over the server's timeouts)
+ * and 431 (headers over `maxHeaderSize`); see the webhook docs for the whole set.
  */
 import { Envelope, Observe } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
@@ -22,6 +26,7 @@ import { createHash } from "node:crypto"
 import { ReplayGuard } from "./ReplayGuard.js"
 import { announce as announceVerified, type Request, type Verified, type Verifier } from "./Verifier.js"
 import {
+  BodyTimeout,
   InFlight,
   isVerificationError,
   MalformedPayload,
@@ -49,6 +54,13 @@ export interface Options<A, I> {
   readonly id?: (data: A, verified: Verified, body: Uint8Array) => string
   /** The largest accepted body in bytes. Default 1 MiB. */
   readonly maxBodySize?: number
+  /**
+   * How long the body may take to arrive once the headers are in; a slower body is answered 408 and its
+   * connection closed. Default 10 s ({@link defaultBodyTimeout}).
+   */
+  readonly bodyTimeout?: Duration.DurationInput
+  /** The deepest nesting of JSON arrays and objects accepted; deeper bodies get 400. Default {@link defaultMaxDepth}. */
+  readonly maxDepth?: number
   /** How long a persisted id is remembered as a duplicate. Default 3 days (the span of a sender's retries). */
   readonly dedupeTtl?: Duration.DurationInput
   /** How long an in-progress claim blocks a concurrent duplicate. Default 30 s. */
@@ -58,8 +70,17 @@ export interface Options<A, I> {
 /** The default body limit: 1 MiB. */
 export const defaultMaxBodySize = 1024 * 1024
 
+/** The default time a body may take to arrive: 10 s. */
+export const defaultBodyTimeout: Duration.Duration = Duration.seconds(10)
+
+/**
+ * The default deepest JSON nesting: 128 levels, far beyond real webhook payloads, and shallow enough that
+ * decoding, error rendering and re-encoding (all recursive) cannot exhaust the stack.
+ */
+export const defaultMaxDepth = 128
+
 /** Everything ingress may refuse with. */
-export type IngressError = VerificationError | PayloadTooLarge | MalformedPayload | InFlight | PersistFailed
+export type IngressError = VerificationError | PayloadTooLarge | MalformedPayload | BodyTimeout | InFlight | PersistFailed
 
 /** An accepted request: the id and whether it was a duplicate. */
 export interface Accepted {
@@ -75,6 +96,8 @@ export const statusOf = (error: IngressError): number => {
       return 413
     case "MalformedPayload":
       return 400
+    case "BodyTimeout":
+      return 408
     case "InFlight":
       return 409
     case "PersistFailed":
@@ -89,6 +112,50 @@ export const errorBody = (error: IngressError): { readonly error: string; readon
 })
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+/** The longest detail rendered into a 400: the sender needs the gist, not a megabyte of schema errors. */
+const maxDetailLength = 1024
+
+const bounded = (text: string): string =>
+  text.length <= maxDetailLength ? text : `${text.slice(0, maxDetailLength)}… (${text.length - maxDetailLength} more characters)`
+
+/**
+ * Whether a JSON text nests arrays/objects deeper than `limit`. Scans bytes (multi-byte UTF-8 never holds
+ * an ASCII byte, and brackets inside strings are skipped), so it costs one pass and no recursion.
+ */
+const nestsDeeperThan = (body: Uint8Array, limit: number): boolean => {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < body.length; i++) {
+    const byte = body[i]!
+    if (inString) {
+      if (byte === 0x5c) i++ // backslash: the next byte is escaped
+      else if (byte === 0x22) inString = false
+    } else if (byte === 0x22) inString = true
+    else if (byte === 0x5b || byte === 0x7b) {
+      if (++depth > limit) return true
+    } else if (byte === 0x5d || byte === 0x7d) depth--
+  }
+  return false
+}
+
+// A stack overflow while decoding or re-encoding a payload is a property of the payload (too deep for a
+// recursive schema), not of the server: it is answered 400, never 503 (which the sender would retry forever).
+const tooDeep = (defect: unknown) =>
+  defect instanceof RangeError
+    ? Option.some(Effect.fail(new MalformedPayload({ detail: `payload too deeply nested to process (${bounded(defect.message)})` })))
+    : Option.none()
+
+/** The schema's complaint, bounded in length; a complaint too deep to render still yields a 400. */
+const describeDecodeError = (error: ParseResult.ParseError): string => {
+  try {
+    return bounded(ParseResult.TreeFormatter.formatErrorSync(error))
+  } catch (failure) {
+    // The formatter recurses into the offending value; only a stack overflow is expected here.
+    const reason = failure instanceof Error ? failure.message : String(failure)
+    return bounded(`the payload does not match the schema (the complaint could not be rendered: ${reason})`)
+  }
+}
 
 const parseJson = (body: Uint8Array): { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly detail: string } => {
   try {
@@ -123,6 +190,7 @@ export const process = <A, I>(options: Options<A, I>) => {
   const decode = Schema.decodeUnknown(options.schema, { errors: "all" })
   const encode = Envelope.encode(options.schema)
   const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
+  const maxDepth = options.maxDepth ?? defaultMaxDepth
   const dedupeTtl = Duration.decode(options.dedupeTtl ?? Duration.days(3))
   const claimLease = Duration.decode(options.claimLease ?? Duration.seconds(30))
   const source = `/webhooks/${options.verifier.source}`
@@ -142,10 +210,16 @@ export const process = <A, I>(options: Options<A, I>) => {
         if ("_tag" in result) return yield* Effect.fail(result)
         verified = result
       } else verified = yield* options.verifier.verify(request)
+      if (nestsDeeperThan(body, maxDepth)) {
+        return yield* new MalformedPayload({ detail: `body nests arrays/objects deeper than ${maxDepth} levels` })
+      }
       const json = parseJson(body)
-      if (!json.ok) return yield* new MalformedPayload({ detail: `body is not JSON: ${json.detail}` })
-      const data = yield* Effect.mapError(decode(json.value), (error) =>
-        new MalformedPayload({ detail: ParseResult.TreeFormatter.formatErrorSync(error) }))
+      if (!json.ok) return yield* new MalformedPayload({ detail: bounded(`body is not JSON: ${json.detail}`) })
+      // Suspended: a synchronous schema decodes (and may overflow) while the Effect is built, not run.
+      const data = yield* Effect.suspend(() => decode(json.value)).pipe(
+        Effect.mapError((error) => new MalformedPayload({ detail: describeDecodeError(error) })),
+        Effect.catchSomeDefect(tooDeep)
+      )
       const id = options.id?.(data, verified, body) ?? verified.id ?? createHash("sha256").update(body).digest("hex")
       const key = `${options.verifier.source}:${id}`
       const guard = yield* ReplayGuard
@@ -163,7 +237,10 @@ export const process = <A, I>(options: Options<A, I>) => {
           headers: {},
           attempt: 0
         }
-        const payload = yield* Effect.mapError(encode(envelope), (error) => new MalformedPayload({ detail: error.message }))
+        const payload = yield* Effect.suspend(() => encode(envelope)).pipe(
+          Effect.mapError((error) => new MalformedPayload({ detail: bounded(error.message) })),
+          Effect.catchSomeDefect(tooDeep)
+        )
         const publisher = yield* Transport.Publisher
         yield* publisher.publish(options.topic, [{ id, key: envelope.subject, payload, headers: {} }])
         // Remembered only once persisted: a failed persist must leave the retry free to succeed.
@@ -203,7 +280,12 @@ export const answer = (outcome: Exit.Exit<Accepted, IngressError>): Answer => {
   const error = failure.value
   return {
     status: statusOf(error),
-    headers: error._tag === "PersistFailed" ? { "retry-after": "5" } : error._tag === "PayloadTooLarge" ? { connection: "close" } : {},
+    headers: error._tag === "PersistFailed"
+      ? { "retry-after": "5" }
+      // The rest of the body is not read: closing is the only way to leave the connection in a known state.
+      : error._tag === "PayloadTooLarge" || error._tag === "BodyTimeout"
+      ? { connection: "close" }
+      : {},
     body: errorBody(error)
   }
 }
@@ -216,17 +298,25 @@ export const respond = <R>(outcome: Effect.Effect<Accepted, IngressError, R>): E
   })
 
 /**
- * Reads a node request body with a limit, calling back once with the bytes or the refusal. Over the limit
- * it stops collecting and discards the rest (the answer then closes the connection).
+ * Reads a node request body with a limit and a deadline, calling back once with the bytes or the refusal.
+ * Over the limit or past the deadline it stops collecting and discards the rest (the answer then closes
+ * the connection). The deadline is wall-clock time: it bounds a real socket, whatever `Clock` the caller has.
  */
 const readNodeBody = (
   incoming: IncomingMessage,
   maxBodySize: number,
-  done: (result: Uint8Array | PayloadTooLarge | MalformedPayload) => void
+  timeoutMillis: number,
+  done: (result: Uint8Array | PayloadTooLarge | MalformedPayload | BodyTimeout) => void
 ): () => void => {
   const chunks: Array<Buffer> = []
   let size = 0
+  const timer = setTimeout(() => {
+    cleanup()
+    incoming.resume()
+    done(new BodyTimeout({ timeoutMillis, received: size }))
+  }, timeoutMillis)
   const cleanup = () => {
+    clearTimeout(timer)
     incoming.off("data", onData)
     incoming.off("end", onEnd)
     incoming.off("error", onError)
@@ -262,7 +352,11 @@ const declaredTooLarge = (contentLength: string | undefined, maxBodySize: number
  * Reads the raw body with a limit: refused (413) before reading when `Content-Length` already says it is
  * too big, and as soon as a streamed (chunked) body crosses the limit.
  */
-const readBody = (request: HttpServerRequest.HttpServerRequest, maxBodySize: number): Effect.Effect<Uint8Array, PayloadTooLarge | MalformedPayload> => {
+const readBody = (
+  request: HttpServerRequest.HttpServerRequest,
+  maxBodySize: number,
+  timeoutMillis: number
+): Effect.Effect<Uint8Array, PayloadTooLarge | MalformedPayload | BodyTimeout> => {
   const tooLarge = declaredTooLarge(request.headers["content-length"], maxBodySize)
   if (tooLarge !== undefined) return Effect.fail(tooLarge)
   let source: IncomingMessage | undefined
@@ -275,14 +369,15 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, maxBodySize: num
     return request.arrayBuffer.pipe(
       Effect.map((buffer) => new Uint8Array(buffer)),
       HttpIncomingMessage.withMaxBodySize(Option.some(maxBodySize)),
-      Effect.mapError((error) => new MalformedPayload({ detail: `body could not be read: ${error.message}` }))
+      Effect.mapError((error) => new MalformedPayload({ detail: `body could not be read: ${error.message}` })),
+      Effect.timeoutFail({ duration: Duration.millis(timeoutMillis), onTimeout: () => new BodyTimeout({ timeoutMillis, received: 0 }) })
     )
   }
   const incoming = source
   // Read straight from node's stream: the platform's limited reader destroys the socket when the limit is
   // crossed, which would leave the sender without its 413.
-  return Effect.async<Uint8Array, PayloadTooLarge | MalformedPayload>((resume) => {
-    const cleanup = readNodeBody(incoming, maxBodySize, (result) =>
+  return Effect.async<Uint8Array, PayloadTooLarge | MalformedPayload | BodyTimeout>((resume) => {
+    const cleanup = readNodeBody(incoming, maxBodySize, timeoutMillis, (result) =>
       resume(result instanceof Uint8Array ? Effect.succeed(result) : Effect.fail(result)))
     return Effect.sync(cleanup)
   })
@@ -292,10 +387,11 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, maxBodySize: num
 export const handler = <A, I>(options: Options<A, I>) => {
   const run = process(options)
   const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
+  const bodyTimeout = Duration.toMillis(options.bodyTimeout ?? defaultBodyTimeout)
   return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
     respond(Effect.flatMap(
       // Refused before `process` sees the body: announced here, as `process` announces its own refusals.
-      Effect.tapError(readBody(request, maxBodySize), (error) => announceRejected(statusOf(error), error._tag)),
+      Effect.tapError(readBody(request, maxBodySize, bodyTimeout), (error) => announceRejected(statusOf(error), error._tag)),
       (body) => run({ headers: request.headers, body })
     )))
 }
@@ -303,12 +399,35 @@ export const handler = <A, I>(options: Options<A, I>) => {
 /** Adds a `POST path` route for one source to a router. */
 export const route = <A, I>(path: HttpRouter.PathInput, options: Options<A, I>) => HttpRouter.post(path, handler(options))
 
-/** Where {@link listen} listens. */
+/**
+ * The node:http server settings {@link listen} uses, for servers built around {@link nodeListener}:
+ * `http.createServer(Ingress.serverOptions, listener)`. Node's defaults (60 s for headers, 300 s for a whole
+ * request, checked every 30 s) let a slow client hold a connection for minutes; these answer 408 sooner.
+ * Headers over `maxHeaderSize` (node's default 16 KiB, `--max-http-header-size`) are answered 431 by node.
+ */
+export const serverOptions = {
+  /** Time to receive the request headers. */
+  headersTimeout: 10_000,
+  /** Time to receive the whole request; above the default body timeout, so the ingress's own 408 comes first. */
+  requestTimeout: 30_000,
+  /** Idle time of a kept-alive connection between requests. */
+  keepAliveTimeout: 5_000,
+  /** How often node checks the two timeouts above (its default, 30 s, would double them). */
+  connectionsCheckingInterval: 1_000
+} as const
+
+/** Where {@link listen} listens, and its server timeouts. */
 export interface ListenOptions {
   /** Default 0 (an ephemeral port). */
   readonly port?: number
   /** Default `127.0.0.1`. */
   readonly host?: string
+  /** Time to receive the request headers, then 408. Default 10 s. */
+  readonly headersTimeout?: Duration.DurationInput
+  /** Time to receive a whole request, then 408. Default 30 s; keep it above every route's `bodyTimeout`. */
+  readonly requestTimeout?: Duration.DurationInput
+  /** Idle time of a kept-alive connection. Default 5 s. */
+  readonly keepAliveTimeout?: Duration.DurationInput
 }
 
 /**
@@ -318,7 +437,17 @@ export interface ListenOptions {
 export const listen = <E, R>(app: HttpApp.Default<E, R>, options: ListenOptions = {}) =>
   Effect.gen(function*() {
     const host = options.host ?? "127.0.0.1"
-    const server = yield* NodeHttpServer.make(() => createServer(), { port: options.port ?? 0, host })
+    const millis = (input: Duration.DurationInput | undefined, fallback: number) =>
+      input === undefined ? fallback : Duration.toMillis(input)
+    const requestTimeout = millis(options.requestTimeout, serverOptions.requestTimeout)
+    const server = yield* NodeHttpServer.make(() =>
+      createServer({
+        ...serverOptions,
+        requestTimeout,
+        // node refuses a headers timeout above the request timeout.
+        headersTimeout: Math.min(millis(options.headersTimeout, serverOptions.headersTimeout), requestTimeout || Infinity),
+        keepAliveTimeout: millis(options.keepAliveTimeout, serverOptions.keepAliveTimeout)
+      }), { port: options.port ?? 0, host })
     yield* server.serve(app)
     const address = server.address
     const port = address._tag === "TcpAddress" ? address.port : 0
@@ -328,13 +457,15 @@ export const listen = <E, R>(app: HttpApp.Default<E, R>, options: ListenOptions 
 /**
  * The same ingress as a plain node:http request listener, for servers not built on @effect/platform (or
  * when its per-request overhead matters): identical checks, answers and persistence, run on the current
- * runtime. Requests to other paths or methods get 404 / 405.
+ * runtime. Requests to other paths or methods get 404 / 405. The server's own timeouts are yours to set:
+ * create it with {@link serverOptions}.
  */
 export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
   Effect.map(Effect.runtime<Transport.Publisher | ReplayGuard>(), (runtime) => {
     const run = process(options)
     const runCallback = Runtime.runCallback(runtime)
     const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
+    const bodyTimeout = Duration.toMillis(options.bodyTimeout ?? defaultBodyTimeout)
     const send = (res: ServerResponse, a: Answer) => {
       const payload = JSON.stringify(a.body)
       res.writeHead(a.status, { ...a.headers, "content-type": "application/json", "content-length": Buffer.byteLength(payload) })
@@ -348,7 +479,7 @@ export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
       }
       if (req.method !== "POST") return send(res, { status: 405, headers: { allow: "POST" }, body: { error: "MethodNotAllowed", message: "use POST" } })
       // Refused before `process` sees the body: announced on the runtime (observers live in its fibers).
-      const refuse = (error: PayloadTooLarge | MalformedPayload): void => {
+      const refuse = (error: PayloadTooLarge | MalformedPayload | BodyTimeout): void => {
         runCallback(announceRejected(statusOf(error), error._tag), { onExit: () => send(res, answer(Exit.fail(error))) })
       }
       const tooLarge = declaredTooLarge(req.headers["content-length"], maxBodySize)
@@ -356,7 +487,7 @@ export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
         req.resume()
         return refuse(tooLarge)
       }
-      readNodeBody(req, maxBodySize, (body) => {
+      readNodeBody(req, maxBodySize, bodyTimeout, (body) => {
         if (!(body instanceof Uint8Array)) return refuse(body)
         runCallback(run({ headers: req.headers, body }), { onExit: (exit) => send(res, answer(exit)) })
       })

@@ -149,14 +149,11 @@ export class Sender extends Context.Tag("@bulwark/webhook/Sender")<Sender, {
   readonly enable: (endpointId: string) => Effect.Effect<void>
 }>() {}
 
-/** Parses `Retry-After` (delay-seconds or an HTTP date) relative to `now`, in milliseconds. */
-export const parseRetryAfter = (value: string | undefined, now: number): number | undefined => {
-  if (value === undefined) return undefined
-  const trimmed = value.trim()
-  if (/^[0-9]+$/.test(trimmed)) return Number(trimmed) * 1000
-  const date = Date.parse(trimmed)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
-}
+/**
+ * Parses `Retry-After` (delay-seconds or an HTTP date, RFC 9110 §10.2.3) relative to `now`, in milliseconds;
+ * the same parser as the core failure classification, so garbage is no hint and a past date is 0.
+ */
+export const parseRetryAfter: (value: string | undefined, now: number) => number | undefined = Failure.parseRetryAfter
 
 /** Creates a sender. */
 export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<Sender>> =>

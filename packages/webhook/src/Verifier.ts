@@ -170,19 +170,30 @@ export const fromKeyring = (scheme: Scheme, source: string, options: Omit<Option
     }
   })
 
+const signatureHeaderOf: Record<Scheme, string> = {
+  standard: "webhook-signature",
+  stripe: "stripe-signature",
+  github: "x-hub-signature-256"
+}
+
 /**
  * Adds replay protection: a verified id seen again within `ttl` fails with {@link Replayed}. This is how
- * GitHub deliveries (which sign no timestamp) are protected; ids are namespaced by source. One `verified`
- * event per request: the inner verifier's is held back and the guarded result announced instead.
+ * GitHub deliveries (which sign no timestamp) are protected; keys are namespaced by source. A request
+ * without an id (a GitHub delivery without `X-GitHub-Delivery`, any Stripe event) is keyed on its
+ * verified signature header instead, so the same signed request is still refused the second time. One
+ * `verified` event per request: the inner verifier's is held back and the guarded result announced instead.
  */
 export const withReplayGuard = (verifier: Verifier, ttl: Duration.DurationInput = Duration.days(1)): Effect.Effect<Verifier, never, ReplayGuard> =>
   Effect.map(ReplayGuard, (guard): Verifier => {
     const guarded = (request: Request): Effect.Effect<Verified, VerificationError> =>
       Effect.flatMap(verifier.verify(request), (verified) => {
-        if (verified.id === undefined) return Effect.succeed(verified)
-        const id = verified.id
+        const signature = internal.header(request.headers, signatureHeaderOf[verifier.scheme]) ?? ""
+        const [key, id] = verified.id !== undefined
+          ? [`replay:${verifier.source}:${verified.id}`, verified.id]
+          // A separate namespace, so a signature can never collide with a sender-chosen id.
+          : [`replay:${verifier.source}:signature:${signature}`, signature]
         return Effect.flatMap(
-          Effect.provideService(firstSeen(`replay:${verifier.source}:${id}`, ttl), ReplayGuard, guard),
+          Effect.provideService(firstSeen(key, ttl), ReplayGuard, guard),
           (first) => first ? Effect.succeed(verified) : Effect.fail(new Replayed({ id }))
         )
       })

@@ -160,6 +160,23 @@ export class MalformedPayload extends Schema.TaggedError<MalformedPayload>()("Ma
   }
 }
 
+/**
+ * The body did not arrive within the ingress's body timeout (HTTP 408, connection closed): a slow or stalled
+ * sender must not hold a connection open. Nothing was acknowledged, so a real sender retries.
+ */
+export class BodyTimeout extends Schema.TaggedError<BodyTimeout>()("BodyTimeout", {
+  timeoutMillis: Schema.Number,
+  /** Bytes of the body received before the timeout. */
+  received: Schema.Number
+}) {
+  override get message(): string {
+    return `body not received within ${this.timeoutMillis} ms (${this.received} bytes arrived)`
+  }
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return Failure.verdict("transient", "timeout")
+  }
+}
+
 /** The same webhook id is being persisted by a concurrent request; the sender should retry (HTTP 409). */
 export class InFlight extends Schema.TaggedError<InFlight>()("InFlight", {
   id: Schema.String

@@ -3,6 +3,7 @@
 // covered in-process by the verifier tests.
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { spawn } from "node:child_process"
+import { createHmac } from "node:crypto"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Webhook } from "standardwebhooks"
@@ -40,7 +41,20 @@ const cases = {
     "--header", "Webhook-Id: msg_x", "--header", `webhook-timestamp: ${now}`, "--header", `webhook-signature: ${signature}`
   ], body],
   stale: [[...standardArgs, "--now", String(now + 301)], body],
-  nothingToVerify: [["verify", "--secret", secret], body]
+  nothingToVerify: [["verify", "--secret", secret], body],
+  // GitHub's documented test vector: secret, raw body and X-Hub-Signature-256 only, no delivery id
+  githubNoId: [[
+    "verify", "--scheme", "github", "--secret", "It's a Secret to Everybody",
+    "--signature", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+  ], "Hello, World!"],
+  githubHeaderNoId: [[
+    "verify", "--scheme", "github", "--secret", "gh",
+    "--header", `X-Hub-Signature-256: sha256=${createHmac("sha256", "gh").update(body).digest("hex")}`
+  ], body],
+  githubWrongBody: [[
+    "verify", "--scheme", "github", "--secret", "It's a Secret to Everybody",
+    "--signature", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+  ], "Hello, World?"]
 } satisfies Record<string, readonly [ReadonlyArray<string>, string]>
 
 let results: Record<keyof typeof cases, Result>
@@ -69,6 +83,13 @@ describe("bulwark webhook", () => {
   it("verify exits 1 with the typed reason (here a stale timestamp judged at --now)", () => {
     expect(results.stale.code).toBe(1)
     expect(results.stale.stderr).toMatch(/^TimestampOutOfTolerance/)
+  })
+
+  it("verify --scheme github needs no delivery id (GitHub's documented test vector; --signature and --header forms)", () => {
+    expect(results.githubNoId).toMatchObject({ code: 0, stdout: "valid" })
+    expect(results.githubHeaderNoId).toMatchObject({ code: 0, stdout: "valid" })
+    expect(results.githubWrongBody.code).toBe(1)
+    expect(results.githubWrongBody.stderr).toMatch(/^NoMatchingSignature/)
   })
 
   it("bad usage exits 2", () => {

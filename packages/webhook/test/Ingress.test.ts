@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import { Envelope } from "@bulwark/core"
 import { Memory, Transport } from "@bulwark/transport"
 import { HttpRouter } from "@effect/platform"
@@ -177,6 +178,21 @@ describe("Ingress", () => {
       yield* delivery.ack
       const inspector = yield* Memory.MemoryTransportInspector
       expect(inspector.pending("github.events")).toBe(0)
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(Memory.layer(), ReplayGuard.layerMemory()))))
+
+  it.live("GitHub route: a delivery without X-GitHub-Delivery is accepted and dedupes on the body's SHA-256", () =>
+    Effect.gen(function*() {
+      const { url } = yield* Ingress.listen(router)
+      const body = new TextEncoder().encode(JSON.stringify({ action: "closed" }))
+      const headers = { "x-hub-signature-256": Signing.github("gh", body) }
+      expect((yield* post(`${url}/webhooks/github`, body, headers)).status).toBe(202)
+      expect((yield* post(`${url}/webhooks/github`, body, headers)).status).toBe(200)
+      const subscriber = yield* Transport.Subscriber
+      const deliveries = yield* subscriber.subscribe("github.events").pipe(Stream.take(1), Stream.runCollect)
+      const delivery = Chunk.unsafeHead(deliveries)
+      const envelope = yield* Envelope.decode(Schema.Struct({ action: Schema.String }))(delivery.message.payload)
+      expect(envelope.id).toBe(createHash("sha256").update(body).digest("hex"))
+      yield* delivery.ack
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(Memory.layer(), ReplayGuard.layerMemory()))))
 
   it.live("Ingress.nodeListener: the same pipeline and answers on a plain node:http server", () => {

@@ -86,4 +86,17 @@ describe("ReplayGuard (memory)", () => {
       const replay = yield* Effect.flip(verifier.verify({ headers, body }))
       expect(replay._tag).toBe("Replayed")
     }).pipe(Effect.provide(ReplayGuard.layerMemory())))
+
+  it.effect("Verifier.withReplayGuard keys on the delivery id when present, else on the signature", () =>
+    Effect.gen(function*() {
+      const verifier = yield* Verifier.withReplayGuard(Verifier.github(["s"]))
+      const signature = Signing.github("s", body)
+      // two deliveries of the same body with different ids are two deliveries
+      expect((yield* verifier.verify({ headers: { "x-hub-signature-256": signature, "x-github-delivery": "d-1" }, body })).id).toBe("d-1")
+      expect((yield* verifier.verify({ headers: { "x-hub-signature-256": signature, "x-github-delivery": "d-2" }, body })).id).toBe("d-2")
+      // without an id, the first sighting of the signature passes and the second is a replay
+      expect((yield* verifier.verify({ headers: { "x-hub-signature-256": signature }, body })).id).toBeUndefined()
+      const replay = yield* Effect.flip(verifier.verify({ headers: { "x-hub-signature-256": signature }, body }))
+      expect(replay).toMatchObject({ _tag: "Replayed", id: signature })
+    }).pipe(Effect.provide(ReplayGuard.layerMemory())))
 })

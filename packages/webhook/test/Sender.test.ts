@@ -214,4 +214,19 @@ describe("Sender", () => {
     expect(Sender.parseRetryAfter("soon", 0)).toBeUndefined()
     expect(Sender.parseRetryAfter(undefined, 0)).toBeUndefined()
   })
+
+  it.each([
+    ["30", 10_000, 30_000],
+    ["Thu, 01 Jan 1970 00:01:30 GMT", 30_000, 60_000],
+    ["Thursday, 01-Jan-70 00:01:30 GMT", 30_000, 60_000],
+    ["Thu Jan  1 00:01:30 1970", 30_000, 60_000],
+    ["Thu, 01 Jan 1970 00:00:10 GMT", 30_000, 0],
+    ["-5", 0, undefined],
+    ["3.5", 0, undefined],
+    ["soon 1", 0, undefined],
+    ["Thu, 01 Jan 1970", 0, undefined],
+    ["", 0, undefined]
+  ] as const)("parses Retry-After %j strictly (RFC 9110 §10.2.3; garbage is no hint)", (value, now, expected) => {
+    expect(Sender.parseRetryAfter(value, now)).toBe(expected)
+  })
 })

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, TestClock } from "effect"
+import { createHmac } from "node:crypto"
 import * as Signing from "../src/Signing.js"
 import * as Verifier from "../src/Verifier.js"
 
@@ -139,15 +140,48 @@ describe("Verifier.stripe and Verifier.github", () => {
       expect(yield* failureTag(Verifier.stripe(["whsec_stripe_a"]).verify({ headers: { "stripe-signature": header }, body }))).toBe("TimestampOutOfTolerance")
     }))
 
-  it.effect("github: verifies sha256=…, requires the delivery id, refuses other algorithms", () =>
+  it.effect("github: verifies sha256=…, reports the delivery id when present, refuses other algorithms", () =>
     Effect.gen(function*() {
       const signature = Signing.github("gh-secret", body)
       const headers = { "x-hub-signature-256": signature, "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958" }
       const verified = yield* Verifier.github(["old", "gh-secret"]).verify({ headers, body })
       expect(verified.id).toBe("72d3162e-cc78-11e3-81ab-4c9367dc0958")
       expect(yield* failureTag(Verifier.github(["nope"]).verify({ headers, body }))).toBe("NoMatchingSignature")
-      expect(yield* failureTag(Verifier.github(["gh-secret"]).verify({ headers: { "x-hub-signature-256": signature }, body }))).toBe("MissingHeader")
+      expect(yield* failureTag(Verifier.github(["gh-secret"]).verify({ headers: { "x-github-delivery": "d-1" }, body }))).toBe("MissingHeader")
       expect(yield* failureTag(Verifier.github(["gh-secret"]).verify({ headers: { ...headers, "x-hub-signature-256": "sha1=abcd" }, body }))).toBe("UnsupportedVersion")
       expect(yield* failureTag(Verifier.github(["gh-secret"]).verify({ headers: { ...headers, "x-hub-signature-256": "sha256=zz" }, body }))).toBe("MalformedHeader")
+    }))
+
+  // GitHub's documented check needs only the secret, the raw body and X-Hub-Signature-256 (HMAC-SHA256 hex
+  // of the raw body, prefixed "sha256="); the delivery id is not signed, so it is never required.
+  const githubVector = {
+    secret: "It's a Secret to Everybody",
+    payload: "Hello, World!",
+    signature: "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+  }
+
+  it.effect("github: GitHub's documented test vector verifies without a delivery id", () =>
+    Effect.gen(function*() {
+      const payload = new TextEncoder().encode(githubVector.payload)
+      const computed = `sha256=${createHmac("sha256", githubVector.secret).update(payload).digest("hex")}`
+      expect(computed).toBe(githubVector.signature)
+      expect(Signing.github(githubVector.secret, payload)).toBe(githubVector.signature)
+      const verified = yield* Verifier.github([githubVector.secret]).verify({ headers: { "X-Hub-Signature-256": githubVector.signature }, body: payload })
+      expect(verified).toEqual({ scheme: "github", id: undefined, timestamp: undefined })
+      expect(Verifier.check("github", "gh", [githubVector.secret], { headers: { "x-hub-signature-256": githubVector.signature }, body: payload }, 0, 300))
+        .toEqual({ scheme: "github", id: undefined, timestamp: undefined })
+      // an empty delivery header is the same as none
+      expect((yield* Verifier.github([githubVector.secret]).verify({ headers: { "x-hub-signature-256": githubVector.signature, "x-github-delivery": "" }, body: payload })).id)
+        .toBeUndefined()
+      // and a signature over another body still fails
+      expect(yield* failureTag(Verifier.github([githubVector.secret]).verify({ headers: { "x-hub-signature-256": githubVector.signature }, body: new TextEncoder().encode("Hello, World?") })))
+        .toBe("NoMatchingSignature")
+    }))
+
+  it.effect("github: a node:crypto signature of a JSON body verifies, and the delivery id is reported when present", () =>
+    Effect.gen(function*() {
+      const signature = `sha256=${createHmac("sha256", "gh-secret").update(body).digest("hex")}`
+      expect((yield* Verifier.github(["gh-secret"]).verify({ headers: { "x-hub-signature-256": signature }, body })).id).toBeUndefined()
+      expect((yield* Verifier.github(["gh-secret"]).verify({ headers: { "x-hub-signature-256": signature, "X-GitHub-Delivery": "d-9" }, body })).id).toBe("d-9")
     }))
 })

@@ -36,13 +36,32 @@ export const msgIdHeader = "Nats-Msg-Id"
  */
 export const idHeader = "Bulwark-Id"
 
+/**
+ * A server URL as it may appear in errors and logs: the credentials are masked. NATS takes `user:pass@` or a
+ * bare token (`token@`) before the host, with or without a scheme, so everything up to the last `@` that
+ * follows the user name is masked (a password with a raw `@` or `/` is masked whole), and a bare token is
+ * masked entirely. Unlike `Transport.redactUrl` it never needs the URL to parse, so `host:port` stays visible.
+ */
+export const redactServer = (server: string): string => {
+  const schemeEnd = server.indexOf("://")
+  const start = schemeEnd === -1 ? 0 : schemeEnd + 3
+  const at = server.lastIndexOf("@")
+  if (at < start) return server
+  const userinfo = server.slice(start, at)
+  const colon = userinfo.indexOf(":")
+  const shown = colon === -1 ? "***" : `${userinfo.slice(0, colon)}:***`
+  return `${server.slice(0, start)}${shown}${server.slice(at)}`
+}
+
 /** The NATS server could not be reached (or has no JetStream) when the transport started. */
 export class ConnectionError extends Data.TaggedError("NatsConnectionError")<{
+  /** The server URLs, credentials masked ({@link redactServer}). */
   readonly servers: ReadonlyArray<string>
   readonly cause: unknown
 }> {
   override get message(): string {
-    return `cannot use NATS JetStream at ${this.servers.join(", ")}: ${String(this.cause)}`
+    // Masked again here so an error built elsewhere with raw URLs still cannot print a password.
+    return `cannot use NATS JetStream at ${this.servers.map(redactServer).join(", ")}: ${String(this.cause)}`
   }
 }
 
@@ -200,7 +219,7 @@ const connectTo = (resolved: Resolved, options: Options) =>
       }
       return connect(connectionOptions)
     },
-    catch: (cause) => new ConnectionError({ servers: resolved.servers, cause })
+    catch: (cause) => new ConnectionError({ servers: resolved.servers.map(redactServer), cause })
   })
 
 const closeConnection = (connection: NatsConnection) =>
@@ -215,7 +234,7 @@ const closeConnection = (connection: NatsConnection) =>
 const watchConnection = (connection: NatsConnection, servers: ReadonlyArray<string>, onReconnect: () => void) =>
   Effect.map(Effect.runtime<never>(), (runtime) => {
     const log = (effect: Effect.Effect<void>) =>
-      Runtime.runFork(runtime)(Effect.annotateLogs(effect, { servers: servers.join(",") }))
+      Runtime.runFork(runtime)(Effect.annotateLogs(effect, { servers: servers.map(redactServer).join(",") }))
     void (async () => {
       for await (const status of connection.status()) {
         if (status.type === Events.Disconnect) log(Effect.logWarning("NATS connection lost; reconnecting"))
@@ -234,7 +253,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
     const connection = yield* Effect.acquireRelease(connectTo(resolved, options), closeConnection)
     const jsm: JetStreamManager = yield* Effect.tryPromise({
       try: () => connection.jetstreamManager({ timeout: resolved.requestTimeout }),
-      catch: (cause) => new ConnectionError({ servers: resolved.servers, cause })
+      catch: (cause) => new ConnectionError({ servers: resolved.servers.map(redactServer), cause })
     })
     const js: JetStreamClient = connection.jetstream({ timeout: resolved.requestTimeout })
     const pullers = new Set<Puller>()

@@ -23,8 +23,8 @@ export interface Secrets {
   readonly stripe: ReadonlyArray<string>
 }
 
-/** AcmePay's ingress settings. */
-const acmePay = (secrets: Secrets) => ({
+/** AcmePay's ingress settings (the simulation runs the same receiver). */
+export const acmePay = (secrets: Secrets) => ({
   verifier: Verifier.standard(secrets.acmepay, { source: "acmepay" }),
   schema: AcmePayment,
   topic: paymentsTopic,

@@ -1,102 +1,55 @@
 /**
- * The payments example under the simulator: the example's own consumers — `paymentsHandler` and
- * `shippingHandler` with their real idempotency, timeout, breaker and retry middleware, run by the real
- * `Pipeline` — take their transport, database and shipping API from the simulated world, which injects
- * drops, duplicates, delays, reorderings, crashes at every protocol step, partial publishes, outages, slow
- * answers, clock skew, forged and replayed webhooks, all in virtual time.
+ * The payments example under the simulator, unchanged: the example's own AcmePay receiver (`Webhooks.acmePay`
+ * through `Ingress.process`), its consumers — `paymentsHandler` and `shippingHandler` with their real
+ * idempotency, timeout, breaker and retry middleware, run by the real `Pipeline` — the real outbox relay, and
+ * the dead-letter drain and replay, all on the world's ports and virtual clock, under drops, duplicates,
+ * delays, reorderings, crashes of any process at any step, partial publishes, outages, slow answers, clock
+ * skew, forged and replayed webhooks.
  *
- * The adapters below translate between the world's models and the example's ports; they are the only code
- * here that is not the example's. Run it by hand with
+ * What is the world's, not the example's: the order service's storage (a durable table written in the
+ * outbox's transaction, instead of SQL) and the shipping API (the world's downstream, which honours the
+ * idempotency key like the real one). Run it by hand with
  * `npm run bulwark -- simulate examples/payments/test/payments.simulation.ts --runs 200`.
  */
-import { Envelope } from "@bulwark/core"
-import { IdempotencyStore, MemoryIdempotencyStore } from "@bulwark/idempotency"
-import { Invariant, Scheduler, Simulation, World } from "@bulwark/simulator"
-import { Transport } from "@bulwark/transport"
-import { Duration, Effect, Layer, Schema } from "effect"
+import { DeadLetter, Replay } from "@bulwark/dead-letter"
+import { Outbox, Relay } from "@bulwark/outbox"
+import * as MemoryOutboxStore from "@bulwark/outbox/OutboxStore/Memory"
+import { Invariant, Simulation, type World } from "@bulwark/simulator"
+import { Effect, Layer } from "effect"
 import { consumeOrderPaid, consumePayments, makeShippingBreaker } from "../src/Consumers.js"
-import { AcmePayment, OrderPaid, orderPaidFields, orderPaidTopic, type Payment, PaymentWebhook, paymentsTopic } from "../src/Domain.js"
-import { Orders } from "../src/Orders.js"
+import { OrderPaid, orderPaidEvent, orderPaidTopic, type Payment, paymentsTopic } from "../src/Domain.js"
+import { type MarkPaid, Orders, OrderStoreError } from "../src/Orders.js"
 import { ShippingApi, ShippingError } from "../src/Shipping.js"
 import { Tally } from "../src/Tally.js"
+import { acmePay } from "../src/Webhooks.js"
+import { Ingress } from "@bulwark/webhook"
 
-/** The simulated provider's body: `ref` names the message in the world's history, `key` orders it. */
-const SimulatedBody = Schema.parseJson(Schema.Struct({
-  ref: Schema.String,
-  key: Schema.String,
-  amount: Schema.Number,
-  poison: Schema.Boolean
-}))
-const decodeBody = Schema.decodeUnknownEither(SimulatedBody)
-const encodePayment = Envelope.encode(PaymentWebhook)
-const encodeOrderPaid = Envelope.encode(OrderPaid)
-const textDecoder = new TextDecoder()
-const textEncoder = new TextEncoder()
+const appendOrderPaid = Outbox.append(OrderPaid)
 
-/**
- * The world finds a message's `ref` at `data.ref` of the CloudEvent; the example's schemas ignore the extra
- * field when they decode, so it rides along without changing what the consumers see.
- */
-const withRef = (payload: Uint8Array, ref: string): Uint8Array => {
-  const event = JSON.parse(textDecoder.decode(payload)) as { data: Record<string, unknown> }
-  return textEncoder.encode(JSON.stringify({ ...event, data: { ...event.data, ref } }))
-}
-
-/** Builds the example's pipeline inside the world and answers its webhook receiver. */
+/** Builds the example inside the world and answers its AcmePay receiver. */
 export const pipeline = (world: World.World) => {
-  const tolerance = world.history.policy.webhookTolerance
+  const receive = Ingress.process(acmePay({ acmepay: [world.secret], stripe: [] }))
+  const ingress: World.Ingress = (request) => Effect.map(Effect.exit(receive(request)), (exit) => Ingress.answer(exit).status)
 
-  // The ingress: the world's HMAC scheme instead of Standard Webhooks, then the same persist-before-ack.
-  const ingress: World.Ingress = (request) =>
-    Effect.gen(function*() {
-      if (!world.verify(request, world.wallNow(Scheduler.epoch), tolerance)) return 401
-      const body = decodeBody(textDecoder.decode(request.body))
-      if (body._tag === "Left") return 400
-      const { ref, key, amount } = body.right
-      const data: AcmePayment = {
-        type: "payment.succeeded",
-        data: { paymentId: ref, orderId: `ord_${ref}`, customerId: key, amount: Math.max(1, Math.round(amount)), currency: "EUR" }
-      }
-      const envelope = yield* Envelope.make({ type: "com.acmepay.payment.succeeded", source: "/webhooks/acmepay", subject: key, data })
-      const payload = withRef(yield* encodePayment(envelope), ref)
-      const published = yield* Effect.either(world.publisher.publish(paymentsTopic, [{ id: envelope.id, key, payload, headers: {} }]))
-      return published._tag === "Right" ? 202 : 503
-    }).pipe(Effect.orDie)
-
-  // The order service: the order row's pending→paid guard is the world's claim, in the same transaction as
-  // the effect and the outbox row.
+  // The order service: the order's pending→paid guard and the `OrderPaid` row commit in one transaction.
+  const paid = world.table<number>("orders")
   const orders: Orders["Type"] = {
     markPaid: (payment: Payment, cause) =>
-      world.transaction((tx) =>
-        Effect.gen(function*() {
-          yield* world.crashPoint("before-effect", cause.id, payment.paymentId)
-          if (!tx.claim(`order:${payment.orderId}`)) return { _tag: "AlreadyPaid" } as const
-          yield* world.crashPoint("between-dedupe-and-effect", cause.id, payment.paymentId)
-          tx.effect("orders", payment.paymentId)
-          tx.emit({ ref: payment.paymentId, key: payment.customerId, payload: payment })
-          return { _tag: "Paid", sequence: -1 } as const
-        }), payment.paymentId).pipe(
-        Effect.tap(() => world.crashPoint("after-commit-before-publish", cause.id, payment.paymentId))
+      MemoryOutboxStore.transaction(Effect.gen(function*() {
+        if (paid.has(payment.orderId)) return { _tag: "AlreadyPaid" } as MarkPaid
+        const sequence = paid.size + 1
+        const event = yield* orderPaidEvent(payment, sequence, cause)
+        yield* MemoryOutboxStore.onCommit(() => {
+          paid.set(payment.orderId, sequence)
+          world.history.effect("orders", payment.paymentId)
+        })
+        yield* appendOrderPaid(orderPaidTopic, [event])
+        return { _tag: "Paid", sequence } as MarkPaid
+      })).pipe(
+        Effect.mapError((cause) => new OrderStoreError({ cause })),
+        Effect.provide(world.context)
       )
   }
-
-  // The outbox relay: commit order, a stable event id per row (so a re-published row is the same event).
-  const relay = Effect.forever(
-    Effect.gen(function*() {
-      yield* Effect.sleep(Duration.millis(50))
-      const rows = world.unpublished(10)
-      if (rows.length === 0) return
-      const messages: Array<Transport.OutgoingMessage> = []
-      for (const row of rows) {
-        const payment = row.payload as Payment
-        const envelope = yield* Envelope.make({ id: row.id, ...orderPaidFields(payment, row.order) })
-        messages.push({ id: row.id, key: row.key, payload: withRef(yield* encodeOrderPaid(envelope), row.ref), headers: { "outbox-row": row.id } })
-      }
-      yield* world.publisher.publish(orderPaidTopic, messages)
-      yield* world.crashPoint("inside-relay-batch")
-      yield* world.markPublished(rows)
-    }).pipe(Effect.catchAllCause(() => Effect.void))
-  )
 
   // The shipping API: the world's downstream, which honours the idempotency key like the real one.
   const shipping: ShippingApi["Type"] = {
@@ -104,9 +57,8 @@ export const pipeline = (world: World.World) => {
       world.callDownstream({
         ref: request.paymentId,
         key: request.customerId,
-        order: request.sequence,
-        idempotencyKey: request.idempotencyKey,
-        attempt: 1
+        order: world.orderOf(orderPaidTopic, request.idempotencyKey),
+        idempotencyKey: request.idempotencyKey
       }).pipe(
         Effect.mapError((error) => new ShippingError({ status: error.status, orderId: request.orderId })),
         Effect.as({ shipmentId: `shp_${request.idempotencyKey}`, orderId: request.orderId })
@@ -114,30 +66,41 @@ export const pipeline = (world: World.World) => {
   }
 
   const services = Layer.mergeAll(
-    world.layer,
+    Layer.succeedContext(world.context),
     Layer.succeed(Orders, orders),
     Layer.succeed(ShippingApi, shipping),
     Tally.layer
   )
+  // What the example's replay step does after an outage: dependency failures go back, poison stays.
+  const replayer = Effect.forever(Effect.zipRight(
+    Effect.sleep("5 seconds"),
+    Effect.forEach(["dependency", "timeout"] as const, (category) =>
+      Effect.ignore(Replay.replay({ filter: { category }, rate: 50 })), { discard: true })
+  ))
   return Effect.gen(function*() {
-    const breaker = yield* makeShippingBreaker
-    // Two competing consumers per topic, sharing one key store per topic as they would share a database.
-    const paymentKeys = yield* MemoryIdempotencyStore.make()
-    const shipmentKeys = yield* MemoryIdempotencyStore.make()
     for (let i = 0; i < 2; i++) {
-      yield* Effect.forkScoped(Effect.provideService(consumePayments, IdempotencyStore.IdempotencyStore, paymentKeys))
-      yield* Effect.forkScoped(Effect.provideService(consumeOrderPaid(breaker), IdempotencyStore.IdempotencyStore, shipmentKeys))
+      yield* world.spawn(`orders-${i + 1}`, Effect.provide(consumePayments, services))
+      // Each shipping process has its own breaker, as each process of the example does.
+      yield* world.spawn(`shipping-${i + 1}`, Effect.provide(Effect.flatMap(makeShippingBreaker, consumeOrderPaid), services))
     }
-    yield* Effect.forkScoped(relay)
+    yield* world.spawn("relay", Effect.provide(Relay.run({ batchSize: 50, pollInterval: "1 second" }), services))
+    yield* world.spawn("drain-payments", Effect.provide(DeadLetter.drain(paymentsTopic), services))
+    yield* world.spawn("drain-order-paid", Effect.provide(DeadLetter.drain(orderPaidTopic), services))
+    yield* world.spawn("replayer", Effect.provide(replayer, services))
     return ingress
-  }).pipe(Effect.orDie, Effect.provide(services))
+  })
 }
 
 /** Nothing lost, every effect once (orders and shipments), order per customer, and the rest of `Invariant.all`. */
 export const simulation = Simulation.make({
   name: "payments example",
   pipeline,
-  // The payments pipeline allows 10 deliveries before it dead-letters.
-  policy: { maxDeliveries: 10 },
+  // AcmePay's body, with the workload's ref as the payment id (so every event of a payment names it).
+  body: (item, ref) => ({
+    type: "payment.succeeded",
+    data: { paymentId: ref, orderId: `ord_${ref}`, customerId: `k${item.key}`, amount: item.amount, currency: "EUR" }
+  }),
+  // The payments pipeline allows 10 deliveries before it dead-letters; the shipping retry makes 6 attempts.
+  policy: { maxDeliveries: 10, maxCallAttempts: 6 },
   invariants: Invariant.all
 })

@@ -21,6 +21,11 @@ export interface Options {
    */
   readonly pipeline: (world: World) => Effect.Effect<Ingress, never, Scope.Scope>
   /**
+   * The JSON body the simulated provider sends for a work item (its `ref` names it: carry it in some string
+   * field). Default `{ ref, key: "k<n>", amount, poison }`.
+   */
+  readonly body?: (item: Scenario.WorkItem, ref: string) => unknown
+  /**
    * Whether the pipeline's own state is settled (e.g. its outbox is empty), so a run may end early; the
    * world's transport and the messages' final states are checked besides. Default: always.
    */
@@ -42,6 +47,7 @@ export interface Simulation {
   readonly name: string
   readonly pipeline: Options["pipeline"]
   readonly quiescent: (world: World) => boolean
+  readonly body: (item: Scenario.WorkItem, ref: string) => unknown
   readonly workload: Scenario.Config
   readonly faultWindow: number
   readonly world: Omit<WorldOptions, "faultWindow">
@@ -63,11 +69,20 @@ export const defaultPolicy: Policy = {
   orderedEffects: ["downstream"]
 }
 
+/** The default provider body: `{ ref, key, amount, poison }`. */
+export const defaultBody = (item: Scenario.WorkItem, ref: string): unknown => ({
+  ref,
+  key: `k${item.key}`,
+  amount: item.amount,
+  poison: item.poison
+})
+
 /** Defines a simulation. */
 export const make = (options: Options): Simulation => ({
   name: options.name,
   pipeline: options.pipeline,
   quiescent: options.quiescent ?? (() => true),
+  body: options.body ?? defaultBody,
   workload: options.workload ?? {},
   faultWindow: options.workload?.faultWindow ?? 20_000,
   world: options.world ?? {},

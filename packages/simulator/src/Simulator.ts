@@ -67,8 +67,8 @@ const emptyStats = (): Stats => ({
 const refOf = (index: number) => `w${index}`
 
 /** The JSON body the simulated provider sends for a work item (spaced bodies differ from a re-serialisation). */
-export const bodyOf = (item: Scenario.WorkItem, index: number): string => {
-  const payload = { ref: refOf(index), key: `k${item.key}`, amount: item.amount, poison: item.poison }
+export const bodyOf = (simulation: Simulation, item: Scenario.WorkItem, index: number): string => {
+  const payload = simulation.body(item, refOf(index))
   return item.spaced ? JSON.stringify(payload, null, 2) : JSON.stringify(payload)
 }
 
@@ -132,7 +132,7 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
   const send = (post: Post, item: Scenario.WorkItem, index: number) =>
     Effect.gen(function*() {
       const ref = refOf(index)
-      const body = encoder.encode(bodyOf(item, index))
+      const body = encoder.encode(bodyOf(simulation, item, index))
       yield* Effect.sleep(Duration.millis(item.at))
       history.attempted.add(ref)
       for (let attempt = 1;; attempt++) {
@@ -165,7 +165,7 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
     Effect.gen(function*() {
       yield* Effect.sleep(Duration.millis(at))
       const ref = `forged-${n}`
-      const body = encoder.encode(JSON.stringify({ ref, key: "k0", amount: 1_000_000, poison: false }))
+      const body = encoder.encode(JSON.stringify(simulation.body({ key: 0, amount: 1_000_000, at, spaced: false, poison: false }, ref)))
       history.fault("forge", ref)
       const request = yield* signed(`msg_${ref}`, body)
       const status = yield* post({ ...request, headers: { ...request.headers, "webhook-signature": forgedSignature } })

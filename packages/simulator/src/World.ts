@@ -121,11 +121,27 @@ export interface WorldOptions {
 
 const decoder = new TextDecoder()
 
-/** The workload reference (`w0`, `w1`, …) a message carries at `data.ref` of its CloudEvent, if any. */
+const workloadRef = /^(w\d+|forged-\d+)$/
+
+// A ref in any string field of the data, two levels deep (e.g. a payment id the provider's body carried).
+const findRef = (value: unknown, depth: number): string | undefined => {
+  if (typeof value === "string") return workloadRef.test(value) ? value : undefined
+  if (depth === 0 || typeof value !== "object" || value === null) return undefined
+  for (const field of Object.values(value)) {
+    const found = findRef(field, depth - 1)
+    if (found !== undefined) return found
+  }
+  return undefined
+}
+
+/**
+ * The workload reference (`w0`, `w1`, …) a message carries: `data.ref` of its CloudEvent, else any string
+ * field of its data (two levels deep) that is one, so a pipeline's own schemas need no extra field.
+ */
 export const refOf = (payload: Uint8Array): string | undefined => {
   try {
     const json = JSON.parse(decoder.decode(payload)) as { data?: { ref?: unknown } }
-    return typeof json.data?.ref === "string" ? json.data.ref : undefined
+    return typeof json.data?.ref === "string" ? json.data.ref : findRef(json.data, 2)
   } catch {
     return undefined
   }

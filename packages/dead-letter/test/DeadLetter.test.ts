@@ -131,7 +131,7 @@ describe("replay", () => {
       yield* TestClock.adjust("1 second")
       const report = yield* Fiber.join(fiber)
       expect(report.replayed.length).toBe(5)
-      expect((yield* Ref.get(published)).map((p) => p.message.id)).toEqual(["1", "2", "3", "4", "5"])
+      expect((yield* Ref.get(published)).map((p) => p.message.id)).toEqual(["1", "2", "3", "4", "5"].map((id) => Replay.replayMessageId(id, 1)))
     }).pipe(
       Effect.provide(Layer.merge(
         MemoryStore.layer,
@@ -176,7 +176,9 @@ describe("end to end with the memory transport", () => {
       const report = yield* Replay.replay({ ids: [byId.get("p-1")!.id] })
       expect(report.replayed).toEqual([byId.get("p-1")!.id])
       const [again] = yield* subscriber.subscribe("payments").pipe(Stream.take(1), Stream.runCollect)
-      expect(again!.message.id).toBe("p-1")
+      // Under the replay's own transport id, the envelope (and its id) unchanged.
+      expect(again!.message.id).toBe("p-1:replay:1")
+      expect(again!.message.payload).toEqual(byId.get("p-1")!.payload)
       expect(again!.message.headers[Replay.ReplayedFromHeader]).toBe(byId.get("p-1")!.id)
       yield* again!.ack
       expect(Option.getOrThrow(yield* store.get(byId.get("p-1")!.id)).replay).toBe("replayed")

@@ -70,34 +70,41 @@ export const ReplayedFromHeader = "bulwark-replayed-from"
 export const ReplayGenerationHeader = "bulwark-replay-generation"
 
 /**
- * Where a message stands in its entry's replay history: the entry it was replayed from (if any) and its
- * generation — 0 for a message never replayed, `n` for the n-th replay. A copy of a replayed message
- * written before generation headers existed has the entry but no generation (`undefined`).
+ * What a message's headers say about its replay history: the entry it was replayed from and which replay
+ * of it it is, each `undefined` when the header is absent (a copy of a replayed message written before
+ * generation headers existed has the entry but no generation).
  */
 export const replayOrigin = (
   headers: Readonly<Record<string, string>>
 ): { readonly entryId: string | undefined; readonly generation: number | undefined } => {
-  const entryId = headers[ReplayedFromHeader]
   const raw = headers[ReplayGenerationHeader]
   const parsed = raw === undefined ? NaN : Number(raw)
-  const generation = Number.isInteger(parsed) && parsed >= 0 ? parsed : undefined
-  return { entryId, generation: entryId === undefined ? 0 : generation }
+  return { entryId: headers[ReplayedFromHeader], generation: Number.isInteger(parsed) && parsed >= 0 ? parsed : undefined }
 }
 
 /**
- * Whether a dead-lettering of generation `generation` (see {@link replayOrigin}; `undefined`: the entry's
- * current one) changes an entry already stored. Older than the entry's last replay: a stale copy (a drain
- * that crashed between storing and acking got it again), ignored so it cannot revive a replayed entry.
- * Newer: the replay failed again, so the entry is pending again. The same generation: new unless the entry
- * is being replayed right now, when it is a redelivered copy of the failure that claim is replaying.
+ * The replay generation of a transport's dead-lettered copy, read from its headers: 0 for a message never
+ * replayed (no `bulwark-replayed-from`), `n` for the n-th replay, `undefined` when it cannot be told.
+ */
+export const copyGeneration = (headers: Readonly<Record<string, string>>): number | undefined => {
+  const origin = replayOrigin(headers)
+  return origin.entryId === undefined ? 0 : origin.generation
+}
+
+/**
+ * Whether a dead-lettering of replay generation `generation` changes an entry already stored. Older than
+ * the entry's last replay: a stale copy (a drain that crashed between storing and acking got it again),
+ * ignored so it cannot revive a replayed entry. Newer: the replay failed again, so the entry is pending
+ * again. The same generation: new unless the entry is being replayed right now, when it is a redelivered
+ * copy of the failure that claim is replaying. Unknown (`undefined`): always new, as the middleware, which
+ * sees a failure as it happens but not the transport headers that tell generations apart, reports them.
  */
 export const isNewFailure = (
   entry: { readonly replay: ReplayStatus; readonly replayCount: number },
   generation: number | undefined
-): boolean => {
-  const g = generation ?? entry.replayCount
-  return g > entry.replayCount || (g === entry.replayCount && entry.replay !== "replaying")
-}
+): boolean =>
+  generation === undefined || generation > entry.replayCount ||
+  (generation === entry.replayCount && entry.replay !== "replaying")
 
 /** What is added to the store: the message and why it was given up on. */
 export interface NewEntry {
@@ -105,6 +112,13 @@ export interface NewEntry {
   readonly category: Failure.Category
   readonly error: Failure.FailureRecord
   readonly attempts: number
+  /**
+   * Which replay of its entry the failed message was (0: the original), when known: `DeadLetter.drain`
+   * reads it from a copy's headers ({@link copyGeneration}). Known, a copy older than the entry's last
+   * replay leaves the entry as it is; unknown, every add is a new failure. Default: the message's
+   * `bulwark-replay-generation` header, else unknown.
+   */
+  readonly replayGeneration?: number | undefined
 }
 
 /** A filter over entries; every field narrows, none means all. */

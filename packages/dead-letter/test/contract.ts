@@ -238,7 +238,8 @@ export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore
         Effect.gen(function*() {
           const store = yield* Store.DeadLetterStore
           const topic = unique("stale")
-          const input = newEntry(topic, "c-1")
+          // As the drain stores a transport's copy: it knows the copy is of the original message (generation 0).
+          const input: Store.NewEntry = { ...newEntry(topic, "c-1"), replayGeneration: 0 }
           const entry = yield* store.add(input)
           // Replayed; then the drain, which crashed before acking its copy, gets that copy again.
           yield* store.markReplayed(Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute")))
@@ -246,7 +247,7 @@ export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore
           expect([stale.id, stale.replay, stale.replayCount]).toEqual([entry.id, "replayed", 1])
           // The replay fails too: its copy travels under the replay's id and finds the entry through its headers.
           const again: Store.NewEntry = {
-            ...input,
+            ...newEntry(topic, "c-1"),
             message: {
               ...input.message,
               id: Replay.replayMessageId("c-1", 1),
@@ -271,6 +272,21 @@ export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore
             message: { ...again.message, headers: { ...again.message.headers, [Replay.ReplayGenerationHeader]: "3" } }
           })
           expect([third.replay, third.replayCount]).toEqual(["pending", 3])
+        }))
+
+      it.effect("a failure of unknown generation (the middleware's) always makes the entry pending again, even mid-replay", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const input = newEntry(unique("unknown-generation"), "g-1")
+          const entry = yield* store.add(input)
+          yield* store.markReplayed(Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute")))
+          const failed = yield* store.add(input)
+          expect([failed.id, failed.replay, failed.replayCount]).toEqual([entry.id, "pending", 1])
+          // The replayed message failed before its replayer could mark it: the late mark is refused.
+          const claim = Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute"))
+          expect((yield* store.add(input)).replay).toBe("pending")
+          expect(yield* store.markReplayed(claim)).toBe(false)
+          expect(Option.getOrThrow(yield* store.get(entry.id)).replay).toBe("pending")
         }))
 
       it.effect("a replay whose publish fails leaves the entry pending", () =>

@@ -24,13 +24,14 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
       Effect.gen(function*() {
         const now = DateTime.unsafeMake(yield* Clock.currentTimeMillis)
         const origin = Store.replayOrigin(input.message.headers)
+        const generation = input.replayGeneration ?? origin.generation
         // A replayed message travels under its own id: its entry is the one it was replayed from.
         const replayedFrom = origin.entryId === undefined ? undefined : entries.get(origin.entryId)
         const existingId = replayedFrom?.originTopic === input.message.topic
           ? replayedFrom.id
           : byMessage.get(messageKey(input.message.topic, input.message.id))
         const existing = existingId === undefined ? undefined : entries.get(existingId)
-        if (existing !== undefined && !Store.isNewFailure(existing, origin.generation)) return existing
+        if (existing !== undefined && !Store.isNewFailure(existing, generation)) return existing
         const entry = new Store.DeadLetterEntry({
           id: existing?.id ?? (yield* Envelope.uuid),
           messageId: existing?.messageId ?? input.message.id,
@@ -47,7 +48,7 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
           replay: "pending",
           replayedAt: existing?.replayedAt ?? null,
           // A failure of a replay the store never recorded (its replayer died before marking it) still counts it.
-          replayCount: Math.max(existing?.replayCount ?? 0, origin.generation ?? 0)
+          replayCount: Math.max(existing?.replayCount ?? 0, generation ?? 0)
         })
         entries.set(entry.id, entry)
         claims.delete(entry.id)

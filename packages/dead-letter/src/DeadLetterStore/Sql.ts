@@ -146,12 +146,14 @@ export const make = (options: Options = {}): Effect.Effect<
           const now = yield* Clock.currentTimeMillis
           const id = yield* Envelope.uuid
           const origin = Store.replayOrigin(input.message.headers)
+          const generation = input.replayGeneration ?? origin.generation
           // A replayed message travels under its own id: its entry is the one it was replayed from.
           const replayedFrom = origin.entryId === undefined ? [] : yield* sql<{ message_id: string }>`
             SELECT message_id FROM ${t} WHERE id = ${origin.entryId} AND origin_topic = ${input.message.topic}`
           const messageId = replayedFrom[0]?.message_id ?? input.message.id
           // `isNewFailure` in SQL, judged on the row as it is when the upsert takes it (no read-then-write race).
-          const generation = origin.generation === undefined ? sql`${t}.replay_count` : sql`${origin.generation}::int`
+          const newFailure = generation === undefined ? sql`TRUE` : sql`(${generation}::int > ${t}.replay_count
+            OR (${generation}::int = ${t}.replay_count AND ${t}.replay_status <> 'replaying'))`
           const rows = yield* sql<Row>`
             INSERT INTO ${t} (id, message_id, origin_topic, message_key, payload, headers, type, category, error,
               attempts, first_failed_at, last_failed_at, replay_status, replay_count)
@@ -159,15 +161,14 @@ export const make = (options: Options = {}): Effect.Effect<
               ${Buffer.from(input.message.payload).toString("base64")},
               ${JSON.stringify(Store.originalHeaders(input.message.headers))}, ${Store.typeOf(input.message.payload)},
               ${input.category}, ${JSON.stringify(encodeRecord(input.error))}, ${input.attempts}, ${now}, ${now},
-              'pending', ${origin.generation ?? 0})
+              'pending', ${generation ?? 0})
             ON CONFLICT (origin_topic, message_id) DO UPDATE SET
               message_key = EXCLUDED.message_key, payload = EXCLUDED.payload, headers = EXCLUDED.headers,
               type = EXCLUDED.type, category = EXCLUDED.category, error = EXCLUDED.error,
               attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at,
               replay_status = 'pending', replay_claimed_until = NULL,
-              replay_count = GREATEST(${t}.replay_count, ${generation})
-            WHERE ${generation} > ${t}.replay_count
-              OR (${generation} = ${t}.replay_count AND ${t}.replay_status <> 'replaying')
+              replay_count = GREATEST(${t}.replay_count, ${generation ?? 0}::int)
+            WHERE ${newFailure}
             RETURNING *`
           if (rows.length > 0) return yield* toEntry(rows[0]!)
           // A stale copy: the entry stays as it is.

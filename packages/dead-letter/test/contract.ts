@@ -42,9 +42,9 @@ const recordingPublisher = Layer.effect(
     publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
       topic.includes("unreachable")
         ? Effect.fail(new Transport.PublishError({ topic, cause: "broker down" }))
-        // A "slow" broker takes 300 ms to confirm: longer than the short claim leases of the fencing tests.
+        // A "slow" broker takes 600 ms to confirm: longer than the short claim leases of the fencing tests.
         : Effect.zipRight(
-          topic.includes("slow") ? Effect.sleep("300 millis") : Effect.void,
+          topic.includes("slow") ? Effect.sleep("600 millis") : Effect.void,
           Ref.update(published, (all) => [...all, ...messages.map((message) => ({ topic, message }))])
         )
   }))
@@ -190,12 +190,13 @@ export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore
           const published = yield* Published
           const topic = unique("spacing")
           const entries = yield* Effect.forEach(["s-1", "s-2", "s-3"], (id) => store.add(newEntry(topic, id)))
-          // 4 a second is 250 ms between publishes; the second replayer starts once a 100 ms lease taken before
-          // the first one's sleep would have run out.
-          const options = { filter: { originTopic: topic }, rate: 4, claimLease: "100 millis" } as const
+          // 2 a second is 500 ms between publishes; the second replayer starts once a 250 ms lease taken before
+          // the first one's sleep would have run out (margins wide enough for a loaded machine).
+          // By id, so the second replayer tries every entry, whatever its status when the run starts.
+          const options = { ids: entries.map((e) => e.id), rate: 2, claimLease: "250 millis" } as const
           const [one, two] = yield* Effect.all([
             Replay.replay(options),
-            Effect.zipRight(Effect.sleep("150 millis"), Replay.replay(options))
+            Effect.zipRight(Effect.sleep("300 millis"), Replay.replay(options))
           ], { concurrency: 2 })
           const ids = (yield* Ref.get(published)).filter((p) => p.topic === topic).map((p) => p.message.id).sort()
           expect(ids).toEqual(["s-1:replay:1", "s-2:replay:1", "s-3:replay:1"])
@@ -206,10 +207,10 @@ export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore
         Effect.gen(function*() {
           const store = yield* Store.DeadLetterStore
           const entry = yield* store.add(newEntry(unique("slow"), "l-1"))
-          // Publishing takes 300 ms, the lease 100 ms: the second replayer takes the entry over meanwhile.
+          // Publishing takes 600 ms, the lease 200 ms: the second replayer takes the entry over meanwhile.
           const [one, two] = yield* Effect.all([
-            Replay.replay({ ids: [entry.id], claimLease: "100 millis" }),
-            Effect.zipRight(Effect.sleep("150 millis"), Replay.replay({ ids: [entry.id], claimLease: "1 minute" }))
+            Replay.replay({ ids: [entry.id], claimLease: "200 millis" }),
+            Effect.zipRight(Effect.sleep("400 millis"), Replay.replay({ ids: [entry.id], claimLease: "1 minute" }))
           ], { concurrency: 2 })
           expect(one).toEqual({ replayed: [], skipped: [], failed: [], lostClaim: [entry.id] })
           expect(two).toEqual({ replayed: [entry.id], skipped: [], failed: [], lostClaim: [] })

@@ -106,7 +106,9 @@ export const storeDelivery = (store: Store.Service, topic: string, delivery: Del
       message: { ...message, topic: originTopic },
       category: reason.category,
       error: reason.error,
-      attempts: reason.attempts
+      attempts: reason.attempts,
+      // A copy carries its replay generation, so a stale one (redelivered after a crash) cannot revive its entry.
+      replayGeneration: Store.copyGeneration(message.headers)
     }),
     announceStored
   )

@@ -46,12 +46,79 @@ export class DeadLetterEntry extends Schema.Class<DeadLetterEntry>("@bulwark/dea
   replayCount: Schema.Int
 }) {}
 
+/**
+ * An entry taken for replay, with the claim's fencing token: every claim of an entry gets a larger token, so
+ * a replayer whose lease ran out (and whose entry someone else has claimed since) cannot mark or release it.
+ */
+export class ClaimedEntry extends DeadLetterEntry.extend<ClaimedEntry>("@bulwark/dead-letter/ClaimedEntry")({
+  /** The claim's fencing token; pass the claimed entry (or `{ id, claimToken }`) to `markReplayed`/`releaseReplay`. */
+  claimToken: Schema.Int
+}) {}
+
+/** What `markReplayed` and `releaseReplay` act on: a claim (fenced by its token), or a bare id (the current claim, unfenced). */
+export type ReplayClaim = string | { readonly id: string; readonly claimToken: number }
+
+/** The entry id of a {@link ReplayClaim}. */
+export const claimId = (claim: ReplayClaim): string => typeof claim === "string" ? claim : claim.id
+
+/** The fencing token of a {@link ReplayClaim}, `undefined` for a bare id. */
+export const claimToken = (claim: ReplayClaim): number | undefined => typeof claim === "string" ? undefined : claim.claimToken
+
+/** Header set on a replayed message: the entry it came from. */
+export const ReplayedFromHeader = "bulwark-replayed-from"
+/** Header set on a replayed message: which replay of its entry it is (1 for the first). */
+export const ReplayGenerationHeader = "bulwark-replay-generation"
+
+/**
+ * What a message's headers say about its replay history: the entry it was replayed from and which replay
+ * of it it is, each `undefined` when the header is absent (a copy of a replayed message written before
+ * generation headers existed has the entry but no generation).
+ */
+export const replayOrigin = (
+  headers: Readonly<Record<string, string>>
+): { readonly entryId: string | undefined; readonly generation: number | undefined } => {
+  const raw = headers[ReplayGenerationHeader]
+  const parsed = raw === undefined ? NaN : Number(raw)
+  return { entryId: headers[ReplayedFromHeader], generation: Number.isInteger(parsed) && parsed >= 0 ? parsed : undefined }
+}
+
+/**
+ * The replay generation of a transport's dead-lettered copy, read from its headers: 0 for a message never
+ * replayed (no `bulwark-replayed-from`), `n` for the n-th replay, `undefined` when it cannot be told.
+ */
+export const copyGeneration = (headers: Readonly<Record<string, string>>): number | undefined => {
+  const origin = replayOrigin(headers)
+  return origin.entryId === undefined ? 0 : origin.generation
+}
+
+/**
+ * Whether a dead-lettering of replay generation `generation` changes an entry already stored. Older than
+ * the entry's last replay: a stale copy (a drain that crashed between storing and acking got it again),
+ * ignored so it cannot revive a replayed entry. Newer: the replay failed again, so the entry is pending
+ * again. The same generation: new unless the entry is being replayed right now, when it is a redelivered
+ * copy of the failure that claim is replaying. Unknown (`undefined`): always new, as the middleware, which
+ * sees a failure as it happens but not the transport headers that tell generations apart, reports them.
+ */
+export const isNewFailure = (
+  entry: { readonly replay: ReplayStatus; readonly replayCount: number },
+  generation: number | undefined
+): boolean =>
+  generation === undefined || generation > entry.replayCount ||
+  (generation === entry.replayCount && entry.replay !== "replaying")
+
 /** What is added to the store: the message and why it was given up on. */
 export interface NewEntry {
   readonly message: Delivery.Message
   readonly category: Failure.Category
   readonly error: Failure.FailureRecord
   readonly attempts: number
+  /**
+   * Which replay of its entry the failed message was (0: the original), when known: `DeadLetter.drain`
+   * reads it from a copy's headers ({@link copyGeneration}). Known, a copy older than the entry's last
+   * replay leaves the entry as it is; unknown, every add is a new failure. Default: the message's
+   * `bulwark-replay-generation` header, else unknown.
+   */
+  readonly replayGeneration?: number | undefined
 }
 
 /** A filter over entries; every field narrows, none means all. */
@@ -59,7 +126,8 @@ export interface Filter {
   readonly category?: Failure.Category
   readonly type?: string
   readonly originTopic?: string
-  readonly replay?: ReplayStatus
+  /** One status, or any of several. */
+  readonly replay?: ReplayStatus | ReadonlyArray<ReplayStatus>
   /** Last failed at or after. */
   readonly from?: import("effect").DateTime.Utc
   /** Last failed before. */
@@ -90,7 +158,11 @@ export class EntryNotFoundError extends Data.TaggedError("EntryNotFoundError")<{
 
 /** The dead-letter port. */
 export class DeadLetterStore extends Context.Tag("@bulwark/dead-letter/DeadLetterStore")<DeadLetterStore, {
-  /** Stores a message; the same origin topic + message id updates its entry (last failure, back to pending). */
+  /**
+   * Stores a message; the same origin topic + message id, or a replayed message (by its
+   * `bulwark-replayed-from` header), updates its entry (last failure, back to pending) — unless the copy is
+   * stale (see {@link isNewFailure}), when the entry is answered unchanged.
+   */
   readonly add: (entry: NewEntry) => Effect.Effect<DeadLetterEntry, DeadLetterStoreError>
   /** Entries matching the filter, oldest first failure first. */
   readonly list: (filter?: Filter) => Effect.Effect<ReadonlyArray<DeadLetterEntry>, DeadLetterStoreError>
@@ -100,16 +172,21 @@ export class DeadLetterStore extends Context.Tag("@bulwark/dead-letter/DeadLette
   readonly depth: Effect.Effect<number, DeadLetterStoreError>
   /**
    * Atomically takes an entry for replay (pending, or replaying with a claim older than `lease`): `None` when
-   * it is replayed or someone else is replaying it — which is what makes replay publish once.
+   * it is replayed or someone else is replaying it — which is what makes replay publish once. The entry comes
+   * with a fencing token larger than any earlier claim's.
    */
   readonly claimReplay: (
     id: string,
     lease: Duration.DurationInput
-  ) => Effect.Effect<Option.Option<DeadLetterEntry>, DeadLetterStoreError>
-  /** Marks a claimed entry as replayed. */
-  readonly markReplayed: (id: string) => Effect.Effect<void, DeadLetterStoreError>
-  /** Gives a claimed entry back (its publish failed). */
-  readonly releaseReplay: (id: string) => Effect.Effect<void, DeadLetterStoreError>
+  ) => Effect.Effect<Option.Option<ClaimedEntry>, DeadLetterStoreError>
+  /**
+   * Marks a claimed entry as replayed; `false` (and nothing changes) when the claim is no longer the newest —
+   * its lease ran out and the entry was claimed again, or a new dead-lettering made it pending. A bare id
+   * marks whatever claim the entry has.
+   */
+  readonly markReplayed: (claim: ReplayClaim) => Effect.Effect<boolean, DeadLetterStoreError>
+  /** Gives a claimed entry back (its publish failed); `false` (and nothing changes) when the claim is no longer the newest. */
+  readonly releaseReplay: (claim: ReplayClaim) => Effect.Effect<boolean, DeadLetterStoreError>
   /** Deletes entries last failed before `before`; answers how many. */
   readonly purge: (before: import("effect").DateTime.Utc) => Effect.Effect<number, DeadLetterStoreError>
 }>() {}
@@ -117,9 +194,10 @@ export class DeadLetterStore extends Context.Tag("@bulwark/dead-letter/DeadLette
 /** The service a `DeadLetterStore` driver implements. */
 export interface Service extends Context.Tag.Service<DeadLetterStore> {}
 
-const stripped = new Set<string>(Object.values(Delivery.DeadLetterHeaders))
+// The replay headers too: an entry keeps the message's own headers, and each replay sets them afresh.
+const stripped = new Set<string>([...Object.values(Delivery.DeadLetterHeaders), ReplayedFromHeader, ReplayGenerationHeader])
 
-/** Headers without the transport's dead-letter bookkeeping (kept in the entry's own fields instead). */
+/** Headers without the transport's dead-letter and replay bookkeeping (kept in the entry's own fields instead). */
 export const originalHeaders = (headers: Readonly<Record<string, string>>): Record<string, string> => {
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(headers)) if (!stripped.has(name)) out[name] = value
@@ -139,12 +217,16 @@ export const typeOf = (payload: Uint8Array): string | null => {
   }
 }
 
+/** The statuses a filter's `replay` admits. */
+export const statuses = (replay: ReplayStatus | ReadonlyArray<ReplayStatus>): ReadonlyArray<ReplayStatus> =>
+  typeof replay === "string" ? [replay] : replay as ReadonlyArray<ReplayStatus>
+
 /** Whether an entry matches a filter (drivers that filter in memory use it). */
 export const matches = (entry: DeadLetterEntry, filter: Filter): boolean =>
   (filter.category === undefined || entry.category === filter.category) &&
   (filter.type === undefined || entry.type === filter.type) &&
   (filter.originTopic === undefined || entry.originTopic === filter.originTopic) &&
-  (filter.replay === undefined || entry.replay === filter.replay) &&
+  (filter.replay === undefined || statuses(filter.replay).includes(entry.replay)) &&
   (filter.from === undefined || entry.lastFailedAt.epochMillis >= filter.from.epochMillis) &&
   (filter.to === undefined || entry.lastFailedAt.epochMillis < filter.to.epochMillis)
 

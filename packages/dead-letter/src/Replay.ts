@@ -1,9 +1,16 @@
 /**
  * Replay: dead-lettered messages go back to their origin topic through any `Publisher`, at a bounded rate,
- * each at most once per claim. An entry is claimed atomically before it is published and marked replayed
- * after, so two operators replaying the same entry at once publish it once; a publish that fails gives the
- * entry back. A crash between publish and mark leaves the entry claimed until `claimLease` ends, after
- * which it may be published again (at-least-once, like every transport: consumers stay idempotent).
+ * each at most once per claim. An entry is claimed atomically right before it is published (the rate limit
+ * waits before the claim, never while holding it) and marked replayed after, so two operators replaying the
+ * same entry at once publish it once; a publish that fails gives the entry back. The claim carries a fencing
+ * token: a replayer whose lease ran out before it could mark the entry finds the mark refused and reports
+ * the entry as `lostClaim`. A crash between claim and mark leaves the entry claimed until `claimLease` ends,
+ * after which it may be published again (at-least-once, like every transport: consumers stay idempotent).
+ *
+ * Each replay travels under its own transport message id, `<message id>:replay:<n>` for the n-th replay of
+ * the entry, so a broker that deduplicates by id (NATS JetStream's duplicate window) does not drop it as a
+ * copy of the original, while two replayers racing on the same replay still collide there. The payload (and
+ * so the envelope id consumers deduplicate on) is unchanged.
  */
 import { Observe } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
@@ -11,11 +18,19 @@ import { Duration, Effect, Option } from "effect"
 import * as Store from "./DeadLetterStore.js"
 
 /** Header set on a replayed message: the entry it came from. */
-export const ReplayedFromHeader = "bulwark-replayed-from"
+export const ReplayedFromHeader = Store.ReplayedFromHeader
+/** Header set on a replayed message: which replay of its entry it is (1 for the first). */
+export const ReplayGenerationHeader = Store.ReplayGenerationHeader
+
+/** The transport message id of the `generation`-th replay of a message. */
+export const replayMessageId = (messageId: string, generation: number): string => `${messageId}:replay:${generation}`
 
 /** What to replay and how fast. */
 export interface Options {
-  /** Exactly these entries (unknown ids fail with `EntryNotFoundError`). Otherwise every pending entry matching `filter`. */
+  /**
+   * Exactly these entries (unknown ids fail with `EntryNotFoundError`). Otherwise every entry matching
+   * `filter` that is pending, or claimed by a replayer whose lease has ended (it died before marking it).
+   */
   readonly ids?: ReadonlyArray<string>
   readonly filter?: Omit<Store.Filter, "replay">
   /** Messages per second. Default 10. */
@@ -32,6 +47,11 @@ export interface Report {
   readonly skipped: ReadonlyArray<string>
   /** Entries whose publish failed (given back, still pending), with the error. */
   readonly failed: ReadonlyArray<{ readonly id: string; readonly error: Transport.PublishError }>
+  /**
+   * Entries published whose claim was lost before they could be marked (the lease ran out and someone else
+   * claimed them, or they were dead-lettered again meanwhile): the newer claim decides their state.
+   */
+  readonly lostClaim: ReadonlyArray<string>
 }
 
 /** Replays dead-lettered entries to their origin topics through the `Publisher` in context. */
@@ -50,12 +70,18 @@ export const replay = (
           onNone: () => Effect.fail(new Store.EntryNotFoundError({ id })),
           onSome: (entry) => Effect.succeed(entry.id)
         })))
-      : (yield* store.list({ ...options.filter, replay: "pending" })).map((entry) => entry.id)
+      // Claimed entries whose lease ended are listed too: `claimReplay` takes only those, skips live claims.
+      : (yield* store.list({ ...options.filter, replay: ["pending", "replaying"] })).map((entry) => entry.id)
     const replayed: Array<string> = []
     const skipped: Array<string> = []
     const failed: Array<{ id: string; error: Transport.PublishError }> = []
-    let published = 0
+    const lostClaim: Array<string> = []
+    let published = false
     for (const id of ids) {
+      // Rate limit between publishes (Effect's Clock, so TestClock drives it in tests), before the claim:
+      // sleeping while holding it could outlast the lease and let a second replayer publish the entry too.
+      if (published) yield* Effect.sleep(spacing)
+      published = false
       const claimed = yield* store.claimReplay(id, lease)
       if (Option.isNone(claimed)) {
         yield* Observe.emit("replay", "skipped", { entryId: id })
@@ -64,25 +90,29 @@ export const replay = (
       }
       const entry = claimed.value
       yield* Observe.emit("replay", "claimed", { entryId: id, messageId: entry.messageId })
-      // Rate limit between publishes (Effect's Clock, so TestClock drives it in tests).
-      if (published > 0) yield* Effect.sleep(spacing)
-      published++
+      const generation = entry.replayCount + 1
+      published = true
       const outcome = yield* Effect.either(publisher.publish(entry.originTopic, [{
-        id: entry.messageId,
+        id: replayMessageId(entry.messageId, generation),
         key: entry.key,
         payload: entry.payload,
-        headers: { ...entry.headers, [ReplayedFromHeader]: entry.id }
+        headers: { ...entry.headers, [ReplayedFromHeader]: entry.id, [ReplayGenerationHeader]: String(generation) }
       }]))
       if (outcome._tag === "Left") {
-        yield* store.releaseReplay(id)
+        // A lost claim needs no release: its newer claimant owns the entry now.
+        yield* store.releaseReplay(entry)
         yield* Observe.emit("replay", "released", { entryId: id, messageId: entry.messageId, error: outcome.left.message })
         failed.push({ id, error: outcome.left })
         continue
       }
       yield* Observe.emit("replay", "published", { entryId: id, messageId: entry.messageId, topic: entry.originTopic })
-      yield* store.markReplayed(id)
-      yield* Observe.emit("replay", "replayed", { entryId: id })
-      replayed.push(id)
+      if (yield* store.markReplayed(entry)) {
+        yield* Observe.emit("replay", "replayed", { entryId: id })
+        replayed.push(id)
+      } else {
+        yield* Observe.emit("replay", "lost-claim", { entryId: id })
+        lostClaim.push(id)
+      }
     }
-    return { replayed, skipped, failed }
+    return { replayed, skipped, failed, lostClaim }
   })

@@ -154,7 +154,7 @@ describe("bulwark dlq", () => {
     expect(second._tag).toBe("Right")
     const unknown = await run(["replay", "--id", "no-such-id"])
     expect(unknown._tag === "Left" && (unknown.left as { code?: number }).code).toBe(1)
-    expect(published).toEqual([{ topic: "orders", id: "dep-1" }, { topic: "orders", id: "dep-2" }])
+    expect(published).toEqual([{ topic: "orders", id: "dep-1:replay:1" }, { topic: "orders", id: "dep-2:replay:1" }])
     const entries = await Effect.runPromise(
       Effect.flatMap(Sql.make(), (store) => store.list({ replay: "replayed" })).pipe(
         Effect.provide(Database.layerPglite({ dataDir }))

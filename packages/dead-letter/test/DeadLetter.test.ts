@@ -2,7 +2,7 @@ import { Delivery, Envelope, Failure, Handler, Pipeline } from "@bulwark/core"
 import { Memory, Transport } from "@bulwark/transport"
 import { describe, expect, it } from "@effect/vitest"
 import { DateTime, Effect, Fiber, Layer, Option, ParseResult, Ref, Schema, Stream, TestClock } from "effect"
-import { deadLetter, drain } from "../src/DeadLetter.js"
+import { deadLetter, drain, storeDelivery } from "../src/DeadLetter.js"
 import * as Store from "../src/DeadLetterStore.js"
 import * as MemoryStore from "../src/DeadLetterStore/Memory.js"
 import * as Replay from "../src/Replay.js"
@@ -131,7 +131,7 @@ describe("replay", () => {
       yield* TestClock.adjust("1 second")
       const report = yield* Fiber.join(fiber)
       expect(report.replayed.length).toBe(5)
-      expect((yield* Ref.get(published)).map((p) => p.message.id)).toEqual(["1", "2", "3", "4", "5"])
+      expect((yield* Ref.get(published)).map((p) => p.message.id)).toEqual(["1", "2", "3", "4", "5"].map((id) => Replay.replayMessageId(id, 1)))
     }).pipe(
       Effect.provide(Layer.merge(
         MemoryStore.layer,
@@ -176,10 +176,60 @@ describe("end to end with the memory transport", () => {
       const report = yield* Replay.replay({ ids: [byId.get("p-1")!.id] })
       expect(report.replayed).toEqual([byId.get("p-1")!.id])
       const [again] = yield* subscriber.subscribe("payments").pipe(Stream.take(1), Stream.runCollect)
-      expect(again!.message.id).toBe("p-1")
+      // Under the replay's own transport id, the envelope (and its id) unchanged.
+      expect(again!.message.id).toBe("p-1:replay:1")
+      expect(again!.message.payload).toEqual(byId.get("p-1")!.payload)
       expect(again!.message.headers[Replay.ReplayedFromHeader]).toBe(byId.get("p-1")!.id)
       yield* again!.ack
       expect(Option.getOrThrow(yield* store.get(byId.get("p-1")!.id)).replay).toBe("replayed")
       expect(Delivery.deadLetterTopic("payments")).toBe("payments.dlq")
     }).pipe(Effect.provide(Layer.merge(MemoryStore.layer, Memory.layer({ visibilityTimeout: "5 seconds" })))))
+})
+
+describe("dead-lettered again after a replay", () => {
+  const copyOf = (message: Delivery.Message): Delivery.Delivery => ({
+    message,
+    attempt: 1,
+    ack: Effect.void,
+    nack: () => Effect.void,
+    deadLetter: () => Effect.void
+  })
+  const reason = new Delivery.DeadLetterReason({
+    category: "dependency",
+    error: new Failure.FailureRecord({ tag: "HttpError", message: "503", classification: "transient", category: "dependency", status: 503 }),
+    attempts: 5
+  })
+
+  it.effect("the drain ignores a redelivered copy of the original once the entry was replayed; a copy of the failed replay makes it pending", () =>
+    withStore((store) =>
+      Effect.gen(function*() {
+        const original: Delivery.Message = { id: "d-1", topic: "orders.dlq", key: "k", payload: new Uint8Array([1]), headers: {} }
+        const copy = copyOf({ ...original, headers: Delivery.deadLetterHeaders({ ...original, topic: "orders" }, reason) })
+        const entry = yield* storeDelivery(store, "orders", copy)
+        yield* store.markReplayed(Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute")))
+        // The drain crashed before acking its copy and gets it again.
+        expect((yield* storeDelivery(store, "orders", copy)).replay).toBe("replayed")
+        const replayedMessage = {
+          ...original,
+          id: Replay.replayMessageId("d-1", 1),
+          topic: "orders",
+          headers: { [Replay.ReplayedFromHeader]: entry.id, [Replay.ReplayGenerationHeader]: "1" }
+        }
+        const failedReplay = copyOf({ ...replayedMessage, headers: Delivery.deadLetterHeaders(replayedMessage, reason) })
+        const again = yield* storeDelivery(store, "orders", failedReplay)
+        expect([again.id, again.messageId, again.replay, again.replayCount]).toEqual([entry.id, "d-1", "pending", 1])
+      })))
+
+  it.effect("the middleware, which cannot tell generations apart, makes a replayed entry pending again when it fails again", () =>
+    withStore((store) =>
+      Effect.gen(function*() {
+        const handler = deadLetter(store, { topic: "orders", schema: Order })(failingWith({ status: 401, message: "unauthorized" }))
+        yield* handler(yield* order("m-1"))
+        const [entry] = yield* store.list()
+        yield* store.markReplayed(Option.getOrThrow(yield* store.claimReplay(entry!.id, "1 minute")))
+        // The replay (same envelope) fails again.
+        yield* handler(yield* order("m-1"))
+        const again = Option.getOrThrow(yield* store.get(entry!.id))
+        expect([again.replay, again.replayCount]).toEqual(["pending", 1])
+      })))
 })

@@ -42,7 +42,11 @@ const recordingPublisher = Layer.effect(
     publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
       topic.includes("unreachable")
         ? Effect.fail(new Transport.PublishError({ topic, cause: "broker down" }))
-        : Ref.update(published, (all) => [...all, ...messages.map((message) => ({ topic, message }))])
+        // A "slow" broker takes 600 ms to confirm: longer than the short claim leases of the fencing tests.
+        : Effect.zipRight(
+          topic.includes("slow") ? Effect.sleep("600 millis") : Effect.void,
+          Ref.update(published, (all) => [...all, ...messages.map((message) => ({ topic, message }))])
+        )
   }))
 ).pipe(Layer.provideMerge(Published.Default))
 
@@ -151,16 +155,139 @@ export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore
           ], { concurrency: 2 })
           expect([...one.replayed, ...two.replayed].sort()).toEqual(entries.map((e) => e.id).sort())
           const mine = (yield* Ref.get(published)).filter((p) => p.topic === topic)
-          expect(mine.map((p) => p.message.id).sort()).toEqual(["r-1", "r-2", "r-3"])
-          const first = mine.find((p) => p.message.id === "r-1")!
+          expect(mine.map((p) => p.message.id).sort()).toEqual(["r-1:replay:1", "r-2:replay:1", "r-3:replay:1"])
+          const first = mine.find((p) => p.message.id === "r-1:replay:1")!
           expect(first.message.key).toBe("key-r-1")
           expect([...first.message.payload]).toEqual([...entries[0]!.payload])
           expect(first.message.headers[Replay.ReplayedFromHeader]).toBe(entries[0]!.id)
           const third = yield* Replay.replay({ ids: [entries[0]!.id] })
-          expect(third).toEqual({ replayed: [], skipped: [entries[0]!.id], failed: [] })
+          expect(third).toEqual({ replayed: [], skipped: [entries[0]!.id], failed: [], lostClaim: [] })
           expect((yield* store.list({ originTopic: topic, replay: "pending" })).map((e) => e.messageId)).toEqual(["r-auth"])
           const missing = yield* Effect.flip(Replay.replay({ ids: ["no-such-entry"] }))
           expect(missing._tag).toBe("EntryNotFoundError")
+        }))
+
+      it.effect("a claim is fenced: once its lease ran out and the entry was claimed again, it can neither mark nor release", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const entry = yield* store.add(newEntry(unique("fence"), "f-1"))
+          const stale = Option.getOrThrow(yield* store.claimReplay(entry.id, "100 millis"))
+          yield* Effect.sleep("250 millis")
+          const fresh = Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute"))
+          expect(fresh.claimToken).toBeGreaterThan(stale.claimToken)
+          expect(yield* store.markReplayed(stale)).toBe(false)
+          expect(yield* store.releaseReplay(stale)).toBe(false)
+          expect(Option.getOrThrow(yield* store.get(entry.id)).replay).toBe("replaying")
+          expect(yield* store.markReplayed(fresh)).toBe(true)
+          const replayed = Option.getOrThrow(yield* store.get(entry.id))
+          expect([replayed.replay, replayed.replayCount]).toEqual(["replayed", 1])
+          expect(yield* store.markReplayed(fresh)).toBe(false)
+        }))
+
+      it.effect("replay waits out its rate limit before claiming: a lease shorter than the spacing still publishes each entry once", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const published = yield* Published
+          const topic = unique("spacing")
+          const entries = yield* Effect.forEach(["s-1", "s-2", "s-3"], (id) => store.add(newEntry(topic, id)))
+          // 2 a second is 500 ms between publishes; the second replayer starts once a 250 ms lease taken before
+          // the first one's sleep would have run out (margins wide enough for a loaded machine).
+          // By id, so the second replayer tries every entry, whatever its status when the run starts.
+          const options = { ids: entries.map((e) => e.id), rate: 2, claimLease: "250 millis" } as const
+          const [one, two] = yield* Effect.all([
+            Replay.replay(options),
+            Effect.zipRight(Effect.sleep("300 millis"), Replay.replay(options))
+          ], { concurrency: 2 })
+          const ids = (yield* Ref.get(published)).filter((p) => p.topic === topic).map((p) => p.message.id).sort()
+          expect(ids).toEqual(["s-1:replay:1", "s-2:replay:1", "s-3:replay:1"])
+          expect([...one.replayed, ...two.replayed].sort()).toEqual(entries.map((e) => e.id).sort())
+        }))
+
+      it.effect("a replayer that lost its claim while publishing reports it lost, not replayed", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const entry = yield* store.add(newEntry(unique("slow"), "l-1"))
+          // Publishing takes 600 ms, the lease 200 ms: the second replayer takes the entry over meanwhile.
+          const [one, two] = yield* Effect.all([
+            Replay.replay({ ids: [entry.id], claimLease: "200 millis" }),
+            Effect.zipRight(Effect.sleep("400 millis"), Replay.replay({ ids: [entry.id], claimLease: "1 minute" }))
+          ], { concurrency: 2 })
+          expect(one).toEqual({ replayed: [], skipped: [], failed: [], lostClaim: [entry.id] })
+          expect(two).toEqual({ replayed: [entry.id], skipped: [], failed: [], lostClaim: [] })
+          expect(Option.getOrThrow(yield* store.get(entry.id)).replayCount).toBe(1)
+        }))
+
+      it.effect("a filter-based replay takes over an entry whose replayer died holding the claim, once the lease ended", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const published = yield* Published
+          const topic = unique("stranded")
+          const stranded = yield* store.add(newEntry(topic, "d-1"))
+          const held = yield* store.add(newEntry(topic, "d-2"))
+          // Two replayers died after claiming: one with a short lease, one whose lease still runs.
+          yield* store.claimReplay(stranded.id, "100 millis")
+          yield* store.claimReplay(held.id, "1 minute")
+          yield* Effect.sleep("250 millis")
+          const report = yield* Replay.replay({ filter: { originTopic: topic } })
+          expect(report.replayed).toEqual([stranded.id])
+          expect(report.skipped).toEqual([held.id])
+          expect((yield* Ref.get(published)).filter((p) => p.topic === topic).map((p) => p.message.id)).toEqual(["d-1:replay:1"])
+          expect((yield* store.list({ originTopic: topic, replay: ["pending", "replaying"] })).map((e) => e.id)).toEqual([held.id])
+        }))
+
+      it.effect("a stale copy of a dead-lettering does not revive an entry replayed since; a failed replay does", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const topic = unique("stale")
+          // As the drain stores a transport's copy: it knows the copy is of the original message (generation 0).
+          const input: Store.NewEntry = { ...newEntry(topic, "c-1"), replayGeneration: 0 }
+          const entry = yield* store.add(input)
+          // Replayed; then the drain, which crashed before acking its copy, gets that copy again.
+          yield* store.markReplayed(Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute")))
+          const stale = yield* store.add(input)
+          expect([stale.id, stale.replay, stale.replayCount]).toEqual([entry.id, "replayed", 1])
+          // The replay fails too: its copy travels under the replay's id and finds the entry through its headers.
+          const again: Store.NewEntry = {
+            ...newEntry(topic, "c-1"),
+            message: {
+              ...input.message,
+              id: Replay.replayMessageId("c-1", 1),
+              headers: { ...input.message.headers, [Replay.ReplayedFromHeader]: entry.id, [Replay.ReplayGenerationHeader]: "1" }
+            },
+            attempts: 4
+          }
+          const failedAgain = yield* store.add(again)
+          expect([failedAgain.id, failedAgain.messageId, failedAgain.replay, failedAgain.replayCount, failedAgain.attempts])
+            .toEqual([entry.id, "c-1", "pending", 1, 4])
+          expect(failedAgain.headers).toEqual({ traceparent: input.message.headers.traceparent })
+          expect((yield* store.list({ originTopic: topic })).length).toBe(1)
+          // While it is being replayed again, neither copy (the original's, the first replay's) resets it.
+          const claim = Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute"))
+          expect((yield* store.add(input)).replay).toBe("replaying")
+          expect((yield* store.add(again)).replay).toBe("replaying")
+          expect(yield* store.markReplayed(claim)).toBe(true)
+          expect((yield* store.add(again)).replay).toBe("replayed")
+          // A replay the store never recorded as published (its replayer died before marking) still counts.
+          const third = yield* store.add({
+            ...again,
+            message: { ...again.message, headers: { ...again.message.headers, [Replay.ReplayGenerationHeader]: "3" } }
+          })
+          expect([third.replay, third.replayCount]).toEqual(["pending", 3])
+        }))
+
+      it.effect("a failure of unknown generation (the middleware's) always makes the entry pending again, even mid-replay", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const input = newEntry(unique("unknown-generation"), "g-1")
+          const entry = yield* store.add(input)
+          yield* store.markReplayed(Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute")))
+          const failed = yield* store.add(input)
+          expect([failed.id, failed.replay, failed.replayCount]).toEqual([entry.id, "pending", 1])
+          // The replayed message failed before its replayer could mark it: the late mark is refused.
+          const claim = Option.getOrThrow(yield* store.claimReplay(entry.id, "1 minute"))
+          expect((yield* store.add(input)).replay).toBe("pending")
+          expect(yield* store.markReplayed(claim)).toBe(false)
+          expect(Option.getOrThrow(yield* store.get(entry.id)).replay).toBe("pending")
         }))
 
       it.effect("a replay whose publish fails leaves the entry pending", () =>

@@ -7,18 +7,34 @@ import * as Store from "../DeadLetterStore.js"
 export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
   const entries = new Map<string, Store.DeadLetterEntry>()
   const claims = new Map<string, number>()
+  // Fencing tokens per entry: the latest claim's; never reset while the entry lives.
+  const tokens = new Map<string, number>()
   const byMessage = new Map<string, string>()
   const messageKey = (topic: string, id: string) => JSON.stringify([topic, id])
+
+  // A claim still holds when its entry is being replayed under it (a bare id: under any claim).
+  const held = (claim: Store.ReplayClaim, entry: Store.DeadLetterEntry | undefined): entry is Store.DeadLetterEntry => {
+    if (entry === undefined || entry.replay !== "replaying") return false
+    const token = Store.claimToken(claim)
+    return token === undefined || token === tokens.get(entry.id)
+  }
 
   const service: Store.Service = {
     add: (input) =>
       Effect.gen(function*() {
         const now = DateTime.unsafeMake(yield* Clock.currentTimeMillis)
-        const existingId = byMessage.get(messageKey(input.message.topic, input.message.id))
+        const origin = Store.replayOrigin(input.message.headers)
+        const generation = input.replayGeneration ?? origin.generation
+        // A replayed message travels under its own id: its entry is the one it was replayed from.
+        const replayedFrom = origin.entryId === undefined ? undefined : entries.get(origin.entryId)
+        const existingId = replayedFrom?.originTopic === input.message.topic
+          ? replayedFrom.id
+          : byMessage.get(messageKey(input.message.topic, input.message.id))
         const existing = existingId === undefined ? undefined : entries.get(existingId)
+        if (existing !== undefined && !Store.isNewFailure(existing, generation)) return existing
         const entry = new Store.DeadLetterEntry({
           id: existing?.id ?? (yield* Envelope.uuid),
-          messageId: input.message.id,
+          messageId: existing?.messageId ?? input.message.id,
           originTopic: input.message.topic,
           key: input.message.key,
           payload: input.message.payload,
@@ -31,7 +47,8 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
           lastFailedAt: now,
           replay: "pending",
           replayedAt: existing?.replayedAt ?? null,
-          replayCount: existing?.replayCount ?? 0
+          // A failure of a replay the store never recorded (its replayer died before marking it) still counts it.
+          replayCount: Math.max(existing?.replayCount ?? 0, generation ?? 0)
         })
         entries.set(entry.id, entry)
         claims.delete(entry.id)
@@ -53,15 +70,18 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
         const entry = entries.get(id)
         if (entry === undefined || entry.replay === "replayed") return Option.none()
         if (entry.replay === "replaying" && (claims.get(id) ?? 0) > now) return Option.none()
+        const claimToken = (tokens.get(id) ?? 0) + 1
         const claimed = new Store.DeadLetterEntry({ ...entry, replay: "replaying" })
         entries.set(id, claimed)
         claims.set(id, now + Duration.toMillis(Duration.decode(lease)))
-        return Option.some(claimed)
+        tokens.set(id, claimToken)
+        return Option.some(new Store.ClaimedEntry({ ...claimed, claimToken }))
       }),
-    markReplayed: (id) =>
+    markReplayed: (claim) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
+        const id = Store.claimId(claim)
         const entry = entries.get(id)
-        if (entry === undefined || entry.replay !== "replaying") return
+        if (!held(claim, entry)) return false
         entries.set(id, new Store.DeadLetterEntry({
           ...entry,
           replay: "replayed",
@@ -69,13 +89,16 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
           replayCount: entry.replayCount + 1
         }))
         claims.delete(id)
+        return true
       }),
-    releaseReplay: (id) =>
+    releaseReplay: (claim) =>
       Effect.sync(() => {
+        const id = Store.claimId(claim)
         const entry = entries.get(id)
-        if (entry === undefined || entry.replay !== "replaying") return
+        if (!held(claim, entry)) return false
         entries.set(id, new Store.DeadLetterEntry({ ...entry, replay: "pending" }))
         claims.delete(id)
+        return true
       }),
     purge: (before) =>
       Effect.sync(() => {
@@ -84,6 +107,7 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
           if (entry.lastFailedAt.epochMillis < before.epochMillis) {
             entries.delete(entry.id)
             claims.delete(entry.id)
+            tokens.delete(entry.id)
             byMessage.delete(messageKey(entry.originTopic, entry.messageId))
             purged++
           }

@@ -54,6 +54,10 @@ export const migrations = (table: string): ReadonlyArray<Migrations.Migration> =
     `CREATE INDEX IF NOT EXISTS ${table}_triage ON ${table} (replay_status, category, first_failed_at, seq)`,
     `CREATE INDEX IF NOT EXISTS ${table}_last_failed ON ${table} (last_failed_at)`
   ]
+}, {
+  id: 2,
+  name: "replay claim fencing token",
+  statements: [`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS replay_token bigint NOT NULL DEFAULT 0`]
 }]
 
 interface Row {
@@ -72,6 +76,7 @@ interface Row {
   readonly replay_status: string
   readonly replayed_at: number | null
   readonly replay_count: number
+  readonly replay_token: number | string
 }
 
 const decodeEntry = Schema.decodeUnknown(Store.DeadLetterEntry)
@@ -120,31 +125,59 @@ export const make = (options: Options = {}): Effect.Effect<
         ...(filter.category !== undefined ? [sql`category = ${filter.category}`] : []),
         ...(filter.type !== undefined ? [sql`type = ${filter.type}`] : []),
         ...(filter.originTopic !== undefined ? [sql`origin_topic = ${filter.originTopic}`] : []),
-        ...(filter.replay !== undefined ? [sql`replay_status = ${filter.replay}`] : []),
+        ...(filter.replay !== undefined ? [sql.in("replay_status", Store.statuses(filter.replay))] : []),
         ...(filter.from !== undefined ? [sql`last_failed_at >= ${filter.from.epochMillis}`] : []),
         ...(filter.to !== undefined ? [sql`last_failed_at < ${filter.to.epochMillis}`] : [])
       ])
+
+    // A claim still holds when its entry is being replayed under it (a bare id: under any claim).
+    const held = (claim: Store.ReplayClaim) => {
+      const token = Store.claimToken(claim)
+      return sql.and([
+        sql`id = ${Store.claimId(claim)}`,
+        sql`replay_status = 'replaying'`,
+        ...(token === undefined ? [] : [sql`replay_token = ${token}`])
+      ])
+    }
 
     const store: Store.Service = {
       add: (input) =>
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
           const id = yield* Envelope.uuid
+          const origin = Store.replayOrigin(input.message.headers)
+          const generation = input.replayGeneration ?? origin.generation
+          // A replayed message travels under its own id: its entry is the one it was replayed from.
+          const replayedFrom = origin.entryId === undefined ? [] : yield* sql<{ message_id: string }>`
+            SELECT message_id FROM ${t} WHERE id = ${origin.entryId} AND origin_topic = ${input.message.topic}`
+          const messageId = replayedFrom[0]?.message_id ?? input.message.id
+          // `isNewFailure` in SQL, judged on the row as it is when the upsert takes it (no read-then-write race).
+          const newFailure = generation === undefined ? sql`TRUE` : sql`(${generation}::int > ${t}.replay_count
+            OR (${generation}::int = ${t}.replay_count AND ${t}.replay_status <> 'replaying'))`
           const rows = yield* sql<Row>`
             INSERT INTO ${t} (id, message_id, origin_topic, message_key, payload, headers, type, category, error,
               attempts, first_failed_at, last_failed_at, replay_status, replay_count)
-            VALUES (${id}, ${input.message.id}, ${input.message.topic}, ${input.message.key},
+            VALUES (${id}, ${messageId}, ${input.message.topic}, ${input.message.key},
               ${Buffer.from(input.message.payload).toString("base64")},
               ${JSON.stringify(Store.originalHeaders(input.message.headers))}, ${Store.typeOf(input.message.payload)},
               ${input.category}, ${JSON.stringify(encodeRecord(input.error))}, ${input.attempts}, ${now}, ${now},
-              'pending', 0)
+              'pending', ${generation ?? 0})
             ON CONFLICT (origin_topic, message_id) DO UPDATE SET
               message_key = EXCLUDED.message_key, payload = EXCLUDED.payload, headers = EXCLUDED.headers,
               type = EXCLUDED.type, category = EXCLUDED.category, error = EXCLUDED.error,
               attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at,
-              replay_status = 'pending', replay_claimed_until = NULL
+              replay_status = 'pending', replay_claimed_until = NULL,
+              replay_count = GREATEST(${t}.replay_count, ${generation ?? 0}::int)
+            WHERE ${newFailure}
             RETURNING *`
-          return yield* toEntry(rows[0]!)
+          if (rows.length > 0) return yield* toEntry(rows[0]!)
+          // A stale copy: the entry stays as it is.
+          const current = yield* sql<Row>`
+            SELECT * FROM ${t} WHERE origin_topic = ${input.message.topic} AND message_id = ${messageId}`
+          if (current.length === 0) {
+            return yield* Effect.fail(new Error("the entry was purged while a stale copy of it was being stored"))
+          }
+          return yield* toEntry(current[0]!)
         }).pipe(wrap("add")),
       list: (filter = {}) =>
         sql<Row>`SELECT * FROM ${t} WHERE ${where(filter)} ORDER BY first_failed_at, seq
@@ -162,22 +195,26 @@ export const make = (options: Options = {}): Effect.Effect<
           const now = yield* Clock.currentTimeMillis
           const until = now + Duration.toMillis(Duration.decode(lease))
           const rows = yield* sql<Row>`
-            UPDATE ${t} SET replay_status = 'replaying', replay_claimed_until = ${until}
+            UPDATE ${t} SET replay_status = 'replaying', replay_claimed_until = ${until}, replay_token = replay_token + 1
             WHERE id = ${id} AND (replay_status = 'pending'
               OR (replay_status = 'replaying' AND replay_claimed_until <= ${now}))
             RETURNING *`
-          return yield* first(rows)
+          if (rows.length === 0) return Option.none()
+          const entry = yield* toEntry(rows[0]!)
+          return Option.some(new Store.ClaimedEntry({ ...entry, claimToken: Number(rows[0]!.replay_token) }))
         }).pipe(wrap("claimReplay")),
-      markReplayed: (id) =>
+      markReplayed: (claim) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          sql`
+          sql<{ id: string }>`
             UPDATE ${t} SET replay_status = 'replayed', replayed_at = ${now}, replay_count = replay_count + 1,
               replay_claimed_until = NULL
-            WHERE id = ${id} AND replay_status = 'replaying'`).pipe(Effect.asVoid, wrap("markReplayed")),
-      releaseReplay: (id) =>
-        sql`
+            WHERE ${held(claim)}
+            RETURNING id`).pipe(Effect.map((rows) => rows.length > 0), wrap("markReplayed")),
+      releaseReplay: (claim) =>
+        sql<{ id: string }>`
           UPDATE ${t} SET replay_status = 'pending', replay_claimed_until = NULL
-          WHERE id = ${id} AND replay_status = 'replaying'`.pipe(Effect.asVoid, wrap("releaseReplay")),
+          WHERE ${held(claim)}
+          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0), wrap("releaseReplay")),
       purge: (before) =>
         sql<{ n: number }>`
           WITH gone AS (DELETE FROM ${t} WHERE last_failed_at < ${DateTime.toEpochMillis(before)} RETURNING 1)

@@ -119,8 +119,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "replay-mark-before-publish",
     description: "replay marks an entry replayed before its publish is confirmed",
     file: "packages/dead-letter/src/Replay.ts",
-    search: "      published++\n",
-    replace: "      published++\n      yield* store.markReplayed(id)\n",
+    search: "      published = true\n",
+    replace: "      published = true\n      yield* store.markReplayed(entry)\n",
     caughtBy: ["no-transient-dead-letters"],
     workload: { maxFaults: 4, weights: only({ outage: 1, crash: 2, partial: 1 }) }
   },
@@ -128,7 +128,7 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "replay-keeps-failed-claim",
     description: "replay does not give back an entry whose publish failed",
     file: "packages/dead-letter/src/Replay.ts",
-    search: "        yield* store.releaseReplay(id)\n",
+    search: "        yield* store.releaseReplay(entry)\n",
     replace: "",
     caughtBy: ["no-transient-dead-letters"],
     workload: { maxFaults: 4, weights: only({ outage: 1, partial: 2 }) }

@@ -101,6 +101,7 @@ export const simulation = Simulation.make({
     data: { paymentId: ref, orderId: `ord_${ref}`, customerId: `k${item.key}`, amount: item.amount, currency: "EUR" }
   }),
   // The payments pipeline allows 10 deliveries before it dead-letters; the shipping retry makes 6 attempts.
-  policy: { maxDeliveries: 10, maxCallAttempts: 6 },
+  // AcmePay's receiver uses Standard Webhooks' 5-minute timestamp tolerance.
+  policy: { maxDeliveries: 10, maxCallAttempts: 6, webhookTolerance: 300_000 },
   invariants: Invariant.all
 })

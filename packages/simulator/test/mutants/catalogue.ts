@@ -5,7 +5,7 @@
  * the unmutated packages pass.
  */
 import { only, policy } from "../../examples/catalogue.js"
-import { pipeline } from "../../examples/pipeline.js"
+import { pipeline, type Variant } from "../../examples/pipeline.js"
 import type * as Scenario from "../../src/Scenario.js"
 import * as Simulation from "../../src/Simulation.js"
 
@@ -24,13 +24,15 @@ export interface Mutant {
   readonly caughtBy: ReadonlyArray<string>
   /** The faults the check generates (the reference pipeline is always the one run). */
   readonly workload: Scenario.Config
-  /** Scenarios to try. Default 300. */
+  /** Scenarios to try. Default 150. */
   readonly runs?: number
+  /** Settings of the (correct) reference pipeline the mutant is checked with, e.g. two replayers. */
+  readonly variant?: Partial<Variant>
 }
 
 /** The simulation a mutant is checked with: the correct reference pipeline under the mutant's workload. */
 export const simulationOf = (mutant: Mutant): Simulation.Simulation =>
-  Simulation.make({ name: `mutant ${mutant.id}`, pipeline: pipeline(), workload: mutant.workload, policy })
+  Simulation.make({ name: `mutant ${mutant.id}`, pipeline: pipeline(mutant.variant), workload: mutant.workload, policy })
 
 /** The mutants. */
 export const mutants: ReadonlyArray<Mutant> = [
@@ -125,13 +127,14 @@ export const mutants: ReadonlyArray<Mutant> = [
     workload: { maxFaults: 4, weights: only({ outage: 1, crash: 2, partial: 1 }) }
   },
   {
-    id: "replay-keeps-failed-claim",
-    description: "replay does not give back an entry whose publish failed",
-    file: "packages/dead-letter/src/Replay.ts",
-    search: "        yield* store.releaseReplay(entry)\n",
-    replace: "",
-    caughtBy: ["no-transient-dead-letters"],
-    workload: { maxFaults: 4, weights: only({ outage: 1, partial: 2 }) }
+    id: "replay-claim-ignores-lease",
+    description: "the dead-letter store hands out a replay claim while another replayer's claim is live",
+    file: "packages/dead-letter/src/DeadLetterStore/Memory.ts",
+    search: "if (entry.replay === \"replaying\" && (claims.get(id) ?? 0) > now) return Option.none()",
+    replace: "if (false) return Option.none()",
+    caughtBy: ["replay-once"],
+    workload: { maxFaults: 2, weights: only({ outage: 1 }) },
+    variant: { replayers: 2 }
   },
   {
     id: "retry-ignores-max-attempts",

@@ -1,7 +1,7 @@
 /** The memory driver's own transactions (the contract suite covers the port). */
 import type { Transport } from "@bulwark/transport"
 import { expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Option } from "effect"
+import { Cause, Deferred, Effect, Fiber, Option } from "effect"
 import * as Outbox from "../src/Outbox.js"
 import * as MemoryOutboxStore from "../src/OutboxStore/Memory.js"
 
@@ -94,3 +94,16 @@ it.effect("an append inside another store's transaction is outside this store's"
     expect(yield* mine.backlog).toBe(0)
     expect(yield* other.backlog).toBe(0)
   }))
+
+it.effect("a fiber that outlives its transaction can neither append to it nor stage a callback", () =>
+  Effect.gen(function*() {
+    const store = yield* MemoryOutboxStore.MemoryOutboxStore
+    const leaked = yield* MemoryOutboxStore.transaction(
+      Effect.map(Effect.context<MemoryOutboxStore.MemoryTransaction | Outbox.Outbox>(), (context) => context)
+    )
+    const append = yield* Outbox.appendMessages("t", [raw("late")]).pipe(Effect.provide(leaked), Effect.flip)
+    expect(append._tag).toBe("OutsideTransaction")
+    const staged = yield* MemoryOutboxStore.onCommit(() => undefined).pipe(Effect.provide(leaked), Effect.exit)
+    expect(staged._tag === "Failure" && Cause.isDie(staged.cause)).toBe(true)
+    expect(yield* store.backlog).toBe(0)
+  }).pipe(Effect.provide(MemoryOutboxStore.layer())))

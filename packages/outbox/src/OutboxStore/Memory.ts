@@ -28,7 +28,7 @@ export class MemoryTransaction extends Context.Tag("@bulwark/outbox/MemoryTransa
   /**
    * Runs `f` synchronously when the transaction commits (in registration order, before the appended rows
    * become visible); never if it rolls back. `f` must not throw: a throw is a defect, and callbacks
-   * registered before it have already run.
+   * registered before it have already run. Called after the transaction ended, it dies (a bug in the caller).
    */
   readonly onCommit: (f: () => void) => Effect.Effect<void>
 }>() {}

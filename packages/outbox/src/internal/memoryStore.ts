@@ -28,6 +28,8 @@ interface Staged {
 /** One open transaction: what commits if it succeeds. */
 interface Tx {
   readonly owner: object
+  /** False once committed or rolled back: a fiber that outlived it (forked inside) cannot append to it. */
+  open: boolean
   readonly staged: Array<Staged>
   readonly commits: Array<() => void>
 }
@@ -90,14 +92,20 @@ export const makeMemoryStore = (
     (service) => Option.isSome(service) ? transactions.get(service.value) : undefined
   )
   const txService = (tx: Tx): Context.Tag.Service<MemoryTransaction> => {
-    const service = { onCommit: (f: () => void) => Effect.sync(() => void tx.commits.push(f)) }
+    const service = {
+      // A callback staged after the end would silently never run: that is a bug in the caller, so a defect.
+      onCommit: (f: () => void) =>
+        tx.open
+          ? Effect.sync(() => void tx.commits.push(f))
+          : Effect.dieMessage("MemoryTransaction.onCommit called after its transaction ended")
+    }
     transactions.set(service, tx)
     return service
   }
 
   const transaction: MemoryOutboxStoreService["transaction"] = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.flatMap(currentTx, (outer) => {
-      if (outer !== undefined && outer.owner === owner) {
+      if (outer !== undefined && outer.owner === owner && outer.open) {
         // Nested: a savepoint. A failure drops what this level staged; the outer transaction goes on.
         const staged = outer.staged.length
         const commits = outer.commits.length
@@ -114,16 +122,19 @@ export const makeMemoryStore = (
       // effect runs interruptibly and the commit does not: an interruption before the commit drops the whole
       // transaction, and a commit, once started, completes.
       return lock.withPermits(1)(Effect.uninterruptibleMask((restore) => {
-        const tx: Tx = { owner, staged: [], commits: [] }
+        const tx: Tx = { owner, open: true, staged: [], commits: [] }
         return restore(Effect.provideService(effect, TransactionTag, txService(tx))).pipe(
-          Effect.tap(() => commit(tx))
+          Effect.tap(() => commit(tx)),
+          Effect.ensuring(Effect.sync(() => {
+            tx.open = false
+          }))
         )
       })) as Effect.Effect<A, E, Exclude<R, MemoryTransaction>>
     })
 
   const appendMessages: Service["appendMessages"] = (topic, messages) =>
     Effect.flatMap(currentTx, (tx) => {
-      if (tx === undefined || tx.owner !== owner) {
+      if (tx === undefined || tx.owner !== owner || !tx.open) {
         return Effect.fail(new OutsideTransaction({ topic, count: messages.length }))
       }
       return Effect.map(Clock.currentTimeMillis, (now) => {

@@ -1,17 +1,33 @@
 /**
- * Simulator benchmark: scheduler-core events/s, end-to-end events/s and seeds/s of the realistic pipeline
- * (webhook → idempotent handler → outbox → consumer) through Effect fibers, and the seeds needed to find each
- * planted bug. CPU time (not wall time) is used for rates, since the machine may be shared.
+ * Simulator benchmark, on the real packages:
+ * - 1,000 runs of the flagship simulation (the payments example: webhook → orders with outbox → relay →
+ *   shipping → downstream, with dead-letter drain and replay), split over two processes (2 cores), wall time;
+ * - a found bug shrunk: wall time from the check's start to the shrunk counterexample;
+ * - every mutant of the packages and every wrong pipeline: median scenarios to find over fast-check seeds
+ *   1–5 (no shrinking), the invariant that caught it and the shrunk counterexample's size.
+ * The scheduler core's rate is kept as a baseline of the virtual-time machinery itself.
  */
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
 import { machine, writeResults } from "../../../bench/lib.js"
 import { catalogue } from "../examples/catalogue.js"
-import { simulation } from "../examples/reference.js"
 import { VirtualScheduler } from "../src/Scheduler.js"
 import * as Simulator from "../src/Simulator.js"
+import { mutants } from "../test/mutants/catalogue.js"
+import { pool, runMutant } from "../test/mutants/mutation.js"
 
 const cpuMs = (start: NodeJS.CpuUsage) => {
   const used = process.cpuUsage(start)
   return (used.user + used.system) / 1000
+}
+
+// 0. Worker mode: `index.ts flagship <seed> <runs>` runs the flagship check and prints its figures.
+if (process.argv[2] === "flagship") {
+  const { simulation } = await import("../../../examples/payments/test/payments.simulation.js")
+  const started = performance.now()
+  const report = Simulator.check(simulation, { runs: Number(process.argv[4]), seed: Number(process.argv[3]) })
+  process.stdout.write(JSON.stringify({ valid: report.valid, runs: report.runs, ms: performance.now() - started }) + "\n")
+  process.exit(0)
 }
 
 // 1. Scheduler core: 1 000 simulated processes, each re-scheduling itself after a pseudo-random delay.
@@ -31,74 +47,90 @@ const schedulerCore = () => {
   scheduler.run(Infinity)
   return fired / (cpuMs(start) / 1000)
 }
-schedulerCore() // warm-up
+schedulerCore()
 const coreRate = schedulerCore()
 
-// 2. End to end: the reference pipeline under generated faults, through Effect fibers.
-Simulator.check(simulation, { runs: 20, seed: 99 }) // warm-up
-let events = 0
-let seeds = 0
-let virtualMs = 0
-const e2eStart = process.cpuUsage()
-const e2e = Simulator.check(simulation, {
-  runs: 300,
-  seed: 7,
-  onRun: (run) => {
-    events += run.events
-    virtualMs += run.virtualTime
-    seeds++
-  }
-})
-const e2eCpu = cpuMs(e2eStart) / 1000
-const e2eRate = events / e2eCpu
-const seedsPerSecond = seeds / e2eCpu
-const seedsPer10MinOn2Cores = Math.round(seedsPerSecond * 600 * 2)
+// 2. The flagship: 1,000 runs over two processes.
+const self = fileURLToPath(import.meta.url)
+const worker = (seed: number, runs: number) =>
+  new Promise<{ valid: boolean; runs: number; ms: number }>((done, fail) => {
+    const child = spawn(process.execPath, ["--import", "tsx", self, "flagship", String(seed), String(runs)], { stdio: ["ignore", "pipe", "inherit"] })
+    let out = ""
+    child.stdout.on("data", (chunk) => (out += chunk))
+    child.on("close", (code) => code === 0 ? done(JSON.parse(out.trim().split("\n").pop()!)) : fail(new Error(`worker exited ${code}`)))
+  })
+const flagshipStart = performance.now()
+const halves = await Promise.all([worker(1001, 500), worker(1002, 500)])
+const flagshipWall = (performance.now() - flagshipStart) / 1000
 
-// 3. Seeds until each planted bug is found (no shrinking), over several fast-check seeds; then one shrink.
+// 3. A found bug, shrunk.
+const ack = catalogue.find((entry) => entry.id === "ack-before-processing")!
+const shrinkStart = performance.now()
+const shrunk = Simulator.check(ack.wrong, { runs: 300, seed: 1, shrinkBudget: 400 })
+const shrinkWall = (performance.now() - shrinkStart) / 1000
+
+// 4. Mutants (each in its own process) and wrong pipelines: scenarios to find, over seeds 1..5.
 const median = (xs: ReadonlyArray<number>) => {
   const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
 }
-const bugRows = catalogue.map((entry) => {
+const seeds = [1, 2, 3, 4, 5]
+const mutantRows = await pool(mutants, 2, async (mutant) => {
+  const finds = await Promise.all(seeds.map((seed) => runMutant(mutant, seed, 300, "find")))
+  const found = finds.filter((o) => o.caught).map((o) => o.scenariosToFind)
+  const one = await runMutant(mutant, 1, 300)
+  return {
+    kind: "mutant",
+    id: mutant.id,
+    "caught by": one.invariant ?? "not caught",
+    "median scenarios to find": found.length === 0 ? "not found" : median(found),
+    "found (of 5 seeds)": found.length,
+    "shrunk size": one.size ?? "-",
+    "find + shrink s": ((one.findMillis + one.shrinkMillis) / 1000).toFixed(1)
+  }
+})
+const pipelineRows = catalogue.map((entry) => {
   const found: Array<number> = []
-  let missed = 0
-  for (const seed of [1, 2, 3, 4, 5]) {
-    const r = Simulator.check(entry.wrong, { runs: 500, seed, shrink: false })
-    if (r.valid) missed++
-    else found.push(r.runs)
+  for (const seed of seeds) {
+    const r = Simulator.check(entry.wrong, { runs: 300, seed, shrink: false })
+    if (!r.valid) found.push(r.runs)
   }
   const start = performance.now()
-  const shrunk = Simulator.check(entry.wrong, { runs: 500, seed: 1, timeLimit: 30_000 })
+  const one = Simulator.check(entry.wrong, { runs: 300, seed: 1, shrinkBudget: 400 })
   return {
-    bug: entry.id,
-    "median seeds to find": found.length === 0 ? "not found" : median(found),
-    "found in (of 5 seeds)": found.length,
-    "missed (500 runs)": missed,
-    "minimal counterexample size": shrunk.counterexample?.size ?? "-",
-    "shrink wall s": ((performance.now() - start) / 1000).toFixed(1),
-    invariant: shrunk.violations[0]?.invariant ?? "-"
+    kind: "wrong pipeline",
+    id: entry.id,
+    "caught by": one.violations[0]?.invariant ?? "not caught",
+    "median scenarios to find": found.length === 0 ? "not found" : median(found),
+    "found (of 5 seeds)": found.length,
+    "shrunk size": one.counterexample?.size ?? "-",
+    "find + shrink s": ((performance.now() - start) / 1000).toFixed(1)
   }
 })
 
 writeResults(
   "simulator",
-  "Simulator: virtual-time throughput and planted-bug detection",
+  "Simulator on the real packages: speed, shrinking, mutants and wrong pipelines caught",
   [
-    { measurement: "scheduler core (timed events, no fibers)", "events/s (CPU)": Math.round(coreRate), goal: "≥ 100,000" },
-    { measurement: "end to end through Effect fibers (reference pipeline, 300 seeds)", "events/s (CPU)": Math.round(e2eRate), goal: "≥ 10,000" },
+    { measurement: "scheduler core (timed events, no fibers), events/s (CPU)", figure: Math.round(coreRate), goal: "≥ 100,000" },
     {
-      measurement: "seeds of the reference pipeline",
-      "seeds/s (1 core, CPU)": seedsPerSecond.toFixed(1),
-      "extrapolated seeds / 10 min on 2 cores": seedsPer10MinOn2Cores,
-      goal: "≥ 10,000"
+      measurement: "1,000 runs of the flagship simulation, 2 processes, wall s",
+      figure: flagshipWall.toFixed(1),
+      goal: "≤ 120",
+      note: `valid: ${halves.every((h) => h.valid)}; per process ${halves.map((h) => (h.ms / 1000).toFixed(1)).join(" s, ")} s`
     },
-    ...bugRows
+    {
+      measurement: "a found bug (ack-before-processing) found and shrunk, wall s",
+      figure: shrinkWall.toFixed(1),
+      goal: "≤ 30",
+      note: `${shrunk.violations[0]?.invariant ?? "-"}, size ${shrunk.counterexample?.size ?? "-"}, ${shrunk.shrinks} shrinks`
+    },
+    ...mutantRows,
+    ...pipelineRows
   ],
   [
-    `Reference pipeline: ${seeds} seeds, ${events} scheduler events (timed events + fiber tasks), ${Math.round(virtualMs / seeds)} virtual ms per seed on average; valid: ${e2e.valid}.`,
-    "Rates are per CPU second of this process, so they approximate an idle core even when the machine is busy.",
-    "Seeds per 10 minutes on 2 cores = seeds/s × 600 × 2, i.e. two processes each running their own seeds.",
-    "Median seeds to find = fast-check runs until the first failing scenario, over fast-check seeds 1..5, without shrinking.",
-    `Machine: ${machine().cpu}.`
+    "Mutants: a textual change to one package source, applied while modules load (packages/simulator/test/mutants); the correct reference pipeline is checked against it.",
+    "Median scenarios to find: fast-check runs until the first failing scenario, over seeds 1–5, 300 runs each, no shrinking. Shrunk size = messages + faults + choices of the counterexample of seed 1.",
+    `Machine: ${machine().cpu}, ${machine().cores} cores.`
   ]
 )

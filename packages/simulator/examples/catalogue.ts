@@ -130,7 +130,8 @@ export const catalogue: ReadonlyArray<Entry> = [
     "breaker-per-message",
     "makes a new breaker for every message, so it never sees enough calls to open",
     ["outage-call-budget"],
-    { maxFaults: 2, faultWindow: 15_000, weights: only({ outage: 1 }) },
+    // It takes most of the workload to overload the downstream: no interleaving choices, to stay small.
+    { maxFaults: 1, maxChoices: 0, maxMessages: 10, faultWindow: 15_000, weights: only({ outage: 1 }) },
     { breaker: "per-message" }
   ),
   entry(

@@ -67,6 +67,8 @@ export interface Variant {
   readonly backoff: "exponential" | "none"
   /** Transient dead letters are replayed after the outage, or left in the store (bug). */
   readonly replay: boolean
+  /** Outbox relay processes running at once. */
+  readonly relays: number
   /** Replayer processes running at once. */
   readonly replayers: number
   /** Replay rate, messages per second. */
@@ -92,6 +94,7 @@ export const correct: Variant = {
   classification: "taxonomy",
   backoff: "exponential",
   replay: true,
+  relays: 1,
   replayers: 1,
   replayRate: 20,
   claimLease: "1 minute"
@@ -290,7 +293,10 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
   return Effect.gen(function*() {
     for (let i = 0; i < 2; i++) yield* world.spawn(`ledger-${i + 1}`, Effect.provide(ledger, world.context))
     if (v.publishing === "outbox") {
-      yield* world.spawn("relay", Effect.provide(Relay.run({ batchSize: 10, pollInterval: "1 second" }), world.context))
+      for (let i = 0; i < v.relays; i++) {
+        const name = v.relays === 1 ? "relay" : `relay-${i + 1}`
+        yield* world.spawn(name, Effect.provide(Relay.run({ batchSize: 10, pollInterval: "1 second", relayId: name }), world.context))
+      }
     }
     for (let i = 0; i < 2; i++) yield* world.spawn(`consumer-${i + 1}`, Effect.provide(consumer, world.context))
     yield* world.spawn("dead-letter-drain", Effect.provide(drain, world.context))

@@ -82,6 +82,14 @@ export class VirtualScheduler implements Scheduler.Scheduler {
   now = 0
   /** Timed events fired plus fiber tasks run. */
   events = 0
+  /**
+   * Set when more than {@link maxEventsPerInstant} events ran without virtual time moving: some fiber spins
+   * (re-arms a zero-length sleep, or yields forever), which would hang the run — and burn a CPU in production.
+   */
+  livelock: number | undefined = undefined
+  /** The events one virtual instant may take before the run is stopped as a livelock. */
+  maxEventsPerInstant = 200_000
+  private instantStart = 0
 
   constructor(private readonly choices: ReadonlyArray<number> = []) {}
 
@@ -107,6 +115,11 @@ export class VirtualScheduler implements Scheduler.Scheduler {
   /** Cancels a scheduled event (lazily: it is skipped when reached). */
   cancel(handle: TimerHandle): void {
     handle.run = undefined
+  }
+
+  /** Starts a new allowance of events for the current instant. */
+  resetInstant(): void {
+    this.instantStart = this.events
   }
 
   /** Stops the run loop at the next opportunity. */
@@ -141,6 +154,11 @@ export class VirtualScheduler implements Scheduler.Scheduler {
     while (task !== undefined) {
       this.events++
       task()
+      if (this.events - this.instantStart > this.maxEventsPerInstant) {
+        this.livelock = this.now
+        this.stopped = true
+        return
+      }
       task = this.nextTask()
     }
   }
@@ -162,6 +180,7 @@ export class VirtualScheduler implements Scheduler.Scheduler {
       this.timers.pop()
       if (timer.time > this.now) {
         this.now = timer.time
+        this.instantStart = this.events
         if (onAdvance) {
           onAdvance(this.now)
           if (this.stopped) return
@@ -272,6 +291,8 @@ const runFiber = <A, E>(
   if (finished === undefined) {
     options.beforeInterrupt?.()
     fiber.unsafeInterruptAsFork(FiberId.none)
+    // A fresh allowance for the interruption itself (a spinning fiber stops at its next step).
+    scheduler.resetInstant()
     scheduler.drain()
   }
   return { exit: finished, now: scheduler.now, events: scheduler.events }

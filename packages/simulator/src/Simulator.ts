@@ -193,13 +193,18 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
     const pending = new Map<string, string>()
     const lastEvent = new Map<string, string>()
     for (const event of history.events) if (event.ref !== undefined) lastEvent.set(event.ref, formatEvent(event).trim())
+    // With every queue and the outbox empty, an accepted message that is not final is nowhere: lost, not
+    // pending. While something is still queued it may be that message.
+    const queued = world.pendingMessages() + world.outboxBacklog()
     scenario.workload.forEach((_, i) => {
       const ref = refOf(i)
       if (isFinal(ref)) return
       if (!history.acknowledged.has(ref)) {
         const status = lastStatus.get(ref)
         pending.set(ref, status === undefined ? "not yet sent" : `not accepted by the webhook receiver (last status ${status})`)
-      } else pending.set(ref, `last seen: ${lastEvent.get(ref) ?? "nothing after acceptance"}`)
+      } else if (queued > 0) {
+        pending.set(ref, `${queued} message(s) still queued or in the outbox; last seen: ${lastEvent.get(ref) ?? "nothing after acceptance"}`)
+      }
     })
     return pending
   }
@@ -235,6 +240,13 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
       history.frozen = true
     }
   })
+  if (scheduler.livelock !== undefined && history.violations.length === 0) {
+    history.violations.push({
+      invariant: "progress",
+      message: `livelock: ${scheduler.maxEventsPerInstant} events at t=${scheduler.livelock}ms without virtual time moving (a fiber spins)`,
+      at: scheduler.livelock
+    })
+  }
   if (result.exit !== undefined && result.exit._tag === "Failure" && history.violations.length === 0) {
     history.violations.push({ invariant: "pipeline-runs", message: `the pipeline failed: ${String(result.exit.cause)}`, at: result.now })
   }

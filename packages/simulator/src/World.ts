@@ -115,6 +115,8 @@ export interface WorldOptions {
   readonly dedupeWindow?: number
   /** Downstream latency, ms. Default 20. */
   readonly downstreamLatency?: number
+  /** How long a publish takes to be confirmed by the broker, ms. Default 1 (others run meanwhile). */
+  readonly publishLatency?: number
   /** Virtual ms after which all faults are healed. */
   readonly faultWindow: number
 }
@@ -192,6 +194,7 @@ export class World {
       orderedPerKey: true,
       dedupeWindow: 0,
       downstreamLatency: 20,
+      publishLatency: 1,
       ...options
     }
     this.crashFaults = faults.filter((f): f is Extract<Fault, { kind: "crash" }> => f.kind === "crash")
@@ -469,7 +472,7 @@ export class World {
   readonly publisher: Publisher["Type"] = {
     publish: (topic, messages) =>
       Effect.zipRight(
-        this.step,
+        Effect.zipRight(this.step, Effect.sleep(Duration.millis(this.options.publishLatency))),
         Effect.suspend(() => {
           const partial = this.faultsAt("publish").find((f) => f.kind === "partial")
           const accepted = partial !== undefined && partial.kind === "partial"

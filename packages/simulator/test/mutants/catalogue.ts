@@ -26,13 +26,23 @@ export interface Mutant {
   readonly workload: Scenario.Config
   /** Scenarios to try. Default 150. */
   readonly runs?: number
+  /** Scenarios fast-check may try while shrinking. Default 200. */
+  readonly shrinkBudget?: number
+  /** World settings (e.g. a slower downstream). */
+  readonly world?: Simulation.Options["world"]
   /** Settings of the (correct) reference pipeline the mutant is checked with, e.g. two replayers. */
   readonly variant?: Partial<Variant>
 }
 
 /** The simulation a mutant is checked with: the correct reference pipeline under the mutant's workload. */
 export const simulationOf = (mutant: Mutant): Simulation.Simulation =>
-  Simulation.make({ name: `mutant ${mutant.id}`, pipeline: pipeline(mutant.variant), workload: mutant.workload, policy })
+  Simulation.make({
+    name: `mutant ${mutant.id}`,
+    pipeline: pipeline(mutant.variant),
+    workload: mutant.workload,
+    ...(mutant.world === undefined ? {} : { world: mutant.world }),
+    policy
+  })
 
 /** The mutants. */
 export const mutants: ReadonlyArray<Mutant> = [
@@ -51,7 +61,7 @@ export const mutants: ReadonlyArray<Mutant> = [
     file: "packages/transport/src/internal/memory.ts",
     search: "if (flight.deadline <= now) {",
     replace: "if (false && flight.deadline <= now) {",
-    caughtBy: ["liveness"],
+    caughtBy: ["liveness", "progress"],
     workload: { maxFaults: 2, weights: only({ drop: 1, crash: 1 }) }
   },
   {
@@ -170,7 +180,18 @@ export const mutants: ReadonlyArray<Mutant> = [
     search: "          if (heads.has(key)) continue",
     replace: "          if (false) continue",
     caughtBy: ["order-per-key"],
-    workload: { maxFaults: 3, keys: 1, weights: only({ partial: 2 }) }
+    // Two relays: one holds a key's head row while the other, with this mutant, takes the next one.
+    workload: { maxFaults: 2, keys: 1, weights: only({ slow: 1 }) },
+    variant: { relays: 2 }
+  },
+  {
+    id: "relay-ignores-publish-failure",
+    description: "the outbox relay marks a batch published although its publish failed",
+    file: "packages/outbox/src/Relay.ts",
+    search: "        if (Either.isRight(whole)) {",
+    replace: "        if (true) {",
+    caughtBy: ["no-lost", "liveness"],
+    workload: { maxFaults: 4, weights: only({ partial: 1 }) }
   },
   {
     id: "breaker-never-trips",
@@ -188,6 +209,9 @@ export const mutants: ReadonlyArray<Mutant> = [
     search: "if (s.probes.admitted >= config.permittedProbes) {",
     replace: "if (false) {",
     caughtBy: ["half-open-probe-bound"],
-    workload: { maxFaults: 3, faultWindow: 5_000, weights: only({ outage: 1, burst: 1 }) }
+    // Slow answers keep a probe in flight long enough for a second caller to arrive.
+    workload: { maxFaults: 3, faultWindow: 5_000, maxChoices: 4, weights: only({ outage: 1, burst: 1 }) },
+    world: { downstreamLatency: 200 },
+    shrinkBudget: 600
   }
 ]

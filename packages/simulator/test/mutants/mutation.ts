@@ -28,14 +28,15 @@ export interface Outcome {
 }
 
 /** Checks one mutant (or, with `mutant: undefined`, the unmutated packages) in a child process. */
-export const runMutant = (mutant: Mutant, seed: number, runs?: number): Promise<Outcome> =>
+export const runMutant = (mutant: Mutant, seed: number, runs?: number, mode?: "find"): Promise<Outcome> =>
   new Promise((done, fail) => {
     const env = {
       ...process.env,
       BULWARK_MUTANT: JSON.stringify({ id: mutant.id, file: mutant.file, path: resolve(root, mutant.file), search: mutant.search, replace: mutant.replace })
     }
     const args = ["--import", "tsx", "--import", resolve(here, "hook.mjs"), resolve(here, "run.ts"), mutant.id, String(seed)]
-    if (runs !== undefined) args.push(String(runs))
+    args.push(String(runs ?? mutant.runs ?? 150))
+    if (mode !== undefined) args.push(mode)
     const child = spawn(process.execPath, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     let err = ""

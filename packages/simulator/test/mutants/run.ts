@@ -7,7 +7,7 @@
 import * as Simulator from "../../src/Simulator.js"
 import { mutants, simulationOf } from "./catalogue.js"
 
-const [id, seedText, runsText] = process.argv.slice(2)
+const [id, seedText, runsText, mode] = process.argv.slice(2)
 const mutant = mutants.find((m) => m.id === id)
 if (mutant === undefined) {
   process.stderr.write(`unknown mutant ${id}\n`)
@@ -20,7 +20,9 @@ let foundAt = 0
 const report = Simulator.check(simulationOf(mutant), {
   runs: Number(runsText ?? mutant.runs ?? 150),
   seed,
-  shrinkBudget: 200,
+  shrinkBudget: mutant.shrinkBudget ?? 200,
+  // "find": stop at the first failing scenario (how many scenarios it takes to find, without shrinking).
+  ...(mode === "find" ? { shrink: false } : {}),
   onRun: (run, index) => {
     if (!run.valid && foundAfter < 0) {
       foundAfter = index + 1

@@ -1,0 +1,3 @@
+import { checkEntries } from "./catalogue.js"
+
+checkEntries(["commit-then-publish", "check-then-post"])

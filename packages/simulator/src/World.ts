@@ -165,6 +165,8 @@ export class World {
   /** Per topic: each message id's place among the messages of its key, in first-publish order. */
   private readonly orders = new Map<string, number>()
   private readonly keyCounts = new Map<string, number>()
+  private readonly commitOrders = new Map<string, number>()
+  private readonly commitCounts = new Map<string, number>()
   private readonly subscriptions = new Set<string>()
   /** The hand-over queues of each (topic, group)'s live subscriptions: duplicates go to a competitor. */
   private readonly competitors = new Map<string, Array<Queue.Queue<D.Delivery>>>()
@@ -441,11 +443,13 @@ export class World {
   }
 
   /**
-   * The publish order of a message among those of its key on `topic` (0 for the first): what
-   * `order-per-key` holds the effects to. Answers -1 for a message never published there.
+   * The order of a message among those of its key on `topic` (0 for the first): its commit order when it
+   * came through the outbox, else its first-publish order. What `order-per-key` holds the effects to.
+   * Answers -1 for a message never committed or published there.
    */
   orderOf(topic: string, messageId: string): number {
-    return this.orders.get(JSON.stringify([topic, messageId])) ?? -1
+    const id = JSON.stringify([topic, messageId])
+    return this.commitOrders.get(id) ?? this.orders.get(id) ?? -1
   }
 
   private recordPublish(topic: string, message: OutgoingMessage): void {
@@ -700,7 +704,14 @@ export class World {
               for (const m of messages) history.appendedRows.add(m.id)
               return tx._tag === "Some"
                 ? tx.value.onCommit(() => {
-                  for (const m of messages) history.committedRows.add(m.id)
+                  for (const m of messages) {
+                    history.committedRows.add(m.id)
+                    // Commit order per key: what a relay must keep when it publishes.
+                    const key = JSON.stringify([topic, m.key])
+                    const n = this.commitCounts.get(key) ?? 0
+                    this.commitCounts.set(key, n + 1)
+                    this.commitOrders.set(JSON.stringify([topic, m.id]), m.key === "" ? -1 : n)
+                  }
                 })
                 : Effect.void
             }))

@@ -174,17 +174,6 @@ export const mutants: ReadonlyArray<Mutant> = [
     workload: { maxFaults: 3, weights: only({ partial: 2, crash: 1 }) }
   },
   {
-    id: "outbox-claim-ignores-key-order",
-    description: "the outbox store lets a relay claim a key's later rows while an earlier one is pending",
-    file: "packages/outbox/src/internal/memoryStore.ts",
-    search: "          if (heads.has(key)) continue",
-    replace: "          if (false) continue",
-    caughtBy: ["order-per-key"],
-    // Two relays: one holds a key's head row while the other, with this mutant, takes the next one.
-    workload: { maxFaults: 2, keys: 1, weights: only({ slow: 1 }) },
-    variant: { relays: 2 }
-  },
-  {
     id: "relay-ignores-publish-failure",
     description: "the outbox relay marks a batch published although its publish failed",
     file: "packages/outbox/src/Relay.ts",

@@ -134,7 +134,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     search: "      published = true\n",
     replace: "      published = true\n      yield* store.markReplayed(entry)\n",
     caughtBy: ["no-transient-dead-letters"],
-    workload: { maxFaults: 4, weights: only({ outage: 1, crash: 2, partial: 1 }) }
+    workload: { maxFaults: 4, maxChoices: 0, weights: only({ outage: 1, crash: 2, partial: 1 }) },
+    shrinkBudget: 600
   },
   {
     id: "replay-claim-ignores-lease",
@@ -189,7 +190,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     search: "if (failures / calls >= config.failureRateThreshold) return true",
     replace: "if (failures / calls > 1) return true",
     caughtBy: ["outage-call-budget"],
-    workload: { maxFaults: 2, faultWindow: 15_000, weights: only({ outage: 1 }) }
+    // It takes most of the workload to overload the downstream: no interleaving choices, to stay small.
+    workload: { maxFaults: 1, maxChoices: 0, maxMessages: 10, faultWindow: 15_000, weights: only({ outage: 1 }) }
   },
   {
     id: "breaker-unbounded-probes",

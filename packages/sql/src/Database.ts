@@ -9,11 +9,18 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import * as PgClient from "@effect/sql-pg/PgClient"
 import { Config, Context, Data, Effect, Layer, Option, Redacted, Stream } from "effect"
 import { mkdirSync } from "node:fs"
-import pgTypes from "pg-types"
-import * as Pglite from "./internal/pglite.js"
+
+// The engines' client libraries (pg, pg-types, PGlite) are imported when a layer is built, not when this module
+// is: the outbox, the SQL stores and the tracing decorators import this module for the `Database` tag alone.
+const loadPglite = Effect.promise(() => import("./internal/pglite.js"))
+const loadPg = Effect.promise(() =>
+  Promise.all([import("@effect/sql-pg/PgClient"), import("pg-types")]).then(([PgClient, pgTypes]) => ({
+    PgClient,
+    pgTypes: pgTypes.default
+  }))
+)
 
 /** Engine-level services beyond plain SQL: notifications, and which engine this is. */
 export class Database extends Context.Tag("@bulwark/sql/Database")<Database, {
@@ -53,6 +60,7 @@ export const layerPglite = (options: { readonly dataDir?: string } = {}): Layer.
   Layer.scopedContext(
     Effect.gen(function*() {
       if (options.dataDir !== undefined) mkdirSync(options.dataDir, { recursive: true })
+      const Pglite = yield* loadPglite
       const { client, listen } = yield* Pglite.make(options)
       return Context.make(SqlClient.SqlClient, client).pipe(
         Context.add(Database, { engine: "pglite", location: options.dataDir ?? "(memory)", listen, notify: notifyWith(client) })
@@ -78,7 +86,7 @@ export const layerPostgres = (options: {
   readonly maxConnections?: number
 }): Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError> =>
   Layer.unwrapEffect(
-    Effect.map(parseUrl(options.url), () => {
+    Effect.map(Effect.zipRight(parseUrl(options.url), loadPg), ({ PgClient, pgTypes }) => {
       const pg = PgClient.layer({
         url: Redacted.make(options.url),
         maxConnections: options.maxConnections ?? 10,

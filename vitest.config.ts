@@ -9,9 +9,12 @@ if (!(process.env.NODE_OPTIONS ?? "").includes(sourceCondition)) {
   process.env.NODE_OPTIONS = [process.env.NODE_OPTIONS, sourceCondition].filter(Boolean).join(" ")
 }
 
+// vitest's own default (vite's server conditions without "module"), with the source condition first.
+const conditions = ["@bulwark/source", ...defaultServerConditions.filter((c) => c !== "module")]
+
 export default defineConfig({
-  resolve: { conditions: ["@bulwark/source", ...defaultServerConditions] },
-  ssr: { resolve: { conditions: ["@bulwark/source", ...defaultServerConditions], externalConditions: ["@bulwark/source"] } },
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: ["@bulwark/source"] } },
   test: {
     include: ["packages/*/test/**/*.test.ts", "examples/*/test/**/*.test.ts", "test/**/*.test.ts"],
     testTimeout: 60_000,

@@ -26,6 +26,10 @@ const optionalPeers = {
 const root = new URL("..", import.meta.url).pathname
 const packagesDir = join(root, "packages")
 
+// The CLI renders its top-level help after compiling (see packages/cli/scripts/write-help.mjs).
+export const buildScript = (name) =>
+  name === "@bulwark/cli" ? "tsc -b tsconfig.build.json && node scripts/write-help.mjs" : "tsc -b tsconfig.build.json"
+
 const isEffect = (name) => name === "effect" || name.startsWith("@effect/")
 
 export const publicModules = (dir) => {
@@ -97,7 +101,7 @@ export const sync = (dir, pkg) => {
     exports,
     files: ["dist", "src", "!dist/**/*.tsbuildinfo"],
     publishConfig: { access: "public", provenance: false },
-    scripts: { ...pkg.scripts, build: "tsc -b tsconfig.build.json" },
+    scripts: { ...pkg.scripts, build: buildScript(name) },
     ...(Object.keys(deps).length ? { dependencies: sortObject(deps) } : {}),
     ...(Object.keys(peers).length ? { peerDependencies: sortObject(peers) } : {}),
     ...(Object.keys(peersMeta).length ? { peerDependenciesMeta: sortObject(peersMeta) } : {}),

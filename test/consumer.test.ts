@@ -82,6 +82,7 @@ describe.skipIf(skip)("consumer project outside the repository", () => {
   beforeAll(async () => {
     // Build every package (incremental: a no-op when dist/ is current).
     ok(await run(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-b", "tsconfig.build.json"], root), "tsc -b")
+    ok(await run(process.execPath, [join(root, "packages/cli/scripts/write-help.mjs")], root), "the CLI's help text")
     work = mkdtempSync(join(tmpdir(), "bulwark-consumer-"))
     project = join(work, "app")
     mkdirSync(join(project, "src"), { recursive: true })
@@ -204,6 +205,10 @@ describe.skipIf(skip)("consumer project outside the repository", () => {
     expect(help.status, help.stderr).toBe(0)
     expect(help.stdout).toContain("USAGE")
     expect(help.stdout).not.toContain("\u001b[")
+    // The help text rendered at build time is what the CLI renders itself.
+    const rendered = await run(process.execPath, [bin, "--help"], project, 60_000, { ...outsideEnv(), BULWARK_HELP_CACHE: "off" })
+    expect(help.stdout).toBe(rendered.stdout)
+    expect(help.stdout).toContain("dlq replay")
     const unknown = await run(process.execPath, [bin, "history", "--help"], project, 60_000)
     expect(unknown.status).toBe(2)
     expect(unknown.stderr).toContain("unknown command")

@@ -48,7 +48,9 @@ describe("package manifests", () => {
         expect(pkg.engines?.node).toBe(JSON.parse(read("package.json")).engines.node)
         expect(pkg.repository?.directory).toBe(`packages/${dir}`)
         expect(pkg.license).toBe("MIT")
-        expect(pkg.scripts?.build).toBe("tsc -b tsconfig.build.json")
+        expect(pkg.scripts?.build).toBe(pkg.name === "@bulwark/cli"
+          ? "tsc -b tsconfig.build.json && node scripts/write-help.mjs"
+          : "tsc -b tsconfig.build.json")
       })
 
       it("ships a LICENSE and a README", () => {

@@ -1,6 +1,20 @@
+import { defaultServerConditions } from "vite"
 import { defineConfig } from "vitest/config"
 
+// Inside the repository, packages resolve to their TypeScript sources through the "@bulwark/source" export
+// condition; published packages resolve to dist/. Child processes the tests start (the CLI, relay
+// processes) inherit the condition through NODE_OPTIONS.
+const sourceCondition = "--conditions=@bulwark/source"
+if (!(process.env.NODE_OPTIONS ?? "").includes(sourceCondition)) {
+  process.env.NODE_OPTIONS = [process.env.NODE_OPTIONS, sourceCondition].filter(Boolean).join(" ")
+}
+
+// vitest's own default (vite's server conditions without "module"), with the source condition first.
+const conditions = ["@bulwark/source", ...defaultServerConditions.filter((c) => c !== "module")]
+
 export default defineConfig({
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: ["@bulwark/source"] } },
   test: {
     include: ["packages/*/test/**/*.test.ts", "examples/*/test/**/*.test.ts", "test/**/*.test.ts"],
     testTimeout: 60_000,

@@ -17,7 +17,7 @@ const targets = roots.flatMap((root) =>
 let failed = 0
 for (const target of targets) {
   console.log(`\n=== ${target}`)
-  const result = spawnSync(process.execPath, ["--import", "tsx", target], { stdio: "inherit" })
+  const result = spawnSync(process.execPath, ["--conditions=@bulwark/source", "--import", "tsx", target], { stdio: "inherit" })
   if (result.status !== 0) {
     failed++
     console.error(`${target} failed with ${result.status}`)

@@ -2,7 +2,8 @@
  * The quick start: events go through the in-memory transport with duplicates and transient failures
  * injected, into an idempotent handler. At the end every event must have caused its effect exactly once.
  *
- * Run it with `npm start` (from the repository root) or `npx tsx examples/quickstart/src/main.ts`.
+ * Run it with `npm run quickstart` (from the repository root), or `npx tsx --conditions=@bulwark/source examples/quickstart/src/main.ts`
+ * (the condition resolves the Bulwark packages to their sources).
  * `QUICKSTART_EVENTS` sets how many distinct events are published (default 1000); `OTEL_*` variables
  * (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`) export its traces to any OTLP backend.
  */

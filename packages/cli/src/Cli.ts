@@ -3,25 +3,15 @@
  * subcommand (0 success, 1 a negative answer such as "invalid" or "invariant violated", 2 bad usage).
  */
 import { Command, ValidationError } from "@effect/cli"
-import { Console, Data, Effect } from "effect"
+import { Console, Effect } from "effect"
+import { createRequire } from "node:module"
+import { isCliExit } from "./CliExit.js"
 import { subcommands } from "./Commands.js"
 
-/** The version printed by `bulwark --version`. */
-export const version = "0.1.0"
+export { CliExit } from "./CliExit.js"
 
-/**
- * A command's deliberate non-zero ending: the message is printed to stderr without a stack trace and the
- * process exits with `code`. Capability packages may define an error of the same shape (`_tag: "CliExit"`,
- * `code`, `message`) instead of importing this one, so they need not depend on the CLI package.
- */
-export class CliExit extends Data.TaggedError("CliExit")<{
-  readonly code: 1 | 2
-  readonly message: string
-}> {}
-
-const isCliExit = (u: unknown): u is { readonly code: 1 | 2; readonly message: string } =>
-  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "CliExit" &&
-  ((u as { code?: unknown }).code === 1 || (u as { code?: unknown }).code === 2)
+/** The version printed by `bulwark --version`: this package's own (the same file from src/ and dist/). */
+export const version: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version
 
 const root = Command.make("bulwark", {}, () =>
   Console.log([
@@ -39,12 +29,43 @@ export const command: Command.Command<"bulwark", any, any, any> = subcommands.le
 
 const cli = Command.run(command, { name: "bulwark", version })
 
+/** The names (and aliases) of every registered subcommand. */
+export const commandNames: ReadonlyArray<string> = subcommands.flatMap((c) => Array.from(Command.getNames(c)))
+
+// Built-in options of the root command that take a value.
+const rootOptionsWithValue = new Set(["--completions", "--log-level"])
+
 /**
- * Runs the CLI over `argv` (as `process.argv`) and answers the process exit code: bad usage is 2,
- * a {@link CliExit} its own code, any other failure 1 with its message.
+ * The first word of `args` (as `process.argv.slice(2)`) that is not a registered subcommand, if any. Without
+ * this check `bulwark history --help` prints the top-level help and exits 0.
  */
-export const run = (argv: ReadonlyArray<string>) =>
-  cli(argv).pipe(
+export const unknownCommand = (args: ReadonlyArray<string>): string | undefined => {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!
+    if (arg === "--") return undefined
+    if (arg.startsWith("-")) {
+      if (rootOptionsWithValue.has(arg)) i++
+      continue
+    }
+    return commandNames.includes(arg) ? undefined : arg
+  }
+  return undefined
+}
+
+/**
+ * Runs the CLI over `argv` (as `process.argv`) and answers the process exit code: bad usage (an unknown
+ * subcommand included) is 2, a {@link CliExit} its own code, any other failure 1 with its message.
+ */
+export const run = (argv: ReadonlyArray<string>) => {
+  const unknown = unknownCommand(argv.slice(2))
+  if (unknown !== undefined) {
+    return Effect.as(
+      Console.error(`bulwark: unknown command ${JSON.stringify(unknown)}; the commands are ${commandNames.join(", ")}. ` +
+        "Run `bulwark --help` for usage."),
+      2
+    )
+  }
+  return cli(argv).pipe(
     Effect.as(0),
     Effect.catchAll((error: unknown) => {
       if (ValidationError.isValidationError(error)) return Effect.succeed(2)
@@ -53,3 +74,4 @@ export const run = (argv: ReadonlyArray<string>) =>
       return Effect.as(Console.error(`bulwark: ${message}`), 1)
     })
   )
+}

@@ -14,7 +14,7 @@ import type { Database } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Config, type ConfigError, Effect, Layer, Option } from "effect"
-import { CliExit } from "./Cli.js"
+import { CliExit } from "./CliExit.js"
 
 /** The names `BULWARK_TRANSPORT` accepts. */
 export const names = ["postgres", "nats", "amqp", "redis"] as const

@@ -21,4 +21,20 @@ describe("bulwark binary", () => {
     expect(result.stdout + result.stderr).toMatch(/--no-such-flag|Invalid subcommand/)
     expect(result.stderr).not.toContain("    at ")
   })
+
+  it("answers an unknown subcommand with exit 2, even with --help", () => {
+    for (const args of [["history"], ["history", "--help"]]) {
+      const result = spawnSync(process.execPath, [bin, ...args], { encoding: "utf-8" })
+      expect(result.status, args.join(" ")).toBe(2)
+      expect(result.stderr).toContain('unknown command "history"')
+      expect(result.stdout).not.toContain("USAGE")
+    }
+  })
+
+  it("prints help without colours when the output is not a terminal", () => {
+    const result = spawnSync(process.execPath, [bin, "--help"], { encoding: "utf-8", env: { ...process.env, NO_COLOR: "1" } })
+    expect(result.status).toBe(0)
+    expect(result.stdout).toContain("COMMANDS")
+    expect(result.stdout).not.toContain("\u001b[")
+  })
 })

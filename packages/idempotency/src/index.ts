@@ -6,5 +6,5 @@ export * as Idempotent from "./Idempotent.js"
 export * as MemoryIdempotencyStore from "./IdempotencyStore/Memory.js"
 /** The SQL driver (PGlite and PostgreSQL). */
 export * as SqlIdempotencyStore from "./IdempotencyStore/Sql.js"
-/** The Redis driver (Lua claim, PEXPIRE retention). */
-export * as RedisIdempotencyStore from "./IdempotencyStore/Redis.js"
+// The Redis driver (Lua claim, PEXPIRE retention) loads ioredis, so it is not in this barrel: import it from
+// "@bulwark/idempotency/IdempotencyStore/Redis".

@@ -4,7 +4,7 @@
  * redelivery is skipped; if the process died before the commit, neither exists and the redelivery runs it
  * again. Exactly-once effect on the consumer's own database, over an at-least-once transport.
  */
-import { Migrations } from "@bulwark/sql"
+import * as Migrations from "@bulwark/sql/Migrations"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Duration, Effect, Layer, Option } from "effect"

@@ -9,12 +9,20 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
-import * as PgClient from "@effect/sql-pg/PgClient"
 import { Config, Context, Data, Deferred, Effect, FiberId, Layer, Option, Redacted, Scope, Stream } from "effect"
 import { mkdirSync } from "node:fs"
-import pg from "pg"
-import pgTypes from "pg-types"
-import * as Pglite from "./internal/pglite.js"
+import type pg from "pg"
+
+// The engines' client libraries (pg, pg-types, PGlite) are imported when a layer is built, not when this module
+// is: the outbox, the SQL stores and the tracing decorators import this module for the `Database` tag alone.
+const loadPglite = Effect.promise(() => import("./internal/pglite.js"))
+const loadPg = Effect.promise(() =>
+  Promise.all([import("@effect/sql-pg/PgClient"), import("pg-types"), import("pg")]).then(([PgClient, pgTypes, pgModule]) => ({
+    PgClient,
+    pgTypes: pgTypes.default,
+    pg: pgModule.default
+  }))
+)
 
 /** Engine-level services beyond plain SQL: notifications, and which engine this is. */
 export class Database extends Context.Tag("@bulwark/sql/Database")<Database, {
@@ -54,6 +62,7 @@ export const layerPglite = (options: { readonly dataDir?: string } = {}): Layer.
   Layer.scopedContext(
     Effect.gen(function*() {
       if (options.dataDir !== undefined) mkdirSync(options.dataDir, { recursive: true })
+      const Pglite = yield* loadPglite
       const { client, listen } = yield* Pglite.make(options)
       return Context.make(SqlClient.SqlClient, client).pipe(
         Context.add(Database, { engine: "pglite", location: options.dataDir ?? "(memory)", listen, notify: notifyWith(client) })
@@ -83,14 +92,14 @@ export const parseUrl = (url: string): Effect.Effect<URL, DatabaseUrlError> =>
  * and closed when that scope closes, whenever it was opened. A lost connection fails the streams listening
  * on it (their callers retry) and the next listener opens a new one.
  */
-const makeListener = (url: string) =>
+const makeListener = (url: string, Client: typeof pg.Client) =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
     let current: Deferred.Deferred<pg.Client, SqlError> | undefined
 
     const open = Effect.tryPromise({
       try: async () => {
-        const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
+        const client = new Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
         // Without a listener an 'error' event would crash the process; listeners are told by 'end'.
         client.on("error", () => undefined)
         try {
@@ -159,7 +168,7 @@ export const layerPostgres = (options: {
   readonly maxConnections?: number
 }): Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError> =>
   Layer.unwrapEffect(
-    Effect.map(parseUrl(options.url), () => {
+    Effect.map(Effect.zipRight(parseUrl(options.url), loadPg), ({ PgClient, pg: pgModule, pgTypes }) => {
       const pg = PgClient.layer({
         url: Redacted.make(options.url),
         maxConnections: options.maxConnections ?? 10,
@@ -171,7 +180,7 @@ export const layerPostgres = (options: {
       })
       const database = Layer.scoped(
         Database,
-        Effect.zipWith(PgClient.PgClient, makeListener(options.url), (client, listen) => ({
+        Effect.zipWith(PgClient.PgClient, makeListener(options.url, pgModule.Client), (client, listen) => ({
           engine: "postgres" as const,
           location: redactUrl(options.url),
           listen,

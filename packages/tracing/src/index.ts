@@ -6,5 +6,5 @@ export * as Propagation from "./Propagation.js"
 export * as Metrics from "./Metrics.js"
 /** Keeps secrets and user-marked fields out of spans and logs. */
 export * as Redaction from "./Redaction.js"
-/** Wires Effect's tracer and metrics to the OpenTelemetry Node SDK. */
-export * as Otel from "./Otel.js"
+// The OpenTelemetry Node SDK wiring loads the SDK and its exporters, so it is not in this barrel:
+// import * as Otel from "@bulwark/tracing/Otel".

@@ -1,7 +1,5 @@
 /** Per-endpoint circuit breaker used by the sender. */
 export * as Breaker from "./Breaker.js"
-/** The `bulwark webhook` command. */
-export * as Cli from "./Cli.js"
 /** Fast-ack HTTP ingress. */
 export * as Ingress from "./Ingress.js"
 /** The keyring of active secrets per source. */
@@ -18,3 +16,4 @@ export * as Ssrf from "./Ssrf.js"
 export * as Verifier from "./Verifier.js"
 /** Typed refusals. */
 export * as WebhookError from "./WebhookError.js"
+// The `bulwark webhook` command loads @effect/cli, so it is not in this barrel: "@bulwark/webhook/Cli".

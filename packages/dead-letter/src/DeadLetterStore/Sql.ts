@@ -8,7 +8,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Envelope, Failure } from "@bulwark/core"
-import { Migrations } from "@bulwark/sql"
+import * as Migrations from "@bulwark/sql/Migrations"
 import { Clock, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
 import * as Store from "../DeadLetterStore.js"
 

@@ -9,7 +9,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Migrations } from "@bulwark/sql"
+import * as Migrations from "@bulwark/sql/Migrations"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import * as Store from "../IdempotencyStore.js"
 

@@ -54,7 +54,7 @@ const coreRate = schedulerCore()
 const self = fileURLToPath(import.meta.url)
 const worker = (seed: number, runs: number) =>
   new Promise<{ valid: boolean; runs: number; ms: number }>((done, fail) => {
-    const child = spawn(process.execPath, ["--import", "tsx", self, "flagship", String(seed), String(runs)], { stdio: ["ignore", "pipe", "inherit"] })
+    const child = spawn(process.execPath, ["--conditions=@bulwark/source", "--import", "tsx", self, "flagship", String(seed), String(runs)], { stdio: ["ignore", "pipe", "inherit"] })
     let out = ""
     child.stdout.on("data", (chunk) => (out += chunk))
     child.on("close", (code) => code === 0 ? done(JSON.parse(out.trim().split("\n").pop()!)) : fail(new Error(`worker exited ${code}`)))

@@ -34,7 +34,7 @@ export const runMutant = (mutant: Mutant, seed: number, runs?: number, mode?: "f
       ...process.env,
       BULWARK_MUTANT: JSON.stringify({ id: mutant.id, file: mutant.file, path: resolve(root, mutant.file), search: mutant.search, replace: mutant.replace })
     }
-    const args = ["--import", "tsx", "--import", resolve(here, "hook.mjs"), resolve(here, "run.ts"), mutant.id, String(seed)]
+    const args = ["--conditions=@bulwark/source", "--import", "tsx", "--import", resolve(here, "hook.mjs"), resolve(here, "run.ts"), mutant.id, String(seed)]
     args.push(String(runs ?? mutant.runs ?? 150))
     if (mode !== undefined) args.push(mode)
     const child = spawn(process.execPath, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })

@@ -17,10 +17,15 @@ export const repositoryUrl = "git+https://github.com/bulwark-dev/bulwark.git"
 
 // Client libraries that only a driver subpath loads: optional peers, so a team that does not use the
 // driver does not install the client.
+// @effect/cli likewise: only a capability package's Cli subpath needs it (the bulwark binary has it as a
+// required peer).
 const optionalPeers = {
   "@bulwark/circuit-breaker": ["ioredis"],
   "@bulwark/idempotency": ["ioredis"],
-  "@bulwark/cli": ["tsx"]
+  "@bulwark/cli": ["tsx"],
+  "@bulwark/dead-letter": ["@effect/cli"],
+  "@bulwark/simulator": ["@effect/cli"],
+  "@bulwark/webhook": ["@effect/cli"]
 }
 
 const root = new URL("..", import.meta.url).pathname
@@ -82,7 +87,10 @@ export const sync = (dir, pkg) => {
       if ((optionalPeers[name] ?? []).includes(dep)) peersMeta[dep] = { optional: true }
     }
   }
-  for (const [dep, range] of Object.entries(peers)) if (isEffect(dep) || dep === "vitest") dev[dep] = dev[dep] ?? range
+  for (const [dep, range] of Object.entries(peers)) {
+    if (isEffect(dep) || dep === "vitest") dev[dep] = dev[dep] ?? range
+    if ((optionalPeers[name] ?? []).includes(dep)) peersMeta[dep] = { optional: true }
+  }
   for (const group of [deps, dev]) {
     for (const dep of Object.keys(group)) if (versions.has(dep)) group[dep] = internalRange(dep)
   }

@@ -114,7 +114,8 @@ describe("bulwark dlq replay (stock binary)", () => {
         return { deliveries: Chunk.toReadonlyArray(deliveries), pending: pending.map((e) => e.messageId) }
       }).pipe(Effect.scoped, Effect.provide(database))
     )
-    expect(delivered.deliveries.map((d) => d.message.id).sort()).toEqual(["dep-1", "dep-2"])
+    // Each replay travels under its own transport id (so a broker's duplicate window cannot drop it).
+    expect(delivered.deliveries.map((d) => d.message.id).sort()).toEqual(["dep-1:replay:1", "dep-2:replay:1"])
     expect(new TextDecoder().decode(delivered.deliveries[0]!.message.payload)).toContain('"specversion":"1.0"')
     expect(delivered.pending).toEqual(["auth-1"])
   }, 240_000)

@@ -1,6 +1,6 @@
 import type { Database } from "@bulwark/sql"
 import type * as SqlClient from "@effect/sql/SqlClient"
-import { Clock, type Context, Deferred, type Duration, Effect, Queue, Schedule, type Scope, Stream } from "effect"
+import { Clock, type Context, Deferred, Duration, Effect, Queue, Schedule, type Scope, Stream } from "effect"
 import type { Wakeup } from "../OutboxStore.js"
 
 /** What the SQL wake-up of one relay needs. */
@@ -72,8 +72,13 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
       let heard = false
       for (let attempt = 0; attempt < 50 && !heard; attempt++) heard = yield* probeOnce("20 millis")
       if (!heard) {
-        yield* Effect.logWarning("outbox relay: LISTEN not confirmed; polling every pollInterval until it is")
-        yield* probeOnce(pollInterval).pipe(Effect.repeat({ until: (heard) => heard }), Effect.forkScoped)
+        yield* Effect.logWarning("outbox relay: LISTEN not confirmed; polling until it is")
+        // Probed again every second at most: a probe sent before LISTEN was up is lost, and waiting a whole
+        // poll interval (an hour, for some) for the next one would keep the relay deaf that long.
+        yield* probeOnce(Duration.min(Duration.decode(pollInterval), Duration.seconds(1))).pipe(
+          Effect.repeat({ until: (heard) => heard }),
+          Effect.forkScoped
+        )
       }
     }
 

@@ -101,7 +101,9 @@ export const simulation = Simulation.make({
     data: { paymentId: ref, orderId: `ord_${ref}`, customerId: `k${item.key}`, amount: item.amount, currency: "EUR" }
   }),
   // The payments pipeline allows 10 deliveries before it dead-letters; the shipping retry makes 6 attempts.
-  // AcmePay's receiver uses Standard Webhooks' 5-minute timestamp tolerance.
-  policy: { maxDeliveries: 10, maxCallAttempts: 6, webhookTolerance: 300_000 },
+  // AcmePay's receiver uses Standard Webhooks' 5-minute timestamp tolerance. Each of the two shipping
+  // processes has its own breaker, which judges after 10 calls while up to 16 run at once: a failing API can
+  // see about 2 × (10 + 16) calls before both open.
+  policy: { maxDeliveries: 10, maxCallAttempts: 6, webhookTolerance: 300_000, maxFailingCallsPerSecond: 60 },
   invariants: Invariant.all
 })

@@ -23,7 +23,7 @@ describe("bulwark simulate", () => {
     expect(r.stdout).toContain("reference pipeline: 4 runs, seed 3")
     expect(r.stdout).toContain("all invariants held")
     expect(readFileSync(junit, "utf-8")).toContain(`failures="0"`)
-  })
+  }, 300_000)
 
   it("exits 1 with the counterexample, a replay command, JSON and HTML", () => {
     const html = join(dir, "bug.html")
@@ -43,17 +43,17 @@ describe("bulwark simulate", () => {
     const replay = simulate("packages/simulator/examples/wrong-ack-first.ts", "--seed", "1", "--path", report.path, "--json")
     expect(replay.code).toBe(1)
     expect(JSON.parse(replay.stdout).counterexample.traceHash).toBe(report.counterexample.traceHash)
-  })
+  }, 300_000)
 
   it("exits 2 on a module that cannot be loaded, without a stack trace", () => {
     const r = simulate("packages/simulator/examples/does-not-exist.ts")
     expect(r.code).toBe(2)
     expect(r.stderr).toContain("bulwark simulate: cannot load")
     expect(r.stderr).not.toContain("    at ")
-  })
+  }, 300_000)
 
   it("exits 2 on a module without a simulation and on bad usage", () => {
     expect(simulate("packages/simulator/examples/pipeline.ts").code).toBe(2)
     expect(simulate("packages/simulator/examples/reference.ts", "--runs", "0").code).toBe(2)
-  })
+  }, 300_000)
 })

@@ -38,14 +38,14 @@ describe("determinism", () => {
     expect(a.stats).toMatchObject({ attempted: 4, acknowledged: 4, applied: 3, deadLettered: 1, lost: 0, unexpected: 0, duplicated: 0 })
     expect(a.stats.duplicateDeliveries).toBeGreaterThan(0)
     expect(a.nodes.filter((node) => node.crashes > 0).map((node) => node.name)).toEqual(["ledger-1", "relay"])
-  })
+  }, 300_000)
 
   it("the same check seed gives a byte-identical report", () => {
     const a = JSON.stringify(Simulator.check(simulation, { runs: 8, seed: 2024 }))
     const b = JSON.stringify(Simulator.check(simulation, { runs: 8, seed: 2024 }))
     expect(a).toBe(b)
     expect(JSON.parse(a).valid).toBe(true)
-  })
+  }, 300_000)
 
   it("user invariants compose with the built-in ones", () => {
     const oneKey = Invariant.make({
@@ -60,7 +60,7 @@ describe("determinism", () => {
     const strict = Simulation.make({ ...simulation, name: "strict", invariants: [...Invariant.all, oneKey] })
     const run = Simulator.runScenario(strict, busy)
     expect(run.violations[0]?.invariant).toBe("k0-applied-once")
-  })
+  }, 300_000)
 })
 
 describe("fault coverage", () => {
@@ -75,5 +75,5 @@ describe("fault coverage", () => {
     expect(report.processesNeverCrashed).toEqual([])
     expect(report.vacuous).toEqual([])
     for (const kind of faultKinds) expect(report.faultsInjected[kind] ?? 0).toBeGreaterThan(0)
-  })
+  }, 300_000)
 })

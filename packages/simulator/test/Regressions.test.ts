@@ -12,18 +12,18 @@ describe("regressions found by the simulator", () => {
     const scenario: Scenario = {"seed": 0, "workload": [{"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}, {"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}, {"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}, {"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}], "faults": [{"kind": "outage", "at": 0, "ms": 5001}], "choices": []}
     const run = Simulator.runScenario(Bugs.replayLeaseExpiry, scenario)
     expect(run.violations).toEqual([])
-  })
+  }, 300_000)
 
   it("replay-once: the drain crashed after storing a dead letter and before acking it: its redelivered copy put an already replayed entry back to pending, and it was replayed again", () => {
     const scenario: Scenario = {"seed": 0, "workload": [{"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}, {"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}, {"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}, {"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}], "faults": [{"kind": "outage", "at": 0, "ms": 8004}, {"kind": "crash", "node": 3, "step": 22, "down": 500}], "choices": []}
     const run = Simulator.runScenario(Bugs.replayCrash, scenario)
     expect(run.violations).toEqual([])
-  })
+  }, 300_000)
 
   it("no-transient-dead-letters: a broker duplicate window dropped the replayed message (same id), and the entry was marked replayed", () => {
     const scenario: Scenario = {"seed": 0, "workload": [{"key": 0, "amount": 1, "at": 0, "spaced": false, "poison": false}], "faults": [{"kind": "outage", "at": 0, "ms": 105}], "choices": []}
     const run = Simulator.runScenario(Bugs.replayDuplicateWindow, scenario)
     expect(run.violations).toEqual([])
-  })
+  }, 300_000)
 
 })

@@ -21,14 +21,14 @@ describe("failure output", () => {
     expect(report.counterexample!.timeline[0]).toMatch(/^w\d+ — /)
     expect(report.counterexample!.timeline.some((line) => line.includes("effect") && line.includes("count=2"))).toBe(true)
     expect(report.replay).toMatch(/^bulwark simulate examples\/dedupe\.ts --seed 5 --path "[\d:]+"$/)
-  })
+  }, 300_000)
 
   it("renders an HTML timeline with a lane per component and the faults marked", () => {
     const { report, run } = found()
     const html = Html.render(report, run)
     for (const lane of ["sender", "webhook", "transport", "downstream", "fault"]) expect(html).toContain(`>${lane}</text>`)
     expect(html).toContain(`fill="#d33"`)
-  })
+  }, 300_000)
 
   it("exports a vitest regression test that replays the counterexample", () => {
     const { report } = found()
@@ -36,5 +36,5 @@ describe("failure output", () => {
     expect(source).toContain(`import { simulation } from "../examples/dedupe.js"`)
     expect(source).toContain(JSON.stringify(report.counterexample!.scenario, null, 2))
     expect(source).toContain("expect(run.violations).toEqual([])")
-  })
+  }, 300_000)
 })

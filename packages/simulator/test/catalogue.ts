@@ -23,13 +23,13 @@ export const checkEntries = (ids: ReadonlyArray<string>) => {
         const replayed = Simulator.replay(entry.wrong, { seed: report.seed, path: report.path! })
         expect(replayed.valid).toBe(false)
         expect(replayed.violations[0]!.invariant).toBe(report.violations[0]!.invariant)
-      })
+      }, 300_000)
 
       it("its correct twin keeps every invariant", () => {
         const report = Simulator.check(entry.twin, { runs: 20, seed: 1 })
         expect(report.violations).toEqual([])
         expect(report.valid).toBe(true)
-      })
+      }, 300_000)
     })
   }
 }

@@ -395,16 +395,16 @@ export class World {
   // ---------------------------------------------------------------------------------------------------------
   // Clocks
 
-  /** A clock at `epochMillis` plus virtual time. */
-  private clockAt(epochMillis: number): Clock.Clock {
-    const millis = () => epochMillis + this.now
+  /** A clock at `epochMillis` plus virtual time (plus the clock-skew faults when `skewed`); sleeps go to `sleep`. */
+  private clockAt(epochMillis: number, skewed = false, sleep: Clock.Clock["sleep"] = () => Effect.never): Clock.Clock {
+    const millis = () => epochMillis + this.now + (skewed ? this.skew.ms : 0)
     return {
       [Clock.ClockTypeId]: Clock.ClockTypeId,
       unsafeCurrentTimeMillis: millis,
       currentTimeMillis: Effect.sync(millis),
       unsafeCurrentTimeNanos: () => BigInt(millis()) * 1_000_000n,
       currentTimeNanos: Effect.sync(() => BigInt(millis()) * 1_000_000n),
-      sleep: () => Effect.never
+      sleep
     }
   }
 
@@ -413,15 +413,7 @@ export class World {
    * runs on it (a skewed host checking signature timestamps); sleeps still go through the run's scheduler.
    */
   skewedClock(base: Clock.Clock, epochMillis: number): Clock.Clock {
-    const millis = () => epochMillis + this.now + this.skew.ms
-    return {
-      [Clock.ClockTypeId]: Clock.ClockTypeId,
-      unsafeCurrentTimeMillis: millis,
-      currentTimeMillis: Effect.sync(millis),
-      unsafeCurrentTimeNanos: () => BigInt(millis()) * 1_000_000n,
-      currentTimeNanos: Effect.sync(() => BigInt(millis()) * 1_000_000n),
-      sleep: (duration) => base.sleep(duration)
-    }
+    return this.clockAt(epochMillis, true, (duration) => base.sleep(duration))
   }
 
   // ---------------------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@
  */
 import { Delivery, Failure } from "@bulwark/core"
 import { expect, layer } from "@effect/vitest"
-import { Chunk, Deferred, Duration, Effect, Fiber, FastCheck as fc, Layer, Ref, Stream } from "effect"
+import { Cause, Chunk, Deferred, Duration, Effect, Exit, Fiber, FastCheck as fc, Layer, Logger, LogLevel, Ref, Stream } from "effect"
+import net from "node:net"
+import { inspect } from "node:util"
 import { Publisher, Subscriber, type OutgoingMessage } from "./Transport.js"
 
 /** Knobs for running the suite against a driver. */
@@ -334,4 +336,51 @@ export const suite = <E>(
       { timeout: timeout * 4, fastCheck: { numRuns: options.propertyRuns ?? 15 } }
     )
   })
+}
+
+/** A password for a driver's redaction test: unique, so finding it anywhere is proof of a leak. */
+export const testPassword = (): string => `pw-${Math.random().toString(36).slice(2)}-s3cret`
+
+/** A loopback port nothing listens on (never one of the shared services). */
+export const closedPort: Effect.Effect<number> = Effect.promise(() =>
+  new Promise<number>((resolve) => {
+    const server = net.createServer()
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  }))
+
+/**
+ * Runs `connect`, which must fail, with every log line captured (all levels, annotations and causes), and
+ * answers each text a user could see: the log lines, the failure's message, its cause, `String`, `inspect`
+ * and the pretty cause.
+ */
+export const visibleTexts = <A, E, R>(connect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const lines: Array<string> = []
+    const capture = Logger.replace(Logger.defaultLogger, Logger.make((options) => void lines.push(Logger.logfmtLogger.log(options))))
+    const exit = yield* connect.pipe(
+      Effect.tapErrorCause((cause) => Effect.logError("start failed", cause)),
+      Effect.timeout("30 seconds"),
+      Effect.exit,
+      Effect.provide(Layer.merge(capture, Logger.minimumLogLevel(LogLevel.All)))
+    )
+    expect(Exit.isFailure(exit)).toBe(true)
+    if (Exit.isSuccess(exit)) return lines
+    const texts = [...lines, Cause.pretty(exit.cause), inspect(exit.cause, { depth: 10 })]
+    for (const error of Cause.failures(exit.cause)) {
+      const cause = (error as { cause?: unknown }).cause
+      texts.push(String(error), (error as { message?: string }).message ?? "", String(cause), inspect(error, { depth: 10 }))
+    }
+    return texts
+  })
+
+/** Fails when any of `texts` shows `password`, as written or URL-encoded. */
+export const expectNoPassword = (texts: ReadonlyArray<string>, password: string): void => {
+  expect(texts.length).toBeGreaterThan(0)
+  for (const text of texts) {
+    expect(text).not.toContain(password)
+    expect(text).not.toContain(encodeURIComponent(password))
+  }
 }

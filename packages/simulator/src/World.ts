@@ -377,10 +377,12 @@ export class World {
       const incarnation: Incarnation = { node, epoch: node.epoch }
       const onCrash = () => Deferred.unsafeDone(answer, Exit.succeed(noAnswer))
       node.onCrash.push(onCrash)
+      // A receiver that dies answers nothing, as a crashed server would: the caller sees no answer.
       const fiber = Runtime.runFork(runtime)(
         work.pipe(
           Effect.locally(currentIncarnation, incarnation),
-          Effect.flatMap((a) => Deferred.succeed(answer, a))
+          Effect.exit,
+          Effect.flatMap((exit) => Deferred.succeed(answer, Exit.isSuccess(exit) ? exit.value : noAnswer))
         )
       )
       node.fibers.add(fiber)

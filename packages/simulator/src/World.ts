@@ -609,7 +609,12 @@ export class World {
   }
 
   /** The Subscriber: the real memory transport's deliveries, through the delivery faults. */
-  readonly subscriber: Subscriber["Type"] = {
+  get subscriber(): Subscriber["Type"] {
+    const port = this.subscriberPort
+    return { ...port, features: { ...port.features, visibilityTimeout: Duration.millis(this.options.visibilityTimeout) } }
+  }
+
+  private readonly subscriberPort: Subscriber["Type"] = {
     features: {
       orderedPerKey: true,
       delayedNack: true,

@@ -14,21 +14,21 @@ const expectValid = (report: Simulator.Report) => {
 }
 
 describe("the payments example under the simulator", () => {
-  it("keeps every invariant under every fault kind: nothing lost, each effect once, order per customer", () => {
-    const report = Simulator.check(simulation, { runs: 30, seed: 20261201, shrinkBudget: 100 })
+  it("keeps every invariant under every fault kind: nothing lost, each effect once, order per customer", async () => {
+    const report = await Simulator.checkAsync(simulation, { runs: 30, seed: 20261201, shrinkBudget: 100 })
     expectValid(report)
     // Poison orders (the API's 422) end in the dead-letter queue, not in an endless retry.
     expect(report.stats.deadLettered).toBeGreaterThan(0)
     expect(report.stats.duplicateDeliveries).toBeGreaterThan(0)
   })
 
-  it("ships what it can through crashes, duplicates and partial publishes", () => {
+  it("ships what it can through crashes, duplicates and partial publishes", async () => {
     const hostile = Simulation.make({
       ...simulation,
       name: "payments example, crash-heavy",
       workload: { poisonRate: 0, maxMessages: 10, keys: 3, weights: { crash: 6, duplicate: 2, partial: 2 } }
     })
-    const report = Simulator.check(hostile, { runs: 30, seed: 11, shrinkBudget: 100 })
+    const report = await Simulator.checkAsync(hostile, { runs: 30, seed: 11, shrinkBudget: 100 })
     expectValid(report)
     // Without poison, only an outage longer than the retry policy dead-letters: most messages are applied.
     expect(report.stats.applied).toBeGreaterThan(report.stats.deadLettered)

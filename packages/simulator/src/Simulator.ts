@@ -393,6 +393,25 @@ export interface CheckOptions {
 
 /** Runs generated scenarios; on a violation fast-check shrinks workload, faults and interleaving together. */
 export const check = (simulation: Simulation, options: CheckOptions = {}): Report => {
+  const checker = makeChecker(simulation, options)
+  return checker.finish(fc.check(fc.property(checker.arbitrary, checker.predicate), checker.parameters))
+}
+
+/**
+ * {@link check}, giving the event loop a turn before each scenario: a long check in a test or a server does
+ * not starve timers and I/O (a test runner's worker must still answer its supervisor).
+ */
+export const checkAsync = async (simulation: Simulation, options: CheckOptions = {}): Promise<Report> => {
+  const checker = makeChecker(simulation, options)
+  const yieldTurn = () => new Promise<void>((resume) => setImmediate(resume))
+  const property = fc.asyncProperty(checker.arbitrary, async (scenario) => {
+    await yieldTurn()
+    return checker.predicate(scenario)
+  })
+  return checker.finish(await fc.check(property, checker.parameters))
+}
+
+const makeChecker = (simulation: Simulation, options: CheckOptions) => {
   const faults = new Map<string, number>()
   const total = emptyStats()
   let index = 0
@@ -405,7 +424,8 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
   const relevant = simulation.invariants.filter((invariant) => invariant.relevant !== undefined)
   const crashedNodes = new Set<string>()
   const nodeNames = new Set<string>()
-  const property = fc.property(Scenario.arbitrary({ ...simulation.workload, faultWindow: simulation.faultWindow }), (scenario) => {
+  const arbitrary = Scenario.arbitrary({ ...simulation.workload, faultWindow: simulation.faultWindow })
+  const predicate = (scenario: Scenario.Scenario): boolean => {
     // Once the budget is spent, every further candidate "passes", so fast-check keeps the smallest failure so far.
     if (shrinkRuns >= 0 && ++shrinkRuns > budget) return true
     const run = runScenario(simulation, scenario)
@@ -428,7 +448,7 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
     options.onRun?.(run, index++)
     if (failing !== undefined && !run.valid) return run.violations[0]!.invariant !== failing
     return run.valid
-  })
+  }
   const parameters: fc.Parameters<[Scenario.Scenario]> = {
     numRuns: options.runs ?? 100,
     ...(options.seed === undefined ? {} : { seed: options.seed }),
@@ -437,7 +457,7 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
     ...(options.path === undefined ? {} : { path: options.path, endOnFailure: true }),
     ...(options.timeLimit === undefined ? {} : { interruptAfterTimeLimit: options.timeLimit, markInterruptAsFailure: false })
   }
-  const details = fc.check(property, parameters)
+  const finish = (details: fc.RunDetails<[Scenario.Scenario]>): Report => {
   const faultsInjected = Object.fromEntries([...faults].sort(([a], [b]) => a.localeCompare(b)))
   const processesNeverCrashed = [...nodeNames].filter((name) => !crashedNodes.has(name)).sort()
   const vacuous = relevant.filter((invariant) => !judged.has(invariant.name)).map((invariant) => invariant.name)
@@ -496,6 +516,8 @@ export const check = (simulation: Simulation, options: CheckOptions = {}): Repor
     },
     replay: `bulwark simulate ${options.module ?? "<module>"} --seed ${details.seed}${path === undefined ? "" : ` --path "${path}"`}`
   }
+  }
+  return { arbitrary, predicate, parameters, finish }
 }
 
 /** Replays a recorded counterexample by seed and path (runs exactly that scenario, already shrunk). */

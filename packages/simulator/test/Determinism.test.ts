@@ -64,13 +64,13 @@ describe("determinism", () => {
 })
 
 describe("fault coverage", () => {
-  it("a check of the reference pipeline fires every fault kind, crashes every process, judges every invariant, and stays valid", () => {
+  it("a check of the reference pipeline fires every fault kind, crashes every process, judges every invariant, and stays valid", async () => {
     const suite = Simulation.make({
       ...simulation,
       name: "coverage",
       workload: { poisonRate: 0.3, weights: { crash: 10, slow: 3, partial: 2, replay: 2 } }
     })
-    const report = Simulator.check(suite, { runs: 150, seed: 3 })
+    const report = await Simulator.checkAsync(suite, { runs: 150, seed: 3 })
     expect(report.violations).toEqual([])
     expect(report.processesNeverCrashed).toEqual([])
     expect(report.vacuous).toEqual([])

@@ -16,10 +16,10 @@ const seeds = [101, 102]
 describe("self-test gate: no false alarm on correct pipelines", () => {
   for (const [name, simulation] of [["docs snippet", docs], ["reference pipeline", reference], ["payments example", payments]] as const) {
     for (const poisonRate of [0, 0.1, 0.3]) {
-      it(`${name}, poison rate ${poisonRate}: ${seeds.length} seeds × ${runs} runs, every invariant holds`, () => {
+      it(`${name}, poison rate ${poisonRate}: ${seeds.length} seeds × ${runs} runs, every invariant holds`, async () => {
         const gated = Simulation.make({ ...simulation, workload: { ...simulation.workload, poisonRate } })
         for (const seed of seeds) {
-          const report = Simulator.check(gated, { runs, seed, shrinkBudget: 50 })
+          const report = await Simulator.checkAsync(gated, { runs, seed, shrinkBudget: 50 })
           expect(report.violations, [report.replay ?? "", ...(report.counterexample?.timeline ?? [])].join("\n")).toEqual([])
         }
       }, 300_000)

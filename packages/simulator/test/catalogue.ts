@@ -11,8 +11,8 @@ export const checkEntries = (ids: ReadonlyArray<string>) => {
   for (const id of ids) {
     const entry = catalogue.find((e) => e.id === id)!
     describe(`planted bug: ${id}`, () => {
-      it("is found, shrunk and replayed by seed and path", () => {
-        const report = Simulator.check(entry.wrong, { runs: 150, seed: 1, shrinkBudget: 200 })
+      it("is found, shrunk and replayed by seed and path", async () => {
+        const report = await Simulator.checkAsync(entry.wrong, { runs: 150, seed: 1, shrinkBudget: 200 })
         expect(report.valid).toBe(false)
         expect(entry.caughtBy).toContain(report.violations[0]!.invariant)
         expect(report.counterexample!.size).toBeLessThanOrEqual(10)
@@ -25,8 +25,8 @@ export const checkEntries = (ids: ReadonlyArray<string>) => {
         expect(replayed.violations[0]!.invariant).toBe(report.violations[0]!.invariant)
       }, 300_000)
 
-      it("its correct twin keeps every invariant", () => {
-        const report = Simulator.check(entry.twin, { runs: 20, seed: 1 })
+      it("its correct twin keeps every invariant", async () => {
+        const report = await Simulator.checkAsync(entry.twin, { runs: 20, seed: 1 })
         expect(report.violations).toEqual([])
         expect(report.valid).toBe(true)
       }, 300_000)

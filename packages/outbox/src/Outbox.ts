@@ -43,22 +43,8 @@ export type Options = SqlOutboxStore.Options
 /** The default outbox table. */
 export const defaultTable = SqlOutboxStore.defaultTable
 
-/** The outbox as its users see it, over any {@link Store.OutboxStore} driver. */
-export interface OutboxService {
-  /** Writes the messages in the caller's current transaction. */
-  readonly appendMessages: (
-    topic: string,
-    messages: ReadonlyArray<Transport.OutgoingMessage>
-  ) => Effect.Effect<void, OutsideTransaction | OutboxStoreError>
-  /** Rows not yet published (pending). */
-  readonly backlog: Effect.Effect<number, OutboxStoreError>
-  /** Age of the oldest pending row; zero when there is none. */
-  readonly lag: Effect.Effect<Duration.Duration, OutboxStoreError>
-  /** Waits until every row committed before the call is published or dead. */
-  readonly drained: Effect.Effect<void, OutboxStoreError>
-  /** The dead rows, oldest first. */
-  readonly deadLetters: (limit?: number) => Effect.Effect<ReadonlyArray<DeadRow>, OutboxStoreError>
-}
+/** The outbox as its users see it, over any {@link Store.OutboxStore} driver: the port's user side. */
+export interface OutboxService extends Pick<Store.Service, "appendMessages" | "backlog" | "lag" | "drained" | "deadLetters"> {}
 
 /** The outbox service (what `append` writes through; tracing decorates it). */
 export class Outbox extends Context.Tag("@bulwark/outbox/Outbox")<Outbox, OutboxService>() {}

@@ -121,8 +121,6 @@ export class History {
   readonly committedRows = new Set<string>()
   /** Last applied commit order per key, per ordered effect. */
   readonly lastOrder = new Map<string, number>()
-  /** Retry calls (attempt ≥ 2) per virtual instant. */
-  readonly retriesAt = new Map<number, number>()
   /** Calls that reached the failing downstream, per virtual second. */
   readonly failingCalls = new Map<number, number>()
   /** Permanent rejections per message. */
@@ -148,8 +146,6 @@ export class History {
   readonly refsById = new Map<string, string>()
   /** Messages the downstream rejects for good: the only ones that may end dead-lettered. */
   readonly poison = new Set<string>()
-  /** Last state per breaker key. */
-  readonly breakers = new Map<string, string>()
   readonly observers: Array<(event: Event) => void> = []
 
   constructor(readonly policy: Policy, readonly now: () => number) {}
@@ -183,11 +179,6 @@ export class History {
   /** Counts a delivery of a transport message. */
   delivered(id: string): number {
     return bump(this.deliveries, id)
-  }
-
-  /** Counts a retry at the current instant. */
-  retryAt(t: number): number {
-    return bump(this.retriesAt, t)
   }
 
   /** Counts a downstream call of a message. */

@@ -114,7 +114,6 @@ export const breakerTransitions = make({
     if (e.kind !== "breaker:transition") return undefined
     const from = String(e.data?.from)
     const to = String(e.data?.to)
-    h.breakers.set(String(e.data?.breaker), to)
     return legal[from]?.includes(to) ?? false ? undefined : `breaker ${String(e.data?.breaker)}: illegal transition ${from} → ${to}`
   }
 })

@@ -458,64 +458,64 @@ const makeChecker = (simulation: Simulation, options: CheckOptions) => {
     ...(options.timeLimit === undefined ? {} : { interruptAfterTimeLimit: options.timeLimit, markInterruptAsFailure: false })
   }
   const finish = (details: fc.RunDetails<[Scenario.Scenario]>): Report => {
-  const faultsInjected = Object.fromEntries([...faults].sort(([a], [b]) => a.localeCompare(b)))
-  const processesNeverCrashed = [...nodeNames].filter((name) => !crashedNodes.has(name)).sort()
-  const vacuous = relevant.filter((invariant) => !judged.has(invariant.name)).map((invariant) => invariant.name)
-  if (!details.failed) {
-    return {
-      simulation: simulation.name,
-      valid: true,
-      seed: details.seed,
-      runs: details.numRuns,
-      shrinks: 0,
-      stats: total,
-      violations: [],
-      faultsInjected,
-      processesNeverCrashed,
-      vacuous
+    const faultsInjected = Object.fromEntries([...faults].sort(([a], [b]) => a.localeCompare(b)))
+    const processesNeverCrashed = [...nodeNames].filter((name) => !crashedNodes.has(name)).sort()
+    const vacuous = relevant.filter((invariant) => !judged.has(invariant.name)).map((invariant) => invariant.name)
+    if (!details.failed) {
+      return {
+        simulation: simulation.name,
+        valid: true,
+        seed: details.seed,
+        runs: details.numRuns,
+        shrinks: 0,
+        stats: total,
+        violations: [],
+        faultsInjected,
+        processesNeverCrashed,
+        vacuous
+      }
     }
-  }
-  if (details.counterexample === null) {
-    const error: unknown = details.errorInstance
+    if (details.counterexample === null) {
+      const error: unknown = details.errorInstance
+      return {
+        simulation: simulation.name,
+        valid: false,
+        seed: details.seed,
+        runs: details.numRuns,
+        shrinks: details.numShrinks,
+        stats: emptyStats(),
+        violations: [{ invariant: "simulator", message: `the check could not complete: ${error instanceof Error ? error.message : String(error)}`, at: 0 }],
+        faultsInjected,
+        processesNeverCrashed,
+        vacuous
+      }
+    }
+    const scenario = details.counterexample[0]
+    const run = runScenario(simulation, scenario)
+    const path = details.counterexamplePath ?? undefined
     return {
       simulation: simulation.name,
       valid: false,
       seed: details.seed,
+      ...(path === undefined ? {} : { path }),
       runs: details.numRuns,
       shrinks: details.numShrinks,
-      stats: emptyStats(),
-      violations: [{ invariant: "simulator", message: `the check could not complete: ${error instanceof Error ? error.message : String(error)}`, at: 0 }],
+      stats: run.stats,
+      violations: run.violations,
       faultsInjected,
       processesNeverCrashed,
-      vacuous
+      vacuous,
+      counterexample: {
+        scenario,
+        size: Scenario.size(scenario),
+        traceHash: run.traceHash,
+        virtualTime: run.virtualTime,
+        events: run.history.events.length,
+        timeline: messageTimeline(run),
+        trace: trace(run)
+      },
+      replay: `bulwark simulate ${options.module ?? "<module>"} --seed ${details.seed}${path === undefined ? "" : ` --path "${path}"`}`
     }
-  }
-  const scenario = details.counterexample[0]
-  const run = runScenario(simulation, scenario)
-  const path = details.counterexamplePath ?? undefined
-  return {
-    simulation: simulation.name,
-    valid: false,
-    seed: details.seed,
-    ...(path === undefined ? {} : { path }),
-    runs: details.numRuns,
-    shrinks: details.numShrinks,
-    stats: run.stats,
-    violations: run.violations,
-    faultsInjected,
-    processesNeverCrashed,
-    vacuous,
-    counterexample: {
-      scenario,
-      size: Scenario.size(scenario),
-      traceHash: run.traceHash,
-      virtualTime: run.virtualTime,
-      events: run.history.events.length,
-      timeline: messageTimeline(run),
-      trace: trace(run)
-    },
-    replay: `bulwark simulate ${options.module ?? "<module>"} --seed ${details.seed}${path === undefined ? "" : ` --path "${path}"`}`
-  }
   }
   return { arbitrary, predicate, parameters, finish }
 }

@@ -9,6 +9,7 @@
  */
 import { Delivery as D, Failure, Observe } from "@bulwark/core"
 import { DeadLetterStore, type Service as DeadLetterService } from "@bulwark/dead-letter/DeadLetterStore"
+import { ReplayedFromHeader } from "@bulwark/dead-letter/Replay"
 import * as MemoryDeadLetterStore from "@bulwark/dead-letter/DeadLetterStore/Memory"
 import { IdempotencyStore, type Service as IdempotencyService } from "@bulwark/idempotency/IdempotencyStore"
 import * as MemoryIdempotencyStore from "@bulwark/idempotency/IdempotencyStore/Memory"
@@ -149,8 +150,6 @@ export const refOf = (payload: Uint8Array): string | undefined => {
   }
 }
 
-/** Header set by `Replay.replay` on a republished dead letter (kept literal: the simulator reads the wire). */
-const replayedFromHeader = "bulwark-replayed-from"
 
 /** The simulated world handed to a simulation's pipeline. */
 export class World {
@@ -446,19 +445,28 @@ export class World {
     return this.commitOrders.get(id) ?? this.orders.get(id) ?? -1
   }
 
-  private recordPublish(topic: string, message: OutgoingMessage): void {
-    if (this.history.appendedRows.has(message.id)) {
-      this.history.record("relay", this.history.committedRows.has(message.id) ? "publish-row" : "publish-uncommitted-row", refOf(message.payload), { topic, id: message.id })
-    }
+  /** Gives `message` the next place among its key's messages on `topic` (once; -1 for the unordered key ""). */
+  private placeInKey(
+    places: Map<string, number>,
+    counts: Map<string, number>,
+    topic: string,
+    message: { readonly id: string; readonly key: string }
+  ): void {
     const id = JSON.stringify([topic, message.id])
-    if (!this.orders.has(id)) {
-      const key = JSON.stringify([topic, message.key])
-      const n = this.keyCounts.get(key) ?? 0
-      this.keyCounts.set(key, n + 1)
-      this.orders.set(id, message.key === "" ? -1 : n)
-    }
+    if (places.has(id)) return
+    const key = JSON.stringify([topic, message.key])
+    const n = counts.get(key) ?? 0
+    counts.set(key, n + 1)
+    places.set(id, message.key === "" ? -1 : n)
+  }
+
+  private recordPublish(topic: string, message: OutgoingMessage): void {
     const ref = refOf(message.payload)
-    const replayedFrom = message.headers[replayedFromHeader]
+    if (this.history.appendedRows.has(message.id)) {
+      this.history.record("relay", this.history.committedRows.has(message.id) ? "publish-row" : "publish-uncommitted-row", ref, { topic, id: message.id })
+    }
+    this.placeInKey(this.orders, this.keyCounts, topic, message)
+    const replayedFrom = message.headers[ReplayedFromHeader]
     if (replayedFrom !== undefined && ref !== undefined) {
       this.history.replayed(ref)
       this.history.record("transport", "replay-publish", ref, { topic, entry: replayedFrom })
@@ -706,10 +714,7 @@ export class World {
                   for (const m of messages) {
                     history.committedRows.add(m.id)
                     // Commit order per key: what a relay must keep when it publishes.
-                    const key = JSON.stringify([topic, m.key])
-                    const n = this.commitCounts.get(key) ?? 0
-                    this.commitCounts.set(key, n + 1)
-                    this.commitOrders.set(JSON.stringify([topic, m.id]), m.key === "" ? -1 : n)
+                    this.placeInKey(this.commitOrders, this.commitCounts, topic, m)
                   }
                 })
                 : Effect.void

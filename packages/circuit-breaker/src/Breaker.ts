@@ -407,7 +407,8 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
           if (!Cause.isInterruptedOnly(cause)) {
             const failure = Cause.failureOption(cause)
             const error = failure._tag === "Some" ? failure.value : Cause.squash(cause)
-            const verdict = Failure.classifyWith(fiber.getFiberRef(Failure.currentRules), error)
+            // At the breaker's clock, not the wall's: a Retry-After date in the verdict is relative to it.
+            const verdict = Failure.classifyWith(fiber.getFiberRef(Failure.currentRules), error, readClock())
             outcome = isFailure(error, verdict) ? "failure" : "success"
           }
           Machine.record(local, config, readClock, Machine.call, outcome, 0)

@@ -9,7 +9,7 @@
  * redelivering it. A retry whose delay would overrun the budget is not made: {@link Budget.BudgetExhausted}.
  */
 import { Envelope, Failure, Handler, Observe } from "@bulwark/core"
-import { Clock, Data, Duration, Effect, FiberRef, Metric, Option, Schedule, ScheduleDecision } from "effect"
+import { Clock, Context, Data, Duration, Effect, FiberRef, Metric, Option, Schedule, ScheduleDecision } from "effect"
 import * as Intervals from "effect/ScheduleIntervals"
 import * as Backoff from "./Backoff.js"
 import * as Budget from "./Budget.js"
@@ -96,7 +96,9 @@ const judge = (
 ): Effect.Effect<readonly [Failure.Verdict, ReadonlyArray<Observe.Observer>]> =>
   Effect.withFiberRuntime((fiber) => {
     const rules = fiber.getFiberRef(Failure.currentRules)
-    const verdict = Failure.classifyWith(policy.overrides.length === 0 ? rules : [...policy.overrides, ...rules], error)
+    // At the fiber's clock (virtual under TestClock and the simulator), which a Retry-After date is read against.
+    const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    const verdict = Failure.classifyWith(policy.overrides.length === 0 ? rules : [...policy.overrides, ...rules], error, now)
     return Effect.succeed([verdict, fiber.getFiberRef(Observe.currentObservers)] as const)
   })
 

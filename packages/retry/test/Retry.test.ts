@@ -87,6 +87,20 @@ describe("Retry", () => {
       expect(yield* calls).toEqual([0, 5010])
     }))
 
+  it.effect("a Retry-After HTTP date is read against the fiber's clock (TestClock here), not the wall clock", () =>
+    Effect.gen(function*() {
+      // TestClock starts at the epoch: five seconds later, as an HTTP date.
+      const headers = { "Retry-After": new Date(5_000).toUTCString() }
+      const { effect, calls } = yield* flaky(1, Object.assign(new HttpError({ status: 503 }), { headers }))
+      const policy = Retry.policy({ schedule: Backoff.constant("10 millis") })
+      const fiber = yield* Effect.fork(Retry.retry(policy)(effect))
+      yield* TestClock.adjust("5009 millis")
+      expect((yield* calls).length).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Fiber.join(fiber)).toBe(2)
+      expect(yield* calls).toEqual([0, 5010])
+    }))
+
   it.effect("callers given the same hint come back spread out by their jittered backoff, not all at once", () =>
     Effect.gen(function*() {
       const policy = Retry.policy({ schedule: Backoff.exponential({ base: "100 millis", jitter: "full" }) })

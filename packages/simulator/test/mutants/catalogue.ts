@@ -166,6 +166,15 @@ export const mutants: ReadonlyArray<Mutant> = [
     workload: { maxFaults: 1, poisonRate: 0.5, weights: only({ drop: 1 }) }
   },
   {
+    id: "retry-hint-without-jitter",
+    description: "retry waits exactly a Retry-After hint (an open breaker's), so the callers it rejected come back together",
+    file: "packages/retry/src/Retry.ts",
+    search: "if (hint > delay) delay = hint + delay",
+    replace: "if (hint > delay) delay = hint",
+    caughtBy: ["no-synchronised-retries"],
+    workload: { maxFaults: 3, faultWindow: 5_000, weights: only({ outage: 1, burst: 1 }) }
+  },
+  {
     id: "relay-mark-before-publish",
     description: "the outbox relay marks rows published before the publish is confirmed",
     file: "packages/outbox/src/Relay.ts",

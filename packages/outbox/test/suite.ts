@@ -148,6 +148,26 @@ export const suite = (name: string, database: DatabaseLayer) =>
         expect(logs.some((line) => line.includes("LISTEN not confirmed"))).toBe(true)
       }))
 
+    it.scoped("a relay whose LISTEN is confirmed late registers then, and an append wakes it", () =>
+      Effect.gen(function*() {
+        // LISTEN comes up only after the relay's first second of probes: it starts deaf and polls hourly.
+        const outbox = yield* freshOutbox("late").pipe(
+          Effect.updateService(Database.Database, (db) => ({
+            ...db,
+            listen: (channel: string) => Stream.unwrap(Effect.as(Effect.sleep("1500 millis"), db.listen(channel)))
+          }))
+        )
+        const recorder = recordingPublisher()
+        yield* Relay.run({ pollInterval: "1 hour", relayId: "late" }).pipe(
+          Effect.provideService(OutboxStore.OutboxStore, outbox),
+          Effect.provide(recorder.layer),
+          Effect.forkScoped
+        )
+        yield* eventually("the relay registers once LISTEN is up", Effect.map(sleepers(outbox), (ids) => ids.length === 1))
+        yield* inTransaction(Outbox.appendMessages("t", [raw("woken", "")])).pipe(Effect.provideService(Outbox.Outbox, outbox))
+        yield* eventually("the append wakes the relay", Effect.sync(() => recorder.published.length === 1))
+      }))
+
     it.scoped("drop removes the outbox's tables and migration records; make starts afresh", () =>
       Effect.gen(function*() {
         const table = uniqueTable("drop")

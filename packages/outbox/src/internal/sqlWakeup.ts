@@ -32,7 +32,13 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
     const probe = `probe:${relayId}`
     const listening = yield* Deferred.make<void>()
     yield* db.listen(channel).pipe(
-      Stream.runForEach((payload) => payload === probe ? Deferred.succeed(listening, undefined) : Queue.offer(wake, undefined)),
+      // Hearing its own probe also wakes the relay: one whose LISTEN was confirmed late is waiting a whole poll
+      // interval, unregistered, so no append would notify it; the extra round registers it.
+      Stream.runForEach((payload) =>
+        payload === probe
+          ? Effect.zipRight(Deferred.succeed(listening, undefined), Queue.offer(wake, undefined))
+          : Queue.offer(wake, undefined)
+      ),
       Effect.tapError((e) => Effect.logWarning("outbox relay: LISTEN failed; polling until it is back", e)),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped

@@ -14,10 +14,10 @@
  * Time comes from Effect `Clock`, so `TestClock` and the simulator drive the schedule.
  */
 import { Failure, Observe } from "@bulwark/core"
-import { Clock, Context, Duration, Effect, Layer, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Schema } from "effect"
 import * as Breaker from "./Breaker.js"
-import * as internalHttp from "./internal/http.js"
-import * as Signing from "./Signing.js"
+import * as HttpEgress from "./HttpEgress.js"
+import * as internalAttempt from "./internal/attempt.js"
 import * as Ssrf from "./Ssrf.js"
 import { MalformedHeader, UnknownKey } from "./WebhookError.js"
 
@@ -155,9 +155,15 @@ export class Sender extends Context.Tag("@bulwark/webhook/Sender")<Sender, {
  */
 export const parseRetryAfter: (value: string | undefined, now: number) => number | undefined = Failure.parseRetryAfter
 
-/** Creates a sender. */
+/**
+ * Creates an in-process sender: `send` retries in the calling fiber, sleeping between attempts, and keeps the
+ * history in memory. Call it where nothing else redelivers the message meanwhile (a request handler, a script).
+ * Inside a queue consumer, a retry sleep longer than the queue's visibility timeout lets the queue hand the
+ * message to a second consumer, which delivers it again: use the durable `Dispatcher` there. The HTTP egress is
+ * the one in context ({@link HttpEgress.HttpEgress}), else Node's.
+ */
 export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<Sender>> =>
-  Effect.sync(() => {
+  Effect.map(HttpEgress.current, (egress) => {
     const schedule = (options.schedule ?? defaultSchedule).map((d) => Duration.toMillis(d))
     const attemptTimeout = Duration.decode(options.attemptTimeout ?? Duration.seconds(15))
     const excerptBytes = options.excerptBytes ?? 1024
@@ -165,7 +171,16 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
     const breaker = options.breaker ?? Breaker.make()
     const historyLimit = options.historyLimit ?? 10_000
     const userAgent = options.userAgent ?? "bulwark-webhook"
-    const guard = Ssrf.make(options.allow ?? [])
+    const context: internalAttempt.AttemptContext = {
+      egress,
+      guard: internalAttempt.guardFor(options.allow ?? [], egress),
+      breaker,
+      attemptTimeout,
+      excerptBytes,
+      maxRetryAfter,
+      userAgent,
+      makeAttempt: (fields) => record(new Attempt(fields))
+    }
     const histories = new Map<string, Array<Attempt>>()
     const disabled = new Set<string>()
 
@@ -179,58 +194,6 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
       list.push(attempt)
       return attempt
     }
-
-    const attemptOnce = (endpoint: Endpoint, url: URL, message: Message, n: number) =>
-      Effect.gen(function*() {
-        const at = yield* Clock.currentTimeMillis
-        const base = { endpointId: endpoint.id, messageId: message.id, attempt: n, at }
-        const finish = (fields: Omit<ConstructorParameters<typeof Attempt>[0], keyof typeof base | "latencyMillis">) =>
-          Effect.map(Clock.currentTimeMillis, (end) => record(new Attempt({ ...base, ...fields, latencyMillis: end - at })))
-        const resolved = yield* Effect.either(guard.resolve(url))
-        if (resolved._tag === "Left" && resolved.left._tag === "DestinationRefused") {
-          // A refusal says nothing about the endpoint's health, so it never reaches the breaker.
-          return yield* finish({ outcome: "refused", excerpt: resolved.left.message })
-        }
-        if (!(yield* breaker.allow(endpoint.id))) {
-          return yield* finish({ outcome: "breaker-open", excerpt: "circuit breaker open; no request sent" })
-        }
-        if (resolved._tag === "Left") {
-          yield* breaker.report(endpoint.id, false)
-          return yield* finish({ outcome: "network-error", excerpt: resolved.left.message })
-        }
-        const signed = yield* Signing.standard(endpoint.secrets, { id: message.id, body: message.body })
-        const headers: Record<string, string> = {
-          "content-type": message.contentType ?? "application/json",
-          "user-agent": userAgent,
-          ...message.headers,
-          ...signed
-        }
-        const response = yield* Effect.tryPromise({
-          try: (signal) => internalHttp.post(url, headers, message.body, resolved.right, excerptBytes, signal),
-          catch: (error) => error instanceof Error ? error.message : String(error)
-        }).pipe(
-          Effect.timeoutFail({ duration: attemptTimeout, onTimeout: () => "timeout" as const }),
-          Effect.either
-        )
-        if (response._tag === "Left") {
-          yield* breaker.report(endpoint.id, false)
-          return response.left === "timeout"
-            ? yield* finish({ outcome: "timeout", excerpt: `no answer within ${Duration.format(attemptTimeout)}` })
-            : yield* finish({ outcome: "network-error", excerpt: response.left })
-        }
-        const { status, excerpt } = response.right
-        const retryHeader = response.right.headers["retry-after"]
-        const retryAfter = parseRetryAfter(Array.isArray(retryHeader) ? retryHeader[0] : retryHeader, yield* Clock.currentTimeMillis)
-        const ok = status >= 200 && status < 300
-        // Throttling (429) says the endpoint is alive: it must not trip the breaker.
-        if (status !== 429) yield* breaker.report(endpoint.id, ok)
-        return yield* finish({
-          outcome: ok ? "delivered" : status === 410 ? "gone" : "failed",
-          status,
-          excerpt,
-          ...(retryAfter === undefined ? {} : { retryAfterMillis: Math.min(retryAfter, maxRetryAfter) })
-        })
-      })
 
     const send = (endpoint: Endpoint, message: Message): Effect.Effect<Delivered, SendError> =>
       Effect.gen(function*() {
@@ -247,7 +210,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
         let nextDelay = schedule[0] ?? 0
         for (let i = 0; i < schedule.length; i++) {
           if (nextDelay > 0) yield* Effect.sleep(Duration.millis(nextDelay))
-          const attempt = yield* attemptOnce(endpoint, url, message, i + 1)
+          const attempt = yield* internalAttempt.attemptOnce(context, endpoint, url, message, i + 1)
           attempts.push(attempt)
           yield* Observe.emitWith("sender", "attempt", () => ({
             messageId: message.id,

@@ -166,8 +166,20 @@ export interface Guard {
   readonly resolve: (url: URL) => Effect.Effect<{ readonly address: string; readonly family: 4 | 6 }, DestinationRefused | ResolveFailed>
 }
 
-/** Builds a guard; `allow` lists hosts, addresses or CIDR ranges that are accepted even if internal. */
-export const make = (allow: AllowList = []): Guard => {
+/** How the guard resolves a host name: every address (each is checked). Default: the system resolver. */
+export type Resolver = (host: string) => Effect.Effect<ReadonlyArray<{ readonly address: string; readonly family: number }>, ResolveFailed>
+
+const systemResolver: Resolver = (host) =>
+  Effect.tryPromise({
+    try: () => lookup(host, { all: true, verbatim: true }),
+    catch: (error) => new ResolveFailed({ host, detail: error instanceof Error ? error.message : String(error) })
+  })
+
+/**
+ * Builds a guard; `allow` lists hosts, addresses or CIDR ranges that are accepted even if internal; `resolver`
+ * replaces the system resolver (the sender passes its egress's).
+ */
+export const make = (allow: AllowList = [], resolver: Resolver = systemResolver): Guard => {
   const allowedNames = new Set<string>()
   const allowedRanges = new BlockList()
   for (const entry of allow) {
@@ -196,10 +208,7 @@ export const make = (allow: AllowList = []): Guard => {
         const literal = isIP(host)
         const addresses = literal !== 0
           ? [{ address: host, family: literal }]
-          : yield* Effect.tryPromise({
-            try: () => lookup(host, { all: true, verbatim: true }),
-            catch: (error) => new ResolveFailed({ host, detail: error instanceof Error ? error.message : String(error) })
-          })
+          : yield* resolver(host)
         if (addresses.length === 0) return yield* refuse(`${host} has no address`)
         for (const { address } of addresses) {
           if (isBlockedAddress(address) && !nameAllowed && !isAllowed(address)) {

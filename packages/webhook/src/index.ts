@@ -1,5 +1,13 @@
 /** Per-endpoint circuit breaker used by the sender. */
 export * as Breaker from "./Breaker.js"
+/** The durable webhook sender: deliveries stored, claimed with fencing tokens, retried on a schedule. */
+export * as Dispatcher from "./Dispatcher.js"
+/** The dispatcher's store port (drivers: `DispatchStore/Memory`, `DispatchStore/Sql`). */
+export * as DispatchStore from "./DispatchStore.js"
+/** The dispatch store in process memory. */
+export * as MemoryDispatchStore from "./DispatchStore/Memory.js"
+/** The HTTP egress of the sender and the dispatcher (replaceable, e.g. by a simulated endpoint). */
+export * as HttpEgress from "./HttpEgress.js"
 /** Fast-ack HTTP ingress. */
 export * as Ingress from "./Ingress.js"
 /** The keyring of active secrets per source. */

@@ -1,0 +1,95 @@
+// One delivery attempt, shared by the in-process `Sender` and the durable `Dispatcher`: the SSRF guard, the
+// per-endpoint breaker, a fresh Standard Webhooks signature, one POST through the egress, and the record.
+import { Failure } from "@bulwark/core"
+import { Clock, Duration, Effect } from "effect"
+import type * as Breaker from "../Breaker.js"
+import type * as HttpEgress from "../HttpEgress.js"
+import type { Attempt, Endpoint, Message } from "../Sender.js"
+import * as Signing from "../Signing.js"
+import * as Ssrf from "../Ssrf.js"
+import type { MalformedHeader, UnknownKey } from "../WebhookError.js"
+
+/** What an attempt needs, fixed per sender. */
+export interface AttemptContext {
+  readonly egress: HttpEgress.HttpEgress["Type"]
+  readonly guard: Ssrf.Guard
+  readonly breaker: Breaker.Breaker
+  readonly attemptTimeout: Duration.Duration
+  readonly excerptBytes: number
+  readonly maxRetryAfter: number
+  readonly userAgent: string
+  /** Builds the attempt record (the `Attempt` class lives in Sender.ts, which imports this module). */
+  readonly makeAttempt: (fields: ConstructorParameters<typeof Attempt>[0]) => Attempt
+}
+
+/** The egress's resolver, as the guard wants it. */
+export const guardFor = (allow: Ssrf.AllowList, egress: HttpEgress.HttpEgress["Type"]): Ssrf.Guard =>
+  Ssrf.make(allow, (host) =>
+    egress.lookup(host).pipe(Effect.mapError((e) => new Ssrf.ResolveFailed({ host, detail: e.message }))))
+
+/** Runs attempt number `n` of `message` to `endpoint` and answers its record. */
+export const attemptOnce = (
+  context: AttemptContext,
+  endpoint: Endpoint,
+  url: URL,
+  message: Message,
+  n: number
+): Effect.Effect<Attempt, UnknownKey | MalformedHeader> =>
+  Effect.gen(function*() {
+    const { breaker, guard } = context
+    const at = yield* Clock.currentTimeMillis
+    const base = { endpointId: endpoint.id, messageId: message.id, attempt: n, at }
+    const finish = (fields: Omit<ConstructorParameters<typeof Attempt>[0], keyof typeof base | "latencyMillis">) =>
+      Effect.map(Clock.currentTimeMillis, (end) => context.makeAttempt({ ...base, ...fields, latencyMillis: end - at }))
+    const resolved = yield* Effect.either(guard.resolve(url))
+    if (resolved._tag === "Left" && resolved.left._tag === "DestinationRefused") {
+      // A refusal says nothing about the endpoint's health, so it never reaches the breaker.
+      return yield* finish({ outcome: "refused", excerpt: resolved.left.message })
+    }
+    if (!(yield* breaker.allow(endpoint.id))) {
+      return yield* finish({ outcome: "breaker-open", excerpt: "circuit breaker open; no request sent" })
+    }
+    if (resolved._tag === "Left") {
+      yield* breaker.report(endpoint.id, false)
+      return yield* finish({ outcome: "network-error", excerpt: resolved.left.message })
+    }
+    const signed = yield* Signing.standard(endpoint.secrets, { id: message.id, body: message.body })
+    const headers: Record<string, string> = {
+      "content-type": message.contentType ?? "application/json",
+      "user-agent": context.userAgent,
+      ...message.headers,
+      ...signed
+    }
+    const response = yield* context.egress.post({
+      url,
+      headers,
+      body: message.body,
+      address: resolved.right,
+      excerptBytes: context.excerptBytes
+    }).pipe(
+      Effect.timeoutFail({ duration: context.attemptTimeout, onTimeout: () => "timeout" as const }),
+      Effect.either
+    )
+    if (response._tag === "Left") {
+      yield* breaker.report(endpoint.id, false)
+      return response.left === "timeout"
+        ? yield* finish({ outcome: "timeout", excerpt: `no answer within ${Duration.format(context.attemptTimeout)}` })
+        : yield* finish({ outcome: "network-error", excerpt: response.left.message })
+    }
+    const { excerpt, status } = response.right
+    const retryHeader = response.right.headers["retry-after"]
+    const retryAfter = parseRetryAfterHeader(retryHeader, yield* Clock.currentTimeMillis)
+    const ok = status >= 200 && status < 300
+    // Throttling (429) says the endpoint is alive: it must not trip the breaker.
+    if (status !== 429) yield* breaker.report(endpoint.id, ok)
+    return yield* finish({
+      outcome: ok ? "delivered" : status === 410 ? "gone" : "failed",
+      status,
+      excerpt,
+      ...(retryAfter === undefined ? {} : { retryAfterMillis: Math.min(retryAfter, context.maxRetryAfter) })
+    })
+  })
+
+/** `Retry-After` as milliseconds from `now` (the first value if repeated), or undefined. */
+const parseRetryAfterHeader = (value: string | ReadonlyArray<string> | undefined, now: number) =>
+  Failure.parseRetryAfter(typeof value === "string" ? value : value?.[0], now)

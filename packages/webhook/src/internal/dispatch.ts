@@ -1,0 +1,169 @@
+// The dispatcher's two halves as top-level functions: `deliver` makes one attempt of a claimed delivery and
+// settles it under its fencing token; `workerLoop` claims due deliveries as slots free up and sleeps until the
+// next one is due (or a local wake-up), backing off while the store is unreachable.
+import { Clock, Duration, Effect, Option, type Queue, Random, type Scope } from "effect"
+import type { Claim, Service as Store, Settlement } from "../DispatchStore.js"
+import type { OperationalEvent } from "../Dispatcher.js"
+import type { Attempt } from "../Sender.js"
+import { type AttemptContext, attemptOnce } from "./attempt.js"
+
+/** What `deliver` needs besides the attempt context. */
+export interface DeliverContext {
+  readonly store: Store
+  readonly schedule: ReadonlyArray<number>
+  readonly disableAfter: number
+  readonly workerId: string
+  readonly announce: (event: OperationalEvent) => Effect.Effect<void>
+}
+
+/** Outcomes that say the endpoint is unhealthy (a 429 says it is alive, only busy). */
+const isFailure = (attempt: Attempt) =>
+  attempt.outcome === "timeout" || attempt.outcome === "network-error" || attempt.outcome === "breaker-open" ||
+  (attempt.outcome === "failed" && attempt.status !== 429)
+
+/** What to do after `attempt`, the `n`th of its delivery. */
+const settlementOf = (attempt: Attempt, n: number, schedule: ReadonlyArray<number>, now: number): Settlement => {
+  switch (attempt.outcome) {
+    case "delivered":
+      return { _tag: "Delivered" }
+    case "gone":
+      return { _tag: "Failed", reason: "gone" }
+    case "refused":
+      return { _tag: "Failed", reason: "refused" }
+  }
+  if (n >= schedule.length) return { _tag: "Failed", reason: "exhausted" }
+  return { _tag: "Retry", dueAt: now + Math.max(schedule[n] ?? 0, attempt.retryAfterMillis ?? 0) }
+}
+
+/** Attempts one claimed delivery and settles it; answers whether this worker still held it. */
+export const deliver = (context: AttemptContext, deliverContext: DeliverContext, claim: Claim): Effect.Effect<boolean> =>
+  Effect.gen(function*() {
+    const { announce, schedule, store, workerId } = deliverContext
+    const { delivery, endpoint, message, token } = claim
+    const settle = (attempt: Attempt | undefined, settlement: Settlement) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => store.settle(token, delivery, attempt, settlement, now))
+    if (endpoint.disabled) return yield* settle(undefined, { _tag: "Failed", reason: "disabled" })
+    const n = delivery.attempts + 1
+    const at = yield* Clock.currentTimeMillis
+    const refused = (excerpt: string) =>
+      context.makeAttempt({ endpointId: endpoint.id, messageId: message.id, attempt: n, at, outcome: "refused", latencyMillis: 0, excerpt })
+    let url: URL | undefined
+    try {
+      url = new URL(endpoint.url)
+    } catch {
+      url = undefined
+    }
+    if (url === undefined) return yield* settle(refused(`${endpoint.url} is not a valid URL`), { _tag: "Failed", reason: "refused" })
+    const attempt = yield* attemptOnce(context, endpoint, url, message, n).pipe(
+      // An unusable secret is the endpoint's configuration, not its health: no request can be signed.
+      Effect.catchAll((error) => Effect.succeed(refused(error.message)))
+    )
+    const now = yield* Clock.currentTimeMillis
+    const settlement = settlementOf(attempt, n, schedule, now)
+    const held = yield* settle(attempt, settlement)
+    if (!held) {
+      yield* Effect.logWarning(
+        `webhook dispatcher ${workerId}: lost the claim of ${message.id} → ${endpoint.id}; its attempt ${n} (${attempt.outcome}) is not recorded`
+      )
+      return false
+    }
+    yield* afterSettle(deliverContext, claim, attempt, settlement, now).pipe(
+      Effect.catchAll((e) => Effect.logWarning(`webhook dispatcher ${workerId}: could not update endpoint ${endpoint.id}`, e)),
+      Effect.zipRight(announceSettled(announce, claim, settlement, n))
+    )
+    return true
+  }).pipe(
+    // A store fault while settling leaves the claim to expire: another worker (or this one) retries the delivery.
+    Effect.catchAll((e) => Effect.as(Effect.logWarning(`webhook dispatcher: settling ${claim.message.id} → ${claim.endpoint.id} failed`, e), false))
+  )
+
+/** The endpoint's failure run and disabling, after a settled attempt. */
+const afterSettle = (deliverContext: DeliverContext, claim: Claim, attempt: Attempt, settlement: Settlement, now: number) =>
+  Effect.gen(function*() {
+    const { announce, disableAfter, store } = deliverContext
+    const { endpoint } = claim
+    if (attempt.outcome === "gone") {
+      const reason = "the endpoint answered 410 Gone"
+      yield* store.updateEndpoint(endpoint.id, { disabled: true, disabledReason: reason })
+      yield* announce({ type: "endpoint.disabled", endpointId: endpoint.id, reason, at: now })
+      return
+    }
+    if (settlement._tag === "Delivered") {
+      if (endpoint.failingSince !== undefined) yield* store.updateEndpoint(endpoint.id, { failingSince: null })
+      return
+    }
+    if (!isFailure(attempt)) return
+    // The claim's snapshot of the endpoint may be stale; the store holds the run's start.
+    const fresh = Option.getOrUndefined(yield* store.endpoint(endpoint.id))
+    if (fresh === undefined || fresh.disabled) return
+    if (fresh.failingSince === undefined) {
+      yield* store.updateEndpoint(endpoint.id, { failingSince: attempt.at })
+    } else if (now - fresh.failingSince >= disableAfter) {
+      const reason = `failing without a success since ${new Date(fresh.failingSince).toISOString()}`
+      yield* store.updateEndpoint(endpoint.id, { disabled: true, disabledReason: reason })
+      yield* announce({ type: "endpoint.disabled", endpointId: endpoint.id, reason, at: now })
+    }
+  })
+
+/** A success after failures, or a delivery out of attempts, is an operational event. */
+const announceSettled = (announce: DeliverContext["announce"], claim: Claim, settlement: Settlement, n: number) => {
+  const ids = { endpointId: claim.endpoint.id, messageId: claim.message.id, attempts: n }
+  if (settlement._tag === "Delivered" && n > 1) return announce({ type: "message.attempt.recovered", ...ids })
+  if (settlement._tag === "Failed" && settlement.reason === "exhausted") {
+    return announce({ type: "message.attempt.exhausted", ...ids })
+  }
+  return Effect.void
+}
+
+/** What the worker loop needs. */
+export interface WorkerContext {
+  readonly store: Store
+  readonly workerId: string
+  readonly concurrency: number
+  readonly leaseMillis: number
+  readonly pollMillis: number
+  readonly wake: Queue.Queue<void>
+  readonly attempt: (claim: Claim) => Effect.Effect<boolean>
+}
+
+/** Claims due deliveries as slots free up; idle, it waits for the next due time, a wake-up or the poll interval. */
+export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { attempt, concurrency, leaseMillis, pollMillis, store, wake, workerId } = worker
+    let inFlight = 0
+    let failures = 0
+    const done = Effect.suspend(() => {
+      inFlight--
+      return worker.wake.offer(undefined)
+    })
+    while (true) {
+      const free = concurrency - inFlight
+      let claimed = 0
+      if (free > 0) {
+        const now = yield* Clock.currentTimeMillis
+        const claims = yield* Effect.either(store.claim({ workerId, now, limit: free, leaseMillis }))
+        if (claims._tag === "Left") {
+          // Logged when the store goes away and when it is back, not on every retry.
+          if (failures++ === 0) yield* Effect.logWarning(`webhook dispatcher ${workerId}: store unreachable; retrying`, claims.left)
+          const capped = Math.min(30_000, 100 * 2 ** Math.min(failures, 9))
+          yield* Effect.sleep(Duration.millis(Math.round(capped / 2 + (yield* Random.nextIntBetween(0, Math.ceil(capped / 2))))))
+          continue
+        }
+        if (failures > 0) {
+          yield* Effect.logInfo(`webhook dispatcher ${workerId}: store reachable again`)
+          failures = 0
+        }
+        claimed = claims.right.length
+        for (const claim of claims.right) {
+          inFlight++
+          yield* Effect.forkScoped(Effect.ensuring(attempt(claim), done))
+        }
+        if (claimed === free) continue
+      }
+      // Idle or full: wait for a slot, a local send, the next due delivery, or the poll interval.
+      const now = yield* Clock.currentTimeMillis
+      const next = yield* Effect.orElseSucceed(store.nextDue, () => Option.none<number>())
+      const until = Option.match(next, { onNone: () => pollMillis, onSome: (at) => Math.min(pollMillis, Math.max(1, at - now)) })
+      yield* wake.take.pipe(Effect.timeout(Duration.millis(until)), Effect.ignore)
+    }
+  })

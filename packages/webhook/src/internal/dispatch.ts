@@ -160,10 +160,13 @@ export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, S
         }
         if (claimed === free) continue
       }
-      // Idle or full: wait for a slot, a local send, the next due delivery, or the poll interval.
-      const now = yield* Clock.currentTimeMillis
-      const next = yield* Effect.orElseSucceed(store.nextDue, () => Option.none<number>())
-      const until = Option.match(next, { onNone: () => pollMillis, onSome: (at) => Math.min(pollMillis, Math.max(1, at - now)) })
+      // Full: wait for a slot. Idle: wait for a local send, the next due delivery, or the poll interval.
+      let until = pollMillis
+      if (inFlight < concurrency) {
+        const now = yield* Clock.currentTimeMillis
+        const next = yield* Effect.orElseSucceed(store.nextDue, () => Option.none<number>())
+        if (Option.isSome(next)) until = Math.min(pollMillis, Math.max(1, next.value - now))
+      }
       yield* wake.take.pipe(Effect.timeout(Duration.millis(until)), Effect.ignore)
     }
   })

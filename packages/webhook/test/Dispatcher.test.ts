@@ -1,0 +1,233 @@
+import { Observe } from "@bulwark/core"
+import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, Schedule, Stream } from "effect"
+import { createServer, type IncomingHttpHeaders } from "node:http"
+import { Webhook } from "standardwebhooks"
+import * as Dispatcher from "../src/Dispatcher.js"
+import { DispatchStore } from "../src/DispatchStore.js"
+import * as MemoryDispatchStore from "../src/DispatchStore/Memory.js"
+import * as Sender from "../src/Sender.js"
+import * as Signing from "../src/Signing.js"
+
+type Reply = { status: number; headers?: Record<string, string> } | "hang"
+interface Hit {
+  readonly id: string
+  readonly headers: IncomingHttpHeaders
+  readonly body: string
+}
+
+/** A local endpoint answering `reply(n, hit)` (n counts this endpoint's requests from 1), recording every hit. */
+const endpointServer = (reply: (n: number, hit: Hit) => Reply) =>
+  Effect.acquireRelease(
+    Effect.async<{ url: string; hits: Array<Hit>; successes: Array<string>; close: () => void }>((resume) => {
+      const hits: Array<Hit> = []
+      const successes: Array<string> = []
+      const server = createServer((req, res) => {
+        const chunks: Array<Buffer> = []
+        req.on("data", (c: Buffer) => chunks.push(c))
+        req.on("end", () => {
+          const hit = { id: String(req.headers["webhook-id"]), headers: req.headers, body: Buffer.concat(chunks).toString() }
+          hits.push(hit)
+          const r = reply(hits.length, hit)
+          if (r === "hang") return
+          if (r.status >= 200 && r.status < 300) successes.push(hit.id)
+          res.writeHead(r.status, r.headers ?? {})
+          res.end("ok")
+        })
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as { port: number }
+        resume(Effect.succeed({
+          url: `http://127.0.0.1:${port}/hook`,
+          hits,
+          successes,
+          close: () => {
+            server.closeAllConnections()
+            server.close()
+          }
+        }))
+      })
+    }),
+    (s) => Effect.sync(s.close)
+  )
+
+const body = (text: string) => new TextEncoder().encode(text)
+const fast = { schedule: ["0 millis", "30 millis", "30 millis"], allow: ["127.0.0.1"], pollInterval: "20 millis", attemptTimeout: "2 seconds" }
+/** Polls `effect` every 10 ms until `until` holds (20 s at most). */
+const poll = <A, E, R>(effect: Effect.Effect<A, E, R>, until: (a: A) => boolean) =>
+  effect.pipe(
+    Effect.filterOrFail(until, () => "not yet"),
+    Effect.retry({ while: (e) => e === "not yet", schedule: Schedule.spaced("10 millis") }),
+    Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => "timed out polling" })
+  )
+/** The message's deliveries, once none is pending. */
+const untilSettled = (dispatcher: Dispatcher.Dispatcher["Type"], messageId: string, endpoints = 1) =>
+  poll(dispatcher.deliveries({ messageId }), (ds) => ds.length === endpoints && ds.every((d) => d.state !== "pending"))
+
+describe("Dispatcher", () => {
+  it.scopedLive("delivers a Standard Webhooks message the official library verifies; attempts are recorded", () =>
+    Effect.gen(function*() {
+      const secret = Signing.generateSecret()
+      const server = yield* endpointServer((n) => n === 1 ? { status: 503, headers: { "retry-after": "0" } } : { status: 204 })
+      const dispatcher = yield* Dispatcher.make(fast).pipe(Effect.provide(MemoryDispatchStore.layer()))
+      yield* Effect.forkScoped(dispatcher.run)
+      yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [secret] })
+      expect(yield* dispatcher.send({ id: "msg_1", body: body(`{"type":"order.paid"}`) }, ["partner"])).toBe(1)
+      expect(yield* dispatcher.send({ id: "msg_1", body: body(`{"type":"order.paid"}`) }, ["partner"])).toBe(0)
+      const [delivery] = yield* untilSettled(dispatcher, "msg_1")
+      expect(delivery).toMatchObject({ state: "delivered", attempts: 2 })
+      expect(server.hits.map((h) => h.id)).toEqual(["msg_1", "msg_1"])
+      const last = server.hits[1]!
+      expect(new Webhook(secret).verify(last.body, last.headers as Record<string, string>)).toEqual({ type: "order.paid" })
+      expect((yield* dispatcher.attempts("msg_1")).map((a) => [a.attempt, a.outcome, a.status])).toEqual([[1, "failed", 503], [2, "delivered", 204]])
+    }))
+
+  it.scopedLive("410 disables the endpoint (endpoint.disabled); exhaustion and recovery are announced", () =>
+    Effect.gen(function*() {
+      const events: Array<Dispatcher.OperationalEvent> = []
+      const observed: Array<string> = []
+      const gone = yield* endpointServer(() => ({ status: 410 }))
+      const down = yield* endpointServer(() => ({ status: 500 }))
+      const flaky = yield* endpointServer((n) => n < 3 ? { status: 502 } : { status: 200 })
+      const dispatcher = yield* Dispatcher.make({
+        ...fast,
+        onEvent: (event) => Effect.sync(() => events.push(event))
+      }).pipe(Effect.provide(MemoryDispatchStore.layer()))
+      yield* Effect.forkScoped(dispatcher.run.pipe(Observe.observe((e) => observed.push(`${e.source}:${e.kind}`))))
+      for (const [id, server] of [["gone", gone], ["down", down], ["flaky", flaky]] as const) {
+        yield* dispatcher.registerEndpoint({ id, url: server.url, secrets: [Signing.generateSecret()] })
+      }
+      yield* dispatcher.send({ id: "m1", body: body("{}") }, ["gone", "down", "flaky"])
+      const settled = yield* untilSettled(dispatcher, "m1", 3)
+      expect(Object.fromEntries(settled.map((d) => [d.endpointId, [d.state, d.failReason, d.attempts]]))).toEqual({
+        gone: ["failed", "gone", 1],
+        down: ["failed", "exhausted", 3],
+        flaky: ["delivered", undefined, 3]
+      })
+      expect(events.map((e) => `${e.type}:${e.endpointId}`).sort()).toEqual([
+        "endpoint.disabled:gone",
+        "message.attempt.exhausted:down",
+        "message.attempt.recovered:flaky"
+      ])
+      expect(observed).toContain("dispatcher:endpoint.disabled")
+      // A disabled endpoint gets no request: its next delivery fails as disabled, until it is enabled again.
+      yield* dispatcher.send({ id: "m2", body: body("{}") }, ["gone"])
+      expect((yield* untilSettled(dispatcher, "m2"))[0]).toMatchObject({ state: "failed", failReason: "disabled", attempts: 0 })
+      expect(gone.hits.length).toBe(1)
+      yield* dispatcher.enable("gone")
+      expect(yield* dispatcher.recover("gone", 0)).toBe(2)
+      yield* poll(Effect.sync(() => gone.hits.length), (n) => n === 3)
+    }))
+
+  it.scopedLive("an endpoint failing for longer than disableAfter is disabled; resend delivers a delivered message again", () =>
+    Effect.gen(function*() {
+      const events: Array<Dispatcher.OperationalEvent> = []
+      const down = yield* endpointServer(() => ({ status: 503 }))
+      const up = yield* endpointServer(() => ({ status: 200 }))
+      const dispatcher = yield* Dispatcher.make({
+        ...fast,
+        schedule: Array.from({ length: 20 }, () => "20 millis"),
+        disableAfter: "100 millis",
+        breaker: { allow: () => Effect.succeed(true), report: () => Effect.void, state: () => Effect.succeed("closed") },
+        onEvent: (event) => Effect.sync(() => events.push(event))
+      }).pipe(Effect.provide(MemoryDispatchStore.layer()))
+      yield* Effect.forkScoped(dispatcher.run)
+      yield* dispatcher.registerEndpoint({ id: "down", url: down.url, secrets: [Signing.generateSecret()] })
+      yield* dispatcher.registerEndpoint({ id: "up", url: up.url, secrets: [Signing.generateSecret()] })
+      yield* dispatcher.send({ id: "m", body: body("{}") }, ["down", "up"])
+      const settled = yield* untilSettled(dispatcher, "m", 2)
+      expect(settled.find((d) => d.endpointId === "down")).toMatchObject({ state: "failed", failReason: "disabled" })
+      expect(events.filter((e) => e.type === "endpoint.disabled").map((e) => e.endpointId)).toEqual(["down"])
+      expect(yield* dispatcher.resend("m", "up")).toBe(1)
+      yield* poll(Effect.sync(() => up.successes.length), (n) => n === 2)
+    }))
+
+  it.scopedLive("send to an unregistered endpoint fails with UnknownEndpoint and stores nothing", () =>
+    Effect.gen(function*() {
+      const dispatcher = yield* Dispatcher.make(fast).pipe(Effect.provide(MemoryDispatchStore.layer()))
+      const error = yield* Effect.flip(dispatcher.send({ id: "m", body: body("{}") }, ["nobody"]))
+      expect(error).toBeInstanceOf(Dispatcher.UnknownEndpoint)
+      expect(yield* dispatcher.deliveries({})).toEqual([])
+    }))
+
+  it.scopedLive("workers sharing a store deliver each message once; a worker killed mid-attempt loses nothing", () =>
+    Effect.gen(function*() {
+      // Every fourth message fails its first attempt, so retries run across both workers too.
+      const failedOnce = new Set<string>()
+      const server = yield* endpointServer((_, hit) =>
+        Number(hit.id.slice(1)) % 4 === 0 && !failedOnce.has(hit.id) ? (failedOnce.add(hit.id), { status: 503 }) : { status: 200 }
+      )
+      const store = yield* MemoryDispatchStore.make()
+      const make = (workerId: string) =>
+        Dispatcher.make({ ...fast, workerId, userAgent: workerId, lease: "300 millis", attemptTimeout: "200 millis" }).pipe(
+          Effect.provideService(DispatchStore, store)
+        )
+      const a = yield* make("a")
+      const b = yield* make("b")
+      yield* a.registerEndpoint({ id: "e", url: server.url, secrets: [Signing.generateSecret()] })
+      for (let i = 0; i < 40; i++) yield* a.send({ id: `m${i}`, body: body(`{"i":${i}}`) }, ["e"])
+      const doomed = yield* Effect.fork(a.run.pipe(Effect.scoped))
+      yield* Effect.forkScoped(b.run)
+      yield* poll(Effect.sync(() => server.hits.length), (n) => n >= 5)
+      yield* Fiber.interrupt(doomed)
+      yield* poll(a.deliveries({ state: "delivered", limit: 100 }), (ds) => ds.length === 40)
+      const counts = new Map<string, number>()
+      for (const id of server.successes) counts.set(id, (counts.get(id) ?? 0) + 1)
+      expect(counts.size).toBe(40)
+      // A second success is possible only where the killed worker's request was answered before it could
+      // record the answer (same webhook-id: the receiver drops the copy); never for a message it did not touch.
+      const touchedByA = new Set(server.hits.filter((h) => h.headers["user-agent"] === "a").map((h) => h.id))
+      expect(touchedByA.size).toBeGreaterThan(0)
+      for (const [id, n] of counts) if (!touchedByA.has(id)) expect(n).toBe(1)
+      expect([...counts.values()].every((n) => n <= 2)).toBe(true)
+    }))
+})
+
+describe("redelivery during a retry (the in-process sender's double delivery)", () => {
+  // The scenario from the report: a queue consumer delivers a webhook; the endpoint fails once; the retry
+  // waits longer than the queue's visibility timeout, so the queue hands the message to a second consumer.
+  const scenario = (deliver: (id: string) => Effect.Effect<void, unknown>) =>
+    Effect.gen(function*() {
+      const transport = yield* MemoryTransport.make({ visibilityTimeout: "150 millis" })
+      yield* transport.publish("notify", [{ id: "evt_1", key: "k", payload: body("{}"), headers: {} }])
+      const consumer = transport.subscribe("notify").pipe(
+        Stream.mapEffect((delivery) =>
+          // The handler is slow besides: past the visibility timeout, the queue redelivers the message meanwhile.
+          deliver(delivery.message.id).pipe(
+            Effect.ignore,
+            Effect.zipRight(Effect.sleep("200 millis")),
+            Effect.zipRight(Effect.ignore(delivery.ack))
+          ), { concurrency: 4 }),
+        Stream.runDrain
+      )
+      const fiber = yield* Effect.fork(consumer)
+      yield* Effect.sleep("1500 millis")
+      yield* Fiber.interrupt(fiber)
+    })
+
+  it.scopedLive("Sender.send in the consumer: its retry sleep outlives the visibility timeout, and the endpoint gets several successes", () =>
+    Effect.gen(function*() {
+      const server = yield* endpointServer((n) => n === 1 ? { status: 503 } : { status: 200 })
+      const endpoint = { id: "partner", url: server.url, secrets: [Signing.generateSecret()] }
+      const sender = yield* Sender.make({ schedule: ["0 millis", "400 millis", "400 millis"], allow: ["127.0.0.1"] })
+      yield* scenario((id) => sender.send(endpoint, { id, body: body("{}") }))
+      expect(server.successes.length).toBeGreaterThanOrEqual(2)
+      expect(new Set(server.successes)).toEqual(new Set(["evt_1"]))
+    }))
+
+  it.scopedLive("Dispatcher.send in the consumer: the redelivered message is stored once, and the endpoint gets one success", () =>
+    Effect.gen(function*() {
+      const server = yield* endpointServer((n) => n === 1 ? { status: 503 } : { status: 200 })
+      const dispatcher = yield* Dispatcher.make({ ...fast, schedule: ["0 millis", "400 millis", "400 millis"] }).pipe(
+        Effect.provide(MemoryDispatchStore.layer())
+      )
+      yield* Effect.forkScoped(dispatcher.run)
+      yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [Signing.generateSecret()] })
+      // The consumer only stores the delivery; the redelivered copy stores nothing new.
+      yield* scenario((id) => dispatcher.send({ id, body: body("{}") }, ["partner"]))
+      yield* untilSettled(dispatcher, "evt_1")
+      expect(server.successes).toEqual(["evt_1"])
+      expect(server.hits.length).toBe(2)
+    }))
+})

@@ -53,7 +53,7 @@ const endpointServer = (reply: (n: number, hit: Hit) => Reply) =>
   )
 
 const body = (text: string) => new TextEncoder().encode(text)
-const fast = { schedule: ["0 millis", "30 millis", "30 millis"], allow: ["127.0.0.1"], pollInterval: "20 millis", attemptTimeout: "2 seconds" }
+const fast: Dispatcher.Options = { schedule: ["0 millis", "30 millis", "30 millis"], allow: ["127.0.0.1"], pollInterval: "20 millis", attemptTimeout: "2 seconds" }
 /** Polls `effect` every 10 ms until `until` holds (20 s at most). */
 const poll = <A, E, R>(effect: Effect.Effect<A, E, R>, until: (a: A) => boolean) =>
   effect.pipe(

@@ -17,7 +17,7 @@ import { pipeline } from "./pipeline.js"
 /** Two replayers, 100 ms claims, 4 replays a second. */
 export const replayLeaseExpiry = Simulation.make({
   name: "replay: claim lease shorter than the rate-limit spacing",
-  pipeline: pipeline({ replayers: 2, replayRate: 4, claimLease: "100 millis" }),
+  pipeline: pipeline({ replayers: 2, replayRate: 4, claimLease: "100 millis", notify: "none" }),
   workload: { maxFaults: 2, weights: only({ outage: 1 }) },
   policy
 })
@@ -25,7 +25,7 @@ export const replayLeaseExpiry = Simulation.make({
 /** Drains and replayers that crash. */
 export const replayCrash = Simulation.make({
   name: "replay: the drain and the replayer crash",
-  pipeline: pipeline(),
+  pipeline: pipeline({ notify: "none" }),
   workload: { maxFaults: 4, weights: only({ outage: 1, crash: 3 }) },
   policy
 })
@@ -33,7 +33,7 @@ export const replayCrash = Simulation.make({
 /** A broker that drops a message id it saw within the last two minutes (JetStream's default window). */
 export const replayDuplicateWindow = Simulation.make({
   name: "replay: broker duplicate window",
-  pipeline: pipeline(),
+  pipeline: pipeline({ notify: "none" }),
   workload: { maxFaults: 2, weights: only({ outage: 1 }) },
   world: { dedupeWindow: 120_000 },
   policy

@@ -37,6 +37,7 @@ export const only = (weights: Partial<Record<Scenario.FaultKind, number>>): Part
   evict: 0,
   partial: 0,
   crash: 0,
+  partner: 0,
   ...weights
 })
 
@@ -154,6 +155,13 @@ export const catalogue: ReadonlyArray<Entry> = [
     ["no-transient-dead-letters"],
     { maxFaults: 2, weights: only({ outage: 1 }) },
     { replay: false }
+  ),
+  entry(
+    "sender-in-consumer",
+    "sends the partner's webhook with the in-process Sender inside the queue handler; its retry sleep outlives the visibility timeout",
+    ["webhook-delivered-once"],
+    { maxFaults: 2, weights: only({ partner: 1 }) },
+    { notify: "sender-in-consumer" }
   ),
   entry(
     "reserialising-verifier",

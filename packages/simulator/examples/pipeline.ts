@@ -10,7 +10,9 @@
  * - the relay (`@bulwark/outbox` `Relay`) publishes the rows in commit order;
  * - the postings consumer calls the downstream through timeout → breaker (`@bulwark/circuit-breaker`) →
  *   retry (`@bulwark/retry`) → idempotency (`@bulwark/idempotency`) in a `Pipeline` (`@bulwark/core`);
- * - dead letters are drained into the store and those of an outage replayed (`@bulwark/dead-letter`).
+ * - dead letters are drained into the store and those of an outage replayed (`@bulwark/dead-letter`);
+ * - each applied posting is announced to a partner by a signed webhook through the durable `Dispatcher`
+ *   (`@bulwark/webhook`): the consumer stores the delivery, two dispatcher processes deliver it.
  */
 import { Breaker } from "@bulwark/circuit-breaker"
 import { Delivery, Envelope, Failure, Handler, Pipeline } from "@bulwark/core"
@@ -20,7 +22,7 @@ import { Outbox, Relay } from "@bulwark/outbox"
 import * as MemoryOutboxStore from "@bulwark/outbox/OutboxStore/Memory"
 import { Backoff, Retry } from "@bulwark/retry"
 import { Publisher, Subscriber, consume } from "@bulwark/transport/Transport"
-import { Ingress as WebhookIngress, Verifier } from "@bulwark/webhook"
+import { Dispatcher, type DispatchStore, Ingress as WebhookIngress, Sender, Signing, Verifier } from "@bulwark/webhook"
 import { Duration, Effect, pipe, Schema, Stream } from "effect"
 import type { DownstreamError, Ingress, World } from "../src/World.js"
 
@@ -75,6 +77,12 @@ export interface Variant {
   readonly replayRate: number
   /** How long a replay claim protects an entry. */
   readonly claimLease: Duration.DurationInput
+  /**
+   * How the partner hears of a posting: the consumer stores a delivery for the durable dispatcher, or sends it
+   * itself with the in-process `Sender`, retrying inside the handler (bug: a retry sleep outlives the
+   * visibility timeout, the message is redelivered, and the partner gets it twice), or not at all.
+   */
+  readonly notify: "dispatcher" | "sender-in-consumer" | "none"
 }
 
 /** The correct pipeline's choices. */
@@ -97,7 +105,8 @@ export const correct: Variant = {
   relays: 1,
   replayers: 1,
   replayRate: 20,
-  claimLease: "1 minute"
+  claimLease: "1 minute",
+  notify: "dispatcher"
 }
 
 /** The topic the webhook receiver publishes to. */
@@ -110,6 +119,8 @@ const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 const encodePayment = Envelope.encode(Payment)
 const encodePosting = Envelope.encode(Posting)
+/** The secret the partner verifies the postings' webhooks with. */
+const partnerSecret = Signing.generateSecret()
 
 /** Builds the pipeline for a variant inside the simulated world. */
 export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => {
@@ -213,14 +224,43 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
     permittedProbes: v.permittedProbes
   }
 
-  const handlerWith = (breaker: Breaker.Breaker) => {
+  // --- partner notification: a signed webhook per applied posting ------------------------------------------
+  const partner = { id: "partner", url: "https://partner.example/hooks", secrets: [partnerSecret] }
+  const dispatcherOptions: Dispatcher.Options = {
+    schedule: ["0 millis", "1 second", "5 seconds", "30 seconds", "1 minute", "2 minutes"],
+    attemptTimeout: "5 seconds",
+    pollInterval: "1 second"
+  }
+  const notification = (envelope: Envelope.Envelope<typeof Payment.Type>) => ({
+    id: `${envelope.id}:settled`,
+    body: encoder.encode(JSON.stringify({ type: "payment.settled", data: { ref: envelope.data.ref, key: envelope.data.key } }))
+  })
+  type Notify = (handler: Handler.Handler<typeof Payment.Type, unknown>) => Handler.Handler<typeof Payment.Type, unknown>
+  /** Adds the partner notification after the downstream call, inside the same idempotent unit. */
+  const makeNotify: Effect.Effect<Notify, never, DispatchStore.DispatchStore> = Effect.suspend((): Effect.Effect<Notify, never, DispatchStore.DispatchStore> => {
+    switch (v.notify) {
+      case "none":
+        return Effect.succeed((handler) => handler)
+      case "dispatcher":
+        return Effect.map(Dispatcher.make(dispatcherOptions), (dispatcher) => (handler) => (envelope) =>
+          Effect.zipRight(handler(envelope), dispatcher.send(notification(envelope), [partner.id])))
+      case "sender-in-consumer":
+        return Effect.map(
+          // Sleeps between attempts longer than the transport's 30 s visibility timeout, as the default schedule does.
+          Sender.make({ schedule: ["0 millis", "45 seconds", "45 seconds"], attemptTimeout: "5 seconds" }),
+          (sender) => (handler) => (envelope) => Effect.zipRight(handler(envelope), sender.send(partner, notification(envelope)))
+        )
+    }
+  })
+
+  const handlerWith = (breaker: Breaker.Breaker, notify: Notify) => {
     const guarded = pipe(classified, Handler.timeout("500 millis"), Breaker.middleware(breaker))
     // A breaker per message: made afresh for every delivery, it never sees enough calls to open.
     const perMessage: Handler.Handler<typeof Payment.Type, unknown> = (envelope) =>
       Effect.flatMap(Effect.orDie(Breaker.make("downstream", breakerOptions)), (fresh) =>
         pipe(classified, Handler.timeout("500 millis"), Breaker.middleware(fresh))(envelope))
     const timed = pipe(classified, Handler.timeout("500 millis"))
-    const retried = Retry.middleware(retryPolicy)(v.breaker === "per-process" ? guarded : Handler.withStage("breaker", timed, perMessage))
+    const retried = notify(Retry.middleware(retryPolicy)(v.breaker === "per-process" ? guarded : Handler.withStage("breaker", timed, perMessage)))
     return v.dedupe === "idempotent"
       ? Idempotent.idempotent<typeof Payment.Type>({ namespace: "payments:", lease: "30 seconds", retention: v.retention, onInProgress: "nack" })(retried)
       : retried
@@ -230,7 +270,7 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
 
   const consumer = Effect.gen(function*() {
     const breaker = yield* Effect.orDie(Breaker.make("downstream", breakerOptions))
-    const handler = handlerWith(breaker)
+    const handler = handlerWith(breaker, yield* makeNotify)
     if (v.ackFirst) {
       // The ack-first anti-pattern: settle, then work — a crash in between loses the message.
       const subscriber = yield* Subscriber
@@ -291,6 +331,10 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
   )
 
   return Effect.gen(function*() {
+    // The partner's endpoint is configuration, registered before any process runs.
+    if (v.notify === "dispatcher") {
+      yield* Effect.provide(Effect.flatMap(Dispatcher.make(dispatcherOptions), (d) => Effect.orDie(d.registerEndpoint(partner))), world.context)
+    }
     for (let i = 0; i < 2; i++) yield* world.spawn(`ledger-${i + 1}`, Effect.provide(ledger, world.context))
     if (v.publishing === "outbox") {
       for (let i = 0; i < v.relays; i++) {
@@ -302,6 +346,15 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
     yield* world.spawn("dead-letter-drain", Effect.provide(drain, world.context))
     if (v.replay) {
       for (let i = 0; i < v.replayers; i++) yield* world.spawn(`replayer-${i + 1}`, Effect.provide(replayer, world.context))
+    }
+    if (v.notify === "dispatcher") {
+      for (let i = 0; i < 2; i++) {
+        const worker = Effect.gen(function*() {
+          const dispatcher = yield* Dispatcher.make({ ...dispatcherOptions, workerId: `dispatcher-${i + 1}` })
+          return yield* dispatcher.run
+        })
+        yield* world.spawn(`dispatcher-${i + 1}`, Effect.provide(worker, world.context))
+      }
     }
     return ingress
   })

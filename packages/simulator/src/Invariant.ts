@@ -310,6 +310,21 @@ export const webhookAuthentic = make({
       : undefined
 })
 
+/**
+ * A webhook is delivered to the partner once: a second 2xx for the same `webhook-id` is a duplicate delivery
+ * unless every earlier one went to a process that crashed since (it could not record the success; receivers
+ * drop that copy by its id). A sender retrying in a queue consumer past the visibility timeout breaks it.
+ */
+export const webhookDeliveredOnce = make({
+  name: "webhook-delivered-once",
+  description: "no webhook-id gets a second successful delivery while the process that delivered it lives",
+  relevant: (e) => e.kind === "partner-2xx",
+  onEvent: (e) =>
+    e.kind === "partner-2xx" && typeof e.data?.count === "number" && e.data.count > 1 && e.data.excused !== true
+      ? `webhook ${String(e.data.id)}${e.ref === undefined ? "" : ` (${e.ref})`} delivered ${e.data.count} times; the earlier delivery's process is still running`
+      : undefined
+})
+
 /** Dead letters carry their triage category. */
 export const deadLetterCategorised = make({
   name: "dead-letter-categorised",
@@ -350,6 +365,7 @@ export const all: ReadonlyArray<Invariant> = [
   processRuns,
   replayOnce,
   webhookAuthentic,
+  webhookDeliveredOnce,
   deadLetterCategorised,
   liveness
 ]

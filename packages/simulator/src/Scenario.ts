@@ -32,6 +32,8 @@ export type Fault =
   | { readonly kind: "burst"; readonly at: number; readonly count: number }
   | { readonly kind: "evict"; readonly at: number }
   | { readonly kind: "partial"; readonly nth: number; readonly accepted: number }
+  /** The webhook partner (the endpoint the dispatcher delivers to) answers 503 from `at` for `ms`. */
+  | { readonly kind: "partner"; readonly at: number; readonly ms: number }
   /**
    * The `node`-th simulated process (modulo the processes the pipeline spawned, in spawn order) crashes at its
    * `step`-th step — any call it makes into the world (publish, settle, a store, the downstream, a sleep) — and
@@ -54,7 +56,8 @@ export const faultKinds = [
   "burst",
   "evict",
   "partial",
-  "crash"
+  "crash",
+  "partner"
 ] as const
 /** A fault kind. */
 export type FaultKind = typeof faultKinds[number]
@@ -108,8 +111,9 @@ export const faultArbitraries = (window: number): Record<FaultKind, fc.Arbitrary
     burst: fc.record({ at, count: fc.integer({ min: 1, max: 10 }) }).map((r) => ({ kind: "burst", ...r })),
     evict: at.map((t) => ({ kind: "evict", at: t })),
     partial: fc.record({ nth, accepted: fc.nat({ max: 3 }) }).map((r) => ({ kind: "partial", ...r })),
+    partner: fc.record({ at, ms: fc.integer({ min: 1, max: 10_000 }) }).map((r) => ({ kind: "partner", ...r })),
     crash: fc.record({
-      node: fc.nat({ max: 7 }),
+      node: fc.nat({ max: 15 }),
       // Most processes take few steps (a drain only when something is dead-lettered): small steps come often.
       step: fc.oneof(fc.nat({ max: 8 }), fc.nat({ max: 60 })),
       down: fc.oneof(fc.integer({ min: 1, max: 500 }), fc.integer({ min: 500, max: 10_000 }))

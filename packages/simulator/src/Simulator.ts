@@ -223,7 +223,8 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
       if (!(history.applied("downstream", ref) > 0 || (history.deadLettered.has(ref) && history.poison.has(ref)))) return false
     }
     if (world.nodes.some((node) => !node.up)) return false
-    return world.pendingMessages() === 0 && world.outboxBacklog() === 0 && simulation.quiescent(world)
+    return world.pendingMessages() === 0 && world.outboxBacklog() === 0 && world.outstandingWebhooks() === 0 &&
+      simulation.quiescent(world)
   }
   let nextCheck = 0
   const result = runProgram(scheduler, program, {

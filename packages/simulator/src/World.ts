@@ -18,6 +18,9 @@ import { OutboxStore } from "@bulwark/outbox/OutboxStore"
 import * as MemoryOutbox from "@bulwark/outbox/OutboxStore/Memory"
 import * as Memory from "@bulwark/transport/Transport/Memory"
 import { type OutgoingMessage, PublishError, Publisher, Subscriber } from "@bulwark/transport/Transport"
+import { DispatchStore, type Service as DispatchService } from "@bulwark/webhook/DispatchStore"
+import * as MemoryDispatchStore from "@bulwark/webhook/DispatchStore/Memory"
+import { HttpEgress } from "@bulwark/webhook/HttpEgress"
 import { ReplayGuard } from "@bulwark/webhook/ReplayGuard"
 import * as ReplayGuardMemory from "@bulwark/webhook/ReplayGuard"
 import {
@@ -28,7 +31,7 @@ import {
   Duration,
   Effect,
   Exit,
-  type Fiber,
+  Fiber,
   FiberId,
   FiberRef,
   Layer,
@@ -70,6 +73,8 @@ export type Ports =
   | OutboxStore
   | Outbox
   | MemoryOutbox.MemoryOutboxStore
+  | HttpEgress
+  | DispatchStore
 
 /** The webhook receiver: answers an HTTP status for a request (0: the connection broke, no answer). */
 export type Ingress = (request: WebhookRequest) => Effect.Effect<number, never, Ports>
@@ -116,6 +121,8 @@ export interface WorldOptions {
   readonly dedupeWindow?: number
   /** Downstream latency, ms. Default 20. */
   readonly downstreamLatency?: number
+  /** The webhook partner's answer latency, ms. Default 20. */
+  readonly partnerLatency?: number
   /** How long a publish takes to be confirmed by the broker, ms. Default 1 (others run meanwhile). */
   readonly publishLatency?: number
   /** Virtual ms after which all faults are healed. */
@@ -158,6 +165,7 @@ export class World {
   private readonly crashFaults: Array<Extract<Fault, { kind: "crash" }>>
   private readonly skew = { ms: 0 }
   private outageUntil = -1
+  private partnerDownUntil = -1
   private burst = 0
   private readonly downstreamKeys = new Set<string>()
   private readonly published = new Map<string, number>()
@@ -182,6 +190,9 @@ export class World {
   private deadLetterStore: DeadLetterService | undefined
   private replayGuardStore: Context.Tag.Service<ReplayGuard> | undefined
   private outboxStore: MemoryOutbox.MemoryOutboxStoreService | undefined
+  private readonly dispatchStore: DispatchService = MemoryDispatchStore.unsafeMake()
+  /** Per webhook-id: the incarnations whose requests the partner answered 2xx. */
+  private readonly partnerSuccesses = new Map<string, Array<Incarnation | undefined>>()
   private readonly tables = new Map<string, Map<string, unknown>>()
 
   constructor(
@@ -195,6 +206,7 @@ export class World {
       orderedPerKey: true,
       dedupeWindow: 0,
       downstreamLatency: 20,
+      partnerLatency: 20,
       publishLatency: 1,
       ...options
     }
@@ -260,6 +272,10 @@ export class World {
       case "outage":
         this.outageUntil = Math.max(this.outageUntil, Math.min(this.options.faultWindow, this.now + fault.ms))
         this.history.fault("outage", undefined, { until: this.outageUntil })
+        return
+      case "partner":
+        this.partnerDownUntil = Math.max(this.partnerDownUntil, Math.min(this.options.faultWindow, this.now + fault.ms))
+        this.history.fault("partner", undefined, { until: this.partnerDownUntil })
         return
       case "burst":
         this.burst += fault.count
@@ -599,13 +615,18 @@ export class World {
         yield* Effect.forkScoped(Effect.zipRight(Effect.sleep(Duration.millis(100)), flushHeld))
         return
       }
-      yield* Queue.offer(out, this.wrap(delivery))
+      // A redelivery (visibility timeout, nack) goes to any consumer of the group, as a broker hands it to
+      // whichever connection asks next: here the live subscriptions in turn, so it can race the first copy.
+      const queues = this.competitors.get(group) ?? []
+      const target = delivery.attempt > 1 && queues.length > 1
+        ? queues[(queues.indexOf(out) + delivery.attempt - 1) % queues.length] ?? out
+        : out
+      yield* Queue.offer(target, this.wrap(delivery))
       const duplicate = faults.find((f) => f.kind === "duplicate")
       if (duplicate !== undefined && duplicate.kind === "duplicate") {
         this.history.fault("duplicate", ref, { topic, copies: duplicate.copies })
         // A copy goes to a competing consumer of the same group when there is one (as a broker redelivering
         // to another connection would), so the copies really race; otherwise to the same one.
-        const queues = this.competitors.get(group) ?? []
         const others = queues.filter((q) => q !== out)
         for (let i = 0; i < duplicate.copies; i++) {
           const target = others.length === 0 ? out : others[i % others.length]!
@@ -767,13 +788,18 @@ export class World {
         Context.add(ReplayGuard, this.replayGuard),
         Context.add(OutboxStore, outbox),
         Context.add(MemoryOutbox.MemoryOutboxStore, outbox),
-        Context.add(Outbox, fromStore(outbox))
+        Context.add(Outbox, fromStore(outbox)),
+        Context.add(HttpEgress, this.egress),
+        Context.add(DispatchStore, this.dispatches)
       )
     }
     return this.ports
   }
 
-  /** Every port the world provides: transport, idempotency, dead-letter, replay-guard and outbox stores. */
+  /**
+   * Every port the world provides: transport, idempotency, dead-letter, replay-guard, outbox and webhook
+   * dispatch stores, and the HTTP egress to the simulated webhook partner.
+   */
   get layer(): Layer.Layer<Ports> {
     return Layer.succeedContext(this.context)
   }
@@ -821,6 +847,66 @@ export class World {
     )
   }
 
+  // ---------------------------------------------------------------------------------------------------------
+  // The webhook partner (the environment): the endpoint Bulwark's sender and dispatcher deliver to
+
+  /** The real memory dispatch store (durable: it outlives crashes), each call a step of the calling process. */
+  get dispatches(): DispatchService {
+    const store = this.dispatchStore
+    return {
+      putEndpoint: (endpoint) => Effect.zipRight(this.step, store.putEndpoint(endpoint)),
+      endpoint: (id) => Effect.zipRight(this.step, store.endpoint(id)),
+      endpoints: Effect.zipRight(this.step, store.endpoints),
+      updateEndpoint: (id, patch) => Effect.zipRight(this.step, store.updateEndpoint(id, patch)),
+      enqueue: (message, endpointIds) => Effect.zipRight(this.step, store.enqueue(message, endpointIds)),
+      claim: (request) => Effect.zipRight(this.step, store.claim(request)),
+      settle: (token, delivery, attempt, settlement, now) =>
+        Effect.zipRight(this.step, store.settle(token, delivery, attempt, settlement, now)),
+      attempts: (messageId) => Effect.zipRight(this.step, store.attempts(messageId)),
+      deliveries: (filter) => Effect.zipRight(this.step, store.deliveries(filter)),
+      requeue: (filter, now) => Effect.zipRight(this.step, store.requeue(filter, now)),
+      nextDue: Effect.zipRight(this.step, store.nextDue)
+    }
+  }
+
+  /**
+   * The HTTP egress to the webhook partner: every host resolves to one public address and every POST reaches
+   * the partner. The partner is down (503, `Retry-After: 1`) during its own outages (`partner` faults);
+   * otherwise it answers 204 after its latency. A 2xx for a `webhook-id` that already had one is
+   * recorded as a duplicate delivery, excused only when every earlier success went to a process that has
+   * crashed since (it could not record it: Standard Webhooks receivers drop that copy by its id).
+   */
+  get egress(): Context.Tag.Service<HttpEgress> {
+    return {
+      lookup: () => Effect.zipRight(this.step, Effect.succeed([{ address: "93.184.215.14", family: 4 as const }])),
+      post: (request) =>
+        Effect.zipRight(
+          this.step,
+          Effect.flatMap(FiberRef.get(currentIncarnation), (incarnation) =>
+            Effect.suspend(() => {
+              const id = request.headers["webhook-id"] ?? ""
+              const ref = refOf(request.body) ?? id
+              const latency = Duration.millis(this.options.partnerLatency)
+              if (this.faulty && this.now < this.partnerDownUntil) {
+                this.history.record("sender", "partner-unavailable", ref, { id, status: 503 })
+                return Effect.as(Effect.sleep(latency), { status: 503, headers: { "retry-after": "1" }, excerpt: "unavailable" })
+              }
+              const earlier = this.partnerSuccesses.get(id) ?? []
+              const excused = earlier.every((by) => by !== undefined && !alive(by))
+              earlier.push(incarnation)
+              this.partnerSuccesses.set(id, earlier)
+              this.history.record("sender", "partner-2xx", ref, {
+                id,
+                count: earlier.length,
+                excused,
+                node: incarnation?.node.name
+              })
+              return Effect.as(Effect.sleep(latency), { status: 204, headers: {}, excerpt: "" })
+            }))
+        )
+    }
+  }
+
   /** Whether the downstream is failing now (an outage or an error burst within the fault window). */
   get downstreamFailing(): boolean {
     return this.faulty && (this.now < this.outageUntil || this.burst > 0)
@@ -831,8 +917,46 @@ export class World {
     this.history.record(lane, kind, ref, data)
   }
 
-  /** The observer that copies the real packages' {@link Observe} events into the history. */
-  readonly observer: Observe.Observer = (event) => this.history.observed(event)
+  /**
+   * The observer that copies the real packages' {@link Observe} events into the history, and follows the
+   * in-process `Sender`'s sends (a send between a failed attempt and its end is work still to come).
+   */
+  readonly observer: Observe.Observer = (event) => {
+    if (event.source === "sender") this.followSend(event)
+    this.history.observed(event)
+  }
+
+  /** In-process sends still retrying: message id → the incarnations sending it. */
+  private readonly sendsInFlight = new Map<string, Set<Incarnation>>()
+
+  private followSend(event: Observe.Event): void {
+    const id = event.attributes.messageId
+    if (typeof id !== "string") return
+    const fiber = Fiber.getCurrentFiber()
+    const incarnation = fiber._tag === "Some" ? fiber.value.getFiberRef(currentIncarnation) : undefined
+    if (incarnation === undefined) return
+    const senders = this.sendsInFlight.get(id) ?? new Set<Incarnation>()
+    if (event.kind === "attempt" && event.attributes.outcome !== "delivered") senders.add(incarnation)
+    else if (event.kind !== "attempt") senders.delete(incarnation)
+    if (senders.size === 0) this.sendsInFlight.delete(id)
+    else this.sendsInFlight.set(id, senders)
+  }
+
+  /**
+   * Webhook deliveries still to come: the dispatch store's pending deliveries and the in-process sends of
+   * live processes still retrying. The run is not over while there are any.
+   */
+  outstandingWebhooks(): number {
+    let n = Effect.runSync(
+      Effect.map(this.dispatchStore.deliveries({ state: "pending", limit: 1 }), (ds) => ds.length).pipe(
+        Effect.orElseSucceed(() => 1)
+      )
+    )
+    for (const senders of this.sendsInFlight.values()) {
+      for (const incarnation of senders) if (alive(incarnation)) n++
+    }
+    return n
+  }
 }
 
 const siteOf = (kind: Fault["kind"]): string => {

@@ -1,3 +1,3 @@
 import { checkEntries } from "./catalogue.js"
 
-checkEntries(["commit-then-publish", "check-then-post"])
+checkEntries(["commit-then-publish", "check-then-post", "sender-in-consumer"])

@@ -10,7 +10,8 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import { Config, Context, Data, Deferred, Effect, FiberId, Layer, Option, Redacted, Scope, Stream } from "effect"
-import { mkdirSync } from "node:fs"
+import { existsSync, mkdirSync } from "node:fs"
+import { join as joinPath, resolve as resolvePath } from "node:path"
 import type pg from "pg"
 
 // The engines' client libraries (pg, pg-types, PGlite) are imported when a layer is built, not when this module
@@ -205,3 +206,32 @@ export const layerConfig: Layer.Layer<SqlClient.SqlClient | Database, SqlError |
       return layerPglite({ dataDir })
     })
   )
+
+/** An operator tool was pointed at an embedded database that does not exist (it does not create one). */
+export class NoEmbeddedDatabase extends Data.TaggedError("NoEmbeddedDatabase")<{
+  readonly dataDir: string
+}> {
+  override get message(): string {
+    return `there is no embedded database at ${this.dataDir}. Point BULWARK_DATABASE_URL at your Postgres or ` +
+      "BULWARK_DATA_DIR at the application's data directory."
+  }
+}
+
+/**
+ * The database an operator tool (a CLI command) opens, as configured like {@link layerConfig}, and a line
+ * saying which one (for stderr). Unlike the application, a tool never creates an embedded database: a typo
+ * in `BULWARK_DATA_DIR`, or the wrong current directory, would otherwise show a fresh, empty store.
+ */
+export const existingConfig: Effect.Effect<
+  { readonly layer: Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError>; readonly description: string },
+  NoEmbeddedDatabase | DatabaseUrlError | import("effect/ConfigError").ConfigError
+> = Effect.gen(function*() {
+  const url = Option.map(yield* Config.option(Config.string("BULWARK_DATABASE_URL")), (value) => value.trim())
+  if (Option.isSome(url) && url.value !== "") {
+    yield* parseUrl(url.value)
+    return { layer: layerPostgres({ url: url.value }), description: redactUrl(url.value) }
+  }
+  const dataDir = resolvePath(yield* Config.withDefault(Config.string("BULWARK_DATA_DIR"), defaultDataDir))
+  if (!existsSync(joinPath(dataDir, "PG_VERSION"))) return yield* new NoEmbeddedDatabase({ dataDir })
+  return { layer: layerPglite({ dataDir }), description: `PGlite at ${dataDir}` }
+})

@@ -213,5 +213,14 @@ export const mutants: ReadonlyArray<Mutant> = [
     workload: { maxFaults: 3, faultWindow: 5_000, maxChoices: 4, weights: only({ outage: 1, burst: 1 }) },
     world: { downstreamLatency: 200 },
     shrinkBudget: 600
+  },
+  {
+    id: "dispatch-claim-ignores-lease",
+    description: "the dispatch store hands out a delivery another dispatcher worker holds under a live lease",
+    file: "packages/webhook/src/DispatchStore/Memory.ts",
+    search: "d.record.state === \"pending\" && d.record.dueAt <= now && d.claimedUntil <= now",
+    replace: "d.record.state === \"pending\" && d.record.dueAt <= now",
+    caughtBy: ["webhook-delivered-once"],
+    workload: { maxFaults: 2, weights: only({ partner: 1 }) }
   }
 ]

@@ -132,4 +132,5 @@ writeResults("webhook", "Webhook verification and ingress throughput", rows, [
   `Goals: verify ≥ 3× standardwebhooks (measured ${(checkOps / officialOps).toFixed(2)}× sync, ${(effectOps / officialOps).toFixed(2)}× via Effect); ingress ≥ 50% of bare node:http (measured ${Math.round(100 * ingress.requests.average / bare.requests.average)}% for the @effect/platform route, ${Math.round(100 * ingressNode.requests.average / bare.requests.average)}% for the node listener).`,
   "Client, server and benchmark share 2 cores: absolute figures are noisy, ratios less so."
 ])
+await import("./soak.js")
 process.exit(0)

@@ -133,6 +133,7 @@ export const make = (options: Options = {}): Effect.Effect<Dispatcher["Type"], n
       concurrency,
       leaseMillis,
       pollMillis,
+      drainMillis: Duration.toMillis(attemptTimeout) + 1_000,
       wake,
       attempt: attemptClaim
     })

@@ -1,7 +1,7 @@
 // The dispatcher's two halves as top-level functions: `deliver` makes one attempt of a claimed delivery and
 // settles it under its fencing token; `workerLoop` claims due deliveries as slots free up and sleeps until the
 // next one is due (or a local wake-up), backing off while the store is unreachable.
-import { Clock, Duration, Effect, Option, type Queue, Random, type Scope } from "effect"
+import { Clock, Duration, Effect, Fiber, Option, type Queue, Random, type Scope } from "effect"
 import type { Claim, Service as Store, Settlement } from "../DispatchStore.js"
 import type { OperationalEvent } from "../Dispatcher.js"
 import type { Attempt } from "../Sender.js"
@@ -122,6 +122,8 @@ export interface WorkerContext {
   readonly concurrency: number
   readonly leaseMillis: number
   readonly pollMillis: number
+  /** How long a stopping worker waits for its attempts in flight. */
+  readonly drainMillis: number
   readonly wake: Queue.Queue<void>
   readonly attempt: (claim: Claim) => Effect.Effect<boolean>
 }
@@ -129,13 +131,24 @@ export interface WorkerContext {
 /** Claims due deliveries as slots free up; idle, it waits for the next due time, a wake-up or the poll interval. */
 export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const { attempt, concurrency, leaseMillis, pollMillis, store, wake, workerId } = worker
+    const { attempt, concurrency, drainMillis, leaseMillis, pollMillis, store, wake, workerId } = worker
     let inFlight = 0
     let failures = 0
+    const attempts = new Set<Fiber.RuntimeFiber<boolean>>()
     const done = Effect.suspend(() => {
       inFlight--
       return worker.wake.offer(undefined)
     })
+    // A stopping worker claims nothing more and lets its attempts finish (up to the attempt timeout), so a
+    // graceful restart leaves no answered attempt unrecorded; only a kill leaves that window.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        const running = [...attempts]
+        if (running.length === 0) return
+        yield* Fiber.awaitAll(running).pipe(Effect.timeout(Duration.millis(drainMillis)), Effect.ignore)
+        yield* Fiber.interruptAll(running)
+      })
+    )
     while (true) {
       const free = concurrency - inFlight
       let claimed = 0
@@ -156,7 +169,9 @@ export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, S
         claimed = claims.right.length
         for (const claim of claims.right) {
           inFlight++
-          yield* Effect.forkScoped(Effect.ensuring(attempt(claim), done))
+          const fiber = yield* Effect.forkDaemon(Effect.ensuring(attempt(claim), done))
+          attempts.add(fiber)
+          fiber.addObserver(() => attempts.delete(fiber))
         }
         if (claimed === free) continue
       }

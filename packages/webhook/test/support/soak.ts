@@ -7,7 +7,7 @@
  */
 import type { Database } from "@bulwark/sql"
 import type * as SqlClient from "@effect/sql/SqlClient"
-import { Effect, Exit, Layer, Scope } from "effect"
+import { Duration, Effect, Exit, Layer, Scope } from "effect"
 import { createServer } from "node:http"
 import * as Breaker from "../../src/Breaker.js"
 import * as Dispatcher from "../../src/Dispatcher.js"
@@ -91,7 +91,7 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakReport, unknown, S
     const store = yield* SqlDispatchStore.make({ table: options.table })
     const settings: Dispatcher.Options = {
       allow: ["127.0.0.1"],
-      schedule: Array.from({ length: 14 }, (_, i) => `${i === 0 ? 0 : Math.min(400, 25 * 2 ** i)} millis`),
+      schedule: Array.from({ length: 14 }, (_, i) => Duration.millis(i === 0 ? 0 : Math.min(400, 25 * 2 ** i))),
       attemptTimeout: "5 seconds",
       pollInterval: "50 millis",
       concurrency: 25,

@@ -222,5 +222,17 @@ export const mutants: ReadonlyArray<Mutant> = [
     replace: "d.record.state === \"pending\" && d.record.dueAt <= now",
     caughtBy: ["webhook-delivered-once"],
     workload: { maxFaults: 2, weights: only({ partner: 1 }) }
+  },
+  {
+    id: "relay-claim-ignores-key-head",
+    description: "the outbox store lets a relay claim a key's later row while an earlier one is unpublished",
+    file: "packages/outbox/src/internal/memoryStore.ts",
+    search: "          if (heads.has(key)) continue\n",
+    replace: "",
+    caughtBy: ["order-per-key"],
+    // A key's rows must be committed close together, so a failed head row is still waiting when the next one
+    // commits: many messages, few keys.
+    workload: { maxFaults: 3, maxMessages: 10, keys: 1, weights: only({ partial: 1 }) },
+    variant: { relays: 2 }
   }
 ]

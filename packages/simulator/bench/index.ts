@@ -134,3 +134,6 @@ writeResults(
     `Machine: ${machine().cpu}, ${machine().cores} cores.`
   ]
 )
+
+// 5. The self-test gate at full size (45,000 runs of correct pipelines).
+await import("./selftest.js")

@@ -174,6 +174,8 @@ export const stateGauge = Metric.gauge("bulwark_breaker_state", {
 export const transitionsTotal = Metric.counter("bulwark_breaker_transitions_total", {
   description: "Circuit breaker state transitions"
 })
+/** Counter of a shared breaker's store operations given up on (it went on locally), tagged `breaker` and `operation`. */
+export const storeFaultsTotal = Shared.storeFaultsTotal
 /** Counter of calls rejected without being made, tagged `breaker`. */
 export const rejectionsTotal = Metric.counter("bulwark_breaker_rejections_total", {
   description: "Calls rejected by an open circuit breaker"

@@ -124,6 +124,14 @@ const adopt = (s: Shared, stored: Machine.Snapshot) => {
   s.mirror = stored
 }
 
+/**
+ * What to keep of a batch the store failed: all of it when the store certainly did not commit it; after a
+ * write that may have committed, only the probes' outcomes. Counting a call twice could trip the breaker
+ * for nothing, so calls are dropped; a probe's outcome dropped would hold its half-open permit for good.
+ */
+const unsettled = (batch: Array<Pending>, error: StoreError) =>
+  error.operation !== "write" ? batch : batch.filter((p) => p.admission._tag === "probe")
+
 const keep = (s: Shared, batch: Array<Pending>) => {
   const all = batch.length === 0 ? s.pending : batch.concat(s.pending)
   s.pending = all.length > s.sync.maxPending ? all.slice(all.length - s.sync.maxPending) : all
@@ -144,7 +152,8 @@ const merge = (config: Machine.Config, batch: ReadonlyArray<Pending>) => (stored
 /**
  * Merges the pending outcomes into the store and refreshes the mirror; never fails.
  * Outcomes the store certainly did not commit go back to the queue; after a write that may have committed
- * (a failed or timed-out write) they are dropped rather than risk counting them twice. The store bounds
+ * (a failed or timed-out write) calls' outcomes are dropped rather than risk counting them twice (see
+ * {@link unsettled}). The store bounds
  * its own operations (the Redis driver's command timeout), so no sync waits long.
  */
 const flush = (s: Shared): Effect.Effect<void> =>
@@ -157,7 +166,7 @@ const flush = (s: Shared): Effect.Effect<void> =>
     return Effect.matchEffect(operation, {
       onSuccess: (stored) => (adopt(s, stored), recovered(s)),
       onFailure: (error) => {
-        if (error.operation !== "write") keep(s, batch)
+        keep(s, unsettled(batch, error))
         return fault(s, error)
       }
     })
@@ -288,7 +297,7 @@ export const modify = <A>(s: Shared, f: (snapshot: Machine.Snapshot) => A): Effe
       {
         onSuccess: ([answer, stored]) => Effect.as(Effect.zipRight(Effect.sync(() => adopt(s, stored)), recovered(s)), answer),
         onFailure: (error) => {
-          if (error.operation !== "write") keep(s, batch)
+          keep(s, unsettled(batch, error))
           return Effect.zipRight(fault(s, error), Effect.fail(error))
         }
       }

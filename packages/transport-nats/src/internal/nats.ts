@@ -310,6 +310,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
     ) => {
       let inFlight: Array<Promise<{ readonly duplicate: boolean }>> = []
       let duplicate: string | undefined
+      let done = 0
       const settle = async () => {
         const acks = await Promise.all(inFlight)
         const first = acks.findIndex((ack) => ack.duplicate)
@@ -317,7 +318,6 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
         done += inFlight.length
         inFlight = []
       }
-      let done = 0
       for (let i = 0; i < messages.length; i++) {
         const message = messages[i]!
         if (message.id !== "" && resolved.dedupeWindow === 0) headers[i]!.set(idHeader, message.id)

@@ -21,8 +21,13 @@ export interface Options {
 export const make = (store: IdempotencyStore.Service, options: Options = {}): ReplayGuard["Type"] => {
   const prefix = options.prefix ?? "webhook:"
   const defaultTtl = options.ttl ?? Duration.days(3)
-  // Tokens of the claims this instance holds, by key: a commit or release needs the claim's token.
-  const tokens = new Map<string, number>()
+  // Tokens of the claims this instance holds, by key, with their lease's end: a commit or release needs the
+  // claim's token. A claim abandoned without either (its request interrupted) is forgotten after its lease.
+  const tokens = new Map<string, { readonly token: number; readonly until: number }>()
+  const forgetExpired = (now: number) => {
+    if (tokens.size < 1_000) return
+    for (const [key, held] of tokens) if (held.until <= now) tokens.delete(key)
+  }
   const failed = (operation: ReplayGuardError["operation"], key: string) => (cause: unknown) =>
     new ReplayGuardError({ operation, key, cause })
   return ReplayGuard.of({
@@ -32,7 +37,8 @@ export const make = (store: IdempotencyStore.Service, options: Options = {}): Re
         Effect.map((claim): ClaimResult => {
           switch (claim._tag) {
             case "Fresh":
-              tokens.set(key, claim.token)
+              forgetExpired(claim.leaseUntil - Duration.toMillis(Duration.decode(lease)))
+              tokens.set(key, { token: claim.token, until: claim.leaseUntil })
               return "claimed"
             case "InProgress":
               return "in-flight"
@@ -43,7 +49,7 @@ export const make = (store: IdempotencyStore.Service, options: Options = {}): Re
       ),
     commit: (key) =>
       Effect.suspend(() => {
-        const token = tokens.get(key)
+        const token = tokens.get(key)?.token
         if (token === undefined) return Effect.fail(new ReplayGuardError({ operation: "commit", key, cause: "not claimed here" }))
         tokens.delete(key)
         // A lost lease means another instance took the id over: it is remembered either way, yet this
@@ -52,7 +58,7 @@ export const make = (store: IdempotencyStore.Service, options: Options = {}): Re
       }),
     release: (key) =>
       Effect.suspend(() => {
-        const token = tokens.get(key)
+        const token = tokens.get(key)?.token
         if (token === undefined) return Effect.void
         tokens.delete(key)
         return store.release(prefix + key, token).pipe(

@@ -25,9 +25,10 @@ export const handler = Effect.gen(function*() {
 })
 
 /** One breaker shared by every process through Redis: they trip, probe and close together. */
-export const shared = Breaker.makeShared("carrier-api", { window: { kind: "count", size: 50 } }).pipe(
-  Effect.provide(RedisStore.layer({ url: "redis://127.0.0.1:6379" }, { prefix: "shop:breaker:" }))
-)
+export const shared = Breaker.makeShared("carrier-api", { window: { kind: "count", size: 50 } })
+
+/** The store, provided where the application is assembled: its connection lives as long as the breakers. */
+export const sharedStore = RedisStore.layer({ url: "redis://127.0.0.1:6379" }, { prefix: "shop:breaker:" })
 
 /** Manual control and observation. */
 export const operate = Effect.gen(function*() {

@@ -24,6 +24,7 @@ import { Cause, Data, Duration, Effect, Metric, PubSub, Schedule, ScheduleDecisi
 import * as Intervals from "effect/ScheduleIntervals"
 import { BreakerStateStore, type StoreError } from "./BreakerStateStore.js"
 import * as Machine from "./internal/machine.js"
+import * as Shared from "./internal/shared.js"
 
 /** A breaker's state. */
 export type State = Machine.State
@@ -64,7 +65,25 @@ export interface Options {
   readonly isFailure?: FailurePredicate
   /** A state exported by {@link Breaker.toJSON} to start from (validated; see {@link InvalidBreakerState}). */
   readonly initialState?: unknown
+  /** How a shared breaker ({@link makeShared}) syncs with its store; ignored in-process. */
+  readonly sharing?: Sharing
 }
+
+/** How a shared breaker syncs with its store; every field has a default. */
+export interface Sharing {
+  /** A closed or open instance that made no call for this long refreshes its view on its next call. Default 250 ms. */
+  readonly syncInterval?: Duration.DurationInput
+  /** After a store fault, how long the instance judges alone before trying the store again. Default 1 s. */
+  readonly retryInterval?: Duration.DurationInput
+  /** Outcomes kept for the store while it is unreachable (the oldest are dropped beyond). Default 10,000. */
+  readonly maxPending?: number
+}
+
+const resolveSharing = (sharing: Sharing = {}): Shared.SyncConfig => ({
+  syncMillis: Duration.toMillis(sharing.syncInterval ?? "250 millis"),
+  retryMillis: Duration.toMillis(sharing.retryInterval ?? "1 second"),
+  maxPending: Math.max(1, Math.floor(sharing.maxPending ?? 10_000))
+})
 
 /** The default failure predicate: only transient failures count against the downstream. */
 export const transientFailures: FailurePredicate = (_error, verdict) => verdict.classification === "transient"
@@ -126,10 +145,13 @@ export interface Transition {
 /** A circuit breaker; `ES` is what its state store can fail with (`never` in-process). */
 export interface Breaker<ES = never> {
   readonly key: string
-  /** Runs `self` through the breaker. */
-  readonly execute: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerOpen | ES, R>
-  /** The current state (an open breaker past its open time still reads `open` until a call probes it). */
-  readonly state: Effect.Effect<State, ES>
+  /** Runs `self` through the breaker; a shared breaker's store fault never fails a call (it judges locally). */
+  readonly execute: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerOpen, R>
+  /**
+   * The current state (an open breaker past its open time still reads `open` until a call probes it). A
+   * shared breaker syncs with its store first, and answers its local view when the store does not answer.
+   */
+  readonly state: Effect.Effect<State>
   /** The full state as plain data, for export (cockatiel's `toJSON`). */
   readonly toJSON: Effect.Effect<Snapshot, ES>
   /** Forces the breaker open until {@link reset}. */
@@ -152,6 +174,8 @@ export const stateGauge = Metric.gauge("bulwark_breaker_state", {
 export const transitionsTotal = Metric.counter("bulwark_breaker_transitions_total", {
   description: "Circuit breaker state transitions"
 })
+/** Counter of a shared breaker's store operations given up on (it went on locally), tagged `breaker` and `operation`. */
+export const storeFaultsTotal = Shared.storeFaultsTotal
 /** Counter of calls rejected without being made, tagged `breaker`. */
 export const rejectionsTotal = Metric.counter("bulwark_breaker_rejections_total", {
   description: "Calls rejected by an open circuit breaker"
@@ -245,8 +269,16 @@ export const importState = (config: Machine.Config, input: unknown): Effect.Effe
 
 /** How a breaker reads and updates its snapshot: directly (in-process) or through a store. */
 interface Access<ES> {
+  /** The snapshot when it is in-process (calls are then judged synchronously on it). */
   readonly local: Snapshot | undefined
+  /** Manual changes and exports: through the store for a shared breaker, so they can fail with it. */
   readonly modify: <A>(f: (s: Snapshot) => A) => Effect.Effect<A, ES>
+  /** A call's admission and the state after it; never fails (a shared breaker falls back to its mirror). */
+  readonly acquire: (now: number) => Effect.Effect<readonly [Machine.Admission, State]>
+  /** Records an outcome and answers the state after it; never fails. */
+  readonly record: (admission: Machine.Admission, outcome: Machine.Outcome, now: number, duration: number) => Effect.Effect<State>
+  /** The current state; never fails. */
+  readonly read: Effect.Effect<State>
 }
 
 const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredicate, access: Access<ES>, first: State) =>
@@ -323,7 +355,7 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
         return observe(local.state, now)
       }
       return Effect.flatMap(
-        access.modify((s) => (Machine.record(s, config, now, admission, outcome, now - started), s.state)),
+        access.record(admission, outcome, now, now - started),
         (state) => {
           called(observers, outcome)
           return observe(state, now)
@@ -344,7 +376,7 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
       admission: Machine.Admission,
       started: number,
       observers: ReadonlyArray<Observe.Observer>
-    ): Effect.Effect<A, E | ES, R> => {
+    ): Effect.Effect<A, E, R> => {
       const guarded = (effect: Effect.Effect<A, E, R>) =>
         Effect.matchCauseEffect(effect, {
           onSuccess: (a) => {
@@ -421,7 +453,7 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
     const unobserved: ReadonlyArray<Observe.Observer> = []
     const closedHandlers = closedHandlersFor(unobserved)
 
-    const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen | ES, R> => {
+    const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen, R> => {
       const closedRun: Effect.Effect<A, E, R> | undefined = untimedLocal
         ? Effect.matchCauseEffect(self, closedHandlers)
         : undefined
@@ -452,9 +484,9 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
             : run(self, admission, now, observers)
         }
         return Effect.flatMap(
-          access.modify((s) => [Machine.acquire(s, config, now), s.state] as const),
-          ([admission, state]): Effect.Effect<A, E | BreakerOpen | ES, R> => {
-            const next: Effect.Effect<A, E | BreakerOpen | ES, R> = admission._tag === "pass"
+          access.acquire(now),
+          ([admission, state]): Effect.Effect<A, E | BreakerOpen, R> => {
+            const next: Effect.Effect<A, E | BreakerOpen, R> = admission._tag === "pass"
               ? self
               : admission._tag === "reject"
               ? reject(admission, now, observers)
@@ -471,10 +503,7 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
         return Effect.flatMap(access.modify((s) => (f(s), s.state)), (state) => observe(state, now))
       })
 
-    const readState = Effect.suspend(() => {
-      const now = clock.unsafeCurrentTimeMillis()
-      return Effect.flatMap(access.modify((s) => s.state), (state) => Effect.as(observe(state, now), state))
-    })
+    const readState = Effect.flatMap(access.read, (state) => Effect.as(observe(state, clock.unsafeCurrentTimeMillis()), state))
 
     const breaker: Breaker<ES> = {
       key,
@@ -498,7 +527,11 @@ export const make = (key: string, options: Options = {}): Effect.Effect<Breaker,
       : yield* importState(config, options.initialState)
     return yield* build<never>(key, config, options.isFailure ?? transientFailures, {
       local: snapshot,
-      modify: (f) => Effect.sync(() => f(snapshot))
+      modify: (f) => Effect.sync(() => f(snapshot)),
+      acquire: (now) => Effect.sync(() => [Machine.acquire(snapshot, config, now), snapshot.state] as const),
+      record: (admission, outcome, now, duration) =>
+        Effect.sync(() => (Machine.record(snapshot, config, now, admission, outcome, duration), snapshot.state)),
+      read: Effect.sync(() => snapshot.state)
     }, snapshot.state)
   })
 
@@ -506,11 +539,16 @@ export const make = (key: string, options: Options = {}): Effect.Effect<Breaker,
  * A breaker whose state lives in the {@link BreakerStateStore}: every instance made with the same key over
  * the same store (in any process) shares one window and one state. `initialState` seeds the store only
  * when it holds nothing for the key yet.
+ *
+ * Each instance judges calls on a mirror of the stored state and merges its outcomes into the store in
+ * batches (see `sharing`), so a store fault never fails a call: while the store does not answer, the
+ * instance goes on counting and tripping on its own calls, and merges them once the store is back.
+ * Manual control (`isolate`, `disable`, `reset`) and `toJSON` go to the store and fail with it.
  */
 export const makeShared = (
   key: string,
   options: Options = {}
-): Effect.Effect<Breaker<StoreError>, InvalidBreakerState | StoreError, BreakerStateStore> =>
+): Effect.Effect<Breaker<StoreError>, InvalidBreakerState, BreakerStateStore> =>
   Effect.gen(function*() {
     const store = yield* BreakerStateStore
     const config = yield* resolveEffect(options)
@@ -518,20 +556,43 @@ export const makeShared = (
       ? Machine.initial(config)
       : yield* importState(config, options.initialState)
     const initial = () => structuredClone(seed)
-    const current = yield* store.modify(key, initial, (s) => s.window.kind)
-    if (current !== config.window.kind) {
-      return yield* Effect.fail(new InvalidBreakerState({ reason: `stored window is ${current}, breaker uses ${config.window.kind}` }))
+    const sync = resolveSharing(options.sharing)
+    const clock = yield* Effect.clock
+    const runtime = yield* Effect.runtime<never>()
+    const stored = yield* Effect.either(store.modify(key, initial, (s) => structuredClone(s)))
+    if (stored._tag === "Right" && stored.right.window.kind !== config.window.kind) {
+      return yield* Effect.fail(
+        new InvalidBreakerState({ reason: `stored window is ${stored.right.window.kind}, breaker uses ${config.window.kind}` })
+      )
     }
-    const first = yield* store.modify(key, initial, (s) => s.state)
+    if (stored._tag === "Left") {
+      yield* Effect.logWarning(`circuit breaker ${key}: state store unreachable, judging calls locally`).pipe(
+        Effect.annotateLogs({ breaker: key, cause: String(stored.left) })
+      )
+    }
+    const shared = Shared.make({
+      key,
+      config,
+      sync,
+      store,
+      initial,
+      runtime,
+      now: () => clock.unsafeCurrentTimeMillis(),
+      mirror: stored._tag === "Right" ? stored.right : initial(),
+      synced: stored._tag === "Right"
+    })
     return yield* build<StoreError>(key, config, options.isFailure ?? transientFailures, {
       local: undefined,
-      modify: (f) => store.modify(key, initial, f)
-    }, first)
+      modify: (f) => Shared.modify(shared, f),
+      acquire: (now) => Effect.map(Shared.acquire(shared, now), (admission) => [admission, shared.mirror.state] as const),
+      record: (admission, outcome, now, duration) => Shared.record(shared, admission, outcome, now, duration),
+      read: Effect.suspend(() => Effect.map(Shared.syncNow(shared), () => shared.mirror.state))
+    }, shared.mirror.state)
   })
 
 /** The breaker as handler middleware (stage `breaker`): every attempt goes through it. */
 export const middleware = <ES>(breaker: Breaker<ES>) =>
-<A, E, R>(handler: Handler.Handler<A, E, R>): Handler.Handler<A, E | BreakerOpen | ES, R> =>
+<A, E, R>(handler: Handler.Handler<A, E, R>): Handler.Handler<A, E | BreakerOpen, R> =>
   Handler.withStage("breaker", handler, (envelope: Envelope.Envelope<A>) => breaker.execute(handler(envelope)))
 
 /** Whether an exit was a rejection by a breaker (for callers that fall back). */

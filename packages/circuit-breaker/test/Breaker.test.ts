@@ -211,10 +211,13 @@ describe("Breaker", () => {
       yield* calls(instances[2]!, 1, ok)
       expect(yield* instances[0]!.state).toBe("closed")
       yield* calls(instances[2]!, 1, down)
+      // Each instance learns of the trip at its next sync (`state` is one).
       for (const b of instances) {
+        expect(yield* b.state).toBe("open")
         expect(yield* Effect.flip(b.execute(ok))).toBeInstanceOf(Breaker.BreakerOpen)
       }
       yield* instances[1]!.reset
+      expect(yield* instances[0]!.state).toBe("closed")
       expect(yield* instances[0]!.execute(ok)).toBe("ok")
     }).pipe(Effect.provide(BreakerStateStore.layerMemory)))
 

@@ -59,7 +59,10 @@ export const suite = <E>(name: string, layer: Layer.Layer<BreakerStateStore, E>)
           expect(yield* Effect.flip(b.execute(Effect.succeed(1)))).toBeInstanceOf(Breaker.BreakerOpen)
         }
         yield* instances[3]!.reset
-        for (const b of instances) expect(yield* b.execute(Effect.succeed(1))).toBe(1)
+        for (const b of instances) {
+          expect(yield* b.state).toBe("closed")
+          expect(yield* b.execute(Effect.succeed(1))).toBe(1)
+        }
         const exported = yield* instances[0]!.toJSON
         expect(exported.window).toMatchObject({ kind: "count", calls: 4, failures: 0 })
       }).pipe(Effect.provide(layer)))

@@ -5,6 +5,7 @@
 import { Command } from "@effect/cli"
 import { command as webhook } from "@bulwark/webhook/Cli"
 import * as DeadLetterCli from "@bulwark/dead-letter/Cli"
+import { command as outbox } from "@bulwark/outbox/Cli"
 import { command as simulate } from "@bulwark/simulator/Cli"
 import { publisherFromEnv } from "./Transports.js"
 
@@ -12,4 +13,4 @@ import { publisherFromEnv } from "./Transports.js"
 const dlq = DeadLetterCli.make({ publisher: publisherFromEnv })
 
 /** Every registered subcommand. */
-export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, simulate]
+export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, outbox, simulate]

@@ -1,5 +1,5 @@
 /**
- * `bulwark dlq list | show <id> | replay | purge --older-than D`: triage of the SQL dead-letter store chosen
+ * `bulwark dlq list | show <id> | groups | replay [--group F] | purge --older-than D`: triage of the SQL dead-letter store chosen
  * by `BULWARK_DATABASE_URL` (a postgres:// URL) or, by default, the embedded PGlite in `BULWARK_DATA_DIR`
  * (default `.bulwark/pglite`); `BULWARK_DLQ_TABLE` names the table (default `bulwark_dead_letters`).
  *
@@ -162,6 +162,12 @@ export const textProblem = (name: string, value: string): string | undefined => 
 export const limitProblem = (limit: number): string | undefined =>
   Number.isSafeInteger(limit) && limit >= 1 ? undefined : `--limit must be a whole number of at least 1, got ${limit}`
 
+/** Checks `--group`: the reason it is unusable, if it is (a fingerprint is 16 hex digits, as `groups` prints). */
+export const groupProblem = (group: string): string | undefined =>
+  /^[0-9a-f]{16}$/.test(group)
+    ? undefined
+    : `--group must be a failure group's fingerprint (16 hex digits, as \`bulwark dlq groups\` prints), got ${JSON.stringify(group.slice(0, 64))}`
+
 /** Checks `--rate`: the reason it is unusable, if it is. */
 export const rateProblem = (rate: number): string | undefined =>
   Number.isFinite(rate) && rate >= minRate && rate <= maxRate
@@ -301,6 +307,58 @@ const show = Command.make("show", { id: Args.text({ name: "id" }), json }, (args
     ].join("\n"))
   })))).pipe(Command.withDescription("Show one entry: the message, its headers and the last error."))
 
+const groupTable = (groups: ReadonlyArray<Store.FailureGroup>): string => {
+  const header = ["GROUP", "COUNT", "TOPIC", "CATEGORY", "ERROR", "FIRST FAILED", "LAST FAILED", "SAMPLE"]
+  const rows = groups.map((g) => [
+    g.fingerprint,
+    String(g.count),
+    g.originTopic,
+    g.category,
+    `${g.errorTag}: ${g.template}`.slice(0, 60),
+    iso(g.firstFailedAt),
+    iso(g.lastFailedAt),
+    g.sampleId
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()
+  return [line(header), ...rows.map(line)].join("\n")
+}
+
+const groups = Command.make("groups", {
+  category,
+  type,
+  topic,
+  status: Options.choice("status", Store.ReplayStatus.literals).pipe(
+    Options.optional,
+    Options.withDescription("Only entries in this replay status (default: not replayed yet).")
+  ),
+  limit: Options.integer("limit").pipe(Options.optional, Options.withDescription("At most this many groups.")),
+  json
+}, (args) =>
+  Effect.gen(function*() {
+    yield* checkTexts([["--type", args.type], ["--topic", args.topic]])
+    const limitError = Option.flatMap(args.limit, (limit) => Option.fromNullable(limitProblem(limit)))
+    if (Option.isSome(limitError)) return yield* Effect.fail(usage(limitError.value))
+    return yield* withStore(Effect.gen(function*() {
+      const store = yield* Store.DeadLetterStore
+      const found = yield* store.groups({
+        ...filterOf(args),
+        ...Option.match(args.status, { onNone: () => ({}), onSome: (replay) => ({ replay }) }),
+        ...Option.match(args.limit, { onNone: () => ({}), onSome: (limit) => ({ limit }) })
+      })
+      if (args.json) {
+        return yield* Console.log(JSON.stringify(
+          found.map((g) => ({ ...g, firstFailedAt: iso(g.firstFailedAt), lastFailedAt: iso(g.lastFailedAt) })),
+          null,
+          2
+        ))
+      }
+      if (found.length === 0) return yield* Console.log("no failure groups")
+      yield* Console.log(groupTable(found))
+      yield* Console.log(`\n${found.length} group${found.length === 1 ? "" : "s"}; replay one with: bulwark dlq replay --group <GROUP>`)
+    }))
+  })).pipe(Command.withDescription("Failure groups: entries with the same error type, message template and topic, largest first."))
+
 const purge = Command.make("purge", {
   olderThan: Options.text("older-than").pipe(Options.withDescription("Delete entries last failed longer ago than this (30d, 12h, 90m)."))
 }, (args) =>
@@ -332,6 +390,10 @@ const noTransport = {
 const replayCommand = (publisher: PublisherSource) =>
   Command.make("replay", {
     id: Options.text("id").pipe(Options.repeated, Options.withDescription("Replay this entry (repeatable).")),
+    group: Options.text("group").pipe(
+      Options.optional,
+      Options.withDescription("Replay the failure group with this fingerprint (see `bulwark dlq groups`).")
+    ),
     category,
     type,
     topic,
@@ -341,10 +403,19 @@ const replayCommand = (publisher: PublisherSource) =>
       const badRate = rateProblem(args.rate)
       if (badRate !== undefined) return yield* Effect.fail(usage(badRate))
       yield* checkTexts([["--id", args.id], ["--type", args.type], ["--topic", args.topic]])
+      if (Option.isSome(args.group)) {
+        const badGroup = groupProblem(args.group.value)
+        if (badGroup !== undefined) return yield* Effect.fail(usage(badGroup))
+        if (args.id.length > 0) return yield* Effect.fail(usage("--group and --id cannot be combined: replay a group or entries"))
+      }
       if ("unavailable" in publisher) return yield* Effect.fail(usage(publisher.unavailable))
+      const filter: Omit<Store.Filter, "replay"> = {
+        ...filterOf(args),
+        ...Option.match(args.group, { onNone: () => ({}), onSome: (fingerprint) => ({ fingerprint }) })
+      }
       const report = yield* withStoreAndPublisher(
         Replay.replay({
-          ...(args.id.length > 0 ? { ids: args.id } : { filter: filterOf(args) }),
+          ...(args.id.length > 0 ? { ids: args.id } : { filter }),
           rate: args.rate
         }).pipe(
           Effect.catchTag("EntryNotFoundError", (error) =>
@@ -367,8 +438,8 @@ const name: string = "dlq"
 /** Builds the `dlq` command, replaying through `publisher`. */
 export const make = (options: { readonly publisher: PublisherSource }) =>
   Command.make(name).pipe(
-    Command.withDescription("Triage the dead-letter store: list, show, replay, purge."),
-    Command.withSubcommands([list, show, replayCommand(options.publisher), purge])
+    Command.withDescription("Triage the dead-letter store: list, show, groups, replay, purge."),
+    Command.withSubcommands([list, show, groups, replayCommand(options.publisher), purge])
   )
 
 /** The `dlq` command without a transport: `replay` refuses (the `bulwark` binary builds its own with {@link make}). */

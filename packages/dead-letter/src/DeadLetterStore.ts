@@ -7,6 +7,7 @@
  */
 import { Delivery, Failure } from "@bulwark/core"
 import { Context, Data, Duration, Effect, Layer, Option, Schema } from "effect"
+import { createHash } from "node:crypto"
 
 /** Where an entry is in its replay life: waiting, being published right now, or published. */
 export const ReplayStatus = Schema.Literal("pending", "replaying", "replayed")
@@ -132,8 +133,67 @@ export interface Filter {
   readonly from?: import("effect").DateTime.Utc
   /** Last failed before. */
   readonly to?: import("effect").DateTime.Utc
+  /** Only the failure group with this fingerprint (see {@link fingerprintOf}). */
+  readonly fingerprint?: string
   readonly limit?: number
 }
+
+/**
+ * Entries that failed the same way: the same error type, the same message once ids and numbers are
+ * normalised away ({@link messageTemplate}), on the same origin topic. Triaged, and replayed, as one
+ * (ServicePulse's retry groups).
+ */
+export interface FailureGroup {
+  /** What `replay --group` takes: a hash of the error type, the message template and the topic. */
+  readonly fingerprint: string
+  readonly errorTag: string
+  /** The error message with ids and numbers replaced by placeholders. */
+  readonly template: string
+  readonly originTopic: string
+  /** The category of the group's oldest entry. */
+  readonly category: Failure.Category
+  /** Entries in the group (among those the filter admits). */
+  readonly count: number
+  readonly firstFailedAt: import("effect").DateTime.Utc
+  readonly lastFailedAt: import("effect").DateTime.Utc
+  /** The group's oldest entry, to inspect with `show`. */
+  readonly sampleId: string
+}
+
+const uuid = /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi
+// Long hex runs with at least one digit and one letter: hashes, object ids, trace ids.
+const hex = /\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b/gi
+// Prefixed ids such as ord_123, cus_9aF2, msg-42x.
+const prefixedId = /\b[A-Za-z]+[_-](?=[A-Za-z0-9]*\d)[A-Za-z0-9]+\b/g
+const number = /\d+(?:\.\d+)?/g
+
+/** An error message with what varies between occurrences (ids, numbers) replaced by placeholders. */
+export const messageTemplate = (message: string): string =>
+  message
+    .replace(uuid, "<uuid>")
+    .replace(hex, "<hex>")
+    .replace(prefixedId, "<id>")
+    .replace(number, "<n>")
+    .replace(/\s+/g, " ")
+    .trim()
+    .slice(0, 500)
+
+/** The failure group of an error on a topic: a stable hash of the error type, message template and topic. */
+export const fingerprintOf = (error: { readonly tag: string; readonly message: string }, originTopic: string): string =>
+  createHash("sha256").update(`${error.tag}\n${messageTemplate(error.message)}\n${originTopic}`).digest("hex").slice(0, 16)
+
+/** The group an entry belongs to, described from the entry itself. */
+export const groupOf = (entry: DeadLetterEntry, count: number, firstFailedAt: import("effect").DateTime.Utc, lastFailedAt: import("effect").DateTime.Utc): FailureGroup => ({
+  fingerprint: fingerprintOf(entry.error, entry.originTopic),
+  errorTag: entry.error.tag,
+  template: messageTemplate(entry.error.message),
+  originTopic: entry.originTopic,
+  category: entry.category,
+  count,
+  firstFailedAt,
+  lastFailedAt,
+  sampleId: entry.id
+})
 
 /** The store failed. Transient, category `dependency`. */
 export class DeadLetterStoreError extends Data.TaggedError("DeadLetterStoreError")<{
@@ -189,6 +249,17 @@ export class DeadLetterStore extends Context.Tag("@bulwark/dead-letter/DeadLette
   readonly releaseReplay: (claim: ReplayClaim) => Effect.Effect<boolean, DeadLetterStoreError>
   /** Deletes entries last failed before `before`; answers how many. */
   readonly purge: (before: import("effect").DateTime.Utc) => Effect.Effect<number, DeadLetterStoreError>
+  /**
+   * The failure groups among the entries the filter admits (its `limit` caps the groups), largest first.
+   * Default filter: entries not replayed yet.
+   */
+  readonly groups: (filter?: Filter) => Effect.Effect<ReadonlyArray<FailureGroup>, DeadLetterStoreError>
+  /**
+   * Reserves the next replay publish slot shared by every replayer over this store: answers the time (epoch
+   * millis, Effect `Clock`) the caller may publish at — now, or `spacing` after the slot handed out before.
+   * Replayers sleep until their slot, so together they publish at most one message per `spacing`.
+   */
+  readonly takeReplaySlot: (spacing: Duration.DurationInput) => Effect.Effect<number, DeadLetterStoreError>
 }>() {}
 
 /** The service a `DeadLetterStore` driver implements. */
@@ -228,7 +299,11 @@ export const matches = (entry: DeadLetterEntry, filter: Filter): boolean =>
   (filter.originTopic === undefined || entry.originTopic === filter.originTopic) &&
   (filter.replay === undefined || statuses(filter.replay).includes(entry.replay)) &&
   (filter.from === undefined || entry.lastFailedAt.epochMillis >= filter.from.epochMillis) &&
-  (filter.to === undefined || entry.lastFailedAt.epochMillis < filter.to.epochMillis)
+  (filter.to === undefined || entry.lastFailedAt.epochMillis < filter.to.epochMillis) &&
+  (filter.fingerprint === undefined || fingerprintOf(entry.error, entry.originTopic) === filter.fingerprint)
+
+/** The statuses {@link DeadLetterStore.groups} looks at when the filter names none: not replayed yet. */
+export const unreplayed: ReadonlyArray<ReplayStatus> = ["pending", "replaying"]
 
 /** What an alert hook is told. */
 export type AlertEvent =

@@ -10,11 +10,16 @@
  * Each replay travels under its own transport message id, `<message id>:replay:<n>` for the n-th replay of
  * the entry, so a broker that deduplicates by id (NATS JetStream's duplicate window) does not drop it as a
  * copy of the original, while two replayers racing on the same replay still collide there. The payload (and
- * so the envelope id consumers deduplicate on) is unchanged.
+ * so the envelope id consumers deduplicate on) is unchanged. Replay publishes with `rejectDuplicates`: a
+ * message the broker drops as a duplicate, like one it does not confirm, is a failure (the entry stays
+ * pending), never `replayed`.
+ *
+ * The rate is global: every replayer over one store takes its publish slots from the store
+ * (`takeReplaySlot`), so three replayers at `rate: 5` publish five messages a second between them, not fifteen.
  */
 import { Observe } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Duration, Effect, Option } from "effect"
+import { Clock, Duration, Effect, Option } from "effect"
 import * as Store from "./DeadLetterStore.js"
 
 /** Header set on a replayed message: the entry it came from. */
@@ -33,7 +38,7 @@ export interface Options {
    */
   readonly ids?: ReadonlyArray<string>
   readonly filter?: Omit<Store.Filter, "replay">
-  /** Messages per second. Default 10. */
+  /** Messages per second, across every replayer over the store (the slots are held in the store). Default 10. */
   readonly rate?: number
   /** How long a claim protects an entry from a concurrent replay. Default 1 minute. */
   readonly claimLease?: Duration.DurationInput
@@ -76,12 +81,15 @@ export const replay = (
     const skipped: Array<string> = []
     const failed: Array<{ id: string; error: Transport.PublishError }> = []
     const lostClaim: Array<string> = []
-    let published = false
     for (const id of ids) {
-      // Rate limit between publishes (Effect's Clock, so TestClock drives it in tests), before the claim:
-      // sleeping while holding it could outlast the lease and let a second replayer publish the entry too.
-      if (published) yield* Effect.sleep(spacing)
-      published = false
+      // Rate limit (Effect's Clock, so TestClock drives it in tests), before the claim: sleeping while
+      // holding it could outlast the lease and let a second replayer publish the entry too. The slot comes
+      // from the store, so the rate holds across every replayer.
+      if (Duration.toMillis(spacing) > 0) {
+        const slot = yield* store.takeReplaySlot(spacing)
+        const now = yield* Clock.currentTimeMillis
+        if (slot > now) yield* Effect.sleep(Duration.millis(slot - now))
+      }
       const claimed = yield* store.claimReplay(id, lease)
       if (Option.isNone(claimed)) {
         yield* Observe.emit("replay", "skipped", { entryId: id })
@@ -91,13 +99,12 @@ export const replay = (
       const entry = claimed.value
       yield* Observe.emit("replay", "claimed", { entryId: id, messageId: entry.messageId })
       const generation = entry.replayCount + 1
-      published = true
       const outcome = yield* Effect.either(publisher.publish(entry.originTopic, [{
         id: replayMessageId(entry.messageId, generation),
         key: entry.key,
         payload: entry.payload,
         headers: { ...entry.headers, [ReplayedFromHeader]: entry.id, [ReplayGenerationHeader]: String(generation) }
-      }]))
+      }], { rejectDuplicates: true }))
       if (outcome._tag === "Left") {
         // A lost claim needs no release: its newer claimant owns the entry now.
         yield* store.releaseReplay(entry)

@@ -1,3 +1,4 @@
+import { Failure } from "@bulwark/core"
 import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -162,6 +163,56 @@ describe("bulwark dlq", () => {
     )
     expect(entries.map((e) => e.messageId)).toEqual(["dep-1", "dep-2"])
     expect(entries.every((e) => e.replayCount === 1 && e.replayedAt !== null)).toBe(true)
+  }, 240_000)
+
+  it("groups lists failure groups by fingerprint; replay --group replays exactly one group; a bad --group is a usage error", async () => {
+    const dataDir = join(root, "groups")
+    const env = { BULWARK_DATA_DIR: dataDir }
+    const failing = (id: string, message: string) => ({
+      ...newEntry("orders", id),
+      error: new Failure.FailureRecord({ tag: "HttpError", message, classification: "transient", category: "dependency" })
+    })
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        const store = yield* Sql.make()
+        yield* store.add(failing("g-1", "503 from billing for ord_1"))
+        yield* store.add(failing("g-2", "503 from billing for ord_22"))
+        yield* store.add(failing("g-3", "card declined: insufficient funds"))
+      }).pipe(Effect.provide(Database.layerPglite({ dataDir })))
+    )
+    const listed = await cli(["groups", "--json"], env)
+    expect(listed.code).toBe(0)
+    const groups = JSON.parse(listed.stdout) as ReadonlyArray<Record<string, any>>
+    expect(groups.map((g) => [g.template, g.count, g.originTopic])).toEqual([
+      ["<n> from billing for <id>", 2, "orders"],
+      ["card declined: insufficient funds", 1, "orders"]
+    ])
+    const table = await cli(["groups"], env)
+    expect(table.stdout).toContain(groups[0]!.fingerprint)
+    expect(table.stdout).toContain("replay one with: bulwark dlq replay --group <GROUP>")
+
+    const published: Array<string> = []
+    const publisher = Layer.succeed(Transport.Publisher, {
+      publish: (_topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+        Effect.sync(() => void published.push(...messages.map((m) => m.id)))
+    })
+    const run = (args: ReadonlyArray<string>) =>
+      Command.run(Cli.make({ publisher }), { name: "bulwark", version: "test" })(["node", "bulwark", ...args]).pipe(
+        Effect.provide(NodeContext.layer),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BULWARK_DATA_DIR", dataDir]]))),
+        Effect.either,
+        Effect.runPromise
+      )
+    const replayed = await run(["replay", "--group", groups[0]!.fingerprint, "--rate", "100"])
+    expect(replayed._tag).toBe("Right")
+    expect(published.sort()).toEqual(["g-1:replay:1", "g-2:replay:1"])
+    const bad = await run(["replay", "--group", "not-a-fingerprint"])
+    expect(bad._tag === "Left" && (bad.left as { code?: number }).code).toBe(2)
+    const both = await run(["replay", "--group", groups[1]!.fingerprint, "--id", "x"])
+    expect(both._tag === "Left" && (both.left as { code?: number }).code).toBe(2)
+    expect(published).toHaveLength(2)
+    const after = await cli(["groups", "--json"], env)
+    expect((JSON.parse(after.stdout) as ReadonlyArray<Record<string, any>>).map((g) => g.count)).toEqual([1])
   }, 240_000)
 
   it("states the store, refuses to create an embedded one for list/show/replay/purge, and validates every option (exit 2)", async () => {

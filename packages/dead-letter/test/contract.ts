@@ -2,7 +2,7 @@
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { expect, layer } from "@effect/vitest"
-import { DateTime, Effect, Layer, Option, Ref } from "effect"
+import { DateTime, Effect, Fiber, Layer, Option, Ref } from "effect"
 import * as Store from "../src/DeadLetterStore.js"
 import * as Replay from "../src/Replay.js"
 
@@ -36,12 +36,28 @@ export class Published extends Effect.Service<Published>()("test/Published", {
   effect: Ref.make<ReadonlyArray<{ topic: string; message: Transport.OutgoingMessage }>>([])
 }) {}
 
+// Ids a "dedupe" topic has stored: it drops a repeated id, as JetStream does within its duplicate window.
+const dedupeSeen = new Set<string>()
+
 const recordingPublisher = Layer.effect(
   Transport.Publisher,
   Effect.map(Published, (published) => ({
-    publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+    publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>, options?: Transport.PublishOptions) =>
       topic.includes("unreachable")
         ? Effect.fail(new Transport.PublishError({ topic, cause: "broker down" }))
+        // The broker took the message but never confirmed it (a timed-out publisher confirm).
+        : topic.includes("unconfirmed")
+        ? Effect.fail(new Transport.PublishError({ topic, cause: "publish not confirmed within 5s" }))
+        : topic.includes("dedupe")
+        ? Effect.suspend(() => {
+          const fresh = messages.filter((m) => !dedupeSeen.has(`${topic}/${m.id}`))
+          const duplicate = messages.find((m) => dedupeSeen.has(`${topic}/${m.id}`))
+          fresh.forEach((m) => dedupeSeen.add(`${topic}/${m.id}`))
+          const stored = Ref.update(published, (all) => [...all, ...fresh.map((message) => ({ topic, message }))])
+          return duplicate !== undefined && options?.rejectDuplicates === true
+            ? Effect.zipRight(stored, Effect.fail(new Transport.PublishError({ topic, cause: new Transport.DuplicateMessage({ id: duplicate.id }) })))
+            : stored
+        })
         // A "slow" broker takes 600 ms to confirm: longer than the short claim leases of the fencing tests.
         : Effect.zipRight(
           topic.includes("slow") ? Effect.sleep("600 millis") : Effect.void,
@@ -298,6 +314,97 @@ export const suite = <E>(name: string, driver: Layer.Layer<Store.DeadLetterStore
           expect(report.replayed).toEqual([])
           expect(report.failed.map((f) => f.id)).toEqual([entry.id])
           expect(Option.getOrThrow(yield* store.get(entry.id)).replay).toBe("pending")
+        }))
+
+      it.effect("a publish the broker drops as a duplicate, or does not confirm, fails the entry's replay: never replayed", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const publisher = yield* Transport.Publisher
+          const dedupeTopic = unique("dedupe")
+          const dropped = yield* store.add(newEntry(dedupeTopic, "dup-1"))
+          // A replayer published the first replay, then died before marking it; its lease has ended.
+          yield* store.claimReplay(dropped.id, "1 millis")
+          yield* publisher.publish(dedupeTopic, [{ id: Replay.replayMessageId("dup-1", 1), key: "k", payload: new Uint8Array(), headers: {} }])
+          const unconfirmed = yield* store.add(newEntry(unique("unconfirmed"), "unc-1"))
+          yield* Effect.sleep("20 millis")
+          const report = yield* Replay.replay({ ids: [dropped.id, unconfirmed.id] })
+          expect(report.replayed).toEqual([])
+          expect(report.failed.map((f) => f.id)).toEqual([dropped.id, unconfirmed.id])
+          expect(report.failed[0]!.error.cause).toBeInstanceOf(Transport.DuplicateMessage)
+          for (const id of [dropped.id, unconfirmed.id]) {
+            expect(Option.getOrThrow(yield* store.get(id)).replay).toBe("pending")
+          }
+        }))
+
+      it.effect("replay slots are shared: each one follows the slot before it by the spacing", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const slots = yield* Effect.forEach(Array.from({ length: 10 }), () => store.takeReplaySlot("100 millis"), {
+            concurrency: 10
+          })
+          const sorted = [...slots].sort((a, b) => a - b)
+          expect(sorted.slice(1).map((slot, i) => slot - sorted[i]!)).toEqual(Array.from({ length: 9 }, () => 100))
+        }))
+
+      it.effect("the rate is global: three replayers at rate 5 publish at most 5 a second between them", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const published = yield* Published
+          const topic = unique("global-rate")
+          const entries = yield* Effect.forEach(Array.from({ length: 12 }, (_, i) => `g-${i}`), (id) => store.add(newEntry(topic, id)))
+          const shares = [0, 1, 2].map((r) => entries.filter((_, i) => i % 3 === r).map((e) => e.id))
+          const publishedHere = Effect.map(Ref.get(published), (all) => all.filter((p) => p.topic === topic).length)
+          const started = Date.now()
+          const replayers = yield* Effect.fork(Effect.all(shares.map((ids) => Replay.replay({ ids, rate: 5 })), { concurrency: 3 }))
+          // Counted, not timed: a publish never precedes its slot, and slots are 200 ms apart whatever the
+          // machine's load, so by any moment at most 1 + 5/s × elapsed have gone out (15/s without the store).
+          yield* Effect.sleep("1 second")
+          const soFar = yield* publishedHere
+          const elapsed = (Date.now() - started) / 1000
+          expect(soFar).toBeLessThanOrEqual(1 + Math.floor(5 * elapsed))
+          const reports = yield* Fiber.join(replayers)
+          expect(reports.flatMap((r) => r.replayed).sort()).toEqual(entries.map((e) => e.id).sort())
+          expect(yield* publishedHere).toBe(12)
+          // The same bound at the end: 12 publishes take at least 11 slot spacings.
+          expect(Date.now() - started).toBeGreaterThanOrEqual(11 * 200)
+        }))
+
+      it.effect("failure groups: same error type, message template and topic; listed largest first and replayed as a group", () =>
+        Effect.gen(function*() {
+          const store = yield* Store.DeadLetterStore
+          const published = yield* Published
+          const [topic, other] = [unique("groups"), unique("groups-other")]
+          const failing = (t: string, id: string, tag: string, message: string): Store.NewEntry => ({
+            ...newEntry(t, id),
+            error: new Failure.FailureRecord({ tag, message, classification: "transient", category: "dependency" })
+          })
+          yield* store.add(failing(topic, "a-1", "HttpError", "503 from billing for ord_123 (request 9f86d081884c7d65)"))
+          yield* store.add(failing(topic, "a-2", "HttpError", "503 from billing for ord_456 (request 4e07408562bedb8b)"))
+          yield* store.add(failing(topic, "a-3", "HttpError", "502 from billing for ord_789 (request 8527a891e224136e)"))
+          yield* store.add(failing(topic, "b-1", "Timeout", "no answer after 30000 ms"))
+          // The same error on another topic is another group.
+          yield* store.add(failing(other, "c-1", "HttpError", "503 from billing for ord_999 (request 0123456789abcdef)"))
+          const groups = yield* store.groups({ originTopic: topic })
+          expect(groups.map((g) => [g.errorTag, g.template, g.count])).toEqual([
+            ["HttpError", "<n> from billing for <id> (request <hex>)", 3],
+            ["Timeout", "no answer after <n> ms", 1]
+          ])
+          const [http] = groups
+          expect(http!.fingerprint).toBe(Store.fingerprintOf({ tag: "HttpError", message: "500 from billing for ord_1 (request 0000000a)" }, topic))
+          expect(http!.originTopic).toBe(topic)
+          expect(Option.getOrThrow(yield* store.get(http!.sampleId)).messageId).toBe("a-1")
+          expect((yield* store.list({ fingerprint: http!.fingerprint })).map((e) => e.messageId)).toEqual(["a-1", "a-2", "a-3"])
+          const otherGroups = yield* store.groups({ originTopic: other })
+          expect(otherGroups).toHaveLength(1)
+          expect(otherGroups[0]!.fingerprint).not.toBe(http!.fingerprint)
+
+          const report = yield* Replay.replay({ filter: { fingerprint: http!.fingerprint }, rate: 100 })
+          expect(report.replayed).toHaveLength(3)
+          expect((yield* Ref.get(published)).filter((p) => p.topic === topic).map((p) => p.message.id).sort())
+            .toEqual(["a-1:replay:1", "a-2:replay:1", "a-3:replay:1"])
+          // Replayed entries leave the default view; the rest of the topic's failures are still grouped.
+          expect((yield* store.groups({ originTopic: topic })).map((g) => g.errorTag)).toEqual(["Timeout"])
+          expect((yield* store.groups({ originTopic: topic, replay: "replayed" })).map((g) => g.count)).toEqual([3])
         }))
 
       it.effect("purge deletes only entries last failed before the cutoff", () =>

@@ -53,6 +53,12 @@ export interface DeadRow {
   readonly deadLetterPublished: boolean
 }
 
+/** Which dead rows `requeueDead` puts back: by id, else all (of one topic when given). */
+export interface RequeueSelection {
+  readonly ids?: ReadonlyArray<number>
+  readonly topic?: string
+}
+
 /** A row leased to a relay by `claim`. */
 export interface ClaimedRow {
   readonly id: number
@@ -118,8 +124,14 @@ export class OutboxStore extends Context.Tag("@bulwark/outbox/OutboxStore")<Outb
   readonly lag: Effect.Effect<Duration.Duration, OutboxStoreError>
   /** Waits until every row committed before the call is published or dead. */
   readonly drained: Effect.Effect<void, OutboxStoreError>
-  /** The dead rows, oldest first. */
-  readonly deadLetters: (limit?: number) => Effect.Effect<ReadonlyArray<DeadRow>, OutboxStoreError>
+  /** The dead rows, oldest first (default limit 100), of one topic when given. */
+  readonly deadLetters: (limit?: number, topic?: string) => Effect.Effect<ReadonlyArray<DeadRow>, OutboxStoreError>
+  /**
+   * Puts dead rows back to pending with a fresh attempt count, available now, and wakes the relays: the
+   * rows `ids` names, else every dead row (of `topic` when given). Answers how many were requeued. A row
+   * whose copy went to the dead-letter topic is published again: consumers dedupe on the message id.
+   */
+  readonly requeueDead: (selection?: RequeueSelection) => Effect.Effect<number, OutboxStoreError>
   /** Leases a batch to a relay (see the module comment for which rows); answers them in id order. */
   readonly claim: (request: ClaimRequest) => Effect.Effect<ReadonlyArray<ClaimedRow>, OutboxStoreError>
   /** Marks published the rows among `ids` that `relayId` still holds; answers how many. */

@@ -275,6 +275,39 @@ export const contract = <R>(harness: Harness<R>): void => {
         expect(yield* store.backlog).toBe(0)
       }))
 
+    it.scoped("dead rows are listed by topic and requeued by id, by topic or all; the relay then publishes them afresh", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("requeue")
+        const refusing = { on: true }
+        const recorder = recordingPublisher((topic) =>
+          refusing.on && !topic.endsWith(".dlq") ? Effect.fail(new Failure.PermanentError({ category: "auth", message: "key revoked" })) : Effect.void
+        )
+        yield* transaction(Outbox.appendMessages("ta", [raw("a-1", ""), raw("a-2", "")])).pipe(provideStore(store))
+        yield* transaction(Outbox.appendMessages("tb", [raw("b-1", "")])).pipe(provideStore(store))
+        const relay = yield* makeRelay(store, recorder.layer)
+        expect((yield* relay.round).dead).toBe(3)
+        expect((yield* store.deadLetters(100, "ta")).map((d) => d.messageId)).toEqual(["a-1", "a-2"])
+        expect((yield* store.deadLetters(100, "tb")).map((d) => d.messageId)).toEqual(["b-1"])
+        const [a1] = yield* store.deadLetters(1)
+        // The credential is restored: requeue one row, then a topic, then everything left.
+        refusing.on = false
+        const publishedOn = (topic: string) => recorder.published.filter((p) => p.topic === topic).map((p) => p.message.id)
+        expect(yield* store.requeueDead({ ids: [a1!.id] })).toBe(1)
+        expect(yield* store.backlog).toBe(1)
+        yield* relay.round
+        expect(publishedOn("ta")).toEqual(["a-1"])
+        expect(yield* store.requeueDead({ ids: [a1!.id] })).toBe(0) // published now, not dead
+        expect(yield* store.requeueDead({ topic: "tb" })).toBe(1)
+        yield* relay.round
+        expect(publishedOn("tb")).toEqual(["b-1"])
+        expect(yield* store.requeueDead()).toBe(1)
+        yield* relay.round
+        expect(publishedOn("ta")).toEqual(["a-1", "a-2"])
+        expect(yield* store.deadLetters()).toEqual([])
+        expect(yield* store.requeueDead()).toBe(0)
+        expect(yield* store.backlog).toBe(0)
+      }))
+
     it.scoped("backlog, lag and their gauges; published rows are deleted after the retention period, dead ones kept", () =>
       Effect.gen(function*() {
         const { store, transaction } = yield* harness.fresh("observe")

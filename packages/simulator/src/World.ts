@@ -17,7 +17,7 @@ import { fromStore, Outbox } from "@bulwark/outbox/Outbox"
 import { OutboxStore } from "@bulwark/outbox/OutboxStore"
 import * as MemoryOutbox from "@bulwark/outbox/OutboxStore/Memory"
 import * as Memory from "@bulwark/transport/Transport/Memory"
-import { type OutgoingMessage, PublishError, Publisher, Subscriber } from "@bulwark/transport/Transport"
+import { DuplicateMessage, type OutgoingMessage, PublishError, Publisher, Subscriber } from "@bulwark/transport/Transport"
 import { DispatchStore, type Service as DispatchService } from "@bulwark/webhook/DispatchStore"
 import * as MemoryDispatchStore from "@bulwark/webhook/DispatchStore/Memory"
 import { HttpEgress } from "@bulwark/webhook/HttpEgress"
@@ -492,7 +492,7 @@ export class World {
 
   /** The Publisher: the real memory transport; the `partial` fault accepts a prefix of a batch and fails. */
   readonly publisher: Publisher["Type"] = {
-    publish: (topic, messages) =>
+    publish: (topic, messages, options) =>
       Effect.zipRight(
         Effect.zipRight(this.step, Effect.sleep(Duration.millis(this.options.publishLatency))),
         Effect.suspend(() => {
@@ -501,12 +501,14 @@ export class World {
             ? Math.min(partial.accepted, messages.length)
             : messages.length
           const kept: Array<OutgoingMessage> = []
+          let rejected: string | undefined
           for (const message of messages.slice(0, accepted)) {
             const window = this.options.dedupeWindow
             const seen = this.published.get(message.id)
             if (window > 0 && seen !== undefined && this.now - seen < window) {
-              // The broker's duplicate window: acknowledged, silently not stored.
+              // The broker's duplicate window: acknowledged, silently not stored (a failure when asked).
               this.history.record("transport", "deduplicated", refOf(message.payload), { topic, id: message.id })
+              if (options?.rejectDuplicates === true) rejected ??= message.id
               continue
             }
             this.published.set(message.id, this.now)
@@ -517,6 +519,9 @@ export class World {
           if (accepted < messages.length) {
             this.history.fault("partial", undefined, { topic, accepted, of: messages.length })
             return Effect.zipRight(stored, Effect.fail(new PublishError({ topic, cause: "partial batch failure" })))
+          }
+          if (rejected !== undefined) {
+            return Effect.zipRight(stored, Effect.fail(new PublishError({ topic, cause: new DuplicateMessage({ id: rejected }) })))
           }
           return stored
         })
@@ -699,7 +704,9 @@ export class World {
       claimReplay: (id, lease) => Effect.zipRight(this.step, store.claimReplay(id, lease)),
       markReplayed: (id) => Effect.zipRight(this.step, store.markReplayed(id)),
       releaseReplay: (id) => Effect.zipRight(this.step, store.releaseReplay(id)),
-      purge: (before) => Effect.zipRight(this.step, store.purge(before))
+      purge: (before) => Effect.zipRight(this.step, store.purge(before)),
+      groups: (filter) => Effect.zipRight(this.step, store.groups(filter)),
+      takeReplaySlot: (spacing) => Effect.zipRight(this.step, store.takeReplaySlot(spacing))
     }
   }
 
@@ -744,7 +751,8 @@ export class World {
       backlog: Effect.zipRight(this.step, store.backlog),
       lag: Effect.zipRight(this.step, store.lag),
       drained: Effect.zipRight(this.step, store.drained),
-      deadLetters: (limit) => Effect.zipRight(this.step, store.deadLetters(limit)),
+      deadLetters: (limit, topic) => Effect.zipRight(this.step, store.deadLetters(limit, topic)),
+      requeueDead: (selection) => Effect.zipRight(this.step, store.requeueDead(selection)),
       claim: (request) => Effect.zipRight(this.step, store.claim(request)),
       markPublished: (relayId, ids) => Effect.zipRight(this.step, store.markPublished(relayId, ids)),
       reschedule: (relayId, id, retry) => Effect.zipRight(this.step, store.reschedule(relayId, id, retry)),

@@ -250,7 +250,7 @@ export const tracePublisher = (
   publisher: Context.Tag.Service<Transport.Publisher>,
   options: MessagingOptions = {}
 ): Context.Tag.Service<Transport.Publisher> => ({
-  publish: (topic, messages) =>
+  publish: (topic, messages, publishOptions) =>
     Effect.gen(function*() {
       const prepared = yield* Effect.forEach(messages, prepare)
       const ambient = Option.getOrUndefined(yield* Effect.option(Effect.currentParentSpan))
@@ -281,7 +281,7 @@ export const tracePublisher = (
         const traceId = Option.match(span, { onNone: () => undefined, onSome: (s) => s.traceId })
         const stamped = yield* Effect.forEach(prepared, (p) =>
           Option.isSome(p.carried) && p.carried.value.traceId !== traceId ? Effect.succeed(p.message) : stamp(p, context))
-        yield* publisher.publish(topic, stamped)
+        yield* publisher.publish(topic, stamped, publishOptions)
         if (category !== undefined) {
           yield* Metric.incrementBy(
             Metric.tagged(Metric.tagged(Metrics.deadLettered, "destination", topic), "category", category),

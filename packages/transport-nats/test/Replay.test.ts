@@ -69,4 +69,35 @@ describe("dead-letter replay over NATS JetStream", () => {
       expect((yield* store.list({ originTopic: topic })).length).toBe(1)
       expect(Option.getOrThrow(yield* store.get(entry.id)).headers).toEqual({ "correlation-id": "c-1" })
     }).pipe(Effect.scoped), 60_000)
+
+  it.live("a replay JetStream drops as a duplicate is a failure, never replayed; the entry stays pending", () =>
+    Effect.gen(function*() {
+      const nats = yield* Nats.make({ servers: natsUrl, prefix, ackWait: "2 seconds" })
+      const store = yield* MemoryDeadLetterStore.make
+      const topic = `dupes-${Date.now().toString(36)}`
+      const entry = yield* store.add({
+        message: { id: "o-2", topic, key: "k-2", payload: cloudEvent("o-2"), headers: {} },
+        category: "dependency",
+        error: giveUp(1).error,
+        attempts: 1
+      })
+      // The driver itself: a repeated id within the window fails when asked to reject duplicates.
+      yield* nats.publish(topic, [{ id: "probe", key: "", payload: cloudEvent("probe"), headers: {} }])
+      const direct = yield* Effect.flip(
+        nats.publish(topic, [{ id: "probe", key: "", payload: cloudEvent("probe"), headers: {} }], { rejectDuplicates: true })
+      )
+      expect(direct.cause).toBeInstanceOf(Transport.DuplicateMessage)
+      // A replayer published the first replay and died before marking it; its lease has ended.
+      yield* store.claimReplay(entry.id, "1 millis")
+      yield* nats.publish(topic, [{ id: Replay.replayMessageId("o-2", 1), key: "k-2", payload: cloudEvent("o-2"), headers: {} }])
+      yield* Effect.sleep("20 millis")
+      const report = yield* Replay.replay({ ids: [entry.id] }).pipe(
+        Effect.provideService(Store.DeadLetterStore, store),
+        Effect.provideService(Transport.Publisher, { publish: nats.publish })
+      )
+      expect(report.replayed).toEqual([])
+      expect(report.failed.map((f) => f.id)).toEqual([entry.id])
+      expect(report.failed[0]!.error.cause).toBeInstanceOf(Transport.DuplicateMessage)
+      expect(Option.getOrThrow(yield* store.get(entry.id)).replay).toBe("pending")
+    }).pipe(Effect.scoped), 60_000)
 })

@@ -63,10 +63,38 @@ export interface SubscribeOptions {
   readonly group?: string
 }
 
+/** Options of one publish. */
+export interface PublishOptions {
+  /**
+   * Fail (a `PublishError` whose cause is a {@link DuplicateMessage}) instead of succeeding when the broker
+   * recognises a message id as already published and does not store it again (NATS JetStream's duplicate
+   * window), for publishers that must know each message went out now: dead-letter replay. The default
+   * (false) suits the outbox relay, whose republish after a crash is meant to be dropped. Drivers without
+   * broker-side dedupe have nothing to reject.
+   */
+  readonly rejectDuplicates?: boolean
+}
+
+/** The broker dropped a message as a duplicate of one it already holds (see {@link PublishOptions}). */
+export class DuplicateMessage extends Data.TaggedError("DuplicateMessage")<{
+  readonly id: string
+}> {
+  override get message(): string {
+    return `message ${this.id} was dropped by the broker as a duplicate of one already published`
+  }
+}
+
 /** Publishes messages to topics. */
 export class Publisher extends Context.Tag("@bulwark/transport/Publisher")<Publisher, {
-  /** Publishes all messages or fails; on success the driver has accepted them durably (as durable as it is). */
-  readonly publish: (topic: string, messages: ReadonlyArray<OutgoingMessage>) => Effect.Effect<void, PublishError>
+  /**
+   * Publishes all messages or fails; on success the broker has accepted and confirmed them durably (as
+   * durable as it is). A message the broker did not confirm is a failure, never a success.
+   */
+  readonly publish: (
+    topic: string,
+    messages: ReadonlyArray<OutgoingMessage>,
+    options?: PublishOptions
+  ) => Effect.Effect<void, PublishError>
 }>() {}
 
 /** Subscribes to topics as a stream of deliveries. */

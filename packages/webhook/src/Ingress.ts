@@ -10,8 +10,8 @@
  * - 400 a payload that is not JSON, nests deeper than `maxDepth`, or the schema rejects (the message is
  *   bounded); 413 a body over the limit; 408 a body that did not arrive within `bodyTimeout` (413 and 408
  *   close the connection);
- * - 409 the same id is being persisted by a concurrent request; 503 persisting failed (or an unexpected
- *   defect) — none of these acknowledged, so the sender retries.
+ * - 409 the same id is being persisted by a concurrent request; 503 persisting failed, the replay guard's
+ *   store could not be consulted (or an unexpected defect) — none of these acknowledged, so the sender retries.
  * node:http itself answers 400 (unparseable request), 408 (headers or request over the server's timeouts)
  * and 431 (headers over `maxHeaderSize`); see the webhook docs for the whole set.
  */
@@ -32,6 +32,7 @@ import {
   MalformedPayload,
   PayloadTooLarge,
   PersistFailed,
+  ReplayCheckFailed,
   type VerificationError
 } from "./WebhookError.js"
 
@@ -80,7 +81,14 @@ export const defaultBodyTimeout: Duration.Duration = Duration.seconds(10)
 export const defaultMaxDepth = 128
 
 /** Everything ingress may refuse with. */
-export type IngressError = VerificationError | PayloadTooLarge | MalformedPayload | BodyTimeout | InFlight | PersistFailed
+export type IngressError =
+  | VerificationError
+  | PayloadTooLarge
+  | MalformedPayload
+  | BodyTimeout
+  | InFlight
+  | PersistFailed
+  | ReplayCheckFailed
 
 /** An accepted request: the id and whether it was a duplicate. */
 export interface Accepted {
@@ -101,6 +109,7 @@ export const statusOf = (error: IngressError): number => {
     case "InFlight":
       return 409
     case "PersistFailed":
+    case "ReplayCheckFailed":
       return 503
   }
 }
@@ -223,7 +232,10 @@ export const process = <A, I>(options: Options<A, I>) => {
       const id = options.id?.(data, verified, body) ?? verified.id ?? createHash("sha256").update(body).digest("hex")
       const key = `${options.verifier.source}:${id}`
       const guard = yield* ReplayGuard
-      const claim = yield* guard.claim(key, claimLease)
+      // Without the guard there is no knowing whether this is a replay: not acknowledged, the sender retries.
+      const claim = yield* guard.claim(key, claimLease, dedupeTtl).pipe(
+        Effect.mapError((error) => new ReplayCheckFailed({ detail: bounded(error.message) }))
+      )
       if (claim === "seen") return { id, duplicate: true }
       if (claim === "in-flight") return yield* new InFlight({ id })
       const persist = Effect.gen(function*() {
@@ -243,16 +255,30 @@ export const process = <A, I>(options: Options<A, I>) => {
         )
         const publisher = yield* Transport.Publisher
         yield* publisher.publish(options.topic, [{ id, key: envelope.subject, payload, headers: {} }])
-        // Remembered only once persisted: a failed persist must leave the retry free to succeed.
-        yield* guard.commit(key, dedupeTtl)
       })
+      // Remembered only once persisted: a failed persist must leave the retry free to succeed.
+      const remember = guard.commit(key, dedupeTtl).pipe(
+        // The event is persisted, so it is acknowledged: answering 503 would make the sender send it again
+        // for sure, where an unremembered id is only accepted again if it is redelivered after the lease.
+        Effect.catchAll((error) =>
+          Effect.logWarning("webhook accepted but its id could not be remembered; a redelivery may be accepted again").pipe(
+            Effect.annotateLogs({ id, cause: error.message })
+          ))
+      )
       yield* persist.pipe(
         Effect.catchAllCause((cause): Effect.Effect<never, MalformedPayload | PersistFailed> =>
           Option.match(Cause.failureOption(cause), {
             onSome: (error) => error._tag === "MalformedPayload" ? Effect.fail(error) : Effect.fail(new PersistFailed({ id, detail: error.message })),
             onNone: () => Effect.fail(new PersistFailed({ id, detail: Cause.pretty(cause) }))
           })),
-        Effect.onError(() => guard.release(key)),
+        Effect.onError(() =>
+          guard.release(key).pipe(
+            Effect.catchAll((error) =>
+              Effect.logWarning("webhook claim could not be released; the id is free again when its lease ends").pipe(
+                Effect.annotateLogs({ id, cause: error.message })
+              ))
+          )),
+        Effect.zipRight(remember),
         Effect.uninterruptible
       )
       return { id, duplicate: false }
@@ -280,7 +306,7 @@ export const answer = (outcome: Exit.Exit<Accepted, IngressError>): Answer => {
   const error = failure.value
   return {
     status: statusOf(error),
-    headers: error._tag === "PersistFailed"
+    headers: error._tag === "PersistFailed" || error._tag === "ReplayCheckFailed"
       ? { "retry-after": "5" }
       // The rest of the body is not read: closing is the only way to leave the connection in a known state.
       : error._tag === "PayloadTooLarge" || error._tag === "BodyTimeout"

@@ -1,12 +1,14 @@
 /**
  * The replay guard: remembers webhook ids for a while so a repeated delivery is recognised. It is shaped
- * like an idempotency store (claim, commit, release) so a durable store can back it; the memory driver
- * keeps ids in-process with expiry on Effect's `Clock`.
+ * like an idempotency store (claim, commit, release): the memory driver keeps ids in-process with expiry on
+ * Effect's `Clock` (the easy default, lost on restart and not shared); `ReplayGuard/Idempotency` adapts any
+ * `IdempotencyStore` (memory, SQL, Redis) so dedupe survives restarts and is shared by every ingress instance.
  *
  * Ingress uses claim → persist → commit, releasing on failure: a failed persist leaves no record, so the
  * sender's retry is processed rather than mistaken for a duplicate.
  */
-import { Clock, Context, Duration, Effect, Layer } from "effect"
+import { Failure } from "@bulwark/core"
+import { Clock, Context, Data, Duration, Effect, Layer } from "effect"
 
 /** What a claim found. */
 export type ClaimResult =
@@ -17,23 +19,40 @@ export type ClaimResult =
   /** It was committed within its time to live: a duplicate. */
   | "seen"
 
+/** The guard's store could not be reached or refused the operation. Transient, category `dependency`. */
+export class ReplayGuardError extends Data.TaggedError("ReplayGuardError")<{
+  readonly operation: "claim" | "commit" | "release"
+  readonly key: string
+  readonly cause: unknown
+}> implements Failure.Classified {
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "transient", category: "dependency" }
+  }
+  override get message(): string {
+    return `replay guard ${this.operation} of "${this.key}" failed: ${String(this.cause)}`
+  }
+}
+
 /** The replay guard port. */
 export class ReplayGuard extends Context.Tag("@bulwark/webhook/ReplayGuard")<ReplayGuard, {
-  /** Claims `key` for `lease` (how long a crashed claimant blocks others). */
-  readonly claim: (key: string, lease: Duration.DurationInput) => Effect.Effect<ClaimResult>
+  /**
+   * Claims `key` for `lease` (how long a crashed claimant blocks others). `ttl` is how long the key is
+   * remembered once committed, for drivers that fix it at the claim (the idempotency adapter).
+   */
+  readonly claim: (key: string, lease: Duration.DurationInput, ttl?: Duration.DurationInput) => Effect.Effect<ClaimResult, ReplayGuardError>
   /** Records `key` as processed for `ttl`. */
-  readonly commit: (key: string, ttl: Duration.DurationInput) => Effect.Effect<void>
+  readonly commit: (key: string, ttl: Duration.DurationInput) => Effect.Effect<void, ReplayGuardError>
   /** Drops a claim that did not complete, so the next attempt may claim it. */
-  readonly release: (key: string) => Effect.Effect<void>
+  readonly release: (key: string) => Effect.Effect<void, ReplayGuardError>
 }>() {}
 
 /**
  * Claims and commits `key` at once: true the first time within `ttl`, false for a repeat or a concurrent
  * claim. For callers (a verifier) that have nothing to persist in between.
  */
-export const firstSeen = (key: string, ttl: Duration.DurationInput): Effect.Effect<boolean, never, ReplayGuard> =>
+export const firstSeen = (key: string, ttl: Duration.DurationInput): Effect.Effect<boolean, ReplayGuardError, ReplayGuard> =>
   Effect.flatMap(ReplayGuard, (guard) =>
-    Effect.flatMap(guard.claim(key, ttl), (result) =>
+    Effect.flatMap(guard.claim(key, ttl, ttl), (result) =>
       result === "claimed" ? Effect.as(guard.commit(key, ttl), true) : Effect.succeed(false)))
 
 /** Settings of the memory driver. */

@@ -12,7 +12,7 @@ import { Clock, Duration, Effect, FiberRef } from "effect"
 import * as internal from "./internal/crypto.js"
 import { Keyring } from "./Keyring.js"
 import { firstSeen, ReplayGuard } from "./ReplayGuard.js"
-import { Replayed, UnknownKey, type VerificationError } from "./WebhookError.js"
+import { ReplayCheckFailed, Replayed, UnknownKey, type VerificationError } from "./WebhookError.js"
 
 /** The signature schemes. */
 export type Scheme = "standard" | "stripe" | "github"
@@ -36,8 +36,11 @@ export type Verified = internal.Verified
 export interface Verifier {
   readonly scheme: Scheme
   readonly source: string
-  /** Verifies against `Clock`. */
-  readonly verify: (request: Request) => Effect.Effect<Verified, VerificationError>
+  /**
+   * Verifies against `Clock`. `ReplayCheckFailed` only from {@link withReplayGuard}, when its guard's store
+   * could not be consulted.
+   */
+  readonly verify: (request: Request) => Effect.Effect<Verified, VerificationError | ReplayCheckFailed>
   /**
    * The same check at a given time without Effect, when the verifier's keys are fixed (absent when they are
    * read from a service, e.g. {@link fromKeyring}). Callers on a hot path read `Clock` once and call it.
@@ -95,7 +98,7 @@ export const check = (
   }
 }
 
-const isVerified = (result: Verified | VerificationError): result is Verified => !("_tag" in result)
+const isVerified = (result: Verified | VerificationError | ReplayCheckFailed): result is Verified => !("_tag" in result)
 
 /** The id a request claims (before it is verified), for the `verified` event of a refusal. */
 const claimedId = (scheme: Scheme, headers: Headers): string | undefined =>
@@ -113,7 +116,7 @@ export const announce = (
   scheme: Scheme,
   source: string,
   request: Request,
-  result: Verified | VerificationError
+  result: Verified | VerificationError | ReplayCheckFailed
 ): Effect.Effect<void> =>
   Observe.emitWith("webhook", "verified", () =>
     isVerified(result)
@@ -185,7 +188,7 @@ const signatureHeaderOf: Record<Scheme, string> = {
  */
 export const withReplayGuard = (verifier: Verifier, ttl: Duration.DurationInput = Duration.days(1)): Effect.Effect<Verifier, never, ReplayGuard> =>
   Effect.map(ReplayGuard, (guard): Verifier => {
-    const guarded = (request: Request): Effect.Effect<Verified, VerificationError> =>
+    const guarded = (request: Request): Effect.Effect<Verified, VerificationError | ReplayCheckFailed> =>
       Effect.flatMap(verifier.verify(request), (verified) => {
         const signature = internal.header(request.headers, signatureHeaderOf[verifier.scheme]) ?? ""
         const [key, id] = verified.id !== undefined
@@ -193,7 +196,10 @@ export const withReplayGuard = (verifier: Verifier, ttl: Duration.DurationInput 
           // A separate namespace, so a signature can never collide with a sender-chosen id.
           : [`replay:${verifier.source}:signature:${signature}`, signature]
         return Effect.flatMap(
-          Effect.provideService(firstSeen(key, ttl), ReplayGuard, guard),
+          Effect.provideService(firstSeen(key, ttl), ReplayGuard, guard).pipe(
+            // Whether it is a replay is unknown: refused as unavailable (retry), not as a bad signature.
+            Effect.mapError((error) => new ReplayCheckFailed({ detail: error.message }))
+          ),
           (first) => first ? Effect.succeed(verified) : Effect.fail(new Replayed({ id }))
         )
       })

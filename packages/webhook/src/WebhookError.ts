@@ -189,6 +189,21 @@ export class InFlight extends Schema.TaggedError<InFlight>()("InFlight", {
   }
 }
 
+/**
+ * The replay guard's store could not be consulted, so whether the request is a replay is unknown: it is
+ * not acknowledged and the sender must retry (HTTP 503).
+ */
+export class ReplayCheckFailed extends Schema.TaggedError<ReplayCheckFailed>()("ReplayCheckFailed", {
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `the replay check could not be made: ${this.detail}`
+  }
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return Failure.verdict("transient", "dependency")
+  }
+}
+
 /** The event could not be persisted, so it was not acknowledged; the sender must retry (HTTP 503). */
 export class PersistFailed extends Schema.TaggedError<PersistFailed>()("PersistFailed", {
   id: Schema.String,

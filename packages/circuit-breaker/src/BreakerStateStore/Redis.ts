@@ -18,6 +18,13 @@ export interface Options {
   readonly maxConflicts?: number
 }
 
+/**
+ * Settings of the connection the layer opens: ioredis options, or a `url`. `commandTimeout` defaults to
+ * 1 s so a Redis that stops answering fails a command instead of holding it (a shared breaker then judges
+ * locally until Redis answers again).
+ */
+export type Connection = RedisOptions & { readonly url?: string }
+
 // Commits ARGV[2] only if the stored version is still ARGV[1] (0 when the key is absent).
 const compareAndSet = `
 local current = redis.call('HGET', KEYS[1], 'v')
@@ -72,7 +79,7 @@ export const make = (client: Redis, options: Options = {}): BreakerStateStore["T
 
 /** The Redis store as a layer, with its own connection (closed when the layer is released). */
 export const layer = (
-  connection: RedisOptions & { readonly url?: string },
+  connection: Connection,
   options: Options = {}
 ): Layer.Layer<BreakerStateStore, StoreError> =>
   Layer.scoped(
@@ -82,9 +89,8 @@ export const layer = (
         Effect.tryPromise({
           try: async () => {
             const { url, ...rest } = connection
-            const client = url === undefined
-              ? new Redis({ ...rest, lazyConnect: true })
-              : new Redis(url, { ...rest, lazyConnect: true })
+            const settings = { commandTimeout: 1_000, ...rest, lazyConnect: true }
+            const client = url === undefined ? new Redis(settings) : new Redis(url, settings)
             // Connection errors reach callers as StoreErrors of the commands they break; without a
             // listener ioredis would also print each one as an unhandled event.
             client.on("error", () => undefined)

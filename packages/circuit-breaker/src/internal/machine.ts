@@ -304,3 +304,29 @@ export const reset = (s: Snapshot, config: Config): void => {
   close(s, config)
   s.version++
 }
+
+/** A deep copy of a snapshot (what `structuredClone` does, at a fraction of its cost on the hot path). */
+export const copy = (s: Snapshot): Snapshot => {
+  const w = s.window
+  const window: WindowSnapshot = w.kind === "consecutive"
+    ? { kind: "consecutive", failures: w.failures }
+    : w.kind === "count"
+    ? { kind: "count", outcomes: w.outcomes.slice(), next: w.next, calls: w.calls, failures: w.failures, slow: w.slow }
+    : {
+      kind: "time",
+      buckets: w.buckets.map((b) => ({ epoch: b.epoch, calls: b.calls, failures: b.failures, slow: b.slow })),
+      epoch: w.epoch,
+      calls: w.calls,
+      failures: w.failures,
+      slow: w.slow
+    }
+  return {
+    state: s.state,
+    openedAt: s.openedAt,
+    openUntil: s.openUntil,
+    opens: s.opens,
+    window,
+    probes: { admitted: s.probes.admitted, successes: s.probes.successes, failures: s.probes.failures },
+    version: s.version
+  }
+}

@@ -11,6 +11,8 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
   const tokens = new Map<string, number>()
   const byMessage = new Map<string, string>()
   const messageKey = (topic: string, id: string) => JSON.stringify([topic, id])
+  // The last replay slot handed out, shared by every replayer over this store.
+  let lastSlot = -Infinity
 
   // A claim still holds when its entry is being replayed under it (a bare id: under any claim).
   const held = (claim: Store.ReplayClaim, entry: Store.DeadLetterEntry | undefined): entry is Store.DeadLetterEntry => {
@@ -99,6 +101,31 @@ export const make: Effect.Effect<Store.Service> = Effect.sync(() => {
         entries.set(id, new Store.DeadLetterEntry({ ...entry, replay: "pending" }))
         claims.delete(id)
         return true
+      }),
+    groups: (filter = {}) =>
+      Effect.sync(() => {
+        const admitted = { ...filter, replay: filter.replay ?? Store.unreplayed }
+        const found = new Map<string, { first: Store.DeadLetterEntry; count: number; last: number }>()
+        const ordered = [...entries.values()].filter((entry) => Store.matches(entry, admitted))
+          .sort((a, b) => a.firstFailedAt.epochMillis - b.firstFailedAt.epochMillis)
+        for (const entry of ordered) {
+          const fingerprint = Store.fingerprintOf(entry.error, entry.originTopic)
+          const group = found.get(fingerprint)
+          if (group === undefined) found.set(fingerprint, { first: entry, count: 1, last: entry.lastFailedAt.epochMillis })
+          else {
+            group.count++
+            group.last = Math.max(group.last, entry.lastFailedAt.epochMillis)
+          }
+        }
+        const groups = [...found.values()]
+          .map((g) => Store.groupOf(g.first, g.count, g.first.firstFailedAt, DateTime.unsafeMake(g.last)))
+          .sort((a, b) => b.count - a.count || a.firstFailedAt.epochMillis - b.firstFailedAt.epochMillis)
+        return filter.limit === undefined ? groups : groups.slice(0, filter.limit)
+      }),
+    takeReplaySlot: (spacing) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        lastSlot = Math.max(now, lastSlot + Math.ceil(Duration.toMillis(Duration.decode(spacing))))
+        return lastSlot
       }),
     purge: (before) =>
       Effect.sync(() => {

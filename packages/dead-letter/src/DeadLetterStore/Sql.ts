@@ -58,6 +58,15 @@ export const migrations = (table: string): ReadonlyArray<Migrations.Migration> =
   id: 2,
   name: "replay claim fencing token",
   statements: [`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS replay_token bigint NOT NULL DEFAULT 0`]
+}, {
+  id: 3,
+  name: "failure groups and the shared replay pace",
+  statements: [
+    // Filled by `add`; rows written before this migration are filled when the store starts.
+    `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS fingerprint text`,
+    `CREATE INDEX IF NOT EXISTS ${table}_fingerprint ON ${table} (fingerprint, replay_status)`,
+    `CREATE TABLE IF NOT EXISTS ${table}_pace (scope text PRIMARY KEY, last_at bigint NOT NULL)`
+  ]
 }]
 
 interface Row {
@@ -113,6 +122,15 @@ export const make = (options: Options = {}): Effect.Effect<
     const sql = yield* SqlClient.SqlClient
     yield* Migrations.run(`dead-letter:${table}`, migrations(table))
     const t = sql(table)
+    const pace = sql(`${table}_pace`)
+    // Fingerprints of rows stored before failure groups existed.
+    const unfingerprinted = yield* sql<{ id: string; origin_topic: string; error: string }>`
+      SELECT id, origin_topic, error FROM ${t} WHERE fingerprint IS NULL`
+    for (const row of unfingerprinted) {
+      const error = JSON.parse(row.error) as { tag?: unknown; message?: unknown }
+      const fingerprint = Store.fingerprintOf({ tag: String(error.tag ?? ""), message: String(error.message ?? "") }, row.origin_topic)
+      yield* sql`UPDATE ${t} SET fingerprint = ${fingerprint} WHERE id = ${row.id}`
+    }
 
     const wrap = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.mapError(effect, (cause) => new Store.DeadLetterStoreError({ operation, cause }))
@@ -127,7 +145,8 @@ export const make = (options: Options = {}): Effect.Effect<
         ...(filter.originTopic !== undefined ? [sql`origin_topic = ${filter.originTopic}`] : []),
         ...(filter.replay !== undefined ? [sql.in("replay_status", Store.statuses(filter.replay))] : []),
         ...(filter.from !== undefined ? [sql`last_failed_at >= ${filter.from.epochMillis}`] : []),
-        ...(filter.to !== undefined ? [sql`last_failed_at < ${filter.to.epochMillis}`] : [])
+        ...(filter.to !== undefined ? [sql`last_failed_at < ${filter.to.epochMillis}`] : []),
+        ...(filter.fingerprint !== undefined ? [sql`fingerprint = ${filter.fingerprint}`] : [])
       ])
 
     // A claim still holds when its entry is being replayed under it (a bare id: under any claim).
@@ -156,13 +175,13 @@ export const make = (options: Options = {}): Effect.Effect<
             OR (${generation}::int = ${t}.replay_count AND ${t}.replay_status <> 'replaying'))`
           const rows = yield* sql<Row>`
             INSERT INTO ${t} (id, message_id, origin_topic, message_key, payload, headers, type, category, error,
-              attempts, first_failed_at, last_failed_at, replay_status, replay_count)
+              attempts, first_failed_at, last_failed_at, replay_status, replay_count, fingerprint)
             VALUES (${id}, ${messageId}, ${input.message.topic}, ${input.message.key},
               ${Buffer.from(input.message.payload).toString("base64")},
               ${JSON.stringify(Store.originalHeaders(input.message.headers))}, ${Store.typeOf(input.message.payload)},
               ${input.category}, ${JSON.stringify(encodeRecord(input.error))}, ${input.attempts}, ${now}, ${now},
-              'pending', ${generation ?? 0})
-            ON CONFLICT (origin_topic, message_id) DO UPDATE SET
+              'pending', ${generation ?? 0}, ${Store.fingerprintOf(input.error, input.message.topic)})
+            ON CONFLICT (origin_topic, message_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
               message_key = EXCLUDED.message_key, payload = EXCLUDED.payload, headers = EXCLUDED.headers,
               type = EXCLUDED.type, category = EXCLUDED.category, error = EXCLUDED.error,
               attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at,
@@ -215,6 +234,40 @@ export const make = (options: Options = {}): Effect.Effect<
           UPDATE ${t} SET replay_status = 'pending', replay_claimed_until = NULL
           WHERE ${held(claim)}
           RETURNING id`.pipe(Effect.map((rows) => rows.length > 0), wrap("releaseReplay")),
+      groups: (filter = {}) =>
+        Effect.gen(function*() {
+          const admitted = { ...filter, replay: filter.replay ?? Store.unreplayed }
+          const rows = yield* sql<{ fingerprint: string; n: number; first: number | string; last: number | string; sample: string }>`
+            SELECT fingerprint, count(*)::int AS n, min(first_failed_at) AS first, max(last_failed_at) AS last,
+              (array_agg(id ORDER BY first_failed_at, seq))[1] AS sample
+            FROM ${t} WHERE ${where(admitted)}
+            GROUP BY fingerprint ORDER BY n DESC, first
+            ${filter.limit !== undefined ? sql`LIMIT ${filter.limit}` : sql``}`
+          if (rows.length === 0) return []
+          const samples = yield* Effect.flatMap(
+            sql<Row>`SELECT * FROM ${t} WHERE ${sql.in("id", rows.map((row) => row.sample))}`,
+            entries
+          )
+          const byId = new Map(samples.map((entry) => [entry.id, entry]))
+          return rows.flatMap((row) => {
+            const sample = byId.get(row.sample)
+            // A sample purged between the two reads: its group is gone with it.
+            if (sample === undefined) return []
+            return [Store.groupOf(sample, Number(row.n), DateTime.unsafeMake(Number(row.first)), DateTime.unsafeMake(Number(row.last)))]
+          })
+        }).pipe(wrap("groups")),
+      takeReplaySlot: (spacing) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          // Whole milliseconds, rounded up: never faster than asked.
+          const step = Math.ceil(Duration.toMillis(Duration.decode(spacing)))
+          // One row per store, updated under its row lock: every replayer's slot follows the previous one.
+          const rows = yield* sql<{ last_at: number | string }>`
+            INSERT INTO ${pace} (scope, last_at) VALUES ('replay', ${now})
+            ON CONFLICT (scope) DO UPDATE SET last_at = GREATEST(${pace}.last_at + ${step}, ${now})
+            RETURNING last_at`
+          return Number(rows[0]!.last_at)
+        }).pipe(wrap("takeReplaySlot")),
       purge: (before) =>
         sql<{ n: number }>`
           WITH gone AS (DELETE FROM ${t} WHERE last_failed_at < ${DateTime.toEpochMillis(before)} RETURNING 1)

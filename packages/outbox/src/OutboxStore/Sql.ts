@@ -175,7 +175,7 @@ export const make = (
       }
     })).pipe(Effect.mapError(failed("drained")))
 
-    const deadLetters = (limit = 100) =>
+    const deadLetters = (limit = 100, topic?: string) =>
       Effect.map(
         sql<{
           id: number
@@ -186,7 +186,8 @@ export const make = (
           last_error: string | null
           dead_letter_published: boolean | null
         }>`SELECT id, topic, message_id, key, attempts, last_error, dead_letter_published
-          FROM ${sql(table)} WHERE state = 'dead' ORDER BY id LIMIT ${limit}`,
+          FROM ${sql(table)} WHERE state = 'dead' ${topic === undefined ? sql`` : sql`AND topic = ${topic}`}
+          ORDER BY id LIMIT ${limit}`,
         (rows) =>
           rows.map((row): DeadRow => ({
             id: Number(row.id),
@@ -201,6 +202,25 @@ export const make = (
             deadLetterPublished: row.dead_letter_published === true
           }))
       ).pipe(Effect.mapError(failed("deadLetters")))
+
+    // The NOTIFY wakes sleeping relays, as an append does; the rows are claimable at once.
+    const requeueDead: Service["requeueDead"] = (selection = {}) =>
+      Effect.map(
+        sql<{ n: number }>`
+          WITH requeued AS (
+            UPDATE ${sql(table)} SET state = 'pending', attempts = 0, available_at = now(),
+              dead_letter_published = NULL, claimed_by = NULL, claimed_until = NULL
+            WHERE state = 'dead' AND ${
+          selection.ids !== undefined
+            ? (selection.ids.length === 0 ? sql`FALSE` : sql.in("id", selection.ids))
+            : selection.topic !== undefined
+            ? sql`topic = ${selection.topic}`
+            : sql`TRUE`
+        }
+            RETURNING id)
+          SELECT count(*)::int AS n, pg_notify(${channel}, ${wakePayload}) FROM requeued`,
+        (rows) => Number(rows[0]?.n ?? 0)
+      ).pipe(Effect.mapError(failed("requeueDead")))
 
     // The relay's own bookkeeping commits asynchronously (`synchronous_commit = off` for that statement only):
     // a server crash may forget the last claims or marks, which costs a lease wait or a duplicate publish,
@@ -303,6 +323,7 @@ export const make = (
       lag,
       drained,
       deadLetters,
+      requeueDead,
       claim,
       markPublished,
       reschedule,

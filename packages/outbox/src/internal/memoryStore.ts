@@ -162,12 +162,12 @@ export const makeMemoryStore = (
     return loop
   })
 
-  const deadLetters: Service["deadLetters"] = (limit = 100) =>
+  const deadLetters: Service["deadLetters"] = (limit = 100, topic) =>
     Effect.sync(() => {
       const out: Array<DeadRow> = []
       for (const row of rows.values()) {
         if (out.length >= limit) break
-        if (row.state !== "dead") continue
+        if (row.state !== "dead" || (topic !== undefined && row.topic !== topic)) continue
         out.push({
           id: row.id,
           topic: row.topic,
@@ -179,6 +179,31 @@ export const makeMemoryStore = (
         })
       }
       return out
+    })
+
+  const requeueDead: Service["requeueDead"] = (selection = {}) =>
+    withNow((now) => {
+      const ids = selection.ids === undefined ? undefined : new Set(selection.ids)
+      let requeued = 0
+      for (const row of rows.values()) {
+        if (row.state !== "dead") continue
+        if (ids !== undefined ? !ids.has(row.id) : selection.topic !== undefined && row.topic !== selection.topic) continue
+        row.state = "pending"
+        row.attempts = 0
+        row.availableAt = now
+        row.deadLetterPublished = undefined
+        release(row)
+        pending.set(row.id, row)
+        requeued++
+      }
+      if (requeued > 0) {
+        // Back in id order: a claim walks the pending rows oldest first, and only a key's oldest is claimable.
+        const ordered = [...pending.values()].sort((a, b) => a.id - b.id)
+        pending.clear()
+        for (const row of ordered) pending.set(row.id, row)
+        for (const waker of wakers) Queue.unsafeOffer(waker, undefined)
+      }
+      return requeued
     })
 
   const claim: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
@@ -300,6 +325,7 @@ export const makeMemoryStore = (
     lag,
     drained,
     deadLetters,
+    requeueDead,
     claim,
     markPublished,
     reschedule,

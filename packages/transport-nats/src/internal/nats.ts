@@ -302,8 +302,22 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
     const ensureStream = (target: Names.TopicNames) =>
       readyStreams.has(target.stream) ? Promise.resolve() : createStream(target)
 
-    const publishAll = async (target: Names.TopicNames, messages: ReadonlyArray<Transport.OutgoingMessage>, headers: ReadonlyArray<MsgHdrs>) => {
-      let inFlight: Array<Promise<unknown>> = []
+    const publishAll = async (
+      target: Names.TopicNames,
+      messages: ReadonlyArray<Transport.OutgoingMessage>,
+      headers: ReadonlyArray<MsgHdrs>,
+      rejectDuplicates: boolean
+    ) => {
+      let inFlight: Array<Promise<{ readonly duplicate: boolean }>> = []
+      let duplicate: string | undefined
+      let done = 0
+      const settle = async () => {
+        const acks = await Promise.all(inFlight)
+        const first = acks.findIndex((ack) => ack.duplicate)
+        if (first >= 0 && duplicate === undefined) duplicate = messages[done + first]!.id
+        done += inFlight.length
+        inFlight = []
+      }
       for (let i = 0; i < messages.length; i++) {
         const message = messages[i]!
         if (message.id !== "" && resolved.dedupeWindow === 0) headers[i]!.set(idHeader, message.id)
@@ -311,16 +325,16 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
           ? { headers: headers[i]! }
           : { headers: headers[i]!, msgID: message.id }
         inFlight.push(js.publish(target.subject, message.payload, publishOptions))
-        if (inFlight.length >= publishWindow) {
-          await Promise.all(inFlight)
-          inFlight = []
-        }
+        if (inFlight.length >= publishWindow) await settle()
       }
-      await Promise.all(inFlight)
+      await settle()
+      // The stream acknowledged it without storing it: it already held a message with this id.
+      if (rejectDuplicates && duplicate !== undefined) throw new Transport.DuplicateMessage({ id: duplicate })
     }
 
-    const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+    const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>, options?: Transport.PublishOptions) =>
       Effect.suspend(() => {
+        const rejectDuplicates = options?.rejectDuplicates === true
         if (messages.length === 0) return Effect.void
         const target = names(topic)
         if (typeof target === "string") {
@@ -336,13 +350,13 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
           try: async () => {
             await ensureStream(target)
             try {
-              await publishAll(target, messages, headers)
+              await publishAll(target, messages, headers, rejectDuplicates)
             } catch (cause) {
               if (!isNoResponders(cause)) throw cause
               // The stream was deleted under us: recreate it once. Already stored messages dedupe by id.
               readyStreams.delete(target.stream)
               await ensureStream(target)
-              await publishAll(target, messages, headers)
+              await publishAll(target, messages, headers, rejectDuplicates)
             }
           },
           catch: (cause) => new Transport.PublishError({ topic, cause })

@@ -29,7 +29,7 @@
  *   commit with `synchronous_commit = off`, so a database crash can only cause a republish, never a loss.
  * - **Retention**: published rows older than `retention` are deleted every `cleanupInterval`.
  */
-import { Delivery, Failure } from "@bulwark/core"
+import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Clock, Duration, Effect, Either, Layer, Metric, Queue, Random, type Scope } from "effect"
 import { backlogGauge, lagGauge } from "./Outbox.js"
@@ -156,7 +156,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         }
       }).pipe(
         // A failed renewal is retried at the next beat; meanwhile `heldUntil` runs out and publishing stops.
-        Effect.catchAll((e) => Effect.logWarning("outbox relay: lease renewal failed", e))
+        quietly("outbox relay: lease renewal failed")
       )
 
     // Idle between rounds (it waits for one to start, with no timer), then beats while a round is in flight.
@@ -275,29 +275,30 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
       yield* Metric.set(lagGauge, Duration.toMillis(age))
     })
 
-    const run: Effect.Effect<never, never, Scope.Scope> = Effect.gen(function*() {
+    // Supervised: a failing round (the database or the broker is down) makes the relay `degraded` and retries
+    // with a jittered, capped backoff until it is back; a defect ends `run` loudly (Supervise), never silently.
+    const run: Effect.Effect<never, never, Scope.Scope> = Supervise.run({
+      name: `outbox-relay:${relayId}`,
+      backoffMax: Duration.max(pollInterval, Duration.seconds(5))
+    }, (supervisor) => Effect.gen(function*() {
       const wakeup = yield* store.wakeup(relayId, pollInterval)
       yield* Effect.forkScoped(heartbeat)
       yield* cleanup.pipe(
-        Effect.tapError((e) => Effect.logWarning("outbox relay: cleanup failed", e)),
-        Effect.ignore,
+        quietly("outbox relay: cleanup failed"),
         Effect.zipRight(Effect.sleep(options.cleanupInterval ?? "1 minute")),
         Effect.forever,
         Effect.forkScoped
       )
       yield* updateMetrics.pipe(
-        Effect.tapError((e) => Effect.logWarning("outbox relay: metrics refresh failed", e)),
-        Effect.ignore,
+        quietly("outbox relay: metrics refresh failed"),
         Effect.zipRight(Effect.sleep(options.metricsInterval ?? "5 seconds")),
         Effect.forever,
         Effect.forkScoped
       )
       const loop: Effect.Effect<never> = Effect.gen(function*() {
         const result = yield* Effect.either(round)
-        if (Either.isLeft(result)) {
-          yield* Effect.logWarning("outbox relay: round failed; retrying after the poll interval", result.left)
-          return yield* wakeup.wait(pollInterval)
-        }
+        if (Either.isLeft(result)) return yield* supervisor.degraded(result.left)
+        yield* supervisor.up
         if (result.right.claimed > 0) {
           yield* wakeup.found
           if (result.right.claimed < batchSize && !Duration.isZero(linger)) yield* Effect.sleep(linger)
@@ -307,10 +308,25 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         yield* wakeup.wait(pollInterval)
       }).pipe(Effect.forever)
       return yield* loop
-    })
+    }))
 
     return { relayId, round, cleanup, run }
   })
+
+/**
+ * Logs a side task's failure once when it starts failing and once when it works again (not once per
+ * attempt, which during an outage would be one warning per heartbeat), and carries on either way.
+ */
+const quietly = (label: string) => {
+  let failing = false
+  return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<void, never, R> =>
+    self.pipe(
+      Effect.matchEffect({
+        onFailure: (e) => failing ? Effect.void : Effect.zipRight(Effect.sync(() => failing = true), Effect.logWarning(label, e)),
+        onSuccess: () => failing ? Effect.zipRight(Effect.sync(() => failing = false), Effect.logInfo(`${label}: works again`)) : Effect.void
+      })
+    )
+}
 
 /** Runs a relay until interrupted. */
 export const run = (options: Options = {}): Effect.Effect<never, never, OutboxStore | Transport.Publisher> =>

@@ -6,6 +6,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Data, Effect } from "effect"
+import { transactional } from "./Transaction.js"
 
 /** One migration step. `id`s increase; a step never changes once released. */
 export interface Migration {
@@ -32,7 +33,7 @@ export const run = (
       // Two processes racing to create the table: the loser's error is harmless, the table exists.
       Effect.catchAll(() => Effect.void)
     )
-    return yield* sql.withTransaction(Effect.gen(function*() {
+    return yield* transactional(sql.withTransaction)(Effect.gen(function*() {
       yield* sql`SELECT pg_advisory_xact_lock(hashtext(${"bulwark_migrations:" + component}))`
       const rows = yield* sql<{ id: number }>`SELECT id FROM bulwark_migrations WHERE component = ${component}`
       const applied = new Set(rows.map((row) => Number(row.id)))

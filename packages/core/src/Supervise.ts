@@ -1,0 +1,171 @@
+/**
+ * Supervision for long-running loops (outbox relays, transport subscriptions, dead-letter drains): one place
+ * that decides what a fault does to a loop that must outlive it.
+ *
+ * - A **transient** fault (classified with {@link Failure}) never ends the loop: the loop turns `degraded`,
+ *   waits a jittered exponential backoff (capped), and tries again until the service is back; then it is
+ *   `up` again. Each state change is logged once (a warning on the way down with the first fault, an info on
+ *   the way back with how many faults it took), never once per retry.
+ * - A **fatal** fault (a defect, or a failure classified permanent) ends the loop loudly: it is logged at
+ *   `Fatal` level with its whole cause, the loop is `failed`, and the cause is the loop's result, so whoever
+ *   runs it (a main fiber, `Layer.launch`, a test) sees it. Never a silently dead fiber.
+ * - Every loop's state is in {@link health} and the `bulwark_loop_up` gauge (1 up, 0 degraded or failed,
+ *   tagged `loop`); every transient fault counts in `bulwark_loop_faults_total`.
+ */
+import { Cause, Duration, Effect, Metric, Option, Random } from "effect"
+import { globalValue } from "effect/GlobalValue"
+import * as Failure from "./Failure.js"
+
+/** A supervised loop's state. */
+export type Health = "up" | "degraded" | "failed"
+
+/** Settings of a supervised loop. */
+export interface Options {
+  /** The loop's name in logs, {@link health} and the metrics' `loop` tag (e.g. `outbox-relay:<relay id>`). */
+  readonly name: string
+  /** The first backoff after a fault; doubles per consecutive fault. Default 100 ms. */
+  readonly backoffBase?: Duration.DurationInput
+  /** The longest backoff. Default 5 s: the longest a loop stays asleep after its service came back. */
+  readonly backoffMax?: Duration.DurationInput
+  /**
+   * Which failures of the loop ({@link run}) are transient, i.e. restart it. Default: those `Failure.classify`
+   * calls transient. A failure that is not is fatal.
+   */
+  readonly isTransient?: (error: unknown) => boolean
+}
+
+/** A supervised loop's view of itself, handed to the loop by {@link make} or {@link run}. */
+export interface Supervisor {
+  readonly name: string
+  /** The loop made progress: it is `up` again (logged once, when it was not), and the backoff starts over. */
+  readonly up: Effect.Effect<void>
+  /**
+   * A transient fault: the loop is `degraded` (logged once, on the change), then this waits the next
+   * jittered backoff: a random time between half and all of `min(backoffMax, backoffBase * 2^(faults-1))`.
+   */
+  readonly degraded: (error: unknown) => Effect.Effect<void>
+  /** The loop's current state. */
+  readonly health: Effect.Effect<Health>
+  /** The loop ended: it leaves {@link health} (unless it `failed`, which stays visible). */
+  readonly release: Effect.Effect<void>
+}
+
+/** `1` while the loop is up, `0` while it is degraded or failed; tagged `loop`. */
+export const upGauge = Metric.gauge("bulwark_loop_up", {
+  description: "1 while a supervised loop is up, 0 while it is degraded or failed (tag loop)"
+})
+
+/** Transient faults a supervised loop recovered from (or is recovering from); tagged `loop`. */
+export const faultsTotal = Metric.counter("bulwark_loop_faults_total", {
+  description: "transient faults of supervised loops (tag loop)",
+  incremental: true
+})
+
+const registry = globalValue(Symbol.for("@bulwark/core/Supervise/registry"), () => new Map<string, Health>())
+
+/** Every supervised loop of this process by name, with its current state (a loop that ended is removed). */
+export const health: Effect.Effect<ReadonlyMap<string, Health>> = Effect.sync(() => new Map(registry))
+
+/** The longest backoff before the `faults`-th retry: `min(max, base * 2^(faults-1))` (before jitter). */
+export const backoffMillis = (baseMillis: number, maxMillis: number, faults: number): number =>
+  Math.min(maxMillis, baseMillis * 2 ** Math.min(30, Math.max(0, faults - 1)))
+
+/**
+ * A supervisor for the loop `options.name`, registered in {@link health} as `up` until it reports otherwise;
+ * call `release` when the loop ends (or use {@link run}, which does).
+ */
+export const make = (options: Options): Effect.Effect<Supervisor> =>
+  Effect.sync(() => {
+    const { name } = options
+    const baseMillis = Duration.toMillis(Duration.decode(options.backoffBase ?? "100 millis"))
+    const maxMillis = Duration.toMillis(Duration.decode(options.backoffMax ?? "5 seconds"))
+    const tagged = <T extends Metric.Metric<any, any, any>>(metric: T): T => Metric.tagged(metric, "loop", name) as T
+    const gauge = tagged(upGauge)
+    const faults = tagged(faultsTotal)
+    let state: Health = "up"
+    let consecutive = 0
+    registry.set(name, state)
+
+    const set = (next: Health) =>
+      Effect.suspend(() => {
+        state = next
+        registry.set(name, next)
+        return Metric.set(gauge, next === "up" ? 1 : 0)
+      })
+
+    const up: Effect.Effect<void> = Effect.suspend(() => {
+      if (state === "up") return Effect.void
+      const after = consecutive
+      consecutive = 0
+      return Effect.zipRight(
+        set("up"),
+        Effect.logInfo(`${name}: recovered after ${after} fault(s)`).pipe(Effect.annotateLogs({ loop: name, health: "up" }))
+      )
+    })
+
+    const degraded = (error: unknown): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        consecutive++
+        const announce = state === "up"
+          ? Effect.zipRight(
+            set("degraded"),
+            Effect.logWarning(`${name}: degraded by a transient fault; retrying with backoff until it recovers`, error)
+              .pipe(Effect.annotateLogs({ loop: name, health: "degraded" }))
+          )
+          : Effect.void
+        const ceiling = backoffMillis(baseMillis, maxMillis, consecutive)
+        return announce.pipe(
+          Effect.zipRight(Metric.increment(faults)),
+          Effect.zipRight(Random.nextRange(ceiling / 2, ceiling)),
+          Effect.flatMap((millis) => Effect.sleep(Duration.millis(millis)))
+        )
+      })
+
+    const release = Effect.sync(() => {
+      if (state !== "failed" && registry.get(name) !== "failed") registry.delete(name)
+    })
+
+    return { name, up, degraded, health: Effect.sync(() => state), release }
+  })
+
+/**
+ * Whether a loop's failure is fatal: a defect, or a failure that is not transient (by `isTransient`, default
+ * `Failure.classify`). Interruption is neither.
+ */
+export const isFatal = <E>(cause: Cause.Cause<E>, isTransient?: (error: unknown) => boolean): Effect.Effect<boolean> => {
+  if (Cause.isInterruptedOnly(cause)) return Effect.succeed(false)
+  const failure = Cause.failureOption(cause)
+  if (Option.isNone(failure) || Cause.isDie(cause)) return Effect.succeed(true)
+  if (isTransient !== undefined) return Effect.succeed(!isTransient(failure.value))
+  return Effect.map(Failure.classify(failure.value), (verdict) => verdict.classification === "permanent")
+}
+
+/**
+ * Runs `body` under supervision until it succeeds (a loop that ends by itself ends the supervision) or fails
+ * fatally. A transient failure restarts it after the supervisor's backoff; `body` reports progress with
+ * `supervisor.up` (or handles its own faults with `supervisor.degraded`). A fatal cause is logged at `Fatal`
+ * level, marks the loop `failed`, and is the result.
+ */
+export const run = <A, E, R>(
+  options: Options,
+  body: (supervisor: Supervisor) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.flatMap(make(options), (supervisor) => {
+    const loop: Effect.Effect<A, E, R> = Effect.catchAllCause(body(supervisor), (cause) =>
+      Effect.flatMap(isFatal(cause, options.isTransient), (fatal): Effect.Effect<A, E, R> => {
+        if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)
+        if (fatal) return Effect.zipRight(failed(supervisor.name, cause), Effect.failCause(cause))
+        return Effect.zipRight(supervisor.degraded(Cause.squash(cause)), Effect.suspend(() => loop))
+      }))
+    return Effect.ensuring(loop, supervisor.release)
+  })
+
+/** Marks a loop `failed` and logs its fatal cause at `Fatal` level (the loop's result carries it too). */
+export const failed = (name: string, cause: Cause.Cause<unknown>): Effect.Effect<void> =>
+  Effect.sync(() => registry.set(name, "failed")).pipe(
+    Effect.zipRight(Metric.set(Metric.tagged(upGauge, "loop", name), 0)),
+    Effect.zipRight(
+      Effect.logFatal(`${name}: stopped by a fatal fault; it will not restart`, cause)
+        .pipe(Effect.annotateLogs({ loop: name, health: "failed" }))
+    )
+  )

@@ -28,6 +28,10 @@
  * - **Durability**: appends commit durably in the caller's transaction; the relay's claim and mark statements
  *   commit with `synchronous_commit = off`, so a database crash can only cause a republish, never a loss.
  * - **Retention**: published rows older than `retention` are deleted every `cleanupInterval`.
+ * - **Faults**: `run` is supervised (`Supervise` from `@bulwark/core`): a failing round (database or broker
+ *   down) makes the relay `degraded` and it retries with a jittered, capped backoff until it is back; side
+ *   tasks (heartbeat, cleanup, gauges) log once when they start failing and once when they work again. A
+ *   defect ends `run` loudly (logged at `Fatal`, `failed` in `Supervise.health`), never silently.
  */
 import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"

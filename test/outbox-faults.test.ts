@@ -4,10 +4,11 @@
  * - a relay publishing a backlog through the Postgres transport loses nothing, keeps running, and resumes by
  *   itself (it used to die silently: a failed ROLLBACK/COMMIT of the transport's publish was a defect);
  * - the documented producer (`sql.withTransaction` around `Outbox.append`, with `Effect.retry`) retries a
- *   transaction whose connection a restart took (it could not: the error was a defect).
+ *   transaction whose connection a restart took (it could not: the error was a defect); so does
+ *   `Inbox.process`, and the effect is applied once.
  */
 import { Envelope, Supervise } from "@bulwark/core"
-import { Outbox, Relay } from "@bulwark/outbox"
+import { Inbox, Outbox, Relay } from "@bulwark/outbox"
 import { Database, Transaction } from "@bulwark/sql"
 import { PostgresTransport } from "@bulwark/transport-postgres"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -117,5 +118,32 @@ describe("outbox on a restarting PostgreSQL", () => {
     expect(errors[0]).toBe(Transaction.CommitUnknown.name)
     expect(errors.every((name) => name === "CommitUnknown" || name === "ConnectionLost")).toBe(true)
     expect(outcome).toEqual({ paid: true, rows: 1 })
+  }, 60_000)
+
+  it("Inbox.process retried across a restart applies its effect once", async () => {
+    let attempts = 0
+    const layer = Inbox.layer({ table: "faults_inbox" }).pipe(
+      Layer.provideMerge(Database.layerPostgres({ url: pg.url, maxConnections: 4 }))
+    )
+    const program = Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`CREATE TABLE IF NOT EXISTS faults_credits (message_id text NOT NULL)`
+      const credit = Effect.gen(function*() {
+        attempts++
+        yield* sql`INSERT INTO faults_credits (message_id) VALUES ('m-1')`
+        // The database restarts before the inbox transaction commits.
+        if (attempts === 1) yield* Effect.promise(() => pg.restart({ downMillis: 500 }))
+      })
+      const first = yield* Inbox.process("m-1", "billing", credit).pipe(
+        Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.jittered, Schedule.upTo("20 seconds")))
+      )
+      // A redelivery of the same message is skipped.
+      const again = yield* Inbox.process("m-1", "billing", credit)
+      const [rows] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM faults_credits`
+      return { first: first._tag, again: again._tag, credits: rows?.n }
+    })
+    const outcome = await Effect.runPromise(Effect.scoped(Effect.provide(program, layer)).pipe(quiet))
+    expect(attempts).toBe(2)
+    expect(outcome).toEqual({ first: "Some", again: "None", credits: 1 })
   }, 60_000)
 })

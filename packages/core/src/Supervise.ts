@@ -128,6 +128,36 @@ export const make = (options: Options): Effect.Effect<Supervisor> =>
     return { name, up, degraded, health: Effect.sync(() => state), release }
   })
 
+/** A side task's state-change logger: see {@link changes}. */
+export interface Changes {
+  /** The task failed: logged (warning, with the error) only if it was working until now. */
+  readonly failed: (error: unknown) => Effect.Effect<void>
+  /** The task worked: logged (info) only if it was failing until now. */
+  readonly ok: Effect.Effect<void>
+}
+
+/**
+ * Logs a side task's state changes only (a heartbeat, a LISTEN connection, a cleanup): a warning `label`
+ * when it starts failing, an info `label: works again` when it recovers, never once per attempt, which during
+ * an outage would be one line per beat.
+ */
+export const changes = (label: string): Changes => {
+  let failing = false
+  return {
+    failed: (error) =>
+      Effect.suspend(() => {
+        if (failing) return Effect.void
+        failing = true
+        return Effect.logWarning(label, error)
+      }),
+    ok: Effect.suspend(() => {
+      if (!failing) return Effect.void
+      failing = false
+      return Effect.logInfo(`${label}: works again`)
+    })
+  }
+}
+
 /**
  * Whether a loop's failure is fatal: a defect, or a failure that is not transient (by `isTransient`, default
  * `Failure.classify`). Interruption is neither.

@@ -78,4 +78,20 @@ describe("Supervise", () => {
       yield* Fiber.interrupt(fiber)
       expect((yield* Supervise.health).has("test-loop-interrupted")).toBe(false)
     }).pipe(Logger.withMinimumLogLevel(LogLevel.None)))
+
+  it.effect("changes logs a side task's state changes only, not every attempt", () => {
+    const { layer, lines } = capture()
+    return Effect.gen(function*() {
+      const log = Supervise.changes("heartbeat failed")
+      for (const outcome of ["ok", "fail", "fail", "fail", "ok", "ok", "fail", "ok"]) {
+        yield* outcome === "ok" ? log.ok : log.failed(new Error("down"))
+      }
+      expect(lines.map((l) => `${l.level} ${l.message}`)).toEqual([
+        "WARN heartbeat failed",
+        "INFO heartbeat failed: works again",
+        "WARN heartbeat failed",
+        "INFO heartbeat failed: works again"
+      ])
+    }).pipe(Effect.provide(layer))
+  })
 })

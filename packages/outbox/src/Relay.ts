@@ -317,19 +317,11 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     return { relayId, round, cleanup, run }
   })
 
-/**
- * Logs a side task's failure once when it starts failing and once when it works again (not once per
- * attempt, which during an outage would be one warning per heartbeat), and carries on either way.
- */
+/** Runs a side task (heartbeat, cleanup, gauges) logging only its state changes, and carries on either way. */
 const quietly = (label: string) => {
-  let failing = false
+  const log = Supervise.changes(label)
   return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<void, never, R> =>
-    self.pipe(
-      Effect.matchEffect({
-        onFailure: (e) => failing ? Effect.void : Effect.zipRight(Effect.sync(() => failing = true), Effect.logWarning(label, e)),
-        onSuccess: () => failing ? Effect.zipRight(Effect.sync(() => failing = false), Effect.logInfo(`${label}: works again`)) : Effect.void
-      })
-    )
+    Effect.matchEffect(self, { onFailure: log.failed, onSuccess: () => log.ok })
 }
 
 /** Runs a relay until interrupted. */

@@ -7,6 +7,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Layer, Option, Schedule } from "effect"
 import * as Database from "../src/Database.js"
+import * as Migrations from "../src/Migrations.js"
 import * as Transaction from "../src/Transaction.js"
 import * as PrivatePostgres from "./support/PrivatePostgres.js"
 
@@ -66,6 +67,19 @@ describe("a lost connection on a private PostgreSQL", () => {
     await new Promise((resolve) => setTimeout(resolve, 1_000))
     await pg.start()
     expect((await starting)[0]!.one).toBe(1)
+  }, 30_000)
+
+  it("migrations started while the server is away wait for it (bounded) and apply once", async () => {
+    const applied = await run(Effect.gen(function*() {
+      yield* Effect.promise(() => pg.stop())
+      const restart = Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 1_000)).then(() => pg.start()))
+      const [ids] = yield* Effect.all([
+        Migrations.run("faults", [{ id: 1, name: "t", statements: ["CREATE TABLE faults_migrated (id int)"] }]),
+        restart
+      ], { concurrency: 2 })
+      return ids
+    }))
+    expect(applied).toEqual([1])
   }, 30_000)
 
   it("with the retry turned off, a layer built while the server is down fails with a typed error", async () => {

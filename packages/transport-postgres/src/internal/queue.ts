@@ -68,9 +68,11 @@ export const make = (settings: Settings) =>
 
     // One LISTEN per transport; subscriptions wait on it and fall back to polling when it is down.
     const wakeups = yield* PubSub.sliding<string>(256)
+    // Logged when it breaks and when a notification arrives again, not at every retry of an outage.
+    const listening = Supervise.changes("transport-postgres: LISTEN failed; polling until it is back")
     yield* db.listen(channel).pipe(
-      Stream.runForEach((topic) => PubSub.publish(wakeups, topic)),
-      Effect.tapError((error) => Effect.logWarning("transport-postgres: LISTEN failed; polling until it is back", error)),
+      Stream.runForEach((topic) => Effect.zipRight(listening.ok, PubSub.publish(wakeups, topic))),
+      Effect.tapError(listening.failed),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
     )

@@ -48,6 +48,8 @@ export interface Supervisor {
   readonly health: Effect.Effect<Health>
   /** The loop ended: it leaves {@link health} (unless it `failed`, which stays visible). */
   readonly release: Effect.Effect<void>
+  /** The loop stopped for good: `failed` in {@link health} (use {@link failed} to also log it). */
+  readonly fail: Effect.Effect<void>
 }
 
 /** `1` while the loop is up, `0` while it is degraded or failed; tagged `loop`. */
@@ -61,10 +63,42 @@ export const faultsTotal = Metric.counter("bulwark_loop_faults_total", {
   incremental: true
 })
 
-const registry = globalValue(Symbol.for("@bulwark/core/Supervise/registry"), () => new Map<string, Health>())
+// Loops by name; several loops may share a name (two consumers of one topic and group), each with its own entry.
+const registry = globalValue(
+  Symbol.for("@bulwark/core/Supervise/registry"),
+  () => new Map<string, Map<symbol, Health>>()
+)
 
-/** Every supervised loop of this process by name, with its current state (a loop that ended is removed). */
-export const health: Effect.Effect<ReadonlyMap<string, Health>> = Effect.sync(() => new Map(registry))
+const rank: Record<Health, number> = { up: 0, degraded: 1, failed: 2 }
+
+// The state of a name: the worst of its loops'.
+const stateOf = (name: string): Health | undefined => {
+  let worst: Health | undefined
+  for (const state of registry.get(name)?.values() ?? []) {
+    if (worst === undefined || rank[state] > rank[worst]) worst = state
+  }
+  return worst
+}
+
+const record = (name: string, id: symbol, state: Health | undefined) => {
+  const entries = registry.get(name) ?? new Map<symbol, Health>()
+  if (state === undefined) entries.delete(id)
+  else entries.set(id, state)
+  if (entries.size === 0) registry.delete(name)
+  else registry.set(name, entries)
+  const now = stateOf(name)
+  return now === undefined ? Effect.void : Metric.set(Metric.tagged(upGauge, "loop", name), now === "up" ? 1 : 0)
+}
+
+/**
+ * Every supervised loop of this process by name, with its current state (the worst, when loops share a name).
+ * A loop that ended leaves it, unless it `failed`: that stays visible.
+ */
+export const health: Effect.Effect<ReadonlyMap<string, Health>> = Effect.sync(() => {
+  const all = new Map<string, Health>()
+  for (const name of registry.keys()) all.set(name, stateOf(name)!)
+  return all
+})
 
 /** The longest backoff before the `faults`-th retry: `min(max, base * 2^(faults-1))` (before jitter). */
 export const backoffMillis = (baseMillis: number, maxMillis: number, faults: number): number =>
@@ -75,22 +109,19 @@ export const backoffMillis = (baseMillis: number, maxMillis: number, faults: num
  * call `release` when the loop ends (or use {@link run}, which does).
  */
 export const make = (options: Options): Effect.Effect<Supervisor> =>
-  Effect.sync(() => {
+  Effect.suspend(() => {
     const { name } = options
     const baseMillis = Duration.toMillis(Duration.decode(options.backoffBase ?? "100 millis"))
     const maxMillis = Duration.toMillis(Duration.decode(options.backoffMax ?? "5 seconds"))
-    const tagged = <T extends Metric.Metric<any, any, any>>(metric: T): T => Metric.tagged(metric, "loop", name) as T
-    const gauge = tagged(upGauge)
-    const faults = tagged(faultsTotal)
+    const faults = Metric.tagged(faultsTotal, "loop", name)
+    const id = Symbol(name)
     let state: Health = "up"
     let consecutive = 0
-    registry.set(name, state)
 
     const set = (next: Health) =>
       Effect.suspend(() => {
         state = next
-        registry.set(name, next)
-        return Metric.set(gauge, next === "up" ? 1 : 0)
+        return record(name, id, next)
       })
 
     const up: Effect.Effect<void> = Effect.suspend(() => {
@@ -121,11 +152,10 @@ export const make = (options: Options): Effect.Effect<Supervisor> =>
         )
       })
 
-    const release = Effect.sync(() => {
-      if (state !== "failed" && registry.get(name) !== "failed") registry.delete(name)
-    })
+    const release = Effect.suspend(() => state === "failed" ? Effect.void : record(name, id, undefined))
 
-    return { name, up, degraded, health: Effect.sync(() => state), release }
+    const supervisor: Supervisor = { name, up, degraded, health: Effect.sync(() => state), release, fail: set("failed") }
+    return Effect.as(record(name, id, state), supervisor)
   })
 
 /** A side task's state-change logger: see {@link changes}. */
@@ -184,18 +214,13 @@ export const run = <A, E, R>(
     const loop: Effect.Effect<A, E, R> = Effect.catchAllCause(body(supervisor), (cause) =>
       Effect.flatMap(isFatal(cause, options.isTransient), (fatal): Effect.Effect<A, E, R> => {
         if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)
-        if (fatal) return Effect.zipRight(failed(supervisor.name, cause), Effect.failCause(cause))
+        if (fatal) return supervisor.fail.pipe(Effect.zipRight(failed(supervisor.name, cause)), Effect.zipRight(Effect.failCause(cause)))
         return Effect.zipRight(supervisor.degraded(Cause.squash(cause)), Effect.suspend(() => loop))
       }))
     return Effect.ensuring(loop, supervisor.release)
   })
 
-/** Marks a loop `failed` and logs its fatal cause at `Fatal` level (the loop's result carries it too). */
+/** Logs a loop's fatal cause at `Fatal` level (the loop's result carries it too). */
 export const failed = (name: string, cause: Cause.Cause<unknown>): Effect.Effect<void> =>
-  Effect.sync(() => registry.set(name, "failed")).pipe(
-    Effect.zipRight(Metric.set(Metric.tagged(upGauge, "loop", name), 0)),
-    Effect.zipRight(
-      Effect.logFatal(`${name}: stopped by a fatal fault; it will not restart`, cause)
-        .pipe(Effect.annotateLogs({ loop: name, health: "failed" }))
-    )
-  )
+  Effect.logFatal(`${name}: stopped by a fatal fault; it will not restart`, cause)
+    .pipe(Effect.annotateLogs({ loop: name, health: "failed" }))

@@ -94,4 +94,18 @@ describe("Supervise", () => {
       ])
     }).pipe(Effect.provide(layer))
   })
+
+  it.effect("loops sharing a name: the name shows the worst state, and stays while one of them runs", () =>
+    Effect.gen(function*() {
+      const a = yield* Supervise.make({ name: "test-shared", backoffBase: "10 millis" })
+      const b = yield* Supervise.make({ name: "test-shared", backoffBase: "10 millis" })
+      const degrading = yield* Effect.fork(b.degraded(new Error("down")))
+      yield* TestClock.adjust("10 millis")
+      yield* Fiber.join(degrading)
+      expect((yield* Supervise.health).get("test-shared")).toBe("degraded")
+      yield* b.release
+      expect((yield* Supervise.health).get("test-shared")).toBe("up")
+      yield* a.release
+      expect((yield* Supervise.health).has("test-shared")).toBe(false)
+    }).pipe(Logger.withMinimumLogLevel(LogLevel.None)))
 })

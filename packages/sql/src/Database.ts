@@ -229,13 +229,17 @@ export const layerPostgres = (options: {
 
 /**
  * The database chosen by configuration: `BULWARK_DATABASE_URL` (a postgres:// URL) when set, otherwise
- * the embedded PGlite in `BULWARK_DATA_DIR` (default `.bulwark/pglite`).
+ * the embedded PGlite in `BULWARK_DATA_DIR` (default `.bulwark/pglite`). `BULWARK_DATABASE_CONNECT_RETRY`
+ * (a duration, default `30 seconds`) bounds the wait for a server that is unreachable at startup.
  */
 export const layerConfig: Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError | import("effect/ConfigError").ConfigError> =
   Layer.unwrapEffect(
     Effect.gen(function*() {
       const url = yield* Config.option(Config.string("BULWARK_DATABASE_URL"))
-      if (Option.isSome(url) && url.value.trim() !== "") return layerPostgres({ url: url.value.trim() })
+      if (Option.isSome(url) && url.value.trim() !== "") {
+        const connectRetry = yield* Config.withDefault(Config.duration("BULWARK_DATABASE_CONNECT_RETRY"), Duration.seconds(30))
+        return layerPostgres({ url: url.value.trim(), connectRetry })
+      }
       const dataDir = yield* Config.withDefault(Config.string("BULWARK_DATA_DIR"), defaultDataDir)
       return layerPglite({ dataDir })
     })

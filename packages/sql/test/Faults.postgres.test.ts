@@ -82,6 +82,22 @@ describe("a lost connection on a private PostgreSQL", () => {
     expect(applied).toEqual([1])
   }, 30_000)
 
+  it("a server killed outright (SIGKILL) and started again: statements fail typed meanwhile, then work again", async () => {
+    const outcome = await run(Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`SELECT 1`
+      yield* Effect.promise(() => pg.kill())
+      const whileDead = yield* sql.withTransaction(sql`SELECT 1`).pipe(Effect.flip)
+      yield* Effect.promise(() => pg.start())
+      const after = yield* sql<{ one: number }>`SELECT 1 AS one`.pipe(
+        Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo("10 seconds")))
+      )
+      return { whileDead, after: after[0]!.one }
+    }))
+    expect(outcome.whileDead).toBeInstanceOf(Transaction.ConnectionLost)
+    expect(outcome.after).toBe(1)
+  }, 30_000)
+
   it("with the retry turned off, a layer built while the server is down fails with a typed error", async () => {
     await pg.stop()
     try {

@@ -6,7 +6,7 @@ import { Envelope, Supervise } from "@bulwark/core"
 import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Layer, Logger, LogLevel, Option, Schema } from "effect"
+import { type Duration, Effect, Fiber, Layer, Logger, LogLevel, Option, Schema, Stream } from "effect"
 import * as PrivatePostgres from "../../sql/test/support/PrivatePostgres.js"
 import * as PostgresTransport from "../src/PostgresTransport.js"
 
@@ -67,5 +67,29 @@ describe("Postgres transport on a restarting database", () => {
     expect(stillRunning).toBe(true)
     expect(seen.size).toBe(total)
     expect(health.get("transport-postgres:faults_queue:faults:default")).toBe("up")
+  }, 60_000)
+
+  it("declares `persistent`, and keeps its word: what was published before a crash is delivered after it", async () => {
+    const layer = PostgresTransport.layer({ table: "faults_persistent", pollInterval: "100 millis" })
+      .pipe(Layer.provideMerge(Database.layerPostgres({ url: pg.url, maxConnections: 4 })))
+    const published = Array.from({ length: 50 }, (_, n) => ({ id: `p-${n}`, key: `k${n % 5}`, payload: new Uint8Array([n]), headers: {} }))
+    const program = Effect.gen(function*() {
+      const subscriber = yield* Transport.Subscriber
+      const publisher = yield* Transport.Publisher
+      yield* publisher.publish("durable", published)
+      // A crash: `pg_ctl restart -m immediate` (no checkpoint, recovery from the WAL).
+      yield* Effect.promise(() => pg.restart())
+      const received = new Set<string>()
+      yield* subscriber.subscribe("durable").pipe(
+        Stream.tap((delivery) => Effect.zipRight(delivery.ack, Effect.sync(() => received.add(delivery.message.id)))),
+        Stream.takeUntil(() => received.size === published.length),
+        Stream.runDrain,
+        Effect.timeout("20 seconds")
+      )
+      return { persistent: subscriber.features.persistent, received }
+    })
+    const outcome = await Effect.runPromise(Effect.scoped(Effect.provide(program, layer)).pipe(Logger.withMinimumLogLevel(LogLevel.Error)))
+    expect(outcome.persistent).toBe(true)
+    expect([...outcome.received].sort()).toEqual(published.map((m) => m.id).sort())
   }, 60_000)
 })

@@ -6,27 +6,40 @@
  * Call `destroy` in `afterAll`: it stops the server by its pid (also after a failed test) and removes the
  * directory. A process exit that skips `afterAll` still kills the postmaster (an `exit` hook).
  */
-import { execFile } from "node:child_process"
+import { execFile, execFileSync } from "node:child_process"
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { delimiter, join } from "node:path"
 import { promisify } from "node:util"
 
 const run = promisify(execFile)
 
-/** Where the PostgreSQL binaries are: `BULWARK_PG_BIN`, else the Debian/Ubuntu location of version 15. */
-export const binDir = process.env["BULWARK_PG_BIN"] ?? "/usr/lib/postgresql/15/bin"
+// Where the server binaries are: `BULWARK_PG_BIN`, else what `pg_config --bindir` says (Debian keeps them off
+// PATH), else the directory on PATH that holds `pg_ctl`.
+const findBinDir = (): string | undefined => {
+  const configured = process.env["BULWARK_PG_BIN"]
+  if (configured !== undefined && configured !== "") return configured
+  try {
+    const dir = execFileSync("pg_config", ["--bindir"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
+    if (existsSync(join(dir, "pg_ctl"))) return dir
+  } catch {
+    // No pg_config: look on PATH.
+  }
+  return (process.env["PATH"] ?? "").split(delimiter).find((dir) => dir !== "" && existsSync(join(dir, "pg_ctl")))
+}
 
-/** Whether a private server can be started here (the binaries exist). */
-export const available = existsSync(join(binDir, "pg_ctl"))
+/** Where the PostgreSQL server binaries are (`initdb`, `pg_ctl`), if anywhere. */
+export const binDir: string | undefined = findBinDir()
 
 const asRoot = typeof process.getuid === "function" && process.getuid() === 0
 
-const spawnAs = (command: string, args: ReadonlyArray<string>, timeout = 60_000) =>
-  asRoot
+const spawnAs = (command: string, args: ReadonlyArray<string>, timeout = 60_000) => {
+  if (binDir === undefined) return Promise.reject(new Error("no PostgreSQL server binaries: set BULWARK_PG_BIN"))
+  return asRoot
     ? run("runuser", ["-u", "postgres", "--", join(binDir, command), ...args], { timeout })
     : run(join(binDir, command), [...args], { timeout })
+}
 
 /** A free TCP port on 127.0.0.1 (asked from the kernel, then released for the server to take). */
 export const sparePort = (): Promise<number> =>

@@ -10,3 +10,5 @@ export * as Handler from "./Handler.js"
 export * as Pipeline from "./Pipeline.js"
 /** One cheap observer hook through which packages announce what they do. */
 export * as Observe from "./Observe.js"
+/** Supervision of long-running loops: backoff on transient faults, health, a loud end on fatal ones. */
+export * as Supervise from "./Supervise.js"

@@ -64,7 +64,8 @@ const chooseDatabase: Effect.Effect<
   if (Option.isSome(url) && url.value !== "") {
     yield* Database.parseUrl(url.value)
     yield* Console.error(`store: ${Transport.redactUrl(url.value)} (table ${table})`)
-    return Database.layerPostgres({ url: url.value })
+    // An operator at a prompt: a server that is away is waited for briefly, not a service's 30 s.
+    return Database.layerPostgres({ url: url.value, connectRetry: "3 seconds" })
   }
   const dataDir = yield* Config.withDefault(Config.string("BULWARK_DATA_DIR"), Database.defaultDataDir)
   const shown = resolve(dataDir)

@@ -8,7 +8,7 @@
  * Nothing is lost on the way: if storing fails, the original failure propagates and the transport keeps
  * the message.
  */
-import { Delivery, Envelope, Failure, Handler, Observe } from "@bulwark/core"
+import { Delivery, Envelope, Failure, Handler, Observe, Supervise } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Effect, Schema, Stream } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -116,7 +116,8 @@ export const storeDelivery = (store: Store.Service, topic: string, delivery: Del
 
 /**
  * Consumes `${topic}.dlq` into the store until interrupted: each copy is stored, then acked; a copy that
- * cannot be stored is nacked (with a delay) and comes back.
+ * cannot be stored is nacked (with a delay) and comes back. Supervised (`Supervise`, loop
+ * `dead-letter-drain:<topic>`): a subscription that breaks is opened again after a jittered, capped backoff.
  */
 export const drain = (
   topic: string,
@@ -125,7 +126,12 @@ export const drain = (
   Effect.gen(function*() {
     const store = yield* Store.DeadLetterStore
     const subscriber = yield* Transport.Subscriber
-    yield* subscriber.subscribe(Delivery.deadLetterTopic(topic), { group: options.group ?? "bulwark-dead-letter" }).pipe(
+    yield* Supervise.run({
+      name: `dead-letter-drain:${topic}`,
+      isTransient: (error) => error instanceof Transport.SubscribeError
+    }, (supervisor) =>
+    subscriber.subscribe(Delivery.deadLetterTopic(topic), { group: options.group ?? "bulwark-dead-letter" }).pipe(
+      Stream.tap(() => supervisor.up),
       Stream.runForEach((delivery) =>
         storeDelivery(store, topic, delivery).pipe(
           Effect.matchEffect({
@@ -140,5 +146,5 @@ export const drain = (
           Effect.catchAll((error) => Effect.logWarning("settling a dead-letter copy failed", error))
         )
       )
-    )
+    ))
   })

@@ -5,6 +5,7 @@
  * again. Exactly-once effect on the consumer's own database, over an at-least-once transport.
  */
 import * as Migrations from "@bulwark/sql/Migrations"
+import * as Transaction from "@bulwark/sql/Transaction"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Duration, Effect, Layer, Option } from "effect"
@@ -49,7 +50,7 @@ export const process = <A, E, R>(
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const { table } = yield* Inbox
-    return yield* sql.withTransaction(Effect.gen(function*() {
+    return yield* Transaction.transactional(sql.withTransaction)(Effect.gen(function*() {
       const inserted = yield* sql`INSERT INTO ${sql(table)} (consumer, message_id) VALUES (${consumer}, ${messageId})
         ON CONFLICT DO NOTHING RETURNING message_id`
       if (inserted.length === 0) return Option.none<A>()

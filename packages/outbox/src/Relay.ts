@@ -28,8 +28,12 @@
  * - **Durability**: appends commit durably in the caller's transaction; the relay's claim and mark statements
  *   commit with `synchronous_commit = off`, so a database crash can only cause a republish, never a loss.
  * - **Retention**: published rows older than `retention` are deleted every `cleanupInterval`.
+ * - **Faults**: `run` is supervised (`Supervise` from `@bulwark/core`): a failing round (database or broker
+ *   down) makes the relay `degraded` and it retries with a jittered, capped backoff until it is back; side
+ *   tasks (heartbeat, cleanup, gauges) log once when they start failing and once when they work again. A
+ *   defect ends `run` loudly (logged at `Fatal`, `failed` in `Supervise.health`), never silently.
  */
-import { Delivery, Failure } from "@bulwark/core"
+import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Clock, Duration, Effect, Either, Layer, Metric, Queue, Random, type Scope } from "effect"
 import { backlogGauge, lagGauge } from "./Outbox.js"
@@ -156,7 +160,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         }
       }).pipe(
         // A failed renewal is retried at the next beat; meanwhile `heldUntil` runs out and publishing stops.
-        Effect.catchAll((e) => Effect.logWarning("outbox relay: lease renewal failed", e))
+        quietly("outbox relay: lease renewal failed")
       )
 
     // Idle between rounds (it waits for one to start, with no timer), then beats while a round is in flight.
@@ -275,29 +279,30 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
       yield* Metric.set(lagGauge, Duration.toMillis(age))
     })
 
-    const run: Effect.Effect<never, never, Scope.Scope> = Effect.gen(function*() {
+    // Supervised: a failing round (the database or the broker is down) makes the relay `degraded` and retries
+    // with a jittered, capped backoff until it is back; a defect ends `run` loudly (Supervise), never silently.
+    const run: Effect.Effect<never, never, Scope.Scope> = Supervise.run({
+      name: `outbox-relay:${relayId}`,
+      backoffMax: Duration.max(pollInterval, Duration.seconds(5))
+    }, (supervisor) => Effect.gen(function*() {
       const wakeup = yield* store.wakeup(relayId, pollInterval)
       yield* Effect.forkScoped(heartbeat)
       yield* cleanup.pipe(
-        Effect.tapError((e) => Effect.logWarning("outbox relay: cleanup failed", e)),
-        Effect.ignore,
+        quietly("outbox relay: cleanup failed"),
         Effect.zipRight(Effect.sleep(options.cleanupInterval ?? "1 minute")),
         Effect.forever,
         Effect.forkScoped
       )
       yield* updateMetrics.pipe(
-        Effect.tapError((e) => Effect.logWarning("outbox relay: metrics refresh failed", e)),
-        Effect.ignore,
+        quietly("outbox relay: metrics refresh failed"),
         Effect.zipRight(Effect.sleep(options.metricsInterval ?? "5 seconds")),
         Effect.forever,
         Effect.forkScoped
       )
       const loop: Effect.Effect<never> = Effect.gen(function*() {
         const result = yield* Effect.either(round)
-        if (Either.isLeft(result)) {
-          yield* Effect.logWarning("outbox relay: round failed; retrying after the poll interval", result.left)
-          return yield* wakeup.wait(pollInterval)
-        }
+        if (Either.isLeft(result)) return yield* supervisor.degraded(result.left)
+        yield* supervisor.up
         if (result.right.claimed > 0) {
           yield* wakeup.found
           if (result.right.claimed < batchSize && !Duration.isZero(linger)) yield* Effect.sleep(linger)
@@ -307,10 +312,17 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         yield* wakeup.wait(pollInterval)
       }).pipe(Effect.forever)
       return yield* loop
-    })
+    }))
 
     return { relayId, round, cleanup, run }
   })
+
+/** Runs a side task (heartbeat, cleanup, gauges) logging only its state changes, and carries on either way. */
+const quietly = (label: string) => {
+  const log = Supervise.changes(label)
+  return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<void, never, R> =>
+    Effect.matchEffect(self, { onFailure: log.failed, onSuccess: () => log.ok })
+}
 
 /** Runs a relay until interrupted. */
 export const run = (options: Options = {}): Effect.Effect<never, never, OutboxStore | Transport.Publisher> =>

@@ -9,10 +9,11 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
-import { Config, Context, Data, Deferred, Effect, FiberId, Layer, Option, Redacted, Scope, Stream } from "effect"
+import { Config, Context, Data, Deferred, Duration, Effect, FiberId, Layer, Option, Redacted, Schedule, Scope, Stream } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
 import { join as joinPath, resolve as resolvePath } from "node:path"
 import type pg from "pg"
+import { isConnectionLoss, patchClient } from "./Transaction.js"
 
 // The engines' client libraries (pg, pg-types, PGlite) are imported when a layer is built, not when this module
 // is: the outbox, the SQL stores and the tracing decorators import this module for the `Database` tag alone.
@@ -65,6 +66,7 @@ export const layerPglite = (options: { readonly dataDir?: string } = {}): Layer.
       if (options.dataDir !== undefined) mkdirSync(options.dataDir, { recursive: true })
       const Pglite = yield* loadPglite
       const { client, listen } = yield* Pglite.make(options)
+      patchClient(client)
       return Context.make(SqlClient.SqlClient, client).pipe(
         Context.add(Database, { engine: "pglite", location: options.dataDir ?? "(memory)", listen, notify: notifyWith(client) })
       )
@@ -163,14 +165,46 @@ const makeListener = (url: string, Client: typeof pg.Client) =>
       )
   })
 
-/** A real PostgreSQL server. int8 columns are read as numbers, as on PGlite. */
+/**
+ * Retries the first connection while the server is unreachable (restarting, not up yet), with jittered
+ * exponential backoff capped at 5 s, for at most `connectRetry`; one warning says so. Other errors fail at once.
+ */
+const retryStartup = <A, R>(
+  layer: Layer.Layer<A, SqlError, R>,
+  location: string,
+  connectRetry: Duration.Duration
+): Layer.Layer<A, SqlError, R> => {
+  if (Duration.isZero(connectRetry)) return layer
+  let warned = false
+  const schedule = Schedule.exponential("100 millis").pipe(
+    Schedule.either(Schedule.spaced("5 seconds")),
+    Schedule.jittered,
+    Schedule.upTo(connectRetry),
+    Schedule.whileInput((error: SqlError) => isConnectionLoss(error)),
+    Schedule.tapInput((error: SqlError) =>
+      warned ? Effect.void : Effect.sync(() => warned = true).pipe(
+        Effect.zipRight(Effect.logWarning(
+          `@bulwark/sql: ${location} is unreachable; retrying for up to ${Duration.format(connectRetry)}`,
+          error
+        ))
+      )
+    )
+  )
+  return Layer.retry(layer, schedule)
+}
+
+/**
+ * A real PostgreSQL server. int8 columns are read as numbers, as on PGlite. A server that is unreachable at
+ * startup is retried for `connectRetry` (default 30 s; 0 turns it off) before the layer fails.
+ */
 export const layerPostgres = (options: {
   readonly url: string
   readonly maxConnections?: number
+  readonly connectRetry?: Duration.DurationInput
 }): Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError> =>
   Layer.unwrapEffect(
     Effect.map(Effect.zipRight(parseUrl(options.url), loadPg), ({ PgClient, pg: pgModule, pgTypes }) => {
-      const pg = PgClient.layer({
+      const connected = PgClient.layer({
         url: Redacted.make(options.url),
         maxConnections: options.maxConnections ?? 10,
         connectTimeout: "5 seconds",
@@ -178,7 +212,8 @@ export const layerPostgres = (options: {
           getTypeParser: ((oid: number, format?: string) =>
             oid === 20 ? (value: string) => Number(value) : (pgTypes.getTypeParser as any)(oid, format)) as any
         }
-      })
+      }).pipe(Layer.tap((context) => Effect.sync(() => patchClient(Context.get(context, PgClient.PgClient)))))
+      const pg = retryStartup(connected, redactUrl(options.url), Duration.decode(options.connectRetry ?? "30 seconds"))
       const database = Layer.scoped(
         Database,
         Effect.zipWith(PgClient.PgClient, makeListener(options.url, pgModule.Client), (client, listen) => ({
@@ -195,13 +230,17 @@ export const layerPostgres = (options: {
 
 /**
  * The database chosen by configuration: `BULWARK_DATABASE_URL` (a postgres:// URL) when set, otherwise
- * the embedded PGlite in `BULWARK_DATA_DIR` (default `.bulwark/pglite`).
+ * the embedded PGlite in `BULWARK_DATA_DIR` (default `.bulwark/pglite`). `BULWARK_DATABASE_CONNECT_RETRY`
+ * (a duration, default `30 seconds`) bounds the wait for a server that is unreachable at startup.
  */
 export const layerConfig: Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError | import("effect/ConfigError").ConfigError> =
   Layer.unwrapEffect(
     Effect.gen(function*() {
       const url = yield* Config.option(Config.string("BULWARK_DATABASE_URL"))
-      if (Option.isSome(url) && url.value.trim() !== "") return layerPostgres({ url: url.value.trim() })
+      if (Option.isSome(url) && url.value.trim() !== "") {
+        const connectRetry = yield* Config.withDefault(Config.duration("BULWARK_DATABASE_CONNECT_RETRY"), Duration.seconds(30))
+        return layerPostgres({ url: url.value.trim(), connectRetry })
+      }
       const dataDir = yield* Config.withDefault(Config.string("BULWARK_DATA_DIR"), defaultDataDir)
       return layerPglite({ dataDir })
     })

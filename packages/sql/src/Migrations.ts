@@ -5,7 +5,8 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Data, Effect } from "effect"
+import { Data, Effect, Schedule } from "effect"
+import { isConnectionLoss, transactional } from "./Transaction.js"
 
 /** One migration step. `id`s increase; a step never changes once released. */
 export interface Migration {
@@ -15,7 +16,19 @@ export interface Migration {
   readonly statements: ReadonlyArray<string>
 }
 
-/** Applies the component's migrations that are not yet recorded; answers the ids it applied. */
+// A server that goes away while a process starts (a restart, a failover) is waited for, within a bound, instead
+// of failing the layer that migrates: migrations are idempotent (recorded in one transaction), so a retry of one
+// whose COMMIT was lost finds it applied.
+const whileUnreachable = Schedule.exponential("100 millis").pipe(
+  Schedule.either(Schedule.spaced("5 seconds")),
+  Schedule.jittered,
+  Schedule.upTo("30 seconds")
+)
+
+/**
+ * Applies the component's migrations that are not yet recorded; answers the ids it applied. A lost connection
+ * is retried for up to 30 s (jittered backoff) before it fails.
+ */
 export const run = (
   component: string,
   migrations: ReadonlyArray<Migration>
@@ -32,7 +45,7 @@ export const run = (
       // Two processes racing to create the table: the loser's error is harmless, the table exists.
       Effect.catchAll(() => Effect.void)
     )
-    return yield* sql.withTransaction(Effect.gen(function*() {
+    return yield* transactional(sql.withTransaction)(Effect.gen(function*() {
       yield* sql`SELECT pg_advisory_xact_lock(hashtext(${"bulwark_migrations:" + component}))`
       const rows = yield* sql<{ id: number }>`SELECT id FROM bulwark_migrations WHERE component = ${component}`
       const applied = new Set(rows.map((row) => Number(row.id)))
@@ -45,7 +58,7 @@ export const run = (
       }
       return done
     }))
-  })
+  }).pipe(Effect.retry({ schedule: whileUnreachable, while: isConnectionLoss }))
 
 /** A table name that is not a plain lower-case SQL identifier (it is interpolated into DDL, so it is checked). */
 export class InvalidTableName extends Data.TaggedError("InvalidTableName")<{ readonly table: string }> {

@@ -8,7 +8,7 @@
  *   (where the driver supports groups);
  * - **per-key order** only where `features.orderedPerKey` says so.
  */
-import { Delivery, Envelope, Handler, Pipeline } from "@bulwark/core"
+import { Delivery, Envelope, Handler, Pipeline, Supervise } from "@bulwark/core"
 import { Context, Data, Duration, Effect, Schema, Stream } from "effect"
 
 /** A message to publish. `key` is the ordering key (an envelope's subject). */
@@ -141,15 +141,25 @@ export const publishEnvelopes = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) =>
     )
 }
 
-/** Subscribes to `topic` and runs `handler` over it with a {@link Pipeline} until interrupted. */
+/**
+ * Subscribes to `topic` and runs `handler` over it with a {@link Pipeline} until interrupted. Supervised
+ * (`Supervise`, loop `consume:<topic>:<group>`): a subscription that breaks (`SubscribeError`) is opened again
+ * after a jittered, capped backoff instead of ending the consumer; it is `up` again at its next delivery.
+ */
 export const consume = <A, I, RS, EH, RH>(
   topic: string,
   handler: Handler.Handler<A, EH, RH>,
   options: Pipeline.Options<A, I, RS> & SubscribeOptions
 ) =>
   Effect.flatMap(Subscriber, (subscriber) =>
-    Pipeline.run(
-      subscriber.subscribe(topic, options.group === undefined ? {} : { group: options.group }),
-      handler,
-      options
+    Supervise.run(
+      { name: `consume:${topic}:${options.group ?? "default"}`, isTransient: (error) => error instanceof SubscribeError },
+      (supervisor) =>
+        Pipeline.run(
+          subscriber.subscribe(topic, options.group === undefined ? {} : { group: options.group }).pipe(
+            Stream.tap(() => supervisor.up)
+          ),
+          handler,
+          options
+        )
     ))

@@ -1,3 +1,4 @@
+import { Supervise } from "@bulwark/core"
 import type { Database } from "@bulwark/sql"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Clock, type Context, Deferred, Duration, Effect, Queue, Schedule, type Scope, Stream } from "effect"
@@ -31,7 +32,10 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
     const wake = yield* Queue.sliding<void>(1)
     const probe = `probe:${relayId}`
     const listening = yield* Deferred.make<void>()
+    // Logged when LISTEN breaks and when a notification arrives again, not at every retry of an outage.
+    const listenFailed = Supervise.changes("outbox relay: LISTEN failed; polling until it is back")
     yield* db.listen(channel).pipe(
+      Stream.tap(() => listenFailed.ok),
       // Hearing its own probe also wakes the relay: one whose LISTEN was confirmed late is waiting a whole poll
       // interval, unregistered, so no append would notify it; the extra round registers it.
       Stream.runForEach((payload) =>
@@ -39,7 +43,7 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
           ? Effect.zipRight(Deferred.succeed(listening, undefined), Queue.offer(wake, undefined))
           : Queue.offer(wake, undefined)
       ),
-      Effect.tapError((e) => Effect.logWarning("outbox relay: LISTEN failed; polling until it is back", e)),
+      Effect.tapError(listenFailed.failed),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
     )

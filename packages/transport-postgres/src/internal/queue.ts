@@ -1,5 +1,5 @@
-import { Delivery } from "@bulwark/core"
-import { Database, Migrations } from "@bulwark/sql"
+import { Delivery, Supervise } from "@bulwark/core"
+import { Database, Migrations, Transaction } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -62,13 +62,17 @@ export const make = (settings: Settings) =>
     const table = yield* Migrations.tableName(settings.table)
     yield* Migrations.run(migrationComponent(table), migrations(table))
     const channel = table
+    // A lost connection, also at COMMIT, is a typed SqlError (Transaction.CommitUnknown), never a defect.
+    const withTransaction = Transaction.transactional(sql.withTransaction)
     const vtMillis = Duration.toMillis(settings.visibilityTimeout)
 
     // One LISTEN per transport; subscriptions wait on it and fall back to polling when it is down.
     const wakeups = yield* PubSub.sliding<string>(256)
+    // Logged when it breaks and when a notification arrives again, not at every retry of an outage.
+    const listening = Supervise.changes("transport-postgres: LISTEN failed; polling until it is back")
     yield* db.listen(channel).pipe(
-      Stream.runForEach((topic) => PubSub.publish(wakeups, topic)),
-      Effect.tapError((error) => Effect.logWarning("transport-postgres: LISTEN failed; polling until it is back", error)),
+      Stream.runForEach((topic) => Effect.zipRight(listening.ok, PubSub.publish(wakeups, topic))),
+      Effect.tapError(listening.failed),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
     )
@@ -97,7 +101,7 @@ export const make = (settings: Settings) =>
     const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
       messages.length === 0
         ? Effect.void
-        : sql.withTransaction(insert(topic, messages)).pipe(
+        : withTransaction(insert(topic, messages)).pipe(
           Effect.mapError((cause) => new Transport.PublishError({ topic, cause }))
         )
 
@@ -157,7 +161,7 @@ export const make = (settings: Settings) =>
           )
         },
         deadLetter: (reason) =>
-          sql.withTransaction(Effect.gen(function*() {
+          withTransaction(Effect.gen(function*() {
             const removed = yield* sql`DELETE FROM ${sql(table)} WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`
             if (removed.length > 0) {
               yield* insert(Delivery.deadLetterTopic(topic), [{
@@ -176,14 +180,25 @@ export const make = (settings: Settings) =>
       Stream.unwrapScoped(Effect.gen(function*() {
         const group = options?.group ?? "default"
         const wake = yield* PubSub.subscribe(wakeups)
-        yield* sql`INSERT INTO ${sql(`${table}_groups`)} (topic, grp) VALUES (${topic}, ${group}) ON CONFLICT DO NOTHING`
+        // Supervised: while the database is unreachable the subscription is `degraded` and retries with a
+        // jittered, capped backoff instead of ending; it resumes by itself when the database is back.
+        const supervisor = yield* Supervise.make({ name: `transport-postgres:${table}:${topic}:${group}` })
+        yield* Effect.addFinalizer(() => supervisor.release)
+        const healing = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A> => {
+          const attempt: Effect.Effect<A> = Effect.matchEffect(effect, {
+            onFailure: (error) => Effect.zipRight(supervisor.degraded(error), Effect.suspend(() => attempt)),
+            onSuccess: (a) => Effect.as(supervisor.up, a)
+          })
+          return attempt
+        }
+        yield* healing(sql`INSERT INTO ${sql(`${table}_groups`)} (topic, grp) VALUES (${topic}, ${group}) ON CONFLICT DO NOTHING`)
         const waitForWork = Queue.take(wake).pipe(
           Effect.repeat({ until: (t) => t === topic }),
           Effect.timeout(settings.pollInterval),
           Effect.ignore
         )
-        const next: Effect.Effect<Chunk.Chunk<Delivery.Delivery>, SqlError> = Effect.flatMap(
-          claim(topic, group),
+        const next: Effect.Effect<Chunk.Chunk<Delivery.Delivery>> = Effect.flatMap(
+          healing(claim(topic, group)),
           (rows) =>
             rows.length > 0
               ? Effect.succeed(Chunk.fromIterable(rows.map((row) => toDelivery(topic, row))))

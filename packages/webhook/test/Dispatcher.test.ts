@@ -1,11 +1,11 @@
-import { Observe } from "@bulwark/core"
+import { Observe, Supervise } from "@bulwark/core"
 import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Schedule, Stream } from "effect"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import { Webhook } from "standardwebhooks"
 import * as Dispatcher from "../src/Dispatcher.js"
-import { DispatchStore } from "../src/DispatchStore.js"
+import { DispatchStore, DispatchStoreError } from "../src/DispatchStore.js"
 import * as MemoryDispatchStore from "../src/DispatchStore/Memory.js"
 import * as Sender from "../src/Sender.js"
 import * as Signing from "../src/Signing.js"
@@ -141,6 +141,27 @@ describe("Dispatcher", () => {
       expect(events.filter((e) => e.type === "endpoint.disabled").map((e) => e.endpointId)).toEqual(["down"])
       expect(yield* dispatcher.resend("m", "up")).toBe(1)
       yield* poll(Effect.sync(() => up.successes.length), (n) => n === 2)
+    }))
+
+  it.scopedLive("a worker whose store is unreachable backs off, is degraded meanwhile, and delivers once it is back", () =>
+    Effect.gen(function*() {
+      const server = yield* endpointServer(() => ({ status: 200 }))
+      const store = yield* MemoryDispatchStore.make()
+      let down = true
+      const flaky: typeof store = {
+        ...store,
+        claim: (request) =>
+          down ? Effect.fail(new DispatchStoreError({ operation: "claim", cause: new Error("connection refused") })) : store.claim(request)
+      }
+      const dispatcher = yield* Dispatcher.make({ ...fast, workerId: "flaky" }).pipe(Effect.provideService(DispatchStore, flaky))
+      yield* dispatcher.registerEndpoint({ id: "e", url: server.url, secrets: [Signing.generateSecret()] })
+      yield* dispatcher.send({ id: "m", body: body("{}") }, ["e"])
+      yield* Effect.forkScoped(dispatcher.run)
+      yield* poll(Effect.map(Supervise.health, (h) => h.get("webhook-dispatcher:flaky")), (h) => h === "degraded")
+      down = false
+      yield* untilSettled(dispatcher, "m")
+      expect(server.successes).toEqual(["m"])
+      yield* poll(Effect.map(Supervise.health, (h) => h.get("webhook-dispatcher:flaky")), (h) => h === "up")
     }))
 
   it.scopedLive("send to an unregistered endpoint fails with UnknownEndpoint and stores nothing", () =>

@@ -1,7 +1,9 @@
 // The dispatcher's two halves as top-level functions: `deliver` makes one attempt of a claimed delivery and
 // settles it under its fencing token; `workerLoop` claims due deliveries as slots free up and sleeps until the
-// next one is due (or a local wake-up), backing off while the store is unreachable.
-import { Clock, Duration, Effect, Fiber, Option, type Queue, Random, type Scope } from "effect"
+// next one is due (or a local wake-up), backing off while the store is unreachable (`Supervise`: health
+// `webhook-dispatcher:<worker id>`, logged once per state change).
+import { Supervise } from "@bulwark/core"
+import { Clock, Duration, Effect, Fiber, Option, type Queue, type Scope } from "effect"
 import type { Claim, Service as Store, Settlement } from "../DispatchStore.js"
 import type { OperationalEvent } from "../Dispatcher.js"
 import type { Attempt } from "../Sender.js"
@@ -133,7 +135,8 @@ export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, S
   Effect.gen(function*() {
     const { attempt, concurrency, drainMillis, leaseMillis, pollMillis, store, wake, workerId } = worker
     let inFlight = 0
-    let failures = 0
+    const supervisor = yield* Supervise.make({ name: `webhook-dispatcher:${workerId}`, backoffMax: "30 seconds" })
+    yield* Effect.addFinalizer(() => supervisor.release)
     const attempts = new Set<Fiber.RuntimeFiber<boolean>>()
     const done = Effect.suspend(() => {
       inFlight--
@@ -156,16 +159,11 @@ export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, S
         const now = yield* Clock.currentTimeMillis
         const claims = yield* Effect.either(store.claim({ workerId, now, limit: free, leaseMillis }))
         if (claims._tag === "Left") {
-          // Logged when the store goes away and when it is back, not on every retry.
-          if (failures++ === 0) yield* Effect.logWarning(`webhook dispatcher ${workerId}: store unreachable; retrying`, claims.left)
-          const capped = Math.min(30_000, 100 * 2 ** Math.min(failures, 9))
-          yield* Effect.sleep(Duration.millis(Math.round(capped / 2 + (yield* Random.nextIntBetween(0, Math.ceil(capped / 2))))))
+          // Degraded (logged once), a jittered backoff, and again; `up` once a claim works.
+          yield* supervisor.degraded(claims.left)
           continue
         }
-        if (failures > 0) {
-          yield* Effect.logInfo(`webhook dispatcher ${workerId}: store reachable again`)
-          failures = 0
-        }
+        yield* supervisor.up
         claimed = claims.right.length
         for (const claim of claims.right) {
           inFlight++

@@ -2,6 +2,7 @@
  * The example's table names, all under one prefix, so runs against a shared PostgreSQL never meet each
  * other's rows and a run can remove everything it created.
  */
+import * as SqlDeadLetterStore from "@bulwark/dead-letter/DeadLetterStore/Sql"
 import { Outbox } from "@bulwark/outbox"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -46,14 +47,15 @@ export const drop = (tables: Tables): Effect.Effect<void, SqlError, SqlClient.Sq
     const sql = yield* SqlClient.SqlClient
     const owned = [
       ["payments", tables.orders],
-      ["idempotency", tables.idempotency],
-      ["dead-letter", tables.deadLetters]
+      ["idempotency", tables.idempotency]
     ] as const
     for (const [component, table] of owned) {
       yield* sql.unsafe(`DROP TABLE IF EXISTS ${table}`)
       yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`${component}:${table}`}`
     }
-    // The outbox owns a second table (its sleeping relays); it knows how to drop itself.
+    // The outbox (its sleeping relays) and the dead-letter store (its replay pace) own second tables; each
+    // knows how to drop itself.
     yield* Outbox.drop(tables.outbox).pipe(Effect.catchTag("InvalidTableName", Effect.die))
+    yield* SqlDeadLetterStore.drop(tables.deadLetters).pipe(Effect.catchTag("InvalidTableName", Effect.die))
     yield* sql.unsafe(`DROP SEQUENCE IF EXISTS ${tables.orderSequence}`)
   })

@@ -285,3 +285,13 @@ export const layer = (options: Options = {}): Layer.Layer<
   SqlError | InvalidTableNameError,
   SqlClient.SqlClient
 > => Layer.effect(Store.DeadLetterStore, make(options))
+
+/** Drops the store's tables (entries and the replay pace) and forgets their migrations (tests, teardown). */
+export const drop = (table: string = defaultTable): Effect.Effect<void, SqlError | Migrations.InvalidTableName, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const checked = yield* Migrations.tableName(table)
+    yield* sql`DROP TABLE IF EXISTS ${sql(`${checked}_pace`)}`
+    yield* sql`DROP TABLE IF EXISTS ${sql(checked)}`
+    yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`dead-letter:${checked}`}`
+  })

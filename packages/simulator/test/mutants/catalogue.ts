@@ -131,8 +131,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "replay-mark-before-publish",
     description: "replay marks an entry replayed before its publish is confirmed",
     file: "packages/dead-letter/src/Replay.ts",
-    search: "      published = true\n",
-    replace: "      published = true\n      yield* store.markReplayed(entry)\n",
+    search: "      const generation = entry.replayCount + 1\n",
+    replace: "      yield* store.markReplayed(entry)\n      const generation = entry.replayCount + 1\n",
     caughtBy: ["no-transient-dead-letters"],
     workload: { maxFaults: 4, maxChoices: 0, weights: only({ outage: 1, crash: 2, partial: 1 }) },
     shrinkBudget: 600

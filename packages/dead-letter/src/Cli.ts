@@ -44,6 +44,13 @@ const sqlStoreLayer = Layer.unwrapEffect(
 /** The SQL store chosen by configuration (`BULWARK_DATABASE_URL` / `BULWARK_DATA_DIR`, `BULWARK_DLQ_TABLE`). */
 export const storeLayerConfig = sqlStoreLayer.pipe(Layer.provide(Database.layerConfig))
 
+/** Columns padded to their widest cell, two spaces apart. */
+const renderTable = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()
+  return [line(header), ...rows.map(line)].join("\n")
+}
+
 const usage = (message: string) => new CliExit({ code: 2, message: `bulwark dlq: ${message}` })
 
 /** Whether a directory holds an embedded database already (PGlite writes `PG_VERSION` when it creates one). */
@@ -227,9 +234,7 @@ const table = (entries: ReadonlyArray<Store.DeadLetterEntry>): string => {
     e.replay,
     e.error.message.replace(/\s+/g, " ").slice(0, 50)
   ])
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()
-  return [line(header), ...rows.map(line)].join("\n")
+  return renderTable(header, rows)
 }
 
 const list = Command.make("list", {
@@ -320,9 +325,7 @@ const groupTable = (groups: ReadonlyArray<Store.FailureGroup>): string => {
     iso(g.lastFailedAt),
     g.sampleId
   ])
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  const line = (cells: ReadonlyArray<string>) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()
-  return [line(header), ...rows.map(line)].join("\n")
+  return renderTable(header, rows)
 }
 
 const groups = Command.make("groups", {

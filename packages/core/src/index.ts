@@ -10,3 +10,9 @@ export * as Handler from "./Handler.js"
 export * as Pipeline from "./Pipeline.js"
 /** One cheap observer hook through which packages announce what they do. */
 export * as Observe from "./Observe.js"
+/** Span attribute names, span helpers and the shared metrics every package instruments itself with. */
+export * as Telemetry from "./Telemetry.js"
+/** W3C Trace Context over plain header records. */
+export * as TraceContext from "./TraceContext.js"
+/** Keeps secrets and user-marked fields out of span attributes and logs. */
+export * as Redaction from "./Redaction.js"

@@ -12,7 +12,7 @@
  * copy of the original, while two replayers racing on the same replay still collide there. The payload (and
  * so the envelope id consumers deduplicate on) is unchanged.
  */
-import { Observe } from "@bulwark/core"
+import { Observe, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Duration, Effect, Option } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -53,6 +53,24 @@ export interface Report {
    */
   readonly lostClaim: ReadonlyArray<string>
 }
+
+/**
+ * One replay as a root `dead_letter.replay {topic}` span linked to the trace the entry was dead-lettered in;
+ * the message keeps that context, so its consumer continues the original trace.
+ */
+const replaySpan = (entry: Store.DeadLetterEntry) =>
+  Telemetry.withSafeSpan(`dead_letter.replay ${entry.originTopic}`, {
+    kind: "producer",
+    root: true,
+    links: Option.toArray(TraceContext.linkTo(entry.headers)),
+    attributes: {
+      ...Telemetry.messagingAttributes({ operationType: "send", operationName: "dead_letter.replay", destination: entry.originTopic }),
+      ...Telemetry.correlationAttributes({ id: entry.messageId, headers: entry.headers }),
+      [Telemetry.Attr.messageId]: entry.messageId,
+      [Telemetry.Attr.deadLetterEntryId]: entry.id,
+      [Telemetry.Attr.deadLetterCategory]: entry.category
+    }
+  })
 
 /** Replays dead-lettered entries to their origin topics through the `Publisher` in context. */
 export const replay = (
@@ -97,7 +115,7 @@ export const replay = (
         key: entry.key,
         payload: entry.payload,
         headers: { ...entry.headers, [ReplayedFromHeader]: entry.id, [ReplayGenerationHeader]: String(generation) }
-      }]))
+      }]).pipe(replaySpan(entry)))
       if (outcome._tag === "Left") {
         // A lost claim needs no release: its newer claimant owns the entry now.
         yield* store.releaseReplay(entry)

@@ -10,7 +10,7 @@
  * The outbox runs over an `OutboxStore` driver: SQL (`make`/`layer` here, or `SqlOutboxStore`) or memory
  * (`MemoryOutboxStore.layer()`, whose `transaction` plays the part of `sql.withTransaction`).
  */
-import { Envelope } from "@bulwark/core"
+import { Envelope, Telemetry, TraceContext } from "@bulwark/core"
 import { type Database, Migrations } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
@@ -70,9 +70,34 @@ export const make = (
 export const drop: (table?: string) => Effect.Effect<void, SqlError | InvalidTableName, SqlClient.SqlClient> =
   SqlOutboxStore.drop
 
-/** The {@link Outbox} over a store: the store's own append, backlog, lag, drained and dead letters. */
+/**
+ * An append as a `create {topic}` producer span inside the caller's span, each row's headers carrying that
+ * span's W3C context (over any carried one), so the relay's later publish, and its consumer, continue the
+ * trace of the transaction that wrote the row however much later they run.
+ */
+export const traceAppend = (
+  appendMessages: Store.Service["appendMessages"]
+): Store.Service["appendMessages"] =>
+(topic, messages) =>
+  Effect.flatMap(Effect.currentSpan, (span) => {
+    const context = TraceContext.headersOf(span)
+    return appendMessages(topic, messages.map((message) => ({ ...message, headers: TraceContext.stamp(message.headers, context) })))
+  }).pipe(
+    Effect.catchTag("NoSuchElementException", () => appendMessages(topic, messages)),
+    Telemetry.withSafeSpan(`create ${topic}`, {
+      kind: "producer",
+      attributes: {
+        ...Telemetry.messagingAttributes({ operationType: "create", operationName: "outbox.append", destination: topic }),
+        ...(messages.length === 1
+          ? { [Telemetry.Attr.messageId]: messages[0]!.id, ...Telemetry.correlationAttributes(messages[0]!) }
+          : { [Telemetry.Attr.batchCount]: messages.length })
+      }
+    })
+  )
+
+/** The {@link Outbox} over a store: the store's own append (traced), backlog, lag, drained and dead letters. */
 export const fromStore = (store: Store.Service): OutboxService => ({
-  appendMessages: store.appendMessages,
+  appendMessages: traceAppend(store.appendMessages),
   backlog: store.backlog,
   lag: store.lag,
   drained: store.drained,

@@ -104,7 +104,8 @@ const judge = (
 
 /** Retries made by {@link retryWith} (and so by the middleware), by failure category. */
 export const retriesTotal = Metric.counter("bulwark_retries_total", {
-  description: "Retries made after a failed attempt, by failure category"
+  description: "Retries made after a failed attempt, by failure category",
+  incremental: true
 })
 
 const spanEvent = (attributes: Record<string, unknown>): Effect.Effect<void> =>

@@ -1,0 +1,181 @@
+/**
+ * The span and metric vocabulary every Bulwark package instruments itself with: attribute names (the
+ * OpenTelemetry messaging semantic conventions where one exists), span helpers that record a failure by its
+ * type only, and the metrics shared by several packages.
+ *
+ * Packages call `Effect.withSpan` (through {@link withSafeSpan}) and `Metric` directly, so instrumentation
+ * needs no exporter and no OpenTelemetry import: without a tracer installed the spans stay in Effect's own
+ * tracer (valid W3C ids, nothing exported), and `@bulwark/tracing`'s `Otel` layer only decides where they go.
+ *
+ * Attributes are built from explicit lists (ids, types, topics, counts, outcomes); payloads, subjects, keys
+ * and headers other than the trace and correlation ones are never recorded, and a failure reaches a span as
+ * its type (`error.type`), never its message, since messages can quote request data.
+ */
+import { Cause, Clock, Data, Effect, Metric, MetricBoundaries, Option, type Tracer } from "effect"
+import * as Envelope from "./Envelope.js"
+
+/** Attribute names used on Bulwark spans (OpenTelemetry semantic conventions where one exists). */
+export const Attr = {
+  messagingSystem: "messaging.system",
+  operationType: "messaging.operation.type",
+  operationName: "messaging.operation.name",
+  destination: "messaging.destination.name",
+  consumerGroup: "messaging.consumer.group.name",
+  messageId: "messaging.message.id",
+  conversationId: "messaging.message.conversation_id",
+  batchCount: "messaging.batch.message_count",
+  bodySize: "messaging.message.body.size",
+  eventId: "cloudevents.event_id",
+  eventType: "cloudevents.event_type",
+  eventSource: "cloudevents.event_source",
+  correlationId: "bulwark.correlation_id",
+  causationId: "bulwark.causation_id",
+  attempt: "bulwark.delivery.attempt",
+  outcome: "bulwark.delivery.outcome",
+  errorType: "error.type",
+  idempotencyOutcome: "bulwark.idempotency.outcome",
+  idempotencyHit: "bulwark.idempotency.hit",
+  breakerKey: "bulwark.breaker.key",
+  breakerState: "bulwark.breaker.state",
+  deadLetterCategory: "bulwark.dead_letter.category",
+  deadLetterEntryId: "bulwark.dead_letter.entry_id",
+  webhookSource: "bulwark.webhook.source",
+  webhookScheme: "bulwark.webhook.scheme",
+  webhookDuplicate: "bulwark.webhook.duplicate",
+  httpBodySize: "http.request.body.size",
+  httpMethod: "http.request.method",
+  httpStatus: "http.response.status_code",
+  httpResendCount: "http.request.resend_count",
+  serverAddress: "server.address"
+} as const
+
+/** `messaging.system` for a driver that does not name one. */
+export const defaultSystem = "bulwark"
+
+/** The type of a failure as spans record it: its `_tag`, an `Error`'s name, or `typeof`. */
+export const errorTypeOf = (error: unknown): string => {
+  if (typeof error === "object" && error !== null) {
+    const tag = (error as { _tag?: unknown })._tag
+    if (typeof tag === "string") return tag
+    if (error instanceof Error) return error.name
+  }
+  return typeof error
+}
+
+/** What a span records of a failure: its type only. */
+class SpanFailure extends Data.TaggedError("SpanFailure")<{ readonly original: unknown; readonly type: string }> {
+  override get message(): string {
+    return this.type
+  }
+}
+
+/**
+ * `Effect.withSpan`, except that a failure reaches the span as its type alone (status error, `error.type`),
+ * and the caller still sees the original error. Without a tracer installed it costs one native span.
+ */
+export const withSafeSpan = (name: string, options: Tracer.SpanOptions = {}) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  effect.pipe(
+    Effect.tapErrorCause((cause) =>
+      Option.match(Cause.failureOption(cause), {
+        onNone: () => Effect.void,
+        onSome: (error) => Effect.annotateCurrentSpan(Attr.errorType, errorTypeOf(error))
+      })
+    ),
+    Effect.mapError((error) => new SpanFailure({ original: error, type: errorTypeOf(error) })),
+    Effect.withSpan(name, options),
+    Effect.mapError((failure) => failure.original as E)
+  )
+
+/** Adds an event to the current span, when there is one (breaker transitions, retries, settlements). */
+export const spanEvent = (name: string, attributes: Record<string, unknown> = {}): Effect.Effect<void> =>
+  Effect.flatMap(Effect.option(Effect.currentSpan), (span) =>
+    Option.isNone(span)
+      ? Effect.void
+      : Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.value.event(name, now, attributes))))
+
+/** The correlation attributes of a message: its conversation (correlation) id and, when it has one, its cause. */
+export const correlationAttributes = (
+  message: { readonly id: string; readonly headers: Readonly<Record<string, string>> }
+): Record<string, string> => {
+  const correlation = message.headers[Envelope.HeaderNames.correlationId] ?? message.id
+  const causation = message.headers[Envelope.HeaderNames.causationId]
+  return causation === undefined
+    ? { [Attr.conversationId]: correlation, [Attr.correlationId]: correlation }
+    : { [Attr.conversationId]: correlation, [Attr.correlationId]: correlation, [Attr.causationId]: causation }
+}
+
+/** The messaging attributes of one operation on a destination. */
+export const messagingAttributes = (options: {
+  readonly system?: string | undefined
+  readonly operationType: "send" | "create" | "receive" | "process" | "settle"
+  readonly operationName: string
+  readonly destination: string
+  readonly group?: string | undefined
+}): Record<string, unknown> => {
+  const attributes: Record<string, unknown> = {
+    [Attr.messagingSystem]: options.system ?? defaultSystem,
+    [Attr.operationType]: options.operationType,
+    [Attr.operationName]: options.operationName,
+    [Attr.destination]: options.destination
+  }
+  if (options.group !== undefined) attributes[Attr.consumerGroup] = options.group
+  return attributes
+}
+
+// --- metrics -------------------------------------------------------------------------------------------------
+
+/**
+ * Histogram boundaries in seconds for messaging latencies: sub-millisecond in-process hops up to a minute of
+ * broker redelivery or a slow downstream call.
+ */
+export const latencyBoundaries: MetricBoundaries.MetricBoundaries = MetricBoundaries.fromIterable([
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
+])
+
+/** Events accepted into the system: webhooks persisted and messages handed to a handler (tags `stage`, `destination`). */
+export const eventsReceived = Metric.counter("bulwark_events_received_total", {
+  description: "Events received, by stage (webhook, consume) and destination",
+  incremental: true
+})
+
+/** Duplicates suppressed: a webhook already accepted, or an idempotency claim that found its key completed. */
+export const duplicatesSuppressed = Metric.counter("bulwark_duplicates_suppressed_total", {
+  description: "Deliveries and webhooks skipped because they were already processed",
+  incremental: true
+})
+
+/** Redeliveries seen by consumers (deliveries with attempt > 1, tag `destination`). */
+export const redeliveries = Metric.counter("bulwark_redeliveries_total", {
+  description: "Deliveries that were not the first delivery of their message",
+  incremental: true
+})
+
+/**
+ * Messages that left the live flow for a dead-letter destination (tags `destination`, `category`): counted
+ * once, where it is decided (the pipeline settling, the dead-letter middleware, the relay), not again when a
+ * drain moves the copy into the store.
+ */
+export const deadLettered = Metric.counter("bulwark_dead_lettered_total", {
+  description: "Messages dead-lettered, by destination and category",
+  incremental: true
+})
+
+/** Dead-letter entries not yet replayed. */
+export const dlqDepth = Metric.gauge("bulwark_dlq_depth", {
+  description: "Dead-letter entries not yet replayed"
+})
+
+/** Handler duration in seconds, one observation per handled delivery (tags `destination`, `outcome`). */
+export const handlerDuration = Metric.histogram(
+  "bulwark_handler_duration_seconds",
+  latencyBoundaries,
+  "Time a handler took to settle one delivery, in seconds"
+)
+
+/** Publish duration in seconds, one observation per `publish` call (tags `destination`, `outcome`). */
+export const publishDuration = Metric.histogram(
+  "bulwark_publish_duration_seconds",
+  latencyBoundaries,
+  "Time one publish call took, in seconds"
+)

@@ -54,7 +54,9 @@ export const deadLetter = <A, I, RS>(store: Store.Service, options: Options<A, I
                   attempts: Math.max(1, envelope.attempt)
                 }))
             ),
-            Effect.tap((entry) => Metric.increment(deadLetteredMetric(entry.originTopic, entry.category))),
+            Effect.tap((entry) =>
+              Effect.zipRight(Metric.increment(deadLetteredMetric(entry.originTopic, entry.category)), updateDepth(store))
+            ),
             deadLetterSpan(options.topic, envelope.id, verdict.category),
             Effect.either
           )
@@ -73,6 +75,17 @@ export const deadLetter = <A, I, RS>(store: Store.Service, options: Options<A, I
 
 const deadLetteredMetric = (topic: string, category: string) =>
   Metric.tagged(Metric.tagged(Telemetry.deadLettered, "destination", topic), "category", category)
+
+/**
+ * Reads the store's depth into `bulwark_dlq_depth`. Run after adds (this module does) and on a schedule,
+ * since other processes (the CLI, a replay elsewhere) change the depth too. A depth that cannot be read
+ * leaves the gauge stale and is logged: the operation it follows succeeded.
+ */
+export const updateDepth = (store: Store.Service): Effect.Effect<void> =>
+  store.depth.pipe(
+    Effect.flatMap((depth) => Metric.set(Telemetry.dlqDepth, depth)),
+    Effect.catchAll((error) => Effect.logWarning("dead-letter depth could not be read for bulwark_dlq_depth", error))
+  )
 
 /** Storing one message as a `dead_letter {topic}` producer span (the dead-letter store is its destination). */
 const deadLetterSpan = (topic: string, messageId: string, category: string) =>
@@ -129,7 +142,7 @@ export const storeDelivery = (store: Store.Service, topic: string, delivery: Del
       // A copy carries its replay generation, so a stale one (redelivered after a crash) cannot revive its entry.
       replayGeneration: Store.copyGeneration(message.headers)
     }),
-    announceStored
+    (entry) => Effect.zipRight(announceStored(entry), updateDepth(store))
   ).pipe(
     deadLetterSpan(originTopic, message.id, reason.category),
     TraceContext.withRemoteParent(message.headers)

@@ -168,7 +168,10 @@ describe("end to end with the memory transport", () => {
       yield* Fiber.interrupt(drainer)
       const byId = new Map(entries.map((e) => [e.messageId, e]))
       expect(byId.get("raw-1")!.category).toBe("schema")
-      expect(byId.get("raw-1")!.headers).toEqual({ "x-source": "legacy" })
+      // The message's own headers, plus the trace context its publish wrote (the payload is not touched).
+      const { traceparent, ...own } = byId.get("raw-1")!.headers
+      expect(own).toEqual({ "x-source": "legacy" })
+      expect(traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)
       expect([...byId.get("raw-1")!.payload]).toEqual([...garbage])
       expect(byId.get("p-1")!.category).toBe("auth")
       expect(yield* Ref.get(handled)).toBe(1)

@@ -8,17 +8,23 @@
  *
  * The SDK registers the global OpenTelemetry providers while the layer is alive and flushes and unregisters
  * them when its scope closes: telemetry still buffered is exported before the process exits.
+ *
+ * Nothing here instruments anything: every Bulwark package emits its own spans and metrics through Effect
+ * (`@bulwark/core`'s `Telemetry` vocabulary); this layer only decides where they go. Sampling is the SDK's,
+ * from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`). Metrics leave in a
+ * form any backend reads right: `*_total` counters as monotonic sums, `*_seconds` histograms with unit `s`, and
+ * Effect's own runtime metrics (`effect_fiber_*`, …) left out unless asked for.
  */
 import * as OtelMetrics from "@effect/opentelemetry/Metrics"
 import * as OtelResource from "@effect/opentelemetry/Resource"
 import * as OtelTracer from "@effect/opentelemetry/Tracer"
 import * as OtelApi from "@opentelemetry/api"
-import { OTLPMetricExporter as GrpcMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc"
 import { OTLPMetricExporter as JsonMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
 import { OTLPMetricExporter as ProtoMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto"
 import { metrics as SdkMetrics, NodeSDK, type tracing as SdkTracing } from "@opentelemetry/sdk-node"
-import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions"
 import { Duration, Effect, Layer } from "effect"
+
+const ATTR_SERVICE_NAME = "service.name"
 
 /** Explicit SDK settings; {@link layerConfig} derives them from the environment. */
 export interface Options {
@@ -34,6 +40,8 @@ export interface Options {
   readonly metricExportInterval?: Duration.DurationInput
   /** How long the final flush may take when the layer is released. Default 5 s. */
   readonly shutdownTimeout?: Duration.DurationInput
+  /** Also export Effect's runtime metrics (`effect_fiber_*`, …). Default `false`. */
+  readonly runtimeMetrics?: boolean
 }
 
 type Env = Readonly<Record<string, string | undefined>>
@@ -65,16 +73,59 @@ const metricExportersFromEnv = (env: Env): Array<SdkMetrics.PushMetricExporter> 
     if (name === "console") exporters.push(new SdkMetrics.ConsoleMetricExporter())
     if (name !== "otlp") continue
     const protocol = (env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? "").trim()
-    exporters.push(
-      protocol === "grpc"
-        ? new GrpcMetricExporter()
-        : protocol === "http/json"
-        ? new JsonMetricExporter()
-        : new ProtoMetricExporter()
-    )
+    // gRPC is not carried (its exporter and the grpc-js stack are heavy): see `grpcMetrics`.
+    if (protocol === "grpc") continue
+    exporters.push(protocol === "http/json" ? new JsonMetricExporter() : new ProtoMetricExporter())
   }
   return exporters
 }
+
+/** True when metrics were asked for over OTLP/gRPC, which this layer does not export. */
+const grpcMetrics = (env: Env): boolean =>
+  (env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? "").trim() === "grpc" &&
+  !list(env.OTEL_METRICS_EXPORTER).includes("none") &&
+  (env.OTEL_METRICS_EXPORTER !== undefined || Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT))
+
+/** The OTLP unit a metric's name promises (Prometheus naming: the unit is the suffix before `_total`). */
+export const unitOf = (name: string): string | undefined => {
+  const base = name.endsWith("_total") ? name.slice(0, -"_total".length) : name
+  if (base.endsWith("_seconds")) return "s"
+  if (base.endsWith("_ms")) return "ms"
+  if (base.endsWith("_bytes")) return "By"
+  return undefined
+}
+
+type MetricData = SdkMetrics.MetricData
+
+/**
+ * What the Effect producer hands the reader, corrected for backends: a `*_total` sum is monotonic (a counter,
+ * so `rate()` works), a metric named for a unit carries it, and Effect's runtime metrics are dropped unless
+ * `runtimeMetrics`.
+ */
+export const correctMetric = (metric: MetricData): MetricData => {
+  const unit = unitOf(metric.descriptor.name)
+  const descriptor = unit === undefined ? metric.descriptor : { ...metric.descriptor, unit }
+  if (metric.dataPointType === SdkMetrics.DataPointType.SUM && metric.descriptor.name.endsWith("_total")) {
+    return { ...metric, descriptor, isMonotonic: true }
+  }
+  return descriptor === metric.descriptor ? metric : { ...metric, descriptor }
+}
+
+const correctingProducer = (producer: SdkMetrics.MetricProducer, runtimeMetrics: boolean): SdkMetrics.MetricProducer => ({
+  collect: (collectOptions) =>
+    producer.collect(collectOptions).then((result) => ({
+      ...result,
+      resourceMetrics: {
+        ...result.resourceMetrics,
+        scopeMetrics: result.resourceMetrics.scopeMetrics.map((scope) => ({
+          ...scope,
+          metrics: scope.metrics
+            .filter((metric) => runtimeMetrics || !metric.descriptor.name.startsWith("effect_"))
+            .map(correctMetric)
+        }))
+      }
+    }))
+})
 
 const metricIntervalFromEnv = (env: Env): Duration.Duration => {
   const millis = Number.parseInt(env.OTEL_METRIC_EXPORT_INTERVAL ?? "", 10)
@@ -103,7 +154,10 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
       ...(options.serviceVersion === undefined ? {} : { "service.version": options.serviceVersion })
     })
     const resource = yield* Effect.provide(OtelResource.Resource, resourceLayer)
-    const producer = yield* Effect.provideService(OtelMetrics.makeProducer, OtelResource.Resource, resource)
+    const producer = correctingProducer(
+      (yield* Effect.provideService(OtelMetrics.makeProducer, OtelResource.Resource, resource)) as SdkMetrics.MetricProducer,
+      options.runtimeMetrics === true
+    )
     const interval = Duration.toMillis(
       options.metricExportInterval === undefined
         ? metricIntervalFromEnv(env)
@@ -115,7 +169,7 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
         exportIntervalMillis: interval,
         exportTimeoutMillis: Math.min(interval, 30_000),
         // Effect's metrics live in Effect's registry; the producer hands them to the reader on every collection.
-        metricProducers: [producer as SdkMetrics.MetricProducer]
+        metricProducers: [producer]
       })
     )
     const requestedTraces = list(env.OTEL_TRACES_EXPORTER)
@@ -128,6 +182,11 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
     if (options.spanProcessors === undefined && unknownTraces.length > 0) {
       yield* Effect.logWarning(
         `OTEL_TRACES_EXPORTER names exporters this SDK does not provide (${unknownTraces.join(", ")}); they export nothing`
+      )
+    }
+    if (options.metricExporters === undefined && grpcMetrics(env)) {
+      yield* Effect.logWarning(
+        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: Bulwark's metrics are exported over http/protobuf or http/json only; set OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
       )
     }
     const shutdownTimeout = options.shutdownTimeout ?? "5 seconds"

@@ -33,7 +33,7 @@ const delivery = (
   )
 
 /** The handler's current span, from the delivery's `process` span down. */
-const spanSeen = (deliveries: ReadonlyArray<Delivery.Delivery>, options: Partial<Pipeline.Options<typeof Payload.Type, unknown, never>> = {}) =>
+const spanSeen = (deliveries: ReadonlyArray<Delivery.Delivery>, options: { readonly system?: string; readonly group?: string } = {}) =>
   Effect.gen(function*() {
     const spans: Array<Tracer.Span> = []
     yield* Pipeline.run(
@@ -108,7 +108,7 @@ describe("Telemetry.withSafeSpan", () => {
     Effect.gen(function*() {
       let seen: Tracer.Span | undefined
       const error = yield* Effect.flip(
-        Effect.flatMap(Effect.currentSpan, (span) => {
+        Effect.flatMap(Effect.orDie(Effect.currentSpan), (span) => {
           seen = span
           return Effect.fail({ _tag: "CardDeclined", detail: "card 4242 declined" } as const)
         }).pipe(Telemetry.withSafeSpan("charge"))

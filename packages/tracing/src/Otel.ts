@@ -22,7 +22,7 @@ import * as OtelApi from "@opentelemetry/api"
 import { OTLPMetricExporter as JsonMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
 import { OTLPMetricExporter as ProtoMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto"
 import { metrics as SdkMetrics, NodeSDK, type tracing as SdkTracing } from "@opentelemetry/sdk-node"
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Tracer } from "effect"
 
 const ATTR_SERVICE_NAME = "service.name"
 
@@ -42,7 +42,38 @@ export interface Options {
   readonly shutdownTimeout?: Duration.DurationInput
   /** Also export Effect's runtime metrics (`effect_fiber_*`, …). Default `false`. */
   readonly runtimeMetrics?: boolean
+  /**
+   * OpenTelemetry instrumentations to register (`@opentelemetry/instrumentation-http`, `-pg`, `-ioredis`, …).
+   * Their spans join the trace of the Effect span that calls the library. Default none.
+   */
+  readonly instrumentations?: Instrumentations
+  /**
+   * Makes Effect's current span the active OpenTelemetry context while a fiber runs, so plain OpenTelemetry
+   * instrumentations parent their spans under it. Default `true`; `false` registers no context manager.
+   */
+  readonly bridgeContext?: boolean
 }
+
+/** What `NodeSDK` accepts as instrumentations. */
+export type Instrumentations = NonNullable<NonNullable<ConstructorParameters<typeof NodeSDK>[0]>["instrumentations"]>
+
+/**
+ * Effect's OpenTelemetry tracer, with the one change that makes the AsyncLocalStorage context manager safe: a
+ * fiber running without a span runs in the root context, not in whatever context the promise that woke it was
+ * resolved in. Without this a relay's root query, resumed by a promise a handler's call resolved, would be
+ * parented under that stale handler span. A fiber with a span runs with that span active (Effect's own rule), so
+ * `pg`, `undici`, `ioredis` instrumentations called from it make children of it.
+ */
+const bridgedTracer: Layer.Layer<never, never, OtelResource.Resource> = Layer.unwrapEffect(
+  Effect.map(OtelTracer.make, (inner) =>
+    Layer.setTracer(Tracer.make({
+      span: inner.span,
+      context: (execution, fiber) =>
+        fiber.currentSpan === undefined
+          ? OtelApi.context.with(OtelApi.ROOT_CONTEXT, execution)
+          : inner.context(execution, fiber)
+    })))
+).pipe(Layer.provide(OtelTracer.layerGlobalTracer))
 
 type Env = Readonly<Record<string, string | undefined>>
 
@@ -190,6 +221,7 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
       )
     }
     const shutdownTimeout = options.shutdownTimeout ?? "5 seconds"
+    const bridge = options.bridgeContext !== false
 
     yield* Effect.acquireRelease(
       Effect.sync(() => {
@@ -197,12 +229,11 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
           ...(options.spanProcessors === undefined ? {} : { spanProcessors: [...options.spanProcessors] }),
           ...(readers.length === 0 ? {} : { metricReaders: readers }),
           ...(envServiceName ? {} : { serviceName }),
-          // Effect's tracer does the instrumenting; auto-instrumentation is the application's choice.
-          instrumentations: [],
-          // No AsyncLocalStorage context manager: Effect fibers carry the span, and an ALS context leaking
-          // through a resolved promise would parent a later, unrelated span (a relay's query) under a stale one.
-          // `null` is the SDK's documented "do not register", which its typings omit.
-          contextManager: null as unknown as OtelApi.ContextManager
+          // Bulwark's packages instrument themselves; auto-instrumentation is the application's choice.
+          instrumentations: [...(options.instrumentations ?? [])],
+          // With the bridge, the SDK's AsyncLocalStorage context manager (made safe by `bridgedTracer`);
+          // without it none: `null` is the SDK's documented "do not register", which its typings omit.
+          ...(bridge ? {} : { contextManager: null as unknown as OtelApi.ContextManager })
         })
         sdk.start()
         return sdk
@@ -217,16 +248,23 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
     )
 
     // Without span export the global provider is a no-op; Effect's own tracer keeps valid ids for propagation.
-    return tracesOff ? Layer.empty : Layer.provide(OtelTracer.layerGlobal, Layer.succeed(OtelResource.Resource, resource))
+    return tracesOff
+      ? Layer.empty
+      : Layer.provide(bridge ? bridgedTracer : OtelTracer.layerGlobal, Layer.succeed(OtelResource.Resource, resource))
   }))
 
 /**
  * The application layer: the Node SDK configured by the standard `OTEL_*` environment variables, or nothing at
  * all (no SDK, no network, no log line) when none is set or `OTEL_SDK_DISABLED=true`.
  */
-export const layerConfig = (options?: { readonly serviceName?: string }): Layer.Layer<never> =>
+export const layerConfig = (
+  options?: { readonly serviceName?: string; readonly instrumentations?: Instrumentations }
+): Layer.Layer<never> =>
   Layer.unwrapEffect(Effect.sync(() =>
     isConfigured(process.env)
-      ? layer(options?.serviceName === undefined ? {} : { serviceName: options.serviceName })
+      ? layer({
+        ...(options?.serviceName === undefined ? {} : { serviceName: options.serviceName }),
+        ...(options?.instrumentations === undefined ? {} : { instrumentations: options.instrumentations })
+      })
       : Layer.empty
   ))

@@ -6,142 +6,27 @@
  * original trace, the messaging attributes are there, and the counters are monotonic.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { spawn } from "node:child_process"
-import { createServer, type IncomingMessage, type Server } from "node:http"
-import type { AddressInfo } from "node:net"
-import { fileURLToPath } from "node:url"
+import * as OtlpReceiver from "../src/OtlpReceiver.js"
 
-interface Span {
-  readonly traceId: string
-  readonly spanId: string
-  readonly parentSpanId: string
-  readonly name: string
-  readonly kind: number
-  readonly attributes: Record<string, unknown>
-  readonly links: ReadonlyArray<{ readonly traceId: string; readonly spanId: string }>
-}
-
-interface Point {
-  readonly name: string
-  readonly monotonic: boolean | undefined
-  readonly isSum: boolean
-  readonly unit: string
-  readonly attributes: string
-  readonly value: number
-  readonly time: number
-}
-
-// OTLP/JSON encodes AnyValue as an object with one typed field.
-const valueOf = (value: any): unknown =>
-  value === undefined
-    ? undefined
-    : value.stringValue ?? (value.intValue !== undefined ? Number(value.intValue) : undefined) ?? value.doubleValue ??
-      value.boolValue
-const attributesOf = (list: ReadonlyArray<any> | undefined): Record<string, unknown> =>
-  Object.fromEntries((list ?? []).map((a) => [a.key, valueOf(a.value)]))
-
-/** An OTLP/HTTP receiver on 127.0.0.1 that decodes what the SDK sends as OTLP/JSON. */
-const startReceiver = () =>
-  new Promise<{ readonly url: string; readonly spans: Array<Span>; readonly points: Array<Point>; readonly server: Server; readonly contentTypes: Set<string> }>((resolve) => {
-    const spans: Array<Span> = []
-    const points: Array<Point> = []
-    const contentTypes = new Set<string>()
-    const server = createServer((request: IncomingMessage, response) => {
-      const chunks: Array<Buffer> = []
-      request.on("data", (chunk: Buffer) => chunks.push(chunk))
-      request.on("end", () => {
-        contentTypes.add(`${request.url} ${request.headers["content-type"]}`)
-        const body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}")
-        if (request.url === "/v1/traces") {
-          for (const rs of body.resourceSpans ?? []) {
-            for (const ss of rs.scopeSpans ?? []) {
-              for (const s of ss.spans ?? []) {
-                spans.push({
-                  traceId: s.traceId,
-                  spanId: s.spanId,
-                  parentSpanId: s.parentSpanId ?? "",
-                  name: s.name,
-                  kind: s.kind,
-                  attributes: attributesOf(s.attributes),
-                  links: (s.links ?? []).map((l: any) => ({ traceId: l.traceId, spanId: l.spanId }))
-                })
-              }
-            }
-          }
-        }
-        if (request.url === "/v1/metrics") {
-          for (const rm of body.resourceMetrics ?? []) {
-            for (const sm of rm.scopeMetrics ?? []) {
-              for (const m of sm.metrics ?? []) {
-                const data = m.sum ?? m.gauge ?? m.histogram
-                for (const p of data?.dataPoints ?? []) {
-                  points.push({
-                    name: m.name,
-                    monotonic: m.sum?.isMonotonic,
-                    isSum: m.sum !== undefined,
-                    unit: m.unit ?? "",
-                    attributes: JSON.stringify(attributesOf(p.attributes)),
-                    value: Number(p.asDouble ?? p.asInt ?? p.count ?? 0),
-                    time: Number(p.timeUnixNano ?? 0)
-                  })
-                }
-              }
-            }
-          }
-        }
-        response.writeHead(200, { "content-type": "application/json" })
-        response.end("{}")
-      })
-    })
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo
-      resolve({ url: `http://127.0.0.1:${port}`, spans, points, server, contentTypes })
-    })
-  })
-
-const exampleDir = fileURLToPath(new URL("..", import.meta.url))
-
-/** `npm start` of the example (the same command), with the given environment on top of a clean one. */
-const runFlagship = (env: Record<string, string>) =>
-  new Promise<{ readonly code: number | null; readonly stdout: string; readonly stderr: string }>((resolve) => {
-    const inherited = Object.fromEntries(
-      Object.entries(process.env).filter(([name]) => !name.startsWith("OTEL_") && !name.startsWith("PAYMENTS_") && !name.startsWith("BULWARK_"))
-    )
-    const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@bulwark/source", "src/main.ts"], {
-      cwd: exampleDir,
-      env: { ...inherited, ...env },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+type Span = OtlpReceiver.Receiver["spans"][number]
+type Point = OtlpReceiver.Point
 
 const server = 2
 const consumer = 5
 
 describe("the flagship exports one connected trace per webhook over OTLP", () => {
   it("with only OTEL_* set", async () => {
-    const receiver = await startReceiver()
+    const receiver = await OtlpReceiver.start()
     try {
-      const run = await runFlagship({
+      const run = await OtlpReceiver.runExample({
         PAYMENTS_WEBHOOKS: "60",
         PAYMENTS_PROGRESS: "off",
         PAYMENTS_OUTAGE_MS: "1500",
-        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
-        OTEL_METRIC_EXPORT_INTERVAL: "1000",
-        OTEL_LOGS_EXPORTER: "none",
-        // The run ends in seconds; a queue large enough that no span is dropped keeps the check exact.
-        OTEL_BSP_MAX_QUEUE_SIZE: "200000",
-        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "2000",
-        OTEL_BSP_SCHEDULE_DELAY: "200"
+        ...OtlpReceiver.otelEnv(receiver)
       })
       expect(run.code, run.stderr).toBe(0)
       const spans = receiver.spans
-      expect([...receiver.contentTypes].some((c) => c.startsWith("/v1/traces application/json"))).toBe(true)
+      expect(receiver.requests.some((r) => r.startsWith("/v1/traces application/json"))).toBe(true)
 
       const byId = new Map(spans.map((s) => [s.spanId, s]))
       const byTrace = new Map<string, Array<Span>>()
@@ -232,13 +117,13 @@ describe("the flagship exports one connected trace per webhook over OTLP", () =>
       const series = new Map<string, Array<Point>>()
       for (const p of counters) series.set(p.name + p.attributes, [...(series.get(p.name + p.attributes) ?? []), p])
       for (const [key, points] of series) {
-        const sorted = [...points].sort((a, b) => a.time - b.time)
+        const sorted = [...points].sort((a, b) => a.timeNanos - b.timeNanos)
         for (let i = 1; i < sorted.length; i++) expect(sorted[i]!.value, key).toBeGreaterThanOrEqual(sorted[i - 1]!.value)
       }
       expect(receiver.points.find((p) => p.name === "bulwark_handler_duration_seconds")?.unit).toBe("s")
       expect(receiver.points.filter((p) => p.name.startsWith("effect_"))).toEqual([])
     } finally {
-      await new Promise<void>((resolve) => receiver.server.close(() => resolve()))
+      await receiver.close()
     }
   }, 90_000)
 })

@@ -295,6 +295,7 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
             Effect.annotateSpans(correlation),
             Effect.withSpan(telemetry.spanName, {
               kind: "consumer",
+              captureStackTrace: false,
               attributes: {
                 ...telemetry.attributes,
                 ...correlation,

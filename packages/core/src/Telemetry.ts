@@ -71,11 +71,14 @@ class SpanFailure extends Data.TaggedError("SpanFailure")<{ readonly original: u
 
 /**
  * `Effect.withSpan`, except that a failure reaches the span as its type alone (status error, `error.type`),
- * and the caller still sees the original error. Without a tracer installed it costs one native span.
+ * and the caller still sees the original error. Without a tracer installed it costs one native span. No call
+ * site is captured unless `captureStackTrace` says so: a stack per span costs more than the span, and its
+ * `code.stacktrace` attribute would export the deployment's file paths.
  */
 export const withSafeSpan = (name: string, options: Tracer.SpanOptions = {}) =>
-<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  effect.pipe(
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  const spanOptions: Tracer.SpanOptions = options.captureStackTrace === undefined ? { ...options, captureStackTrace: false } : options
+  return effect.pipe(
     Effect.tapErrorCause((cause) =>
       Option.match(Cause.failureOption(cause), {
         onNone: () => Effect.void,
@@ -83,9 +86,10 @@ export const withSafeSpan = (name: string, options: Tracer.SpanOptions = {}) =>
       })
     ),
     Effect.mapError((error) => new SpanFailure({ original: error, type: errorTypeOf(error) })),
-    Effect.withSpan(name, options),
+    Effect.withSpan(name, spanOptions),
     Effect.mapError((failure) => failure.original as E)
   )
+}
 
 /** Adds an event to the current span, when there is one (breaker transitions, retries, settlements). */
 export const spanEvent = (name: string, attributes: Record<string, unknown> = {}): Effect.Effect<void> =>

@@ -274,6 +274,7 @@ export const middleware = <R2>(policy: Policy<R2>) =>
       const attempt = envelope.attempt + n - 1
       return handler(n === 1 ? envelope : { ...envelope, attempt }).pipe(
         Effect.withSpan("bulwark.retry.attempt", {
+          captureStackTrace: false,
           attributes: { "bulwark.retry.attempt": n, "bulwark.envelope.attempt": attempt, "bulwark.envelope.id": envelope.id }
         })
       )

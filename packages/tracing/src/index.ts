@@ -6,3 +6,5 @@ export * as Metrics from "./Metrics.js"
 export * as Redaction from "./Redaction.js"
 // The OpenTelemetry Node SDK wiring loads the SDK and its exporters, so it is not in this barrel:
 // import * as Otel from "@bulwark/tracing/Otel".
+/** One trace as a self-contained HTML waterfall, from an OTLP/JSON export. */
+export * as Waterfall from "./Waterfall.js"

@@ -142,7 +142,7 @@ export const storeDelivery = (store: Store.Service, topic: string, delivery: Del
       // A copy carries its replay generation, so a stale one (redelivered after a crash) cannot revive its entry.
       replayGeneration: Store.copyGeneration(message.headers)
     }),
-    (entry) => Effect.zipRight(announceStored(entry), updateDepth(store))
+    announceStored
   ).pipe(
     deadLetterSpan(originTopic, message.id, reason.category),
     TraceContext.withRemoteParent(message.headers)

@@ -224,7 +224,7 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
           category: settled.verdict?.category
         }))
       )
-      const annotated = Effect.zipRight(Effect.annotateCurrentSpan(Telemetry.Attr.outcome, settled.outcome), counted)
+      const annotated = Effect.zipRight(Telemetry.annotate({ [Telemetry.Attr.outcome]: settled.outcome }), counted)
       return onSettled ? Effect.zipRight(annotated, onSettled(settled)) : annotated
     }
 

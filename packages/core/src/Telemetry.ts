@@ -11,7 +11,7 @@
  * and headers other than the trace and correlation ones are never recorded, and a failure reaches a span as
  * its type (`error.type`), never its message, since messages can quote request data.
  */
-import { Cause, Clock, Data, Effect, Metric, MetricBoundaries, Option, type Tracer } from "effect"
+import { Cause, Clock, Context, Data, Effect, Metric, MetricBoundaries, Option, Tracer } from "effect"
 import * as Envelope from "./Envelope.js"
 
 /** Attribute names used on Bulwark spans (OpenTelemetry semantic conventions where one exists). */
@@ -82,7 +82,7 @@ export const withSafeSpan = (name: string, options: Tracer.SpanOptions = {}) =>
     Effect.tapErrorCause((cause) =>
       Option.match(Cause.failureOption(cause), {
         onNone: () => Effect.void,
-        onSome: (error) => Effect.annotateCurrentSpan(Attr.errorType, errorTypeOf(error))
+        onSome: (error) => annotate({ [Attr.errorType]: errorTypeOf(error) })
       })
     ),
     Effect.mapError((error) => new SpanFailure({ original: error, type: errorTypeOf(error) })),
@@ -91,12 +91,42 @@ export const withSafeSpan = (name: string, options: Tracer.SpanOptions = {}) =>
   )
 }
 
+/** The nearest span whose context propagates (not one made while the tracer is disabled), if any. */
+const propagated = (span: Tracer.AnySpan | undefined): Tracer.AnySpan | undefined => {
+  let current = span
+  while (current !== undefined && Context.get(current.context, Tracer.DisablePropagation)) {
+    current = current._tag === "Span" ? Option.getOrUndefined(current.parent) : undefined
+  }
+  return current
+}
+
+/**
+ * The current span (or external parent) whose context propagates, `undefined` outside one. Unlike
+ * `Effect.currentSpan` it never fails: a failure there builds an exception (a stack) per call, which a hot
+ * path outside any span (the tracer disabled, a relay round) would pay for nothing.
+ */
+export const currentSpan: Effect.Effect<Tracer.AnySpan | undefined> = Effect.withFiberRuntime((fiber) =>
+  Effect.succeed(propagated(fiber.currentSpan))
+)
+
+/** Sets attributes on the current span; nothing outside one (and no exception built to find that out). */
+export const annotate = (attributes: Readonly<Record<string, unknown>>): Effect.Effect<void> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = fiber.currentSpan
+    if (span !== undefined && span._tag === "Span") {
+      for (const key in attributes) span.attribute(key, attributes[key])
+    }
+    return Effect.void
+  })
+
 /** Adds an event to the current span, when there is one (breaker transitions, retries, settlements). */
 export const spanEvent = (name: string, attributes: Record<string, unknown> = {}): Effect.Effect<void> =>
-  Effect.flatMap(Effect.option(Effect.currentSpan), (span) =>
-    Option.isNone(span)
+  Effect.withFiberRuntime((fiber) => {
+    const span = fiber.currentSpan
+    return span === undefined || span._tag !== "Span"
       ? Effect.void
-      : Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.value.event(name, now, attributes))))
+      : Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.event(name, now, attributes)))
+  })
 
 /** The correlation attributes of a message: its conversation (correlation) id and, when it has one, its cause. */
 export const correlationAttributes = (

@@ -76,11 +76,14 @@ export const headersOf = (span: Tracer.AnySpan): Record<string, string> => {
   return headers
 }
 
-/** The current span's trace context as headers; empty outside a span. */
-export const currentHeaders: Effect.Effect<Record<string, string>> = Effect.map(
-  Effect.option(Effect.currentSpan),
-  Option.match({ onNone: () => ({}), onSome: headersOf })
-)
+/** The current span's trace context as headers; empty outside a span (or with the tracer disabled). */
+export const currentHeaders: Effect.Effect<Record<string, string>> = Effect.withFiberRuntime((fiber) => {
+  let span = fiber.currentSpan
+  while (span !== undefined && Context.get(span.context, Tracer.DisablePropagation)) {
+    span = span._tag === "Span" ? Option.getOrUndefined(span.parent) : undefined
+  }
+  return Effect.succeed(span === undefined ? {} : headersOf(span))
+})
 
 /** `headers` with `context` written over any carried trace context (a carried `tracestate` is dropped). */
 export const stamp = (

@@ -184,7 +184,7 @@ const suppressed = Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "idemp
  */
 const annotateClaim = (claim: Claim): Effect.Effect<void> =>
   Effect.zipRight(
-    Effect.annotateCurrentSpan({
+    Telemetry.annotate({
       [Telemetry.Attr.idempotencyOutcome]: claimOutcome[claim._tag],
       [Telemetry.Attr.idempotencyHit]: claim._tag !== "Fresh"
     }),

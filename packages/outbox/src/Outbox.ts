@@ -80,16 +80,17 @@ export const traceAppend = (
   appendMessages: Store.Service["appendMessages"]
 ): Store.Service["appendMessages"] =>
 (topic, messages) =>
-  Effect.flatMap(Effect.option(Effect.currentParentSpan), (ambient) => {
+  Effect.flatMap(Telemetry.currentSpan, (ambient) => {
     const carried = messages.map((message) => TraceContext.extract(message.headers))
     const lone = carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined
-    const parent = Option.getOrUndefined(ambient) ?? lone
+    const parent = ambient ?? lone
     const links = carried.flatMap((span, i) =>
       Option.isSome(span) && span.value.traceId !== parent?.traceId
         ? [{ _tag: "SpanLink" as const, span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } }]
         : []
     )
-    return Effect.flatMap(Effect.orDie(Effect.currentSpan), (span) => {
+    return Effect.flatMap(Telemetry.currentSpan, (span) => {
+      if (span === undefined) return appendMessages(topic, messages)
       const context = TraceContext.headersOf(span)
       return appendMessages(
         topic,

@@ -8,7 +8,7 @@
  * error's category, so the pipeline's dead-letter path files it under the right category instead of
  * redelivering it. A retry whose delay would overrun the budget is not made: {@link Budget.BudgetExhausted}.
  */
-import { Envelope, Failure, Handler, Observe } from "@bulwark/core"
+import { Envelope, Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import { Clock, Context, Data, Duration, Effect, FiberRef, Metric, Option, Schedule, ScheduleDecision } from "effect"
 import * as Intervals from "effect/ScheduleIntervals"
 import * as Backoff from "./Backoff.js"
@@ -108,11 +108,7 @@ export const retriesTotal = Metric.counter("bulwark_retries_total", {
   incremental: true
 })
 
-const spanEvent = (attributes: Record<string, unknown>): Effect.Effect<void> =>
-  Effect.flatMap(Effect.option(Effect.currentSpan), (span) =>
-    Option.isNone(span)
-      ? Effect.void
-      : Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.value.event("bulwark.retry", now, attributes))))
+const spanEvent = (attributes: Record<string, unknown>): Effect.Effect<void> => Telemetry.spanEvent("bulwark.retry", attributes)
 
 /** The message being retried, when the middleware retries one (its envelope: no allocation per call). */
 interface Subject {

@@ -119,9 +119,8 @@ export const tracePublish = (
     return found
   }
   return (topic, messages) =>
-    Effect.flatMap(Effect.option(Effect.currentParentSpan), (ambientOption) => {
+    Effect.flatMap(Telemetry.currentSpan, (ambient) => {
       const carried = messages.map((message) => TraceContext.extract(message.headers))
-      const ambient = Option.getOrUndefined(ambientOption)
       const parent: Tracer.AnySpan | undefined = ambient ?? (carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined)
       const links: Array<Tracer.SpanLink> = []
       for (let i = 0; i < carried.length; i++) {
@@ -144,7 +143,9 @@ export const tracePublish = (
       } else attributes[Telemetry.Attr.batchCount] = messages.length
       const category = messages[0]?.headers[Delivery.DeadLetterHeaders.category]
       if (category !== undefined) attributes[Telemetry.Attr.deadLetterCategory] = category
-      const send = Effect.flatMap(Effect.currentSpan, (span) => {
+      const send = Effect.flatMap(Telemetry.currentSpan, (span) => {
+        // No span (the tracer disabled): the messages go as they are.
+        if (span === undefined) return publish(topic, messages)
         const context = TraceContext.headersOf(span)
         const stamped = messages.map((message, i) => {
           const own = carried[i]!
@@ -157,7 +158,6 @@ export const tracePublish = (
       const { failure, success } = metricsOf(topic)
       return Effect.flatMap(Clock.currentTimeMillis, (start) =>
         send.pipe(
-          Effect.catchTag("NoSuchElementException", () => publish(topic, messages)),
           Telemetry.withSafeSpan(`send ${topic}`, {
             kind: "producer",
             links,

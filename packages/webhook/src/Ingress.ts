@@ -223,7 +223,7 @@ export const process = <A, I>(options: Options<A, I>) => {
   // The outcome on the server span and in the counters, once the event id is known.
   const accepted = (accepted: Accepted) =>
     Effect.zipRight(
-      Effect.annotateCurrentSpan({
+      Telemetry.annotate({
         [Telemetry.Attr.messageId]: accepted.id,
         [Telemetry.Attr.conversationId]: accepted.id,
         [Telemetry.Attr.correlationId]: accepted.id,

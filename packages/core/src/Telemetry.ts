@@ -157,6 +157,33 @@ export const messagingAttributes = (options: {
   return attributes
 }
 
+/** What {@link httpClientSpan} records of one outgoing HTTP request. */
+export interface HttpClientRequest {
+  /** `http.request.method`, also the span's name (`POST`), as the HTTP conventions name client spans. */
+  readonly method: string
+  /** `server.address`: the host only, never the path or query (they can carry tokens). */
+  readonly serverAddress: string
+  /** 1 for the first attempt; `http.request.resend_count` is `attempt - 1` when above 0. */
+  readonly attempt?: number
+  /** Anything else worth recording (a webhook endpoint id, a message id); keep it free of secrets. */
+  readonly attributes?: Readonly<Record<string, unknown>>
+}
+
+/**
+ * One outgoing HTTP request (one attempt) as a `client` span named after its method. Inside it,
+ * `TraceContext.currentHeaders` is the `traceparent` to send with the request; record the answer with
+ * `annotate({ [Attr.httpStatus]: status })`. A failure is recorded by its type only.
+ */
+export const httpClientSpan = (request: HttpClientRequest) => {
+  const attributes: Record<string, unknown> = {
+    [Attr.httpMethod]: request.method,
+    [Attr.serverAddress]: request.serverAddress,
+    ...request.attributes
+  }
+  if (request.attempt !== undefined && request.attempt > 1) attributes[Attr.httpResendCount] = request.attempt - 1
+  return withSafeSpan(request.method, { kind: "client", attributes })
+}
+
 // --- metrics -------------------------------------------------------------------------------------------------
 
 /**

@@ -126,6 +126,26 @@ describe("Telemetry.withSafeSpan", () => {
     }))
 })
 
+describe("Telemetry.httpClientSpan", () => {
+  it.effect("one client span per attempt, named after the method, with the traceparent to send", () =>
+    Effect.gen(function*() {
+      const [span, headers] = yield* Effect.all([Telemetry.currentSpan, TraceContext.currentHeaders]).pipe(
+        Effect.tap(() => Telemetry.annotate({ [Telemetry.Attr.httpStatus]: 503 })),
+        Telemetry.httpClientSpan({ method: "POST", serverAddress: "hooks.example.com", attempt: 3 })
+      )
+      const s = span as Tracer.Span
+      expect(s.name).toBe("POST")
+      expect(s.kind).toBe("client")
+      expect(Object.fromEntries(s.attributes)).toEqual({
+        "http.request.method": "POST",
+        "server.address": "hooks.example.com",
+        "http.request.resend_count": 2,
+        "http.response.status_code": 503
+      })
+      expect(headers.traceparent).toBe(`00-${s.traceId}-${s.spanId}-01`)
+    }))
+})
+
 describe("TraceContext", () => {
   it("stamps a context over a carried one and drops the carried tracestate", () => {
     expect(TraceContext.stamp({ a: "1", traceparent: carried, tracestate: "x=1" }, { traceparent: inEnvelope })).toEqual({

@@ -156,8 +156,21 @@ export const tracePublish = (
         return publish(topic, stamped)
       })
       const { failure, success } = metricsOf(topic)
+      // A dead-letter copy published by hand (the outbox relay's dead rows) is where that message was
+      // dead-lettered: counted here, once; a transport's own dead-lettering is counted by the pipeline.
+      const counted = category === undefined ? send : Effect.zipLeft(
+        send,
+        Metric.incrementBy(
+          Metric.tagged(
+            Metric.tagged(Telemetry.deadLettered, "destination", messages[0]!.headers[Delivery.DeadLetterHeaders.originTopic] ?? topic),
+            "category",
+            category
+          ),
+          messages.length
+        )
+      )
       return Effect.flatMap(Clock.currentTimeMillis, (start) =>
-        send.pipe(
+        counted.pipe(
           Telemetry.withSafeSpan(`send ${topic}`, {
             kind: "producer",
             links,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Option, type Tracer } from "effect"
+import { Delivery, Telemetry } from "@bulwark/core"
+import { Effect, Metric, Option, type Tracer } from "effect"
 import * as Transport from "../src/Transport.js"
 
 const carried = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -65,5 +66,18 @@ describe("Transport.tracePublish", () => {
       // The one without a context gets the send span's.
       expect(messages[2]!.headers.traceparent).toBe(`00-${span.traceId}-${span.spanId}-01`)
       expect(span.attributes.get("messaging.batch.message_count")).toBe(3)
+    }))
+
+  it.effect("a dead-letter copy published by hand (an outbox relay's dead row) counts once as dead-lettered", () =>
+    Effect.gen(function*() {
+      const { publish } = recorder()
+      const counter = Telemetry.deadLettered.pipe(Metric.tagged("destination", "shipments"), Metric.tagged("category", "dependency"))
+      const before = (yield* Metric.value(counter)).count
+      yield* publish("shipments.dlq", [message("m-1", {
+        [Delivery.DeadLetterHeaders.category]: "dependency",
+        [Delivery.DeadLetterHeaders.originTopic]: "shipments"
+      })])
+      yield* publish("shipments", [message("m-2")])
+      expect((yield* Metric.value(counter)).count - before).toBe(1)
     }))
 })

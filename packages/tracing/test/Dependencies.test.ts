@@ -20,7 +20,7 @@ describe("@bulwark/tracing is exporter wiring only", () => {
     const sources = readdirSync(join(root, "src")).filter((name) => name.endsWith(".ts"))
     for (const file of sources) {
       const text = readFileSync(join(root, "src", file), "utf8")
-      const imported = [...text.matchAll(/from "(@bulwark\/[^"/]+)/g)].map((m) => m[1])
+      const imported = [...text.matchAll(/^(?:import|export)\b[^\n]*from "(@bulwark\/[^"/]+)/gm)].map((m) => m[1])
       expect(imported.filter((name) => name !== "@bulwark/core"), file).toEqual([])
     }
   })

@@ -6,10 +6,9 @@
 import { Failure, Handler, Pipeline } from "@bulwark/core"
 import { Envelope } from "@bulwark/core"
 import { Idempotent, MemoryIdempotencyStore } from "@bulwark/idempotency"
-import * as Tracing from "@bulwark/tracing/Tracing"
 import { Transport } from "@bulwark/transport"
 import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
-import { Duration, Effect, Fiber, Layer, pipe, Schema } from "effect"
+import { Duration, Effect, Fiber, pipe, Schema } from "effect"
 
 /** The event the quick start publishes. */
 export const PaymentCaptured = Schema.Struct({
@@ -56,14 +55,8 @@ const random = (seed: number) => {
   }
 }
 
-// One memory transport; its ports are decorated with spans, and the later (traced) ports win in the merge.
+// One memory transport; like every Bulwark transport it makes its own spans (send, process).
 const memoryTransport = MemoryTransport.layer({ visibilityTimeout: "10 seconds" })
-const tracedTransport = Layer.merge(
-  memoryTransport,
-  Layer.merge(Tracing.layerPublisher({ system: "memory" }), Tracing.layerSubscriber({ system: "memory" })).pipe(
-    Layer.provide(memoryTransport)
-  )
-)
 
 /** Publishes the payments with duplicates, consumes them until nothing is pending, and reports. */
 export const run = (options: Options): Effect.Effect<Report> =>
@@ -113,8 +106,7 @@ export const run = (options: Options): Effect.Effect<Report> =>
 
     const handler = pipe(
       applyPayment,
-      Idempotent.idempotent({ lease: "5 seconds", retention: "1 hour" }),
-      Tracing.middleware({ destination: topic })
+      Idempotent.idempotent({ lease: "5 seconds", retention: "1 hour" })
     )
 
     const counts = { acked: 0, redelivered: 0, deadLettered: 0 }
@@ -159,8 +151,8 @@ export const run = (options: Options): Effect.Effect<Report> =>
         elapsedMillis: Date.now() - started
       } satisfies Report
     }).pipe(
-      Effect.provide(Tracing.layerIdempotencyStore.pipe(Layer.provide(MemoryIdempotencyStore.layer()))),
-      Effect.provide(tracedTransport)
+      Effect.provide(MemoryIdempotencyStore.layer()),
+      Effect.provide(memoryTransport)
     )
   }).pipe(Effect.orDie)
 

@@ -18,7 +18,7 @@
  * A rejected call fails with {@link BreakerOpen}: transient, category `dependency`, with a `retryAfter` of
  * when the breaker may admit a probe, so retries and the pipeline wait instead of hammering.
  */
-import { Failure, Handler, Observe } from "@bulwark/core"
+import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
 import { Cause, Data, Duration, Effect, Metric, PubSub, Schedule, ScheduleDecision, Schema, Stream } from "effect"
 import * as Intervals from "effect/ScheduleIntervals"
@@ -172,13 +172,15 @@ export const stateGauge = Metric.gauge("bulwark_breaker_state", {
 })
 /** Counter of state transitions, tagged `breaker`, `from` and `to`. */
 export const transitionsTotal = Metric.counter("bulwark_breaker_transitions_total", {
-  description: "Circuit breaker state transitions"
+  description: "Circuit breaker state transitions",
+  incremental: true
 })
 /** Counter of a shared breaker's store operations given up on (it went on locally), tagged `breaker` and `operation`. */
 export const storeFaultsTotal = Shared.storeFaultsTotal
 /** Counter of calls rejected without being made, tagged `breaker`. */
 export const rejectionsTotal = Metric.counter("bulwark_breaker_rejections_total", {
-  description: "Calls rejected by an open circuit breaker"
+  description: "Calls rejected by an open circuit breaker",
+  incremental: true
 })
 
 /** Open durations a schedule asks for, one per consecutive opening. */
@@ -301,7 +303,11 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
       const from = seen
       seen = state
       return Effect.zipRight(
-        Observe.emitWith("breaker", "transition", () => ({ breaker: key, from, to: state })),
+        Effect.zipRight(
+          Observe.emitWith("breaker", "transition", () => ({ breaker: key, from, to: state })),
+          // On the span of the call that changed it (a retry attempt, a delivery's process span).
+          Telemetry.spanEvent("bulwark.breaker.state_change", { [Telemetry.Attr.breakerKey]: key, from, to: state })
+        ),
         Effect.zipRight(
           Effect.zipRight(
             Metric.set(gauge, stateCode[state]),

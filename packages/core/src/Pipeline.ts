@@ -10,13 +10,15 @@
  *   redelivery backoff), until `maxAttempts` deliveries, then dead-lettered;
  * - handler interrupted by shutdown → `nack` without delay (released for another consumer).
  */
-import { Cause, Deferred, Duration, Effect, Exit, FiberId, FiberSet, Metric, Option, Schema, Scope, Stream } from "effect"
-import type { Delivery } from "./Delivery.js"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, FiberId, FiberSet, Metric, Option, Schema, Scope, Stream } from "effect"
+import type { Delivery, Message } from "./Delivery.js"
 import { DeadLetterReason } from "./Delivery.js"
 import * as Envelope from "./Envelope.js"
 import * as Failure from "./Failure.js"
 import * as Observe from "./Observe.js"
 import { checkOrder, type Handler, type MiddlewareOrderError } from "./Handler.js"
+import * as Telemetry from "./Telemetry.js"
+import * as TraceContext from "./TraceContext.js"
 
 /** How one delivery was settled. */
 export type Outcome = "acked" | "nacked" | "dead-lettered" | "released" | "settle-failed"
@@ -48,6 +50,10 @@ export interface Options<A, I, RS> {
   readonly buffer?: number
   /** Observes each settlement (metrics, progress bars, the simulator's recorder). */
   readonly onSettled?: (settled: Settled) => Effect.Effect<void>
+  /** `messaging.system` on the `process` spans (the transport sets it). Default `"bulwark"`. */
+  readonly system?: string
+  /** `messaging.consumer.group.name` on the `process` spans (the transport sets it). */
+  readonly group?: string
 }
 
 /** Counts of a finished run. */
@@ -64,7 +70,8 @@ export const defaultRedeliveryDelay = (attempt: number): Duration.Duration =>
   Duration.millis(Math.min(30_000, 200 * 2 ** Math.max(0, attempt - 1)))
 
 const deliveriesTotal = Metric.counter("bulwark_pipeline_deliveries_total", {
-  description: "Deliveries settled by a Bulwark pipeline, by outcome"
+  description: "Deliveries settled by a Bulwark pipeline, by outcome",
+  incremental: true
 })
 
 // Tagged once: tagging builds and hashes a new metric key, a measurable cost when paid per delivery.
@@ -74,6 +81,49 @@ const deliveriesByOutcome: Record<Outcome, Metric.Metric.Counter<number>> = {
   "dead-lettered": Metric.tagged(deliveriesTotal, "outcome", "dead-lettered"),
   "released": Metric.tagged(deliveriesTotal, "outcome", "released"),
   "settle-failed": Metric.tagged(deliveriesTotal, "outcome", "settle-failed")
+}
+
+/** The metrics and span attributes of one destination, built once: tagging hashes a new key each time. */
+interface DestinationTelemetry {
+  readonly spanName: string
+  readonly attributes: Record<string, unknown>
+  readonly received: Metric.Metric.Counter<number>
+  readonly redelivered: Metric.Metric.Counter<number>
+  readonly succeeded: Metric.Metric.Histogram<number>
+  readonly failed: Metric.Metric.Histogram<number>
+}
+
+const destinationTelemetry = (topic: string, system: string | undefined, group: string | undefined): DestinationTelemetry => {
+  const duration = Metric.tagged(Telemetry.handlerDuration, "destination", topic)
+  return {
+    spanName: `process ${topic}`,
+    attributes: Telemetry.messagingAttributes({ system, operationType: "process", operationName: "process", destination: topic, group }),
+    received: Metric.tagged(Metric.tagged(Telemetry.eventsReceived, "stage", "consume"), "destination", topic),
+    redelivered: Metric.tagged(Telemetry.redeliveries, "destination", topic),
+    succeeded: Metric.tagged(duration, "outcome", "success"),
+    failed: Metric.tagged(duration, "outcome", "failure")
+  }
+}
+
+/**
+ * The context a delivery continues: the transport headers' `traceparent` (written by the publisher), else the
+ * one inside the envelope (a producer that wrote only the CloudEvents extension).
+ */
+const carrierOf = (message: Message, envelopeHeaders: Readonly<Record<string, string>> | undefined) =>
+  message.headers[TraceContext.HeaderNames.traceparent] !== undefined || envelopeHeaders === undefined ||
+    envelopeHeaders[TraceContext.HeaderNames.traceparent] === undefined
+    ? message.headers
+    : envelopeHeaders
+
+const deadLetteredByKey = new Map<string, Metric.Metric.Counter<number>>()
+const deadLetteredMetric = (topic: string, category: string): Metric.Metric.Counter<number> => {
+  const key = `${topic}\u0000${category}`
+  let found = deadLetteredByKey.get(key)
+  if (found === undefined) {
+    found = Metric.tagged(Metric.tagged(Telemetry.deadLettered, "destination", topic), "category", category)
+    deadLetteredByKey.set(key, found)
+  }
+  return found
 }
 
 /**
@@ -121,15 +171,27 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
     const redeliveryDelay = options.redeliveryDelay ?? defaultRedeliveryDelay
     const shutdownTimeout = Duration.decode(options.shutdownTimeout ?? "10 seconds")
     const onSettled = options.onSettled
+    const telemetryByTopic = new Map<string, DestinationTelemetry>()
+    const telemetryOf = (topic: string): DestinationTelemetry => {
+      let found = telemetryByTopic.get(topic)
+      if (found === undefined) {
+        found = destinationTelemetry(topic, options.system, options.group)
+        telemetryByTopic.set(topic, found)
+      }
+      return found
+    }
     // Unordered, nothing is ever parked, so admission alone bounds the work; ordered, admission also counts
     // the parked deliveries and `running` bounds the ones being handled.
     const running = ordered ? yield* Effect.makeSemaphore(concurrency) : undefined
     const admission = admissionGate(ordered ? concurrency + Math.max(0, options.buffer ?? concurrency * 4) : concurrency)
     const parked = new Map<string, Array<Delivery>>()
+    // How each delivery in flight settled, for the duration histogram's `outcome` tag.
+    const outcomes = new WeakMap<Delivery, Outcome>()
     const stats = { acked: 0, nacked: 0, deadLettered: 0, released: 0, settleFailed: 0 }
     let stopping = false
 
     const report = (settled: Settled) => {
+      outcomes.set(settled.delivery, settled.outcome)
       switch (settled.outcome) {
         case "acked":
           stats.acked++
@@ -148,7 +210,12 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
           break
       }
       const counted = Effect.zipRight(
-        Metric.increment(deliveriesByOutcome[settled.outcome]),
+        settled.outcome === "dead-lettered"
+          ? Effect.zipRight(
+            Metric.increment(deliveriesByOutcome[settled.outcome]),
+            Metric.increment(deadLetteredMetric(settled.delivery.message.topic, settled.verdict?.category ?? "unknown"))
+          )
+          : Metric.increment(deliveriesByOutcome[settled.outcome]),
         Observe.emitWith("pipeline", "settled", () => ({
           topic: settled.delivery.message.topic,
           messageId: settled.delivery.message.id,
@@ -157,7 +224,8 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
           category: settled.verdict?.category
         }))
       )
-      return onSettled ? Effect.zipRight(counted, onSettled(settled)) : counted
+      const annotated = Effect.zipRight(Telemetry.annotate({ [Telemetry.Attr.outcome]: settled.outcome }), counted)
+      return onSettled ? Effect.zipRight(annotated, onSettled(settled)) : annotated
     }
 
     // A failed ack/nack is not fatal: the transport redelivers an unsettled message (at least once).
@@ -204,18 +272,70 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
         return yield* settle(delivery, "nacked", delivery.nack({ delay }), { verdict, error })
       })
 
+    /**
+     * One `process {topic}` consumer span per delivery around the handler and the settlement, continuing the
+     * trace the message carries (a root span when it carries none, not a child of whatever started the
+     * consumer), with the correlation ids on it and on every span below; also times and counts the delivery.
+     */
+    const traced = (
+      delivery: Delivery,
+      carrier: Readonly<Record<string, string>>,
+      correlation: Record<string, string>,
+      effect: Effect.Effect<void, never, RS | RH>
+    ): Effect.Effect<void, never, RS | RH> => {
+      const telemetry = telemetryOf(delivery.message.topic)
+      const parent = TraceContext.extract(carrier)
+      const counted = delivery.attempt > 1
+        ? Effect.zipRight(Metric.increment(telemetry.received), Metric.increment(telemetry.redelivered))
+        : Metric.increment(telemetry.received)
+      return Effect.zipRight(
+        counted,
+        Effect.flatMap(Clock.currentTimeMillis, (start) =>
+          effect.pipe(
+            Effect.annotateSpans(correlation),
+            Effect.withSpan(telemetry.spanName, {
+              kind: "consumer",
+              captureStackTrace: false,
+              attributes: {
+                ...telemetry.attributes,
+                ...correlation,
+                [Telemetry.Attr.messageId]: delivery.message.id,
+                [Telemetry.Attr.attempt]: delivery.attempt,
+                [Telemetry.Attr.bodySize]: delivery.message.payload.length
+              },
+              ...(Option.isSome(parent) ? { parent: parent.value } : { root: true })
+            }),
+            Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (end) => {
+              const outcome = outcomes.get(delivery)
+              outcomes.delete(delivery)
+              return Metric.update(outcome === "acked" ? telemetry.succeeded : telemetry.failed, (end - start) / 1000)
+            }))
+          ))
+      )
+    }
+
     // The per-delivery path is written with combinators rather than generators: it runs for every message.
     const process = (delivery: Delivery): Effect.Effect<void, never, RS | RH> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.matchEffect(decode(delivery.message.payload), {
           onFailure: (error) => {
             const verdict = Failure.verdict("permanent", "schema")
-            return deadLetter(delivery, verdict, Failure.toRecord(error, verdict))
+            return traced(
+              delivery,
+              delivery.message.headers,
+              Telemetry.correlationAttributes(delivery.message),
+              deadLetter(delivery, verdict, Failure.toRecord(error, verdict))
+            )
           },
           onSuccess: (decoded) =>
-            Effect.flatMap(
-              Effect.exit(restore(handler({ ...decoded, attempt: delivery.attempt }))),
-              (exit) => Exit.isSuccess(exit) ? settle(delivery, "acked", delivery.ack) : onFailure(delivery, exit.cause)
+            traced(
+              delivery,
+              carrierOf(delivery.message, decoded.headers),
+              Telemetry.correlationAttributes(decoded),
+              Effect.flatMap(
+                Effect.exit(restore(handler({ ...decoded, attempt: delivery.attempt }))),
+                (exit) => Exit.isSuccess(exit) ? settle(delivery, "acked", delivery.ack) : onFailure(delivery, exit.cause)
+              )
             )
         })
       )

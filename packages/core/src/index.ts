@@ -12,3 +12,9 @@ export * as Pipeline from "./Pipeline.js"
 export * as Observe from "./Observe.js"
 /** Supervision of long-running loops: backoff on transient faults, health, a loud end on fatal ones. */
 export * as Supervise from "./Supervise.js"
+/** Span attribute names, span helpers and the shared metrics every package instruments itself with. */
+export * as Telemetry from "./Telemetry.js"
+/** W3C Trace Context over plain header records. */
+export * as TraceContext from "./TraceContext.js"
+/** Keeps secrets and user-marked fields out of span attributes and logs. */
+export * as Redaction from "./Redaction.js"

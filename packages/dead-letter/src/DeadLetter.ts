@@ -8,9 +8,9 @@
  * Nothing is lost on the way: if storing fails, the original failure propagates and the transport keeps
  * the message.
  */
-import { Delivery, Envelope, Failure, Handler, Observe, Supervise } from "@bulwark/core"
+import { Delivery, Envelope, Failure, Handler, Observe, Supervise, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Effect, Schema, Stream } from "effect"
+import { Effect, Metric, Schema, Stream } from "effect"
 import * as Store from "./DeadLetterStore.js"
 
 /** Settings of {@link deadLetter}. */
@@ -45,13 +45,19 @@ export const deadLetter = <A, I, RS>(store: Store.Service, options: Options<A, I
           }
           const stored = yield* encode(envelope).pipe(
             Effect.flatMap((payload) =>
-              store.add({
-                message: { id: envelope.id, topic: options.topic, key: envelope.subject, payload, headers: envelope.headers },
-                category: verdict.category,
-                error: Failure.toRecord(error, verdict),
-                attempts: Math.max(1, envelope.attempt)
-              })
+              // The entry keeps the trace it failed in, so a replay can link back to it.
+              Effect.flatMap(TraceContext.inject(envelope.headers), (headers) =>
+                store.add({
+                  message: { id: envelope.id, topic: options.topic, key: envelope.subject, payload, headers },
+                  category: verdict.category,
+                  error: Failure.toRecord(error, verdict),
+                  attempts: Math.max(1, envelope.attempt)
+                }))
             ),
+            Effect.tap((entry) =>
+              Effect.zipRight(Metric.increment(deadLetteredMetric(entry.originTopic, entry.category)), updateDepth(store))
+            ),
+            deadLetterSpan(options.topic, envelope.id, verdict.category),
             Effect.either
           )
           if (stored._tag === "Left") {
@@ -66,6 +72,31 @@ export const deadLetter = <A, I, RS>(store: Store.Service, options: Options<A, I
         })))
   }
 }
+
+const deadLetteredMetric = (topic: string, category: string) =>
+  Metric.tagged(Metric.tagged(Telemetry.deadLettered, "destination", topic), "category", category)
+
+/**
+ * Reads the store's depth into `bulwark_dlq_depth`. Run after adds (this module does) and on a schedule,
+ * since other processes (the CLI, a replay elsewhere) change the depth too. A depth that cannot be read
+ * leaves the gauge stale and is logged: the operation it follows succeeded.
+ */
+export const updateDepth = (store: Store.Service): Effect.Effect<void> =>
+  store.depth.pipe(
+    Effect.flatMap((depth) => Metric.set(Telemetry.dlqDepth, depth)),
+    Effect.catchAll((error) => Effect.logWarning("dead-letter depth could not be read for bulwark_dlq_depth", error))
+  )
+
+/** Storing one message as a `dead_letter {topic}` producer span (the dead-letter store is its destination). */
+const deadLetterSpan = (topic: string, messageId: string, category: string) =>
+  Telemetry.withSafeSpan(`dead_letter ${topic}`, {
+    kind: "producer",
+    attributes: {
+      ...Telemetry.messagingAttributes({ operationType: "send", operationName: "dead_letter", destination: topic }),
+      [Telemetry.Attr.messageId]: messageId,
+      [Telemetry.Attr.deadLetterCategory]: category
+    }
+  })
 
 /** Announces a stored entry (`dead-letter` `stored`). */
 const announceStored = (entry: Store.DeadLetterEntry): Effect.Effect<void> =>
@@ -101,6 +132,7 @@ export const storeDelivery = (store: Store.Service, topic: string, delivery: Del
   const { message } = delivery
   const reason = Delivery.readDeadLetterReason(message.headers) ?? unknownReason(delivery.attempt)
   const originTopic = message.headers[Delivery.DeadLetterHeaders.originTopic] ?? topic
+  // Not counted in `bulwark_dead_lettered_total`: the pipeline counted the message when it dead-lettered it.
   return Effect.tap(
     store.add({
       message: { ...message, topic: originTopic },
@@ -111,6 +143,9 @@ export const storeDelivery = (store: Store.Service, topic: string, delivery: Del
       replayGeneration: Store.copyGeneration(message.headers)
     }),
     announceStored
+  ).pipe(
+    deadLetterSpan(originTopic, message.id, reason.category),
+    TraceContext.withRemoteParent(message.headers)
   )
 }
 

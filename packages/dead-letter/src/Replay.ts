@@ -17,7 +17,7 @@
  * The rate is global: every replayer over one store takes its publish slots from the store
  * (`takeReplaySlot`), so three replayers at `rate: 5` publish five messages a second between them, not fifteen.
  */
-import { Observe } from "@bulwark/core"
+import { Observe, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Clock, Duration, Effect, Option } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -58,6 +58,24 @@ export interface Report {
    */
   readonly lostClaim: ReadonlyArray<string>
 }
+
+/**
+ * One replay as a root `dead_letter.replay {topic}` span linked to the trace the entry was dead-lettered in;
+ * the message keeps that context, so its consumer continues the original trace.
+ */
+const replaySpan = (entry: Store.DeadLetterEntry) =>
+  Telemetry.withSafeSpan(`dead_letter.replay ${entry.originTopic}`, {
+    kind: "producer",
+    root: true,
+    links: Option.toArray(TraceContext.linkTo(entry.headers)),
+    attributes: {
+      ...Telemetry.messagingAttributes({ operationType: "send", operationName: "dead_letter.replay", destination: entry.originTopic }),
+      ...Telemetry.correlationAttributes({ id: entry.messageId, headers: entry.headers }),
+      [Telemetry.Attr.messageId]: entry.messageId,
+      [Telemetry.Attr.deadLetterEntryId]: entry.id,
+      [Telemetry.Attr.deadLetterCategory]: entry.category
+    }
+  })
 
 /** Replays dead-lettered entries to their origin topics through the `Publisher` in context. */
 export const replay = (
@@ -104,7 +122,7 @@ export const replay = (
         key: entry.key,
         payload: entry.payload,
         headers: { ...entry.headers, [ReplayedFromHeader]: entry.id, [ReplayGenerationHeader]: String(generation) }
-      }], { rejectDuplicates: true }))
+      }], { rejectDuplicates: true }).pipe(replaySpan(entry)))
       if (outcome._tag === "Left") {
         // A lost claim needs no release: its newer claimant owns the entry now.
         yield* store.releaseReplay(entry)

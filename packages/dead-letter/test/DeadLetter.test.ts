@@ -1,7 +1,7 @@
-import { Delivery, Envelope, Failure, Handler, Pipeline } from "@bulwark/core"
+import { Delivery, Envelope, Failure, Handler, Pipeline, Telemetry } from "@bulwark/core"
 import { Memory, Transport } from "@bulwark/transport"
 import { describe, expect, it } from "@effect/vitest"
-import { DateTime, Effect, Fiber, Layer, Option, ParseResult, Ref, Schema, Stream, TestClock } from "effect"
+import { DateTime, Effect, Fiber, Layer, Metric, Option, ParseResult, Ref, Schema, Stream, TestClock } from "effect"
 import { deadLetter, drain, storeDelivery } from "../src/DeadLetter.js"
 import * as Store from "../src/DeadLetterStore.js"
 import * as MemoryStore from "../src/DeadLetterStore/Memory.js"
@@ -149,6 +149,9 @@ describe("end to end with the memory transport", () => {
       const store = yield* Store.DeadLetterStore
       const publisher = yield* Transport.Publisher
       const subscriber = yield* Transport.Subscriber
+      const deadLettered = (category: string) =>
+        Effect.map(Metric.value(Telemetry.deadLettered.pipe(Metric.tagged("destination", "payments"), Metric.tagged("category", category))), (s) => s.count)
+      const before = { schema: yield* deadLettered("schema"), auth: yield* deadLettered("auth") }
       const drainer = yield* Effect.fork(drain("payments"))
       const good = yield* order("p-1")
       const garbage = new TextEncoder().encode("{not json")
@@ -168,10 +171,16 @@ describe("end to end with the memory transport", () => {
       yield* Fiber.interrupt(drainer)
       const byId = new Map(entries.map((e) => [e.messageId, e]))
       expect(byId.get("raw-1")!.category).toBe("schema")
-      expect(byId.get("raw-1")!.headers).toEqual({ "x-source": "legacy" })
+      // The message's own headers, plus the trace context its publish wrote (the payload is not touched).
+      const { traceparent, ...own } = byId.get("raw-1")!.headers
+      expect(own).toEqual({ "x-source": "legacy" })
+      expect(traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)
       expect([...byId.get("raw-1")!.payload]).toEqual([...garbage])
       expect(byId.get("p-1")!.category).toBe("auth")
       expect(yield* Ref.get(handled)).toBe(1)
+      // Counted once each: where the pipeline dead-lettered them, not again when the drain stored them.
+      expect((yield* deadLettered("schema")) - before.schema).toBe(1)
+      expect((yield* deadLettered("auth")) - before.auth).toBe(1)
       // Replay the auth failure (fixed credentials): it arrives on the origin topic again.
       const report = yield* Replay.replay({ ids: [byId.get("p-1")!.id] })
       expect(report.replayed).toEqual([byId.get("p-1")!.id])

@@ -9,7 +9,7 @@
  * beyond how long dead-lettered messages may wait before being replayed.
  */
 import { Context, Data, Duration, Effect, Metric, Option, Schema } from "effect"
-import { Failure, Observe } from "@bulwark/core"
+import { Failure, Observe, Telemetry } from "@bulwark/core"
 
 /** You own the key until `leaseUntil`; complete or release it with `token`. */
 export interface Fresh {
@@ -148,15 +148,18 @@ export const encodeOutcome = (key: string, outcome: unknown): Effect.Effect<stri
 
 /** Duplicates that found a completed key or a live lease: the runbook's duplicate-spike signal. */
 export const hitsTotal = Metric.counter("bulwark_idempotency_hits_total", {
-  description: "Duplicates detected by the idempotency store, by state (completed, in_progress)"
+  description: "Duplicates detected by the idempotency store, by state (completed, in_progress)",
+  incremental: true
 })
 /** Keys claimed fresh (first runs and takeovers). */
 export const claimsTotal = Metric.counter("bulwark_idempotency_claims_total", {
-  description: "Idempotency keys claimed fresh"
+  description: "Idempotency keys claimed fresh",
+  incremental: true
 })
 /** Completions rejected because the lease had been taken over. */
 export const leaseLostTotal = Metric.counter("bulwark_idempotency_lease_lost_total", {
-  description: "Completions or releases rejected because the lease was lost"
+  description: "Completions or releases rejected because the lease was lost",
+  incremental: true
 })
 
 /** Counts one claim answer in the metrics. */
@@ -173,10 +176,25 @@ export const recordClaim = (claim: Claim): Effect.Effect<void> => {
 
 const claimOutcome = { Fresh: "fresh", InProgress: "in-progress", Completed: "completed" } as const
 
+const suppressed = Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "idempotency")
+
+/**
+ * Records a claim answer on the current (`idempotency.claim`) span; a completed key is a suppressed duplicate.
+ * Keys are not recorded: they may be business keys.
+ */
+const annotateClaim = (claim: Claim): Effect.Effect<void> =>
+  Effect.zipRight(
+    Telemetry.annotate({
+      [Telemetry.Attr.idempotencyOutcome]: claimOutcome[claim._tag],
+      [Telemetry.Attr.idempotencyHit]: claim._tag !== "Fresh"
+    }),
+    claim._tag === "Completed" ? Metric.increment(suppressed) : Effect.void
+  )
+
 /** Counts one claim answer and announces it (`idempotency` `claim`). */
 const noteClaim = (key: string, claim: Claim): Effect.Effect<void> =>
   Effect.zipRight(
-    recordClaim(claim),
+    Effect.zipRight(recordClaim(claim), annotateClaim(claim)),
     Observe.emitWith("idempotency", "claim", () => ({
       key,
       outcome: claimOutcome[claim._tag],
@@ -238,7 +256,7 @@ export const claimOrWait = (
       return polled.value
     }
     return yield* Effect.fail(new InProgressError({ key, retryAfter: first.remaining }))
-  })
+  }).pipe(Telemetry.withSafeSpan("idempotency.claim", { kind: "internal" }))
 
 /** Options of {@link run}. */
 export interface RunOptions extends ClaimOptions, WaitOptions {}

@@ -10,12 +10,12 @@
  * The outbox runs over an `OutboxStore` driver: SQL (`make`/`layer` here, or `SqlOutboxStore`) or memory
  * (`MemoryOutboxStore.layer()`, whose `transaction` plays the part of `sql.withTransaction`).
  */
-import { Envelope } from "@bulwark/core"
+import { Envelope, Telemetry, TraceContext } from "@bulwark/core"
 import { type Database, Migrations } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Layer, Metric, type Schema } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Option, type Schema } from "effect"
 import * as SqlOutboxStore from "./OutboxStore/Sql.js"
 import * as Store from "./OutboxStore.js"
 
@@ -70,9 +70,55 @@ export const make = (
 export const drop: (table?: string) => Effect.Effect<void, SqlError | InvalidTableName, SqlClient.SqlClient> =
   SqlOutboxStore.drop
 
-/** The {@link Outbox} over a store: the store's own append, backlog, lag, drained and dead letters. */
+/**
+ * An append as a `create {topic}` producer span inside the caller's span, each row's headers carrying that
+ * span's W3C context, so the relay's later publish, and its consumer, continue the trace of the transaction
+ * that wrote the row however much later they run. Outside any span, a lone message's carried context is the
+ * parent; a row carrying another trace's context (a forwarded message) keeps it, and the span links to it.
+ */
+export const traceAppend = (
+  appendMessages: Store.Service["appendMessages"]
+): Store.Service["appendMessages"] =>
+(topic, messages) =>
+  Effect.flatMap(Telemetry.currentSpan, (ambient) => {
+    const carried = messages.map((message) => TraceContext.extract(message.headers))
+    const lone = carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined
+    const parent = ambient ?? lone
+    const links = carried.flatMap((span, i) =>
+      Option.isSome(span) && span.value.traceId !== parent?.traceId
+        ? [{ _tag: "SpanLink" as const, span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } }]
+        : []
+    )
+    return Effect.flatMap(Telemetry.currentSpan, (span) => {
+      if (span === undefined) return appendMessages(topic, messages)
+      const context = TraceContext.headersOf(span)
+      return appendMessages(
+        topic,
+        messages.map((message, i) => {
+          const own = carried[i]!
+          return Option.isSome(own) && own.value.traceId !== span.traceId
+            ? message
+            : { ...message, headers: TraceContext.stamp(message.headers, context) }
+        })
+      )
+    }).pipe(
+      Telemetry.withSafeSpan(`create ${topic}`, {
+        kind: "producer",
+        links,
+        ...(parent === undefined ? {} : { parent }),
+        attributes: {
+          ...Telemetry.messagingAttributes({ operationType: "create", operationName: "outbox.append", destination: topic }),
+          ...(messages.length === 1
+            ? { [Telemetry.Attr.messageId]: messages[0]!.id, ...Telemetry.correlationAttributes(messages[0]!) }
+            : { [Telemetry.Attr.batchCount]: messages.length })
+        }
+      })
+    )
+  })
+
+/** The {@link Outbox} over a store: the store's own append (traced), backlog, lag, drained and dead letters. */
 export const fromStore = (store: Store.Service): OutboxService => ({
-  appendMessages: store.appendMessages,
+  appendMessages: traceAppend(store.appendMessages),
   backlog: store.backlog,
   lag: store.lag,
   drained: store.drained,

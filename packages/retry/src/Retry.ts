@@ -8,7 +8,7 @@
  * error's category, so the pipeline's dead-letter path files it under the right category instead of
  * redelivering it. A retry whose delay would overrun the budget is not made: {@link Budget.BudgetExhausted}.
  */
-import { Envelope, Failure, Handler, Observe } from "@bulwark/core"
+import { Envelope, Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import { Clock, Context, Data, Duration, Effect, FiberRef, Metric, Option, Schedule, ScheduleDecision } from "effect"
 import * as Intervals from "effect/ScheduleIntervals"
 import * as Backoff from "./Backoff.js"
@@ -104,14 +104,11 @@ const judge = (
 
 /** Retries made by {@link retryWith} (and so by the middleware), by failure category. */
 export const retriesTotal = Metric.counter("bulwark_retries_total", {
-  description: "Retries made after a failed attempt, by failure category"
+  description: "Retries made after a failed attempt, by failure category",
+  incremental: true
 })
 
-const spanEvent = (attributes: Record<string, unknown>): Effect.Effect<void> =>
-  Effect.flatMap(Effect.option(Effect.currentSpan), (span) =>
-    Option.isNone(span)
-      ? Effect.void
-      : Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.value.event("bulwark.retry", now, attributes))))
+const spanEvent = (attributes: Record<string, unknown>): Effect.Effect<void> => Telemetry.spanEvent("bulwark.retry", attributes)
 
 /** The message being retried, when the middleware retries one (its envelope: no allocation per call). */
 interface Subject {
@@ -273,6 +270,7 @@ export const middleware = <R2>(policy: Policy<R2>) =>
       const attempt = envelope.attempt + n - 1
       return handler(n === 1 ? envelope : { ...envelope, attempt }).pipe(
         Effect.withSpan("bulwark.retry.attempt", {
+          captureStackTrace: false,
           attributes: { "bulwark.retry.attempt": n, "bulwark.envelope.attempt": attempt, "bulwark.envelope.id": envelope.id }
         })
       )

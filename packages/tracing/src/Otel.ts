@@ -8,17 +8,23 @@
  *
  * The SDK registers the global OpenTelemetry providers while the layer is alive and flushes and unregisters
  * them when its scope closes: telemetry still buffered is exported before the process exits.
+ *
+ * Nothing here instruments anything: every Bulwark package emits its own spans and metrics through Effect
+ * (`@bulwark/core`'s `Telemetry` vocabulary); this layer only decides where they go. Sampling is the SDK's,
+ * from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`). Metrics leave in a
+ * form any backend reads right: `*_total` counters as monotonic sums, `*_seconds` histograms with unit `s`, and
+ * Effect's own runtime metrics (`effect_fiber_*`, …) left out unless asked for.
  */
 import * as OtelMetrics from "@effect/opentelemetry/Metrics"
 import * as OtelResource from "@effect/opentelemetry/Resource"
 import * as OtelTracer from "@effect/opentelemetry/Tracer"
 import * as OtelApi from "@opentelemetry/api"
-import { OTLPMetricExporter as GrpcMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc"
 import { OTLPMetricExporter as JsonMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
 import { OTLPMetricExporter as ProtoMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto"
 import { metrics as SdkMetrics, NodeSDK, type tracing as SdkTracing } from "@opentelemetry/sdk-node"
-import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions"
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Tracer } from "effect"
+
+const ATTR_SERVICE_NAME = "service.name"
 
 /** Explicit SDK settings; {@link layerConfig} derives them from the environment. */
 export interface Options {
@@ -34,7 +40,40 @@ export interface Options {
   readonly metricExportInterval?: Duration.DurationInput
   /** How long the final flush may take when the layer is released. Default 5 s. */
   readonly shutdownTimeout?: Duration.DurationInput
+  /** Also export Effect's runtime metrics (`effect_fiber_*`, …). Default `false`. */
+  readonly runtimeMetrics?: boolean
+  /**
+   * OpenTelemetry instrumentations to register (`@opentelemetry/instrumentation-http`, `-pg`, `-ioredis`, …).
+   * Their spans join the trace of the Effect span that calls the library. Default none.
+   */
+  readonly instrumentations?: Instrumentations
+  /**
+   * Makes Effect's current span the active OpenTelemetry context while a fiber runs, so plain OpenTelemetry
+   * instrumentations parent their spans under it. Default `true`; `false` registers no context manager.
+   */
+  readonly bridgeContext?: boolean
 }
+
+/** What `NodeSDK` accepts as instrumentations. */
+export type Instrumentations = NonNullable<NonNullable<ConstructorParameters<typeof NodeSDK>[0]>["instrumentations"]>
+
+/**
+ * Effect's OpenTelemetry tracer, with the one change that makes the AsyncLocalStorage context manager safe: a
+ * fiber running without a span runs in the root context, not in whatever context the promise that woke it was
+ * resolved in. Without this a relay's root query, resumed by a promise a handler's call resolved, would be
+ * parented under that stale handler span. A fiber with a span runs with that span active (Effect's own rule), so
+ * `pg`, `undici`, `ioredis` instrumentations called from it make children of it.
+ */
+const bridgedTracer: Layer.Layer<never, never, OtelResource.Resource> = Layer.unwrapEffect(
+  Effect.map(OtelTracer.make, (inner) =>
+    Layer.setTracer(Tracer.make({
+      span: inner.span,
+      context: (execution, fiber) =>
+        fiber.currentSpan === undefined
+          ? OtelApi.context.with(OtelApi.ROOT_CONTEXT, execution)
+          : inner.context(execution, fiber)
+    })))
+).pipe(Layer.provide(OtelTracer.layerGlobalTracer))
 
 type Env = Readonly<Record<string, string | undefined>>
 
@@ -65,16 +104,59 @@ const metricExportersFromEnv = (env: Env): Array<SdkMetrics.PushMetricExporter> 
     if (name === "console") exporters.push(new SdkMetrics.ConsoleMetricExporter())
     if (name !== "otlp") continue
     const protocol = (env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? "").trim()
-    exporters.push(
-      protocol === "grpc"
-        ? new GrpcMetricExporter()
-        : protocol === "http/json"
-        ? new JsonMetricExporter()
-        : new ProtoMetricExporter()
-    )
+    // gRPC is not carried (its exporter and the grpc-js stack are heavy): see `grpcMetrics`.
+    if (protocol === "grpc") continue
+    exporters.push(protocol === "http/json" ? new JsonMetricExporter() : new ProtoMetricExporter())
   }
   return exporters
 }
+
+/** True when metrics were asked for over OTLP/gRPC, which this layer does not export. */
+const grpcMetrics = (env: Env): boolean =>
+  (env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? "").trim() === "grpc" &&
+  !list(env.OTEL_METRICS_EXPORTER).includes("none") &&
+  (env.OTEL_METRICS_EXPORTER !== undefined || Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT))
+
+/** The OTLP unit a metric's name promises (Prometheus naming: the unit is the suffix before `_total`). */
+export const unitOf = (name: string): string | undefined => {
+  const base = name.endsWith("_total") ? name.slice(0, -"_total".length) : name
+  if (base.endsWith("_seconds")) return "s"
+  if (base.endsWith("_ms")) return "ms"
+  if (base.endsWith("_bytes")) return "By"
+  return undefined
+}
+
+type MetricData = SdkMetrics.MetricData
+
+/**
+ * What the Effect producer hands the reader, corrected for backends: a `*_total` sum is monotonic (a counter,
+ * so `rate()` works), a metric named for a unit carries it, and Effect's runtime metrics are dropped unless
+ * `runtimeMetrics`.
+ */
+export const correctMetric = (metric: MetricData): MetricData => {
+  const unit = unitOf(metric.descriptor.name)
+  const descriptor = unit === undefined ? metric.descriptor : { ...metric.descriptor, unit }
+  if (metric.dataPointType === SdkMetrics.DataPointType.SUM && metric.descriptor.name.endsWith("_total")) {
+    return { ...metric, descriptor, isMonotonic: true }
+  }
+  return descriptor === metric.descriptor ? metric : { ...metric, descriptor }
+}
+
+const correctingProducer = (producer: SdkMetrics.MetricProducer, runtimeMetrics: boolean): SdkMetrics.MetricProducer => ({
+  collect: (collectOptions) =>
+    producer.collect(collectOptions).then((result) => ({
+      ...result,
+      resourceMetrics: {
+        ...result.resourceMetrics,
+        scopeMetrics: result.resourceMetrics.scopeMetrics.map((scope) => ({
+          ...scope,
+          metrics: scope.metrics
+            .filter((metric) => runtimeMetrics || !metric.descriptor.name.startsWith("effect_"))
+            .map(correctMetric)
+        }))
+      }
+    }))
+})
 
 const metricIntervalFromEnv = (env: Env): Duration.Duration => {
   const millis = Number.parseInt(env.OTEL_METRIC_EXPORT_INTERVAL ?? "", 10)
@@ -103,7 +185,10 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
       ...(options.serviceVersion === undefined ? {} : { "service.version": options.serviceVersion })
     })
     const resource = yield* Effect.provide(OtelResource.Resource, resourceLayer)
-    const producer = yield* Effect.provideService(OtelMetrics.makeProducer, OtelResource.Resource, resource)
+    const producer = correctingProducer(
+      (yield* Effect.provideService(OtelMetrics.makeProducer, OtelResource.Resource, resource)) as SdkMetrics.MetricProducer,
+      options.runtimeMetrics === true
+    )
     const interval = Duration.toMillis(
       options.metricExportInterval === undefined
         ? metricIntervalFromEnv(env)
@@ -115,7 +200,7 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
         exportIntervalMillis: interval,
         exportTimeoutMillis: Math.min(interval, 30_000),
         // Effect's metrics live in Effect's registry; the producer hands them to the reader on every collection.
-        metricProducers: [producer as SdkMetrics.MetricProducer]
+        metricProducers: [producer]
       })
     )
     const requestedTraces = list(env.OTEL_TRACES_EXPORTER)
@@ -130,7 +215,13 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
         `OTEL_TRACES_EXPORTER names exporters this SDK does not provide (${unknownTraces.join(", ")}); they export nothing`
       )
     }
+    if (options.metricExporters === undefined && grpcMetrics(env)) {
+      yield* Effect.logWarning(
+        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: Bulwark's metrics are exported over http/protobuf or http/json only; set OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+      )
+    }
     const shutdownTimeout = options.shutdownTimeout ?? "5 seconds"
+    const bridge = options.bridgeContext !== false
 
     yield* Effect.acquireRelease(
       Effect.sync(() => {
@@ -138,12 +229,11 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
           ...(options.spanProcessors === undefined ? {} : { spanProcessors: [...options.spanProcessors] }),
           ...(readers.length === 0 ? {} : { metricReaders: readers }),
           ...(envServiceName ? {} : { serviceName }),
-          // Effect's tracer does the instrumenting; auto-instrumentation is the application's choice.
-          instrumentations: [],
-          // No AsyncLocalStorage context manager: Effect fibers carry the span, and an ALS context leaking
-          // through a resolved promise would parent a later, unrelated span (a relay's query) under a stale one.
-          // `null` is the SDK's documented "do not register", which its typings omit.
-          contextManager: null as unknown as OtelApi.ContextManager
+          // Bulwark's packages instrument themselves; auto-instrumentation is the application's choice.
+          instrumentations: [...(options.instrumentations ?? [])],
+          // With the bridge, the SDK's AsyncLocalStorage context manager (made safe by `bridgedTracer`);
+          // without it none: `null` is the SDK's documented "do not register", which its typings omit.
+          ...(bridge ? {} : { contextManager: null as unknown as OtelApi.ContextManager })
         })
         sdk.start()
         return sdk
@@ -158,16 +248,23 @@ export const layer = (options: Options = {}): Layer.Layer<never> =>
     )
 
     // Without span export the global provider is a no-op; Effect's own tracer keeps valid ids for propagation.
-    return tracesOff ? Layer.empty : Layer.provide(OtelTracer.layerGlobal, Layer.succeed(OtelResource.Resource, resource))
+    return tracesOff
+      ? Layer.empty
+      : Layer.provide(bridge ? bridgedTracer : OtelTracer.layerGlobal, Layer.succeed(OtelResource.Resource, resource))
   }))
 
 /**
  * The application layer: the Node SDK configured by the standard `OTEL_*` environment variables, or nothing at
  * all (no SDK, no network, no log line) when none is set or `OTEL_SDK_DISABLED=true`.
  */
-export const layerConfig = (options?: { readonly serviceName?: string }): Layer.Layer<never> =>
+export const layerConfig = (
+  options?: { readonly serviceName?: string; readonly instrumentations?: Instrumentations }
+): Layer.Layer<never> =>
   Layer.unwrapEffect(Effect.sync(() =>
     isConfigured(process.env)
-      ? layer(options?.serviceName === undefined ? {} : { serviceName: options.serviceName })
+      ? layer({
+        ...(options?.serviceName === undefined ? {} : { serviceName: options.serviceName }),
+        ...(options?.instrumentations === undefined ? {} : { instrumentations: options.instrumentations })
+      })
       : Layer.empty
   ))

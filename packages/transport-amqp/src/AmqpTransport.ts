@@ -9,7 +9,7 @@
  * - `deadLetter` publishes to the `${topic}.dlq` topic with the reason headers, then acks;
  * - a lost connection is re-established in the background and subscriptions resume on it.
  */
-import { type Driver, Publisher, Subscriber } from "@bulwark/transport/Transport"
+import { type Driver, portsOf, type Publisher, type Subscriber } from "@bulwark/transport/Transport"
 import type * as amqp from "amqplib"
 import { Config, type ConfigError, Context, Duration, Effect, Layer, Scope } from "effect"
 import * as internal from "./internal/amqp.js"
@@ -84,8 +84,7 @@ export const layer = (
   options: Options = {}
 ): Layer.Layer<Publisher | Subscriber | AmqpClient, AmqpConnectionError> =>
   Layer.scopedContext(Effect.map(make(options), (transport) =>
-    Context.make(Publisher, { publish: transport.publish }).pipe(
-      Context.add(Subscriber, { features: transport.features, subscribe: transport.subscribe }),
+    portsOf(transport, { system: "rabbitmq" }).pipe(
       Context.add(AmqpClient, transport)
     )))
 

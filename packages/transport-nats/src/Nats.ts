@@ -10,7 +10,7 @@
  * - publishing sets `Nats-Msg-Id` to the message id: the stream drops a repeated id within `dedupeWindow`.
  */
 import { Transport } from "@bulwark/transport"
-import { Config, Context, Duration, Effect, Layer, Option, type Redacted, type Scope } from "effect"
+import { Config, Duration, Effect, Layer, Option, type Redacted, type Scope } from "effect"
 import * as internal from "./internal/nats.js"
 
 /** The server could not be reached (or has no JetStream) when the transport started. */
@@ -83,9 +83,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
 /** Provides `Transport.Publisher` and `Transport.Subscriber` from one NATS connection. */
 export const layer = (options: Options = {}): Layer.Layer<Transport.Publisher | Transport.Subscriber, ConnectionError | OptionsError> =>
   Layer.scopedContext(Effect.map(make(options), (transport) =>
-    Context.make(Transport.Publisher, { publish: transport.publish }).pipe(
-      Context.add(Transport.Subscriber, { features: transport.features, subscribe: transport.subscribe })
-    )))
+    Transport.portsOf(transport, { system: "nats" })))
 
 /**
  * The options read from configuration: `BULWARK_NATS_URL` (default `nats://127.0.0.1:4222`, comma-separated for

@@ -18,7 +18,7 @@ import { type Database, Migrations } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Config, type ConfigError, Context, Duration, Effect, Layer, type Scope } from "effect"
+import { Config, type ConfigError, Duration, Effect, Layer, type Scope } from "effect"
 import * as internal from "./internal/queue.js"
 
 /** Settings of the Postgres transport; every field has a default. */
@@ -68,9 +68,7 @@ export const layer = (
   options: Options = {}
 ): Layer.Layer<Transport.Publisher | Transport.Subscriber, SqlError | InvalidTableName, SqlClient.SqlClient | Database.Database> =>
   Layer.scopedContext(Effect.map(make(options), (transport) =>
-    Context.make(Transport.Publisher, { publish: transport.publish }).pipe(
-      Context.add(Transport.Subscriber, { features: transport.features, subscribe: transport.subscribe })
-    )))
+    Transport.portsOf(transport, { system: "postgresql" })))
 
 /**
  * The transport configured by `BULWARK_QUEUE_TABLE`, `BULWARK_QUEUE_VISIBILITY_TIMEOUT` and

@@ -15,7 +15,7 @@
  * - Not ordered per key. Persistent only if the server is (`appendonly yes`); detected at start.
  */
 import { Transport } from "@bulwark/transport"
-import { Config, ConfigError, Context, Duration, Effect, Layer, Scope } from "effect"
+import { Config, ConfigError, Duration, Effect, Layer, Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import * as internal from "./internal/redis.js"
 
@@ -95,9 +95,7 @@ export const make = (options: Options = {}): Effect.Effect<RedisTransport, Redis
 /** Provides `Transport.Publisher` and `Transport.Subscriber` backed by Redis Streams. */
 export const layer = (options: Options = {}): Layer.Layer<Transport.Publisher | Transport.Subscriber, RedisConnectionError> =>
   Layer.scopedContext(Effect.map(make(options), (transport) =>
-    Context.make(Transport.Publisher, { publish: transport.publish }).pipe(
-      Context.add(Transport.Subscriber, { features: transport.features, subscribe: transport.subscribe })
-    )))
+    Transport.portsOf(transport, { system: "redis" })))
 
 /** `BULWARK_REDIS_URL` (default `redis://127.0.0.1:6379`) and `BULWARK_REDIS_KEY_PREFIX` (default `bulwark:`). */
 export const config: Config.Config<{ readonly url: string; readonly keyPrefix: string }> = Config.all({

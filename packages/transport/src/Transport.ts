@@ -8,8 +8,8 @@
  *   (where the driver supports groups);
  * - **per-key order** only where `features.orderedPerKey` says so.
  */
-import { Delivery, Envelope, Handler, Pipeline, Supervise } from "@bulwark/core"
-import { Context, Data, Duration, Effect, Schema, Stream } from "effect"
+import { Delivery, Envelope, Handler, Pipeline, Supervise, Telemetry, TraceContext } from "@bulwark/core"
+import { Clock, Context, Data, Duration, Effect, Exit, Metric, Option, Schema, Stream, type Tracer } from "effect"
 
 /** A message to publish. `key` is the ordering key (an envelope's subject). */
 export interface OutgoingMessage {
@@ -100,6 +100,8 @@ export class Publisher extends Context.Tag("@bulwark/transport/Publisher")<Publi
 /** Subscribes to topics as a stream of deliveries. */
 export class Subscriber extends Context.Tag("@bulwark/transport/Subscriber")<Subscriber, {
   readonly features: Features
+  /** `messaging.system` of the driver (`nats`, `rabbitmq`, …), for the consumers' spans. */
+  readonly system?: string
   /** Deliveries of `topic` for the group; interrupting the stream leaves unsettled deliveries to the visibility timeout. */
   readonly subscribe: (topic: string, options?: SubscribeOptions) => Stream.Stream<Delivery.Delivery, SubscribeError>
 }>() {}
@@ -109,6 +111,124 @@ export interface Driver {
   readonly features: Features
   readonly publish: Context.Tag.Service<Publisher>["publish"]
   readonly subscribe: Context.Tag.Service<Subscriber>["subscribe"]
+}
+
+/** What {@link instrument} needs to know about a driver. */
+export interface InstrumentOptions {
+  /** `messaging.system`: `rabbitmq`, `nats`, `redis`, `postgresql`, `memory`, … */
+  readonly system: string
+}
+
+const publishMetrics = (topic: string) => {
+  const duration = Metric.tagged(Telemetry.publishDuration, "destination", topic)
+  return { success: Metric.tagged(duration, "outcome", "success"), failure: Metric.tagged(duration, "outcome", "failure") }
+}
+
+/**
+ * A driver's `publish` with a `send {topic}` producer span per call, the span's W3C context written into the
+ * transport headers of each message that carries no context of another trace, and `bulwark_publish_duration_seconds`.
+ *
+ * Parent: the span around the call; with none, a lone message's carried context (so an outbox relay's publish
+ * joins the trace of the append). A message carrying another trace's context (a relay batch, a replay) is
+ * forwarded untouched, so its consumer continues that trace, and the `send` span links to it. Payloads are
+ * never decoded or re-encoded: the context travels in the transport headers.
+ */
+export const tracePublish = (
+  publish: Context.Tag.Service<Publisher>["publish"],
+  options: InstrumentOptions
+): Context.Tag.Service<Publisher>["publish"] => {
+  const metrics = new Map<string, ReturnType<typeof publishMetrics>>()
+  const metricsOf = (topic: string) => {
+    let found = metrics.get(topic)
+    if (found === undefined) {
+      found = publishMetrics(topic)
+      metrics.set(topic, found)
+    }
+    return found
+  }
+  return (topic, messages) =>
+    Effect.flatMap(Telemetry.currentSpan, (ambient) => {
+      const carried = messages.map((message) => TraceContext.extract(message.headers))
+      const parent: Tracer.AnySpan | undefined = ambient ?? (carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined)
+      const links: Array<Tracer.SpanLink> = []
+      for (let i = 0; i < carried.length; i++) {
+        const span = carried[i]!
+        if (Option.isSome(span) && span.value.traceId !== parent?.traceId) {
+          links.push({ _tag: "SpanLink", span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } })
+        }
+      }
+      const attributes = Telemetry.messagingAttributes({
+        system: options.system,
+        operationType: "send",
+        operationName: "send",
+        destination: topic
+      })
+      if (messages.length === 1) {
+        const message = messages[0]!
+        attributes[Telemetry.Attr.messageId] = message.id
+        attributes[Telemetry.Attr.bodySize] = message.payload.length
+        Object.assign(attributes, Telemetry.correlationAttributes(message))
+      } else attributes[Telemetry.Attr.batchCount] = messages.length
+      const category = messages[0]?.headers[Delivery.DeadLetterHeaders.category]
+      if (category !== undefined) attributes[Telemetry.Attr.deadLetterCategory] = category
+      const send = Effect.flatMap(Telemetry.currentSpan, (span) => {
+        // No span (the tracer disabled): the messages go as they are.
+        if (span === undefined) return publish(topic, messages)
+        const context = TraceContext.headersOf(span)
+        const stamped = messages.map((message, i) => {
+          const own = carried[i]!
+          return Option.isSome(own) && own.value.traceId !== span.traceId
+            ? message
+            : { ...message, headers: TraceContext.stamp(message.headers, context) }
+        })
+        return publish(topic, stamped)
+      })
+      const { failure, success } = metricsOf(topic)
+      // A dead-letter copy published by hand (the outbox relay's dead rows) is where that message was
+      // dead-lettered: counted here, once; a transport's own dead-lettering is counted by the pipeline.
+      const counted = category === undefined ? send : Effect.zipLeft(
+        send,
+        Metric.incrementBy(
+          Metric.tagged(
+            Metric.tagged(Telemetry.deadLettered, "destination", messages[0]!.headers[Delivery.DeadLetterHeaders.originTopic] ?? topic),
+            "category",
+            category
+          ),
+          messages.length
+        )
+      )
+      return Effect.flatMap(Clock.currentTimeMillis, (start) =>
+        counted.pipe(
+          Telemetry.withSafeSpan(`send ${topic}`, {
+            kind: "producer",
+            links,
+            attributes,
+            ...(parent === undefined ? { root: true } : { parent })
+          }),
+          Effect.onExit((exit) =>
+            Effect.flatMap(Clock.currentTimeMillis, (end) =>
+              Metric.update(Exit.isSuccess(exit) ? success : failure, (end - start) / 1000))
+          )
+        ))
+    })
+}
+
+/**
+ * A driver with Bulwark's instrumentation: {@link tracePublish} on `publish`, and its `messaging.system` for
+ * the consumers' `process` spans. Every driver's layer provides its ports through this.
+ */
+export const instrument = <D extends Driver>(driver: D, options: InstrumentOptions): D & { readonly system: string } => ({
+  ...driver,
+  system: options.system,
+  publish: tracePublish(driver.publish, options)
+})
+
+/** The two ports of an instrumented driver, for a driver's layer. */
+export const portsOf = (driver: Driver, options: InstrumentOptions): Context.Context<Publisher | Subscriber> => {
+  const traced = instrument(driver, options)
+  return Context.make(Publisher, { publish: traced.publish }).pipe(
+    Context.add(Subscriber, { features: traced.features, subscribe: traced.subscribe, system: traced.system })
+  )
 }
 
 /** A broker URL as it may appear in errors and logs: the password, if any, is masked. */
@@ -160,6 +280,10 @@ export const consume = <A, I, RS, EH, RH>(
             Stream.tap(() => supervisor.up)
           ),
           handler,
-          options
+          {
+            ...options,
+            ...(options.system === undefined && subscriber.system !== undefined ? { system: subscriber.system } : {}),
+            ...(options.group === undefined ? {} : { group: options.group })
+          }
         )
     ))

@@ -15,13 +15,13 @@
  * node:http itself answers 400 (unparseable request), 408 (headers or request over the server's timeouts)
  * and 431 (headers over `maxHeaderSize`); see the webhook docs for the whole set.
  */
-import { Envelope, Observe } from "@bulwark/core"
+import { Envelope, Observe, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { EventEmitter } from "node:events"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { Cause, Clock, DateTime, Duration, Effect, Exit, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Clock, DateTime, Duration, Effect, Exit, Metric, Option, ParseResult, Runtime, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { ReplayGuard } from "./ReplayGuard.js"
 import { announce as announceVerified, type Request, type Verified, type Verifier } from "./Verifier.js"
@@ -192,6 +192,17 @@ const announceOutcome = (topic: string, exit: Exit.Exit<Accepted, IngressError>)
 }
 
 /**
+ * A `traceparent` the sender put on the request, as a span link: the sender is outside the system and its
+ * trace is not ours to extend, but a reader can follow the link.
+ */
+const senderLinks = (request: Request) => {
+  const traceparent = (request.headers as Readonly<Record<string, unknown>>)[TraceContext.HeaderNames.traceparent]
+  return typeof traceparent === "string"
+    ? Option.toArray(TraceContext.linkTo({ [TraceContext.HeaderNames.traceparent]: traceparent }))
+    : []
+}
+
+/**
  * The route's work without HTTP: verify → decode → dedupe → persist. The ingress route is a thin adapter
  * over it; property tests drive it directly.
  */
@@ -205,20 +216,47 @@ export const process = <A, I>(options: Options<A, I>) => {
   const source = `/webhooks/${options.verifier.source}`
   const typeOf = typeof options.type === "string" ? (() => options.type as string) : options.type
   const announce = (exit: Exit.Exit<Accepted, IngressError>) => announceOutcome(options.topic, exit)
+  const spanName = `webhook.receive ${options.verifier.source}`
+  const baseAttributes = {
+    [Telemetry.Attr.webhookSource]: options.verifier.source,
+    [Telemetry.Attr.webhookScheme]: options.verifier.scheme,
+    [Telemetry.Attr.destination]: options.topic,
+    [Telemetry.Attr.httpMethod]: "POST"
+  }
+  const verifyAttributes = {
+    [Telemetry.Attr.webhookSource]: options.verifier.source,
+    [Telemetry.Attr.webhookScheme]: options.verifier.scheme
+  }
+  const received = Metric.tagged(Metric.tagged(Telemetry.eventsReceived, "stage", "webhook"), "destination", options.topic)
+  const duplicates = Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "webhook")
+  // The outcome on the server span and in the counters, once the event id is known.
+  const accepted = (accepted: Accepted) =>
+    Effect.zipRight(
+      Telemetry.annotate({
+        [Telemetry.Attr.messageId]: accepted.id,
+        [Telemetry.Attr.conversationId]: accepted.id,
+        [Telemetry.Attr.correlationId]: accepted.id,
+        [Telemetry.Attr.webhookDuplicate]: accepted.duplicate
+      }),
+      Metric.increment(accepted.duplicate ? duplicates : received)
+    )
+  const verifySpan = Telemetry.withSafeSpan("webhook.verify", { kind: "internal", attributes: verifyAttributes })
   return (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> =>
     Effect.gen(function*() {
       const body = request.body
       if (body.length > maxBodySize) return yield* new PayloadTooLarge({ limit: maxBodySize, size: body.length })
       const now = yield* Clock.currentTimeMillis
       const verifyAt = options.verifier.verifyAt
-      let verified: Verified
-      if (verifyAt !== undefined) {
-        const result = verifyAt(request, now)
-        // The synchronous check bypasses `verify`, so the ingress announces its result itself.
-        yield* announceVerified(options.verifier.scheme, options.verifier.source, request, result)
-        if ("_tag" in result) return yield* Effect.fail(result)
-        verified = result
-      } else verified = yield* options.verifier.verify(request)
+      const verified: Verified = yield* verifySpan(
+        verifyAt === undefined ? options.verifier.verify(request) : Effect.suspend(() => {
+          const result = verifyAt(request, now)
+          // The synchronous check bypasses `verify`, so the ingress announces its result itself.
+          return Effect.zipRight(
+            announceVerified(options.verifier.scheme, options.verifier.source, request, result),
+            "_tag" in result ? Effect.fail(result) : Effect.succeed(result)
+          )
+        })
+      )
       if (nestsDeeperThan(body, maxDepth)) {
         return yield* new MalformedPayload({ detail: `body nests arrays/objects deeper than ${maxDepth} levels` })
       }
@@ -282,7 +320,15 @@ export const process = <A, I>(options: Options<A, I>) => {
         Effect.uninterruptible
       )
       return { id, duplicate: false }
-    }).pipe(Effect.onExit(announce))
+    }).pipe(
+      Effect.onExit(announce),
+      Effect.tap(accepted),
+      Telemetry.withSafeSpan(spanName, {
+        kind: "server",
+        links: senderLinks(request),
+        attributes: { ...baseAttributes, [Telemetry.Attr.httpBodySize]: request.body.length }
+      })
+    )
 }
 
 /** An HTTP answer: status, extra headers and the JSON body. */

@@ -8,7 +8,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import * as internal from "../internal/memory.js"
-import { Publisher, Subscriber } from "../Transport.js"
+import { portsOf, type Publisher, type Subscriber } from "../Transport.js"
 
 /** Settings of the memory transport. */
 export interface Options {
@@ -33,7 +33,6 @@ export const make = (options: Options = {}): Effect.Effect<MemoryTransport> => i
 /** Provides `Publisher`, `Subscriber` and `MemoryTransportInspector` from one in-process transport. */
 export const layer = (options: Options = {}): Layer.Layer<Publisher | Subscriber | MemoryTransportInspector> =>
   Layer.effectContext(Effect.map(make(options), (transport) =>
-    Context.make(Publisher, { publish: transport.publish }).pipe(
-      Context.add(Subscriber, { features: transport.features, subscribe: transport.subscribe }),
+    portsOf(transport, { system: "memory" }).pipe(
       Context.add(MemoryTransportInspector, { pending: transport.pending })
     )))

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Logger, Option } from "effect"
-import * as Propagation from "../src/Propagation.js"
+import * as Propagation from "../src/TraceContext.js"
 import * as Redaction from "../src/Redaction.js"
 
-describe("Propagation", () => {
+describe("TraceContext", () => {
   it("parses version-00 traceparents and refuses what the W3C spec says to ignore", () => {
     const valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     expect(Propagation.parseTraceparent(valid)).toEqual(

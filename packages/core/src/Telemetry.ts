@@ -1,0 +1,242 @@
+/**
+ * The span and metric vocabulary every Bulwark package instruments itself with: attribute names (the
+ * OpenTelemetry messaging semantic conventions where one exists), span helpers that record a failure by its
+ * type only, and the metrics shared by several packages.
+ *
+ * Packages call `Effect.withSpan` (through {@link withSafeSpan}) and `Metric` directly, so instrumentation
+ * needs no exporter and no OpenTelemetry import: without a tracer installed the spans stay in Effect's own
+ * tracer (valid W3C ids, nothing exported), and `@bulwark/tracing`'s `Otel` layer only decides where they go.
+ *
+ * Attributes are built from explicit lists (ids, types, topics, counts, outcomes); payloads, subjects, keys
+ * and headers other than the trace and correlation ones are never recorded, and a failure reaches a span as
+ * its type (`error.type`), never its message, since messages can quote request data.
+ */
+import { Cause, Clock, Context, Data, Effect, Metric, MetricBoundaries, Option, Tracer } from "effect"
+import * as Envelope from "./Envelope.js"
+
+/** Attribute names used on Bulwark spans (OpenTelemetry semantic conventions where one exists). */
+export const Attr = {
+  messagingSystem: "messaging.system",
+  operationType: "messaging.operation.type",
+  operationName: "messaging.operation.name",
+  destination: "messaging.destination.name",
+  consumerGroup: "messaging.consumer.group.name",
+  messageId: "messaging.message.id",
+  conversationId: "messaging.message.conversation_id",
+  batchCount: "messaging.batch.message_count",
+  bodySize: "messaging.message.body.size",
+  eventId: "cloudevents.event_id",
+  eventType: "cloudevents.event_type",
+  eventSource: "cloudevents.event_source",
+  correlationId: "bulwark.correlation_id",
+  causationId: "bulwark.causation_id",
+  attempt: "bulwark.delivery.attempt",
+  outcome: "bulwark.delivery.outcome",
+  errorType: "error.type",
+  idempotencyOutcome: "bulwark.idempotency.outcome",
+  idempotencyHit: "bulwark.idempotency.hit",
+  breakerKey: "bulwark.breaker.key",
+  breakerState: "bulwark.breaker.state",
+  deadLetterCategory: "bulwark.dead_letter.category",
+  deadLetterEntryId: "bulwark.dead_letter.entry_id",
+  webhookSource: "bulwark.webhook.source",
+  webhookScheme: "bulwark.webhook.scheme",
+  webhookDuplicate: "bulwark.webhook.duplicate",
+  httpBodySize: "http.request.body.size",
+  httpMethod: "http.request.method",
+  httpStatus: "http.response.status_code",
+  httpResendCount: "http.request.resend_count",
+  serverAddress: "server.address"
+} as const
+
+/** `messaging.system` for a driver that does not name one. */
+export const defaultSystem = "bulwark"
+
+/** The type of a failure as spans record it: its `_tag`, an `Error`'s name, or `typeof`. */
+export const errorTypeOf = (error: unknown): string => {
+  if (typeof error === "object" && error !== null) {
+    const tag = (error as { _tag?: unknown })._tag
+    if (typeof tag === "string") return tag
+    if (error instanceof Error) return error.name
+  }
+  return typeof error
+}
+
+/** What a span records of a failure: its type only. */
+class SpanFailure extends Data.TaggedError("SpanFailure")<{ readonly original: unknown; readonly type: string }> {
+  override get message(): string {
+    return this.type
+  }
+}
+
+/**
+ * `Effect.withSpan`, except that a failure reaches the span as its type alone (status error, `error.type`),
+ * and the caller still sees the original error. Without a tracer installed it costs one native span. No call
+ * site is captured unless `captureStackTrace` says so: a stack per span costs more than the span, and its
+ * `code.stacktrace` attribute would export the deployment's file paths.
+ */
+export const withSafeSpan = (name: string, options: Tracer.SpanOptions = {}) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  const spanOptions: Tracer.SpanOptions = options.captureStackTrace === undefined ? { ...options, captureStackTrace: false } : options
+  return effect.pipe(
+    Effect.tapErrorCause((cause) =>
+      Option.match(Cause.failureOption(cause), {
+        onNone: () => Effect.void,
+        onSome: (error) => annotate({ [Attr.errorType]: errorTypeOf(error) })
+      })
+    ),
+    Effect.mapError((error) => new SpanFailure({ original: error, type: errorTypeOf(error) })),
+    Effect.withSpan(name, spanOptions),
+    Effect.mapError((failure) => failure.original as E)
+  )
+}
+
+/** The nearest span whose context propagates (not one made while the tracer is disabled), if any. */
+const propagated = (span: Tracer.AnySpan | undefined): Tracer.AnySpan | undefined => {
+  let current = span
+  while (current !== undefined && Context.get(current.context, Tracer.DisablePropagation)) {
+    current = current._tag === "Span" ? Option.getOrUndefined(current.parent) : undefined
+  }
+  return current
+}
+
+/**
+ * The current span (or external parent) whose context propagates, `undefined` outside one. Unlike
+ * `Effect.currentSpan` it never fails: a failure there builds an exception (a stack) per call, which a hot
+ * path outside any span (the tracer disabled, a relay round) would pay for nothing.
+ */
+export const currentSpan: Effect.Effect<Tracer.AnySpan | undefined> = Effect.withFiberRuntime((fiber) =>
+  Effect.succeed(propagated(fiber.currentSpan))
+)
+
+/** Sets attributes on the current span; nothing outside one (and no exception built to find that out). */
+export const annotate = (attributes: Readonly<Record<string, unknown>>): Effect.Effect<void> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = fiber.currentSpan
+    if (span !== undefined && span._tag === "Span") {
+      for (const key in attributes) span.attribute(key, attributes[key])
+    }
+    return Effect.void
+  })
+
+/** Adds an event to the current span, when there is one (breaker transitions, retries, settlements). */
+export const spanEvent = (name: string, attributes: Record<string, unknown> = {}): Effect.Effect<void> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = fiber.currentSpan
+    return span === undefined || span._tag !== "Span"
+      ? Effect.void
+      : Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.event(name, now, attributes)))
+  })
+
+/** The correlation attributes of a message: its conversation (correlation) id and, when it has one, its cause. */
+export const correlationAttributes = (
+  message: { readonly id: string; readonly headers: Readonly<Record<string, string>> }
+): Record<string, string> => {
+  const correlation = message.headers[Envelope.HeaderNames.correlationId] ?? message.id
+  const causation = message.headers[Envelope.HeaderNames.causationId]
+  return causation === undefined
+    ? { [Attr.conversationId]: correlation, [Attr.correlationId]: correlation }
+    : { [Attr.conversationId]: correlation, [Attr.correlationId]: correlation, [Attr.causationId]: causation }
+}
+
+/** The messaging attributes of one operation on a destination. */
+export const messagingAttributes = (options: {
+  readonly system?: string | undefined
+  readonly operationType: "send" | "create" | "receive" | "process" | "settle"
+  readonly operationName: string
+  readonly destination: string
+  readonly group?: string | undefined
+}): Record<string, unknown> => {
+  const attributes: Record<string, unknown> = {
+    [Attr.messagingSystem]: options.system ?? defaultSystem,
+    [Attr.operationType]: options.operationType,
+    [Attr.operationName]: options.operationName,
+    [Attr.destination]: options.destination
+  }
+  if (options.group !== undefined) attributes[Attr.consumerGroup] = options.group
+  return attributes
+}
+
+/** What {@link httpClientSpan} records of one outgoing HTTP request. */
+export interface HttpClientRequest {
+  /** `http.request.method`, also the span's name (`POST`), as the HTTP conventions name client spans. */
+  readonly method: string
+  /** `server.address`: the host only, never the path or query (they can carry tokens). */
+  readonly serverAddress: string
+  /** 1 for the first attempt; `http.request.resend_count` is `attempt - 1` when above 0. */
+  readonly attempt?: number
+  /** Anything else worth recording (a webhook endpoint id, a message id); keep it free of secrets. */
+  readonly attributes?: Readonly<Record<string, unknown>>
+}
+
+/**
+ * One outgoing HTTP request (one attempt) as a `client` span named after its method. Inside it,
+ * `TraceContext.currentHeaders` is the `traceparent` to send with the request; record the answer with
+ * `annotate({ [Attr.httpStatus]: status })`. A failure is recorded by its type only.
+ */
+export const httpClientSpan = (request: HttpClientRequest) => {
+  const attributes: Record<string, unknown> = {
+    [Attr.httpMethod]: request.method,
+    [Attr.serverAddress]: request.serverAddress,
+    ...request.attributes
+  }
+  if (request.attempt !== undefined && request.attempt > 1) attributes[Attr.httpResendCount] = request.attempt - 1
+  return withSafeSpan(request.method, { kind: "client", attributes })
+}
+
+// --- metrics -------------------------------------------------------------------------------------------------
+
+/**
+ * Histogram boundaries in seconds for messaging latencies: sub-millisecond in-process hops up to a minute of
+ * broker redelivery or a slow downstream call.
+ */
+export const latencyBoundaries: MetricBoundaries.MetricBoundaries = MetricBoundaries.fromIterable([
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
+])
+
+/** Events accepted into the system: webhooks persisted and messages handed to a handler (tags `stage`, `destination`). */
+export const eventsReceived = Metric.counter("bulwark_events_received_total", {
+  description: "Events received, by stage (webhook, consume) and destination",
+  incremental: true
+})
+
+/** Duplicates suppressed: a webhook already accepted, or an idempotency claim that found its key completed. */
+export const duplicatesSuppressed = Metric.counter("bulwark_duplicates_suppressed_total", {
+  description: "Deliveries and webhooks skipped because they were already processed",
+  incremental: true
+})
+
+/** Redeliveries seen by consumers (deliveries with attempt > 1, tag `destination`). */
+export const redeliveries = Metric.counter("bulwark_redeliveries_total", {
+  description: "Deliveries that were not the first delivery of their message",
+  incremental: true
+})
+
+/**
+ * Messages that left the live flow for a dead-letter destination (tags `destination`, `category`): counted
+ * once, where it is decided (the pipeline settling, the dead-letter middleware, the relay), not again when a
+ * drain moves the copy into the store.
+ */
+export const deadLettered = Metric.counter("bulwark_dead_lettered_total", {
+  description: "Messages dead-lettered, by destination and category",
+  incremental: true
+})
+
+/** Dead-letter entries not yet replayed. */
+export const dlqDepth = Metric.gauge("bulwark_dlq_depth", {
+  description: "Dead-letter entries not yet replayed"
+})
+
+/** Handler duration in seconds, one observation per handled delivery (tags `destination`, `outcome`). */
+export const handlerDuration = Metric.histogram(
+  "bulwark_handler_duration_seconds",
+  latencyBoundaries,
+  "Time a handler took to settle one delivery, in seconds"
+)
+
+/** Publish duration in seconds, one observation per `publish` call (tags `destination`, `outcome`). */
+export const publishDuration = Metric.histogram(
+  "bulwark_publish_duration_seconds",
+  latencyBoundaries,
+  "Time one publish call took, in seconds"
+)

@@ -164,6 +164,21 @@ describe("Dispatcher", () => {
       yield* poll(Effect.map(Supervise.health, (h) => h.get("webhook-dispatcher:flaky")), (h) => h === "up")
     }))
 
+  it.scopedLive("each attempt is a client span whose W3C context goes out with the request", () =>
+    Effect.gen(function*() {
+      const server = yield* endpointServer(() => ({ status: 200 }))
+      const sender = yield* Sender.make({ allow: ["127.0.0.1"] })
+      const outer = yield* sender.send({ id: "e", url: server.url, secrets: [Signing.generateSecret()] }, { id: "traced", body: body("{}") }).pipe(
+        Effect.zipRight(Effect.currentSpan),
+        Effect.withSpan("notify partner")
+      )
+      const traceparent = String(server.hits[0]?.headers["traceparent"])
+      // version-traceid-spanid-flags: the trace is the caller's, the parent is the attempt's own span.
+      const [, traceId, spanId] = traceparent.split("-")
+      expect(traceId).toBe(outer.traceId)
+      expect(spanId).not.toBe(outer.spanId)
+    }))
+
   it.scopedLive("send to an unregistered endpoint fails with UnknownEndpoint and stores nothing", () =>
     Effect.gen(function*() {
       const dispatcher = yield* Dispatcher.make(fast).pipe(Effect.provide(MemoryDispatchStore.layer()))

@@ -1,6 +1,6 @@
 // One delivery attempt, shared by the in-process `Sender` and the durable `Dispatcher`: the SSRF guard, the
 // per-endpoint breaker, a fresh Standard Webhooks signature, one POST through the egress, and the record.
-import { Failure } from "@bulwark/core"
+import { Failure, Telemetry, TraceContext } from "@bulwark/core"
 import { Clock, Duration, Effect } from "effect"
 import type * as Breaker from "../Breaker.js"
 import type * as HttpEgress from "../HttpEgress.js"
@@ -54,22 +54,28 @@ export const attemptOnce = (
       return yield* finish({ outcome: "network-error", excerpt: resolved.left.message })
     }
     const signed = yield* Signing.standard(endpoint.secrets, { id: message.id, body: message.body })
-    const headers: Record<string, string> = {
-      "content-type": message.contentType ?? "application/json",
-      "user-agent": context.userAgent,
-      ...message.headers,
-      ...signed
-    }
-    const response = yield* context.egress.post({
-      url,
-      headers,
-      body: message.body,
-      address: resolved.right,
-      excerptBytes: context.excerptBytes
-    }).pipe(
-      Effect.timeoutFail({ duration: context.attemptTimeout, onTimeout: () => "timeout" as const }),
-      Effect.either
-    )
+    // One client span per request; its W3C context goes out with the request, so the receiver can join the trace.
+    const response = yield* Effect.gen(function*() {
+      const headers: Record<string, string> = {
+        "content-type": message.contentType ?? "application/json",
+        "user-agent": context.userAgent,
+        ...message.headers,
+        ...(yield* TraceContext.currentHeaders),
+        ...signed
+      }
+      const answer = yield* context.egress.post({
+        url,
+        headers,
+        body: message.body,
+        address: resolved.right,
+        excerptBytes: context.excerptBytes
+      }).pipe(
+        Effect.timeoutFail({ duration: context.attemptTimeout, onTimeout: () => "timeout" as const }),
+        Effect.either
+      )
+      if (answer._tag === "Right") yield* Telemetry.annotate({ [Telemetry.Attr.httpStatus]: answer.right.status })
+      return answer
+    }).pipe(Telemetry.httpClientSpan({ method: "POST", serverAddress: url.hostname, attempt: n }))
     if (response._tag === "Left") {
       yield* breaker.report(endpoint.id, false)
       return response.left === "timeout"

@@ -135,5 +135,5 @@ writeResults(
   ]
 )
 
-// 5. The self-test gate at full size (45,000 runs of correct pipelines).
-await import("./selftest.js")
+// 5. The self-test gate at full size (45,000 runs of correct pipelines); BULWARK_BENCH_SELFTEST=0 skips it.
+if (process.env["BULWARK_BENCH_SELFTEST"] !== "0") await import("./selftest.js")

@@ -145,6 +145,9 @@ export const mutants: ReadonlyArray<Mutant> = [
     replace: "if (false) return Option.none()",
     caughtBy: ["replay-once"],
     workload: { maxFaults: 2, weights: only({ outage: 1 }) },
+    // The replay rate is global (one slot at a time across replayers): a publish slower than the spacing
+    // keeps the first claim live when the second replayer's turn comes.
+    world: { publishLatency: 200 },
     variant: { replayers: 2 }
   },
   {

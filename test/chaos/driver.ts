@@ -12,19 +12,21 @@
 import { Inbox, Outbox } from "@bulwark/outbox"
 import { Database } from "@bulwark/sql"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Effect, Logger, LogLevel } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import * as PrivatePostgres from "../../packages/sql/test/support/PrivatePostgres.js"
-import * as PrivateNats from "../support/PrivateNats.js"
+import * as PrivateNats from "../../packages/transport-nats/test/support/PrivateNats.js"
 import { batchesTable, type ChildConfig, effectsTable, inboxTable, outboxTable } from "./config.js"
 
-/** One fault of the schedule; `killRelay` SIGKILLs a relay while the server is down, so it restarts into the outage. */
+/**
+ * One fault of the schedule. `killRelay` SIGKILLs a relay while the server is down, so it restarts into the
+ * outage; `downMillis` (default `Options.downMillis`) should then outlast a process start.
+ */
 export type Fault =
   | { readonly kind: "relay" }
-  | { readonly kind: "postgres"; readonly killRelay?: boolean }
-  | { readonly kind: "broker"; readonly killRelay?: boolean }
+  | { readonly kind: "postgres" | "broker"; readonly killRelay?: boolean; readonly downMillis?: number }
 
 /** Settings of a chaos run. */
 export interface Options {
@@ -194,13 +196,13 @@ export const run = async (options: Options): Promise<Report> => {
       } else if (fault.kind === "postgres") {
         await postgres.stop("immediate")
         if (fault.killRelay) await killRelay()
-        await sleep(options.downMillis)
+        await sleep(fault.downMillis ?? options.downMillis)
         await postgres.start()
         postgresRestarts++
       } else {
         await nats.stop()
         if (fault.killRelay) await killRelay()
-        await sleep(options.downMillis)
+        await sleep(fault.downMillis ?? options.downMillis)
         await nats.start()
         brokerRestarts++
       }

@@ -7,9 +7,21 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
+import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { sparePort } from "../../packages/sql/test/support/PrivatePostgres.js"
+
+/** A free TCP port on 127.0.0.1 (asked from the kernel, then released for the server to take). */
+const sparePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.on("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port")))
+    })
+  })
 
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 

@@ -61,6 +61,8 @@ if (!small) {
     { figure: "lost (committed, never applied)", target: "0", measured: report.lost },
     { figure: "duplicate effects", target: "0", measured: report.duplicateEffects },
     { figure: "per-key reorderings", target: "0", measured: report.reorderings },
+    { figure: "per-key reorderings in the NATS stream", target: "0", measured: report.stream.reorderings },
+    { figure: "repeated ids in the NATS stream", target: "", measured: report.stream.duplicates },
     { figure: "dead outbox rows", target: "0", measured: report.deadRows },
     { figure: "processes exited by themselves", target: "0", measured: report.unexpectedExits.length },
     { figure: "processes running at the end", target: `${report.processes}`, measured: report.processesRunning },

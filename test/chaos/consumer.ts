@@ -29,7 +29,7 @@ const services = Layer.mergeAll(
 const program = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   return yield* Transport.consume(topic, (envelope) =>
-    Inbox.process(envelope.id, "chaos", sql`INSERT INTO ${sql(effectsTable)} (event_id, key, seq) VALUES (${envelope.id}, ${envelope.data.key}, ${envelope.data.seq})`).pipe(
+    Inbox.process(envelope.id, "chaos", sql`INSERT INTO ${sql(effectsTable)} (event_id, key, seq, attempt) VALUES (${envelope.id}, ${envelope.data.key}, ${envelope.data.seq}, ${envelope.attempt ?? 1})`).pipe(
       Effect.retry(Schedule.exponential("50 millis").pipe(
         Schedule.either(Schedule.spaced("1 second")),
         Schedule.jittered,

@@ -15,6 +15,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Logger, LogLevel } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import { connect as connectNats } from "nats"
 import pg from "pg"
 import * as PrivatePostgres from "../../packages/sql/test/support/PrivatePostgres.js"
 import * as PrivateNats from "../../packages/transport-nats/test/support/PrivateNats.js"
@@ -62,6 +63,12 @@ export interface Report {
   readonly lost: number
   readonly duplicateEffects: number
   readonly reorderings: number
+  /** Where a reordering starts: the broker's stream holds a key's events out of order (the relays), or not (the consumer). */
+  readonly stream: { readonly messages: number; readonly duplicates: number; readonly reorderings: number }
+  /** A few reordered effects: key, the event's number in its key, the highest number applied before it. */
+  readonly reorderExamples: ReadonlyArray<string>
+  /** The consumer's log, when something was reordered. */
+  readonly consumerLog?: string
   readonly deadRows: number
   readonly relayKills: number
   readonly postgresRestarts: number
@@ -149,7 +156,8 @@ export const run = async (options: Options): Promise<Report> => {
       const sql = yield* SqlClient.SqlClient
       yield* Outbox.make({ table: outboxTable })
       yield* Inbox.make({ table: inboxTable })
-      yield* sql`CREATE TABLE ${sql(effectsTable)} (applied bigserial PRIMARY KEY, event_id text NOT NULL, key text NOT NULL, seq int NOT NULL)`
+      yield* sql`CREATE TABLE ${sql(effectsTable)} (applied bigserial PRIMARY KEY, event_id text NOT NULL, key text NOT NULL, seq int NOT NULL,
+        attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`
       yield* sql`CREATE TABLE ${sql(batchesTable)} (batch int PRIMARY KEY)`
     }).pipe(
       Effect.provide(Database.layerPostgres({ url: postgres.url, maxConnections: 2 })),
@@ -190,7 +198,8 @@ export const run = async (options: Options): Promise<Report> => {
       const at = t0 + ((i + 1) * productionMillis) / (options.faults.length + 1)
       if (at > Date.now()) await sleep(at - Date.now())
       const applied = await tryCount(`SELECT count(*) AS n FROM ${effectsTable}`)
-      log(`fault ${i + 1}: ${fault.kind}${"killRelay" in fault && fault.killRelay ? " (+ relay kill while down)" : ""} at ${((Date.now() - t0) / 1000).toFixed(1)} s; applied so far ${applied ?? "?"}`)
+      const pending = await tryCount(`SELECT count(*) AS n FROM ${outboxTable} WHERE state = 'pending'`)
+      log(`fault ${i + 1}: ${fault.kind}${"killRelay" in fault && fault.killRelay ? " (+ relay kill while down)" : ""} at ${((Date.now() - t0) / 1000).toFixed(1)} s; applied so far ${applied ?? "?"}, outbox pending ${pending ?? "?"}`)
       if (fault.kind === "relay") {
         await killRelay()
       } else if (fault.kind === "postgres") {
@@ -225,7 +234,8 @@ export const run = async (options: Options): Promise<Report> => {
       }
       if (Date.now() - lastProgress > 5_000) {
         lastProgress = Date.now()
-        log(`  committed ${committed ?? "?"}, applied ${applied ?? "?"}`)
+        const pending = await tryCount(`SELECT count(*) AS n FROM ${outboxTable} WHERE state = 'pending'`)
+        log(`  committed ${committed ?? "?"}, outbox pending ${pending ?? "?"}, applied ${applied ?? "?"}`)
       }
       await sleep(200)
     }
@@ -246,7 +256,12 @@ export const run = async (options: Options): Promise<Report> => {
     const reorderings = await count(`SELECT count(*) AS n FROM (
       SELECT seq, max(seq) OVER (PARTITION BY key ORDER BY applied ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
       FROM ${effectsTable}) t WHERE seq < before`)
+    const reorderExamples = (await query<{ key: string; seq: number; before: number; applied: string; attempt: number; at: Date }>(`SELECT * FROM (
+      SELECT key, seq, applied, attempt, at, max(seq) OVER (PARTITION BY key ORDER BY applied ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+      FROM ${effectsTable}) t WHERE seq < before ORDER BY applied LIMIT 5`))
+      .map((r) => `${r.key}: #${r.seq} (delivery attempt ${r.attempt}) applied at ${((r.at.getTime() - t0) / 1000).toFixed(1)} s (effect ${r.applied}) after #${r.before}`)
     const deadRows = await count(`SELECT count(*) AS n FROM ${outboxTable} WHERE state = 'dead'`)
+    const stream = await readStream(nats.url, options.keys)
     return {
       events: options.events,
       committed,
@@ -254,6 +269,9 @@ export const run = async (options: Options): Promise<Report> => {
       lost,
       duplicateEffects,
       reorderings,
+      stream,
+      reorderExamples,
+      ...(reorderings > 0 ? { consumerLog: children.get("consumer")?.stderr ?? "" } : {}),
       deadRows,
       relayKills,
       postgresRestarts,
@@ -269,5 +287,44 @@ export const run = async (options: Options): Promise<Report> => {
     stopping = true
     await Promise.all([...children.values()].map(killChild))
     await Promise.all([nats?.destroy(), postgres?.destroy()])
+  }
+}
+
+/** Reads the whole stream in order: how many messages, repeated ids, and per-key reorderings among first copies. */
+const readStream = async (url: string, keys: number) => {
+  const nc = await connectNats({ servers: url })
+  try {
+    const js = nc.jetstream()
+    const jsm = await nc.jetstreamManager()
+    const name = "chaos_chaos"
+    const last = (await jsm.streams.info(name)).state.last_seq
+    const consumer = await js.consumers.get(name)
+    const seen = new Set<string>()
+    const highest = new Map<number, number>()
+    let messages = 0
+    let duplicates = 0
+    let reorderings = 0
+    let position = 0
+    while (position < last) {
+      const batch = await consumer.fetch({ max_messages: 500, expires: 2_000 })
+      for await (const msg of batch) {
+        position = msg.seq
+        messages++
+        const id = msg.headers?.get("Nats-Msg-Id") ?? ""
+        if (seen.has(id)) {
+          duplicates++
+          continue
+        }
+        seen.add(id)
+        const n = Number(id.slice(2))
+        const key = n % keys
+        const seq = Math.floor(n / keys)
+        if (seq < (highest.get(key) ?? -1)) reorderings++
+        highest.set(key, Math.max(seq, highest.get(key) ?? -1))
+      }
+    }
+    return { messages, duplicates, reorderings }
+  } finally {
+    await nc.close()
   }
 }

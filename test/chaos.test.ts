@@ -41,5 +41,5 @@ describe("chaos: outbox → relays → NATS → idempotent consumer under kills 
       drained: true
     })
     expect(report).toMatchObject({ relayKills: 2, postgresRestarts: 1, brokerRestarts: 1 })
-  }, 150_000)
+  }, 120_000)
 })

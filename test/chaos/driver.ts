@@ -67,7 +67,7 @@ export interface Report {
   readonly stream: { readonly messages: number; readonly duplicates: number; readonly reorderings: number }
   /** A few reordered effects: key, the event's number in its key, the highest number applied before it. */
   readonly reorderExamples: ReadonlyArray<string>
-  /** The consumer's log, when something was reordered. */
+  /** The end of the consumer's log (warnings and above). */
   readonly consumerLog?: string
   readonly deadRows: number
   readonly relayKills: number
@@ -110,7 +110,7 @@ export const run = async (options: Options): Promise<Report> => {
       stdio: ["ignore", "pipe", "pipe"]
     })
     const child: Child = { name, proc, killed: false, stderr: "", stdout: "" }
-    proc.stdout?.on("data", (chunk) => (child.stdout = (child.stdout + String(chunk)).slice(-4_000)))
+    proc.stdout?.on("data", (chunk) => (child.stdout = (child.stdout + String(chunk)).slice(-8_000)))
     proc.stderr?.on("data", (chunk) => (child.stderr = (child.stderr + String(chunk)).slice(-8_000)))
     proc.on("exit", (code, signal) => {
       if (child.killed || stopping) return
@@ -271,7 +271,7 @@ export const run = async (options: Options): Promise<Report> => {
       reorderings,
       stream,
       reorderExamples,
-      ...(reorderings > 0 ? { consumerLog: children.get("consumer")?.stderr ?? "" } : {}),
+      consumerLog: `${children.get("consumer")?.stdout ?? ""}${children.get("consumer")?.stderr ?? ""}`,
       deadRows,
       relayKills,
       postgresRestarts,

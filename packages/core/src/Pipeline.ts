@@ -388,14 +388,18 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
           yield* FiberSet.awaitEmpty(workers)
         } else {
           stopping = true
-          // Parked work has not started: give it back at once.
-          const waiting = [...parked.values()].flatMap((queue) => queue.splice(0))
-          yield* Effect.forEach(waiting, release, { discard: true })
+          // Parked work has not started, but it is given back by its subject's worker (released, `stopping`)
+          // only after the delivery in flight ahead of it has settled: released earlier, a later message of
+          // the subject would be redelivered before an earlier one whose handler is still running.
           // Finalizers run uninterruptibly; the wait itself must be interruptible or the timeout never fires.
           yield* Effect.timeout(Effect.interruptible(FiberSet.awaitEmpty(workers)), shutdownTimeout).pipe(Effect.ignore)
         }
         // Whatever is still running is interrupted; each releases its own delivery.
         yield* Scope.close(scope, Exit.void)
+        // What interrupted workers had parked goes back after them, in arrival order.
+        const waiting = [...parked.values()].flatMap((queue) => queue.splice(0))
+        parked.clear()
+        yield* Effect.forEach(waiting, release, { discard: true })
       })
 
     yield* Stream.runForEach(source, admit).pipe(Effect.onExit(shutdown))

@@ -195,6 +195,30 @@ describe("Pipeline", () => {
       expect(kinds).toEqual({ quick: "ack", parked: "nack", slow: "nack" })
     }))
 
+  it.effect("ordered: a broken source gives a key's deliveries back in order, the one in flight before those parked behind it", () =>
+    Effect.gen(function*() {
+      // Issue 17 (found by the chaos suite): shutdown released the parked "second" at once and the in-flight
+      // "first" only when its handler was interrupted, so the transport redelivered "second" before "first".
+      const messages = yield* Effect.forEach(["first", "second"], (id, i) => message(id, "k", i))
+      const settled: Array<Settlement> = []
+      const { stream } = source(messages)
+      const recorded = Stream.map(stream, (d): Delivery.Delivery => ({
+        ...d,
+        ack: Effect.sync(() => void settled.push({ kind: "ack", id: d.message.id })),
+        nack: () => Effect.sync(() => void settled.push({ kind: "nack", id: d.message.id, delay: 0 }))
+      }))
+      // The subscription breaks (a broker restart) while "first" is still being handled.
+      const breaking = Stream.concat(recorded, Stream.fromEffect(Effect.zipRight(Effect.sleep("10 millis"), Effect.fail("broken"))))
+      const handler: Handler.Handler<{ n: number }> = (e) => e.id === "first" ? Effect.sleep("1 hour") : Effect.void
+      const fiber = yield* Effect.fork(
+        Pipeline.run(breaking, handler, { schema: Payload, concurrency: 4, orderBy: "subject", shutdownTimeout: "5 seconds" })
+      )
+      yield* TestClock.adjust("10 millis")
+      yield* TestClock.adjust("5 seconds")
+      yield* Fiber.await(fiber)
+      expect(settled).toEqual([{ kind: "nack", id: "first", delay: 0 }, { kind: "nack", id: "second", delay: 0 }])
+    }))
+
   it.effect("onSettled observes every settlement with its verdict", () =>
     Effect.gen(function*() {
       const { stream } = source([yield* message("p", "k", 1)])

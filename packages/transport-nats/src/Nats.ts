@@ -45,8 +45,13 @@ export interface Options {
   readonly token?: Redacted.Redacted<string>
   /** Starts every stream name (`<prefix>_…`) and subject (`<prefix>.…`); 1-32 of `[A-Za-z0-9-]`. Default `bulwark`. */
   readonly prefix?: string
-  /** How long connecting may take before start fails with `ConnectionError`. Default 5 s. */
+  /** How long one connection attempt may take. Default 5 s. */
   readonly connectTimeout?: Duration.DurationInput
+  /**
+   * How long start keeps retrying a server that is away (refused, timed out, JetStream not up yet) before it
+   * fails with `ConnectionError`, so a process starting during a broker restart waits for it. Default 30 s; 0 turns it off.
+   */
+  readonly connectRetry?: Duration.DurationInput
   /** Timeout of JetStream API calls and publish acknowledgements. Default 5 s. */
   readonly requestTimeout?: Duration.DurationInput
   /** Pause between reconnect attempts after a connection loss (the client retries forever). Default 500 ms. */
@@ -88,7 +93,7 @@ export const layer = (options: Options = {}): Layer.Layer<Transport.Publisher | 
 /**
  * The options read from configuration: `BULWARK_NATS_URL` (default `nats://127.0.0.1:4222`, comma-separated for
  * several), `BULWARK_NATS_PREFIX`, `BULWARK_NATS_USER`, `BULWARK_NATS_PASSWORD`, `BULWARK_NATS_TOKEN`,
- * `BULWARK_NATS_CONNECT_TIMEOUT`, `BULWARK_NATS_ACK_WAIT`, `BULWARK_NATS_DEDUPE_WINDOW`, `BULWARK_NATS_MAX_AGE`,
+ * `BULWARK_NATS_CONNECT_TIMEOUT`, `BULWARK_NATS_CONNECT_RETRY`, `BULWARK_NATS_ACK_WAIT`, `BULWARK_NATS_DEDUPE_WINDOW`, `BULWARK_NATS_MAX_AGE`,
  * `BULWARK_NATS_MAX_DELIVER`, `BULWARK_NATS_BATCH_SIZE`.
  */
 export const config: Config.Config<Options> = Config.all({
@@ -98,6 +103,7 @@ export const config: Config.Config<Options> = Config.all({
   password: Config.option(Config.redacted("BULWARK_NATS_PASSWORD")),
   token: Config.option(Config.redacted("BULWARK_NATS_TOKEN")),
   connectTimeout: Config.duration("BULWARK_NATS_CONNECT_TIMEOUT").pipe(Config.withDefault(Duration.seconds(5))),
+  connectRetry: Config.duration("BULWARK_NATS_CONNECT_RETRY").pipe(Config.withDefault(Duration.seconds(30))),
   ackWait: Config.duration("BULWARK_NATS_ACK_WAIT").pipe(Config.withDefault(Duration.seconds(30))),
   dedupeWindow: Config.duration("BULWARK_NATS_DEDUPE_WINDOW").pipe(Config.withDefault(Duration.minutes(2))),
   maxAge: Config.duration("BULWARK_NATS_MAX_AGE").pipe(Config.withDefault(Duration.zero)),

@@ -48,7 +48,8 @@ describe("NATS transport: start-up", () => {
     Effect.gen(function*() {
       const port = yield* Effect.promise(() => closedPort())
       const started = Date.now()
-      const error = yield* Nats.make({ servers: `nats://127.0.0.1:${port}`, connectTimeout: "2 seconds" }).pipe(
+      // connectRetry 0: fail at the first refusal (Startup.fault.test.ts covers waiting for a server).
+      const error = yield* Nats.make({ servers: `nats://127.0.0.1:${port}`, connectTimeout: "2 seconds", connectRetry: 0 }).pipe(
         Effect.scoped,
         Effect.flip
       )
@@ -60,7 +61,7 @@ describe("NATS transport: start-up", () => {
   it.live("a server that accepts but never answers fails after the connect timeout", () =>
     Effect.gen(function*() {
       const silent = yield* Effect.acquireRelease(Effect.promise(() => startSilentServer()), (s) => Effect.promise(() => s.close()))
-      const error = yield* Nats.make({ servers: silent.url, connectTimeout: "500 millis" }).pipe(Effect.scoped, Effect.flip)
+      const error = yield* Nats.make({ servers: silent.url, connectTimeout: "500 millis", connectRetry: 0 }).pipe(Effect.scoped, Effect.flip)
       expect(error._tag).toBe("NatsConnectionError")
     }).pipe(Effect.scoped))
 
@@ -99,7 +100,7 @@ describe("NATS transport: start-up", () => {
   it.live("layerConfig defaults to the local server and fails typed when it is not there", () =>
     Effect.gen(function*() {
       const port = yield* Effect.promise(() => closedPort())
-      const exit = yield* Layer.build(Nats.layerConfig({ connectTimeout: "1 second" })).pipe(
+      const exit = yield* Layer.build(Nats.layerConfig({ connectTimeout: "1 second", connectRetry: 0 })).pipe(
         Effect.scoped,
         Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BULWARK_NATS_URL", `nats://127.0.0.1:${port}`]]))),
         Effect.exit

@@ -1,6 +1,6 @@
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Chunk, Data, Duration, Effect, Redacted, Runtime, type Scope, Stream } from "effect"
+import { Chunk, Data, Duration, Effect, Redacted, Runtime, Schedule, type Scope, Stream } from "effect"
 import {
   AckPolicy,
   connect,
@@ -94,6 +94,7 @@ interface Resolved {
   readonly servers: ReadonlyArray<string>
   readonly prefix: string
   readonly connectTimeout: number
+  readonly connectRetry: number
   readonly requestTimeout: number
   readonly reconnectTimeWait: number
   readonly ackWait: number
@@ -120,6 +121,7 @@ const resolve = (options: Options): Effect.Effect<Resolved, OptionsError> =>
       servers,
       prefix: options.prefix ?? "bulwark",
       connectTimeout: millis(options.connectTimeout, "5 seconds"),
+      connectRetry: millis(options.connectRetry, "30 seconds"),
       requestTimeout: millis(options.requestTimeout, "5 seconds"),
       reconnectTimeWait: millis(options.reconnectTimeWait, "500 millis"),
       ackWait: millis(options.ackWait, "30 seconds"),
@@ -137,6 +139,7 @@ const resolve = (options: Options): Effect.Effect<Resolved, OptionsError> =>
       servers.length === 0 ? "no server URL" : undefined,
       Names.isValidPrefix(resolved.prefix) ? undefined : `prefix "${resolved.prefix}" must be 1-32 of [A-Za-z0-9-]`,
       resolved.connectTimeout > 0 ? undefined : "connectTimeout must be positive",
+      resolved.connectRetry >= 0 ? undefined : "connectRetry must not be negative",
       resolved.requestTimeout > 0 ? undefined : "requestTimeout must be positive",
       resolved.ackWait >= 1 ? undefined : "ackWait must be at least 1 ms",
       resolved.dedupeWindow >= 0 ? undefined : "dedupeWindow must not be negative",
@@ -247,14 +250,55 @@ const watchConnection = (connection: NatsConnection, servers: ReadonlyArray<stri
     })().catch(() => undefined)
   })
 
+/**
+ * Whether a failed start found the server away (down, restarting, JetStream not up yet) rather than refusing
+ * this client (authentication, TLS): only the former is worth waiting for.
+ */
+const isUnreachable = (error: ConnectionError) => {
+  const code = (error.cause as { code?: unknown } | undefined)?.code
+  return code === "CONNECTION_REFUSED" || code === "CONNECTION_TIMEOUT" || code === "TIMEOUT" ||
+    code === "CONNECTION_CLOSED" || code === "DISCONNECT" || code === "503" || isNoResponders(error.cause)
+}
+
+/** Connects and opens the JetStream API; a connection whose JetStream API fails is closed, not left reconnecting. */
+const connectJetStream = (resolved: Resolved, options: Options) =>
+  Effect.flatMap(connectTo(resolved, options), (connection) =>
+    Effect.tryPromise({
+      try: () => connection.jetstreamManager({ timeout: resolved.requestTimeout }),
+      catch: (cause) => new ConnectionError({ servers: resolved.servers.map(redactServer), cause })
+    }).pipe(
+      Effect.map((jsm) => ({ connection, jsm })),
+      Effect.tapError(() => Effect.promise(() => connection.close().catch(() => undefined)))
+    ))
+
+/**
+ * Retries the start while the server is away (a process starting during a broker restart), with jittered
+ * exponential backoff capped at 5 s, for at most `connectRetry`; one warning says so. Other errors fail at once.
+ */
+const retryStartup = (resolved: Resolved, options: Options) => {
+  const connecting = connectJetStream(resolved, options)
+  if (resolved.connectRetry === 0) return connecting
+  let warned = false
+  return Effect.retry(connecting, Schedule.exponential("100 millis").pipe(
+    Schedule.either(Schedule.spaced("5 seconds")),
+    Schedule.jittered,
+    Schedule.upTo(Duration.millis(resolved.connectRetry)),
+    Schedule.whileInput(isUnreachable),
+    Schedule.tapInput((error: ConnectionError) =>
+      warned ? Effect.void : Effect.sync(() => warned = true).pipe(Effect.zipRight(Effect.logWarning(
+        `NATS at ${resolved.servers.map(redactServer).join(", ")} is unreachable; retrying for up to ${Duration.format(Duration.millis(resolved.connectRetry))}`,
+        error.message
+      ))))
+  ))
+}
+
 export const make = (options: Options = {}): Effect.Effect<NatsTransport, ConnectionError | OptionsError, Scope.Scope> =>
   Effect.gen(function*() {
     const resolved = yield* resolve(options)
-    const connection = yield* Effect.acquireRelease(connectTo(resolved, options), closeConnection)
-    const jsm: JetStreamManager = yield* Effect.tryPromise({
-      try: () => connection.jetstreamManager({ timeout: resolved.requestTimeout }),
-      catch: (cause) => new ConnectionError({ servers: resolved.servers.map(redactServer), cause })
-    })
+    const { connection, jsm }: { connection: NatsConnection; jsm: JetStreamManager } = yield* Effect.acquireRelease(
+      retryStartup(resolved, options),
+      ({ connection }) => closeConnection(connection)
+    )
     const js: JetStreamClient = connection.jetstream({ timeout: resolved.requestTimeout })
     const pullers = new Set<Puller>()
     // Pull requests waiting on the server may have died with the old connection: ask again at once.

@@ -1,0 +1,131 @@
+/**
+ * A private NATS JetStream server for fault tests: `nats-server -p <spare port> -js -sd <temporary directory>`,
+ * so a test may stop, kill and restart it (never the shared server). Its store survives restarts.
+ *
+ * Call `destroy` in `afterAll` / a finalizer: it stops the server by its pid (also after a failed test) and
+ * removes the directory. A process exit that skips it still kills the server (an `exit` hook).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+
+/** A free TCP port on 127.0.0.1 (asked from the kernel, then released for the server to take). */
+const sparePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.on("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port")))
+    })
+  })
+
+const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
+
+/** A private server; see the module documentation. */
+export interface PrivateNats {
+  readonly port: number
+  /** `nats://127.0.0.1:<port>`. */
+  readonly url: string
+  /** The server's pid while it runs. */
+  readonly pid: () => number | undefined
+  /** Starts the server (again) on the same port and store; resolves once it accepts clients with JetStream. */
+  readonly start: () => Promise<void>
+  /**
+   * Stops the server: `SIGTERM` (default) shuts it down cleanly, `SIGKILL` is a crash. NATS 2.9 acknowledges a
+   * publish before its store reaches the file, so a crash may lose acknowledged messages.
+   */
+  readonly stop: (signal?: "SIGTERM" | "SIGKILL") => Promise<void>
+  /** `stop`, stay down `downMillis` (default 0), `start`. */
+  readonly restart: (options?: { readonly downMillis?: number; readonly signal?: "SIGTERM" | "SIGKILL" }) => Promise<void>
+  /** Stops the server by its pid and removes its directory. Safe to call twice and after any failure. */
+  readonly destroy: () => Promise<void>
+}
+
+/** Creates and starts a private server on a spare port. */
+export const start = async (): Promise<PrivateNats> => {
+  const dir = mkdtempSync(join(tmpdir(), "bulwark-nats-"))
+  const port = await sparePort()
+  let server: ChildProcess | undefined
+  let log = ""
+
+  const running = () => server !== undefined && server.exitCode === null && server.signalCode === null
+  const killNow = () => {
+    if (running()) server?.kill("SIGKILL")
+  }
+  process.once("exit", killNow)
+
+  const startServer = async () => {
+    if (running()) return
+    log = ""
+    const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", join(dir, "store")], {
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    server = child
+    const ready = new Promise<void>((resolve, reject) => {
+      const onData = (chunk: Buffer) => {
+        // Kept short: the server logs every reconnecting client for as long as it runs.
+        log = (log + String(chunk)).slice(-20_000)
+        if (log.includes("Server is ready")) resolve()
+      }
+      child.stdout?.on("data", onData)
+      child.stderr?.on("data", onData)
+      child.once("error", reject)
+      child.once("exit", (code, signal) => reject(new Error(`nats-server exited (${code ?? signal}) while starting:\n${log}`)))
+    })
+    const timeout = sleep(30_000).then(() => {
+      throw new Error(`nats-server did not become ready within 30 s:\n${log}`)
+    })
+    try {
+      await Promise.race([ready, timeout])
+    } catch (error) {
+      killNow()
+      throw error
+    }
+  }
+
+  const stop = async (signal: "SIGTERM" | "SIGKILL" = "SIGTERM") => {
+    const child = server
+    if (child === undefined || !running()) return
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+    child.kill(signal)
+    // A clean shutdown that hangs is ended by force.
+    const forced = sleep(15_000).then(() => {
+      if (running()) child.kill("SIGKILL")
+    })
+    await Promise.race([exited, forced])
+    await exited
+  }
+
+  let destroyed = false
+  const destroy = async () => {
+    if (destroyed) return
+    destroyed = true
+    await stop("SIGKILL").catch(() => undefined)
+    process.off("exit", killNow)
+    rmSync(dir, { recursive: true, force: true })
+  }
+
+  try {
+    await startServer()
+  } catch (error) {
+    await destroy()
+    throw error
+  }
+  return {
+    port,
+    url: `nats://127.0.0.1:${port}`,
+    pid: () => (running() ? server?.pid : undefined),
+    start: startServer,
+    stop,
+    restart: async (options = {}) => {
+      await stop(options.signal)
+      if ((options.downMillis ?? 0) > 0) await sleep(options.downMillis ?? 0)
+      await startServer()
+    },
+    destroy
+  }
+}

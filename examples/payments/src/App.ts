@@ -196,30 +196,45 @@ export const run = (options: Options) =>
         phase = "replaying"
         // Outage and timeout failures are the provider's, and over by now. A timed-out call may even have
         // booked the parcel: the replay is safe because the API answers a repeated Idempotency-Key with it.
-        const replayable = (yield* store.list({ originTopic: orderPaidTopic, replay: "pending" }))
-          .filter((entry) => replayableCategories.has(entry.category))
-        replayTotal = replayable.length
-        const replay = yield* Replay.replay({ ids: replayable.map((e) => e.id), rate: 1000 })
-        const replayedIds = new Set(replay.replayed)
-        const replayedMessages = replayable.filter((e) => replayedIds.has(e.id))
-        const replaySettled = yield* waitFor(
-          Effect.gen(function*() {
-            const booked = new Set(records.bookings.map((b) => b.idempotencyKey))
-            let done = 0
-            for (const entry of replayedMessages) {
-              if (booked.has(entry.messageId)) done++
-              else {
-                const current = yield* store.get(entry.id)
-                if (current._tag === "Some" && current.value.replay === "pending") done++
+        // A replayed call can time out again although the API booked it (a slow answer): its copy is
+        // dead-lettered anew. Replaying it once more gets the booking back by its Idempotency-Key, so the
+        // replay goes round until only poison is left (three rounds at most).
+        let replayedCount = 0
+        let replaySettled = true
+        let doneBefore = 0
+        for (let round = 0; round < 3; round++) {
+          const replayable = (yield* store.list({ originTopic: orderPaidTopic, replay: "pending" }))
+            .filter((entry) => replayableCategories.has(entry.category))
+          if (replayable.length === 0) break
+          replayTotal += replayable.length
+          const replay = yield* Replay.replay({ ids: replayable.map((e) => e.id), rate: 1000 })
+          replayedCount += replay.replayed.length
+          const replayedIds = new Set(replay.replayed)
+          const replayedMessages = replayable.filter((e) => replayedIds.has(e.id))
+          replaySettled = yield* waitFor(
+            Effect.gen(function*() {
+              // Done once the replayed copy's delivery settled (acked, or dead-lettered again), not merely once
+              // the parcel is booked: a booked call can still time out and dead-letter its copy.
+              let done = 0
+              for (const entry of replayedMessages) {
+                if (counters.orderPaidSettled.has(Replay.replayMessageId(entry.messageId, entry.replayCount + 1))) done++
+                else {
+                  const current = yield* store.get(entry.id)
+                  if (current._tag === "Some" && current.value.replay === "pending") done++
+                }
               }
-            }
-            replayDone = done
-            return done === replayedMessages.length
-          }),
-          options.settleTimeout
-        )
+              replayDone = doneBefore + done
+              return done === replayedMessages.length
+            }),
+            options.settleTimeout
+          )
+          doneBefore = replayDone
+          if (!replaySettled) break
+          // A copy dead-lettered again lands in the store through the drain: let it arrive before looking.
+          yield* waitFor(Effect.map(store.depth, (n) => n >= deadLettered()), options.settleTimeout)
+        }
         const remaining = (yield* store.list({ replay: "pending" })).map(toDeadLetter)
-        return { settled: settled && replaySettled, deadLetters, replayed: replay.replayed.length, remaining }
+        return { settled: settled && replaySettled, deadLetters, replayed: replayedCount, remaining }
       }).pipe(Effect.scoped)
 
       const outcome = yield* Effect.raceFirst(

@@ -7,21 +7,11 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+// One way to find a spare port for every private test server.
+import { sparePort } from "../../../sql/test/support/PrivatePostgres.js"
 
-/** A free TCP port on 127.0.0.1 (asked from the kernel, then released for the server to take). */
-const sparePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port")))
-    })
-  })
 
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 

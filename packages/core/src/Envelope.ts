@@ -211,33 +211,43 @@ export const toCloudEvent = <A, I, R>(data: Schema.Schema<A, I, R>) => {
     Effect.map(
       Effect.mapError(encodeData(self.data), (error) =>
         new EnvelopeEncodeError({ id: self.id, detail: ParseResult.TreeFormatter.formatErrorSync(error) })),
-      (encodedData) => {
-        const event: Record<string, unknown> = {
-          specversion: "1.0",
-          id: self.id,
-          source: self.source,
-          type: self.type,
-          time: DateTime.formatIso(self.time),
-          datacontenttype: "application/json",
-          data: encodedData
-        }
-        if (self.subject !== "") event.subject = self.subject
-        const others: Record<string, string> = {}
-        let hasOthers = false
-        for (const [name, value] of Object.entries(self.headers)) {
-          if (validExtensionName.test(name) && !reservedAttributes.has(name) && name !== attemptExtension) {
-            event[name] = value
-          } else {
-            others[name] = value
-            hasOthers = true
-          }
-        }
-        if (hasOthers) event[headersExtension] = JSON.stringify(others)
-        event[attemptExtension] = self.attempt
-        return event
-      }
+      (encodedData) => cloudEventOf(self, encodedData)
     )
 }
+
+/** The CloudEvents object of an envelope whose data is already encoded. */
+const cloudEventOf = (self: Envelope<unknown>, encodedData: unknown): Record<string, unknown> => {
+  const event: Record<string, unknown> = {
+    specversion: "1.0",
+    id: self.id,
+    source: self.source,
+    type: self.type,
+    time: DateTime.formatIso(self.time),
+    datacontenttype: "application/json",
+    data: encodedData
+  }
+  if (self.subject !== "") event.subject = self.subject
+  const others: Record<string, string> = {}
+  let hasOthers = false
+  for (const [name, value] of Object.entries(self.headers)) {
+    if (validExtensionName.test(name) && !reservedAttributes.has(name) && name !== attemptExtension) {
+      event[name] = value
+    } else {
+      others[name] = value
+      hasOthers = true
+    }
+  }
+  if (hasOthers) event[headersExtension] = JSON.stringify(others)
+  event[attemptExtension] = self.attempt
+  return event
+}
+
+/**
+ * Encodes an envelope to CloudEvents bytes given its data already in encoded (JSON) form, without Effect:
+ * for hot paths that encoded the data themselves (e.g. with `Schema.encodeEither`).
+ */
+export const encodeEncoded = (self: Envelope<unknown>, encodedData: unknown): Uint8Array =>
+  encoder.encode(JSON.stringify(cloudEventOf(self, encodedData)))
 
 /** Encodes an envelope to CloudEvents 1.0 structured JSON bytes. */
 export const encode = <A, I, R>(data: Schema.Schema<A, I, R>) => {

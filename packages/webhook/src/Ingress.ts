@@ -21,7 +21,7 @@ import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpS
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { EventEmitter } from "node:events"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { Cause, Clock, DateTime, Duration, Effect, Exit, Metric, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Clock, DateTime, Duration, Effect, Either, Exit, Metric, Option, ParseResult, Runtime, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { ReplayGuard } from "./ReplayGuard.js"
 import { announce as announceVerified, type Request, type Verified, type Verifier } from "./Verifier.js"
@@ -202,13 +202,35 @@ const senderLinks = (request: Request) => {
     : []
 }
 
+/** A request that passed the synchronous checks: what the persisting step needs. */
+interface Prepared {
+  readonly id: string
+  readonly key: string
+  readonly subject: string
+  readonly payload: Uint8Array
+}
+
+// What a synchronous step could not finish without Effect (an async schema, an async verifier): the slow path.
+const needsEffect = Symbol("needsEffect")
+
+/** Whether a parse failure only says the schema cannot run synchronously (then the Effect path decides). */
+const isForbidden = (error: ParseResult.ParseError): boolean => error.issue._tag === "Forbidden"
+
 /**
  * The route's work without HTTP: verify → decode → dedupe → persist. The ingress route is a thin adapter
  * over it; property tests drive it directly.
+ *
+ * The hot path is synchronous up to the replay guard: signature check (when the verifier's keys are fixed),
+ * JSON parse, schema decode and envelope encode run as plain functions, so a request costs one short chain
+ * of effects (claim → publish → commit) instead of a step per check. Schemas or verifiers that cannot run
+ * synchronously (async transformations, keys read from a service) take the same steps as effects, with the
+ * same answers.
  */
 export const process = <A, I>(options: Options<A, I>) => {
-  const decode = Schema.decodeUnknown(options.schema, { errors: "all" })
-  const encode = Envelope.encode(options.schema)
+  const decodeEffect = Schema.decodeUnknown(options.schema, { errors: "all" })
+  const decodeSync = Schema.decodeUnknownEither(options.schema, { errors: "all" })
+  const encodeEffect = Envelope.encode(options.schema)
+  const encodeDataSync = Schema.encodeEither(options.schema)
   const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
   const maxDepth = options.maxDepth ?? defaultMaxDepth
   const dedupeTtl = Duration.decode(options.dedupeTtl ?? Duration.days(3))
@@ -241,94 +263,161 @@ export const process = <A, I>(options: Options<A, I>) => {
       Metric.increment(accepted.duplicate ? duplicates : received)
     )
   const verifySpan = Telemetry.withSafeSpan("webhook.verify", { kind: "internal", attributes: verifyAttributes })
-  return (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> =>
+  const verifyAt = options.verifier.verifyAt
+  const verify = (request: Request, now: number): Effect.Effect<Verified, VerificationError | ReplayCheckFailed> =>
+    verifySpan(
+      verifyAt === undefined ? options.verifier.verify(request) : Effect.suspend(() => {
+        const result = verifyAt(request, now)
+        // The synchronous check bypasses `verify`, so the ingress announces its result itself.
+        return Effect.zipRight(
+          announceVerified(options.verifier.scheme, options.verifier.source, request, result),
+          "_tag" in result ? Effect.fail(result) : Effect.succeed(result)
+        )
+      })
+    )
+
+  // The envelope of a decoded payload (its bytes are encoded separately, synchronously when possible).
+  const envelopeOf = (data: A, verified: Verified, body: Uint8Array, now: number): Envelope.Envelope<A> => {
+    const id = options.id?.(data, verified, body) ?? verified.id ?? createHash("sha256").update(body).digest("hex")
+    return {
+      id,
+      type: typeOf(data),
+      source,
+      subject: options.subject(data, verified),
+      time: DateTime.unsafeMake(now),
+      data,
+      headers: {},
+      attempt: 0
+    }
+  }
+  const preparedOf = (envelope: Envelope.Envelope<A>, payload: Uint8Array): Prepared => ({
+    id: envelope.id,
+    key: `${options.verifier.source}:${envelope.id}`,
+    subject: envelope.subject,
+    payload
+  })
+
+  /**
+   * Parse, decode and encode without Effect: the prepared request, a refusal, or `needsEffect` when the schema
+   * cannot run synchronously. A stack overflow (a payload too deep for a recursive schema) is the payload's
+   * fault: a 400, never a 503 that the sender would retry forever.
+   */
+  const prepareSync = (verified: Verified, body: Uint8Array, now: number): Prepared | MalformedPayload | typeof needsEffect => {
+    if (nestsDeeperThan(body, maxDepth)) {
+      return new MalformedPayload({ detail: `body nests arrays/objects deeper than ${maxDepth} levels` })
+    }
+    const json = parseJson(body)
+    if (!json.ok) return new MalformedPayload({ detail: bounded(`body is not JSON: ${json.detail}`) })
+    try {
+      const decoded = decodeSync(json.value)
+      if (Either.isLeft(decoded)) {
+        return isForbidden(decoded.left) ? needsEffect : new MalformedPayload({ detail: describeDecodeError(decoded.left) })
+      }
+      const envelope = envelopeOf(decoded.right, verified, body, now)
+      const encoded = encodeDataSync(envelope.data)
+      if (Either.isLeft(encoded)) {
+        return isForbidden(encoded.left)
+          ? needsEffect
+          : new MalformedPayload({ detail: bounded(`cannot encode envelope ${envelope.id}: ${describeDecodeError(encoded.left)}`) })
+      }
+      return preparedOf(envelope, Envelope.encodeEncoded(envelope, encoded.right))
+    } catch (defect) {
+      if (defect instanceof RangeError) {
+        return new MalformedPayload({ detail: `payload too deeply nested to process (${bounded(defect.message)})` })
+      }
+      // Anything else thrown is a bug of the user's callbacks (id, type, subject): the Effect path turns it into
+      // a defect, as it always has, so the sender gets 503 and retries.
+      return needsEffect
+    }
+  }
+
+  // The same steps as effects, for schemas with async parts (and user callbacks that throw: they become defects).
+  const prepareEffect = (verified: Verified, body: Uint8Array, now: number): Effect.Effect<Prepared, MalformedPayload> =>
     Effect.gen(function*() {
-      const body = request.body
-      if (body.length > maxBodySize) return yield* new PayloadTooLarge({ limit: maxBodySize, size: body.length })
-      const now = yield* Clock.currentTimeMillis
-      const verifyAt = options.verifier.verifyAt
-      const verified: Verified = yield* verifySpan(
-        verifyAt === undefined ? options.verifier.verify(request) : Effect.suspend(() => {
-          const result = verifyAt(request, now)
-          // The synchronous check bypasses `verify`, so the ingress announces its result itself.
-          return Effect.zipRight(
-            announceVerified(options.verifier.scheme, options.verifier.source, request, result),
-            "_tag" in result ? Effect.fail(result) : Effect.succeed(result)
-          )
-        })
-      )
       if (nestsDeeperThan(body, maxDepth)) {
         return yield* new MalformedPayload({ detail: `body nests arrays/objects deeper than ${maxDepth} levels` })
       }
       const json = parseJson(body)
       if (!json.ok) return yield* new MalformedPayload({ detail: bounded(`body is not JSON: ${json.detail}`) })
       // Suspended: a synchronous schema decodes (and may overflow) while the Effect is built, not run.
-      const data = yield* Effect.suspend(() => decode(json.value)).pipe(
+      const data = yield* Effect.suspend(() => decodeEffect(json.value)).pipe(
         Effect.mapError((error) => new MalformedPayload({ detail: describeDecodeError(error) })),
         Effect.catchSomeDefect(tooDeep)
       )
-      const id = options.id?.(data, verified, body) ?? verified.id ?? createHash("sha256").update(body).digest("hex")
-      const key = `${options.verifier.source}:${id}`
-      const guard = yield* ReplayGuard
-      // Without the guard there is no knowing whether this is a replay: not acknowledged, the sender retries.
-      const claim = yield* guard.claim(key, claimLease, dedupeTtl).pipe(
-        Effect.mapError((error) => new ReplayCheckFailed({ detail: bounded(error.message) }))
+      const envelope = envelopeOf(data, verified, body, now)
+      const payload = yield* Effect.suspend(() => encodeEffect(envelope)).pipe(
+        Effect.mapError((error) => new MalformedPayload({ detail: bounded(error.message) })),
+        Effect.catchSomeDefect(tooDeep)
       )
-      if (claim === "seen") return { id, duplicate: true }
-      if (claim === "in-flight") return yield* new InFlight({ id })
-      const persist = Effect.gen(function*() {
-        const envelope: Envelope.Envelope<A> = {
+      return preparedOf(envelope, payload)
+    })
+
+  const prepare = (verified: Verified, body: Uint8Array, now: number): Effect.Effect<Prepared, MalformedPayload> => {
+    const result = prepareSync(verified, body, now)
+    return result === needsEffect
+      ? prepareEffect(verified, body, now)
+      : result instanceof MalformedPayload
+      ? Effect.fail(result)
+      : Effect.succeed(result)
+  }
+
+  // Claim → persist → commit (releasing on failure): the only steps that need the services.
+  const persist = (prepared: Prepared, guard: ReplayGuard["Type"]): Effect.Effect<Accepted, IngressError, Transport.Publisher> => {
+    const { id, key } = prepared
+    const publish = Effect.flatMap(Transport.Publisher, (publisher) =>
+      publisher.publish(options.topic, [{ id, key: prepared.subject, payload: prepared.payload, headers: {} }]))
+    // Remembered only once persisted: a failed persist must leave the retry free to succeed.
+    const remember = guard.commit(key, dedupeTtl).pipe(
+      // The event is persisted, so it is acknowledged: answering 503 would make the sender send it again
+      // for sure, where an unremembered id is only accepted again if it is redelivered after the lease.
+      Effect.catchAll((error) =>
+        Effect.logWarning("webhook accepted but its id could not be remembered; a redelivery may be accepted again").pipe(
+          Effect.annotateLogs({ id, cause: error.message })
+        ))
+    )
+    const stored = publish.pipe(
+      Effect.catchAllCause((cause): Effect.Effect<never, PersistFailed> =>
+        Effect.fail(new PersistFailed({
           id,
-          type: typeOf(data),
-          source,
-          subject: options.subject(data, verified),
-          time: DateTime.unsafeMake(now),
-          data,
-          headers: {},
-          attempt: 0
-        }
-        const payload = yield* Effect.suspend(() => encode(envelope)).pipe(
-          Effect.mapError((error) => new MalformedPayload({ detail: bounded(error.message) })),
-          Effect.catchSomeDefect(tooDeep)
-        )
-        const publisher = yield* Transport.Publisher
-        yield* publisher.publish(options.topic, [{ id, key: envelope.subject, payload, headers: {} }])
-      })
-      // Remembered only once persisted: a failed persist must leave the retry free to succeed.
-      const remember = guard.commit(key, dedupeTtl).pipe(
-        // The event is persisted, so it is acknowledged: answering 503 would make the sender send it again
-        // for sure, where an unremembered id is only accepted again if it is redelivered after the lease.
-        Effect.catchAll((error) =>
-          Effect.logWarning("webhook accepted but its id could not be remembered; a redelivery may be accepted again").pipe(
-            Effect.annotateLogs({ id, cause: error.message })
-          ))
-      )
-      yield* persist.pipe(
-        Effect.catchAllCause((cause): Effect.Effect<never, MalformedPayload | PersistFailed> =>
-          Option.match(Cause.failureOption(cause), {
-            onSome: (error) => error._tag === "MalformedPayload" ? Effect.fail(error) : Effect.fail(new PersistFailed({ id, detail: error.message })),
-            onNone: () => Effect.fail(new PersistFailed({ id, detail: Cause.pretty(cause) }))
-          })),
-        Effect.onError(() =>
-          guard.release(key).pipe(
-            Effect.catchAll((error) =>
-              Effect.logWarning("webhook claim could not be released; the id is free again when its lease ends").pipe(
-                Effect.annotateLogs({ id, cause: error.message })
-              ))
-          )),
-        Effect.zipRight(remember),
-        Effect.uninterruptible
-      )
-      return { id, duplicate: false }
-    }).pipe(
+          detail: Option.match(Cause.failureOption(cause), { onSome: (error) => error.message, onNone: () => Cause.pretty(cause) })
+        }))),
+      Effect.onError(() =>
+        guard.release(key).pipe(
+          Effect.catchAll((error) =>
+            Effect.logWarning("webhook claim could not be released; the id is free again when its lease ends").pipe(
+              Effect.annotateLogs({ id, cause: error.message })
+            ))
+        )),
+      Effect.zipRight(remember),
+      Effect.uninterruptible,
+      Effect.as<Accepted>({ id, duplicate: false })
+    )
+    return Effect.flatMap(
+      // Without the guard there is no knowing whether this is a replay: not acknowledged, the sender retries.
+      Effect.mapError(guard.claim(key, claimLease, dedupeTtl), (error) => new ReplayCheckFailed({ detail: bounded(error.message) })),
+      (claim): Effect.Effect<Accepted, IngressError, Transport.Publisher> =>
+        claim === "seen" ? Effect.succeed({ id, duplicate: true }) : claim === "in-flight" ? Effect.fail(new InFlight({ id })) : stored
+    )
+  }
+
+  return (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> => {
+    const body = request.body
+    const work: Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> = body.length > maxBodySize
+      ? Effect.fail(new PayloadTooLarge({ limit: maxBodySize, size: body.length }))
+      : Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.flatMap(verify(request, now), (verified) =>
+          Effect.flatMap(prepare(verified, body, now), (prepared) =>
+            Effect.flatMap(ReplayGuard, (guard) => persist(prepared, guard)))))
+    return work.pipe(
       Effect.onExit(announce),
       Effect.tap(accepted),
       Telemetry.withSafeSpan(spanName, {
         kind: "server",
         links: senderLinks(request),
-        attributes: { ...baseAttributes, [Telemetry.Attr.httpBodySize]: request.body.length }
+        attributes: { ...baseAttributes, [Telemetry.Attr.httpBodySize]: body.length }
       })
     )
+  }
 }
 
 /** An HTTP answer: status, extra headers and the JSON body. */

@@ -53,6 +53,11 @@ export interface Options<A, I> {
    * SHA-256 of the body (Stripe signs no id header; pass `(data) => data.id` for its event id).
    */
   readonly id?: (data: A, verified: Verified, body: Uint8Array) => string
+  /**
+   * The envelope's CloudEvents `dataschema`: the contract id and version the payload follows (see
+   * `@bulwark/contracts`), fixed or read from the payload. Default: none.
+   */
+  readonly dataschema?: string | ((data: A) => string)
   /** The largest accepted body in bytes. Default 1 MiB. */
   readonly maxBodySize?: number
   /**
@@ -285,7 +290,10 @@ export const process = <A, I>(options: Options<A, I>) => {
           time: DateTime.unsafeMake(now),
           data,
           headers: {},
-          attempt: 0
+          attempt: 0,
+          ...(options.dataschema === undefined
+            ? {}
+            : { dataschema: typeof options.dataschema === "string" ? options.dataschema : options.dataschema(data) })
         }
         const payload = yield* Effect.suspend(() => encode(envelope)).pipe(
           Effect.mapError((error) => new MalformedPayload({ detail: bounded(error.message) })),

@@ -62,6 +62,24 @@ export interface CheckInput {
 
 const describeProducer = (service: string, p: ProducedContract) => `producer ${service} (${p.type} v${p.version})`
 
+/** How to fix a consumer that cannot read a producer: either side may move first. */
+const consumerFix = (change: Compatibility.Change, producer: string, consumer: string): string => {
+  const f = change.field
+  switch (change.kind) {
+    case "required-property-added-to-closed-model":
+    case "property-made-required":
+      return `${producer}: keep writing "${f}" (add any replacement beside it), or ${consumer}: make "${f}" optional first`
+    case "type-changed":
+    case "type-narrowed":
+    case "union-narrowed":
+    case "enum-narrowed":
+    case "enum-added":
+      return `${producer}: keep "${f}" as ${consumer} reads it and put the new shape in a new field, or ${consumer}: accept both first`
+    default:
+      return `${producer} must write what ${consumer} reads at "${f}": ${Compatibility.fixHint(change)}`
+  }
+}
+
 /** Runs every check and answers the report. */
 export const check = (input: CheckInput): Report => {
   const cases: Array<CheckCase> = []
@@ -99,7 +117,7 @@ export const check = (input: CheckInput): Report => {
                 direction: v.version === p.version ? direction : `${direction}, for messages still written with v${v.version}`,
                 field: change.field,
                 message: change.message,
-                fix: `${Compatibility.fixHint(change)} (consumer ${cf.service}/${c.group} reads what ${pf.service} writes)`
+                fix: consumerFix(change, pf.service, `${cf.service}/${c.group}`)
               })
             }
           }

@@ -121,7 +121,7 @@ export const checkAgainst = (services: ReadonlyArray<Contract.Service>, dir: str
       const finding: Check.Finding = {
         kind: "stale-contract-file",
         severity: options.frozen === true ? "error" : "warning",
-        topic: "-",
+        topic: "(contract file)",
         direction: `service ${file.service}`,
         field: "(root)",
         message: before === undefined

@@ -12,3 +12,5 @@ export * as Project from "./Project.js"
 export * as Versioning from "./Versioning.js"
 /** Contract checks inside a service's tests. */
 export * as Testing from "./Testing.js"
+/** Records which schemas the code really uses and finds those the contracts do not declare. */
+export * as Capture from "./Capture.js"

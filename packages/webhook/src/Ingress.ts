@@ -15,7 +15,7 @@
  * node:http itself answers 400 (unparseable request), 408 (headers or request over the server's timeouts)
  * and 431 (headers over `maxHeaderSize`); see the webhook docs for the whole set.
  */
-import { Envelope, Observe, Telemetry, TraceContext } from "@bulwark/core"
+import { Envelope, Observe, SchemaUse, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
@@ -301,6 +301,7 @@ export const process = <A, I>(options: Options<A, I>) => {
         )
         const publisher = yield* Transport.Publisher
         yield* publisher.publish(options.topic, [{ id, key: envelope.subject, payload, headers: {} }])
+        yield* SchemaUse.report(() => [{ role: "produce", topic: options.topic, schema: options.schema, type: envelope.type, source }])
       })
       // Remembered only once persisted: a failed persist must leave the retry free to succeed.
       const remember = guard.commit(key, dedupeTtl).pipe(

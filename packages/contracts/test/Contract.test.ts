@@ -1,9 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Schema } from "effect"
+import { Effect, Either, Fiber, Schema } from "effect"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { Envelope, SchemaUse } from "@bulwark/core"
+import { Memory, Transport } from "@bulwark/transport"
 import * as AsyncApi from "../src/AsyncApi.js"
+import * as Capture from "../src/Capture.js"
 import * as Check from "../src/Check.js"
 import * as Contract from "../src/Contract.js"
 import * as Project from "../src/Project.js"
@@ -185,4 +188,36 @@ describe("AsyncApi", () => {
       expect(target, ref).toBeDefined()
     }
   })
+})
+
+describe("Capture", () => {
+  it.effect("records what the transport really publishes and consumes, and finds what the contracts do not declare", () =>
+    Effect.gen(function*() {
+      const Drifted = Schema.Struct({ ...Paid.fields, extra: Schema.String })
+      const program = Effect.gen(function*() {
+        const envelope = yield* Envelope.make({ type: "com.example.order.paid", source: "/orders", subject: "c", data: { orderId: "o", amount: 1, sequence: 1 } })
+        yield* Transport.publishEnvelopes(Paid)("order-paid", [envelope, envelope])
+        const refund = yield* Envelope.make({ type: "com.example.order.refunded", source: "/orders", subject: "c", data: { orderId: "o", amount: 1, sequence: 1 } })
+        yield* Transport.publishEnvelopes(Paid)("order-paid", [refund])
+        // A consumer whose schema drifted from its declaration (started, then interrupted).
+        const consumer = yield* Effect.fork(Transport.consume("order-paid", () => Effect.void, { schema: Drifted, group: "shipping" }))
+        yield* Effect.yieldNow()
+        yield* Fiber.interrupt(consumer)
+        return "done"
+      }).pipe(Effect.provide(Memory.layer()))
+      const { result, uses } = yield* Capture.capture(program)
+      expect(result).toBe("done")
+      expect(uses.map((u) => `${u.role} ${u.topic} ${u.type ?? u.group}`)).toEqual([
+        "produce order-paid com.example.order.paid",
+        "produce order-paid com.example.order.refunded",
+        "consume order-paid shipping"
+      ])
+      const gaps = Capture.undeclared(uses, [orders(Paid, 1), shipping()])
+      expect(gaps.map((g) => g.reason)).toEqual([
+        "com.example.order.refunded is written to order-paid but no producer contract declares it",
+        "group shipping decodes order-paid with a schema other than the declared one"
+      ])
+      // Nothing is recorded when nobody records.
+      yield* SchemaUse.report(() => { throw new Error("not called without a recorder") })
+    }).pipe(Effect.scoped))
 })

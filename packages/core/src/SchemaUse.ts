@@ -29,18 +29,28 @@ export const currentRecorder: FiberRef.FiberRef<Recorder | undefined> = globalVa
   () => FiberRef.unsafeMake<Recorder | undefined>(undefined)
 )
 
-/** Reports uses to the current recorder; `uses` is only called when one is installed. */
+// Recordings running in the process. While there are none, producers and consumers add nothing to their
+// effects: recording is for tests, and the hot paths (every append, every publish) should not pay for it.
+let active = 0
+
+/** Reports uses to the current fiber's recorder; `uses` is only called when one is installed. */
 export const report = (uses: () => ReadonlyArray<SchemaUse>): Effect.Effect<void> =>
   FiberRef.getWith(currentRecorder, (recorder) =>
     recorder === undefined ? Effect.void : Effect.sync(() => {
       for (const use of uses()) recorder(use)
     }))
 
+/**
+ * `effect`, followed by reporting `uses` when a recording is running as the effect is built (producers and
+ * consumers build theirs per call, inside the program being recorded); `effect` itself otherwise.
+ */
+export const reported = <A, E, R>(effect: Effect.Effect<A, E, R>, uses: () => ReadonlyArray<SchemaUse>): Effect.Effect<A, E, R> =>
+  active === 0 ? effect : Effect.zipLeft(effect, report(uses))
+
 /** Runs `effect` with `recorder` receiving every use reported inside it (and in the fibers it forks). */
-export const recording: {
-  (recorder: Recorder): <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-  <A, E, R>(effect: Effect.Effect<A, E, R>, recorder: Recorder): Effect.Effect<A, E, R>
-} = ((...args: Array<any>) =>
-  args.length === 1
-    ? (effect: Effect.Effect<any, any, any>) => Effect.locally(effect, currentRecorder, args[0])
-    : Effect.locally(args[0], currentRecorder, args[1])) as any
+export const recording = <A, E, R>(effect: Effect.Effect<A, E, R>, recorder: Recorder): Effect.Effect<A, E, R> =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => void active++),
+    () => Effect.locally(effect, currentRecorder, recorder),
+    () => Effect.sync(() => void active--)
+  )

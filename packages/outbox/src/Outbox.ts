@@ -164,7 +164,7 @@ export const append = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) => {
           headers: envelope.headers
         }))),
       (messages) => appendMessages(topic, messages)
-    ).pipe(Effect.zipLeft(SchemaUse.report(() => Transport.producedUses(topic, dataSchema, envelopes))))
+    ).pipe((append) => SchemaUse.reported(append, () => Transport.producedUses(topic, dataSchema, envelopes)))
 }
 
 /** Rows not yet published. */

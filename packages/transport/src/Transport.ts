@@ -258,7 +258,7 @@ export const publishEnvelopes = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) =>
           headers: {}
         }))),
       (messages) => Effect.flatMap(Publisher, (publisher) => publisher.publish(topic, messages))
-    ).pipe(Effect.zipLeft(SchemaUse.report(() => producedUses(topic, dataSchema, envelopes))))
+    ).pipe((publish) => SchemaUse.reported(publish, () => producedUses(topic, dataSchema, envelopes)))
 }
 
 /** The distinct (type, source) pairs of `envelopes` as produce uses of `schema` (for contract checks). */

@@ -300,8 +300,10 @@ export const process = <A, I>(options: Options<A, I>) => {
           Effect.catchSomeDefect(tooDeep)
         )
         const publisher = yield* Transport.Publisher
-        yield* publisher.publish(options.topic, [{ id, key: envelope.subject, payload, headers: {} }])
-        yield* SchemaUse.report(() => [{ role: "produce", topic: options.topic, schema: options.schema, type: envelope.type, source }])
+        yield* SchemaUse.reported(
+          publisher.publish(options.topic, [{ id, key: envelope.subject, payload, headers: {} }]),
+          () => [{ role: "produce", topic: options.topic, schema: options.schema, type: envelope.type, source }]
+        )
       })
       // Remembered only once persisted: a failed persist must leave the retry free to succeed.
       const remember = guard.commit(key, dedupeTtl).pipe(

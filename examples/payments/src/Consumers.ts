@@ -10,7 +10,7 @@
  *   category by the pipeline.
  */
 import { Breaker } from "@bulwark/circuit-breaker"
-import { Versioning } from "@bulwark/contracts"
+import * as Versioning from "@bulwark/contracts/Versioning"
 import { type Envelope, Handler, Pipeline } from "@bulwark/core"
 import { Idempotent } from "@bulwark/idempotency"
 import { Backoff, Retry } from "@bulwark/retry"

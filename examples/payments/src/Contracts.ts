@@ -9,7 +9,7 @@
  * `contracts/asyncapi.json`; `npm run contracts:check` is what CI runs (exit 1 names the field and the consumer
  * a change would break).
  */
-import { Contract } from "@bulwark/contracts"
+import * as Contract from "@bulwark/contracts/Contract"
 import { acmePaymentContract, OrderPaid, orderPaidContract, orderPaidTopic, PaymentWebhook, paymentsTopic, stripeEventContract } from "./Domain.js"
 
 /** The order service's reading of `payments` (either provider's shape). */

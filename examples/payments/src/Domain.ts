@@ -5,7 +5,7 @@
  * The providers speak different dialects — AcmePay signs with Standard Webhooks, the other looks like
  * Stripe — so the `payments` topic carries either shape and {@link paymentOf} reads both the same way.
  */
-import { Contract } from "@bulwark/contracts"
+import * as Contract from "@bulwark/contracts/Contract"
 import { Envelope } from "@bulwark/core"
 import { Effect, Schema } from "effect"
 

@@ -23,6 +23,7 @@ const optionalPeers = {
   "@bulwark/circuit-breaker": ["ioredis"],
   "@bulwark/idempotency": ["ioredis"],
   "@bulwark/cli": ["tsx"],
+  "@bulwark/contracts": ["@effect/cli"],
   "@bulwark/dead-letter": ["@effect/cli"],
   "@bulwark/simulator": ["@effect/cli"],
   "@bulwark/webhook": ["@effect/cli"]

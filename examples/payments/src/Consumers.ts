@@ -10,13 +10,15 @@
  *   category by the pipeline.
  */
 import { Breaker } from "@bulwark/circuit-breaker"
+import * as Versioning from "@bulwark/contracts/Versioning"
 import { type Envelope, Handler, Pipeline } from "@bulwark/core"
 import { Idempotent } from "@bulwark/idempotency"
 import { Backoff, Retry } from "@bulwark/retry"
 import { Transport } from "@bulwark/transport"
 import { Duration, Effect, FiberRef, pipe } from "effect"
 import { globalValue } from "effect/GlobalValue"
-import { OrderPaid, orderPaidTopic, paymentOf, PaymentWebhook, paymentsTopic } from "./Domain.js"
+import { orderPaidConsumer, paymentsConsumer } from "./Contracts.js"
+import { type OrderPaid, orderPaidContract, paymentOf, type PaymentWebhook } from "./Domain.js"
 import { Orders } from "./Orders.js"
 import { ShippingApi } from "./Shipping.js"
 import { bump, type Counters, Tally, update } from "./Tally.js"
@@ -141,7 +143,10 @@ export const shippingHandler = (breaker: Breaker.Breaker) =>
     Retry.middleware(shippingRetry),
     noteRan,
     Idempotent.idempotent<OrderPaid>({ namespace: "shipment:", lease: "30 seconds", retention: "7 days", onInProgress: "nack" }),
-    countSkipped((c) => c.shippingDuplicatesSkipped++)
+    countSkipped((c) => c.shippingDuplicatesSkipped++),
+    // Only OrderPaid v1 is understood here; another version is dead-lettered (category `schema`) with its
+    // dataschema, never half-handled.
+    Versioning.accept(orderPaidContract.id, [1])
   )
 
 /** Redelivery backoff for nacked deliveries: short, because this demo's failures are short. */
@@ -170,14 +175,14 @@ const observe = (counters: Counters, settledIds: Set<string>, topic: string) => 
 /** Consumes `payments` into the order service until interrupted. */
 export const consumePayments = Effect.gen(function*() {
   const counters = yield* Tally
-  return yield* Transport.consume(paymentsTopic, paymentsHandler, {
-    schema: PaymentWebhook,
-    group: "orders",
+  return yield* Transport.consume(paymentsConsumer.topic, paymentsHandler, {
+    schema: paymentsConsumer.schema,
+    group: paymentsConsumer.group,
     concurrency: 8,
     orderBy: "subject",
     maxAttempts: 10,
     redeliveryDelay,
-    onSettled: observe(counters, counters.paymentsSettled, paymentsTopic)
+    onSettled: observe(counters, counters.paymentsSettled, paymentsConsumer.topic)
   })
 })
 
@@ -185,13 +190,13 @@ export const consumePayments = Effect.gen(function*() {
 export const consumeOrderPaid = (breaker: Breaker.Breaker) =>
   Effect.gen(function*() {
     const counters = yield* Tally
-    return yield* Transport.consume(orderPaidTopic, shippingHandler(breaker), {
-      schema: OrderPaid,
-      group: "shipping",
+    return yield* Transport.consume(orderPaidConsumer.topic, shippingHandler(breaker), {
+      schema: orderPaidConsumer.schema,
+      group: orderPaidConsumer.group,
       concurrency: 16,
       orderBy: "subject",
       maxAttempts: 5,
       redeliveryDelay,
-      onSettled: observe(counters, counters.orderPaidSettled, orderPaidTopic)
+      onSettled: observe(counters, counters.orderPaidSettled, orderPaidConsumer.topic)
     })
   })

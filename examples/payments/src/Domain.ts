@@ -5,6 +5,7 @@
  * The providers speak different dialects — AcmePay signs with Standard Webhooks, the other looks like
  * Stripe — so the `payments` topic carries either shape and {@link paymentOf} reads both the same way.
  */
+import * as Contract from "@bulwark/contracts/Contract"
 import { Envelope } from "@bulwark/core"
 import { Effect, Schema } from "effect"
 
@@ -26,6 +27,16 @@ export const AcmePayment = Schema.Struct({
 })
 export type AcmePayment = typeof AcmePayment.Type
 
+/** The ingress's contract for AcmePay payments on the `payments` topic. */
+export const acmePaymentContract = Contract.producer({
+  topic: paymentsTopic,
+  type: "com.acmepay.payment.succeeded",
+  source: "/webhooks/acmepay",
+  schema: AcmePayment,
+  version: 1,
+  description: "An AcmePay payment, as its webhook said it (Standard Webhooks, verified)"
+})
+
 /** A Stripe-style event: the id is in the body, the order lives in the payment intent's metadata. */
 export const StripeEvent = Schema.Struct({
   id: Schema.NonEmptyString,
@@ -41,6 +52,16 @@ export const StripeEvent = Schema.Struct({
   })
 })
 export type StripeEvent = typeof StripeEvent.Type
+
+/** The ingress's contract for Stripe-style payment events on the `payments` topic. */
+export const stripeEventContract = Contract.producer({
+  topic: paymentsTopic,
+  type: "com.stripe.payment_intent.succeeded",
+  source: "/webhooks/stripe",
+  schema: StripeEvent,
+  version: 1,
+  description: "A Stripe-style payment_intent.succeeded event, as its webhook said it (verified)"
+})
 
 /** Either provider's webhook, as the `payments` topic carries it. */
 export const PaymentWebhook = Schema.Union(AcmePayment, StripeEvent)
@@ -87,10 +108,21 @@ export type OrderPaid = typeof OrderPaid.Type
 /** The CloudEvents type of {@link OrderPaid}. */
 export const orderPaidType = "com.example.order.paid"
 
-/** What an `OrderPaid` envelope is made of, for a payment: keyed by customer, so one customer's events stay in order. */
-export const orderPaidFields = (payment: Payment, sequence: number) => ({
+/** The order service's contract for `OrderPaid`; every envelope carries its `dataschema` (id and version). */
+export const orderPaidContract = Contract.producer({
+  topic: orderPaidTopic,
   type: orderPaidType,
   source: "/orders",
+  schema: OrderPaid,
+  version: 1,
+  description: "An order became paid (appended in the same transaction as the order, published by the relay)"
+})
+
+/** What an `OrderPaid` envelope is made of, for a payment: keyed by customer, so one customer's events stay in order. */
+export const orderPaidFields = (payment: Payment, sequence: number) => ({
+  type: orderPaidContract.type,
+  source: orderPaidContract.source,
+  dataschema: orderPaidContract.dataschema,
   subject: payment.customerId,
   data: {
     orderId: payment.orderId,

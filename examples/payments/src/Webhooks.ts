@@ -8,7 +8,7 @@ import { HttpRouter } from "@effect/platform"
 import { Data, Effect } from "effect"
 import { type AddressInfo } from "node:net"
 import { createServer } from "node:http"
-import { AcmePayment, paymentsTopic, StripeEvent } from "./Domain.js"
+import { acmePaymentContract, AcmePayment, paymentsTopic, StripeEvent, stripeEventContract } from "./Domain.js"
 
 /** Route of AcmePay (Standard Webhooks). */
 export const acmePayPath = "/webhooks/acmepay"
@@ -28,7 +28,8 @@ export const acmePay = (secrets: Secrets) => ({
   verifier: Verifier.standard(secrets.acmepay, { source: "acmepay" }),
   schema: AcmePayment,
   topic: paymentsTopic,
-  type: "com.acmepay.payment.succeeded",
+  type: acmePaymentContract.type,
+  dataschema: acmePaymentContract.dataschema,
   subject: (payment: AcmePayment) => payment.data.customerId
 })
 
@@ -38,6 +39,7 @@ const stripe = (secrets: Secrets) => ({
   schema: StripeEvent,
   topic: paymentsTopic,
   type: (event: StripeEvent) => `com.stripe.${event.type}`,
+  dataschema: stripeEventContract.dataschema,
   subject: (event: StripeEvent) => event.data.object.metadata.customer_id,
   // Stripe signs no id header: its event id is the dedupe key.
   id: (event: StripeEvent) => event.id

@@ -2,10 +2,12 @@
  * The main job in-process with a small load (PGlite in memory, memory transport): the summary must pass
  * its own checks, and its numbers must agree with each other and with the plan they came from.
  */
+import { Capture } from "@bulwark/contracts"
 import { Database } from "@bulwark/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import * as App from "../src/App.js"
+import { contracts } from "../src/Contracts.js"
 import * as Load from "../src/Load.js"
 import * as Platform from "../src/Platform.js"
 import * as Summary from "../src/Summary.js"
@@ -15,13 +17,22 @@ const load: Load.LoadOptions = { ...Load.defaultLoad, webhooks: 80, concurrency:
 describe("the payments run", () => {
   it.live("settles, passes its exactly-once checks, and its numbers add up", () =>
     Effect.gen(function*() {
-      const observations = yield* App.run({
+      // Every schema the run uses is recorded: the declared contracts must cover all of them.
+      const { result: observations, uses } = yield* Capture.capture(App.run({
         ...App.defaults,
         load,
         outage: { atShare: 0.3, duration: "800 millis" },
         slowEvery: 23,
         setup: "test"
-      })
+      }))
+      expect(Capture.undeclared(uses, contracts)).toEqual([])
+      expect(uses.map((u) => `${u.role} ${u.topic} ${u.type ?? u.group}`).sort()).toEqual([
+        "consume order-paid shipping",
+        "consume payments orders",
+        "produce order-paid com.example.order.paid",
+        "produce payments com.acmepay.payment.succeeded",
+        "produce payments com.stripe.payment_intent.succeeded"
+      ])
       const summary = Summary.evaluate(observations)
       const n = summary.numbers
       const plan = Load.plan(load)

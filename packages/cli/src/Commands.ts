@@ -4,6 +4,7 @@
  */
 import { Command } from "@effect/cli"
 import { command as webhook } from "@bulwark/webhook/Cli"
+import { command as contracts } from "@bulwark/contracts/Cli"
 import * as DeadLetterCli from "@bulwark/dead-letter/Cli"
 import { command as outbox } from "@bulwark/outbox/Cli"
 import { command as simulate } from "@bulwark/simulator/Cli"
@@ -13,4 +14,4 @@ import { publisherFromEnv } from "./Transports.js"
 const dlq = DeadLetterCli.make({ publisher: publisherFromEnv })
 
 /** Every registered subcommand. */
-export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, outbox, simulate]
+export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, outbox, simulate, contracts]

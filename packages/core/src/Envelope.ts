@@ -35,6 +35,11 @@ export interface Envelope<A> {
   readonly headers: Readonly<Record<string, string>>
   /** 1 on the first delivery, incremented on every redelivery or retry. */
   readonly attempt: number
+  /**
+   * The CloudEvents `dataschema`: which contract (id and version) the payload was written against, so a
+   * consumer can reject or route by version and a dead-lettered message shows what it was written with.
+   */
+  readonly dataschema?: string
 }
 
 /** The wire-independent encoded form of an envelope (time as an ISO string, data as its schema encodes it). */
@@ -47,6 +52,7 @@ export interface EnvelopeEncoded<I> {
   readonly data: I
   readonly headers: Readonly<Record<string, string>>
   readonly attempt: number
+  readonly dataschema?: string
 }
 
 /** Header map schema: string keys, string values. */
@@ -64,7 +70,8 @@ export const schema = <A, I, R>(
     time: Schema.DateTimeUtc,
     data,
     headers: Headers,
-    attempt: Schema.Int.pipe(Schema.greaterThanOrEqualTo(0))
+    attempt: Schema.Int.pipe(Schema.greaterThanOrEqualTo(0)),
+    dataschema: Schema.optionalWith(Schema.String, { exact: true })
   })
 
 const hex = (n: number): string => (n >>> 0).toString(16).padStart(8, "0")
@@ -105,6 +112,8 @@ export interface MakeOptions<A> {
   readonly time?: DateTime.Utc
   readonly headers?: Readonly<Record<string, string>>
   readonly attempt?: number
+  /** The contract id and version of the payload (CloudEvents `dataschema`). */
+  readonly dataschema?: string
 }
 
 /** Builds an envelope, drawing the id from `Random` and the time from `Clock` when not given. */
@@ -118,7 +127,8 @@ export const make = <A>(options: MakeOptions<A>): Effect.Effect<Envelope<A>> => 
     time,
     data: options.data,
     headers: options.headers ?? {},
-    attempt: options.attempt ?? 0
+    attempt: options.attempt ?? 0,
+    ...(options.dataschema === undefined ? {} : { dataschema: options.dataschema })
   })
   const time = options.time
   const withId = (id: string) => time !== undefined ? Effect.succeed(build(id, time)) : Effect.map(DateTime.now, (now) => build(id, now))
@@ -227,6 +237,7 @@ const cloudEventOf = (self: Envelope<unknown>, encodedData: unknown): Record<str
     data: encodedData
   }
   if (self.subject !== "") event.subject = self.subject
+  if (self.dataschema !== undefined) event.dataschema = self.dataschema
   const others: Record<string, string> = {}
   let hasOthers = false
   for (const [name, value] of Object.entries(self.headers)) {
@@ -320,7 +331,8 @@ const readCloudEvent = (
     time: typeof json.time === "string" ? json.time : (json.time as string),
     data,
     headers,
-    attempt: attempt as number
+    attempt: attempt as number,
+    ...(typeof json.dataschema === "string" ? { dataschema: json.dataschema } : {})
   })
 }
 
@@ -361,7 +373,8 @@ export const decode = <A, I, R>(data: Schema.Schema<A, I, R>) => {
           time,
           data: decoded,
           headers: encoded.headers,
-          attempt: encoded.attempt
+          attempt: encoded.attempt,
+          ...(encoded.dataschema === undefined ? {} : { dataschema: encoded.dataschema })
         })
     })
   }

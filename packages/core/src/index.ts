@@ -18,3 +18,5 @@ export * as Telemetry from "./Telemetry.js"
 export * as TraceContext from "./TraceContext.js"
 /** Keeps secrets and user-marked fields out of span attributes and logs. */
 export * as Redaction from "./Redaction.js"
+/** Which payload schemas a process uses, reported for contract checks. */
+export * as SchemaUse from "./SchemaUse.js"

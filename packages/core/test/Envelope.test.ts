@@ -24,6 +24,21 @@ const sample = Envelope.make({
 })
 
 describe("Envelope", () => {
+  it.effect("carries the contract version as CloudEvents dataschema, both ways, and leaves it out when there is none", () =>
+    Effect.gen(function*() {
+      const versioned = yield* Envelope.make({ ...(yield* sample), dataschema: "urn:bulwark:contract:orders/paid:v2" })
+      const json = JSON.parse(text.decode(yield* encode(versioned)))
+      expect(json.dataschema).toBe("urn:bulwark:contract:orders/paid:v2")
+      const decoded = yield* decode(bytes(json))
+      expect(decoded.dataschema).toBe("urn:bulwark:contract:orders/paid:v2")
+      expect(decoded).toEqual(versioned)
+      const plain = JSON.parse(text.decode(yield* encode(yield* sample)))
+      expect("dataschema" in plain).toBe(false)
+      expect("dataschema" in (yield* decode(bytes(plain)))).toBe(false)
+      // A dataschema that is not a string is ignored rather than failing the message.
+      expect("dataschema" in (yield* decode(bytes({ ...plain, dataschema: 7 })))).toBe(false)
+    }))
+
   it.effect("encodes to CloudEvents 1.0 structured JSON that any CloudEvents reader understands", () =>
     Effect.gen(function*() {
       const json = JSON.parse(text.decode(yield* encode(yield* sample)))

@@ -292,13 +292,15 @@ const show = Command.make("show", { id: Args.text({ name: "id" }), json }, (args
       return yield* Effect.fail(new CliExit({ code: 1, message: `bulwark dlq: no entry with id ${args.id}` }))
     }
     const e = found.value
-    if (args.json) return yield* Console.log(JSON.stringify(encodeEntry(e), null, 2))
+    // The JSON adds the contract version the message was written with (read from its payload).
+    if (args.json) return yield* Console.log(JSON.stringify({ ...encodeEntry(e), dataschema: Store.dataschemaOf(e.payload) }, null, 2))
     yield* Console.log([
       `id:            ${e.id}`,
       `message id:    ${e.messageId}`,
       `origin topic:  ${e.originTopic}`,
       `key:           ${e.key}`,
       `type:          ${e.type ?? "-"}`,
+      `schema:        ${Store.dataschemaOf(e.payload) ?? "-"}`,
       `category:      ${e.category}`,
       `attempts:      ${e.attempts}`,
       `first failed:  ${iso(e.firstFailedAt)}`,

@@ -288,6 +288,20 @@ export const typeOf = (payload: Uint8Array): string | null => {
   }
 }
 
+/**
+ * The CloudEvents `dataschema` of a payload (the contract id and version it was written with), when it is
+ * readable JSON carrying one: what `bulwark dlq show` prints as the message's schema version.
+ */
+export const dataschemaOf = (payload: Uint8Array): string | null => {
+  try {
+    const json = JSON.parse(decoder.decode(payload)) as unknown
+    const dataschema = typeof json === "object" && json !== null ? (json as { dataschema?: unknown }).dataschema : undefined
+    return typeof dataschema === "string" ? dataschema : null
+  } catch {
+    return null
+  }
+}
+
 /** The statuses a filter's `replay` admits. */
 export const statuses = (replay: ReplayStatus | ReadonlyArray<ReplayStatus>): ReadonlyArray<ReplayStatus> =>
   typeof replay === "string" ? [replay] : replay as ReadonlyArray<ReplayStatus>

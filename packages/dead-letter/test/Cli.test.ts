@@ -91,6 +91,8 @@ describe("bulwark dlq", () => {
     expect(shown.code).toBe(0)
     expect(shown.stdout).toContain(`id:            ${seeded.auth.id}`)
     expect(shown.stdout).toContain("category:      auth")
+    // the contract version the failed message was written with (its CloudEvents dataschema)
+    expect(shown.stdout).toContain("schema:        urn:bulwark:contract:orders/order.paid:v3")
     expect(shown.stdout).toContain("HttpError (transient, status 503)")
     expect(shown.stdout).toContain("traceparent: 00-0af7651916cd43dd8448eb211c80319c")
     expect(shown.stdout).toContain('"id":"auth-1"')

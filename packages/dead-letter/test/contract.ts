@@ -10,7 +10,7 @@ let counter = 0
 const unique = (name: string) => `dlq-${name}-${Date.now().toString(36)}-${(counter++).toString(36)}-${Math.random().toString(36).slice(2, 7)}`
 
 const cloudEvent = (id: string, type: string) =>
-  new TextEncoder().encode(JSON.stringify({ specversion: "1.0", id, source: "/test", type, data: { n: 1 } }))
+  new TextEncoder().encode(JSON.stringify({ specversion: "1.0", id, source: "/test", type, dataschema: `urn:bulwark:contract:orders/${type}:v3`, data: { n: 1 } }))
 
 /** A dead-lettered message as a transport hands it over. */
 export const newEntry = (

@@ -10,9 +10,9 @@
  * The outbox runs over an `OutboxStore` driver: SQL (`make`/`layer` here, or `SqlOutboxStore`) or memory
  * (`MemoryOutboxStore.layer()`, whose `transaction` plays the part of `sql.withTransaction`).
  */
-import { Envelope, Telemetry, TraceContext } from "@bulwark/core"
+import { Envelope, SchemaUse, Telemetry, TraceContext } from "@bulwark/core"
 import { type Database, Migrations } from "@bulwark/sql"
-import type { Transport } from "@bulwark/transport"
+import { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Duration, Effect, Layer, Metric, Option, type Schema } from "effect"
@@ -164,7 +164,7 @@ export const append = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) => {
           headers: envelope.headers
         }))),
       (messages) => appendMessages(topic, messages)
-    )
+    ).pipe((append) => SchemaUse.reported(append, () => Transport.producedUses(topic, dataSchema, envelopes)))
 }
 
 /** Rows not yet published. */

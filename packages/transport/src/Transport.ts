@@ -8,7 +8,7 @@
  *   (where the driver supports groups);
  * - **per-key order** only where `features.orderedPerKey` says so.
  */
-import { Delivery, Envelope, Handler, Pipeline, Supervise, Telemetry, TraceContext } from "@bulwark/core"
+import { Delivery, Envelope, Handler, Pipeline, SchemaUse, Supervise, Telemetry, TraceContext } from "@bulwark/core"
 import { Clock, Context, Data, Duration, Effect, Exit, Metric, Option, Schema, Stream, type Tracer } from "effect"
 
 /** A message to publish. `key` is the ordering key (an envelope's subject). */
@@ -258,7 +258,21 @@ export const publishEnvelopes = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) =>
           headers: {}
         }))),
       (messages) => Effect.flatMap(Publisher, (publisher) => publisher.publish(topic, messages))
-    )
+    ).pipe((publish) => SchemaUse.reported(publish, () => producedUses(topic, dataSchema, envelopes)))
+}
+
+/** The distinct (type, source) pairs of `envelopes` as produce uses of `schema` (for contract checks). */
+export const producedUses = (
+  topic: string,
+  schema: Schema.Schema<any, any, any>,
+  envelopes: ReadonlyArray<Envelope.Envelope<unknown>>
+): ReadonlyArray<SchemaUse.SchemaUse> => {
+  const seen = new Map<string, SchemaUse.SchemaUse>()
+  for (const e of envelopes) {
+    const key = `${e.type}\u0000${e.source}`
+    if (!seen.has(key)) seen.set(key, { role: "produce", topic, schema, type: e.type, source: e.source })
+  }
+  return [...seen.values()]
 }
 
 /**
@@ -267,6 +281,16 @@ export const publishEnvelopes = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) =>
  * after a jittered, capped backoff instead of ending the consumer; it is `up` again at its next delivery.
  */
 export const consume = <A, I, RS, EH, RH>(
+  topic: string,
+  handler: Handler.Handler<A, EH, RH>,
+  options: Pipeline.Options<A, I, RS> & SubscribeOptions
+) =>
+  Effect.zipRight(
+    SchemaUse.report(() => [{ role: "consume", topic, schema: options.schema, group: options.group ?? "default" }]),
+    consumeReported(topic, handler, options)
+  )
+
+const consumeReported = <A, I, RS, EH, RH>(
   topic: string,
   handler: Handler.Handler<A, EH, RH>,
   options: Pipeline.Options<A, I, RS> & SubscribeOptions

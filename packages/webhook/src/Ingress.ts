@@ -15,7 +15,7 @@
  * node:http itself answers 400 (unparseable request), 408 (headers or request over the server's timeouts)
  * and 431 (headers over `maxHeaderSize`); see the webhook docs for the whole set.
  */
-import { Envelope, Observe, Telemetry, TraceContext } from "@bulwark/core"
+import { Envelope, Observe, SchemaUse, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
@@ -53,6 +53,11 @@ export interface Options<A, I> {
    * SHA-256 of the body (Stripe signs no id header; pass `(data) => data.id` for its event id).
    */
   readonly id?: (data: A, verified: Verified, body: Uint8Array) => string
+  /**
+   * The envelope's CloudEvents `dataschema`: the contract id and version the payload follows (see
+   * `@bulwark/contracts`), fixed or read from the payload. Default: none.
+   */
+  readonly dataschema?: string | ((data: A) => string)
   /** The largest accepted body in bytes. Default 1 MiB. */
   readonly maxBodySize?: number
   /**
@@ -207,6 +212,7 @@ interface Prepared {
   readonly id: string
   readonly key: string
   readonly subject: string
+  readonly type: string
   readonly payload: Uint8Array
 }
 
@@ -287,13 +293,17 @@ export const process = <A, I>(options: Options<A, I>) => {
       time: DateTime.unsafeMake(now),
       data,
       headers: {},
-      attempt: 0
+      attempt: 0,
+      ...(options.dataschema === undefined
+        ? {}
+        : { dataschema: typeof options.dataschema === "string" ? options.dataschema : options.dataschema(data) })
     }
   }
   const preparedOf = (envelope: Envelope.Envelope<A>, payload: Uint8Array): Prepared => ({
     id: envelope.id,
     key: `${options.verifier.source}:${envelope.id}`,
     subject: envelope.subject,
+    type: envelope.type,
     payload
   })
 
@@ -365,7 +375,10 @@ export const process = <A, I>(options: Options<A, I>) => {
   const persist = (prepared: Prepared, guard: ReplayGuard["Type"]): Effect.Effect<Accepted, IngressError, Transport.Publisher> => {
     const { id, key } = prepared
     const publish = Effect.flatMap(Transport.Publisher, (publisher) =>
-      publisher.publish(options.topic, [{ id, key: prepared.subject, payload: prepared.payload, headers: {} }]))
+      SchemaUse.reported(
+        publisher.publish(options.topic, [{ id, key: prepared.subject, payload: prepared.payload, headers: {} }]),
+        () => [{ role: "produce", topic: options.topic, schema: options.schema, type: prepared.type, source }]
+      ))
     // Remembered only once persisted: a failed persist must leave the retry free to succeed.
     const remember = guard.commit(key, dedupeTtl).pipe(
       // The event is persisted, so it is acknowledged: answering 503 would make the sender send it again

@@ -49,6 +49,8 @@ export interface Options {
   readonly idempotency: "sql" | "memory"
   /** How the run is wired, for the summary's headline. */
   readonly setup: string
+  /** Called each time a webhook got its final answer, with the count so far (the soak samples the heap). */
+  readonly onWebhookDone?: (finished: number) => void
 }
 
 /** The defaults behind `npm start`. */
@@ -172,7 +174,7 @@ export const run = (options: Options) =>
       const main = Effect.gen(function*() {
         const server = yield* Webhooks.serve(secrets)
         yield* Effect.forkScoped(Progress.report(options.progress, snapshot))
-        yield* Load.send(server.url, secrets, load, options.load.concurrency, report)
+        yield* Load.send(server.url, secrets, load, options.load.concurrency, report, options.onWebhookDone)
 
         phase = "settling"
         const deadLettered = () => [...counters.deadLettered.values()].reduce((a, b) => a + b, 0)

@@ -44,24 +44,71 @@ export const defaultLoad: LoadOptions = {
 /** What one planned webhook is. */
 export type Kind = "payment" | "duplicate" | "resend" | "forged" | "stale" | "malformed"
 
-/** One webhook to send. */
-export interface Planned {
-  readonly kind: Kind
-  readonly provider: "acmepay" | "stripe"
+const pad = (n: number) => String(n).padStart(6, "0")
+
+const acmeBody = (paymentId: string, orderId: string, customerId: string, amount: number) =>
+  JSON.stringify({ type: "payment.succeeded", data: { paymentId, orderId, customerId, amount, currency: "EUR" } })
+
+const stripeBody = (eventId: string, paymentId: string, orderId: string, customerId: string, amount: number) =>
+  JSON.stringify({
+    id: eventId,
+    object: "event",
+    type: "payment_intent.succeeded",
+    data: { object: { id: paymentId, amount, currency: "eur", metadata: { order_id: orderId, customer_id: customerId } } }
+  })
+
+/**
+ * One webhook to send. It keeps numbers only and derives its event id and body when asked, so a plan of
+ * 100 000 webhooks costs a few megabytes of heap rather than tens (the soak runs under a 256 MB cap).
+ */
+export class Planned {
+  constructor(
+    readonly kind: Kind,
+    readonly provider: "acmepay" | "stripe",
+    /** The provider's event number (the id is derived from it). */
+    readonly event: number,
+    /** The index of the payment, which names the payment and its order. */
+    readonly payment: number,
+    readonly customer: number,
+    readonly amount: number
+  ) {}
+
   /** The provider's event id (`webhook-id`, or the Stripe event's `id`). */
-  readonly eventId: string
-  readonly body: string
+  get eventId(): string {
+    return `${this.provider === "stripe" ? "evt" : "msg"}_${pad(this.event)}`
+  }
+
+  /** The order this webhook pays. */
+  get orderId(): string {
+    return `ord_${pad(this.payment)}`
+  }
+
+  /** The JSON body as the provider sends it; a malformed one is signed correctly, only the schema refuses it. */
+  get body(): string {
+    const paymentId = `${this.provider === "stripe" ? "pi" : "pay"}_${pad(this.payment)}`
+    const customerId = `cus_${pad(this.customer)}`
+    const amount = this.kind === "malformed" ? -this.amount : this.amount
+    return this.provider === "stripe"
+      ? stripeBody(this.eventId, paymentId, this.orderId, customerId, amount)
+      : acmeBody(paymentId, this.orderId, customerId, amount)
+  }
+
+  /** The same webhook as another kind (an exact re-delivery). */
+  as(kind: Kind): Planned {
+    return new Planned(kind, this.provider, this.event, this.payment, this.customer, this.amount)
+  }
 }
 
 /** The whole workload: the orders the shop holds before payments arrive, and the webhooks. */
 export interface Plan {
+  /** Built when asked (seeding reads it once). */
   readonly orders: ReadonlyArray<NewOrder>
   readonly webhooks: ReadonlyArray<Planned>
   /** Orders whose address the shipping API will reject. */
   readonly undeliverable: ReadonlySet<string>
   /** Distinct payments that should end up paying their order. */
   readonly payments: number
-  /** The orders those payments pay. */
+  /** The orders those payments pay (built when asked). */
   readonly paidOrders: ReadonlyArray<string>
 }
 
@@ -77,29 +124,18 @@ const mulberry32 = (seed: number) => {
   }
 }
 
-const pad = (n: number) => String(n).padStart(6, "0")
-
-const acmeBody = (paymentId: string, orderId: string, customerId: string, amount: number) =>
-  JSON.stringify({ type: "payment.succeeded", data: { paymentId, orderId, customerId, amount, currency: "EUR" } })
-
-const stripeBody = (eventId: string, paymentId: string, orderId: string, customerId: string, amount: number) =>
-  JSON.stringify({
-    id: eventId,
-    object: "event",
-    type: "payment_intent.succeeded",
-    data: { object: { id: paymentId, amount, currency: "eur", metadata: { order_id: orderId, customer_id: customerId } } }
-  })
-
 /** Plans the workload (pure: the same options give the same plan). */
 export const plan = (options: LoadOptions): Plan => {
   const random = mulberry32(options.seed)
   const customers = Math.max(1, Math.ceil(options.webhooks / 10))
-  const orders: Array<NewOrder> = []
+  // Every webhook that is not a re-delivery references an order of its own: a forged or refused payment
+  // leaves it pending.
+  const ordered: Array<Planned> = []
   const undeliverable = new Set<string>()
   const webhooks: Array<Planned> = []
-  const paid: Array<{ index: number; planned: Planned; payment: { paymentId: string; orderId: string; customerId: string; amount: number } }> = []
+  const paid: Array<{ readonly index: number; readonly planned: Planned }> = []
   let events = 0
-  const nextEventId = (provider: "acmepay" | "stripe") => `${provider === "stripe" ? "evt" : "msg"}_${pad(++events)}`
+  let earlier = 0
   const thresholds = [
     ["duplicate", options.duplicateRate],
     ["resend", options.resendRate],
@@ -117,46 +153,43 @@ export const plan = (options: LoadOptions): Plan => {
       }
       draw -= rate
     }
-    // A re-delivery needs an earlier payment that has most likely been answered already.
-    const earlier = paid.filter((p) => p.index < i - 2 * options.concurrency)
-    if ((kind === "duplicate" || kind === "resend") && earlier.length === 0) kind = "payment"
+    // A re-delivery needs an earlier payment that has most likely been answered already. `paid` is in
+    // index order, so those are a prefix of it (counted, not filtered: a filter per webhook made planning
+    // 100 000 webhooks quadratic).
+    while (earlier < paid.length && paid[earlier]!.index < i - 2 * options.concurrency) earlier++
+    if ((kind === "duplicate" || kind === "resend") && earlier === 0) kind = "payment"
     const provider = random() < 0.5 ? "acmepay" : "stripe"
     if (kind === "duplicate") {
-      const original = earlier[Math.floor(random() * earlier.length)]!
-      webhooks.push({ ...original.planned, kind })
+      webhooks.push(paid[Math.floor(random() * earlier)]!.planned.as(kind))
       continue
     }
     if (kind === "resend") {
-      const original = earlier[Math.floor(random() * earlier.length)]!
-      const { paymentId, orderId, customerId, amount } = original.payment
-      const eventId = nextEventId(original.planned.provider)
-      const body = original.planned.provider === "stripe"
-        ? stripeBody(eventId, paymentId, orderId, customerId, amount)
-        : acmeBody(paymentId, orderId, customerId, amount)
-      webhooks.push({ kind, provider: original.planned.provider, eventId, body })
+      const original = paid[Math.floor(random() * earlier)]!.planned
+      webhooks.push(new Planned(kind, original.provider, ++events, original.payment, original.customer, original.amount))
       continue
     }
-    const customerId = `cus_${pad(Math.floor(random() * customers))}`
+    const customer = Math.floor(random() * customers)
     const amount = 500 + Math.floor(random() * 20_000)
-    const orderId = `ord_${pad(i)}`
-    const paymentId = `${provider === "stripe" ? "pi" : "pay"}_${pad(i)}`
-    const eventId = nextEventId(provider)
-    // A malformed body is signed correctly; only the schema can refuse it.
-    const body = kind === "malformed"
-      ? (provider === "stripe" ? stripeBody(eventId, paymentId, orderId, customerId, -amount) : acmeBody(paymentId, orderId, customerId, -amount))
-      : provider === "stripe"
-      ? stripeBody(eventId, paymentId, orderId, customerId, amount)
-      : acmeBody(paymentId, orderId, customerId, amount)
-    const planned: Planned = { kind, provider, eventId, body }
+    const planned = new Planned(kind, provider, ++events, i, customer, amount)
     webhooks.push(planned)
-    // Every webhook references a real order: a forged or refused payment leaves it pending.
-    orders.push({ orderId, customerId, amount, currency: "EUR" })
+    ordered.push(planned)
     if (kind === "payment") {
-      paid.push({ index: i, planned, payment: { paymentId, orderId, customerId, amount } })
-      if (random() < options.undeliverableRate) undeliverable.add(orderId)
+      paid.push({ index: i, planned })
+      if (random() < options.undeliverableRate) undeliverable.add(planned.orderId)
     }
   }
-  return { orders, webhooks, undeliverable, payments: paid.length, paidOrders: paid.map((p) => p.payment.orderId) }
+  const paidPlans = paid.map((p) => p.planned)
+  return {
+    get orders() {
+      return ordered.map((p) => ({ orderId: p.orderId, customerId: `cus_${pad(p.customer)}`, amount: p.amount, currency: "EUR" }))
+    },
+    webhooks,
+    undeliverable,
+    payments: paidPlans.length,
+    get paidOrders() {
+      return paidPlans.map((p) => p.orderId)
+    }
+  }
 }
 
 /** What the providers saw. */
@@ -228,7 +261,7 @@ const errorTag = (text: string): string => {
  * Sends one planned webhook until it gets a final answer. A fresh signature per attempt, like real
  * providers; 409 / 5xx / connection errors are retried with a short backoff.
  */
-const sendOne = (baseUrl: string, secrets: Secrets, report: LoadReport) => (planned: Planned) => {
+const sendOne = (baseUrl: string, secrets: Secrets, report: LoadReport, onDone?: (finished: number) => void) => (planned: Planned) => {
   const url = baseUrl + (planned.provider === "stripe" ? stripePath : acmePayPath)
   const body = encoder.encode(planned.body)
   const attempt = Effect.gen(function*() {
@@ -254,10 +287,19 @@ const sendOne = (baseUrl: string, secrets: Secrets, report: LoadReport) => (plan
         }
       }
     }),
-    Effect.ensuring(Effect.sync(() => report.finished++))
+    Effect.ensuring(Effect.sync(() => {
+      report.finished++
+      onDone?.(report.finished)
+    }))
   )
 }
 
 /** Sends the plan's webhooks to the ingress at `baseUrl`, `concurrency` at a time; fills `report`. */
-export const send = (baseUrl: string, secrets: Secrets, load: Plan, concurrency: number, report: LoadReport) =>
-  Effect.forEach(load.webhooks, sendOne(baseUrl, secrets, report), { concurrency, discard: true })
+export const send = (
+  baseUrl: string,
+  secrets: Secrets,
+  load: Plan,
+  concurrency: number,
+  report: LoadReport,
+  onDone?: (finished: number) => void
+) => Effect.forEach(load.webhooks, sendOne(baseUrl, secrets, report, onDone), { concurrency, discard: true })

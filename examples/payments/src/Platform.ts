@@ -51,8 +51,12 @@ export const deleteStreams = (servers: string, prefix: string): Effect.Effect<nu
 export const natsTransport = (servers: string, prefix: string) =>
   Nats.layer({ servers, prefix, ackWait: "10 seconds", dedupeWindow: 0 })
 
-/** The memory transport, ordered per key like the pipelines expect. */
-export const memoryTransport = Memory.layer({ orderedPerKey: true })
+/**
+ * The memory transport, ordered per key like the pipelines expect. Its queues live in the heap, so a topic
+ * holds at most 1 000 unsettled messages: beyond that the ingress waits before answering 202 (the providers'
+ * requests slow down) instead of queueing every webhook a faster sender posts.
+ */
+export const memoryTransport = Memory.layer({ orderedPerKey: true, capacity: 1_000 })
 
 /**
  * Reads the environment and answers the run's wiring: the layer, a description, the table prefix (fixed in

@@ -14,6 +14,7 @@ import { Cause, Clock, Deferred, Duration, Effect, Exit, FiberId, FiberSet, Metr
 import type { Delivery, Message } from "./Delivery.js"
 import { DeadLetterReason } from "./Delivery.js"
 import * as Envelope from "./Envelope.js"
+import * as Gate from "./internal/gate.js"
 import * as Failure from "./Failure.js"
 import * as Observe from "./Observe.js"
 import { checkOrder, type Handler, type MiddlewareOrderError } from "./Handler.js"
@@ -182,7 +183,8 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
     }
     // Unordered, nothing is ever parked, so admission alone bounds the work; ordered, admission also counts
     // the parked deliveries and `running` bounds the ones being handled.
-    const running = ordered ? yield* Effect.makeSemaphore(concurrency) : undefined
+    // A FIFO gate rather than Effect's Semaphore: see internal/gate.ts (the semaphore grew waiting workers' stacks).
+    const running = ordered ? Gate.make(concurrency) : undefined
     const admission = admissionGate(ordered ? concurrency + Math.max(0, options.buffer ?? concurrency * 4) : concurrency)
     const parked = new Map<string, Array<Delivery>>()
     // How each delivery in flight settled, for the duration histogram's `outcome` tag.
@@ -349,7 +351,7 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
           ? settle(delivery, "released", delivery.nack())
           : running === undefined
           ? process(delivery)
-          : running.withPermits(1)(process(delivery)),
+          : running.withPermit(process(delivery)),
         admission.release
       )
 

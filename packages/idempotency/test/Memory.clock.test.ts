@@ -59,3 +59,24 @@ describe("memory IdempotencyStore on the TestClock", () => {
       expect(yield* store.claim("big", { lease: "1 second" })).toEqual({ _tag: "Completed", outcome: { amount: "10" } })
     }))
 })
+
+describe("memory IdempotencyStore bound", () => {
+  it.effect("a long retention cannot grow the store past maxEntries; keys in progress are never evicted", () =>
+    Effect.gen(function*() {
+      const store = yield* Memory.make({ maxEntries: 100 })
+      const held = yield* store.claim("held", { lease: "1 hour", retention: "7 days" })
+      if (held._tag !== "Fresh") return expect.fail("expected Fresh")
+      let largest = 0
+      for (let i = 0; i < 2_000; i++) {
+        const claim = yield* store.claim(`k-${i}`, { lease: "30 seconds", retention: "7 days" })
+        if (claim._tag === "Fresh") yield* store.complete(`k-${i}`, claim.token, i)
+        largest = Math.max(largest, yield* store.size)
+      }
+      expect(largest).toBeLessThanOrEqual(101)
+      // The newest keys are still recognised, the oldest forgotten, the one in progress still owned.
+      expect(yield* store.claim("k-1999", { lease: "1 second" })).toEqual({ _tag: "Completed", outcome: 1999 })
+      expect((yield* store.claim("k-0", { lease: "1 second" }))._tag).toBe("Fresh")
+      expect((yield* store.claim("held", { lease: "1 second" }))._tag).toBe("InProgress")
+      yield* store.complete("held", held.token, "done")
+    }))
+})

@@ -133,3 +133,51 @@ describe("memory transport under TestClock", () => {
       expect(d.message.id).toBe("1")
     }).pipe(Effect.provide(Memory.layer())))
 })
+
+describe("memory transport capacity", () => {
+  it.effect("a publisher faster than its consumer waits at capacity: the topic never holds more than the bound", () =>
+    Effect.gen(function*() {
+      const capacity = 50
+      const total = 2_000
+      const transport = yield* Memory.make({ capacity })
+      const topic = "bounded"
+      let highWater = 0
+      const producer = yield* Effect.fork(Effect.forEach(
+        Array.from({ length: total }, (_, i) => i),
+        (i) => Effect.zipRight(transport.publish(topic, [msg(`m-${i}`)]), Effect.sync(() => {
+          highWater = Math.max(highWater, transport.pending(topic))
+        })),
+        { discard: true }
+      ))
+      yield* TestClock.adjust(0)
+      // Nobody consumes yet: the producer is held at the bound instead of queueing all 2 000 messages.
+      expect(transport.pending(topic)).toBe(capacity)
+      expect(Option.isNone(yield* Fiber.poll(producer))).toBe(true)
+      const received = new Set<string>()
+      yield* transport.subscribe(topic).pipe(
+        Stream.take(total),
+        Stream.runForEach((d) => Effect.zipRight(d.ack, Effect.sync(() => received.add(d.message.id))))
+      )
+      yield* Fiber.join(producer)
+      // Nothing was lost or duplicated on the way, and the heap held at most `capacity` messages of the topic.
+      expect(received.size).toBe(total)
+      expect(highWater).toBeLessThanOrEqual(capacity)
+      expect(transport.pending(topic)).toBe(0)
+    }))
+
+  it.effect("dead-lettering never waits on a full dead-letter topic, and frees room for the producer", () =>
+    Effect.gen(function*() {
+      const transport = yield* Memory.make({ capacity: 2 })
+      yield* transport.publish("orders", [msg("a"), msg("b")])
+      const blocked = yield* Effect.fork(transport.publish("orders", [msg("c")]))
+      yield* TestClock.adjust(0)
+      expect(Option.isNone(yield* Fiber.poll(blocked))).toBe(true)
+      const record = Failure.toRecord(new Error("no"), Failure.verdict("permanent", "schema"))
+      const reason = new Delivery.DeadLetterReason({ category: "schema", error: record, attempts: 1 })
+      const deliveries = yield* transport.subscribe("orders").pipe(Stream.take(2), Stream.runCollect)
+      for (const d of deliveries) yield* d.deadLetter(reason)
+      yield* Fiber.join(blocked)
+      expect(transport.pending("orders")).toBe(1)
+      expect(transport.pending("orders.dlq")).toBe(2)
+    }))
+})

@@ -1,7 +1,9 @@
 /**
  * The in-process idempotency store. Time comes from Effect's `Clock`, so `TestClock` (and the simulator)
  * drive leases and retention. Expired keys are swept at most once per `sweepInterval`, on the next
- * operation, so memory stays bounded by the keys touched within one retention window.
+ * operation, so memory stays bounded by the keys touched within one retention window — and by `maxEntries`
+ * whatever the retention: beyond it the oldest completed keys are forgotten first (a duplicate arriving after
+ * its key was forgotten runs again, as it would after its retention). Keys in progress are never evicted.
  */
 import { Clock, Duration, Effect, Layer } from "effect"
 import * as Store from "../IdempotencyStore.js"
@@ -10,6 +12,8 @@ import * as Store from "../IdempotencyStore.js"
 export interface Options {
   /** How often expired keys are swept (on the next operation). Default 1 second. */
   readonly sweepInterval?: Duration.DurationInput
+  /** Upper bound on completed keys kept; the oldest are forgotten first beyond it. Default 100 000. */
+  readonly maxEntries?: number
 }
 
 interface Entry {
@@ -32,7 +36,16 @@ export const make = (options: Options = {}): Effect.Effect<MemoryStore> =>
   Effect.sync(() => {
     const entries = new Map<string, Entry>()
     const sweepEvery = Duration.toMillis(Duration.decode(options.sweepInterval ?? "1 second"))
+    const maxEntries = Math.max(1, options.maxEntries ?? 100_000)
     let nextSweep = 0
+
+    // Map order is first-claim order (a fresh claim re-inserts its key), so the front holds the oldest keys.
+    const evictOldest = (now: number) => {
+      for (const [key, entry] of entries) {
+        if (entries.size <= maxEntries) return
+        if (entry.state === "completed" || entry.expiresAt <= now) entries.delete(key)
+      }
+    }
 
     const sweep = (now: number): number => {
       let evicted = 0
@@ -70,6 +83,7 @@ export const make = (options: Options = {}): Effect.Effect<MemoryStore> =>
             if (entry.leaseUntil > now) return Store.inProgress(entry.leaseUntil, now)
           }
           const token = entry === undefined ? now : Math.max(entry.token + 1, now)
+          entries.delete(key)
           entries.set(key, {
             token,
             state: "in_progress",
@@ -78,6 +92,7 @@ export const make = (options: Options = {}): Effect.Effect<MemoryStore> =>
             retention,
             outcome: undefined
           })
+          if (entries.size > maxEntries) evictOldest(now)
           return Store.fresh(token, now + lease)
         }),
       complete: (key, token, outcome) =>

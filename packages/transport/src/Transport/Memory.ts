@@ -5,6 +5,10 @@
  *
  * Consumer groups are created by their first subscriber. Messages published while a topic has no group
  * wait and go to the first group that subscribes; later groups see only what is published after them.
+ *
+ * Everything lives in the heap, so a topic holds at most `capacity` unsettled messages per group: beyond it
+ * `publish` waits (interruptibly) until a consumer acks or dead-letters one, the way a broker's flow control
+ * slows a producer down.
  */
 import { Context, Effect, Layer } from "effect"
 import * as internal from "../internal/memory.js"
@@ -16,6 +20,12 @@ export interface Options {
   readonly visibilityTimeout?: import("effect").Duration.DurationInput
   /** One unsettled message per key at a time, in publish order. Default false. */
   readonly orderedPerKey?: boolean
+  /**
+   * Unsettled messages a topic holds per consumer group (or before its first group) before a publisher waits
+   * for consumers to make room, so a producer faster than its consumers cannot grow the heap without bound.
+   * Dead-letter copies are never held back. Default 100 000.
+   */
+  readonly capacity?: number
 }
 
 /** The memory transport with its inspection hooks. */

@@ -24,17 +24,22 @@ interface GroupState {
   wake: Deferred.Deferred<void>
   /** Whether a subscriber waits on `wake`: only then does a change need a new signal. */
   waiting: boolean
+  /** The topic this group reads, whose waiting publishers a settlement may let through. */
+  readonly topic: TopicState
 }
 
 interface TopicState {
   /** Messages published while the topic had no group: handed to the first group that subscribes. */
   backlog: Array<Stored> | undefined
   readonly groups: Map<string, GroupState>
+  /** Publishers waiting for room (the topic is at `capacity`); signalled when a settlement frees some. */
+  room: Deferred.Deferred<void> | undefined
 }
 
 export interface MemoryOptions {
   readonly visibilityTimeout?: Duration.DurationInput
   readonly orderedPerKey?: boolean
+  readonly capacity?: number
 }
 
 /**
@@ -93,10 +98,14 @@ class ReadyQueue {
   }
 }
 
+/** Unsettled messages per topic and group beyond which a publisher waits. */
+export const defaultCapacity = 100_000
+
 export const make = (options: MemoryOptions = {}) =>
   Effect.sync(() => {
     const visibilityMillis = Duration.toMillis(Duration.decode(options.visibilityTimeout ?? "30 seconds"))
     const orderedPerKey = options.orderedPerKey ?? false
+    const capacity = Math.max(1, options.capacity ?? defaultCapacity)
     const topics = new Map<string, TopicState>()
     let seq = 0
     let tokens = 0
@@ -113,7 +122,7 @@ export const make = (options: MemoryOptions = {}) =>
     const topicState = (topic: string): TopicState => {
       let state = topics.get(topic)
       if (state === undefined) {
-        state = { backlog: [], groups: new Map() }
+        state = { backlog: [], groups: new Map(), room: undefined }
         topics.set(topic, state)
       }
       return state
@@ -166,7 +175,8 @@ export const make = (options: MemoryOptions = {}) =>
           inFlight: new Map(),
           busyKeys: new Map(),
           wake: Deferred.unsafeMake(FiberId.none),
-          waiting: false
+          waiting: false,
+          topic: state
         }
         state.backlog = undefined
         state.groups.set(name, group)
@@ -216,12 +226,44 @@ export const make = (options: MemoryOptions = {}) =>
       return true
     }
 
+    /** Messages of a group not yet acked or dead-lettered: what `capacity` bounds. */
+    const unsettled = (group: GroupState): number => group.ready.length + group.delayed.length + group.inFlight.size
+
+    const hasRoom = (state: TopicState): boolean => {
+      if (state.backlog !== undefined && state.backlog.length >= capacity) return false
+      for (const group of state.groups.values()) if (unsettled(group) >= capacity) return false
+      return true
+    }
+
+    /** A message left the topic for good: let waiting publishers re-check (they wait only while it is full). */
+    const freed = (state: TopicState) => {
+      const room = state.room
+      if (room === undefined || !hasRoom(state)) return
+      state.room = undefined
+      Deferred.unsafeDone(room, Effect.void)
+    }
+
+    /**
+     * Waits until every group of `topic` (or its backlog, before any group exists) holds fewer than `capacity`
+     * unsettled messages: backpressure, like a broker's flow control, instead of an ever-growing heap. A batch
+     * is admitted whole once there is room, so a topic can exceed `capacity` by one batch at most.
+     */
+    const awaitRoom = (topic: string): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const state = topics.get(topic)
+        if (state === undefined || hasRoom(state)) return Effect.void
+        if (state.room === undefined) state.room = Deferred.unsafeMake(FiberId.none)
+        return Effect.zipRight(Deferred.await(state.room), awaitRoom(topic))
+      })
+
     const toDelivery = (group: GroupState, flight: InFlight): Delivery.Delivery => ({
       message: flight.stored.message,
       attempt: flight.stored.attempts,
       // A stale receipt (the delivery already timed out and went back) settles nothing: the redelivery wins.
       ack: Effect.sync(() => {
-        if (settle(group, flight)) wake(group)
+        if (!settle(group, flight)) return
+        wake(group)
+        freed(group.topic)
       }),
       nack: (nackOptions) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -247,6 +289,7 @@ export const make = (options: MemoryOptions = {}) =>
             headers: Delivery.deadLetterHeaders(message, reason)
           }])
           wake(group)
+          freed(group.topic)
         })
     })
 
@@ -284,7 +327,9 @@ export const make = (options: MemoryOptions = {}) =>
 
     return {
       features,
-      publish: (topic: string, messages: ReadonlyArray<OutgoingMessage>) => Effect.sync(() => append(topic, messages)),
+      // Dead-letter copies (above) bypass the bound: a settlement must never wait on another topic's consumer.
+      publish: (topic: string, messages: ReadonlyArray<OutgoingMessage>) =>
+        Effect.zipRight(awaitRoom(topic), Effect.sync(() => append(topic, messages))),
       subscribe,
       pending
     }

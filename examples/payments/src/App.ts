@@ -233,7 +233,9 @@ export const run = (options: Options) =>
           doneBefore = replayDone
           if (!replaySettled) break
           // A copy dead-lettered again lands in the store through the drain: let it arrive before looking.
-          yield* waitFor(Effect.map(store.depth, (n) => n >= deadLettered()), options.settleTimeout)
+          // Counted over every entry, replayed ones included (the depth leaves them out, so it can never
+          // catch up with the drain's count once anything was replayed).
+          yield* waitFor(Effect.map(store.list({}), (entries) => entries.length >= deadLettered()), options.settleTimeout)
         }
         const remaining = (yield* store.list({ replay: "pending" })).map(toDeadLetter)
         return { settled: settled && replaySettled, deadLetters, replayed: replayedCount, remaining }

@@ -14,7 +14,7 @@
  */
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
-import { Data, Duration, Effect, Metric } from "effect"
+import { Data, Duration, Effect, Metric, type MetricLabel } from "effect"
 import { dual } from "effect/Function"
 import { type Decision, type Rule, RateLimiterStore, type RateLimiterStoreError } from "./RateLimiterStore.js"
 
@@ -146,12 +146,15 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
     const tooMany = (n: number) =>
       new InvalidLimit({ limiter: name, reason: `${n} permits requested, at most ${most} are ever granted at once` })
 
+    // A permit granted at once is the hot path: its count is recorded synchronously, with no extra effect.
+    const noTags: ReadonlyArray<MetricLabel.MetricLabel> = []
     const granted = (decision: Extract<Decision, { granted: true }>, key: string, n: number): Effect.Effect<void> => {
-      if (decision.waitMillis <= 0) return Metric.incrementBy(permits, n)
+      permits.unsafeUpdate(n, noTags)
+      if (decision.waitMillis <= 0) return Effect.void
       const seconds = decision.waitMillis / 1000
       return Effect.zipRight(
         Effect.all([
-          Metric.incrementBy(permits, n),
+
           Metric.increment(waits),
           Metric.update(waited, seconds),
           Telemetry.spanEvent("bulwark.rate_limit.wait", { [Telemetry.Attr.rateLimiter]: name, "bulwark.rate_limit.wait_ms": decision.waitMillis }),
@@ -183,7 +186,7 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
       if (!Number.isInteger(n) || n < 1 || n > most) return Effect.fail(tooMany(n))
       return Effect.flatMap(store.reserve(storeKey(key), rule, n, 0), (decision) =>
         decision.granted
-          ? Effect.as(Metric.incrementBy(permits, n), true)
+          ? (permits.unsafeUpdate(n, noTags), Effect.succeed(true))
           : Effect.as(Effect.zipRight(Metric.increment(rejections), Observe.emitWith("rate-limit", "rejected", () => ({ limiter: name, key }))), false))
     }
     return { name, rule, acquire, tryAcquire }

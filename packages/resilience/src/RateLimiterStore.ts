@@ -6,11 +6,12 @@
  * the limit holds across instances. Drivers: {@link makeMemory} (in-process), `RateLimiterStore/Redis` (a Lua
  * script, atomic on the server) and `RateLimiterStore/Sql` (a row lock, PGlite or PostgreSQL).
  *
- * Times: the memory driver reads Effect's `Clock` (so `TestClock` and the simulator drive it); the shared
+ * Times: the memory driver reads the Effect `Clock` in force where it is made (so `TestClock` and the
+ * simulator drive it); the shared
  * drivers read the store's own clock, so instances on hosts whose clocks disagree still share one timeline.
  */
 import { Failure } from "@bulwark/core"
-import { Clock, Context, Data, Effect, Layer } from "effect"
+import { Context, Data, Effect, Layer } from "effect"
 import * as Algorithm from "./internal/algorithm.js"
 
 /** A resolved limit rule (see `RateLimiter.Options`). */
@@ -47,7 +48,7 @@ export class RateLimiterStore extends Context.Tag("@bulwark/resilience/RateLimit
 }>() {}
 
 /** An in-process store: limiters over it in one process share their limits. */
-export const makeMemory: Effect.Effect<RateLimiterStore["Type"]> = Effect.sync(() => {
+export const makeMemory: Effect.Effect<RateLimiterStore["Type"]> = Effect.map(Effect.clock, (clock) => {
   // Each key remembers when its state stops mattering (it would grant exactly as a fresh one); such keys are
   // dropped now and then, so per-tenant keys do not accumulate.
   const states = new Map<string, { readonly state: Algorithm.State; horizon: number }>()
@@ -56,8 +57,11 @@ export const makeMemory: Effect.Effect<RateLimiterStore["Type"]> = Effect.sync((
     for (const [key, entry] of states) if (entry.horizon < now) states.delete(key)
   }
   return RateLimiterStore.of({
+    // The clock in force where the store is made (a TestClock in tests, the simulator's), read synchronously:
+    // reading it through the fiber's services per reservation would cost more than the reservation.
     reserve: (key, rule, permits, maxWaitMillis) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
+      Effect.sync(() => {
+        const now = clock.unsafeCurrentTimeMillis()
         if (++reservations % 10_000 === 0) sweep(now)
         let entry = states.get(key)
         if (entry === undefined) {

@@ -13,7 +13,7 @@
  */
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
-import { Data, Deferred, Duration, Effect, Exit, FiberId, Metric, MetricLabel } from "effect"
+import { type Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Metric, MetricLabel } from "effect"
 
 /** Settings of a bulkhead. */
 export interface Options {
@@ -93,7 +93,15 @@ interface Waiter {
 interface Compartment {
   active: number
   readonly queue: Array<Waiter>
+  /** Gives this compartment's slot back whatever the exit; made once, shared by every call. */
+  readonly release: {
+    readonly onSuccess: (a: any) => Effect.Effect<any, any>
+    readonly onFailure: (cause: Cause.Cause<any>) => Effect.Effect<any, any>
+  }
 }
+
+/** Idle compartments are swept once there are this many, so per-tenant keys do not accumulate. */
+const sweepAbove = 1_000
 
 /** A bulkhead named `name`; fails when the settings are out of range. */
 export const make = (name: string, options: Options): Effect.Effect<Bulkhead, InvalidBulkhead> => {
@@ -120,13 +128,26 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
     const compartment = (key: string) => {
       let c = compartments.get(key)
       if (c === undefined) {
-        c = { active: 0, queue: [] }
-        compartments.set(key, c)
+        if (compartments.size >= sweepAbove) {
+          for (const [k, idle] of compartments) if (idle.active === 0 && idle.queue.length === 0) compartments.delete(k)
+        }
+        // Released synchronously in the exit handlers (which run uninterruptibly, inside the mask): one
+        // runtime step per call, where `ensuring` would take several.
+        const made: Compartment = {
+          active: 0,
+          queue: [],
+          release: {
+            onSuccess: (a) => (release(made), Effect.succeed(a)),
+            onFailure: (cause) => (release(made), Effect.failCause(cause))
+          }
+        }
+        compartments.set(key, made)
+        c = made
       }
       return c
     }
     // Gives the slot to the oldest waiter, or frees it.
-    const release = (key: string, c: Compartment) => {
+    const release = (c: Compartment) => {
       const next = c.queue.shift()
       if (next !== undefined) {
         queued--
@@ -135,7 +156,6 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
       } else {
         c.active--
         active--
-        if (c.active === 0) compartments.delete(key)
       }
       gauges()
     }
@@ -149,7 +169,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
           c.active++
           active++
           gauges()
-          return Effect.onExit(restore(self), () => Effect.sync(() => release(key, c)))
+          return Effect.matchCauseEffect(restore(self), c.release) as Effect.Effect<A, E, R>
         }
         if (c.queue.length >= maxQueue) {
           return Effect.zipRight(
@@ -178,7 +198,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
               if (Exit.isSuccess(exit)) return Effect.void
               if (waiter.handed) {
                 // Handed a slot just as it gave up: pass the slot on.
-                release(key, c)
+                release(c)
               } else {
                 const at = c.queue.indexOf(waiter)
                 if (at >= 0) {
@@ -192,7 +212,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
                 Telemetry.spanEvent("bulwark.bulkhead.rejected", { [Telemetry.Attr.bulkhead]: name, reason: "wait-timeout" })
               )
             })).pipe(
-            Effect.zipRight(Effect.onExit(restore(self), () => Effect.sync(() => release(key, c))))
+            Effect.zipRight(Effect.matchCauseEffect(restore(self), c.release) as Effect.Effect<A, E, R>)
           )
         )
       })

@@ -14,7 +14,7 @@ suite("redis", RedisStore.layer({ url }, { prefix }))
 
 describe("Redis store", () => {
   it("four processes share one limit: never above it in any window, within 5 % of it", async () => {
-    await fourProcesses({ driver: "redis", url, namespace: prefix, name: `shared-${Date.now()}`, limit: 10, windowMillis: 100, fibers: 6 })
+    await fourProcesses({ driver: "redis", url, namespace: prefix, name: `shared-${Date.now()}`, limit: 10, windowMillis: 100, fibers: 20 })
   }, 60_000)
 
   it.live("an unreachable Redis is a typed error, not a hang or a throw", () =>

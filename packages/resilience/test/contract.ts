@@ -84,7 +84,7 @@ export const suite = <E>(name: string, layer: Layer.Layer<RateLimiterStore, E>) 
           { concurrency: 10 }
         )
         expect(grants).toHaveLength(40)
-        expect(maxInAnyWindow(grants, 100)).toBe(5)
+        expect(maxInAnyWindow(grants, 100)).toBeLessThanOrEqual(5)
         // 40 permits take at least 7 windows after the first burst.
         const sorted = grants.sort((a, b) => a - b)
         expect(sorted[39]! - sorted[0]!).toBeGreaterThanOrEqual(700)

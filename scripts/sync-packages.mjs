@@ -21,6 +21,7 @@ export const repositoryUrl = "git+https://github.com/bulwark-dev/bulwark.git"
 // required peer).
 const optionalPeers = {
   "@bulwark/circuit-breaker": ["ioredis"],
+  "@bulwark/resilience": ["ioredis", "@effect/sql"],
   "@bulwark/idempotency": ["ioredis"],
   "@bulwark/cli": ["tsx"],
   "@bulwark/contracts": ["@effect/cli"],

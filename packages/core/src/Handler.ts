@@ -11,10 +11,14 @@
  * | --- | --- | --- |
  * | 0 | `timeout` | bounds **each attempt**; outside retry it would bound all attempts together |
  * | 1 | `breaker` | sees every attempt, so failures trip it and an open breaker fails fast inside retry |
- * | 2 | `retry` | retries only what the inner stages report as transient |
- * | 3 | `idempotency` | claims once per delivery, releases on failure so a redelivery or replay can run |
- * | 4 | `deadLetter` | sees only what retry gave up on; outside idempotency so a replayed entry is not skipped as a duplicate |
- * | 5 | `tracing` | one span around everything, attempts as child events |
+ * | 2 | `rateLimit` | each attempt takes a permit; outside the breaker so its own throttling never trips it, and the last gate before the call so a permit is used the moment it is granted |
+ * | 3 | `bulkhead` | bounds attempts in flight, permit waits included; a full bulkhead is local load, not a downstream fault, so the breaker never sees it |
+ * | 4 | `hedge` | each hedged copy is a full attempt (its own timeout, breaker verdict, permit and slot) |
+ * | 5 | `retry` | retries only what the inner stages report as transient |
+ * | 6 | `fallback` | answers for what retry gave up on; inside idempotency so a fallback's success is recorded once |
+ * | 7 | `idempotency` | claims once per delivery, releases on failure so a redelivery or replay can run |
+ * | 8 | `deadLetter` | sees only what retry gave up on; outside idempotency so a replayed entry is not skipped as a duplicate |
+ * | 9 | `tracing` | one span around everything, attempts as child events |
  *
  * `pipe(handler, timeout("2 seconds"), breaker(b), retry(p), idempotent(k), deadLetter(d))` is the
  * canonical stack. {@link checkOrder} (run by `Pipeline.run`) rejects a stack that breaks the order,
@@ -33,7 +37,18 @@ export type Middleware<A, EIn, RIn, EOut = EIn, ROut = RIn> = (
 ) => Handler<A, EOut, ROut>
 
 /** The stages Bulwark's middleware declare, innermost first. */
-export const stages = ["timeout", "breaker", "retry", "idempotency", "deadLetter", "tracing"] as const
+export const stages = [
+  "timeout",
+  "breaker",
+  "rateLimit",
+  "bulkhead",
+  "hedge",
+  "retry",
+  "fallback",
+  "idempotency",
+  "deadLetter",
+  "tracing"
+] as const
 /** A middleware stage. */
 export type Stage = typeof stages[number]
 

@@ -16,8 +16,12 @@
  *
  * The rate is global: every replayer over one store takes its publish slots from the store
  * (`takeReplaySlot`), so three replayers at `rate: 5` publish five messages a second between them, not fifteen.
+ * With `limiter` (an `@bulwark/resilience` rate limiter, shared over Redis or SQL) the slots come from it
+ * instead, so replay can share one limit with everything else that calls the same destination.
  */
 import { Observe, Telemetry, TraceContext } from "@bulwark/core"
+import type * as RateLimiter from "@bulwark/resilience/RateLimiter"
+import type { RateLimiterStoreError } from "@bulwark/resilience/RateLimiterStore"
 import { Transport } from "@bulwark/transport"
 import { Clock, Duration, Effect, Option } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -42,6 +46,14 @@ export interface Options {
   readonly rate?: number
   /** How long a claim protects an entry from a concurrent replay. Default 1 minute. */
   readonly claimLease?: Duration.DurationInput
+  /**
+   * A shared rate limiter to take each publish's permit from, instead of `rate` and the store's slots. A
+   * permit is taken before the entry is claimed; when none comes within the limiter's wait bound, the replay
+   * stops with the limiter's error and the entries not yet claimed stay pending.
+   */
+  readonly limiter?: RateLimiter.RateLimiter
+  /** The limiter key. Default `"dead-letter-replay"`. */
+  readonly limiterKey?: string
 }
 
 /** The outcome of one replay run. */
@@ -80,7 +92,15 @@ const replaySpan = (entry: Store.DeadLetterEntry) =>
 /** Replays dead-lettered entries to their origin topics through the `Publisher` in context. */
 export const replay = (
   options: Options = {}
-): Effect.Effect<Report, Store.DeadLetterStoreError | Store.EntryNotFoundError, Store.DeadLetterStore | Transport.Publisher> =>
+): Effect.Effect<
+  Report,
+  | Store.DeadLetterStoreError
+  | Store.EntryNotFoundError
+  | RateLimiter.RateLimited
+  | RateLimiter.InvalidLimit
+  | RateLimiterStoreError,
+  Store.DeadLetterStore | Transport.Publisher
+> =>
   Effect.gen(function*() {
     const store = yield* Store.DeadLetterStore
     const publisher = yield* Transport.Publisher
@@ -103,7 +123,9 @@ export const replay = (
       // Rate limit (Effect's Clock, so TestClock drives it in tests), before the claim: sleeping while
       // holding it could outlast the lease and let a second replayer publish the entry too. The slot comes
       // from the store, so the rate holds across every replayer.
-      if (Duration.toMillis(spacing) > 0) {
+      if (options.limiter !== undefined) {
+        yield* options.limiter.acquire(options.limiterKey ?? "dead-letter-replay")
+      } else if (Duration.toMillis(spacing) > 0) {
         const slot = yield* store.takeReplaySlot(spacing)
         const now = yield* Clock.currentTimeMillis
         if (slot > now) yield* Effect.sleep(Duration.millis(slot - now))

@@ -7,6 +7,8 @@ import * as Store from "../src/DeadLetterStore.js"
 import * as MemoryStore from "../src/DeadLetterStore/Memory.js"
 import * as Replay from "../src/Replay.js"
 import { newEntry, Published } from "./contract.js"
+import * as RateLimiter from "@bulwark/resilience/RateLimiter"
+import * as RateLimiterStore from "@bulwark/resilience/RateLimiterStore"
 
 const Order = Schema.Struct({ orderId: Schema.String, total: Schema.Number })
 type Order = typeof Order.Type
@@ -135,6 +137,36 @@ describe("replay", () => {
     }).pipe(
       Effect.provide(Layer.merge(
         MemoryStore.layer,
+        Layer.effect(Transport.Publisher, Effect.map(Published, (published) => ({
+          publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+            Ref.update(published, (all) => [...all, ...messages.map((message) => ({ topic, message }))])
+        }))).pipe(Layer.provideMerge(Published.Default))
+      ))
+    ))
+})
+
+describe("replay with a shared rate limiter", () => {
+  it.effect("two replayers take their permits from one limit: 2 a second between them", () =>
+    Effect.gen(function*() {
+      const store = yield* Store.DeadLetterStore
+      const published = yield* Published
+      const added = yield* Effect.forEach(["1", "2", "3", "4", "5", "6"], (id) => store.add(newEntry("shared", id)))
+      // Two limiters of one name over one store: two replaying processes sharing a Redis or SQL limit.
+      const limit = { limit: { kind: "slidingWindow", limit: 2, window: "1 second" } } as const
+      const first = yield* RateLimiter.make("dlq", limit)
+      const second = yield* RateLimiter.make("dlq", limit)
+      const a = yield* Effect.fork(Replay.replay({ ids: added.slice(0, 3).map((e) => e.id), limiter: first }))
+      const b = yield* Effect.fork(Replay.replay({ ids: added.slice(3).map((e) => e.id), limiter: second }))
+      yield* TestClock.adjust("10 millis")
+      expect((yield* Ref.get(published)).length).toBe(2)
+      yield* TestClock.adjust("1 second")
+      expect((yield* Ref.get(published)).length).toBe(4)
+      yield* TestClock.adjust("1 second")
+      expect((yield* Fiber.join(a)).replayed.length + (yield* Fiber.join(b)).replayed.length).toBe(6)
+    }).pipe(
+      Effect.provide(Layer.mergeAll(
+        MemoryStore.layer,
+        RateLimiterStore.layerMemory,
         Layer.effect(Transport.Publisher, Effect.map(Published, (published) => ({
           publish: (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
             Ref.update(published, (all) => [...all, ...messages.map((message) => ({ topic, message }))])

@@ -30,7 +30,7 @@ import {
 import * as HttpEgress from "./HttpEgress.js"
 import * as internalAttempt from "./internal/attempt.js"
 import * as internalDispatch from "./internal/dispatch.js"
-import { Attempt, defaultSchedule, type Endpoint, type Message, type Options as SenderOptions } from "./Sender.js"
+import { Attempt, defaultSchedule, type Endpoint, type Message, type Options as SenderOptions, paceFor } from "./Sender.js"
 
 /** Settings of the dispatcher. */
 export interface Options extends Omit<SenderOptions, "historyLimit"> {
@@ -108,6 +108,7 @@ export const make = (options: Options = {}): Effect.Effect<Dispatcher["Type"], n
       excerptBytes: options.excerptBytes ?? 1024,
       maxRetryAfter: Duration.toMillis(options.maxRetryAfter ?? Duration.days(1)),
       userAgent: options.userAgent ?? "bulwark-webhook",
+      pace: paceFor(options.rateLimit),
       makeAttempt: (fields) => new Attempt(fields)
     }
     // Local wake-ups: a `send` in this process, or a finished attempt freeing a slot.

@@ -8,6 +8,9 @@
  * - Each attempt has a timeout (15 s default) and is signed afresh (new `webhook-timestamp`, same id).
  * - A per-endpoint breaker stops hammering a dead endpoint: while open, attempts are recorded as
  *   `breaker-open` without a request.
+ * - An optional shared rate limit (`rateLimit`, an `@bulwark/resilience` limiter over Redis or SQL) paces
+ *   requests across every sender and dispatcher process: an attempt waits for its endpoint's permit, and one
+ *   that gets none within the limiter's wait bound is recorded as `rate-limited` without a request.
  * - The SSRF guard refuses internal destinations unless allow-listed.
  * - Every attempt is recorded (time, status, latency, a bounded response excerpt) and can be queried;
  *   exhaustion fails with {@link DeliveryExhausted} carrying that history, ready for a dead-letter queue.
@@ -15,6 +18,7 @@
  */
 import { Failure, Observe } from "@bulwark/core"
 import { Context, Duration, Effect, Layer, Schema } from "effect"
+import type * as RateLimiter from "@bulwark/resilience/RateLimiter"
 import * as Breaker from "./Breaker.js"
 import * as HttpEgress from "./HttpEgress.js"
 import * as internalAttempt from "./internal/attempt.js"
@@ -39,7 +43,16 @@ export interface Message {
 }
 
 /** How an attempt ended. */
-export const Outcome = Schema.Literal("delivered", "failed", "timeout", "network-error", "refused", "breaker-open", "gone")
+export const Outcome = Schema.Literal(
+  "delivered",
+  "failed",
+  "timeout",
+  "network-error",
+  "refused",
+  "breaker-open",
+  "rate-limited",
+  "gone"
+)
 /** How an attempt ended. */
 export type Outcome = typeof Outcome.Type
 
@@ -135,6 +148,22 @@ export interface Options {
   readonly historyLimit?: number
   /** The `user-agent` header. Default `bulwark-webhook`. */
   readonly userAgent?: string
+  /** A rate limit every attempt waits on, keyed per endpoint by default. Default: none. */
+  readonly rateLimit?: RateLimit
+}
+
+/** A shared rate limit for outgoing requests. */
+export interface RateLimit {
+  readonly limiter: RateLimiter.RateLimiter
+  /** The limiter key of an endpoint. Default its id (one limit per endpoint); a constant makes one global limit. */
+  readonly key?: (endpoint: Endpoint) => string
+}
+
+/** @internal the attempt context's pacing for a rate limit. */
+export const paceFor = (rateLimit: RateLimit | undefined) => {
+  if (rateLimit === undefined) return undefined
+  const key = rateLimit.key ?? ((endpoint: Endpoint) => endpoint.id)
+  return (endpoint: Endpoint) => rateLimit.limiter.acquire(key(endpoint))
 }
 
 /** The sender port. */
@@ -179,6 +208,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
       excerptBytes,
       maxRetryAfter,
       userAgent,
+      pace: paceFor(options.rateLimit),
       makeAttempt: (fields) => record(new Attempt(fields))
     }
     const histories = new Map<string, Array<Attempt>>()

@@ -3,6 +3,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, TestClock } from "effect"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import { Webhook } from "standardwebhooks"
+import * as RateLimiter from "@bulwark/resilience/RateLimiter"
+import * as RateLimiterStore from "@bulwark/resilience/RateLimiterStore"
 import * as Breaker from "../src/Breaker.js"
 import * as Sender from "../src/Sender.js"
 import * as Signing from "../src/Signing.js"
@@ -59,6 +61,27 @@ const allowLoopback = { allow: ["127.0.0.1"] }
 const realPause = (ms = 20) => Effect.promise(() => new Promise((r) => setTimeout(r, ms)))
 
 describe("Sender", () => {
+  it.scopedLive("paces requests by a shared rate limit: an attempt without a permit is recorded, no request sent", () =>
+    Effect.gen(function*() {
+      const server = yield* endpointServer(() => ({ status: 204 }))
+      // One permit an hour per endpoint, shared by two senders (two processes over one Redis or SQL limit).
+      const limiter = yield* RateLimiter.make("partner-api", {
+        limit: { kind: "tokenBucket", permits: 1, per: "1 hour" },
+        maxWait: "1 second"
+      })
+      const rateLimit = { limiter }
+      const first = yield* Sender.make({ ...allowLoopback, rateLimit })
+      const second = yield* Sender.make({ ...allowLoopback, rateLimit, schedule: [0] })
+      const endpoint = { id: "ep-paced", url: `${server.url}/hook`, secrets: [secret] }
+      expect((yield* first.send(endpoint, message)).attempts[0]!.outcome).toBe("delivered")
+      const exhausted = yield* Effect.flip(second.send(endpoint, { ...message, id: "msg_paced_2" }))
+      expect(exhausted._tag).toBe("DeliveryExhausted")
+      const attempt = (exhausted as Sender.DeliveryExhausted).attempts[0]!
+      expect(attempt.outcome).toBe("rate-limited")
+      expect(attempt.retryAfterMillis).toBeGreaterThan(3_500_000)
+      expect(server.hits).toHaveLength(1)
+    }).pipe(Effect.provide(RateLimiterStore.layerMemory)))
+
   it.scoped("delivers signed with Standard Webhooks (the official library verifies it) and records the attempt", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())

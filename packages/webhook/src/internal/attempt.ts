@@ -18,6 +18,11 @@ export interface AttemptContext {
   readonly excerptBytes: number
   readonly maxRetryAfter: number
   readonly userAgent: string
+  /**
+   * Waits for the endpoint's permit of the shared rate limit, when one is set; its failure (no permit within
+   * the limiter's wait bound, or the limiter's store down) means no request is sent.
+   */
+  readonly pace: ((endpoint: Endpoint) => Effect.Effect<void, { readonly message: string; readonly retryAfter?: Duration.Duration }>) | undefined
   /** Builds the attempt record (the `Attempt` class lives in Sender.ts, which imports this module). */
   readonly makeAttempt: (fields: ConstructorParameters<typeof Attempt>[0]) => Attempt
 }
@@ -45,6 +50,19 @@ export const attemptOnce = (
     if (resolved._tag === "Left" && resolved.left._tag === "DestinationRefused") {
       // A refusal says nothing about the endpoint's health, so it never reaches the breaker.
       return yield* finish({ outcome: "refused", excerpt: resolved.left.message })
+    }
+    // The permit is taken before the breaker is asked: a half-open breaker's one trial must not wait behind the
+    // limiter (or be lost to its refusal). An open breaker costs a permit per scheduled attempt, which is rare.
+    if (context.pace !== undefined) {
+      const paced = yield* Effect.either(context.pace(endpoint))
+      if (paced._tag === "Left") {
+        const retryAfter = paced.left.retryAfter
+        return yield* finish({
+          outcome: "rate-limited",
+          excerpt: `${paced.left.message}; no request sent`,
+          ...(retryAfter === undefined ? {} : { retryAfterMillis: Math.min(Duration.toMillis(retryAfter), context.maxRetryAfter) })
+        })
+      }
     }
     if (!(yield* breaker.allow(endpoint.id))) {
       return yield* finish({ outcome: "breaker-open", excerpt: "circuit breaker open; no request sent" })

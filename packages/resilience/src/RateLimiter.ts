@@ -1,0 +1,220 @@
+/**
+ * Rate limiters for outbound calls: a token bucket (bursts up to a capacity, a steady refill) or a sliding
+ * window (never more than `limit` calls in any window of `window`), keyed (per partner, per tenant), local
+ * or shared by every instance over one {@link RateLimiterStore} (memory, Redis, SQL).
+ *
+ * `acquire` waits for a permit up to a bound and fails with {@link RateLimited} beyond it; `tryAcquire`
+ * answers at once. Waiting is a reservation: the store records the grant when it answers, the caller
+ * sleeps until its time, so waiters queue in the store rather than poll it. A waiter interrupted while it
+ * sleeps does not give its permit back: the limit errs on the safe side.
+ *
+ * As handler middleware it is the `rateLimit` stage: inside retry (each attempt takes a permit), outside
+ * the breaker (its own throttling must not trip the breaker) and the last gate before the call (a permit
+ * is used the moment it is granted, so the downstream sees the granted rate). See `Handler.stages`.
+ */
+import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
+import type { Envelope } from "@bulwark/core"
+import { Data, Duration, Effect, Metric, type MetricLabel } from "effect"
+import { dual } from "effect/Function"
+import { type Decision, type Rule, RateLimiterStore, type RateLimiterStoreError } from "./RateLimiterStore.js"
+
+/** The limit a limiter enforces. */
+export type Limit =
+  | {
+    /** Up to `capacity` permits at once, then `permits` per `per` (one every `per / permits`). */
+    readonly kind: "tokenBucket"
+    readonly permits: number
+    readonly per: Duration.DurationInput
+    /** Burst size. Default `permits`. */
+    readonly capacity?: number
+  }
+  | {
+    /** Never more than `limit` permits in any window of length `window`. */
+    readonly kind: "slidingWindow"
+    readonly limit: number
+    readonly window: Duration.DurationInput
+  }
+
+/** Settings of a limiter. */
+export interface Options {
+  readonly limit: Limit
+  /** How long `acquire` waits for a permit before failing with {@link RateLimited}. Default 30 s. */
+  readonly maxWait?: Duration.DurationInput
+}
+
+/** Settings of one `acquire`. */
+export interface AcquireOptions {
+  /** Permits taken at once. Default 1. */
+  readonly permits?: number
+  /** Overrides the limiter's `maxWait`. */
+  readonly maxWait?: Duration.DurationInput
+}
+
+/** No permit within the wait bound. Transient, category `dependency`, `retryAfter` when one would be free. */
+export class RateLimited extends Data.TaggedError("RateLimited")<{
+  readonly limiter: string
+  readonly key: string
+  readonly retryAfter: Duration.Duration
+}> implements Failure.Classified {
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "transient", category: "dependency", retryAfter: this.retryAfter }
+  }
+  override get message(): string {
+    return `rate limit ${this.limiter} (${this.key}) reached; a permit is free in ${Duration.format(this.retryAfter)}`
+  }
+}
+
+/** A limit that cannot be enforced (non-positive or non-finite figures), or a request for more permits than it ever grants at once. */
+export class InvalidLimit extends Data.TaggedError("InvalidLimit")<{
+  readonly limiter: string
+  readonly reason: string
+}> implements Failure.Classified {
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "unknown" }
+  }
+  override get message(): string {
+    return `rate limit ${this.limiter}: ${this.reason}`
+  }
+}
+
+/** A rate limiter; every instance made with one name over one store shares each key's limit. */
+export interface RateLimiter {
+  readonly name: string
+  readonly rule: Rule
+  /** Waits for `permits` under `key` (default `"*"`) up to the wait bound. */
+  readonly acquire: (
+    key?: string,
+    options?: AcquireOptions
+  ) => Effect.Effect<void, RateLimited | InvalidLimit | RateLimiterStoreError>
+  /** Takes `permits` under `key` if they are free now; answers whether it did. */
+  readonly tryAcquire: (key?: string, permits?: number) => Effect.Effect<boolean, InvalidLimit | RateLimiterStoreError>
+}
+
+/** Counter of permits granted, tagged `limiter`. */
+export const permitsTotal = Metric.counter("bulwark_rate_limit_permits_total", {
+  description: "Permits granted by a rate limiter",
+  incremental: true
+})
+/** Counter of acquisitions that had to wait, tagged `limiter`. */
+export const waitsTotal = Metric.counter("bulwark_rate_limit_waits_total", {
+  description: "Rate limiter acquisitions that waited for a permit",
+  incremental: true
+})
+/** Histogram of waits for a permit in seconds, tagged `limiter` (only acquisitions that waited). */
+export const waitSeconds = Metric.histogram(
+  "bulwark_rate_limit_wait_seconds",
+  Telemetry.latencyBoundaries,
+  "Time an acquisition waited for a permit, in seconds"
+)
+/** Counter of acquisitions refused (no permit within the bound), tagged `limiter`. */
+export const rejectionsTotal = Metric.counter("bulwark_rate_limit_rejections_total", {
+  description: "Rate limiter acquisitions refused",
+  incremental: true
+})
+
+const positive = (n: number) => Number.isFinite(n) && n > 0
+
+/** Resolves a limit to the rule stores enforce. */
+export const resolveLimit = (name: string, limit: Limit): Effect.Effect<Rule, InvalidLimit> => {
+  if (limit.kind === "tokenBucket") {
+    const per = Duration.toMillis(limit.per)
+    const capacity = limit.capacity ?? limit.permits
+    if (!positive(limit.permits) || !positive(per) || !Number.isInteger(capacity) || capacity < 1) {
+      return Effect.fail(new InvalidLimit({ limiter: name, reason: "a token bucket needs permits > 0, per > 0 and an integer capacity ≥ 1" }))
+    }
+    return Effect.succeed({ kind: "tokenBucket", capacity, intervalMillis: per / limit.permits })
+  }
+  const windowMillis = Duration.toMillis(limit.window)
+  if (!Number.isInteger(limit.limit) || limit.limit < 1 || !positive(windowMillis) || !Number.isInteger(windowMillis)) {
+    return Effect.fail(new InvalidLimit({ limiter: name, reason: "a sliding window needs an integer limit ≥ 1 and a window of whole milliseconds > 0" }))
+  }
+  return Effect.succeed({ kind: "slidingWindow", limit: limit.limit, windowMillis })
+}
+
+/** A limiter named `name` over the {@link RateLimiterStore} in context. */
+export const make = (name: string, options: Options): Effect.Effect<RateLimiter, InvalidLimit, RateLimiterStore> =>
+  Effect.gen(function*() {
+    const store = yield* RateLimiterStore
+    const rule = yield* resolveLimit(name, options.limit)
+    const most = rule.kind === "tokenBucket" ? rule.capacity : rule.limit
+    const defaultWait = Duration.toMillis(options.maxWait ?? "30 seconds")
+    const permits = Metric.tagged(permitsTotal, "limiter", name)
+    const waits = Metric.tagged(waitsTotal, "limiter", name)
+    const waited = Metric.tagged(waitSeconds, "limiter", name)
+    const rejections = Metric.tagged(rejectionsTotal, "limiter", name)
+    const storeKey = (key: string) => `${name}:${key}`
+    const tooMany = (n: number) =>
+      new InvalidLimit({ limiter: name, reason: `${n} permits requested, at most ${most} are ever granted at once` })
+
+    // A permit granted at once is the hot path: its count is recorded synchronously, with no extra effect.
+    const noTags: ReadonlyArray<MetricLabel.MetricLabel> = []
+    const granted = (decision: Extract<Decision, { granted: true }>, key: string, n: number): Effect.Effect<void> => {
+      permits.unsafeUpdate(n, noTags)
+      if (decision.waitMillis <= 0) return Effect.void
+      const seconds = decision.waitMillis / 1000
+      return Effect.zipRight(
+        Effect.all([
+
+          Metric.increment(waits),
+          Metric.update(waited, seconds),
+          Telemetry.spanEvent("bulwark.rate_limit.wait", { [Telemetry.Attr.rateLimiter]: name, "bulwark.rate_limit.wait_ms": decision.waitMillis }),
+          Observe.emitWith("rate-limit", "wait", () => ({ limiter: name, key, waitMs: decision.waitMillis }))
+        ], { discard: true }),
+        Effect.sleep(Duration.millis(decision.waitMillis))
+      )
+    }
+    const refused = (decision: Extract<Decision, { granted: false }>, key: string) =>
+      Effect.zipRight(
+        Effect.all([
+          Metric.increment(rejections),
+          Telemetry.spanEvent("bulwark.rate_limit.rejected", { [Telemetry.Attr.rateLimiter]: name }),
+          Observe.emitWith("rate-limit", "rejected", () => ({ limiter: name, key, retryAfterMs: decision.retryAfterMillis }))
+        ], { discard: true }),
+        Effect.fail(new RateLimited({ limiter: name, key, retryAfter: Duration.millis(Math.ceil(decision.retryAfterMillis)) }))
+      )
+
+    const acquire = (key = "*", acquireOptions?: AcquireOptions) => {
+      const n = acquireOptions?.permits ?? 1
+      if (!Number.isInteger(n) || n < 1 || n > most) return Effect.fail(tooMany(n))
+      const maxWait = acquireOptions?.maxWait === undefined ? defaultWait : Duration.toMillis(acquireOptions.maxWait)
+      return Effect.flatMap(
+        store.reserve(storeKey(key), rule, n, maxWait),
+        (decision): Effect.Effect<void, RateLimited> => decision.granted ? granted(decision, key, n) : refused(decision, key)
+      )
+    }
+    const tryAcquire = (key = "*", n = 1) => {
+      if (!Number.isInteger(n) || n < 1 || n > most) return Effect.fail(tooMany(n))
+      return Effect.flatMap(store.reserve(storeKey(key), rule, n, 0), (decision) =>
+        decision.granted
+          ? (permits.unsafeUpdate(n, noTags), Effect.succeed(true))
+          : Effect.as(Effect.zipRight(Metric.increment(rejections), Observe.emitWith("rate-limit", "rejected", () => ({ limiter: name, key }))), false))
+    }
+    return { name, rule, acquire, tryAcquire }
+  })
+
+/** Runs `self` once a permit under `key` is granted: the limiter around any Effect. */
+export const withPermit: {
+  (limiter: RateLimiter, key?: string, options?: AcquireOptions): <A, E, R>(
+    self: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | RateLimited | InvalidLimit | RateLimiterStoreError, R>
+  <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    limiter: RateLimiter,
+    key?: string,
+    options?: AcquireOptions
+  ): Effect.Effect<A, E | RateLimited | InvalidLimit | RateLimiterStoreError, R>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R>(self: Effect.Effect<A, E, R>, limiter: RateLimiter, key?: string, options?: AcquireOptions) =>
+    Effect.zipRight(limiter.acquire(key, options), self)
+)
+
+/** The limiter as handler middleware (stage `rateLimit`): each attempt takes a permit under `key(envelope)` (default `"*"`). */
+export const middleware = (limiter: RateLimiter, options: { readonly key?: (envelope: Envelope.Envelope<any>) => string } & AcquireOptions = {}) =>
+<A, E, R>(handler: Handler.Handler<A, E, R>): Handler.Handler<A, E | RateLimited | InvalidLimit | RateLimiterStoreError, R> =>
+  Handler.withStage(
+    "rateLimit",
+    handler,
+    (envelope: Envelope.Envelope<A>) =>
+      Effect.zipRight(limiter.acquire(options.key === undefined ? "*" : options.key(envelope), options), handler(envelope))
+  )

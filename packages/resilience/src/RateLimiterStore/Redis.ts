@@ -1,0 +1,110 @@
+/**
+ * The Redis driver of {@link RateLimiterStore}: each reservation is one Lua script, atomic on the server,
+ * reading the server's clock (`TIME`), so any number of processes on any hosts share one limit. A token
+ * bucket is one string per key (its theoretical arrival time); a sliding window is one list per key (the
+ * last `limit` grant times). Keys expire once their state no longer matters.
+ */
+import { Effect, Layer } from "effect"
+import { Redis, type RedisOptions } from "ioredis"
+import { type Decision, RateLimiterStore, RateLimiterStoreError } from "../RateLimiterStore.js"
+
+/** Settings of the Redis store. */
+export interface Options {
+  /** Prepended to every key. Default `"bulwark:rate-limit:"`. */
+  readonly prefix?: string
+}
+
+/**
+ * Settings of the connection the layer opens: ioredis options, or a `url`. `commandTimeout` defaults to
+ * 1 s so a Redis that stops answering fails a reservation with a typed error instead of holding it.
+ */
+export type Connection = RedisOptions & { readonly url?: string }
+
+// ARGV: kind (1 token bucket, 2 sliding window), capacity|limit, interval|window (ms), permits, max wait (ms).
+// Answers {1, at, wait} or {0, retryAfter}; numbers as strings (Lua numbers would be truncated to integers).
+// Times are whole server milliseconds; a token bucket's fractional interval keeps microseconds in `tat`.
+const script = `
+local kind = tonumber(ARGV[1])
+local a = tonumber(ARGV[2])
+local b = tonumber(ARGV[3])
+local permits = tonumber(ARGV[4])
+local maxWait = tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if kind == 1 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local nxt = math.max(tat, now) + permits * b
+  local at = nxt - a * b
+  local wait = math.max(0, at - now)
+  if wait > maxWait then return {0, string.format('%.3f', wait)} end
+  redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.ceil(nxt - now) + 1000)
+  return {1, string.format('%.3f', math.max(at, now)), string.format('%.3f', wait)}
+end
+local len = redis.call('LLEN', KEYS[1])
+local at = now
+local bound = len - a + permits - 1
+if bound >= 0 then at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], bound)) + b) end
+if len > 0 then at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], -1))) end
+local wait = at - now
+if wait > maxWait then return {0, string.format('%.3f', wait)} end
+for i = 1, permits do redis.call('RPUSH', KEYS[1], string.format('%d', at)) end
+redis.call('LTRIM', KEYS[1], -a, -1)
+redis.call('PEXPIRE', KEYS[1], math.ceil(at + b - now) + 1000)
+return {1, string.format('%d', at), string.format('%d', wait)}
+`
+
+type Client = Redis & {
+  bulwarkRateLimitReserve(key: string, ...args: Array<string | number>): Promise<Array<string | number>>
+}
+
+/** A store over an existing ioredis client (the caller owns its lifecycle). */
+export const make = (client: Redis, options: Options = {}): RateLimiterStore["Type"] => {
+  const prefix = options.prefix ?? "bulwark:rate-limit:"
+  // defineCommand sends EVALSHA and falls back to EVAL once when the server does not know the script yet.
+  if (!("bulwarkRateLimitReserve" in client)) {
+    client.defineCommand("bulwarkRateLimitReserve", { numberOfKeys: 1, lua: script })
+  }
+  const reserve = client as Client
+  return RateLimiterStore.of({
+    reserve: (key, rule, permits, maxWaitMillis) =>
+      Effect.tryPromise({
+        try: () =>
+          rule.kind === "tokenBucket"
+            ? reserve.bulwarkRateLimitReserve(prefix + key, 1, rule.capacity, rule.intervalMillis, permits, maxWaitMillis)
+            : reserve.bulwarkRateLimitReserve(prefix + key, 2, rule.limit, rule.windowMillis, permits, maxWaitMillis),
+        catch: (cause) => new RateLimiterStoreError({ operation: "reserve", key, cause })
+      }).pipe(Effect.map((reply): Decision =>
+        Number(reply[0]) === 1
+          ? { granted: true, at: Number(reply[1]), waitMillis: Number(reply[2]) }
+          : { granted: false, retryAfterMillis: Number(reply[1]) }
+      ))
+  })
+}
+
+/** The Redis store as a layer, with its own connection (closed when the layer is released). */
+export const layer = (
+  connection: Connection,
+  options: Options = {}
+): Layer.Layer<RateLimiterStore, RateLimiterStoreError> =>
+  Layer.scoped(
+    RateLimiterStore,
+    Effect.map(
+      Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const { url, ...rest } = connection
+            const settings = { commandTimeout: 1_000, ...rest, lazyConnect: true }
+            const client = url === undefined ? new Redis(settings) : new Redis(url, settings)
+            // Connection errors reach callers as typed errors of the reservations they break; without a
+            // listener ioredis would also print each one as an unhandled event.
+            client.on("error", () => undefined)
+            await client.connect()
+            return client
+          },
+          catch: (cause) => new RateLimiterStoreError({ operation: "connect", key: "*", cause })
+        }),
+        (client) => Effect.promise(() => client.quit().catch(() => "closed"))
+      ),
+      (client) => make(client, options)
+    )
+  )

@@ -9,6 +9,9 @@
  * - @effect/sql by hand: the raw loop's statements and policy, each statement through `@effect/sql` (the
  *   producers' in `sql.withTransaction`), to show what the transaction library itself costs.
  *
+ * The drain of a pre-filled outbox and the append inside the caller's transaction, each against hand-written
+ * `pg` loops, are in `./drain.ts`, run after this one (`OUTBOX_BENCH` picks one).
+ *
  * Each scenario runs `rounds` times, the systems interleaved, and reports the median: on a small shared
  * machine single runs vary by tens of percent. Node CPU time per event is reported too, since Postgres
  * and the benchmark share the cores and the client's CPU cost shows up directly in throughput.
@@ -364,7 +367,15 @@ const main = async () => {
   ])
 }
 
-main().then(() => process.exit(0), (error) => {
+// `OUTBOX_BENCH=e2e` runs only the end-to-end benchmark above, `drain` only the drain and append one
+// (`./drain.ts`, written to bench/results/outbox-drain.md); by default both, one after the other.
+const which = process.env["OUTBOX_BENCH"] ?? "all"
+const runBoth = async () => {
+  if (which !== "drain") await main()
+  if (which !== "e2e") await (await import("./drain.js")).main()
+}
+
+runBoth().then(() => process.exit(0), (error) => {
   console.error(error)
   process.exit(1)
 })

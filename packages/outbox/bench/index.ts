@@ -125,7 +125,8 @@ const sameSql = (table: string, notify: Notify) => {
         id bigserial PRIMARY KEY, topic text NOT NULL, message_id text NOT NULL, key text NOT NULL, payload bytea NOT NULL,
         headers text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), attempts integer NOT NULL DEFAULT 0,
         state text NOT NULL DEFAULT 'pending', available_at timestamptz NOT NULL DEFAULT now(), claimed_by text,
-        claimed_until timestamptz, published_at timestamptz, last_error text, dead_letter_published boolean)`,
+        claimed_until timestamptz, published_at timestamptz, last_error text, dead_letter_published boolean,
+        appended_at timestamptz DEFAULT clock_timestamp())`,
       `CREATE INDEX ${table}_pending ON ${table} (id) WHERE state = 'pending'`,
       `CREATE INDEX ${table}_pending_key ON ${table} (key, id) WHERE state = 'pending'`,
       `CREATE INDEX ${table}_published ON ${table} (published_at) WHERE state = 'published'`,
@@ -133,14 +134,17 @@ const sameSql = (table: string, notify: Notify) => {
     ],
     drop: [`DROP TABLE ${table}`, `DROP TABLE ${sleepers}`],
     claim: `WITH claimed AS (UPDATE ${table} SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
-      WHERE id IN (SELECT c.id FROM ${table} c WHERE c.state = 'pending' AND c.available_at <= now()
+      WHERE id = ANY(ARRAY(SELECT c.id FROM ${table} c WHERE c.state = 'pending' AND c.available_at <= now()
         AND (c.claimed_until IS NULL OR c.claimed_until < now())
-        AND (c.key = '' OR NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
-        ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)
+        AND (c.key = '' OR ((c.appended_at IS NULL OR c.appended_at < coalesce((SELECT min(a.xact_start)
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'relation'
+              AND l.relation = '${table}'::regclass AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid()), 'infinity')
+            OR c.created_at < now() - interval '5 seconds')
+          AND NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id)))
+        ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED))
       RETURNING id, topic, message_id, key, payload, headers, attempts)
       SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`,
-    mark: `WITH marked AS (UPDATE ${table} SET state = 'published', published_at = now(), attempts = attempts + 1,
-        claimed_by = NULL, claimed_until = NULL WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id)
+    mark: `WITH marked AS (DELETE FROM ${table} WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id)
       SELECT pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true) FROM marked`,
     register: `INSERT INTO ${sleepers} (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`,
     deregister: `DELETE FROM ${sleepers} WHERE relay_id = $1`,

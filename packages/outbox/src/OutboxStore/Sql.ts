@@ -38,7 +38,8 @@ export interface Options {
    * began before it was appended and writes to the outbox has ended (one of them could still commit an
    * older row of the same key), or once the row's transaction began this long ago, whichever comes first.
    * An appending transaction open longer than this may see a newer row of its key published first; one
-   * that never touches the outbox delays nothing. Default 5 s.
+   * that never touches the outbox delays nothing. Appenders connected as another role count only if the
+   * relay's role may read their `pg_stat_activity.xact_start` (`pg_read_all_stats`). Default 5 s.
    */
   readonly commitOrderWindow?: Duration.DurationInput
 }

@@ -9,6 +9,9 @@
  * - @effect/sql by hand: the raw loop's statements and policy, each statement through `@effect/sql` (the
  *   producers' in `sql.withTransaction`), to show what the transaction library itself costs.
  *
+ * The drain of a pre-filled outbox and the append inside the caller's transaction, each against hand-written
+ * `pg` loops, are in `./drain.ts`, run after this one (`OUTBOX_BENCH` picks one).
+ *
  * Each scenario runs `rounds` times, the systems interleaved, and reports the median: on a small shared
  * machine single runs vary by tens of percent. Node CPU time per event is reported too, since Postgres
  * and the benchmark share the cores and the client's CPU cost shows up directly in throughput.
@@ -122,7 +125,8 @@ const sameSql = (table: string, notify: Notify) => {
         id bigserial PRIMARY KEY, topic text NOT NULL, message_id text NOT NULL, key text NOT NULL, payload bytea NOT NULL,
         headers text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), attempts integer NOT NULL DEFAULT 0,
         state text NOT NULL DEFAULT 'pending', available_at timestamptz NOT NULL DEFAULT now(), claimed_by text,
-        claimed_until timestamptz, published_at timestamptz, last_error text, dead_letter_published boolean)`,
+        claimed_until timestamptz, published_at timestamptz, last_error text, dead_letter_published boolean,
+        appended_at timestamptz DEFAULT clock_timestamp())`,
       `CREATE INDEX ${table}_pending ON ${table} (id) WHERE state = 'pending'`,
       `CREATE INDEX ${table}_pending_key ON ${table} (key, id) WHERE state = 'pending'`,
       `CREATE INDEX ${table}_published ON ${table} (published_at) WHERE state = 'published'`,
@@ -130,14 +134,17 @@ const sameSql = (table: string, notify: Notify) => {
     ],
     drop: [`DROP TABLE ${table}`, `DROP TABLE ${sleepers}`],
     claim: `WITH claimed AS (UPDATE ${table} SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
-      WHERE id IN (SELECT c.id FROM ${table} c WHERE c.state = 'pending' AND c.available_at <= now()
+      WHERE id = ANY(ARRAY(SELECT c.id FROM ${table} c WHERE c.state = 'pending' AND c.available_at <= now()
         AND (c.claimed_until IS NULL OR c.claimed_until < now())
-        AND (c.key = '' OR NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
-        ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)
+        AND (c.key = '' OR ((c.appended_at IS NULL OR c.appended_at < coalesce((SELECT min(a.xact_start)
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'relation'
+              AND l.relation = '${table}'::regclass AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid()), 'infinity')
+            OR c.created_at < now() - interval '5 seconds')
+          AND NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id)))
+        ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED))
       RETURNING id, topic, message_id, key, payload, headers, attempts)
       SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`,
-    mark: `WITH marked AS (UPDATE ${table} SET state = 'published', published_at = now(), attempts = attempts + 1,
-        claimed_by = NULL, claimed_until = NULL WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id)
+    mark: `WITH marked AS (DELETE FROM ${table} WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id)
       SELECT pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true) FROM marked`,
     register: `INSERT INTO ${sleepers} (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET since = now()`,
     deregister: `DELETE FROM ${sleepers} WHERE relay_id = $1`,
@@ -364,7 +371,15 @@ const main = async () => {
   ])
 }
 
-main().then(() => process.exit(0), (error) => {
+// `OUTBOX_BENCH=e2e` runs only the end-to-end benchmark above, `drain` only the drain and append one
+// (`./drain.ts`, written to bench/results/outbox-drain.md); by default both, one after the other.
+const which = process.env["OUTBOX_BENCH"] ?? "all"
+const runBoth = async () => {
+  if (which !== "drain") await main()
+  if (which !== "e2e") await (await import("./drain.js")).main()
+}
+
+runBoth().then(() => process.exit(0), (error) => {
   console.error(error)
   process.exit(1)
 })

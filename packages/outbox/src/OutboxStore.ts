@@ -11,7 +11,8 @@
  *   `""` is unordered), only rows whose `availableAt` has passed, and never a row under another relay's
  *   unexpired lease. Answered in id order.
  * - **Settle** (`markPublished`, `reschedule`, `markDead`) touches only rows the relay still holds: a relay
- *   whose lease expired and was taken over cannot mark what the new holder is publishing.
+ *   whose lease expired and was taken over cannot mark what the new holder is publishing. A published row
+ *   is deleted at once unless the relay keeps it for a retention period.
  * - **Wake-up**: an append that commits wakes a relay waiting in `Wakeup.wait`, well before its poll interval.
  */
 import { Failure } from "@bulwark/core"
@@ -134,8 +135,15 @@ export class OutboxStore extends Context.Tag("@bulwark/outbox/OutboxStore")<Outb
   readonly requeueDead: (selection?: RequeueSelection) => Effect.Effect<number, OutboxStoreError>
   /** Leases a batch to a relay (see the module comment for which rows); answers them in id order. */
   readonly claim: (request: ClaimRequest) => Effect.Effect<ReadonlyArray<ClaimedRow>, OutboxStoreError>
-  /** Marks published the rows among `ids` that `relayId` still holds; answers how many. */
-  readonly markPublished: (relayId: string, ids: ReadonlyArray<number>) => Effect.Effect<number, OutboxStoreError>
+  /**
+   * Settles as published the rows among `ids` that `relayId` still holds; answers how many. They are deleted,
+   * or kept as `published` (for `cleanup` to delete after a retention period) when `keep` is true.
+   */
+  readonly markPublished: (
+    relayId: string,
+    ids: ReadonlyArray<number>,
+    keep?: boolean
+  ) => Effect.Effect<number, OutboxStoreError>
   /** Records a failed attempt of a row `relayId` holds and releases it until the delay passes; answers whether it held it. */
   readonly reschedule: (relayId: string, id: number, retry: Reschedule) => Effect.Effect<boolean, OutboxStoreError>
   /** Marks dead a row `relayId` holds; answers whether it held it. */

@@ -3,8 +3,8 @@
  * published. Run one per process, as many processes as you like. It runs over any `OutboxStore` driver
  * (SQL or memory); what follows describes the SQL driver's statements, which the memory driver mirrors.
  *
- * - **Claim**: one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)` sets `claimed_by` and a lease
- *   (`claimed_until`). Concurrent relays skip each other's rows; a crashed relay's rows are claimable again
+ * - **Claim**: one `UPDATE … WHERE id = ANY(ARRAY(SELECT … FOR UPDATE SKIP LOCKED))` sets `claimed_by` and a
+ *   lease (`claimed_until`). Concurrent relays skip each other's rows; a crashed relay's rows are claimable again
  *   once its lease expires, so they are published at least once (possibly twice: publish is not atomic
  *   with the mark).
  * - **Heartbeat**: leases are short (4 s by default) so a killed relay's keys resume within seconds; while a
@@ -27,7 +27,8 @@
  *   rows arriving meanwhile travel together: fewer statements per row under load, at most `linger` later.
  * - **Durability**: appends commit durably in the caller's transaction; the relay's claim and mark statements
  *   commit with `synchronous_commit = off`, so a database crash can only cause a republish, never a loss.
- * - **Retention**: published rows older than `retention` are deleted every `cleanupInterval`.
+ * - **Retention**: a published row is deleted by the statement that settles it, unless `retention` is set:
+ *   then it is kept as `published` and deleted every `cleanupInterval` once older than `retention`.
  * - **Faults**: `run` is supervised (`Supervise` from `@bulwark/core`): a failing round (database or broker
  *   down) makes the relay `degraded` and it retries with a jittered, capped backoff until it is back; side
  *   tasks (heartbeat, cleanup, gauges) log once when they start failing and once when they work again. A
@@ -60,9 +61,13 @@ export interface Options {
   readonly backoffBase?: Duration.DurationInput
   /** Longest delay between attempts. Default 5 minutes. */
   readonly backoffMax?: Duration.DurationInput
-  /** How long published rows are kept. Default 1 day. */
+  /**
+   * How long published rows are kept. Default: not kept, a published row is deleted when it is marked (one
+   * write per row less, and no archive to sweep). When set, rows stay as `published` and `cleanupInterval`
+   * deletes them once older than this.
+   */
   readonly retention?: Duration.DurationInput
-  /** How often published rows past retention are deleted. Default 1 minute. */
+  /** How often published rows past retention (and stale sleeper entries) are deleted. Default 1 minute. */
   readonly cleanupInterval?: Duration.DurationInput
   /** How often the backlog and lag gauges are refreshed. Default 5 s. */
   readonly metricsInterval?: Duration.DurationInput
@@ -117,7 +122,9 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     const maxAttempts = Math.max(1, Math.floor(options.maxAttempts ?? 10))
     const backoffBase = Duration.toMillis(Duration.decode(options.backoffBase ?? "500 millis"))
     const backoffMax = Duration.toMillis(Duration.decode(options.backoffMax ?? "5 minutes"))
-    const retentionMillis = Duration.toMillis(Duration.decode(options.retention ?? "1 day"))
+    // Without a retention nothing is kept, and cleanup deletes at once whatever an earlier version archived.
+    const keep = options.retention !== undefined
+    const retentionMillis = options.retention === undefined ? 0 : Duration.toMillis(Duration.decode(options.retention))
     const claimRequest = { relayId, limit: batchSize, leaseMillis }
 
     /**
@@ -213,7 +220,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         if (Either.isRight(whole)) {
           // Settled before the mark, so a heartbeat returning meanwhile does not take them for lost.
           yield* settled(lease, rows)
-          yield* store.markPublished(relayId, rows.map((r) => r.id))
+          yield* store.markPublished(relayId, rows.map((r) => r.id), keep)
           result.published = rows.length
           return result
         }
@@ -229,7 +236,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
                 : Effect.succeed({ row, result: undefined })))
         const ok = outcomes.filter((o) => o.result !== undefined && Either.isRight(o.result)).map((o) => o.row)
         yield* settled(lease, ok)
-        yield* store.markPublished(relayId, ok.map((r) => r.id))
+        yield* store.markPublished(relayId, ok.map((r) => r.id), keep)
         result.published = ok.length
         for (const outcome of outcomes) {
           if (outcome.result === undefined) {

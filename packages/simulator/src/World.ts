@@ -754,7 +754,7 @@ export class World {
       deadLetters: (limit, topic) => Effect.zipRight(this.step, store.deadLetters(limit, topic)),
       requeueDead: (selection) => Effect.zipRight(this.step, store.requeueDead(selection)),
       claim: (request) => Effect.zipRight(this.step, store.claim(request)),
-      markPublished: (relayId, ids) => Effect.zipRight(this.step, store.markPublished(relayId, ids)),
+      markPublished: (relayId, ids, keep) => Effect.zipRight(this.step, store.markPublished(relayId, ids, keep)),
       reschedule: (relayId, id, retry) => Effect.zipRight(this.step, store.reschedule(relayId, id, retry)),
       markDead: (relayId, id, dead) => Effect.zipRight(this.step, store.markDead(relayId, id, dead)),
       renew: (relayId, ids, leaseMillis) => Effect.zipRight(this.step, store.renew(relayId, ids, leaseMillis)),

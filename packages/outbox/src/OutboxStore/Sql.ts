@@ -33,6 +33,15 @@ export interface Options {
    * cap the commit rate of busy appenders; that is what the default avoids.
    */
   readonly notify?: boolean | "always"
+  /**
+   * Per-key order under concurrent appenders: a keyed row is claimed only once every transaction that
+   * began before it was appended and writes to the outbox has ended (one of them could still commit an
+   * older row of the same key), or once the row's transaction began this long ago, whichever comes first.
+   * An appending transaction open longer than this may see a newer row of its key published first; one
+   * that never touches the outbox delays nothing. Appenders connected as another role count only if the
+   * relay's role may read their `pg_stat_activity.xact_start` (`pg_read_all_stats`). Default 5 s.
+   */
+  readonly commitOrderWindow?: Duration.DurationInput
 }
 
 /** The default outbox table. */
@@ -90,6 +99,7 @@ export const make = (
     yield* Migrations.run(`outbox:${table}`, tables.outboxMigrations(table))
     const channel = table
     const notify = options.notify ?? true
+    const commitOrderWindowMillis = Duration.toMillis(Duration.decode(options.commitOrderWindow ?? "5 seconds"))
     const sleepersTable = tables.sleepersTable(table)
     const settledChannel = `${table}_settled`
     const wakePayload = "appended"
@@ -226,41 +236,60 @@ export const make = (
     // a server crash may forget the last claims or marks, which costs a lease wait or a duplicate publish,
     // never a row, while the appends themselves stay durable. Both statements run once per round, so their
     // text is built once (the table name is a checked identifier) and only the parameters change.
+    //
+    // The candidate ids are an `ARRAY(…)` rather than an `IN (…)` subquery: PostgreSQL plans `id IN (SELECT
+    // … LIMIT n)` at large n as a hash semi-join over a scan of the whole table, and `= ANY(ARRAY(…))` as n
+    // primary-key probes. A keyed row is claimable only once no transaction that began before it was
+    // appended still writes to the outbox (one could yet commit an older row of its key), or after
+    // `commitOrderWindow` at the latest.
+    // When the oldest running transaction that writes to the outbox (it holds the table's RowExclusiveLock)
+    // began, other than this one: any transaction that could still commit a row with a lower id is among
+    // them. Read once per claim, and only when a candidate row has a key.
+    const oldestWriter = `SELECT min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'relation' AND l.relation = '"${table}"'::regclass AND l.mode = 'RowExclusiveLock'
+        AND l.pid <> pg_backend_pid()`
     const claimText = `
       WITH claimed AS (
       UPDATE "${table}" SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
-      WHERE id IN (
+      WHERE id = ANY(ARRAY(
         SELECT c.id FROM "${table}" c
         WHERE c.state = 'pending' AND c.available_at <= now()
           AND (c.claimed_until IS NULL OR c.claimed_until < now())
-          AND (c.key = '' OR NOT EXISTS (
-            SELECT 1 FROM "${table}" p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id))
+          AND (c.key = '' OR (
+            (c.appended_at IS NULL OR c.appended_at < coalesce((${oldestWriter}), 'infinity')
+              OR c.created_at < now() - ($4::float8 * interval '1 millisecond'))
+            AND NOT EXISTS (
+              SELECT 1 FROM "${table}" p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id)))
         ORDER BY c.id
         LIMIT $3
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
       RETURNING id, topic, message_id, key, payload, headers, attempts)
       SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`
     const claimFailed = failed("claim")
     const claim: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
       Effect.map(
-        sql.unsafe<Row>(claimText, [relayId, leaseMillis, limit]),
+        sql.unsafe<Row>(claimText, [relayId, leaseMillis, limit, commitOrderWindowMillis]),
         (rows) => rows.map(toClaimed).sort((a, b) => a.id - b.id)
       ).pipe(Effect.mapError(claimFailed))
 
-    // One statement: mark the rows this relay still holds, and tell `drained` waiters. The ids travel as one
-    // array parameter, so the statement text is the same for any batch size instead of one placeholder per row.
-    const markText = `
-      WITH marked AS (
+    // One statement: settle the rows this relay still holds, and tell `drained` waiters. A published row is
+    // deleted unless the relay keeps it for its retention: one write per row instead of two, and no
+    // published rows for the claim's index scans to step over. The ids travel as one array parameter, so
+    // the statement text is the same for any batch size instead of one placeholder per row.
+    const settledText = (marked: string) => `
+      WITH marked AS (${marked})
+      SELECT count(*)::int AS n, pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true)
+      FROM marked`
+    const deleteText = settledText(`DELETE FROM "${table}" WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id`)
+    const keepText = settledText(`
         UPDATE "${table}" SET state = 'published', published_at = now(), attempts = attempts + 1,
           claimed_by = NULL, claimed_until = NULL
         WHERE id = ANY($1::bigint[]) AND claimed_by = $2
-        RETURNING id)
-      SELECT count(*)::int AS n, pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true)
-      FROM marked`
+        RETURNING id`)
     const markFailed = failed("markPublished")
-    const markPublished: Service["markPublished"] = (relayId, ids) =>
+    const markPublished: Service["markPublished"] = (relayId, ids, keep = false) =>
       ids.length === 0 ? Effect.succeed(0) : Effect.map(
-        sql.unsafe<{ n: number }>(markText, [ids, relayId, settledChannel]),
+        sql.unsafe<{ n: number }>(keep ? keepText : deleteText, [ids, relayId, settledChannel]),
         (rows) => rows[0]?.n ?? 0
       ).pipe(Effect.mapError(markFailed))
 

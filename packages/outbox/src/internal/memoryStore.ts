@@ -236,12 +236,13 @@ export const makeMemoryStore = (
     row.claimedUntil = undefined
   }
 
-  const markPublished: Service["markPublished"] = (relayId, ids) =>
+  const markPublished: Service["markPublished"] = (relayId, ids, keep = false) =>
     withNow((now) => {
       let marked = 0
       for (const id of ids) {
         const row = held(relayId, id)
         if (row === undefined) continue
+        if (!keep) rows.delete(id)
         row.state = "published"
         row.publishedAt = now
         row.attempts++

@@ -34,6 +34,16 @@ export const outboxMigrations = (table: string): ReadonlyArray<Migrations.Migrat
       since timestamptz NOT NULL DEFAULT now()
     )`
   ]
+}, {
+  id: 3,
+  name: "append time",
+  // When the row was inserted (not when its transaction began, as `created_at`): a transaction that began
+  // before it and still writes the outbox might yet commit an older row of the same key. Added without a
+  // default first, so the ALTER does not rewrite an existing table: rows from before have none (old rows).
+  statements: [
+    `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS appended_at timestamptz`,
+    `ALTER TABLE ${table} ALTER COLUMN appended_at SET DEFAULT clock_timestamp()`
+  ]
 }]
 
 /** The relays waiting for a notification; `append` sends one only while this table has a row. */

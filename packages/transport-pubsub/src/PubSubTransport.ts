@@ -51,6 +51,11 @@ export interface Options {
   readonly subscribeOnPublish?: boolean
   /** Overrides `features.persistent` (default: false on an emulator, true on Google's service). */
   readonly persistent?: boolean
+  /**
+   * Wait for Pub/Sub to answer each ack before the ack completes. Default false: an ack completes once queued
+   * (acks queued together go out as one `acknowledge`), and a lost one means a redelivery, logged.
+   */
+  readonly confirmAcks?: boolean
 }
 
 /** The service could not be reached, or the settings are unusable, when the transport started. */
@@ -89,7 +94,8 @@ const settings = (options: Options): internal.Settings => ({
   maxMessages: Math.max(1, Math.min(1000, options.maxMessages ?? 100)),
   maxDeliveryAttempts: Math.max(5, Math.min(100, options.maxDeliveryAttempts ?? 20)),
   subscribeOnPublish: options.subscribeOnPublish ?? true,
-  persistent: options.persistent
+  persistent: options.persistent,
+  confirmAcks: options.confirmAcks ?? false
 })
 
 /** Connects and answers the transport; its clients close with the scope. Fails fast when unreachable. */

@@ -192,3 +192,17 @@ describe("the service's own dead-lettering", () => {
       expect(source.unsafePoll()).toBeNull()
     }), 60_000)
 })
+
+describe("acks", () => {
+  it.scopedLive("with confirmAcks an ack completes once Pub/Sub answered, and the message does not come back", () =>
+    Effect.gen(function*() {
+      const driver = yield* transport({ confirmAcks: true })
+      const topic = topicName("confirmed")
+      yield* driver.publish(topic, [message("c-1"), message("c-2")])
+      const stream = driver.subscribe(topic)
+      const got = yield* takeN(stream, 2)
+      yield* Effect.forEach(got, (d) => d.ack, { concurrency: "unbounded" })
+      const again = yield* Stream.runHead(stream).pipe(Effect.timeout("3 seconds"), Effect.option)
+      expect(again._tag).toBe("None")
+    }))
+})

@@ -6,7 +6,7 @@
 import { Delivery } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type ClientConfig, PubSub, v1 } from "@google-cloud/pubsub"
-import { Chunk, Clock, Data, Duration, Effect, Schedule, Scope, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Runtime, Schedule, Scope, Stream } from "effect"
 
 /** Settings with every default applied. */
 export interface Settings {
@@ -22,6 +22,7 @@ export interface Settings {
   readonly maxDeliveryAttempts: number
   readonly subscribeOnPublish: boolean
   readonly persistent: boolean | undefined
+  readonly confirmAcks: boolean
 }
 
 /** The service could not be reached, or the settings are unusable, when the transport started. */
@@ -386,7 +387,7 @@ export const make = (settings: Settings) =>
   Effect.gen(function*() {
     const clients = yield* connect(settings)
     const runtime = yield* Effect.runtime<never>()
-    const runPromise = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(Effect.provide(effect, runtime))
+    const runPromise = <A, E>(effect: Effect.Effect<A, E>) => Runtime.runPromise(runtime)(effect)
 
     const features: Transport.Features = {
       // The emulator's ordered subscriptions hand every outstanding message out again at each pull, so ordering
@@ -399,6 +400,22 @@ export const make = (settings: Settings) =>
       // The emulator keeps everything in memory; the service itself stores messages durably.
       persistent: settings.persistent ?? !clients.emulator
     }
+
+    // Acks not yet answered by the service. Without `confirmAcks` an ack completes once queued (as the
+    // handwritten client's `message.ack()` does), and one that fails means a redelivery, logged; the transport
+    // waits for every queued ack before it closes its clients.
+    const unanswered = new Set<Promise<void>>()
+    const track = (sent: Promise<void>, messageId: string) => {
+      const settledPromise = sent.then(
+        () => undefined,
+        (cause: unknown) => {
+          Runtime.runFork(runtime)(Effect.logWarning(`the acknowledgement of message ${messageId} failed; it will be delivered again`, cause))
+        }
+      ).finally(() => unanswered.delete(settledPromise))
+      unanswered.add(settledPromise)
+    }
+    // Registered after the clients were opened, so it runs before they close.
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
 
     // Topics (and default subscriptions) this process has created or found, so a publish costs one call.
     const ready = new Map<string, Promise<void>>()
@@ -435,7 +452,7 @@ export const make = (settings: Settings) =>
     }
 
     const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
-      Stream.unwrapScoped(subscription(clients, settings, topic, options?.group ?? "default", prepare))
+      Stream.unwrapScoped(subscription(clients, settings, topic, options?.group ?? "default", prepare, track))
 
     return { features, publish, subscribe }
   })
@@ -452,7 +469,8 @@ export const subscription = (
   settings: Settings,
   topic: string,
   group: string,
-  prepare: (topic: string) => Effect.Effect<void, CallError>
+  prepare: (topic: string) => Effect.Effect<void, CallError>,
+  track: (sent: Promise<void>, messageId: string) => void
 ): Effect.Effect<Stream.Stream<Delivery.Delivery, Transport.SubscribeError>, Transport.SubscribeError, Scope.Scope> =>
   Effect.gen(function*() {
     const fail = (cause: unknown) => new Transport.SubscribeError({ topic, cause: cause instanceof CallError ? cause.cause : cause })
@@ -462,9 +480,12 @@ export const subscription = (
     const path = subscriptionPath(settings.projectId, id)
     yield* Effect.mapError(ensureSubscription(clients, settings, topic, group), fail)
 
-    const ack = batcher<string>((ackIds) => Effect.runPromise(acknowledge(clients, path, ackIds)))
-    const ackOf = (ackId: string, messageId: string) =>
-      Effect.tryPromise({ try: () => ack(ackId), catch: deliveryError("ack", messageId) })
+    const ack = batcher<string>((ackIds) =>
+      Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
+    )
+    const ackOf = settings.confirmAcks
+      ? (ackId: string, messageId: string) => Effect.tryPromise({ try: () => ack(ackId), catch: deliveryError("ack", messageId) })
+      : (ackId: string, messageId: string) => Effect.sync(() => track(ack(ackId), messageId))
     const nackOf = (ackId: string, messageId: string) => (options?: { readonly delay?: Duration.DurationInput }) =>
       modifyAckDeadline(clients, path, [ackId], seconds(options?.delay)).pipe(
         Effect.mapError(deliveryError("nack", messageId))

@@ -6,7 +6,7 @@
 import { Delivery } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type ClientConfig, PubSub, v1 } from "@google-cloud/pubsub"
-import { Chunk, Clock, Data, Duration, Effect, Runtime, Schedule, Scope, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
 
 /** Settings with every default applied. */
 export interface Settings {
@@ -418,18 +418,19 @@ export const make = (settings: Settings) =>
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
 
     // Topics (and default subscriptions) this process has created or found, so a publish costs one call.
-    const ready = new Map<string, Promise<void>>()
+    const ready = new Map<string, Promise<Either.Either<void, CallError>>>()
     const prepare = (topic: string): Effect.Effect<void, CallError> => {
-      const known = ready.get(topic)
-      if (known !== undefined) return Effect.promise(() => known.then(() => true, () => false)).pipe(
-        Effect.flatMap((ok) => ok ? Effect.void : (ready.delete(topic), prepare(topic)))
-      )
-      const work = settings.subscribeOnPublish
-        ? ensureSubscription(clients, settings, topic, "default")
-        : ensureTopic(clients, settings.projectId, topic)
-      const promise = runPromise(work)
-      ready.set(topic, promise)
-      return Effect.tryPromise({ try: () => promise, catch: (cause) => new CallError({ cause }) })
+      let promise = ready.get(topic)
+      if (promise === undefined) {
+        const work = settings.subscribeOnPublish
+          ? ensureSubscription(clients, settings, topic, "default")
+          : ensureTopic(clients, settings.projectId, topic)
+        // Shared by concurrent callers, so a topic is created once; a failure is forgotten, to be tried again.
+        promise = runPromise(Effect.either(work))
+        ready.set(topic, promise)
+      }
+      return Effect.flatMap(Effect.promise(() => promise), (result) =>
+        Either.isRight(result) ? Effect.void : Effect.zipRight(Effect.sync(() => ready.delete(topic)), Effect.fail(result.left)))
     }
 
     const send = (topic: string, messages: ReadonlyArray<PubsubMessage>) =>

@@ -3,7 +3,7 @@ import { Transport } from "@bulwark/transport"
 import * as Contract from "@bulwark/transport/Contract"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { PubSub, v1 } from "@google-cloud/pubsub"
-import { Chunk, Duration, Effect, FastCheck as fc, Stream } from "effect"
+import { Chunk, Duration, Effect, FastCheck as fc, Fiber, Stream } from "effect"
 import { createServer } from "node:net"
 import { PubSubTransport } from "../src/index.js"
 import * as internal from "../src/internal/pubsub.js"
@@ -205,4 +205,29 @@ describe("acks", () => {
       const again = yield* Stream.runHead(stream).pipe(Effect.timeout("3 seconds"), Effect.option)
       expect(again._tag).toBe("None")
     }))
+})
+
+describe("a subscription deleted under a running consumer", () => {
+  it.scopedLive("is created again, and receives what is published after", () =>
+    Effect.gen(function*() {
+      const driver = yield* transport()
+      const topic = topicName("deleted")
+      yield* driver.publish(topic, [message("before")])
+      const stream = driver.subscribe(topic)
+      const [first] = yield* takeN(stream, 1)
+      yield* first!.ack
+      const consumer = yield* Effect.fork(takeN(stream, 1))
+      const pubsub = new PubSub({ projectId, apiEndpoint: emulator.endpoint })
+      const client = new v1.SubscriberClient(pubsub.options as ConstructorParameters<typeof v1.SubscriberClient>[0])
+      yield* Effect.addFinalizer(() => Effect.promise(() => client.close()))
+      yield* Effect.promise(() =>
+        client.deleteSubscription({ subscription: `projects/${projectId}/subscriptions/${PubSubTransport.subscriptionId(topic, "default")}` })
+      )
+      // The consumer's next pull finds it missing and creates it again; what is published after reaches it.
+      yield* Effect.sleep("3 seconds")
+      yield* driver.publish(topic, [message("after")])
+      const [again] = yield* Fiber.join(consumer)
+      expect(again!.message.id).toBe("after")
+      yield* again!.ack
+    }), 30_000)
 })

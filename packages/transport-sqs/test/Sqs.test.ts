@@ -1,9 +1,9 @@
-import { CreateQueueCommand, GetQueueUrlCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs"
+import { CreateQueueCommand, DeleteQueueCommand, GetQueueUrlCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import * as Contract from "@bulwark/transport/Contract"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, FastCheck as fc, Stream } from "effect"
+import { Chunk, Duration, Effect, FastCheck as fc, Fiber, Stream } from "effect"
 import { createServer } from "node:net"
 import { SqsTransport } from "../src/index.js"
 import * as internal from "../src/internal/sqs.js"
@@ -219,4 +219,28 @@ describe("acks", () => {
       )
       expect(yield* nothingWithin(stream, "3 seconds")).toBe(true)
     }))
+})
+
+describe("a queue deleted under a running consumer", () => {
+  it.scopedLive("is created again by the consumer and by the next publish", () =>
+    Effect.gen(function*() {
+      const driver = yield* transport({ fifo: false })
+      const topic = topicName("deleted")
+      yield* driver.publish(topic, [message("before")])
+      const stream = driver.subscribe(topic)
+      const [first] = yield* takeN(stream, 1)
+      yield* first!.ack
+      const consumer = yield* Effect.fork(takeN(stream, 1))
+      const client = new SQSClient({ endpoint: emulator.endpoint, region: "us-east-1", credentials })
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.destroy()))
+      const { QueueUrl } = yield* Effect.promise(() =>
+        client.send(new GetQueueUrlCommand({ QueueName: SqsTransport.queueName("bulwark-", topic, false) }))
+      )
+      yield* Effect.promise(() => client.send(new DeleteQueueCommand({ QueueUrl })))
+      yield* Effect.sleep("1500 millis")
+      yield* driver.publish(topic, [message("after")])
+      const [again] = yield* Fiber.join(consumer)
+      expect(again!.message.id).toBe("after")
+      yield* again!.ack
+    }), 30_000)
 })

@@ -93,6 +93,7 @@ describe("names", () => {
       const published = yield* Effect.flip(driver.publish("9-starts-with-a-digit", [message("n-1")]))
       expect(published._tag).toBe("PublishError")
       expect(published.cause).toBeInstanceOf(PubSubTransport.InvalidName)
+      expect(Failure.isClassified(published.cause) && published.cause[Failure.ClassifiedTypeId].classification).toBe("permanent")
       const subscribed = yield* Effect.flip(Stream.runHead(driver.subscribe("goog-reserved")))
       expect(subscribed._tag).toBe("SubscribeError")
       expect(subscribed.cause).toBeInstanceOf(PubSubTransport.InvalidName)

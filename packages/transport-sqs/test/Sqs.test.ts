@@ -95,6 +95,7 @@ describe("queues and messages", () => {
       const topic = "x".repeat(90)
       const published = yield* Effect.flip(driver.publish(topic, [message("n-1")]))
       expect(published.cause).toBeInstanceOf(SqsTransport.InvalidName)
+      expect(Failure.isClassified(published.cause) && published.cause[Failure.ClassifiedTypeId].classification).toBe("permanent")
       const subscribed = yield* Effect.flip(Stream.runHead(driver.subscribe(topic)))
       expect(subscribed.cause).toBeInstanceOf(SqsTransport.InvalidName)
     }))

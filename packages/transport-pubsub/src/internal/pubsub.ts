@@ -3,7 +3,7 @@
  * `PublisherClient` and `SubscriberClient`: names, message encoding, resource creation, publish, pull and the
  * settle calls. `make` wires them into a driver.
  */
-import { Delivery } from "@bulwark/core"
+import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type ClientConfig, PubSub, v1 } from "@google-cloud/pubsub"
 import { Chunk, Clock, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
@@ -31,6 +31,11 @@ export class PubSubConnectionError extends Data.TaggedError("PubSubConnectionErr
   readonly endpoint: string
   readonly cause: unknown
 }> {
+  // The service may come back: a supervisor retrying the start is right to.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "transient", category: "dependency" }
+  }
+
   override get message(): string {
     const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
     return `cannot reach Pub/Sub at ${this.endpoint}: ${cause}`
@@ -42,6 +47,11 @@ export class InvalidName extends Data.TaggedError("InvalidName")<{
   readonly kind: "topic" | "subscription"
   readonly name: string
 }> {
+  // The same name fails the same way every time: nothing to retry.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "schema" }
+  }
+
   override get message(): string {
     return `${this.kind} name ${JSON.stringify(this.name)} is not valid for Pub/Sub: 3 to 255 characters of ` +
       `letters, digits and - _ . ~ + %, starting with a letter and not with "goog"`

@@ -15,7 +15,7 @@ import {
   SQSClient,
   type SQSClientConfig
 } from "@aws-sdk/client-sqs"
-import { Delivery } from "@bulwark/core"
+import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { createHash } from "node:crypto"
 import { Chunk, Clock, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
@@ -42,6 +42,11 @@ export class SqsConnectionError extends Data.TaggedError("SqsConnectionError")<{
   readonly endpoint: string
   readonly cause: unknown
 }> {
+  // The service may come back: a supervisor retrying the start is right to.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "transient", category: "dependency" }
+  }
+
   override get message(): string {
     const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
     return `cannot reach SQS at ${this.endpoint}: ${cause}`
@@ -53,6 +58,11 @@ export class InvalidName extends Data.TaggedError("InvalidName")<{
   readonly topic: string
   readonly queue: string
 }> {
+  // The same name fails the same way every time: nothing to retry.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "schema" }
+  }
+
   override get message(): string {
     return `topic ${JSON.stringify(this.topic)} maps to the queue name ${JSON.stringify(this.queue)}, longer than SQS's 80 characters`
   }

@@ -4,7 +4,8 @@
  *
  * - A topic is one queue (`${queuePrefix}${topic}`, characters SQS does not allow written `_xx`, `.fifo` on
  *   FIFO queues), created on first use. SQS has no fan-out: every subscriber of a topic competes for its
- *   messages, whatever the group (`consumerGroups: false`; fan out with SNS in front of several topics).
+ *   messages (`consumerGroups: false`); a subscription naming a group other than `default` fails with
+ *   `GroupsUnsupported` rather than silently share (fan out with SNS in front of one topic per group).
  * - FIFO (the default): the key is the message group, so a key's next message is not delivered while one is in
  *   flight (`orderedPerKey`); the message id is the deduplication id, so a publish repeated within 5 minutes is
  *   stored once (`dedupeWindow`). `fifo: false` uses standard queues: no order, no dedupe, higher throughput.
@@ -55,6 +56,11 @@ export type SqsConnectionError = internal.SqsConnectionError
 export const InvalidName = internal.InvalidName
 /** A topic whose queue name would be longer than SQS allows; the cause of the `PublishError` / `SubscribeError`. */
 export type InvalidName = internal.InvalidName
+
+/** A subscription asked for a consumer group other than `default`, which SQS cannot provide. */
+export const GroupsUnsupported = internal.GroupsUnsupported
+/** A subscription asked for a consumer group other than `default`, which SQS cannot provide. */
+export type GroupsUnsupported = internal.GroupsUnsupported
 
 /** Message attribute names the transport writes, for tools that read the queues directly. */
 export const Attributes = internal.Attributes

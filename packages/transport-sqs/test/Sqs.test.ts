@@ -100,6 +100,16 @@ describe("queues and messages", () => {
       expect(subscribed.cause).toBeInstanceOf(SqsTransport.InvalidName)
     }))
 
+  it.scopedLive("a subscription naming another group than default is refused, not silently shared", () =>
+    Effect.gen(function*() {
+      const driver = yield* transport()
+      const error = yield* Effect.flip(Stream.runHead(driver.subscribe(topicName("groups"), { group: "billing" })))
+      expect(error._tag).toBe("SubscribeError")
+      expect(error.cause).toBeInstanceOf(SqsTransport.GroupsUnsupported)
+      const fine = yield* Stream.runHead(driver.subscribe(topicName("groups"), { group: "default" })).pipe(Effect.timeout("3 seconds"), Effect.option)
+      expect(fine._tag).toBe("None")
+    }))
+
   it.scopedLive("FIFO: the same message id published twice within the window is delivered once", () =>
     Effect.gen(function*() {
       const driver = yield* transport()

@@ -68,6 +68,24 @@ export class InvalidName extends Data.TaggedError("InvalidName")<{
   }
 }
 
+/**
+ * A subscription asked for a consumer group other than `default`: SQS queues have no fan-out, so that group
+ * would silently compete with the others for the same messages. Permanent.
+ */
+export class GroupsUnsupported extends Data.TaggedError("GroupsUnsupported")<{
+  readonly group: string
+}> {
+  // The same request fails the same way every time: nothing to retry.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "schema" }
+  }
+
+  override get message(): string {
+    return `SQS has no consumer groups (asked for ${JSON.stringify(this.group)}): every subscriber of a topic competes for its ` +
+      `messages. Fan out with SNS to one topic per group, or subscribe without a group`
+  }
+}
+
 /** Message attribute names the transport writes; other producers' attributes become headers. */
 export const Attributes = {
   id: "bulwark-id",
@@ -432,7 +450,10 @@ export const make = (settings: Settings) =>
       )
     }
 
-    const subscribe = (topic: string) => Stream.unwrapScoped(subscription(client, settings, topic, urlOf, track))
+    const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
+      options?.group === undefined || options.group === "default"
+        ? Stream.unwrapScoped(subscription(client, settings, topic, urlOf, track))
+        : Stream.fail(new Transport.SubscribeError({ topic, cause: new GroupsUnsupported({ group: options.group }) }))
 
     return { features, publish, subscribe }
   })

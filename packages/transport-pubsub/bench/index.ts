@@ -8,6 +8,7 @@
 import { Envelope, Pipeline } from "@bulwark/core"
 import { PubSub, v1 } from "@google-cloud/pubsub"
 import { Chunk, Effect, Schema, Stream } from "effect"
+import { loadavg } from "node:os"
 import { writeResults } from "../../../bench/lib.js"
 import { PubSubTransport } from "../src/index.js"
 import { start } from "../test/support/PrivatePubSub.js"
@@ -204,6 +205,7 @@ writeResults("transport-pubsub", "Google Cloud Pub/Sub transport (emulator): pub
   `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes), ${results.generated.length} alternating rounds after a warm-up of three of each; producer and consumer run at once.`,
   "Against the Google Cloud Pub/Sub emulator (Java, in memory) on the same machine: the emulator's own CPU use is in every figure, and the machine (2 cores) was shared with other work while this ran, so the figures are indicative, not precise.",
   "The transport pulls (unary pull of up to 100) and sets its subscriptions' dead-letter policy; by default its acks complete once queued (acks queued together go out as one acknowledge), so the next pull overlaps the previous acknowledge; with confirmAcks: true each ack waits for Pub/Sub's answer, as the generated-client rows do. The generated-client rows make the transport's calls without Bulwark; the handwritten client uses streaming pull and acknowledges without waiting.",
+  `Load average when the run ended (1, 5, 15 min, on 2 cores): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,
   "The Pipeline row also decodes every envelope and runs a handler (concurrency 100); it is shown for scale."
 ])
 process.exit(0)

@@ -6,6 +6,7 @@
 import { CreateQueueCommand, DeleteMessageBatchCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Envelope } from "@bulwark/core"
 import { Chunk, Effect, Schema, Stream } from "effect"
+import { loadavg } from "node:os"
 import { writeResults } from "../../../bench/lib.js"
 import { SqsTransport } from "../src/index.js"
 import { credentials, start } from "../test/support/PrivateSqs.js"
@@ -126,6 +127,7 @@ writeResults("transport-sqs", "Amazon SQS transport (fauxqs emulator): publish +
   row("Bulwark SqsTransport, FIFO (default)", median(results.transportFifo), rawFifoOps, results.transportFifo)
 ], [
   `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes), ${results.raw.length} alternating rounds after a warm-up; producer and consumer run at once.`,
+  `Load average when the run ended (1, 5, 15 min, on 2 cores): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,
   "Both send SendMessageBatch of 10 (the payload in base64), receive with ReceiveMessage of 10 (long poll 1 s) and delete once per receive; the transport's acks complete once queued and go out as one DeleteMessageBatch.",
   "Against fauxqs (in memory, Node) on the same machine, in a process of its own: its CPU use is in every figure, and the machine (2 cores) was shared with other work while this ran, so the figures are indicative, not precise. Real SQS is a network service with tens of milliseconds per call; the per-call overhead compared here matters less there."
 ])

@@ -9,7 +9,8 @@
  * .ci/run leaves this file out (vitest `--exclude`) on all but the newest Node.
  */
 import { spawn } from "node:child_process"
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -87,9 +88,11 @@ describe("consumer project outside the repository", () => {
     mkdirSync(join(project, "src"), { recursive: true })
   }, 600_000)
 
-  afterAll(() => {
-    if (work !== "" && process.env.BULWARK_CONSUMER_KEEP !== "1") rmSync(work, { recursive: true, force: true })
-  })
+  // Asynchronous and with room: the installed project holds every package's client libraries (the AWS and
+  // Google SDKs among them), and a synchronous removal on a loaded machine stalled the worker past its timeouts.
+  afterAll(async () => {
+    if (work !== "" && process.env.BULWARK_CONSUMER_KEEP !== "1") await rm(work, { recursive: true, force: true })
+  }, 300_000)
 
   let packed: ReadonlyArray<{ readonly name: string; readonly filename: string; readonly files: ReadonlyArray<{ readonly path: string }> }> = []
 

@@ -1,0 +1,565 @@
+/**
+ * The Pub/Sub driver's protocol parts, as top-level functions over the official client's generated (GAPIC)
+ * `PublisherClient` and `SubscriberClient`: names, message encoding, resource creation, publish, pull and the
+ * settle calls. `make` wires them into a driver.
+ */
+import { Delivery, Failure } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { type ClientConfig, PubSub, v1 } from "@google-cloud/pubsub"
+import { Chunk, Clock, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
+
+/** Settings with every default applied. */
+export interface Settings {
+  readonly projectId: string
+  readonly apiEndpoint: string | undefined
+  readonly clientConfig: ClientConfig
+  /** Whole seconds, 1 to 600. */
+  readonly visibilitySeconds: number
+  readonly connectTimeout: Duration.Duration
+  readonly reconnectTimeout: Duration.Duration
+  readonly pullTimeout: Duration.Duration
+  readonly maxMessages: number
+  readonly maxDeliveryAttempts: number
+  readonly subscribeOnPublish: boolean
+  readonly persistent: boolean | undefined
+  readonly confirmAcks: boolean
+}
+
+/** The service could not be reached, or the settings are unusable, when the transport started. */
+export class PubSubConnectionError extends Data.TaggedError("PubSubConnectionError")<{
+  /** The endpoint as given (`default` for Google's). */
+  readonly endpoint: string
+  readonly cause: unknown
+}> {
+  // The service may come back: a supervisor retrying the start is right to.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "transient", category: "dependency" }
+  }
+
+  override get message(): string {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `cannot reach Pub/Sub at ${this.endpoint}: ${cause}`
+  }
+}
+
+/** A topic or group name Pub/Sub does not accept (see {@link validName}). Permanent. */
+export class InvalidName extends Data.TaggedError("InvalidName")<{
+  readonly kind: "topic" | "subscription"
+  readonly name: string
+}> {
+  // The same name fails the same way every time: nothing to retry.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "schema" }
+  }
+
+  override get message(): string {
+    return `${this.kind} name ${JSON.stringify(this.name)} is not valid for Pub/Sub: 3 to 255 characters of ` +
+      `letters, digits and - _ . ~ + %, starting with a letter and not with "goog"`
+  }
+}
+
+/** Attribute names the transport writes; a header of the same name is not carried. */
+export const Attributes = {
+  id: "bulwark-id",
+  key: "bulwark-key",
+  /** Set when the headers travel at the front of the data (they did not fit Pub/Sub's attribute limits). */
+  framed: "bulwark-framed"
+} as const
+
+// Pub/Sub's limits on attributes: beyond them the headers are framed into the data instead.
+const maxAttributes = 100
+const maxAttributeKeyBytes = 256
+const maxAttributeValueBytes = 1024
+// One publish request carries at most 1000 messages and 10 MB.
+const maxBatchMessages = 1000
+const maxBatchBytes = 9 * 1024 * 1024
+// One acknowledge or modifyAckDeadline request: ack ids are ~200 bytes, requests stay well under 512 KB.
+const maxAckIds = 1000
+
+const namePattern = /^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$/
+
+/** Whether Pub/Sub accepts `name` as a topic or subscription id. */
+export const validName = (name: string): boolean => namePattern.test(name) && !name.toLowerCase().startsWith("goog")
+
+/** The subscription id of a topic's group. `~` because topic names may contain dots. */
+export const subscriptionId = (topic: string, group: string): string => `${topic}~${group}`
+
+export const topicPath = (projectId: string, topic: string) => `projects/${projectId}/topics/${topic}`
+export const subscriptionPath = (projectId: string, id: string) => `projects/${projectId}/subscriptions/${id}`
+
+/** A message as Pub/Sub's publish call takes it. */
+export interface PubsubMessage {
+  readonly data: Buffer
+  readonly attributes: Record<string, string>
+}
+
+const bytes = (text: string) => Buffer.byteLength(text, "utf8")
+
+const fitsAttributes = (headers: Readonly<Record<string, string>>): boolean => {
+  const names = Object.keys(headers)
+  if (names.length + 2 > maxAttributes) return false
+  for (const name of names) {
+    if (name === "" || name.toLowerCase().startsWith("goog") || bytes(name) > maxAttributeKeyBytes) return false
+    if (bytes(headers[name]!) > maxAttributeValueBytes) return false
+  }
+  return true
+}
+
+const asBuffer = (payload: Uint8Array) => Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+
+/**
+ * Encodes a message: headers as attributes, id and key in attributes of their own, the payload as data. Headers
+ * Pub/Sub would refuse as attributes (over 100, a value over 1 KB: a long dead-letter reason) go, all of them,
+ * in front of the payload instead (4-byte length, JSON), so nothing is cut.
+ */
+export const encode = (message: Transport.OutgoingMessage): PubsubMessage => {
+  const id = message.id
+  if (fitsAttributes(message.headers) && bytes(id) <= maxAttributeValueBytes && bytes(message.key) <= maxAttributeValueBytes) {
+    const attributes: Record<string, string> = { ...message.headers, [Attributes.id]: id }
+    if (message.key !== "") attributes[Attributes.key] = message.key
+    else delete attributes[Attributes.key]
+    delete attributes[Attributes.framed]
+    return { data: asBuffer(message.payload), attributes }
+  }
+  const head = Buffer.from(JSON.stringify({ id, key: message.key, headers: message.headers }), "utf8")
+  const length = Buffer.alloc(4)
+  length.writeUInt32BE(head.length)
+  return { data: Buffer.concat([length, head, asBuffer(message.payload)]), attributes: { [Attributes.framed]: "1" } }
+}
+
+/** A message as a pull returns it (the fields the transport reads). */
+export interface Received {
+  readonly ackId?: string | null
+  readonly deliveryAttempt?: number | null
+  readonly message?: {
+    readonly messageId?: string | null
+    readonly data?: Uint8Array | string | null
+    readonly attributes?: { readonly [name: string]: string } | null
+  } | null
+}
+
+const dataOf = (data: Uint8Array | string | null | undefined): Buffer =>
+  data === null || data === undefined ? Buffer.alloc(0) : typeof data === "string" ? Buffer.from(data, "base64") : asBuffer(data)
+
+/** Decodes what {@link encode} wrote; a message published by another tool keeps its attributes as headers. */
+export const decode = (topic: string, received: Received): Delivery.Message => {
+  const message = received.message ?? {}
+  const attributes = message.attributes ?? {}
+  const data = dataOf(message.data)
+  const serviceId = message.messageId ?? ""
+  if (attributes[Attributes.framed] === "1" && data.length >= 4) {
+    const length = data.readUInt32BE(0)
+    try {
+      const head = JSON.parse(data.subarray(4, 4 + length).toString("utf8")) as {
+        id?: unknown
+        key?: unknown
+        headers?: Record<string, unknown>
+      }
+      // fromEntries defines own properties: a header named `__proto__` stays a header.
+      const headers = Object.fromEntries(Object.entries(head.headers ?? {}).map(([name, value]) => [name, String(value)]))
+      return {
+        id: typeof head.id === "string" ? head.id : serviceId,
+        topic,
+        key: typeof head.key === "string" ? head.key : "",
+        payload: data.subarray(4 + length),
+        headers
+      }
+    } catch {
+      // Not a frame after all: delivered as it is, with the marker left in the headers so it can be seen.
+    }
+  }
+  const headers: Record<string, string> = Object.fromEntries(
+    Object.entries(attributes).filter(([name]) => name !== Attributes.id && name !== Attributes.key)
+  )
+  return { id: attributes[Attributes.id] ?? serviceId, topic, key: attributes[Attributes.key] ?? "", payload: data, headers }
+}
+
+/** Splits a publish into requests within Pub/Sub's limits, in order. */
+export const batches = (messages: ReadonlyArray<PubsubMessage>): Array<Array<PubsubMessage>> => {
+  const out: Array<Array<PubsubMessage>> = []
+  let current: Array<PubsubMessage> = []
+  let size = 0
+  for (const message of messages) {
+    let messageSize = message.data.length
+    for (const name in message.attributes) messageSize += bytes(name) + bytes(message.attributes[name]!)
+    if (current.length > 0 && (current.length >= maxBatchMessages || size + messageSize > maxBatchBytes)) {
+      out.push(current)
+      current = []
+      size = 0
+    }
+    current.push(message)
+    size += messageSize
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
+
+/** gRPC status codes the transport tells apart. */
+export const Code = { deadlineExceeded: 4, notFound: 5, alreadyExists: 6, unavailable: 14 } as const
+
+const codeOf = (error: unknown): number | undefined => {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === "number" ? code : undefined
+}
+
+/** Failures worth retrying: the service or the network, not the request. */
+export const isTransient = (error: unknown): boolean => {
+  const code = codeOf(error)
+  // 1 cancelled, 4 deadline, 8 resource exhausted, 10 aborted, 13 internal, 14 unavailable.
+  return code === undefined || code === 1 || code === 4 || code === 8 || code === 10 || code === 13 || code === 14
+}
+
+/** A call to the service failed; `cause` is the client's error (with its gRPC `code`). */
+export class CallError extends Data.TaggedError("CallError")<{ readonly cause: unknown }> {}
+
+type Cancellable<A> = Promise<A> & { cancel?: () => void }
+
+/** Runs a client call; interrupting it cancels the call. */
+export const call = <A>(run: () => Promise<A>): Effect.Effect<A, CallError> =>
+  Effect.async<A, CallError>((resume) => {
+    const promise = run() as Cancellable<A>
+    promise.then((value) => resume(Effect.succeed(value)), (cause: unknown) => resume(Effect.fail(new CallError({ cause }))))
+    return Effect.sync(() => promise.cancel?.())
+  })
+
+/** The two generated clients the transport uses, closed with the scope. */
+export interface Clients {
+  readonly publisher: v1.PublisherClient
+  readonly subscriber: v1.SubscriberClient
+  readonly emulator: boolean
+}
+
+/** Opens the clients (emulator mode for any endpoint that is not Google's) and checks the service answers. */
+export const connect = (settings: Settings): Effect.Effect<Clients, PubSubConnectionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const endpoint = settings.apiEndpoint ?? "default"
+    // The handwritten client works out the emulator options (insecure channel, host and port) from the endpoint.
+    const options = yield* Effect.try({
+      try: () => {
+        const pubsub = new PubSub({
+          ...settings.clientConfig,
+          projectId: settings.projectId,
+          ...(settings.apiEndpoint === undefined ? {} : { apiEndpoint: settings.apiEndpoint })
+        })
+        // `port` is a number once the endpoint is parsed; the generated clients' option type says so.
+        const options = pubsub.options as ConstructorParameters<typeof v1.PublisherClient>[0]
+        // An emulator needs no credentials; naming the universe spares the auth library a metadata-server
+        // lookup (and its warning) that can only fail off Google Cloud.
+        return {
+          options: pubsub.isEmulator ? { ...options, universeDomain: options?.universeDomain ?? "googleapis.com" } : options,
+          emulator: pubsub.isEmulator
+        }
+      },
+      catch: (cause) => new PubSubConnectionError({ endpoint, cause })
+    })
+    const clients = yield* Effect.acquireRelease(
+      Effect.sync(() => ({
+        publisher: new v1.PublisherClient(options.options),
+        subscriber: new v1.SubscriberClient(options.options),
+        emulator: options.emulator
+      })),
+      (clients) => Effect.promise(() => Promise.allSettled([clients.publisher.close(), clients.subscriber.close()]))
+    )
+    // Any answer proves the service is there (a missing topic is an answer).
+    const timeoutMillis = Duration.toMillis(settings.connectTimeout)
+    yield* call(() =>
+      clients.publisher.getTopic({ topic: topicPath(settings.projectId, "bulwark-connection-check") }, {
+        timeout: timeoutMillis,
+        retry: null
+      })
+    ).pipe(
+      Effect.catchIf((error) => codeOf(error.cause) === Code.notFound, () => Effect.void),
+      Effect.timeoutFail({
+        duration: Duration.sum(settings.connectTimeout, Duration.seconds(1)),
+        onTimeout: () => new CallError({ cause: `no answer within ${Duration.format(settings.connectTimeout)}` })
+      }),
+      Effect.mapError((error) => new PubSubConnectionError({ endpoint, cause: error.cause }))
+    )
+    return clients
+  })
+
+const ignoreExists = <A>(effect: Effect.Effect<A, CallError>) =>
+  Effect.catchIf(Effect.asVoid(effect), (error) => codeOf(error.cause) === Code.alreadyExists, () => Effect.void)
+
+/** Creates the topic unless it exists. */
+export const ensureTopic = (clients: Clients, projectId: string, topic: string) =>
+  ignoreExists(call(() => clients.publisher.createTopic({ name: topicPath(projectId, topic) })))
+
+/**
+ * Creates a group's subscription unless it exists, with the service's own dead-letter policy (to the topic's
+ * `.dlq`, after `maxDeliveryAttempts`), which is also what makes Pub/Sub count delivery attempts. The `.dlq`
+ * topic and its default subscription are created first, so nothing forwarded there is dropped.
+ */
+export const ensureSubscription = (clients: Clients, settings: Settings, topic: string, group: string) =>
+  Effect.gen(function*() {
+    const deadLetter = Delivery.deadLetterTopic(topic)
+    yield* ensureTopic(clients, settings.projectId, topic)
+    const policy = validName(deadLetter)
+    if (policy) {
+      yield* ensureTopic(clients, settings.projectId, deadLetter)
+      yield* createSubscription(clients, settings, deadLetter, "default", false)
+    }
+    yield* createSubscription(clients, settings, topic, group, policy)
+  })
+
+const createSubscription = (clients: Clients, settings: Settings, topic: string, group: string, withPolicy: boolean) =>
+  ignoreExists(call(() =>
+    clients.subscriber.createSubscription({
+      name: subscriptionPath(settings.projectId, subscriptionId(topic, group)),
+      topic: topicPath(settings.projectId, topic),
+      // Pub/Sub's minimum is 10 s; a shorter visibility timeout is set per pull (modifyAckDeadline).
+      ackDeadlineSeconds: Math.max(10, settings.visibilitySeconds),
+      ...(withPolicy
+        ? {
+          deadLetterPolicy: {
+            deadLetterTopic: topicPath(settings.projectId, Delivery.deadLetterTopic(topic)),
+            maxDeliveryAttempts: settings.maxDeliveryAttempts
+          }
+        }
+        : {})
+    })
+  ))
+
+/** Publishes one request's messages; fails unless the service returned an id for each. */
+export const publishBatch = (clients: Clients, projectId: string, topic: string, messages: ReadonlyArray<PubsubMessage>) =>
+  Effect.flatMap(
+    call(() => clients.publisher.publish({ topic: topicPath(projectId, topic), messages: messages as Array<PubsubMessage> })),
+    ([response]) =>
+      (response.messageIds?.length ?? 0) === messages.length
+        ? Effect.void
+        : Effect.fail(new CallError({ cause: `the service confirmed ${response.messageIds?.length ?? 0} of ${messages.length} messages` }))
+  )
+
+/** One pull of up to `maxMessages`; an empty answer after `pullTimeout` is not an error. */
+export const pull = (clients: Clients, settings: Settings, subscription: string) =>
+  call(() =>
+    clients.subscriber.pull({ subscription, maxMessages: settings.maxMessages }, {
+      timeout: Duration.toMillis(settings.pullTimeout),
+      retry: null
+    })
+  ).pipe(
+    Effect.map(([response]) => (response.receivedMessages ?? []) as ReadonlyArray<Received>),
+    Effect.catchIf((error) => codeOf(error.cause) === Code.deadlineExceeded, () => Effect.succeed([] as ReadonlyArray<Received>))
+  )
+
+/** Sets the ack deadline of `ackIds` (0: deliver again now). */
+export const modifyAckDeadline = (clients: Clients, subscription: string, ackIds: ReadonlyArray<string>, seconds: number) =>
+  Effect.forEach(chunks(ackIds), (ids) =>
+    call(() => clients.subscriber.modifyAckDeadline({ subscription, ackIds: ids, ackDeadlineSeconds: seconds })), { discard: true })
+
+/** Acknowledges `ackIds`. */
+export const acknowledge = (clients: Clients, subscription: string, ackIds: ReadonlyArray<string>) =>
+  Effect.forEach(chunks(ackIds), (ids) => call(() => clients.subscriber.acknowledge({ subscription, ackIds: ids })), {
+    discard: true
+  })
+
+const chunks = (ids: ReadonlyArray<string>): Array<Array<string>> => {
+  const out: Array<Array<string>> = []
+  for (let i = 0; i < ids.length; i += maxAckIds) out.push(ids.slice(i, i + maxAckIds))
+  return out
+}
+
+/**
+ * Gathers the calls made in one turn of the event loop into one request: `add` resolves when the request that
+ * carried its item is answered. Acks issued together (a handler pool, a chunk) cost one round trip.
+ */
+export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>) => {
+  let items: Array<A> = []
+  let waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = []
+  const flush = () => {
+    const sending = items
+    const waiting = waiters
+    items = []
+    waiters = []
+    send(sending).then(
+      () => waiting.forEach((w) => w.resolve()),
+      (error: unknown) => waiting.forEach((w) => w.reject(error))
+    )
+  }
+  return (item: A): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (items.length === 0) setImmediate(flush)
+      items.push(item)
+      waiters.push({ resolve, reject })
+    })
+}
+
+// The service keeps real time (ack deadlines), so the driver's timers do too, whatever Clock the caller's fiber
+// carries (a TestClock would otherwise stall the pull loop).
+const liveClock = Clock.make()
+const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.withClock(effect, liveClock)
+
+const seconds = (delay: Duration.DurationInput | undefined): number =>
+  delay === undefined ? 0 : Math.min(600, Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(delay)) / 1000)))
+
+/** Creates the driver over open clients. */
+export const make = (settings: Settings) =>
+  Effect.gen(function*() {
+    const clients = yield* connect(settings)
+    const runtime = yield* Effect.runtime<never>()
+    const runPromise = <A, E>(effect: Effect.Effect<A, E>) => Runtime.runPromise(runtime)(effect)
+
+    const features: Transport.Features = {
+      // The emulator's ordered subscriptions hand every outstanding message out again at each pull, so ordering
+      // keys cannot be tested here; not declared (see docs/transports.md).
+      orderedPerKey: false,
+      delayedNack: true,
+      visibilityTimeout: Duration.seconds(settings.visibilitySeconds),
+      deadLetterTopic: true,
+      consumerGroups: true,
+      // The emulator keeps everything in memory; the service itself stores messages durably.
+      persistent: settings.persistent ?? !clients.emulator
+    }
+
+    // Acks not yet answered by the service. Without `confirmAcks` an ack completes once queued (as the
+    // handwritten client's `message.ack()` does), and one that fails means a redelivery, logged; the transport
+    // waits for every queued ack before it closes its clients.
+    const unanswered = new Set<Promise<void>>()
+    const track = (sent: Promise<void>, messageId: string) => {
+      const settledPromise = sent.then(
+        () => undefined,
+        (cause: unknown) => {
+          Runtime.runFork(runtime)(Effect.logWarning(`the acknowledgement of message ${messageId} failed; it will be delivered again`, cause))
+        }
+      ).finally(() => unanswered.delete(settledPromise))
+      unanswered.add(settledPromise)
+    }
+    // Registered after the clients were opened, so it runs before they close.
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
+
+    // Topics (and default subscriptions) this process has created or found, so a publish costs one call.
+    const ready = new Map<string, Promise<Either.Either<void, CallError>>>()
+    const prepare = (topic: string): Effect.Effect<void, CallError> => {
+      let promise = ready.get(topic)
+      if (promise === undefined) {
+        const work = settings.subscribeOnPublish
+          ? ensureSubscription(clients, settings, topic, "default")
+          : ensureTopic(clients, settings.projectId, topic)
+        // Shared by concurrent callers, so a topic is created once; a failure is forgotten, to be tried again.
+        promise = runPromise(Effect.either(work))
+        ready.set(topic, promise)
+      }
+      return Effect.flatMap(Effect.promise(() => promise), (result) =>
+        Either.isRight(result) ? Effect.void : Effect.zipRight(Effect.sync(() => ready.delete(topic)), Effect.fail(result.left)))
+    }
+
+    const send = (topic: string, messages: ReadonlyArray<PubsubMessage>) =>
+      Effect.forEach(batches(messages), (batch) => publishBatch(clients, settings.projectId, topic, batch), { discard: true })
+
+    const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => {
+      if (messages.length === 0) return Effect.void
+      if (!validName(topic)) return Effect.fail(new Transport.PublishError({ topic, cause: new InvalidName({ kind: "topic", name: topic }) }))
+      const encoded = messages.map(encode)
+      return prepare(topic).pipe(
+        Effect.zipRight(send(topic, encoded)),
+        // The topic was deleted behind the transport's back: create it again, once.
+        Effect.catchIf((error) => codeOf(error.cause) === Code.notFound, () => {
+          ready.delete(topic)
+          return Effect.zipRight(prepare(topic), send(topic, encoded))
+        }),
+        Effect.mapError((error) => new Transport.PublishError({ topic, cause: error.cause })),
+        inRealTime
+      )
+    }
+
+    const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
+      Stream.unwrapScoped(subscription(clients, settings, topic, options?.group ?? "default", prepare, track))
+
+    return { features, publish, subscribe }
+  })
+
+const deliveryError = (operation: "ack" | "nack" | "deadLetter", messageId: string) => (cause: unknown) =>
+  new Delivery.DeliveryError({ operation, messageId, cause: cause instanceof CallError ? cause.cause : cause })
+
+/**
+ * One subscription: its Pub/Sub subscription created if needed, then a pull loop. Deliveries may be settled
+ * after the stream ended (the ack ids stay valid); unsettled ones return after the visibility timeout.
+ */
+export const subscription = (
+  clients: Clients,
+  settings: Settings,
+  topic: string,
+  group: string,
+  prepare: (topic: string) => Effect.Effect<void, CallError>,
+  track: (sent: Promise<void>, messageId: string) => void
+): Effect.Effect<Stream.Stream<Delivery.Delivery, Transport.SubscribeError>, Transport.SubscribeError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const fail = (cause: unknown) => new Transport.SubscribeError({ topic, cause: cause instanceof CallError ? cause.cause : cause })
+    if (!validName(topic)) return yield* fail(new InvalidName({ kind: "topic", name: topic }))
+    const id = subscriptionId(topic, group)
+    if (!validName(id)) return yield* fail(new InvalidName({ kind: "subscription", name: id }))
+    const path = subscriptionPath(settings.projectId, id)
+    yield* Effect.mapError(ensureSubscription(clients, settings, topic, group), fail)
+
+    const ack = batcher<string>((ackIds) =>
+      Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
+    )
+    const ackOf = settings.confirmAcks
+      ? (ackId: string, messageId: string) => Effect.tryPromise({ try: () => ack(ackId), catch: deliveryError("ack", messageId) })
+      : (ackId: string, messageId: string) => Effect.sync(() => track(ack(ackId), messageId))
+    const nackOf = (ackId: string, messageId: string) => (options?: { readonly delay?: Duration.DurationInput }) =>
+      modifyAckDeadline(clients, path, [ackId], seconds(options?.delay)).pipe(
+        Effect.mapError(deliveryError("nack", messageId))
+      )
+    // The copy goes to the `.dlq` topic first, then the original is acknowledged: a failure between the two
+    // leaves a copy in both places (at least once), never in neither.
+    const deadLetterOf = (ackId: string, message: Delivery.Message) => (reason: Delivery.DeadLetterReason) => {
+      const deadTopic = Delivery.deadLetterTopic(topic)
+      const copy = encode({ ...message, headers: Delivery.deadLetterHeaders(message, reason) })
+      return prepare(deadTopic).pipe(
+        Effect.zipRight(publishBatch(clients, settings.projectId, deadTopic, [copy])),
+        Effect.zipRight(Effect.tryPromise({ try: () => ack(ackId), catch: (cause) => new CallError({ cause }) })),
+        Effect.mapError(deliveryError("deadLetter", message.id))
+      )
+    }
+
+    const toDelivery = (received: Received): Delivery.Delivery | undefined => {
+      const ackId = received.ackId
+      if (typeof ackId !== "string") return undefined
+      const message = decode(topic, received)
+      return {
+        message,
+        // Pub/Sub counts attempts on subscriptions with a dead-letter policy, which the transport always sets.
+        attempt: Math.max(1, received.deliveryAttempt ?? 1),
+        ack: ackOf(ackId, message.id),
+        nack: nackOf(ackId, message.id),
+        deadLetter: deadLetterOf(ackId, message)
+      }
+    }
+
+    const shorten = settings.visibilitySeconds < 10
+    const poll = Effect.gen(function*() {
+      const received = yield* pull(clients, settings, path)
+      if (received.length === 0) return Chunk.empty<Delivery.Delivery>()
+      if (shorten) {
+        // The subscription's deadline is at least 10 s; the visibility timeout asked for is shorter.
+        const ids = received.flatMap((r) => typeof r.ackId === "string" ? [r.ackId] : [])
+        yield* modifyAckDeadline(clients, path, ids, settings.visibilitySeconds)
+      }
+      const deliveries: Array<Delivery.Delivery> = []
+      for (const r of received) {
+        const delivery = toDelivery(r)
+        if (delivery !== undefined) deliveries.push(delivery)
+      }
+      return Chunk.unsafeFromArray(deliveries)
+    }).pipe(
+      // Uninterruptible: messages the service hands to a pull that is cancelled would be held for the
+      // subscription's whole deadline (at least 10 s) instead of the visibility timeout; a pull lasts at most
+      // `pullTimeout`.
+      Effect.uninterruptible,
+      Effect.catchIf((error) => codeOf(error.cause) === Code.notFound, () =>
+        // The subscription was deleted under us: create it again and go on.
+        Effect.as(ensureSubscription(clients, settings, topic, group), Chunk.empty<Delivery.Delivery>())),
+      Effect.retry({
+        while: (error) => isTransient(error.cause),
+        schedule: Schedule.exponential("100 millis").pipe(
+          Schedule.union(Schedule.spaced("2 seconds")),
+          Schedule.upTo(settings.reconnectTimeout)
+        )
+      }),
+      Effect.mapError(fail),
+      inRealTime
+    )
+
+    return Stream.repeatEffectChunk(poll)
+  })

@@ -1,0 +1,2 @@
+/** The Amazon SQS transport driver. */
+export * as SqsTransport from "./SqsTransport.js"

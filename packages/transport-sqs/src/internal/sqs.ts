@@ -1,0 +1,536 @@
+/**
+ * The SQS driver's protocol parts, as top-level functions over `@aws-sdk/client-sqs`: queue names, message
+ * encoding, queue creation, publish, receive and the settle calls. `make` wires them into a driver.
+ */
+import {
+  ChangeMessageVisibilityCommand,
+  CreateQueueCommand,
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  GetQueueUrlCommand,
+  type Message,
+  type MessageAttributeValue,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  SQSClient,
+  type SQSClientConfig
+} from "@aws-sdk/client-sqs"
+import { Delivery, Failure } from "@bulwark/core"
+import { Transport } from "@bulwark/transport"
+import { createHash } from "node:crypto"
+import { Chunk, Clock, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
+
+/** Settings with every default applied. */
+export interface Settings {
+  readonly endpoint: string | undefined
+  readonly region: string
+  readonly clientConfig: SQSClientConfig
+  readonly queuePrefix: string
+  readonly fifo: boolean
+  /** Whole seconds, 0 to 43200. */
+  readonly visibilitySeconds: number
+  readonly waitSeconds: number
+  readonly maxReceiveCount: number
+  readonly connectTimeout: Duration.Duration
+  readonly reconnectTimeout: Duration.Duration
+  readonly confirmAcks: boolean
+}
+
+/** The service could not be reached, or the settings are unusable, when the transport started. */
+export class SqsConnectionError extends Data.TaggedError("SqsConnectionError")<{
+  /** The endpoint as given (`default` for AWS's). */
+  readonly endpoint: string
+  readonly cause: unknown
+}> {
+  // The service may come back: a supervisor retrying the start is right to.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "transient", category: "dependency" }
+  }
+
+  override get message(): string {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `cannot reach SQS at ${this.endpoint}: ${cause}`
+  }
+}
+
+/** A topic whose queue name would be longer than SQS allows (80 characters). Permanent. */
+export class InvalidName extends Data.TaggedError("InvalidName")<{
+  readonly topic: string
+  readonly queue: string
+}> {
+  // The same name fails the same way every time: nothing to retry.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "schema" }
+  }
+
+  override get message(): string {
+    return `topic ${JSON.stringify(this.topic)} maps to the queue name ${JSON.stringify(this.queue)}, longer than SQS's 80 characters`
+  }
+}
+
+/**
+ * A subscription asked for a consumer group other than `default`: SQS queues have no fan-out, so that group
+ * would silently compete with the others for the same messages. Permanent.
+ */
+export class GroupsUnsupported extends Data.TaggedError("GroupsUnsupported")<{
+  readonly group: string
+}> {
+  // The same request fails the same way every time: nothing to retry.
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return { classification: "permanent", category: "schema" }
+  }
+
+  override get message(): string {
+    return `SQS has no consumer groups (asked for ${JSON.stringify(this.group)}): every subscriber of a topic competes for its ` +
+      `messages. Fan out with SNS to one topic per group, or subscribe without a group`
+  }
+}
+
+/** Message attribute names the transport writes; other producers' attributes become headers. */
+export const Attributes = {
+  id: "bulwark-id",
+  key: "bulwark-key",
+  /** The headers, as one JSON object: SQS allows only 10 message attributes. */
+  headers: "bulwark-headers",
+  /** `base64`: the body is the payload in base64 (SQS bodies are text). */
+  encoding: "bulwark-encoding"
+} as const
+
+/**
+ * The queue name of a topic: characters SQS does not allow in names (anything but letters, digits, `-`) are
+ * written `_xx` (hex), `_` itself included, so two topics never share a queue; FIFO queues end in `.fifo`.
+ */
+export const queueName = (prefix: string, topic: string, fifo: boolean): string => {
+  let name = prefix
+  for (const char of topic) {
+    if (/[A-Za-z0-9-]/.test(char)) name += char
+    else for (const byte of Buffer.from(char, "utf8")) name += `_${byte.toString(16).padStart(2, "0")}`
+  }
+  return fifo ? `${name}.fifo` : name
+}
+
+const validQueueName = (name: string) => name.length > 0 && name.length <= 80
+
+/** An entry of `SendMessageBatch`, without its batch id. */
+export interface SqsEntry {
+  readonly MessageBody: string
+  readonly MessageAttributes: Record<string, MessageAttributeValue>
+  readonly MessageGroupId?: string
+  readonly MessageDeduplicationId?: string
+}
+
+const text = (value: string): MessageAttributeValue => ({ DataType: "String", StringValue: value })
+
+// SQS caps a deduplication or group id at 128 characters of its own alphabet; longer or other ids are hashed.
+const sqsId = (id: string) => /^[A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]{1,128}$/.test(id) ? id : createHash("sha256").update(id).digest("hex")
+
+/**
+ * Encodes a message: the payload in base64 as the body, id, key and headers as message attributes. On a FIFO
+ * queue the key is the message group (the ordering unit; a keyless message is a group of its own) and the id
+ * the deduplication id.
+ */
+export const encode = (message: Transport.OutgoingMessage, fifo: boolean): SqsEntry => {
+  const attributes: Record<string, MessageAttributeValue> = {
+    [Attributes.id]: text(message.id),
+    [Attributes.encoding]: text("base64")
+  }
+  if (message.key !== "") attributes[Attributes.key] = text(message.key)
+  if (Object.keys(message.headers).length > 0) attributes[Attributes.headers] = text(JSON.stringify(message.headers))
+  const body = Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength).toString("base64")
+  // SQS refuses an empty body; "=" is what an empty payload's base64 is padded to, decoded back to no bytes.
+  const entry = { MessageBody: body === "" ? "=" : body, MessageAttributes: attributes }
+  return fifo
+    ? { ...entry, MessageGroupId: sqsId(message.key === "" ? message.id : message.key), MessageDeduplicationId: sqsId(message.id) }
+    : entry
+}
+
+/** Decodes what {@link encode} wrote; a message sent by another producer keeps its body as text bytes. */
+export const decode = (topic: string, message: Message): Delivery.Message => {
+  const attributes = message.MessageAttributes ?? {}
+  const value = (name: string) => attributes[name]?.StringValue
+  const body = message.Body ?? ""
+  const base64 = value(Attributes.encoding) === "base64"
+  let headers: Record<string, string> = {}
+  const rawHeaders = value(Attributes.headers)
+  if (rawHeaders !== undefined) {
+    try {
+      const parsed: unknown = JSON.parse(rawHeaders)
+      if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
+        // fromEntries defines own properties: a header named `__proto__` stays a header.
+        headers = Object.fromEntries(Object.entries(parsed).map(([name, v]) => [name, String(v)]))
+      } else headers = { [Attributes.headers]: rawHeaders }
+    } catch {
+      // Kept as it came, so nothing is lost.
+      headers = { [Attributes.headers]: rawHeaders }
+    }
+  }
+  // Another producer's string attributes are headers too.
+  for (const [name, attribute] of Object.entries(attributes)) {
+    if (!(Object.values(Attributes) as Array<string>).includes(name) && attribute.StringValue !== undefined) {
+      headers = { ...headers, [name]: attribute.StringValue }
+    }
+  }
+  return {
+    id: value(Attributes.id) ?? message.MessageId ?? "",
+    topic,
+    key: value(Attributes.key) ?? "",
+    payload: base64 ? Buffer.from(body === "=" ? "" : body, "base64") : Buffer.from(body, "utf8"),
+    headers
+  }
+}
+
+/** A call to the service failed; `cause` is the client's error. */
+export class CallError extends Data.TaggedError("CallError")<{ readonly cause: unknown }> {}
+
+const nameOf = (error: unknown): string | undefined => {
+  const name = (error as { name?: unknown } | null)?.name
+  return typeof name === "string" ? name : undefined
+}
+
+/** Failures worth retrying: the network or the service, not the request. */
+export const isTransient = (error: unknown): boolean => {
+  const fault = (error as { $fault?: unknown } | null)?.$fault
+  const status = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode
+  return fault === undefined || fault === "server" || status === undefined || status >= 500 || nameOf(error) === "ThrottlingException" ||
+    nameOf(error) === "RequestThrottled"
+}
+
+const isMissingQueue = (error: unknown) => /(QueueDoesNotExist|NonExistentQueue)$/.test(nameOf(error) ?? "")
+
+/** Runs a client call; interrupting it aborts the request. */
+export const call = <A>(run: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, CallError> =>
+  Effect.tryPromise({ try: run, catch: (cause) => new CallError({ cause }) })
+
+/** Opens the client, closed with the scope, and checks the service answers. */
+export const connect = (settings: Settings): Effect.Effect<SQSClient, SqsConnectionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const endpoint = settings.endpoint ?? "default"
+    const client = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () =>
+          new SQSClient({
+            region: settings.region,
+            ...settings.clientConfig,
+            ...(settings.endpoint === undefined ? {} : { endpoint: settings.endpoint })
+          }),
+        catch: (cause) => new SqsConnectionError({ endpoint, cause })
+      }),
+      (client) => Effect.sync(() => client.destroy())
+    )
+    // Any answer proves the service is there (a missing queue is an answer).
+    yield* call((abortSignal) =>
+      client.send(new GetQueueUrlCommand({ QueueName: `${settings.queuePrefix}bulwark-connection-check` }), { abortSignal })
+    ).pipe(
+      Effect.catchIf((error) => isMissingQueue(error.cause), () => Effect.void),
+      Effect.timeoutFail({
+        duration: settings.connectTimeout,
+        onTimeout: () => new CallError({ cause: `no answer within ${Duration.format(settings.connectTimeout)}` })
+      }),
+      Effect.mapError((error) => new SqsConnectionError({ endpoint, cause: error.cause }))
+    )
+    return client
+  })
+
+/** A queue's URL, after creating it if needed (with a redrive policy to `deadLetterArn` when given). */
+export const ensureQueue = (client: SQSClient, settings: Settings, name: string, deadLetterArn: string | undefined) =>
+  Effect.gen(function*() {
+    const attributes: Record<string, string> = { VisibilityTimeout: String(settings.visibilitySeconds) }
+    if (settings.fifo) attributes["FifoQueue"] = "true"
+    if (deadLetterArn !== undefined) {
+      attributes["RedrivePolicy"] = JSON.stringify({ deadLetterTargetArn: deadLetterArn, maxReceiveCount: String(settings.maxReceiveCount) })
+    }
+    return yield* call((abortSignal) => client.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }), { abortSignal })).pipe(
+      Effect.map((out) => out.QueueUrl!),
+      // Created earlier with other attributes (by an older version, or by hand): used as it is.
+      Effect.catchIf(
+        // The client names it after the query protocol's code: `AWS.SimpleQueueService.QueueNameExists`.
+        (error) => /(QueueNameExists|QueueAlreadyExists)$/.test(nameOf(error.cause) ?? ""),
+        () => Effect.map(call((abortSignal) => client.send(new GetQueueUrlCommand({ QueueName: name }), { abortSignal })), (out) => out.QueueUrl!)
+      )
+    )
+  })
+
+/** The queue's ARN, for a redrive policy. */
+export const queueArn = (client: SQSClient, url: string) =>
+  Effect.map(
+    call((abortSignal) => client.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ["QueueArn"] }), { abortSignal })),
+    (out) => out.Attributes?.["QueueArn"] ?? ""
+  )
+
+/** Sends up to 10 entries; fails unless every one was accepted. */
+export const sendBatch = (client: SQSClient, url: string, entries: ReadonlyArray<SqsEntry>) =>
+  Effect.flatMap(
+    call((abortSignal) =>
+      client.send(new SendMessageBatchCommand({ QueueUrl: url, Entries: entries.map((entry, i) => ({ ...entry, Id: String(i) })) }), { abortSignal })
+    ),
+    (out) =>
+      (out.Failed?.length ?? 0) === 0 && (out.Successful?.length ?? 0) === entries.length
+        ? Effect.void
+        : Effect.fail(new CallError({ cause: out.Failed?.[0] ?? `the service accepted ${out.Successful?.length ?? 0} of ${entries.length} messages` }))
+  )
+
+// SendMessageBatch: 10 entries and 256 KiB at most (the service now allows 1 MiB; the smaller bound suits both).
+const maxBatchEntries = 10
+const maxBatchBytes = 250 * 1024
+
+const entrySize = (entry: SqsEntry) => {
+  let size = Buffer.byteLength(entry.MessageBody)
+  for (const [name, value] of Object.entries(entry.MessageAttributes)) {
+    size += Buffer.byteLength(name) + Buffer.byteLength(value.StringValue ?? "") + 6
+  }
+  return size
+}
+
+/** Splits a publish into `SendMessageBatch` calls within SQS's limits, in order. */
+export const batches = (entries: ReadonlyArray<SqsEntry>): Array<Array<SqsEntry>> => {
+  const out: Array<Array<SqsEntry>> = []
+  let current: Array<SqsEntry> = []
+  let size = 0
+  for (const entry of entries) {
+    const s = entrySize(entry)
+    if (current.length > 0 && (current.length >= maxBatchEntries || size + s > maxBatchBytes)) {
+      out.push(current)
+      current = []
+      size = 0
+    }
+    current.push(entry)
+    size += s
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
+
+/** One long poll of up to 10 messages, with their receive counts. */
+export const receive = (client: SQSClient, settings: Settings, url: string) =>
+  Effect.map(
+    call((abortSignal) =>
+      client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: url,
+          MaxNumberOfMessages: 10,
+          WaitTimeSeconds: settings.waitSeconds,
+          MessageAttributeNames: ["All"],
+          MessageSystemAttributeNames: ["ApproximateReceiveCount"]
+        }),
+        { abortSignal }
+      )
+    ),
+    (out) => out.Messages ?? []
+  )
+
+/** Deletes receipt handles, 10 per call; fails if any was not deleted. */
+export const deleteBatch = (client: SQSClient, url: string, handles: ReadonlyArray<string>) => {
+  const calls: Array<Promise<void>> = []
+  for (let i = 0; i < handles.length; i += 10) {
+    const part = handles.slice(i, i + 10)
+    calls.push(
+      client.send(new DeleteMessageBatchCommand({ QueueUrl: url, Entries: part.map((handle, j) => ({ Id: String(j), ReceiptHandle: handle })) }))
+        .then((out) => {
+          if ((out.Failed?.length ?? 0) > 0) throw out.Failed![0]
+        })
+    )
+  }
+  return Promise.all(calls).then(() => undefined)
+}
+
+/** Sets a delivery's visibility timeout (0: deliver again now). */
+export const changeVisibility = (client: SQSClient, url: string, handle: string, seconds: number) =>
+  call((abortSignal) =>
+    client.send(new ChangeMessageVisibilityCommand({ QueueUrl: url, ReceiptHandle: handle, VisibilityTimeout: seconds }), { abortSignal })
+  )
+
+/**
+ * Gathers the calls made in one turn of the event loop into one request: `add` resolves when the request that
+ * carried its item is answered.
+ */
+export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>) => {
+  let items: Array<A> = []
+  let waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = []
+  const flush = () => {
+    const sending = items
+    const waiting = waiters
+    items = []
+    waiters = []
+    send(sending).then(
+      () => waiting.forEach((w) => w.resolve()),
+      (error: unknown) => waiting.forEach((w) => w.reject(error))
+    )
+  }
+  return (item: A): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (items.length === 0) setImmediate(flush)
+      items.push(item)
+      waiters.push({ resolve, reject })
+    })
+}
+
+// SQS keeps real time (visibility timeouts), so the driver's timers do too, whatever Clock the caller's fiber
+// carries (a TestClock would otherwise stall the receive loop).
+const liveClock = Clock.make()
+const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.withClock(effect, liveClock)
+
+const seconds = (delay: Duration.DurationInput | undefined): number =>
+  delay === undefined ? 0 : Math.min(43_200, Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(delay)) / 1000)))
+
+/** Creates the driver over an open client. */
+export const make = (settings: Settings) =>
+  Effect.gen(function*() {
+    const client = yield* connect(settings)
+    const runtime = yield* Effect.runtime<never>()
+
+    const features: Transport.Features = {
+      // FIFO queues deliver one message of a message group at a time, in order.
+      orderedPerKey: settings.fifo,
+      delayedNack: true,
+      visibilityTimeout: Duration.seconds(settings.visibilitySeconds),
+      deadLetterTopic: true,
+      // One queue per topic: every subscriber competes for its messages.
+      consumerGroups: false,
+      persistent: true,
+      // FIFO queues drop a message whose deduplication id (the message id) was sent in the last 5 minutes.
+      ...(settings.fifo ? { dedupeWindow: Duration.minutes(5) } : {})
+    }
+
+    // Acks not yet answered. Without `confirmAcks` an ack completes once queued and one that fails means a
+    // redelivery, logged; the transport waits for every queued ack before it closes its client.
+    const unanswered = new Set<Promise<void>>()
+    const track = (sent: Promise<void>, messageId: string) => {
+      const settledPromise: Promise<void> = sent.then(
+        () => undefined,
+        (cause: unknown) => {
+          Runtime.runFork(runtime)(Effect.logWarning(`the deletion of message ${messageId} failed; it will be delivered again`, cause))
+        }
+      ).finally(() => unanswered.delete(settledPromise))
+      unanswered.add(settledPromise)
+    }
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
+
+    // Queue URLs this process has created or found, so a publish costs one call. A topic's queue is created
+    // after its `.dlq` queue, whose ARN its redrive policy names.
+    const urls = new Map<string, Promise<Either.Either<string, CallError>>>()
+    const await_ = (topic: string, promise: Promise<Either.Either<string, CallError>>) =>
+      Effect.flatMap(Effect.promise(() => promise), (result) =>
+        Either.isRight(result)
+          ? Effect.succeed(result.right)
+          : Effect.zipRight(Effect.sync(() => urls.delete(topic)), Effect.fail(result.left)))
+    const urlOf = (topic: string, refresh = false): Effect.Effect<string, CallError | InvalidName> => {
+      if (refresh) urls.delete(topic)
+      const known = urls.get(topic)
+      if (known !== undefined) return await_(topic, known)
+      const name = queueName(settings.queuePrefix, topic, settings.fifo)
+      if (!validQueueName(name)) return Effect.fail(new InvalidName({ topic, queue: name }))
+      const deadName = queueName(settings.queuePrefix, Delivery.deadLetterTopic(topic), settings.fifo)
+      const work = validQueueName(deadName)
+        ? Effect.flatMap(
+          Effect.flatMap(ensureQueue(client, settings, deadName, undefined), (url) => queueArn(client, url)),
+          (arn) => ensureQueue(client, settings, name, arn)
+        )
+        : ensureQueue(client, settings, name, undefined)
+      // Shared by concurrent callers, so a topic's queues are created once.
+      const promise = Runtime.runPromise(runtime)(Effect.either(work))
+      urls.set(topic, promise)
+      return await_(topic, promise)
+    }
+
+    const send = (url: string, entries: ReadonlyArray<SqsEntry>) =>
+      Effect.forEach(batches(entries), (batch) => sendBatch(client, url, batch), { discard: true })
+
+    const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => {
+      if (messages.length === 0) return Effect.void
+      const entries = messages.map((m) => encode(m, settings.fifo))
+      return urlOf(topic).pipe(
+        Effect.flatMap((url) => send(url, entries)),
+        // The queue was deleted behind the transport's back: create it again, once.
+        Effect.catchIf(
+          (error) => error._tag === "CallError" && isMissingQueue(error.cause),
+          () => Effect.flatMap(urlOf(topic, true), (url) => send(url, entries))
+        ),
+        Effect.mapError((error) => new Transport.PublishError({ topic, cause: error._tag === "CallError" ? error.cause : error })),
+        inRealTime
+      )
+    }
+
+    const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
+      options?.group === undefined || options.group === "default"
+        ? Stream.unwrapScoped(subscription(client, settings, topic, urlOf, track))
+        : Stream.fail(new Transport.SubscribeError({ topic, cause: new GroupsUnsupported({ group: options.group }) }))
+
+    return { features, publish, subscribe }
+  })
+
+const deliveryError = (operation: "ack" | "nack" | "deadLetter", messageId: string) => (cause: unknown) =>
+  new Delivery.DeliveryError({ operation, messageId, cause: cause instanceof CallError ? cause.cause : cause })
+
+/**
+ * One subscription: a long-poll receive loop on the topic's queue. Deliveries may be settled after the stream
+ * ended (receipt handles stay valid until the message is received again).
+ */
+export const subscription = (
+  client: SQSClient,
+  settings: Settings,
+  topic: string,
+  urlOf: (topic: string, refresh?: boolean) => Effect.Effect<string, CallError | InvalidName>,
+  track: (sent: Promise<void>, messageId: string) => void
+): Effect.Effect<Stream.Stream<Delivery.Delivery, Transport.SubscribeError>, Transport.SubscribeError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const fail = (cause: unknown) => new Transport.SubscribeError({ topic, cause: cause instanceof CallError ? cause.cause : cause })
+    let url = yield* Effect.mapError(urlOf(topic), fail)
+
+    const remove = batcher<string>((handles) => deleteBatch(client, url, handles))
+    const ackOf = settings.confirmAcks
+      ? (handle: string, messageId: string) => Effect.tryPromise({ try: () => remove(handle), catch: deliveryError("ack", messageId) })
+      : (handle: string, messageId: string) => Effect.sync(() => track(remove(handle), messageId))
+    const nackOf = (handle: string, messageId: string) => (options?: { readonly delay?: Duration.DurationInput }) =>
+      changeVisibility(client, url, handle, seconds(options?.delay)).pipe(Effect.asVoid, Effect.mapError(deliveryError("nack", messageId)))
+    // The copy goes to the `.dlq` queue first, then the original is deleted: a failure between the two leaves a
+    // copy in both places (at least once), never in neither.
+    const deadLetterOf = (handle: string, message: Delivery.Message) => (reason: Delivery.DeadLetterReason) =>
+      urlOf(Delivery.deadLetterTopic(topic)).pipe(
+        Effect.flatMap((deadUrl) =>
+          sendBatch(client, deadUrl, [encode({ ...message, headers: Delivery.deadLetterHeaders(message, reason) }, settings.fifo)])
+        ),
+        Effect.zipRight(Effect.tryPromise({ try: () => remove(handle), catch: (cause) => new CallError({ cause }) })),
+        Effect.mapError(deliveryError("deadLetter", message.id))
+      )
+
+    const toDelivery = (received: Message): Delivery.Delivery | undefined => {
+      const handle = received.ReceiptHandle
+      if (handle === undefined) return undefined
+      const message = decode(topic, received)
+      return {
+        message,
+        attempt: Math.max(1, Number(received.Attributes?.ApproximateReceiveCount ?? "1") || 1),
+        ack: ackOf(handle, message.id),
+        nack: nackOf(handle, message.id),
+        deadLetter: deadLetterOf(handle, message)
+      }
+    }
+
+    const poll = Effect.gen(function*() {
+      const received = yield* receive(client, settings, url)
+      const deliveries: Array<Delivery.Delivery> = []
+      for (const r of received) {
+        const delivery = toDelivery(r)
+        if (delivery !== undefined) deliveries.push(delivery)
+      }
+      return Chunk.unsafeFromArray(deliveries)
+    }).pipe(
+      // Uninterruptible: messages a receive that is aborted already took would stay invisible for the whole
+      // visibility timeout; a receive lasts at most `waitSeconds`.
+      Effect.uninterruptible,
+      Effect.catchIf((error) => isMissingQueue(error.cause), () =>
+        // The queue was deleted under us: create it again and go on.
+        Effect.map(urlOf(topic, true), (fresh) => {
+          url = fresh
+          return Chunk.empty<Delivery.Delivery>()
+        })),
+      Effect.retry({
+        while: (error) => error._tag === "CallError" && isTransient(error.cause),
+        schedule: Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")), Schedule.upTo(settings.reconnectTimeout))
+      }),
+      Effect.mapError(fail),
+      inRealTime
+    )
+
+    return Stream.repeatEffectChunk(poll)
+  })

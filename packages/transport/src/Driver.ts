@@ -22,29 +22,22 @@ export const redactUrl: (url: string) => string = redact
 // ---------------------------------------------------------------------------------------------------------------
 // Layer assembly
 
-/** What {@link layer} needs: the driver's `messaging.system` and, optionally, its own service tag. */
-export interface LayerOptions<Self, D> {
-  /** `messaging.system`: `rabbitmq`, `nats`, `redis`, `postgresql`, `memory`, … */
-  readonly system: string
-  /** A driver-specific service (inspection, topology clean-up) provided beside the ports from the same instance. */
-  readonly service?: Context.Tag<Self, D>
-}
-
 /**
  * The layer of a driver: `make` runs once (its resources live as long as the layer) and provides the instrumented
- * `Publisher` and `Subscriber`, plus the driver's own service when `options.service` is given.
+ * `Publisher` and `Subscriber`, plus the driver's own service (inspection, topology clean-up) when `options.service`
+ * is given, from the same instance.
  */
 export function layer<D extends Driver, E, R>(
   make: Effect.Effect<D, E, R>,
   options: { readonly system: string }
 ): Layer.Layer<Publisher | Subscriber, E, Exclude<R, Scope.Scope>>
-export function layer<D extends Driver, E, R, Self>(
+export function layer<D extends Driver & S, E, R, Self, S>(
   make: Effect.Effect<D, E, R>,
-  options: { readonly system: string; readonly service: Context.Tag<Self, D> }
+  options: { readonly system: string; readonly service: Context.Tag<Self, S> }
 ): Layer.Layer<Publisher | Subscriber | Self, E, Exclude<R, Scope.Scope>>
-export function layer<D extends Driver, E, R, Self>(
+export function layer<D extends Driver & S, E, R, Self, S>(
   make: Effect.Effect<D, E, R>,
-  options: LayerOptions<Self, D>
+  options: { readonly system: string; readonly service?: Context.Tag<Self, S> }
 ): Layer.Layer<Publisher | Subscriber | Self, E, Exclude<R, Scope.Scope>> {
   return Layer.scopedContext(Effect.map(make, (driver) => {
     const ports = portsOf(driver, { system: options.system })

@@ -6,9 +6,10 @@
  * Consumer groups are created by their first subscriber. Messages published while a topic has no group
  * wait and go to the first group that subscribes; later groups see only what is published after them.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, type Effect, type Layer } from "effect"
+import * as Driver from "../Driver.js"
 import * as internal from "../internal/memory.js"
-import { portsOf, type Publisher, type Subscriber } from "../Transport.js"
+import type { Publisher, Subscriber } from "../Transport.js"
 
 /** Settings of the memory transport. */
 export interface Options {
@@ -32,7 +33,4 @@ export const make = (options: Options = {}): Effect.Effect<MemoryTransport> => i
 
 /** Provides `Publisher`, `Subscriber` and `MemoryTransportInspector` from one in-process transport. */
 export const layer = (options: Options = {}): Layer.Layer<Publisher | Subscriber | MemoryTransportInspector> =>
-  Layer.effectContext(Effect.map(make(options), (transport) =>
-    portsOf(transport, { system: "memory" }).pipe(
-      Context.add(MemoryTransportInspector, { pending: transport.pending })
-    )))
+  Driver.layer(make(options), { system: "memory", service: MemoryTransportInspector })

@@ -1,5 +1,6 @@
 import { Delivery } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import { Chunk, Clock, Data, Duration, Effect, Runtime, Schedule, Scope, Stream } from "effect"
 import { Redis, ReplyError, type RedisOptions } from "ioredis"
 import { randomUUID } from "node:crypto"
@@ -51,7 +52,7 @@ export const streamKey = (keyPrefix: string, topic: string) => `${keyPrefix}${to
 export const delayedKey = (keyPrefix: string, topic: string, group: string) => `${keyPrefix}${topic}:delayed:${group}`
 
 /** The URL as it may appear in errors and logs. */
-export const redactUrl = Transport.redactUrl
+export const redactUrl = Driver.redactUrl
 
 /** A command failed; `cause` is ioredis' error (a `ReplyError` from the server, or a connection failure). */
 class CommandError extends Data.TaggedError("CommandError")<{ readonly cause: unknown }> {}
@@ -364,13 +365,11 @@ export const make = (settings: Settings) =>
             deliveries: number,
             message: Delivery.Message,
             attempt: number,
-            nackOptions: { readonly delay?: Duration.DurationInput } | undefined
+            delayMillis: number
           ) =>
             Effect.tryPromise({
               try: () => {
-                const delay = nackOptions?.delay === undefined
-                  ? 0
-                  : Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(nackOptions.delay))))
+                const delay = Math.ceil(delayMillis)
                 return runScript(redis, Scripts.nack, [
                   key,
                   delayed,
@@ -390,7 +389,7 @@ export const make = (settings: Settings) =>
               catch: settleError("nack", message.id)
             }).pipe(Effect.asVoid)
 
-          const deadLetter = (entryId: string, deliveries: number, message: Delivery.Message, reason: Delivery.DeadLetterReason) =>
+          const deadLetter = (entryId: string, deliveries: number, message: Delivery.Message, copy: Transport.OutgoingMessage) =>
             Effect.tryPromise({
               try: () =>
                 runScript(redis, Scripts.deadLetter, [
@@ -401,22 +400,13 @@ export const make = (settings: Settings) =>
                   entryId,
                   deliveries,
                   maxLength,
-                  ...messageFields(message, Delivery.deadLetterHeaders(message, reason))
+                  ...messageFields(message, copy.headers)
                 ]),
               catch: settleError("deadLetter", message.id)
             }).pipe(Effect.asVoid)
 
-          // The per-delivery closures come from these factories rather than being written inline in an object
-          // literal: transpilers that keep function names (esbuild's keepNames, as tsx runs it) would otherwise
-          // name each one with an Object.defineProperty call, for every message.
-          const nackOf = (entryId: string, deliveries: number, message: Delivery.Message, attempt: number) =>
-          (nackOptions?: { readonly delay?: Duration.DurationInput }) =>
-            nack(entryId, deliveries, message, attempt, nackOptions)
-          const deadLetterOf = (entryId: string, deliveries: number, message: Delivery.Message) =>
-          (reason: Delivery.DeadLetterReason) => deadLetter(entryId, deliveries, message, reason)
-
-          // Built for every entry read, so it allocates only the message and the three settle closures; the
-          // settle paths above are shared by the subscription.
+          // Built for every entry read: the message and the settle paths above, guarded by the driver base (the
+          // first settle wins, so a second nack cannot add a second copy).
           const toDelivery = (entry: Entry, deliveries: number): Delivery.Delivery => {
             const entryId = entry.entryId
             const message: Delivery.Message = {
@@ -427,13 +417,11 @@ export const make = (settings: Settings) =>
               headers: parseHeaders(entry.headers)
             }
             const attempt = entry.attempts + deliveries
-            return {
-              message,
-              attempt,
+            return Driver.delivery(message, attempt, {
               ack: ack(entryId, message.id),
-              nack: nackOf(entryId, deliveries, message, attempt),
-              deadLetter: deadLetterOf(entryId, deliveries, message)
-            }
+              nack: (delay) => nack(entryId, deliveries, message, attempt, delay),
+              deadLetter: (copy) => deadLetter(entryId, deliveries, message, copy)
+            })
           }
 
           // Nacked copies addressed to other groups are acknowledged here and never delivered.

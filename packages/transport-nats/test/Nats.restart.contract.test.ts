@@ -2,7 +2,7 @@
 // mid-stream. A clean stop: NATS 2.9 acknowledges a publish before its store reaches the file, so a SIGKILL
 // may lose acknowledged messages (a property of the server, not of the transport).
 import * as Contract from "@bulwark/transport/Contract"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 import * as PrivateNats from "./support/PrivateNats.js"
 
 Contract.faultSuite(
@@ -12,7 +12,7 @@ Contract.faultSuite(
     return { url: nats.url, restart: () => nats.restart({ downMillis: 500 }), destroy: nats.destroy }
   },
   (nats) =>
-    Nats.layer({
+    NatsTransport.layer({
       servers: nats.url,
       prefix: "fault",
       ackWait: "1 second",

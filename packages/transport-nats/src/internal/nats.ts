@@ -1,5 +1,6 @@
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import { Chunk, Data, Duration, Effect, Redacted, Runtime, Schedule, type Scope, Stream } from "effect"
 import {
   AckPolicy,
@@ -24,7 +25,7 @@ import {
   type Subscription
 } from "nats"
 import * as Names from "./names.js"
-import type { Options } from "../Nats.js"
+import type { Options } from "../NatsTransport.js"
 
 /** Header carrying the ordering key. */
 export const keyHeader = "Bulwark-Key"
@@ -453,51 +454,23 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
         payload: new Uint8Array(msg.data),
         headers
       }
-      let settled = false
-      // A second settlement of one delivery is ignored, as JetStream would ignore it.
-      const settle = (operation: "ack" | "nack" | "deadLetter", payload: Uint8Array) =>
-        Effect.try({
-          try: () => {
-            if (settled) return
-            msg.respond(payload)
-            settled = true
-          },
-          catch: (cause) => new Delivery.DeliveryError({ operation, messageId: message.id, cause })
-        })
-      const confirmedAck = Effect.suspend(() => {
-        if (settled) return Effect.void
-        settled = true
-        return Effect.tryPromise({
-          try: () => connection.request(msg.reply!, ackPayload, { timeout: resolved.requestTimeout }),
-          catch: (cause) => {
-            settled = false
-            return new Delivery.DeliveryError({ operation: "ack", messageId: message.id, cause })
-          }
-        })
-      })
-      return {
-        message,
-        attempt: pulled.deliveryCount,
-        ack: resolved.confirmAcks ? confirmedAck : settle("ack", ackPayload),
-        nack: (nackOptions) =>
-          Effect.suspend(() => {
-            const delay = nackOptions?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(nackOptions.delay))
-            return settle("nack", delay > 0 ? nakPayload(delay) : nakImmediately)
-          }),
-        deadLetter: (reason) =>
-          Effect.suspend(() =>
-            settled ? Effect.void : publish(Delivery.deadLetterTopic(topic), [{
-              id: message.id,
-              key: message.key,
-              payload: message.payload,
-              headers: Delivery.deadLetterHeaders(message, reason)
-            }]).pipe(
-              Effect.mapError((cause) => new Delivery.DeliveryError({ operation: "deadLetter", messageId: message.id, cause })),
-              // TERM, not ACK: the server stops redelivering and tells its advisories the message was given up on.
-              Effect.zipRight(settle("deadLetter", termPayload))
-            )
+      // The driver base guards the settle: the first one wins (JetStream would ignore a second), and a settle that
+      // failed (the reply could not be sent, a confirmed ack timed out) may be tried again.
+      const respond = (payload: Uint8Array) => Effect.try({ try: () => msg.respond(payload), catch: (cause) => cause })
+      return Driver.delivery(message, pulled.deliveryCount, {
+        ack: resolved.confirmAcks
+          ? Effect.tryPromise({
+            try: () => connection.request(msg.reply!, ackPayload, { timeout: resolved.requestTimeout }),
+            catch: (cause) => cause
+          })
+          : respond(ackPayload),
+        nack: (delay) => respond(delay > 0 ? nakPayload(delay) : nakImmediately),
+        deadLetter: (copy) =>
+          publish(Driver.deadLetterTopic(topic), [copy]).pipe(
+            // TERM, not ACK: the server stops redelivering and tells its advisories the message was given up on.
+            Effect.zipRight(respond(termPayload))
           )
-      }
+      }, { retryFailedSettle: true })
     }
 
     /** Too many deliveries without a settlement (a message that kills its consumers): the driver dead-letters it. */

@@ -9,7 +9,7 @@ import { Command } from "@effect/cli"
  * may use the store's database: the command provides one `Database` to both (never two PGlite instances
  * on one data directory).
  */
-const publisher = PostgresTransport.layerConfig
+const publisher = PostgresTransport.layerConfig()
 
 export const dlq = DlqCli.make({ publisher })
 

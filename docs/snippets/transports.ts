@@ -2,7 +2,7 @@ import { Handler } from "@bulwark/core"
 import { Database } from "@bulwark/sql"
 import { Memory, Transport } from "@bulwark/transport"
 import { AmqpTransport } from "@bulwark/transport-amqp"
-import { Nats } from "@bulwark/transport-nats"
+import { NatsTransport } from "@bulwark/transport-nats"
 import { PostgresTransport } from "@bulwark/transport-postgres"
 import { RedisTransport } from "@bulwark/transport-redis"
 import { Effect, Layer, Schema } from "effect"
@@ -24,8 +24,8 @@ export const consumer = Effect.gen(function*() {
 })
 
 export const InMemory = Memory.layer({ visibilityTimeout: "30 seconds" })
-export const OnPostgres = PostgresTransport.layerConfig.pipe(Layer.provide(Database.layerConfig)) // BULWARK_QUEUE_*, BULWARK_DATABASE_URL
-export const OnNats = Nats.layerConfig() // BULWARK_NATS_URL, BULWARK_NATS_ACK_WAIT, …
+export const OnPostgres = PostgresTransport.layerConfig().pipe(Layer.provide(Database.layerConfig)) // BULWARK_QUEUE_*, BULWARK_DATABASE_URL
+export const OnNats = NatsTransport.layerConfig() // BULWARK_NATS_URL, BULWARK_NATS_ACK_WAIT, …
 export const OnRedis = RedisTransport.layerConfig({ visibilityTimeout: "30 seconds" }) // BULWARK_REDIS_URL
 export const OnRabbit = AmqpTransport.layerConfig({ prefetch: 32 }) // BULWARK_AMQP_URL; prefetch ≥ concurrency
 

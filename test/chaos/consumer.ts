@@ -7,7 +7,7 @@
 import { Inbox } from "@bulwark/outbox"
 import { Database } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
-import { Nats } from "@bulwark/transport-nats"
+import { NatsTransport } from "@bulwark/transport-nats"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Layer, Logger, LogLevel, Schedule } from "effect"
 import { childConfig, effectsTable, Event, inboxTable, topic } from "./config.js"
@@ -15,7 +15,7 @@ import { childConfig, effectsTable, Event, inboxTable, topic } from "./config.js
 const config = childConfig()
 const services = Layer.mergeAll(
   Inbox.layer({ table: inboxTable }),
-  Nats.layer({
+  NatsTransport.layer({
     servers: config.natsUrl,
     prefix: config.prefix,
     reconnectTimeWait: "250 millis",

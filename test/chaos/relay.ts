@@ -4,14 +4,14 @@
  */
 import { Outbox, Relay } from "@bulwark/outbox"
 import { Database } from "@bulwark/sql"
-import { Nats } from "@bulwark/transport-nats"
+import { NatsTransport } from "@bulwark/transport-nats"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { childConfig, outboxTable } from "./config.js"
 
 const config = childConfig()
 const services = Layer.mergeAll(
   Outbox.layer({ table: outboxTable }),
-  Nats.layer({ servers: config.natsUrl, prefix: config.prefix, reconnectTimeWait: "250 millis", requestTimeout: "3 seconds" })
+  NatsTransport.layer({ servers: config.natsUrl, prefix: config.prefix, reconnectTimeWait: "250 millis", requestTimeout: "3 seconds" })
 ).pipe(Layer.provideMerge(Database.layerPostgres({ url: config.pgUrl, maxConnections: 4, connectRetry: "2 minutes" })))
 
 Effect.runPromise(

@@ -11,7 +11,7 @@
  */
 import { Database } from "@bulwark/sql"
 import { Memory } from "@bulwark/transport"
-import { Nats } from "@bulwark/transport-nats"
+import { NatsTransport } from "@bulwark/transport-nats"
 import { Config, Data, Effect, Layer, Option } from "effect"
 import { connect } from "nats"
 import { randomBytes } from "node:crypto"
@@ -49,7 +49,7 @@ export const deleteStreams = (servers: string, prefix: string): Effect.Effect<nu
 
 /** The NATS transport for one run: its own stream prefix, broker-side dedupe off (see the README). */
 export const natsTransport = (servers: string, prefix: string) =>
-  Nats.layer({ servers, prefix, ackWait: "10 seconds", dedupeWindow: 0 })
+  NatsTransport.layer({ servers, prefix, ackWait: "10 seconds", dedupeWindow: 0 })
 
 /**
  * The memory transport, ordered per key like the pipelines expect. Its queues live in the heap, so a topic

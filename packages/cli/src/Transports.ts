@@ -36,9 +36,9 @@ export const publisherFromEnv: PublisherLayer = Layer
       switch (name) {
         // Loaded on demand: every `bulwark` start would otherwise pay for four broker clients.
         case "postgres":
-          return (yield* load(() => import("@bulwark/transport-postgres/PostgresTransport"))).layerConfig
+          return (yield* load(() => import("@bulwark/transport-postgres/PostgresTransport"))).layerConfig()
         case "nats":
-          return (yield* load(() => import("@bulwark/transport-nats/Nats"))).layerConfig()
+          return (yield* load(() => import("@bulwark/transport-nats/NatsTransport"))).layerConfig()
         case "amqp":
           return (yield* load(() => import("@bulwark/transport-amqp/AmqpTransport"))).layerConfig()
         case "redis":

@@ -33,10 +33,15 @@
  *   down) makes the relay `degraded` and it retries with a jittered, capped backoff until it is back; side
  *   tasks (heartbeat, cleanup, gauges) log once when they start failing and once when they work again. A
  *   defect ends `run` loudly (logged at `Fatal`, `failed` in `Supervise.health`), never silently.
+ * - **Ending the application on a fatal fault**: `layer` runs the relay in the background, where a fatal fault
+ *   can only be logged. `layerMonitored` runs it the same way and provides `RelayMonitor`, whose `awaitFatal`
+ *   fails with `RelayFailed` when the relay gives up: `Relay.guard(main)` (or racing `Relay.awaitFatal`) makes
+ *   that failure end the program, so an orchestrator restarts it instead of leaving a process whose outbox is
+ *   frozen.
  */
 import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Clock, Duration, Effect, Either, Layer, Metric, Queue, Random, type Scope } from "effect"
+import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Layer, Metric, Queue, Random, type Scope } from "effect"
 import { backlogGauge, lagGauge } from "./Outbox.js"
 import { type ClaimedRow, OutboxStore, type OutboxStoreError } from "./OutboxStore.js"
 
@@ -335,8 +340,74 @@ const quietly = (label: string) => {
 export const run = (options: Options = {}): Effect.Effect<never, never, OutboxStore | Transport.Publisher> =>
   Effect.scoped(Effect.flatMap(make(options), (relay) => relay.run))
 
-/** Runs a relay in the background for the layer's lifetime. */
+/**
+ * Runs a relay in the background for the layer's lifetime. A fatal fault (a defect) is logged at `Fatal` and the
+ * relay is `failed` in `Supervise.health`, but the application keeps running: to have it end the application,
+ * use {@link layerMonitored} with {@link guard} or {@link awaitFatal}.
+ */
 export const layer = (
   options: Options = {}
 ): Layer.Layer<never, never, OutboxStore | Transport.Publisher> =>
   Layer.scopedDiscard(Effect.forkScoped(run(options)))
+
+/**
+ * The relay of {@link layerMonitored} stopped for good: a defect (or a permanent fault) ended its supervised loop,
+ * so nothing more leaves the outbox until the process restarts. Permanent, category `dependency`: retrying in the
+ * same process would not help.
+ */
+export class RelayFailed extends Data.TaggedError("RelayFailed")<{
+  readonly relayId: string
+  readonly cause: Cause.Cause<unknown>
+}> {
+  override get message(): string {
+    return `outbox relay ${this.relayId} stopped by a fatal fault: ${Cause.pretty(this.cause)}`
+  }
+
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return Failure.verdict("permanent", "dependency")
+  }
+}
+
+/** Watches the relay run by {@link layerMonitored}. */
+export class RelayMonitor extends Context.Tag("@bulwark/outbox/RelayMonitor")<RelayMonitor, {
+  readonly relayId: string
+  /** Never succeeds; fails with {@link RelayFailed} once the relay gives up (it never does for transient faults). */
+  readonly awaitFatal: Effect.Effect<never, RelayFailed>
+}>() {}
+
+/**
+ * {@link layer}, plus a {@link RelayMonitor} through which a fatal fault of the relay reaches the application:
+ * pair it with {@link guard} (or race {@link awaitFatal}) so that the program fails with {@link RelayFailed}
+ * instead of running on with its outbox frozen.
+ */
+export const layerMonitored = (
+  options: Options = {}
+): Layer.Layer<RelayMonitor, never, OutboxStore | Transport.Publisher> =>
+  Layer.scoped(
+    RelayMonitor,
+    Effect.gen(function*() {
+      const relay = yield* make(options)
+      const fatal = yield* Deferred.make<never, RelayFailed>()
+      yield* relay.run.pipe(
+        Effect.onExit((exit) =>
+          // Interruption is the layer closing, not a fault.
+          Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
+            ? Deferred.fail(fatal, new RelayFailed({ relayId: relay.relayId, cause: exit.cause }))
+            : Effect.void
+        ),
+        Effect.forkScoped
+      )
+      return { relayId: relay.relayId, awaitFatal: Deferred.await(fatal) }
+    })
+  )
+
+/** Fails with {@link RelayFailed} when the monitored relay gives up; never succeeds. */
+export const awaitFatal: Effect.Effect<never, RelayFailed, RelayMonitor> = Effect.flatMap(RelayMonitor, (monitor) => monitor.awaitFatal)
+
+/**
+ * Runs `program` while watching the monitored relay: if the relay gives up first, `program` is interrupted and
+ * the result is a {@link RelayFailed} failure (so `NodeRuntime.runMain` exits non-zero and the process is
+ * restarted); otherwise `program`'s own result.
+ */
+export const guard = <A, E, R>(program: Effect.Effect<A, E, R>): Effect.Effect<A, E | RelayFailed, R | RelayMonitor> =>
+  Effect.raceFirst(program, awaitFatal)

@@ -8,8 +8,12 @@
  * - `nack({ delay })` republishes to a TTL queue that dead-letters back into the group's queue;
  * - `deadLetter` publishes to the `${topic}.dlq` topic with the reason headers, then acks;
  * - a lost connection is re-established in the background and subscriptions resume on it.
+ *
+ * Built on the shared driver base (`@bulwark/transport/Driver`); the protocol lives in `src/internal`: the connection,
+ * the topology, publishing and the consuming sessions, each its own module.
  */
-import { type Driver, portsOf, type Publisher, type Subscriber } from "@bulwark/transport/Transport"
+import * as DriverBase from "@bulwark/transport/Driver"
+import type { Driver, Publisher, Subscriber } from "@bulwark/transport/Transport"
 import type * as amqp from "amqplib"
 import { Config, type ConfigError, Context, Duration, Effect, Layer, Scope } from "effect"
 import * as internal from "./internal/amqp.js"
@@ -83,10 +87,7 @@ export const make = (options: Options = {}): Effect.Effect<AmqpTransport, AmqpCo
 export const layer = (
   options: Options = {}
 ): Layer.Layer<Publisher | Subscriber | AmqpClient, AmqpConnectionError> =>
-  Layer.scopedContext(Effect.map(make(options), (transport) =>
-    portsOf(transport, { system: "rabbitmq" }).pipe(
-      Context.add(AmqpClient, transport)
-    )))
+  DriverBase.layer(make(options), { system: "rabbitmq", service: AmqpClient })
 
 /** The connection URL from `BULWARK_AMQP_URL`, defaulting to {@link defaultUrl}. */
 export const url: Config.Config<string> = Config.withDefault(Config.string("BULWARK_AMQP_URL"), internal.defaultUrl)

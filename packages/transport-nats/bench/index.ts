@@ -6,7 +6,7 @@
 import { Effect, Stream } from "effect"
 import { AckPolicy, connect, DeliverPolicy, headers as natsHeaders, nanos } from "nats"
 import { writeResults } from "../../../bench/lib.js"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 
 const url = process.env["BULWARK_NATS_URL"] ?? "nats://127.0.0.1:4222"
 const total = 10_000
@@ -82,7 +82,7 @@ const raw = async (round: number): Promise<Timing> => {
 
 const bulwark = (round: number): Promise<Timing> =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const nats = yield* Nats.make({ servers: url, prefix, batchSize })
+    const nats = yield* NatsTransport.make({ servers: url, prefix, batchSize })
     const topic = `bulwark-${round}`
     const outgoing = messages(round)
     const publishCpu = cpuMs()

@@ -1,6 +1,6 @@
 import * as Contract from "@bulwark/transport/Contract"
 import { afterAll } from "vitest"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 import { deleteStreams, natsUrl, uniquePrefix } from "./support.js"
 
 const prefix = uniquePrefix("contract")
@@ -10,7 +10,7 @@ afterAll(async () => {
 })
 
 // A 1 s ack wait keeps the crash and quiet-period tests short; JetStream handles it without trouble.
-Contract.suite("nats", Nats.layer({ servers: natsUrl, prefix, ackWait: "1 second" }), {
+Contract.suite("nats", NatsTransport.layer({ servers: natsUrl, prefix, ackWait: "1 second" }), {
   propertyRuns: 8,
   subscribeSettle: "300 millis"
 })

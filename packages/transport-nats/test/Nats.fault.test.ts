@@ -3,7 +3,7 @@ import { Transport } from "@bulwark/transport"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Ref, Schedule, Stream } from "effect"
 import { connect } from "nats"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 import { deleteStreams, natsUrl, startProxy, uniquePrefix } from "./support.js"
 
 const prefix = uniquePrefix("fault")
@@ -18,7 +18,7 @@ const ids = (from: number, to: number) => Array.from({ length: to - from }, (_, 
 /** The client talks to NATS through a proxy the test controls, so the test can drop its connection. */
 const throughProxy = Effect.gen(function*() {
   const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy()), (p) => Effect.promise(() => p.close()))
-  const nats = yield* Nats.make({
+  const nats = yield* NatsTransport.make({
     servers: proxy.url,
     prefix,
     ackWait: "1 second",
@@ -55,7 +55,7 @@ const eventually = <A>(read: Effect.Effect<A>, done: (a: A) => boolean) =>
   })
 
 /** Publishing during an outage fails typed; the caller retries, and the stream's dedupe drops repeats. */
-const publishRetrying = (nats: Nats.NatsTransport, topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
+const publishRetrying = (nats: NatsTransport.NatsTransport, topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
   nats.publish(topic, messages).pipe(
     Effect.retry({ schedule: Schedule.spaced("200 millis"), times: 100 })
   )

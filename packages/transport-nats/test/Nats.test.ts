@@ -3,7 +3,7 @@ import { Transport } from "@bulwark/transport"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Chunk, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Option, Ref, Schema, Scope, Stream } from "effect"
 import { connect } from "nats"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 import { closedPort, deleteStreams, natsUrl, startSilentServer, uniquePrefix } from "./support.js"
 
 const prefix = uniquePrefix("driver")
@@ -23,7 +23,7 @@ const message = (id: string, key = "", headers: Record<string, string> = {}): Tr
   headers
 })
 
-const transport = (options: Nats.Options = {}) => Nats.make({ servers: natsUrl, prefix, ackWait: "1 second", ...options })
+const transport = (options: NatsTransport.Options = {}) => NatsTransport.make({ servers: natsUrl, prefix, ackWait: "1 second", ...options })
 
 const takeN = (stream: Stream.Stream<Delivery.Delivery, Transport.SubscribeError>, n: number) =>
   stream.pipe(Stream.take(n), Stream.runCollect, Effect.map(Chunk.toReadonlyArray), Effect.timeout("20 seconds"))
@@ -49,7 +49,7 @@ describe("NATS transport: start-up", () => {
       const port = yield* Effect.promise(() => closedPort())
       const started = Date.now()
       // connectRetry 0: fail at the first refusal (Startup.fault.test.ts covers waiting for a server).
-      const error = yield* Nats.make({ servers: `nats://127.0.0.1:${port}`, connectTimeout: "2 seconds", connectRetry: 0 }).pipe(
+      const error = yield* NatsTransport.make({ servers: `nats://127.0.0.1:${port}`, connectTimeout: "2 seconds", connectRetry: 0 }).pipe(
         Effect.scoped,
         Effect.flip
       )
@@ -61,15 +61,15 @@ describe("NATS transport: start-up", () => {
   it.live("a server that accepts but never answers fails after the connect timeout", () =>
     Effect.gen(function*() {
       const silent = yield* Effect.acquireRelease(Effect.promise(() => startSilentServer()), (s) => Effect.promise(() => s.close()))
-      const error = yield* Nats.make({ servers: silent.url, connectTimeout: "500 millis", connectRetry: 0 }).pipe(Effect.scoped, Effect.flip)
+      const error = yield* NatsTransport.make({ servers: silent.url, connectTimeout: "500 millis", connectRetry: 0 }).pipe(Effect.scoped, Effect.flip)
       expect(error._tag).toBe("NatsConnectionError")
     }).pipe(Effect.scoped))
 
   it.live("unusable options are a typed error before connecting", () =>
     Effect.gen(function*() {
-      const badPrefix = yield* Nats.make({ servers: natsUrl, prefix: "has_underscore" }).pipe(Effect.scoped, Effect.flip)
+      const badPrefix = yield* NatsTransport.make({ servers: natsUrl, prefix: "has_underscore" }).pipe(Effect.scoped, Effect.flip)
       expect(badPrefix._tag).toBe("NatsOptionsError")
-      const badExpires = yield* Nats.make({ servers: natsUrl, pullExpires: "10 millis", maxDeliver: 0 }).pipe(Effect.scoped, Effect.flip)
+      const badExpires = yield* NatsTransport.make({ servers: natsUrl, pullExpires: "10 millis", maxDeliver: 0 }).pipe(Effect.scoped, Effect.flip)
       expect(badExpires.message).toContain("pullExpires")
       expect(badExpires.message).toContain("maxDeliver")
     }))
@@ -87,7 +87,7 @@ describe("NATS transport: start-up", () => {
       expect(got!.message.id).toBe("cfg-1")
       yield* got!.ack
     }).pipe(
-      Effect.provide(Nats.layerConfig().pipe(
+      Effect.provide(NatsTransport.layerConfig().pipe(
         Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([
           ["BULWARK_NATS_URL", natsUrl],
           ["BULWARK_NATS_PREFIX", prefix],
@@ -100,7 +100,7 @@ describe("NATS transport: start-up", () => {
   it.live("layerConfig defaults to the local server and fails typed when it is not there", () =>
     Effect.gen(function*() {
       const port = yield* Effect.promise(() => closedPort())
-      const exit = yield* Layer.build(Nats.layerConfig({ connectTimeout: "1 second", connectRetry: 0 })).pipe(
+      const exit = yield* Layer.build(NatsTransport.layerConfig({ connectTimeout: "1 second", connectRetry: 0 })).pipe(
         Effect.scoped,
         Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BULWARK_NATS_URL", `nats://127.0.0.1:${port}`]]))),
         Effect.exit

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Contract from "@bulwark/transport/Contract"
 import { Effect } from "effect"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 import { redactServer } from "../src/internal/nats.js"
 
 const password = Contract.testPassword()
@@ -12,7 +12,7 @@ describe("NATS: the URL's password is masked", () => {
     Effect.gen(function*() {
       const port = yield* Contract.closedPort
       const servers = `nats://bulwark:${password}@127.0.0.1:${port}, ${password}@127.0.0.1:${port}`
-      const texts = yield* Contract.visibleTexts(Effect.scoped(Nats.make({ servers, connectTimeout: "1 second", connectRetry: "1 second" })))
+      const texts = yield* Contract.visibleTexts(Effect.scoped(NatsTransport.make({ servers, connectTimeout: "1 second", connectRetry: "1 second" })))
       Contract.expectNoPassword(texts, password)
       // what is shown still says where it tried to connect
       expect(texts.join("\n")).toContain(`nats://bulwark:***@127.0.0.1:${port}`)

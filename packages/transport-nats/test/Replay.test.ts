@@ -7,7 +7,7 @@ import { DeadLetter, DeadLetterStore as Store, MemoryDeadLetterStore, Replay } f
 import { Transport } from "@bulwark/transport"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Option, Stream } from "effect"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 import { deleteStreams, natsUrl, uniquePrefix } from "./support.js"
 
 const prefix = uniquePrefix("replay")
@@ -33,7 +33,7 @@ describe("dead-letter replay over NATS JetStream", () => {
   it.live("a replay within the duplicate window of the original message is delivered, and its failure updates the same entry", () =>
     Effect.gen(function*() {
       // The stream's default duplicate window: two minutes, far longer than this test.
-      const nats = yield* Nats.make({ servers: natsUrl, prefix, ackWait: "2 seconds" })
+      const nats = yield* NatsTransport.make({ servers: natsUrl, prefix, ackWait: "2 seconds" })
       const store = yield* MemoryDeadLetterStore.make
       const topic = `orders-${Date.now().toString(36)}`
       const payload = cloudEvent("o-1")
@@ -72,7 +72,7 @@ describe("dead-letter replay over NATS JetStream", () => {
 
   it.live("a replay JetStream drops as a duplicate is a failure, never replayed; the entry stays pending", () =>
     Effect.gen(function*() {
-      const nats = yield* Nats.make({ servers: natsUrl, prefix, ackWait: "2 seconds" })
+      const nats = yield* NatsTransport.make({ servers: natsUrl, prefix, ackWait: "2 seconds" })
       const store = yield* MemoryDeadLetterStore.make
       const topic = `dupes-${Date.now().toString(36)}`
       const entry = yield* store.add({

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Stream } from "effect"
-import { Nats } from "../src/index.js"
+import { NatsTransport } from "../src/index.js"
 import * as PrivateNats from "./support/PrivateNats.js"
 
 let nats: PrivateNats.PrivateNats
@@ -24,7 +24,7 @@ describe("NATS transport: starting while the server is down", () => {
   it.live("make waits for a server that comes up within connectRetry, then works", () =>
     Effect.gen(function*() {
       yield* Effect.promise(() => nats.stop())
-      const starting = yield* Effect.fork(Nats.make({
+      const starting = yield* Effect.fork(NatsTransport.make({
         servers: nats.url,
         prefix: "startup",
         connectTimeout: "1 second",
@@ -43,7 +43,7 @@ describe("NATS transport: starting while the server is down", () => {
     Effect.gen(function*() {
       yield* Effect.promise(() => nats.stop())
       const started = Date.now()
-      const error = yield* Nats.make({ servers: nats.url, connectTimeout: "1 second", connectRetry: "2 seconds" }).pipe(
+      const error = yield* NatsTransport.make({ servers: nats.url, connectTimeout: "1 second", connectRetry: "2 seconds" }).pipe(
         Effect.scoped,
         Effect.flip
       )

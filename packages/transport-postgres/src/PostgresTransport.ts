@@ -15,7 +15,8 @@
  *   until the previous one is acked or dead-lettered; other keys do not wait.
  */
 import { type Database, Migrations } from "@bulwark/sql"
-import { Transport } from "@bulwark/transport"
+import type { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Config, type ConfigError, Duration, Effect, Layer, type Scope } from "effect"
@@ -67,25 +68,28 @@ export const make = (
 export const layer = (
   options: Options = {}
 ): Layer.Layer<Transport.Publisher | Transport.Subscriber, SqlError | InvalidTableName, SqlClient.SqlClient | Database.Database> =>
-  Layer.scopedContext(Effect.map(make(options), (transport) =>
-    Transport.portsOf(transport, { system: "postgresql" })))
+  Driver.layer(make(options), { system: "postgresql" })
 
 /**
  * The transport configured by `BULWARK_QUEUE_TABLE`, `BULWARK_QUEUE_VISIBILITY_TIMEOUT` and
- * `BULWARK_QUEUE_POLL_INTERVAL` (durations like `30 seconds`).
+ * `BULWARK_QUEUE_POLL_INTERVAL` (durations like `30 seconds`); `options` sets the rest (batch size, ordering).
+ * A function, like every driver's `layerConfig`.
  */
-export const layerConfig: Layer.Layer<
+export const layerConfig = (
+  options: Omit<Options, "table" | "visibilityTimeout" | "pollInterval"> = {}
+): Layer.Layer<
   Transport.Publisher | Transport.Subscriber,
   SqlError | InvalidTableName | ConfigError.ConfigError,
   SqlClient.SqlClient | Database.Database
-> = Layer.unwrapEffect(Effect.map(
-  Config.all({
-    table: Config.withDefault(Config.string("BULWARK_QUEUE_TABLE"), defaultTable),
-    visibilityTimeout: Config.withDefault(Config.duration("BULWARK_QUEUE_VISIBILITY_TIMEOUT"), Duration.seconds(30)),
-    pollInterval: Config.withDefault(Config.duration("BULWARK_QUEUE_POLL_INTERVAL"), Duration.seconds(1))
-  }),
-  (options) => layer(options)
-))
+> =>
+  Layer.unwrapEffect(Effect.map(
+    Config.all({
+      table: Config.withDefault(Config.string("BULWARK_QUEUE_TABLE"), defaultTable),
+      visibilityTimeout: Config.withDefault(Config.duration("BULWARK_QUEUE_VISIBILITY_TIMEOUT"), Duration.seconds(30)),
+      pollInterval: Config.withDefault(Config.duration("BULWARK_QUEUE_POLL_INTERVAL"), Duration.seconds(1))
+    }),
+    (configured) => layer({ ...options, ...configured })
+  ))
 
 /** Drops the transport's tables and forgets their migrations (for tests and teardown). */
 export const drop = (table: string = defaultTable): Effect.Effect<void, SqlError | InvalidTableName, SqlClient.SqlClient> =>

@@ -14,8 +14,9 @@
  *   original in one Lua script.
  * - Not ordered per key. Persistent only if the server is (`appendonly yes`); detected at start.
  */
-import { Transport } from "@bulwark/transport"
-import { Config, ConfigError, Duration, Effect, Layer, Scope } from "effect"
+import type { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
+import { Config, type ConfigError, Duration, Effect, Layer, type Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import * as internal from "./internal/redis.js"
 
@@ -94,8 +95,7 @@ export const make = (options: Options = {}): Effect.Effect<RedisTransport, Redis
 
 /** Provides `Transport.Publisher` and `Transport.Subscriber` backed by Redis Streams. */
 export const layer = (options: Options = {}): Layer.Layer<Transport.Publisher | Transport.Subscriber, RedisConnectionError> =>
-  Layer.scopedContext(Effect.map(make(options), (transport) =>
-    Transport.portsOf(transport, { system: "redis" })))
+  Driver.layer(make(options), { system: "redis" })
 
 /** `BULWARK_REDIS_URL` (default `redis://127.0.0.1:6379`) and `BULWARK_REDIS_KEY_PREFIX` (default `bulwark:`). */
 export const config: Config.Config<{ readonly url: string; readonly keyPrefix: string }> = Config.all({

@@ -11,7 +11,25 @@
  */
 import { Delivery, Failure } from "@bulwark/core"
 import { expect, layer } from "@effect/vitest"
-import { Cause, Chunk, Deferred, Duration, Effect, Exit, Fiber, FastCheck as fc, Layer, Logger, LogLevel, Ref, Stream } from "effect"
+import {
+  Cause,
+  Chunk,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  FastCheck as fc,
+  Layer,
+  Logger,
+  LogLevel,
+  Option,
+  Ref,
+  Schedule,
+  type Scope,
+  Stream
+} from "effect"
 import net from "node:net"
 import { inspect } from "node:util"
 import { Publisher, Subscriber, type OutgoingMessage } from "./Transport.js"
@@ -203,6 +221,24 @@ export const suite = <E>(
         expect(yield* nothingWithin(stream, yield* quiet)).toBe(true)
       }), timeout)
 
+    it.scoped("a declared dedupe window: the same id published twice within it is delivered once", () =>
+      Effect.gen(function*() {
+        const f = yield* features
+        if (f.dedupeWindow === undefined) return
+        const publisher = yield* Publisher
+        const subscriber = yield* Subscriber
+        const topic = uniqueTopic(prefix, "dedupe")
+        yield* publisher.publish(topic, [message("u-1", "k")])
+        // Again, alone and in a batch with a new id: only the new one is stored.
+        yield* publisher.publish(topic, [message("u-1", "k")])
+        yield* publisher.publish(topic, [message("u-1", "k"), message("u-2", "k")])
+        const stream = subscriber.subscribe(topic)
+        const got = yield* takeN(stream, 2, yield* within)
+        yield* Effect.forEach(got, (d) => d.ack)
+        expect(got.map((d) => d.message.id).sort()).toEqual(["u-1", "u-2"])
+        expect(yield* nothingWithin(stream, yield* quiet)).toBe(true)
+      }), timeout)
+
     it.scoped("per-key order: a key's next message waits for the previous one, other keys do not", () =>
       Effect.gen(function*() {
         const f = yield* features
@@ -334,6 +370,155 @@ export const suite = <E>(
           expect([...(yield* Ref.get(acked))].sort()).toEqual(fates.map((_, i) => `p-${i}`).sort())
         }),
       { timeout: timeout * 4, fastCheck: { numRuns: options.propertyRuns ?? 15 } }
+    )
+  })
+}
+
+/**
+ * A private instance of a driver's service (broker or database) that fault tests may restart: started on a
+ * spare port with its own store, never a shared one, and stopped by its pid in `destroy`.
+ */
+export interface PrivateService {
+  /** Where a transport connects to it. */
+  readonly url: string
+  /** Stops the service (as a crash or cleanly, as the harness chooses) and starts it again on the same port and store. */
+  readonly restart: () => Promise<void>
+  /** Stops it by its pid and removes its store; safe after any failure. */
+  readonly destroy: () => Promise<void>
+}
+
+/** Knobs for {@link faultSuite}. */
+export interface FaultSuiteOptions {
+  /** Messages published around the restart. Default 200. */
+  readonly messages?: number
+  /** How long a fresh subscription needs before it receives (broker-side consumer set-up). Default 300 ms. */
+  readonly subscribeSettle?: Duration.DurationInput
+  /** How long everything may take to arrive once the service is back. Default 30 s. */
+  readonly recovery?: Duration.DurationInput
+  /** Topic name prefix. Default `bulwark-fault`. */
+  readonly topicPrefix?: string
+  /** Per-test timeout in ms. Default 120 000 (a private RabbitMQ node takes seconds to boot). */
+  readonly testTimeout?: number
+}
+
+/**
+ * The transport fault suite (Watermill's `TestReconnect` idea): `start` brings up a private instance of the
+ * driver's service, `transport` builds the driver against it, and each test restarts the service under a
+ * running transport. It checks that nothing a publish confirmed is lost, that every subscription resumes by
+ * itself (the stream neither ends nor fails), and that a driver declaring `persistent` keeps what was published
+ * before a restart for a new process.
+ */
+export const faultSuite = <E>(
+  name: string,
+  start: () => Promise<PrivateService>,
+  transport: (service: PrivateService) => Layer.Layer<Publisher | Subscriber, E>,
+  options: FaultSuiteOptions = {}
+): void => {
+  const timeout = options.testTimeout ?? 120_000
+  const prefix = options.topicPrefix ?? "bulwark-fault"
+  const settle = Duration.decode(options.subscribeSettle ?? "300 millis")
+  const recovery = Duration.decode(options.recovery ?? "30 seconds")
+  const total = options.messages ?? 200
+  const Service = Context.GenericTag<PrivateService>("@bulwark/transport/Contract/PrivateService")
+  const service = Layer.scoped(
+    Service,
+    Effect.acquireRelease(Effect.promise(start), (started) => Effect.promise(() => started.destroy()))
+  )
+  const ports = (running: PrivateService): Effect.Effect<Context.Context<Publisher | Subscriber>, E, Scope.Scope> =>
+    Layer.build(transport(running))
+  // A publish during the outage fails typed and is sent again, as any producer must: ids make repeats harmless.
+  const publishRetrying = (publisher: Context.Tag.Service<Publisher>, topic: string, messages: ReadonlyArray<OutgoingMessage>) =>
+    publisher.publish(topic, messages).pipe(
+      Effect.retry(Schedule.spaced("100 millis")),
+      Effect.timeoutFail({ duration: recovery, onTimeout: () => new Error(`publishing to ${topic} did not recover`) })
+    )
+  const waitUntil = (label: string, condition: () => boolean) =>
+    Effect.gen(function*() {
+      while (!condition()) yield* Effect.sleep("20 millis")
+    }).pipe(Effect.timeoutFail({ duration: recovery, onTimeout: () => new Error(`timed out waiting until ${label}`) }))
+
+  layer(service, { excludeTestServices: true, timeout: "120 seconds" })(`transport faults: ${name}`, (it) => {
+    // One restart serves both checks: booting a broker (a RabbitMQ node) takes seconds.
+    it.scoped(
+      "a restart mid-stream loses nothing confirmed, every subscription resumes by itself, and a driver declaring `persistent` keeps what a closed process published before it",
+      () =>
+        Effect.gen(function*() {
+          const running = yield* Service
+          const topic = uniqueTopic(prefix, "restart")
+          const kept = uniqueTopic(prefix, "persist")
+          const sentBefore = Array.from({ length: 20 }, (_, i) => message(`s-${i}`, `k-${i % 3}`))
+          // An earlier process publishes to a topic nobody consumes yet and goes away before the restart.
+          yield* Effect.scoped(Effect.flatMap(ports(running), (context) => Context.get(context, Publisher).publish(kept, sentBefore)))
+
+          const context = yield* ports(running)
+          const publisher = Context.get(context, Publisher)
+          const subscriber = Context.get(context, Subscriber)
+          const groups = subscriber.features.consumerGroups ? ["default", "second"] : ["default"]
+          const acked = groups.map(() => new Set<string>())
+          const ackedSinceRestart = groups.map(() => 0)
+          let restarted = false
+          const subscriptions = yield* Effect.forEach(groups, (group, g) =>
+            subscriber.subscribe(topic, { group }).pipe(
+              Stream.runForEach((d) =>
+                // Slow enough that the restart hits deliveries in flight and prefetched ones.
+                Effect.zipRight(
+                  Effect.sleep("3 millis"),
+                  d.ack.pipe(
+                    Effect.tap(() => {
+                      acked[g]!.add(d.message.id)
+                      if (restarted) ackedSinceRestart[g]!++
+                    }),
+                    // An ack lost with the connection is no error here: the message comes back and is acked again.
+                    Effect.ignore
+                  )
+                )
+              ),
+              Effect.fork
+            ))
+          yield* Effect.sleep(settle)
+          const confirmed = new Set<string>()
+          const publishBatches = (from: number, to: number) =>
+            Effect.forEach(Array.from({ length: Math.ceil((to - from) / 10) }, (_, b) => from + b * 10), (first) => {
+              const batch = Array.from({ length: Math.min(10, to - first) }, (_, i) => message(`r-${first + i}`, `k-${(first + i) % 7}`))
+              return Effect.zipRight(
+                publishRetrying(publisher, topic, batch),
+                Effect.sync(() => batch.forEach((m) => confirmed.add(m.id)))
+              )
+            }, { discard: true })
+          const half = Math.floor(total / 2)
+          yield* publishBatches(0, half)
+          yield* waitUntil("every group has acked a few", () => acked.every((set) => set.size >= Math.min(20, half)))
+          // The rest is published while the service goes down and comes back.
+          const rest = yield* Effect.fork(publishBatches(half, total))
+          yield* Effect.promise(() => running.restart())
+          restarted = true
+          yield* Fiber.join(rest)
+          // Something is certainly published after the restart, so every subscription must take it.
+          yield* publishBatches(total, total + 10)
+          yield* waitUntil("every group has acked everything confirmed", () =>
+            acked.every((set) => [...confirmed].every((id) => set.has(id))))
+          const polls = yield* Effect.forEach(subscriptions, Fiber.poll)
+          yield* Effect.forEach(subscriptions, Fiber.interrupt, { discard: true })
+          expect(confirmed.size).toBe(total + 10)
+          for (let g = 0; g < groups.length; g++) {
+            expect([...confirmed].filter((id) => !acked[g]!.has(id))).toEqual([])
+            expect(ackedSinceRestart[g]).toBeGreaterThan(0)
+            // Still running: the subscription neither ended nor failed across the restart.
+            expect(Option.isNone(polls[g]!)).toBe(true)
+          }
+
+          if (!subscriber.features.persistent) return
+          // Acked as they come: a driver ordered per key holds a key's next message until the previous one settles.
+          const received = new Set<string>()
+          yield* subscriber.subscribe(kept).pipe(
+            Stream.tap((d) => Effect.zipRight(d.ack, Effect.sync(() => received.add(d.message.id)))),
+            Stream.takeUntil(() => received.size === sentBefore.length),
+            Stream.runDrain,
+            Effect.timeoutFail({ duration: recovery, onTimeout: () => new Error(`received ${received.size} of ${sentBefore.length}`) })
+          )
+          expect([...received].sort()).toEqual(sentBefore.map((m) => m.id).sort())
+        }),
+      timeout
     )
   })
 }

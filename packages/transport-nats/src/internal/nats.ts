@@ -1,199 +1,51 @@
+/**
+ * The NATS JetStream driver: the connection (start with retry, reconnect watching) and the consuming sessions
+ * (pull requests, deliveries settled through the driver base), assembled with the topology (`topology.ts`) and
+ * publishing (`publisher.ts`); shared protocol pieces are in `protocol.ts`.
+ */
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Chunk, Data, Duration, Effect, Redacted, Runtime, Schedule, type Scope, Stream } from "effect"
+import * as Driver from "@bulwark/transport/Driver"
+import { Chunk, Duration, Effect, Redacted, Runtime, Schedule, type Scope, Stream } from "effect"
 import {
-  AckPolicy,
   connect,
   type ConnectionOptions,
-  type ConsumerConfig,
   createInbox,
-  DeliverPolicy,
-  DiscardPolicy,
   Events,
-  headers as makeHeaders,
   type JetStreamClient,
   type JetStreamManager,
-  type JetStreamPublishOptions,
   type Msg,
-  type MsgHdrs,
   nanos,
   type NatsConnection,
-  RetentionPolicy,
-  StorageType,
-  type StreamConfig,
   type Subscription
 } from "nats"
 import * as Names from "./names.js"
-import type { Options } from "../Nats.js"
+import * as Publisher from "./publisher.js"
+import * as Topology from "./topology.js"
+import type { Options } from "../NatsTransport.js"
+import {
+  ConnectionError,
+  idHeader,
+  InvalidMessageError,
+  isNoResponders,
+  keyHeader,
+  msgIdHeader,
+  OptionsError,
+  redactServer,
+  type Resolved,
+  resolve
+} from "./protocol.js"
 
-/** Header carrying the ordering key. */
-export const keyHeader = "Bulwark-Key"
-/** JetStream's deduplication header. */
-export const msgIdHeader = "Nats-Msg-Id"
-/**
- * Carries the message id when dedupe is off. JetStream replaces a zero duplicate window with its 2-minute
- * default, so the only way to turn dedupe off is not to send `Nats-Msg-Id` at all.
- */
-export const idHeader = "Bulwark-Id"
-
-/**
- * A server URL as it may appear in errors and logs: the credentials are masked. NATS takes `user:pass@` or a
- * bare token (`token@`) before the host, with or without a scheme, so everything up to the last `@` that
- * follows the user name is masked (a password with a raw `@` or `/` is masked whole), and a bare token is
- * masked entirely. Unlike `Transport.redactUrl` it never needs the URL to parse, so `host:port` stays visible.
- */
-export const redactServer = (server: string): string => {
-  const schemeEnd = server.indexOf("://")
-  const start = schemeEnd === -1 ? 0 : schemeEnd + 3
-  const at = server.lastIndexOf("@")
-  if (at < start) return server
-  const userinfo = server.slice(start, at)
-  const colon = userinfo.indexOf(":")
-  const shown = colon === -1 ? "***" : `${userinfo.slice(0, colon)}:***`
-  return `${server.slice(0, start)}${shown}${server.slice(at)}`
-}
-
-/** The NATS server could not be reached (or has no JetStream) when the transport started. */
-export class ConnectionError extends Data.TaggedError("NatsConnectionError")<{
-  /** The server URLs, credentials masked ({@link redactServer}). */
-  readonly servers: ReadonlyArray<string>
-  readonly cause: unknown
-}> {
-  override get message(): string {
-    // Masked again here so an error built elsewhere with raw URLs still cannot print a password.
-    return `cannot use NATS JetStream at ${this.servers.map(redactServer).join(", ")}: ${String(this.cause)}`
-  }
-}
-
-/** The transport's options are unusable (a bad prefix, a negative duration). */
-export class OptionsError extends Data.TaggedError("NatsOptionsError")<{
-  readonly reason: string
-}> {
-  override get message(): string {
-    return `invalid NATS transport options: ${this.reason}`
-  }
-}
-
-/**
- * A message or topic that NATS cannot carry as given (bad header name or value, reserved header, bad topic).
- * It is the `cause` of the `PublishError`: retrying cannot help, so it classifies as permanent `schema`.
- */
-export class InvalidMessageError extends Data.TaggedError("NatsInvalidMessageError")<{
-  readonly reason: string
-}> {
-  override get message(): string {
-    return this.reason
-  }
-  get [Failure.ClassifiedTypeId](): Failure.Verdict {
-    return { classification: "permanent", category: "schema" }
-  }
-}
-
-
-interface Resolved {
-  readonly servers: ReadonlyArray<string>
-  readonly prefix: string
-  readonly connectTimeout: number
-  readonly connectRetry: number
-  readonly requestTimeout: number
-  readonly reconnectTimeWait: number
-  readonly ackWait: number
-  readonly dedupeWindow: number
-  readonly maxAge: number
-  readonly maxDeliver: number
-  readonly maxAckPending: number | undefined
-  readonly batchSize: number
-  readonly pullExpires: number
-  readonly replicas: number
-  readonly storage: StorageType
-  readonly confirmAcks: boolean
-}
-
-const millis = (input: Duration.DurationInput | undefined, fallback: Duration.DurationInput) =>
-  Duration.toMillis(Duration.decode(input ?? fallback))
-
-const resolve = (options: Options): Effect.Effect<Resolved, OptionsError> =>
-  Effect.suspend(() => {
-    const servers = typeof options.servers === "string"
-      ? options.servers.split(",").map((s) => s.trim()).filter((s) => s.length > 0)
-      : [...(options.servers ?? ["nats://127.0.0.1:4222"])]
-    const resolved: Resolved = {
-      servers,
-      prefix: options.prefix ?? "bulwark",
-      connectTimeout: millis(options.connectTimeout, "5 seconds"),
-      connectRetry: millis(options.connectRetry, "30 seconds"),
-      requestTimeout: millis(options.requestTimeout, "5 seconds"),
-      reconnectTimeWait: millis(options.reconnectTimeWait, "500 millis"),
-      ackWait: millis(options.ackWait, "30 seconds"),
-      dedupeWindow: millis(options.dedupeWindow, "2 minutes"),
-      maxAge: millis(options.maxAge, "0 millis"),
-      maxDeliver: options.maxDeliver ?? 20,
-      maxAckPending: options.maxAckPending,
-      batchSize: options.batchSize ?? 128,
-      pullExpires: millis(options.pullExpires, "5 seconds"),
-      replicas: options.replicas ?? 1,
-      storage: options.storage === "memory" ? StorageType.Memory : StorageType.File,
-      confirmAcks: options.confirmAcks ?? false
-    }
-    const problems = [
-      servers.length === 0 ? "no server URL" : undefined,
-      Names.isValidPrefix(resolved.prefix) ? undefined : `prefix "${resolved.prefix}" must be 1-32 of [A-Za-z0-9-]`,
-      resolved.connectTimeout > 0 ? undefined : "connectTimeout must be positive",
-      resolved.connectRetry >= 0 ? undefined : "connectRetry must not be negative",
-      resolved.requestTimeout > 0 ? undefined : "requestTimeout must be positive",
-      resolved.ackWait >= 1 ? undefined : "ackWait must be at least 1 ms",
-      resolved.dedupeWindow >= 0 ? undefined : "dedupeWindow must not be negative",
-      resolved.maxAge >= 0 ? undefined : "maxAge must not be negative",
-      resolved.maxAge === 0 || resolved.dedupeWindow <= resolved.maxAge ? undefined : "dedupeWindow must not exceed maxAge",
-      Number.isInteger(resolved.maxDeliver) && resolved.maxDeliver >= 1 ? undefined : "maxDeliver must be an integer ≥ 1",
-      resolved.maxAckPending === undefined || (Number.isInteger(resolved.maxAckPending) && resolved.maxAckPending >= 1)
-        ? undefined
-        : "maxAckPending must be an integer ≥ 1",
-      Number.isInteger(resolved.batchSize) && resolved.batchSize >= 1 ? undefined : "batchSize must be an integer ≥ 1",
-      resolved.pullExpires >= 1000 ? undefined : "pullExpires must be at least 1 second",
-      Number.isInteger(resolved.replicas) && resolved.replicas >= 1 && resolved.replicas <= 5 ? undefined : "replicas must be 1-5"
-    ].filter((p): p is string => p !== undefined)
-    return problems.length === 0 ? Effect.succeed(resolved) : Effect.fail(new OptionsError({ reason: problems.join("; ") }))
-  })
-
-const causeText = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
-
-/** Whether a publish found nobody answering its subject: the stream was deleted (or JetStream is down). */
-const isNoResponders = (cause: unknown) =>
-  (cause as { code?: unknown } | undefined)?.code === "503" || causeText(cause).toLowerCase().includes("no responders")
-
-/** Builds NATS headers for a message; fails on what NATS cannot carry unchanged. */
-const buildHeaders = (message: Transport.OutgoingMessage): MsgHdrs | InvalidMessageError => {
-  const headers = makeHeaders()
-  for (const [name, value] of Object.entries(message.headers)) {
-    const lower = name.toLowerCase()
-    if (lower.startsWith("nats-") || lower === keyHeader.toLowerCase() || lower === idHeader.toLowerCase()) {
-      return new InvalidMessageError({ reason: `message ${message.id}: header "${name}" is reserved` })
-    }
-    if (/[\r\n]/.test(value) || value.trim() !== value) {
-      return new InvalidMessageError({
-        reason: `message ${message.id}: the value of header "${name}" has a line break or surrounding whitespace, which NATS does not carry`
-      })
-    }
-    try {
-      headers.set(name, value)
-    } catch (cause) {
-      return new InvalidMessageError({ reason: `message ${message.id}: header "${name}": ${causeText(cause)}` })
-    }
-  }
-  if (message.key !== "") {
-    if (/[\r\n]/.test(message.key) || message.key.trim() !== message.key) {
-      return new InvalidMessageError({
-        reason: `message ${message.id}: the key has a line break or surrounding whitespace, which NATS headers do not carry`
-      })
-    }
-    headers.set(keyHeader, message.key)
-  }
-  if (/[\r\n]/.test(message.id) || message.id.trim() !== message.id) {
-    return new InvalidMessageError({ reason: `message id ${JSON.stringify(message.id)} has a line break or surrounding whitespace` })
-  }
-  return headers
-}
+export {
+  ConnectionError,
+  idHeader,
+  InvalidMessageError,
+  keyHeader,
+  msgIdHeader,
+  OptionsError,
+  redactServer,
+  type Resolved
+} from "./protocol.js"
 
 /** The NATS connection and the transport built on it. */
 export interface NatsTransport extends Transport.Driver {
@@ -203,7 +55,6 @@ export interface NatsTransport extends Transport.Driver {
 }
 
 /** How many publishes may await their acknowledgement at once. */
-const publishWindow = 1024
 
 const connectTo = (resolved: Resolved, options: Options) =>
   Effect.tryPromise({
@@ -316,122 +167,8 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
 
     const names = (topic: string) => Names.topicNames(resolved.prefix, topic)
 
-    const readyStreams = new Set<string>()
-
-    const createStream = async (target: Names.TopicNames) => {
-      const config: Partial<StreamConfig> = {
-        name: target.stream,
-        subjects: [target.subject],
-        retention: RetentionPolicy.Limits,
-        storage: resolved.storage,
-        discard: DiscardPolicy.Old,
-        num_replicas: resolved.replicas,
-        duplicate_window: nanos(resolved.dedupeWindow),
-        max_age: nanos(resolved.maxAge)
-      }
-      try {
-        await jsm.streams.add(config)
-      } catch (cause) {
-        // Created meanwhile by another process, or by an operator with other limits: use it if it carries our subject.
-        const info = await jsm.streams.info(target.stream).catch(() => {
-          throw cause
-        })
-        if (!(info.config.subjects ?? []).includes(target.subject)) {
-          throw new Error(`stream ${target.stream} exists but does not carry subject ${target.subject}`)
-        }
-      }
-      readyStreams.add(target.stream)
-    }
-
-    const ensureStream = (target: Names.TopicNames) =>
-      readyStreams.has(target.stream) ? Promise.resolve() : createStream(target)
-
-    const publishAll = async (
-      target: Names.TopicNames,
-      messages: ReadonlyArray<Transport.OutgoingMessage>,
-      headers: ReadonlyArray<MsgHdrs>,
-      rejectDuplicates: boolean
-    ) => {
-      let inFlight: Array<Promise<{ readonly duplicate: boolean }>> = []
-      let duplicate: string | undefined
-      let done = 0
-      const settle = async () => {
-        const acks = await Promise.all(inFlight)
-        const first = acks.findIndex((ack) => ack.duplicate)
-        if (first >= 0 && duplicate === undefined) duplicate = messages[done + first]!.id
-        done += inFlight.length
-        inFlight = []
-      }
-      for (let i = 0; i < messages.length; i++) {
-        const message = messages[i]!
-        if (message.id !== "" && resolved.dedupeWindow === 0) headers[i]!.set(idHeader, message.id)
-        const publishOptions: Partial<JetStreamPublishOptions> = message.id === "" || resolved.dedupeWindow === 0
-          ? { headers: headers[i]! }
-          : { headers: headers[i]!, msgID: message.id }
-        inFlight.push(js.publish(target.subject, message.payload, publishOptions))
-        if (inFlight.length >= publishWindow) await settle()
-      }
-      await settle()
-      // The stream acknowledged it without storing it: it already held a message with this id.
-      if (rejectDuplicates && duplicate !== undefined) throw new Transport.DuplicateMessage({ id: duplicate })
-    }
-
-    const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>, options?: Transport.PublishOptions) =>
-      Effect.suspend(() => {
-        const rejectDuplicates = options?.rejectDuplicates === true
-        if (messages.length === 0) return Effect.void
-        const target = names(topic)
-        if (typeof target === "string") {
-          return Effect.fail(new Transport.PublishError({ topic, cause: new InvalidMessageError({ reason: target }) }))
-        }
-        const headers: Array<MsgHdrs> = []
-        for (const message of messages) {
-          const built = buildHeaders(message)
-          if (built instanceof InvalidMessageError) return Effect.fail(new Transport.PublishError({ topic, cause: built }))
-          headers.push(built)
-        }
-        return Effect.tryPromise({
-          try: async () => {
-            await ensureStream(target)
-            try {
-              await publishAll(target, messages, headers, rejectDuplicates)
-            } catch (cause) {
-              if (!isNoResponders(cause)) throw cause
-              // The stream was deleted under us: recreate it once. Already stored messages dedupe by id.
-              readyStreams.delete(target.stream)
-              await ensureStream(target)
-              await publishAll(target, messages, headers, rejectDuplicates)
-            }
-          },
-          catch: (cause) => new Transport.PublishError({ topic, cause })
-        })
-      })
-
-    const ensureConsumer = async (target: Names.TopicNames, durable: string): Promise<void> => {
-      await ensureStream(target)
-      const config: Partial<ConsumerConfig> = {
-        durable_name: durable,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        ack_wait: nanos(resolved.ackWait),
-        // The server's own limit would park a message silently; the driver dead-letters past `maxDeliver` instead.
-        max_deliver: -1,
-        ...(resolved.maxAckPending === undefined ? {} : { max_ack_pending: resolved.maxAckPending })
-      }
-      try {
-        await jsm.consumers.add(target.stream, config)
-      } catch (cause) {
-        // It exists with other settings (an earlier deployment): bring the editable ones up to date.
-        await jsm.consumers.info(target.stream, durable).catch(() => {
-          throw cause
-        })
-        await jsm.consumers.update(target.stream, durable, {
-          ack_wait: config.ack_wait!,
-          max_deliver: -1,
-          ...(resolved.maxAckPending === undefined ? {} : { max_ack_pending: resolved.maxAckPending })
-        })
-      }
-    }
+    const topology = Topology.make(jsm, resolved)
+    const publish = Publisher.make(js, topology, resolved, names)
 
     const toDelivery = (topic: string, target: Names.TopicNames, pulled: Pulled): Delivery.Delivery => {
       const { msg } = pulled
@@ -453,51 +190,23 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
         payload: new Uint8Array(msg.data),
         headers
       }
-      let settled = false
-      // A second settlement of one delivery is ignored, as JetStream would ignore it.
-      const settle = (operation: "ack" | "nack" | "deadLetter", payload: Uint8Array) =>
-        Effect.try({
-          try: () => {
-            if (settled) return
-            msg.respond(payload)
-            settled = true
-          },
-          catch: (cause) => new Delivery.DeliveryError({ operation, messageId: message.id, cause })
-        })
-      const confirmedAck = Effect.suspend(() => {
-        if (settled) return Effect.void
-        settled = true
-        return Effect.tryPromise({
-          try: () => connection.request(msg.reply!, ackPayload, { timeout: resolved.requestTimeout }),
-          catch: (cause) => {
-            settled = false
-            return new Delivery.DeliveryError({ operation: "ack", messageId: message.id, cause })
-          }
-        })
-      })
-      return {
-        message,
-        attempt: pulled.deliveryCount,
-        ack: resolved.confirmAcks ? confirmedAck : settle("ack", ackPayload),
-        nack: (nackOptions) =>
-          Effect.suspend(() => {
-            const delay = nackOptions?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(nackOptions.delay))
-            return settle("nack", delay > 0 ? nakPayload(delay) : nakImmediately)
-          }),
-        deadLetter: (reason) =>
-          Effect.suspend(() =>
-            settled ? Effect.void : publish(Delivery.deadLetterTopic(topic), [{
-              id: message.id,
-              key: message.key,
-              payload: message.payload,
-              headers: Delivery.deadLetterHeaders(message, reason)
-            }]).pipe(
-              Effect.mapError((cause) => new Delivery.DeliveryError({ operation: "deadLetter", messageId: message.id, cause })),
-              // TERM, not ACK: the server stops redelivering and tells its advisories the message was given up on.
-              Effect.zipRight(settle("deadLetter", termPayload))
-            )
+      // The driver base guards the settle: the first one wins (JetStream would ignore a second), and a settle that
+      // failed (the reply could not be sent, a confirmed ack timed out) may be tried again.
+      const respond = (payload: Uint8Array) => Effect.try({ try: () => msg.respond(payload), catch: (cause) => cause })
+      return Driver.delivery(message, pulled.deliveryCount, {
+        ack: resolved.confirmAcks
+          ? Effect.tryPromise({
+            try: () => connection.request(msg.reply!, ackPayload, { timeout: resolved.requestTimeout }),
+            catch: (cause) => cause
+          })
+          : respond(ackPayload),
+        nack: (delay) => respond(delay > 0 ? nakPayload(delay) : nakImmediately),
+        deadLetter: (copy) =>
+          publish(Driver.deadLetterTopic(topic), [copy]).pipe(
+            // TERM, not ACK: the server stops redelivering and tells its advisories the message was given up on.
+            Effect.zipRight(respond(termPayload))
           )
-      }
+      }, { retryFailedSettle: true })
     }
 
     /** Too many deliveries without a settlement (a message that kills its consumers): the driver dead-letters it. */
@@ -524,7 +233,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
           return yield* new Transport.SubscribeError({ topic, cause: new InvalidMessageError({ reason: group }) })
         }
         yield* Effect.tryPromise({
-          try: () => ensureConsumer(target, group.durable),
+          try: () => topology.ensureConsumer(target, group.durable),
           catch: (cause) => new Transport.SubscribeError({ topic, cause })
         })
         const puller = yield* Effect.acquireRelease(

@@ -1,6 +1,7 @@
 import { Delivery, Supervise } from "@bulwark/core"
 import { Database, Migrations, Transaction } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Chunk, Duration, Effect, PubSub, Queue, Schedule, Stream } from "effect"
@@ -144,36 +145,25 @@ export const make = (settings: Settings) =>
         rows.length === 0
           ? Effect.fail(settleError(operation)("receipt expired: the message was redelivered or settled already"))
           : Effect.void
-      return {
-        message,
-        attempt: row.attempt,
+      // Settled through the driver base (the first settle wins); every statement is guarded by the receipt, so a
+      // settle that failed (a lost connection) may safely be tried again.
+      return Driver.delivery(message, row.attempt, {
         ack: sql`DELETE FROM ${sql(table)} WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`.pipe(
-          Effect.mapError(settleError("ack")),
           Effect.flatMap(expired("ack"))
         ),
-        nack: (options) => {
-          const delay = Duration.toMillis(Duration.decode(options?.delay ?? 0))
-          return sql`UPDATE ${sql(table)} SET visible_at = now() + (${delay}::float8 * interval '1 millisecond')
+        nack: (delay) =>
+          sql`UPDATE ${sql(table)} SET visible_at = now() + (${delay}::float8 * interval '1 millisecond')
             WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`.pipe(
             Effect.tap((rows) => rows.length > 0 ? db.notify(channel, topic) : Effect.void),
-            Effect.mapError(settleError("nack")),
             Effect.flatMap(expired("nack"))
-          )
-        },
-        deadLetter: (reason) =>
+          ),
+        deadLetter: (copy) =>
           withTransaction(Effect.gen(function*() {
             const removed = yield* sql`DELETE FROM ${sql(table)} WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`
-            if (removed.length > 0) {
-              yield* insert(Delivery.deadLetterTopic(topic), [{
-                id: message.id,
-                key: message.key,
-                payload: message.payload,
-                headers: Delivery.deadLetterHeaders(message, reason)
-              }])
-            }
+            if (removed.length > 0) yield* insert(Driver.deadLetterTopic(topic), [copy])
             return removed
-          })).pipe(Effect.mapError(settleError("deadLetter")), Effect.flatMap(expired("deadLetter")))
-      }
+          })).pipe(Effect.flatMap(expired("deadLetter")))
+      }, { retryFailedSettle: true })
     }
 
     const subscribe = (topic: string, options?: Transport.SubscribeOptions): Stream.Stream<Delivery.Delivery, Transport.SubscribeError> =>

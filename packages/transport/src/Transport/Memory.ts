@@ -10,9 +10,10 @@
  * `publish` waits (interruptibly) until a consumer acks or dead-letters one, the way a broker's flow control
  * slows a producer down.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, type Effect, type Layer } from "effect"
+import * as Driver from "../Driver.js"
 import * as internal from "../internal/memory.js"
-import { portsOf, type Publisher, type Subscriber } from "../Transport.js"
+import type { Publisher, Subscriber } from "../Transport.js"
 
 /** Settings of the memory transport. */
 export interface Options {
@@ -42,7 +43,4 @@ export const make = (options: Options = {}): Effect.Effect<MemoryTransport> => i
 
 /** Provides `Publisher`, `Subscriber` and `MemoryTransportInspector` from one in-process transport. */
 export const layer = (options: Options = {}): Layer.Layer<Publisher | Subscriber | MemoryTransportInspector> =>
-  Layer.effectContext(Effect.map(make(options), (transport) =>
-    portsOf(transport, { system: "memory" }).pipe(
-      Context.add(MemoryTransportInspector, { pending: transport.pending })
-    )))
+  Driver.layer(make(options), { system: "memory", service: MemoryTransportInspector })

@@ -1,5 +1,6 @@
-import { Delivery } from "@bulwark/core"
+import type { Delivery } from "@bulwark/core"
 import { Clock, Deferred, Duration, Effect, FiberId, Stream } from "effect"
+import * as Driver from "../Driver.js"
 import type { Features, OutgoingMessage, SubscribeOptions } from "../Transport.js"
 
 interface Stored {
@@ -256,42 +257,35 @@ export const make = (options: MemoryOptions = {}) =>
         return Effect.zipRight(Deferred.await(state.room), awaitRoom(topic))
       })
 
-    const toDelivery = (group: GroupState, flight: InFlight): Delivery.Delivery => ({
-      message: flight.stored.message,
-      attempt: flight.stored.attempts,
-      // A stale receipt (the delivery already timed out and went back) settles nothing: the redelivery wins.
-      ack: Effect.sync(() => {
-        if (!settle(group, flight)) return
-        wake(group)
-        freed(group.topic)
-      }),
-      nack: (nackOptions) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.sync(() => {
-            if (!settle(group, flight)) return
-            const delay = nackOptions?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(nackOptions.delay))
-            if (delay > 0) {
-              group.delayed.push({ stored: flight.stored, visibleAt: now + delay })
-              busy(group, flight.stored.message.key, 1)
-            } else {
-              group.ready.insertBySeq(flight.stored)
-            }
-            wake(group)
-          })),
-      deadLetter: (reason) =>
-        Effect.sync(() => {
+    // Settle-once comes from the driver base; a stale receipt (the delivery already timed out and went back)
+    // settles nothing here either: the redelivery wins.
+    const toDelivery = (group: GroupState, flight: InFlight): Delivery.Delivery =>
+      Driver.delivery(flight.stored.message, flight.stored.attempts, {
+        ack: Effect.sync(() => {
           if (!settle(group, flight)) return
-          const message = flight.stored.message
-          append(Delivery.deadLetterTopic(message.topic), [{
-            id: message.id,
-            key: message.key,
-            payload: message.payload,
-            headers: Delivery.deadLetterHeaders(message, reason)
-          }])
           wake(group)
           freed(group.topic)
-        })
-    })
+        }),
+        nack: (delay) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.sync(() => {
+              if (!settle(group, flight)) return
+              if (delay > 0) {
+                group.delayed.push({ stored: flight.stored, visibleAt: now + delay })
+                busy(group, flight.stored.message.key, 1)
+              } else {
+                group.ready.insertBySeq(flight.stored)
+              }
+              wake(group)
+            })),
+        deadLetter: (copy) =>
+          Effect.sync(() => {
+            if (!settle(group, flight)) return
+            append(Driver.deadLetterTopic(flight.stored.message.topic), [copy])
+            wake(group)
+            freed(group.topic)
+          })
+      })
 
     const take = (group: GroupState): Effect.Effect<Delivery.Delivery> =>
       Effect.gen(function*() {

@@ -1,0 +1,201 @@
+import { Delivery, Failure, Supervise } from "@bulwark/core"
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Data, Deferred, Effect, Exit, Layer, Stream } from "effect"
+import * as Driver from "../src/Driver.js"
+import { Publisher, Subscriber } from "../src/Transport.js"
+
+const message: Delivery.Message = { id: "m-1", topic: "orders", key: "k", payload: new Uint8Array([1, 2]), headers: { a: "1" } }
+
+const reason = new Delivery.DeadLetterReason({
+  category: "schema",
+  attempts: 2,
+  error: new Failure.FailureRecord({ tag: "Bad", message: "bad", classification: "permanent", category: "schema" })
+})
+
+/** A settlement that records what the broker was asked to do. */
+const recording = (fail?: unknown) => {
+  const calls: Array<string> = []
+  const copies: Array<{ topic: string; headers: Readonly<Record<string, string>> }> = []
+  const outcome = (name: string) => Effect.suspend(() => {
+    calls.push(name)
+    return fail === undefined ? Effect.void : Effect.fail(fail)
+  })
+  const settlement: Driver.Settlement = {
+    ack: outcome("ack"),
+    nack: (delay) => outcome(`nack ${delay}`),
+    deadLetter: (copy) =>
+      Effect.zipRight(Effect.sync(() => copies.push({ topic: Driver.deadLetterTopic(message.topic), headers: copy.headers })), outcome("deadLetter"))
+  }
+  return { calls, copies, settlement }
+}
+
+describe("Driver.delivery", () => {
+  it.effect("the first settle wins: later ones do nothing", () =>
+    Effect.gen(function*() {
+      const { calls, settlement } = recording()
+      const delivery = Driver.delivery(message, 1, settlement)
+      yield* delivery.nack({ delay: "250 millis" })
+      yield* delivery.ack
+      yield* delivery.deadLetter(reason)
+      expect(calls).toEqual(["nack 250"])
+    }))
+
+  it.effect("dead-lettering hands the driver the copy with the reason in its headers", () =>
+    Effect.gen(function*() {
+      const { calls, copies, settlement } = recording()
+      yield* Driver.delivery(message, 2, settlement).deadLetter(reason)
+      expect(calls).toEqual(["deadLetter"])
+      expect(copies[0]!.topic).toBe("orders.dlq")
+      expect(copies[0]!.headers["a"]).toBe("1")
+      expect(copies[0]!.headers[Delivery.DeadLetterHeaders.originTopic]).toBe("orders")
+      expect(Delivery.readDeadLetterReason(copies[0]!.headers)?.category).toBe("schema")
+      expect(Driver.deadLetterCopy(message, reason)).toMatchObject({ id: "m-1", key: "k", payload: message.payload })
+    }))
+
+  it.effect("a protocol failure is a DeliveryError; by default it still counts as the settle", () =>
+    Effect.gen(function*() {
+      const { calls, settlement } = recording(new Error("socket closed"))
+      const delivery = Driver.delivery(message, 1, settlement)
+      const error = yield* Effect.flip(delivery.ack)
+      expect(error).toBeInstanceOf(Delivery.DeliveryError)
+      expect(error.operation).toBe("ack")
+      expect(error.messageId).toBe("m-1")
+      yield* delivery.ack
+      expect(calls).toEqual(["ack"])
+    }))
+
+  it.effect("with retryFailedSettle a failed settle may be tried again", () =>
+    Effect.gen(function*() {
+      const { calls, settlement } = recording(new Error("timeout"))
+      const delivery = Driver.delivery(message, 1, settlement, { retryFailedSettle: true })
+      yield* Effect.flip(delivery.ack)
+      yield* Effect.flip(delivery.ack)
+      expect(calls).toEqual(["ack", "ack"])
+    }))
+})
+
+describe("Driver.userHeaders", () => {
+  it("drops reserved names and prefixes, converts values to strings", () => {
+    const reserved = Driver.reservedHeaders(["x-key"], ["Nats-"])
+    expect(Driver.userHeaders({
+      "x-key": "k",
+      "nats-msg-id": "1",
+      "Nats-Expected": "2",
+      plain: "v",
+      count: 3,
+      flag: true,
+      bytes: new TextEncoder().encode("é"),
+      missing: undefined
+    }, reserved)).toEqual({ plain: "v", count: "3", flag: "true", bytes: "é" })
+    expect(Driver.userHeaders(undefined, reserved)).toEqual({})
+  })
+
+  it("redactUrl masks the password", () => {
+    expect(Driver.redactUrl("amqp://user:secret@host:5672/vh")).toBe("amqp://user:***@host:5672/vh")
+  })
+})
+
+class FakeConnectionError extends Data.TaggedError("FakeConnectionError")<{ readonly reason: string }> {}
+
+describe("Driver.supervisedConnection", () => {
+  it.live("reconnects after a loss (retrying failed attempts), is degraded meanwhile and up again after", () =>
+    Effect.gen(function*() {
+      let attempts = 0
+      let refuse = 0
+      const losses = new Map<number, Deferred.Deferred<void>>()
+      const closed: Array<number> = []
+      const connection = yield* Driver.supervisedConnection({
+        name: "test-connection",
+        connect: Effect.suspend(() => {
+          attempts++
+          if (refuse > 0) {
+            refuse--
+            return Effect.fail(new FakeConnectionError({ reason: "refused" }))
+          }
+          const n = attempts
+          return Effect.map(Deferred.make<void>(), (loss) => {
+            losses.set(n, loss)
+            return n
+          })
+        }),
+        lost: (n) => Deferred.await(losses.get(n)!),
+        close: (n) => Effect.sync(() => void closed.push(n)),
+        waitFor: "2 seconds",
+        timeout: () => new FakeConnectionError({ reason: "not back" }),
+        backoffBase: "10 millis",
+        backoffMax: "20 millis"
+      })
+      expect(yield* connection.current).toBe(1)
+      refuse = 2
+      yield* Deferred.succeed(losses.get(1)!, undefined)
+      while (connection.live() === 1) yield* Effect.sleep("5 millis")
+      // Two refused attempts, then the fourth attempt connects.
+      expect(yield* connection.current).toBe(4)
+      expect(attempts).toBe(4)
+      expect((yield* Supervise.health).get("test-connection")).toBe("up")
+      expect(connection.live()).toBe(4)
+    }).pipe(Effect.scoped))
+
+  it.live("a wait for a reconnection is bounded by waitFor; the first attempt's failure fails the start", () =>
+    Effect.gen(function*() {
+      const loss = yield* Deferred.make<void>()
+      let up = true
+      const connection = yield* Driver.supervisedConnection({
+        name: "test-connection-down",
+        connect: Effect.suspend(() => up ? Effect.succeed("c") : Effect.fail(new FakeConnectionError({ reason: "refused" }))),
+        lost: () => Deferred.await(loss),
+        close: () => Effect.void,
+        waitFor: "200 millis",
+        timeout: () => new FakeConnectionError({ reason: "not back" }),
+        backoffBase: "10 millis",
+        backoffMax: "20 millis"
+      })
+      up = false
+      yield* Deferred.succeed(loss, undefined)
+      yield* Effect.sleep("50 millis")
+      const error = yield* Effect.flip(connection.current)
+      expect(error.reason).toBe("not back")
+      expect((yield* Supervise.health).get("test-connection-down")).toBe("degraded")
+      const start = yield* Effect.exit(Effect.scoped(Driver.supervisedConnection({
+        name: "never",
+        connect: Effect.fail(new FakeConnectionError({ reason: "refused" })),
+        lost: () => Effect.never,
+        close: () => Effect.void,
+        waitFor: "1 second",
+        timeout: () => new FakeConnectionError({ reason: "not back" })
+      })))
+      expect(Exit.isFailure(start)).toBe(true)
+    }).pipe(Effect.scoped))
+})
+
+describe("Driver.layer", () => {
+  it.effect("provides the instrumented ports and the driver's own service from one instance", () =>
+    Effect.gen(function*() {
+      class Own extends Context.Tag("test/Own")<Own, Driver_>() {}
+      interface Driver_ {
+        readonly features: Subscriber["Type"]["features"]
+        readonly publish: Publisher["Type"]["publish"]
+        readonly subscribe: Subscriber["Type"]["subscribe"]
+        readonly made: number
+      }
+      let made = 0
+      const make = Effect.sync((): Driver_ => ({
+        made: ++made,
+        features: {
+          orderedPerKey: false,
+          delayedNack: false,
+          visibilityTimeout: 0 as never,
+          deadLetterTopic: false,
+          consumerGroups: false,
+          persistent: false
+        },
+        publish: () => Effect.void,
+        subscribe: () => Stream.empty
+      }))
+      const context = yield* Layer.build(Driver.layer(make, { system: "test", service: Own }))
+      expect(Context.get(context, Own).made).toBe(1)
+      expect(Context.get(context, Subscriber).system).toBe("test")
+      yield* Context.get(context, Publisher).publish("t", [])
+      expect(made).toBe(1)
+    }).pipe(Effect.scoped))
+})

@@ -18,3 +18,5 @@ export * as Telemetry from "./Telemetry.js"
 export * as TraceContext from "./TraceContext.js"
 /** Keeps secrets and user-marked fields out of span attributes and logs. */
 export * as Redaction from "./Redaction.js"
+/** The optional audit log every package writes what happened to each event to. */
+export * as AuditLog from "./AuditLog.js"

@@ -17,7 +17,7 @@
  * The rate is global: every replayer over one store takes its publish slots from the store
  * (`takeReplaySlot`), so three replayers at `rate: 5` publish five messages a second between them, not fifteen.
  */
-import { Observe, Telemetry, TraceContext } from "@bulwark/core"
+import { AuditLog, Observe, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Clock, Duration, Effect, Option } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -133,6 +133,16 @@ export const replay = (
       yield* Observe.emit("replay", "published", { entryId: id, messageId: entry.messageId, topic: entry.originTopic })
       if (yield* store.markReplayed(entry)) {
         yield* Observe.emit("replay", "replayed", { entryId: id })
+        // Two entries: one on the original's timeline, and one for the copy (under its own id) caused by the
+        // original, so the original's story goes on with the copy's delivery.
+        yield* AuditLog.record(() => {
+          const replayId = replayMessageId(entry.messageId, generation)
+          const common = { stage: "replayed" as const, component: "dead-letter", topic: entry.originTopic, attempt: generation }
+          return [
+            { ...common, eventId: entry.messageId, outcome: "republished", detail: { entryId: id, replayId } },
+            { ...common, eventId: replayId, outcome: "copy", causationId: entry.messageId, detail: { entryId: id } }
+          ]
+        })
         replayed.push(id)
       } else {
         yield* Observe.emit("replay", "lost-claim", { entryId: id })

@@ -70,3 +70,19 @@ export const defaultRedaction = (options: Options) => {
     return options.redact === undefined ? out : options.redact(out)
   }
 }
+
+const time = (at: number) => new Date(at).toISOString().replace("T", " ").replace("Z", "")
+
+/** One line of a timeline: time, stage, component and facts; entries of caused events name their event. */
+export const renderEntry = (entry: Entry, root: string): string => {
+  const facts = [
+    entry.topic === undefined ? undefined : `topic=${entry.topic}`,
+    entry.outcome === undefined ? undefined : `outcome=${entry.outcome}`,
+    entry.attempt === undefined ? undefined : `attempt=${entry.attempt}`,
+    entry.durationMs === undefined ? undefined : `duration=${Math.round(entry.durationMs)}ms`,
+    entry.category === undefined ? undefined : `category=${entry.category}`,
+    ...Object.entries(entry.detail ?? {}).map(([key, value]) => `${key}=${value}`)
+  ].filter((fact) => fact !== undefined)
+  const who = entry.eventId === root ? "" : `  [caused: ${entry.eventId}]`
+  return `${time(entry.at)}  ${entry.stage.padEnd(13)} ${entry.component.padEnd(11)} ${facts.join(" ")}${who}`
+}

@@ -17,6 +17,7 @@ import { Database } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Config, Console, Data, Effect, Layer, Option } from "effect"
+import { renderEntry } from "./AuditLog.js"
 import * as Sql from "./AuditLog/Sql.js"
 import * as History from "./History.js"
 
@@ -71,22 +72,6 @@ const withLog = <A, E, R>(
       )
     )
   })
-
-const time = (at: number) => new Date(at).toISOString().replace("T", " ").replace("Z", "")
-
-/** One line of a timeline. */
-export const renderEntry = (entry: Port.Entry, root: string): string => {
-  const facts = [
-    entry.topic === undefined ? undefined : `topic=${entry.topic}`,
-    entry.outcome === undefined ? undefined : `outcome=${entry.outcome}`,
-    entry.attempt === undefined ? undefined : `attempt=${entry.attempt}`,
-    entry.durationMs === undefined ? undefined : `duration=${Math.round(entry.durationMs)}ms`,
-    entry.category === undefined ? undefined : `category=${entry.category}`,
-    ...Object.entries(entry.detail ?? {}).map(([key, value]) => `${key}=${value}`)
-  ].filter((fact) => fact !== undefined)
-  const who = entry.eventId === root ? "" : `  [caused: ${entry.eventId}]`
-  return `${time(entry.at)}  ${entry.stage.padEnd(13)} ${entry.component.padEnd(11)} ${facts.join(" ")}${who}`
-}
 
 const json = Options.boolean("json").pipe(Options.withDescription("Machine-readable JSON output."))
 

@@ -9,6 +9,7 @@ import type { Options } from "../src/AuditLog.js"
 import * as MemoryAuditLog from "../src/AuditLog/Memory.js"
 import * as SqlAuditLog from "../src/AuditLog/Sql.js"
 import * as History from "../src/History.js"
+import { Ingress, ReplayGuard, Signing, Verifier } from "@bulwark/webhook"
 
 const day = 86_400_000
 const bytes = (text: string) => new TextEncoder().encode(text)
@@ -178,4 +179,35 @@ describe("SQL audit log partitions", () => {
       }))
       yield* SqlAuditLog.drop(table)
     }).pipe(Effect.provide(Database.layerPglite())))
+})
+
+describe("webhook ingress writes received entries", () => {
+  it.scoped("accepted, duplicate and rejected requests, with the verification result and status", () =>
+    Effect.gen(function*() {
+      const log = yield* MemoryAuditLog.make()
+      const secret = Signing.generateSecret()
+      const body = new TextEncoder().encode(JSON.stringify({ amount: 42 }))
+      const headers = { ...(yield* Signing.standard([secret], { id: "msg_1", body })) }
+      const process = Ingress.process({
+        verifier: Verifier.standard([secret], { source: "billing" }),
+        schema: Schema.Struct({ amount: Schema.Number }),
+        topic: "billing.events",
+        type: "invoice.paid",
+        subject: () => "cus_1"
+      })
+      yield* Effect.gen(function*() {
+        yield* process({ headers, body })
+        yield* process({ headers, body })
+        yield* Effect.either(process({ headers: { ...headers, "webhook-signature": "v1,AAAA" }, body }))
+      }).pipe(
+        Effect.provideService(Port.AuditLog, log),
+        Effect.provide(Layer.merge(Layer.succeed(Transport.Publisher, { publish: () => Effect.void }), ReplayGuard.layerMemory()))
+      )
+      yield* log.flush
+      expect(log.entries().map((p) => [p.entry.eventId, p.entry.stage, p.entry.outcome, p.entry.detail])).toEqual([
+        ["msg_1", "received", "accepted", { verification: "valid", status: 200 }],
+        ["msg_1", "received", "duplicate", { verification: "valid", status: 200 }],
+        ["(unidentified)", "received", "rejected", { verification: "invalid", status: 401, reason: "NoMatchingSignature" }]
+      ])
+    }))
 })

@@ -56,8 +56,11 @@ export class CursorStore extends Context.Tag("@bulwark/poll/CursorStore")<Cursor
   readonly release: (source: string, holder: string) => Effect.Effect<void, CursorStoreError>
   /** Runs `effect` as one transaction, shared with the outbox's `append`. */
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CursorStoreError, R>
-  /** Saves the cursor in the current transaction if `holder` still holds the lease; {@link LeaseLost} otherwise. */
-  readonly save: (source: string, holder: string, cursor: string) => Effect.Effect<void, CursorStoreError | LeaseLost>
+  /**
+   * Saves the cursor (`undefined`: none yet) in the current transaction if `holder` still holds the lease;
+   * {@link LeaseLost} otherwise.
+   */
+  readonly save: (source: string, holder: string, cursor: string | undefined) => Effect.Effect<void, CursorStoreError | LeaseLost>
 }>() {}
 
 /** The service a cursor store driver implements. */

@@ -105,7 +105,7 @@ export const step = <A, I, RS, E, RF>(
       yield* store.transaction(
         Effect.zipRight(
           append(options.topic, envelopes),
-          store.save(options.name, holder, page.next ?? Option.getOrElse(cursor, () => ""))
+          store.save(options.name, holder, page.next ?? Option.getOrUndefined(cursor))
         )
       )
     }

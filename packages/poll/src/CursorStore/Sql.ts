@@ -77,8 +77,8 @@ export const make = (
       )
 
     // Still ours even past the lease when nobody took it over: nothing else can have written the source.
-    const save = (source: string, holder: string, cursor: string) =>
-      sql`UPDATE ${t} SET cursor = ${cursor}, updated_at = now() WHERE source = ${source} AND holder = ${holder} RETURNING source`.pipe(
+    const save = (source: string, holder: string, cursor: string | undefined) =>
+      sql`UPDATE ${t} SET cursor = ${cursor ?? null}, updated_at = now() WHERE source = ${source} AND holder = ${holder} RETURNING source`.pipe(
         Effect.mapError(failed("save")),
         Effect.flatMap((rows) => rows.length === 1 ? Effect.void : Effect.fail(new LeaseLost({ source, holder })))
       )

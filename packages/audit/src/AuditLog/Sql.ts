@@ -1,8 +1,8 @@
 /**
  * The SQL audit log (PGlite and PostgreSQL): one table partitioned by day (`PARTITION BY RANGE (at)`, one
  * partition per UTC day, created on first use), written in batches (one multi-row `INSERT` per batch, off
- * the audited path), read by event id, causation or position. Retention drops whole days: a partition
- * `DROP` instead of a `DELETE` of millions of rows.
+ * the audited path, committed with `synchronous_commit = off`), read by event id, causation or position.
+ * Retention drops whole days: a partition `DROP` instead of a `DELETE` of millions of rows.
  */
 import { AuditLog as Port } from "@bulwark/core"
 import { type Database, Migrations } from "@bulwark/sql"
@@ -45,7 +45,8 @@ const migrations = (table: string): ReadonlyArray<Migrations.Migration> => [{
       headers text
     ) PARTITION BY RANGE (at)`,
     `CREATE INDEX IF NOT EXISTS ${table}_event ON ${table} (event_id)`,
-    `CREATE INDEX IF NOT EXISTS ${table}_causation ON ${table} (causation_id)`,
+    // Most entries have no causation: a partial index spares their inserts.
+    `CREATE INDEX IF NOT EXISTS ${table}_causation ON ${table} (causation_id) WHERE causation_id IS NOT NULL`,
     `CREATE INDEX IF NOT EXISTS ${table}_position ON ${table} (position)`
   ]
 }]
@@ -135,7 +136,12 @@ export const make = (
             e.message === undefined ? null : JSON.stringify(e.message.headers)
           )
         }
-        yield* sql.unsafe(insertRows(batch.length), params)
+        // The batch commits without waiting for its WAL flush: entries buffered in memory are already lost
+        // by a crash, and the few milliseconds more this risks spare the audited transactions an fsync
+        // queue shared with the audit log's.
+        yield* sql.withTransaction(
+          Effect.zipRight(sql`SET LOCAL synchronous_commit = off`, sql.unsafe(insertRows(batch.length), params))
+        )
       }).pipe(Effect.mapError(failed("write")))
     const insertRows = (rows: number) => {
       let text = insertTexts.get(rows)
@@ -163,7 +169,7 @@ export const make = (
     const caused = (eventIds: ReadonlyArray<string>) =>
       eventIds.length === 0 ? Effect.succeed([]) : Effect.zipRight(
         writer.flush,
-        sql<Row>`SELECT * FROM ${t} WHERE ${sql.in("causation_id", eventIds)} ORDER BY at, position`.pipe(
+        sql<Row>`SELECT * FROM ${t} WHERE causation_id IS NOT NULL AND ${sql.in("causation_id", eventIds)} ORDER BY at, position`.pipe(
           Effect.map((rows) => rows.map(toEntry)),
           Effect.mapError(failed("caused"))
         )

@@ -52,11 +52,11 @@ export const parseSince = (text: string, now: number): number | undefined => {
 
 const auditTable = Config.withDefault(Config.string("BULWARK_AUDIT_TABLE"), Sql.defaultTable)
 
-// Opens the configured database (never creating an embedded one) and the audit log over it.
-const withLog = <A, E, R>(
+// Opens the configured database (never creating an embedded one), the audit log and `extra` over it.
+const withLog = <A, E, R, X = never>(
   effect: Effect.Effect<A, E, R>,
-  publisher?: Layer.Layer<Transport.Publisher, unknown, SqlClient.SqlClient | Database.Database>
-) =>
+  extra?: Layer.Layer<X, unknown, SqlClient.SqlClient | Database.Database>
+): Effect.Effect<A, unknown, Exclude<R, Port.AuditLog | X>> =>
   Effect.gen(function*() {
     const { description, layer: database } = yield* Database.existingConfig.pipe(
       Effect.mapError((error) => usage(error.message))
@@ -64,8 +64,8 @@ const withLog = <A, E, R>(
     const table = yield* auditTable.pipe(Effect.mapError((error) => usage(String(error))))
     yield* Console.error(`audit log: ${description} (table ${table})`)
     const log = Sql.layer({ table })
-    const services = publisher === undefined ? log : Layer.merge(log, publisher)
-    return yield* Effect.provide(effect, services.pipe(Layer.provide(database))).pipe(
+    const services = extra === undefined ? log : Layer.merge(log, extra)
+    return yield* (Effect.provide(effect, services.pipe(Layer.provide(database))) as Effect.Effect<A, unknown, Exclude<R, Port.AuditLog | X>>).pipe(
       Effect.catchIf(
         (error: unknown) => (error as { _tag?: string })._tag === "SqlError",
         (error) => Effect.fail(new CliExit({ code: 1, message: `bulwark history: cannot use the audit database: ${String((error as Error).message)}` }))

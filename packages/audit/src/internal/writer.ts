@@ -38,13 +38,17 @@ export const makeWriter = (
         )
       )
 
-    const drainOnce = lock.withPermits(1)(
+    // Uninterruptible: a batch taken from the buffer is stored (or counted as dropped), never lost half-way.
+    const drainOnce = Effect.uninterruptible(lock.withPermits(1)(
       Effect.flatMap(Queue.takeUpTo(buffer, maxBatch), (chunk) => storeBatch(Array.from(chunk)))
-    )
+    ))
     const flushAll: Effect.Effect<void> = Effect.gen(function*() {
       while ((yield* Queue.size(buffer)) > 0) yield* drainOnce
     })
 
+    // Entries still buffered when the scope closes are written then, after the background fiber stopped
+    // (finalizers run in reverse order, so this one, added first, runs last).
+    yield* Effect.addFinalizer(() => flushAll)
     // Woken by writes; lets a batch gather for `interval` (unless already full), then writes what is there.
     const signal = yield* Queue.sliding<void>(1)
     yield* Effect.forkScoped(Effect.forever(
@@ -54,8 +58,6 @@ export const makeWriter = (
         yield* flushAll
       })
     ))
-    // Entries still buffered when the scope closes are written then.
-    yield* Effect.addFinalizer(() => flushAll)
 
     const write = (entries: ReadonlyArray<Port.Entry>): Effect.Effect<void> =>
       Effect.suspend(() => {

@@ -20,6 +20,7 @@ export const repositoryUrl = "git+https://github.com/bulwark-dev/bulwark.git"
 // @effect/cli likewise: only a capability package's Cli subpath needs it (the bulwark binary has it as a
 // required peer).
 const optionalPeers = {
+  "@bulwark/audit": ["@effect/cli"],
   "@bulwark/circuit-breaker": ["ioredis"],
   "@bulwark/resilience": ["ioredis", "@effect/sql"],
   "@bulwark/idempotency": ["ioredis"],

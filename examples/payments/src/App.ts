@@ -7,9 +7,12 @@
  *
  * It answers the observations the summary is computed from; it never decides success itself.
  */
+import * as SqlAuditLog from "@bulwark/audit/AuditLog/Sql"
+import { AuditLog } from "@bulwark/core"
 import { DeadLetter, DeadLetterStore, Replay, SqlDeadLetterStore } from "@bulwark/dead-letter"
 import { MemoryIdempotencyStore, SqlIdempotencyStore } from "@bulwark/idempotency"
 import { Outbox, Relay } from "@bulwark/outbox"
+import * as SqlCursorStore from "@bulwark/poll/CursorStore/Sql"
 import type { Database } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import { ReplayGuard, Signing } from "@bulwark/webhook"
@@ -20,6 +23,7 @@ import { consumeOrderPaid, consumePayments, makeShippingBreaker } from "./Consum
 import { orderPaidTopic, paymentsTopic } from "./Domain.js"
 import * as Load from "./Load.js"
 import * as Orders from "./Orders.js"
+import * as Polled from "./Polled.js"
 import * as Progress from "./Progress.js"
 import * as Shipping from "./Shipping.js"
 import * as Summary from "./Summary.js"
@@ -51,6 +55,8 @@ export interface Options {
   readonly setup: string
   /** Called each time a webhook got its final answer, with the count so far (the soak samples the heap). */
   readonly onWebhookDone?: (finished: number) => void
+  /** Bank transfers booked while the run goes on (the polled source), one every `everyMillis`. */
+  readonly bank: { readonly total: number; readonly everyMillis: number }
 }
 
 /** The defaults behind `npm start`. */
@@ -63,7 +69,8 @@ export const defaults: Options = {
   progress: "off",
   settleTimeout: "45 seconds",
   idempotency: "memory",
-  setup: "PGlite in memory, memory transport"
+  setup: "PGlite in memory, memory transport",
+  bank: { total: 150, everyMillis: 10 }
 }
 
 /** The dead-letter categories the run replays once the shipping API is healthy again. */
@@ -95,6 +102,26 @@ const waitFor = <E, R>(done: Effect.Effect<boolean, E, R>, timeout: Duration.Dur
   return Effect.map(Effect.timeoutOption(poll, timeout), Option.isSome)
 }
 
+/**
+ * One event's whole story from the audit log: a payment whose `OrderPaid` was dead-lettered and replayed
+ * when there is one (the longest story), else the first payment accepted.
+ */
+const pickTimeline = Effect.gen(function*() {
+  const log = yield* AuditLog.AuditLog
+  const replayed = (yield* log.query({ stage: "replayed", limit: 100 })).find((p) => p.entry.outcome === "republished")
+  let root: string | undefined
+  if (replayed !== undefined) {
+    root = (yield* log.timeline(replayed.entry.eventId)).find((e) => e.causationId !== undefined)?.causationId
+  }
+  if (root === undefined) {
+    root = (yield* log.query({ stage: "received", limit: 100 })).find((p) => p.entry.outcome === "accepted")?.entry.eventId
+  }
+  if (root === undefined) return undefined
+  return { eventId: root, entries: yield* AuditLog.story(root) }
+}).pipe(
+  Effect.catchTag("AuditLogError", (error) => Effect.as(Effect.logWarning("could not read the audit log", error), undefined))
+)
+
 /** Runs the example once over the database and transport in context. */
 export const run = (options: Options) =>
   Effect.gen(function*() {
@@ -121,11 +148,16 @@ export const run = (options: Options) =>
       ReplayGuard.layerMemory(),
       Tally.layer,
       shipping,
-      Relay.layer({ batchSize: 500 })
+      Relay.layer({ batchSize: 500 }),
+      SqlCursorStore.layer({ table: tables.pollCursors })
     ).pipe(
       // The defaults suit this load: appends notify only while the relay sleeps, and a busy relay gathers
       // its batches (linger), so the burst of webhooks costs neither a NOTIFY per commit nor batches of one.
-      Layer.provideMerge(Outbox.layer({ table: tables.outbox }))
+      Layer.provideMerge(Outbox.layer({ table: tables.outbox })),
+      // Every package writes what happens to each event here, the relay's background fiber included (so it is
+      // provided beneath the other services, not beside them); the payment webhooks' messages are kept, so
+      // `bulwark history replay` can republish them.
+      Layer.provideMerge(SqlAuditLog.layer({ table: tables.audit, keepMessages: [paymentsTopic] }))
     )
 
     const observe = Effect.gen(function*() {
@@ -144,8 +176,11 @@ export const run = (options: Options) =>
         ),
         Effect.forkScoped
       )
+      const bank = yield* Polled.serveBank(options.bank)
       // The consumers and dead-letter drains never end on their own; if one fails, the run fails with it.
       const workers = Effect.all([
+        Effect.scoped(Polled.pollBank(bank)),
+        Polled.consumeTransfers,
         consumePayments,
         // Shipping's duplicates are few and the API absorbs them by Idempotency-Key anyway: an in-process
         // store spares the embedded database two statements per event.
@@ -238,7 +273,13 @@ export const run = (options: Options) =>
           yield* waitFor(Effect.map(store.list({}), (entries) => entries.length >= deadLettered()), options.settleTimeout)
         }
         const remaining = (yield* store.list({ replay: "pending" })).map(toDeadLetter)
-        return { settled: settled && replaySettled, deadLetters, replayed: replayedCount, remaining }
+        // The bank stops booking; every transfer's latest version must come through the poller.
+        yield* bank.stop
+        const polledSettled = yield* waitFor(
+          Effect.sync(() => bank.current().every((v) => counters.transfersReceived.has(`bank:${v}`))),
+          options.settleTimeout
+        )
+        return { settled: settled && replaySettled && polledSettled, deadLetters, replayed: replayedCount, remaining }
       }).pipe(Effect.scoped)
 
       const outcome = yield* Effect.raceFirst(
@@ -246,6 +287,7 @@ export const run = (options: Options) =>
         Effect.zipRight(workers, Effect.dieMessage("a consumer stopped although nobody stopped it"))
       )
       const paidRows = yield* Orders.paidOrders(tables)
+      const timeline = yield* pickTimeline
       return {
         setup: options.setup,
         durationMillis: (yield* Clock.currentTimeMillis) - startedAt,
@@ -261,7 +303,9 @@ export const run = (options: Options) =>
         deadLetters: outcome.deadLetters,
         replayed: outcome.replayed,
         remaining: outcome.remaining,
-        breakerOpened
+        breakerOpened,
+        polled: { versions: bank.versions, latest: bank.current() },
+        timeline
       } satisfies Summary.Observations
     }).pipe(Effect.scoped)
 

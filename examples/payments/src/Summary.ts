@@ -3,7 +3,8 @@
  * compare independent records — the load generator's answers, the order table, the counters, the shipping
  * provider's bookings and the dead-letter store — so a bug in one place shows up as a disagreement.
  */
-import type { Failure } from "@bulwark/core"
+import { renderEntry } from "@bulwark/audit/AuditLog"
+import type { AuditLog, Failure } from "@bulwark/core"
 import type { LoadReport } from "./Load.js"
 import type { Booking, ShippingRecords } from "./Shipping.js"
 import type { Counters } from "./Tally.js"
@@ -40,6 +41,10 @@ export interface Observations {
   /** The dead-letter queue at the end (entries awaiting triage). */
   readonly remaining: ReadonlyArray<DeadLetter>
   readonly breakerOpened: number
+  /** The polled bank: every version it listed, and the latest version of each transfer at the end. */
+  readonly polled: { readonly versions: ReadonlySet<string>; readonly latest: ReadonlyArray<string> }
+  /** One event's story from the audit log, when it could be read. */
+  readonly timeline: { readonly eventId: string; readonly entries: ReadonlyArray<AuditLog.Entry> } | undefined
 }
 
 /** One check and its verdict. */
@@ -122,6 +127,15 @@ export const evaluate = (o: Observations): Summary => {
   const shippedUnpaid = [...bookings.keys()].filter((id) => !o.paidInDatabase.has(id))
   const misfiled = [...triage.values()].filter((d) => d.orderId !== undefined && !o.undeliverable.has(d.orderId))
   const order = outOfOrder(o.shipping.bookings, everDeadLettered)
+  const transfers = [...o.counters.transfersReceived]
+  const transferTwice = transfers.filter(([, n]) => n > 1).map(([id]) => id)
+  const transferUnknown = transfers.filter(([id]) => !o.polled.versions.has(id.slice("bank:".length))).map(([id]) => id)
+  const transferMissed = o.polled.latest.filter((v) => !o.counters.transfersReceived.has(`bank:${v}`))
+  const stages = new Set(o.timeline?.entries.map((e) => `${e.eventId === o.timeline!.eventId ? "own" : "caused"}:${e.stage}`))
+  // received → published → processed, then the event it caused published by the relay and handled.
+  const timelineWhole = o.timeline !== undefined &&
+    ["own:received", "own:published", "own:processed", "caused:published"].every((s) => stages.has(s)) &&
+    (stages.has("caused:processed") || stages.has("caused:dead-lettered"))
 
   const checks: Array<Check> = [
     {
@@ -170,6 +184,26 @@ export const evaluate = (o: Observations): Summary => {
       detail: order.length === 0
         ? `${o.shipping.bookings.length - [...everDeadLettered].filter((id) => bookings.has(id)).length} first-pass shipments in order (replayed ones excluded)`
         : sample(order)
+    },
+    {
+      name: "every polled bank transfer received exactly once",
+      ok: transferTwice.length === 0 && transferUnknown.length === 0 && transferMissed.length === 0,
+      detail: transferTwice.length > 0
+        ? `received twice: ${sample(transferTwice)}`
+        : transferMissed.length > 0
+        ? `latest version never received: ${sample(transferMissed)}`
+        : transferUnknown.length > 0
+        ? `received a version the bank never listed: ${sample(transferUnknown)}`
+        : `${transfers.length} versions of ${o.polled.latest.length} transfers, each once`
+    },
+    {
+      name: "the audit log holds an event's whole timeline",
+      ok: timelineWhole,
+      detail: o.timeline === undefined
+        ? "no event found in the audit log"
+        : timelineWhole
+        ? `${o.timeline.entries.length} entries for ${o.timeline.eventId} and the events it caused`
+        : `incomplete: ${[...stages].join(", ")}`
     }
   ]
 
@@ -238,6 +272,14 @@ export const render = (summary: Summary): string => {
   lines.push(row("orders paid (OrderPaid appended in the same tx)", n.ordersPaid))
   lines.push(row("shipments booked", n.shipmentsBooked))
   lines.push("")
+  lines.push("Polled source (GET /payments?since=, no webhooks)")
+  lines.push(row("transfer versions received", o.counters.transfersReceived.size, `${o.polled.latest.length} transfers, ${o.polled.versions.size} versions listed`))
+  lines.push("")
+  if (o.timeline !== undefined) {
+    lines.push(`Timeline of ${o.timeline.eventId} (audit log; \`bulwark history show ${o.timeline.eventId}\`)`)
+    for (const entry of o.timeline.entries) lines.push(`  ${renderEntry(entry, o.timeline.eventId)}`)
+    lines.push("")
+  }
   lines.push("Checks")
   for (const check of summary.checks) lines.push(`  ${check.ok ? "✔" : "✘"} ${check.name}: ${check.detail}`)
   lines.push("")

@@ -2,6 +2,7 @@
  * The example's table names, all under one prefix, so runs against a shared PostgreSQL never meet each
  * other's rows and a run can remove everything it created.
  */
+import * as SqlAuditLog from "@bulwark/audit/AuditLog/Sql"
 import * as SqlDeadLetterStore from "@bulwark/dead-letter/DeadLetterStore/Sql"
 import { Outbox } from "@bulwark/outbox"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -16,6 +17,8 @@ export interface Tables {
   readonly outbox: string
   readonly idempotency: string
   readonly deadLetters: string
+  readonly audit: string
+  readonly pollCursors: string
 }
 
 /** A prefix that is not a plain lower-case SQL identifier. */
@@ -34,7 +37,9 @@ export const tablesFor = (prefix: string): Effect.Effect<Tables, InvalidPrefix> 
       orderSequence: `${prefix}_orders_paid_seq`,
       outbox: `${prefix}_outbox`,
       idempotency: `${prefix}_idempotency`,
-      deadLetters: `${prefix}_dead_letters`
+      deadLetters: `${prefix}_dead_letters`,
+      audit: `${prefix}_audit`,
+      pollCursors: `${prefix}_poll_cursors`
     })
     : Effect.fail(new InvalidPrefix({ prefix }))
 
@@ -47,7 +52,8 @@ export const drop = (tables: Tables): Effect.Effect<void, SqlError, SqlClient.Sq
     const sql = yield* SqlClient.SqlClient
     const owned = [
       ["payments", tables.orders],
-      ["idempotency", tables.idempotency]
+      ["idempotency", tables.idempotency],
+      ["poll", tables.pollCursors]
     ] as const
     for (const [component, table] of owned) {
       yield* sql.unsafe(`DROP TABLE IF EXISTS ${table}`)
@@ -57,5 +63,6 @@ export const drop = (tables: Tables): Effect.Effect<void, SqlError, SqlClient.Sq
     // knows how to drop itself.
     yield* Outbox.drop(tables.outbox).pipe(Effect.catchTag("InvalidTableName", Effect.die))
     yield* SqlDeadLetterStore.drop(tables.deadLetters).pipe(Effect.catchTag("InvalidTableName", Effect.die))
+    yield* SqlAuditLog.drop(tables.audit).pipe(Effect.catchTag("InvalidTableName", Effect.die))
     yield* sql.unsafe(`DROP SEQUENCE IF EXISTS ${tables.orderSequence}`)
   })

@@ -24,6 +24,8 @@ export class Counters {
   shippingRetries = 0
   /** Deliveries handed back to the transport for a later redelivery. */
   redeliveries = 0
+  /** Polled bank transfer versions received by their consumer, by envelope id, with how many times. */
+  readonly transfersReceived = new Map<string, number>()
   /** Deliveries the pipelines dead-lettered, by topic. */
   readonly deadLettered = new Map<string, number>()
 }

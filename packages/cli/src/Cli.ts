@@ -37,7 +37,7 @@ const rootOptionsWithValue = new Set(["--completions", "--log-level"])
 
 /**
  * The first word of `args` (as `process.argv.slice(2)`) that is not a registered subcommand, if any. Without
- * this check `bulwark history --help` prints the top-level help and exits 0.
+ * this check `bulwark journal --help` (no such command) prints the top-level help and exits 0.
  */
 export const unknownCommand = (args: ReadonlyArray<string>): string | undefined => {
   for (let i = 0; i < args.length; i++) {

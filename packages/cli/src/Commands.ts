@@ -4,6 +4,7 @@
  */
 import { Command } from "@effect/cli"
 import { command as webhook } from "@bulwark/webhook/Cli"
+import * as HistoryCli from "@bulwark/audit/Cli"
 import { command as contracts } from "@bulwark/contracts/Cli"
 import * as DeadLetterCli from "@bulwark/dead-letter/Cli"
 import { command as outbox } from "@bulwark/outbox/Cli"
@@ -12,6 +13,8 @@ import { publisherFromEnv } from "./Transports.js"
 
 // `dlq replay` publishes through the transport BULWARK_TRANSPORT names (see Transports.ts).
 const dlq = DeadLetterCli.make({ publisher: publisherFromEnv })
+// `history replay` likewise.
+const history = HistoryCli.make({ publisher: publisherFromEnv })
 
 /** Every registered subcommand. */
-export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, outbox, simulate, contracts]
+export const subcommands: ReadonlyArray<Command.Command<string, any, any, any>> = [webhook, dlq, outbox, history, simulate, contracts]

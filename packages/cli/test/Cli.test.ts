@@ -23,10 +23,10 @@ describe("bulwark binary", () => {
   })
 
   it("answers an unknown subcommand with exit 2, even with --help", () => {
-    for (const args of [["history"], ["history", "--help"]]) {
+    for (const args of [["journal"], ["journal", "--help"]]) {
       const result = spawnSync(process.execPath, [bin, ...args], { encoding: "utf-8" })
       expect(result.status, args.join(" ")).toBe(2)
-      expect(result.stderr).toContain('unknown command "history"')
+      expect(result.stderr).toContain('unknown command "journal"')
       expect(result.stdout).not.toContain("USAGE")
     }
   })

@@ -13,6 +13,7 @@
 import { Cause, Clock, Deferred, Duration, Effect, Exit, FiberId, FiberSet, Metric, Option, Schema, Scope, Stream } from "effect"
 import type { Delivery, Message } from "./Delivery.js"
 import { DeadLetterReason } from "./Delivery.js"
+import * as AuditLog from "./AuditLog.js"
 import * as Envelope from "./Envelope.js"
 import * as Gate from "./internal/gate.js"
 import * as Failure from "./Failure.js"
@@ -154,6 +155,28 @@ const admissionGate = (permits: number) => {
   return { take, release }
 }
 
+// The audit entry of one settled delivery: dead-lettered, or processed with its outcome and duration.
+const auditEntry = (
+  delivery: Delivery,
+  outcome: Outcome | undefined,
+  category: Failure.Category | undefined,
+  start: number,
+  end: number,
+  group: string | undefined
+): AuditLog.EntryInput => ({
+  eventId: delivery.message.id,
+  stage: outcome === "dead-lettered" ? "dead-lettered" : "processed",
+  at: end,
+  component: "pipeline",
+  topic: delivery.message.topic,
+  outcome: outcome ?? "unknown",
+  attempt: delivery.attempt,
+  durationMs: end - start,
+  ...(category === undefined ? {} : { category }),
+  ...AuditLog.causationOf(delivery.message.headers),
+  ...(group === undefined ? {} : { detail: { group } })
+})
+
 /**
  * Consumes `source` with `handler` until the stream ends (then waits for in-flight work) or the fiber is
  * interrupted (then stops taking, lets in-flight work finish within `shutdownTimeout`, and releases the rest).
@@ -189,11 +212,14 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
     const parked = new Map<string, Array<Delivery>>()
     // How each delivery in flight settled, for the duration histogram's `outcome` tag.
     const outcomes = new WeakMap<Delivery, Outcome>()
+    // The failure category of each failed delivery in flight, for its audit entry.
+    const categories = new WeakMap<Delivery, Failure.Category>()
     const stats = { acked: 0, nacked: 0, deadLettered: 0, released: 0, settleFailed: 0 }
     let stopping = false
 
     const report = (settled: Settled) => {
       outcomes.set(settled.delivery, settled.outcome)
+      if (settled.verdict !== undefined) categories.set(settled.delivery, settled.verdict.category)
       switch (settled.outcome) {
         case "acked":
           stats.acked++
@@ -309,8 +335,13 @@ export const run = <A, I, RS, EH, RH, ES, RSrc>(
             }),
             Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (end) => {
               const outcome = outcomes.get(delivery)
+              const category = categories.get(delivery)
               outcomes.delete(delivery)
-              return Metric.update(outcome === "acked" ? telemetry.succeeded : telemetry.failed, (end - start) / 1000)
+              categories.delete(delivery)
+              return Effect.zipRight(
+                Metric.update(outcome === "acked" ? telemetry.succeeded : telemetry.failed, (end - start) / 1000),
+                AuditLog.record(() => auditEntry(delivery, outcome, category, start, end, options.group))
+              )
             }))
           ))
       )

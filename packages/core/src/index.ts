@@ -18,5 +18,7 @@ export * as Telemetry from "./Telemetry.js"
 export * as TraceContext from "./TraceContext.js"
 /** Keeps secrets and user-marked fields out of span attributes and logs. */
 export * as Redaction from "./Redaction.js"
+/** The optional audit log every package writes what happened to each event to. */
+export * as AuditLog from "./AuditLog.js"
 /** Which payload schemas a process uses, reported for contract checks. */
 export * as SchemaUse from "./SchemaUse.js"

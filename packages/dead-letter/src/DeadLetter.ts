@@ -8,7 +8,7 @@
  * Nothing is lost on the way: if storing fails, the original failure propagates and the transport keeps
  * the message.
  */
-import { Delivery, Envelope, Failure, Handler, Observe, Supervise, Telemetry, TraceContext } from "@bulwark/core"
+import { AuditLog, Delivery, Envelope, Failure, Handler, Observe, Supervise, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { Effect, Metric, Schema, Stream } from "effect"
 import * as Store from "./DeadLetterStore.js"
@@ -100,13 +100,25 @@ const deadLetterSpan = (topic: string, messageId: string, category: string) =>
 
 /** Announces a stored entry (`dead-letter` `stored`). */
 const announceStored = (entry: Store.DeadLetterEntry): Effect.Effect<void> =>
-  Observe.emitWith("dead-letter", "stored", () => ({
-    entryId: entry.id,
-    topic: entry.originTopic,
-    messageId: entry.messageId,
-    category: entry.category,
-    attempts: entry.attempts
-  }))
+  Effect.zipRight(
+    Observe.emitWith("dead-letter", "stored", () => ({
+      entryId: entry.id,
+      topic: entry.originTopic,
+      messageId: entry.messageId,
+      category: entry.category,
+      attempts: entry.attempts
+    })),
+    AuditLog.record(() => ({
+      eventId: entry.messageId,
+      stage: "dead-lettered",
+      component: "dead-letter",
+      topic: entry.originTopic,
+      outcome: "stored",
+      attempt: entry.attempts,
+      category: entry.category,
+      detail: { entryId: entry.id }
+    }))
+  )
 
 /** The reason recorded when a dead-lettered copy arrives without readable reason headers. */
 const unknownReason = (attempts: number) =>

@@ -19,7 +19,7 @@
  * With `limiter` (an `@bulwark/resilience` rate limiter, shared over Redis or SQL) the slots come from it
  * instead, so replay can share one limit with everything else that calls the same destination.
  */
-import { Observe, Telemetry, TraceContext } from "@bulwark/core"
+import { AuditLog, Observe, Telemetry, TraceContext } from "@bulwark/core"
 import type * as RateLimiter from "@bulwark/resilience/RateLimiter"
 import type { RateLimiterStoreError } from "@bulwark/resilience/RateLimiterStore"
 import { Transport } from "@bulwark/transport"
@@ -155,6 +155,16 @@ export const replay = (
       yield* Observe.emit("replay", "published", { entryId: id, messageId: entry.messageId, topic: entry.originTopic })
       if (yield* store.markReplayed(entry)) {
         yield* Observe.emit("replay", "replayed", { entryId: id })
+        // Two entries: one on the original's timeline, and one for the copy (under its own id) caused by the
+        // original, so the original's story goes on with the copy's delivery.
+        yield* AuditLog.record(() => {
+          const replayId = replayMessageId(entry.messageId, generation)
+          const common = { stage: "replayed" as const, component: "dead-letter", topic: entry.originTopic, attempt: generation }
+          return [
+            { ...common, eventId: entry.messageId, outcome: "republished", detail: { entryId: id, replayId } },
+            { ...common, eventId: replayId, outcome: "copy", causationId: entry.messageId, detail: { entryId: id } }
+          ]
+        })
         replayed.push(id)
       } else {
         yield* Observe.emit("replay", "lost-claim", { entryId: id })

@@ -8,7 +8,7 @@
  *   (where the driver supports groups);
  * - **per-key order** only where `features.orderedPerKey` says so.
  */
-import { Delivery, Envelope, Handler, Pipeline, SchemaUse, Supervise, Telemetry, TraceContext } from "@bulwark/core"
+import { AuditLog, Delivery, Envelope, Handler, Pipeline, SchemaUse, Supervise, Telemetry, TraceContext } from "@bulwark/core"
 import { Clock, Context, Data, Duration, Effect, Exit, Metric, Option, Schema, Stream, type Tracer } from "effect"
 
 /** A message to publish. `key` is the ordering key (an envelope's subject). */
@@ -184,10 +184,11 @@ export const tracePublish = (
         return publish(topic, stamped)
       })
       const { failure, success } = metricsOf(topic)
+      const audited = Effect.zipLeft(send, AuditLog.record(() => publishedEntries(topic, messages, options.system)))
       // A dead-letter copy published by hand (the outbox relay's dead rows) is where that message was
       // dead-lettered: counted here, once; a transport's own dead-lettering is counted by the pipeline.
-      const counted = category === undefined ? send : Effect.zipLeft(
-        send,
+      const counted = category === undefined ? audited : Effect.zipLeft(
+        audited,
         Metric.incrementBy(
           Metric.tagged(
             Metric.tagged(Telemetry.deadLettered, "destination", messages[0]!.headers[Delivery.DeadLetterHeaders.originTopic] ?? topic),
@@ -212,6 +213,24 @@ export const tracePublish = (
         ))
     })
 }
+
+// One `published` audit entry per message, written after the broker accepted the batch.
+const publishedEntries = (
+  topic: string,
+  messages: ReadonlyArray<OutgoingMessage>,
+  system: string
+): ReadonlyArray<AuditLog.EntryInput> =>
+  messages.map((message) => ({
+    eventId: message.id,
+    stage: "published" as const,
+    component: "transport",
+    topic,
+    outcome: "accepted",
+    ...AuditLog.causationOf(message.headers),
+    detail: { system },
+    // Kept only where the driver's settings allow (for replay from history); otherwise dropped unread.
+    message: { key: message.key, payload: message.payload, headers: message.headers }
+  }))
 
 /**
  * A driver with Bulwark's instrumentation: {@link tracePublish} on `publish`, and its `messaging.system` for

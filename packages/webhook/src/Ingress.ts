@@ -15,7 +15,7 @@
  * node:http itself answers 400 (unparseable request), 408 (headers or request over the server's timeouts)
  * and 431 (headers over `maxHeaderSize`); see the webhook docs for the whole set.
  */
-import { Envelope, Observe, SchemaUse, Telemetry, TraceContext } from "@bulwark/core"
+import { AuditLog, Envelope, Observe, SchemaUse, Telemetry, TraceContext } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
@@ -187,13 +187,36 @@ const announceRejected = (status: number, reason: string, webhookId?: string): E
 const announceOutcome = (topic: string, exit: Exit.Exit<Accepted, IngressError>): Effect.Effect<void> => {
   if (Exit.isSuccess(exit)) {
     const { id, duplicate } = exit.value
-    return Observe.emitWith("webhook", "accepted", () => ({ webhookId: id, topic, duplicate }))
+    return Effect.zipRight(
+      Observe.emitWith("webhook", "accepted", () => ({ webhookId: id, topic, duplicate })),
+      AuditLog.record(() => ({
+        eventId: id,
+        stage: "received",
+        component: "webhook",
+        topic,
+        outcome: duplicate ? "duplicate" : "accepted",
+        detail: { verification: "valid", status: duplicate ? 200 : 202 }
+      }))
+    )
   }
   const failure = Cause.failureOption(exit.cause)
   const status = answer(exit).status
-  if (Option.isNone(failure)) return announceRejected(status, "Unavailable")
-  const error = failure.value
-  return announceRejected(status, error._tag, "id" in error && typeof error.id === "string" ? error.id : undefined)
+  const reason = Option.isNone(failure) ? "Unavailable" : failure.value._tag
+  const webhookId = Option.isSome(failure) && "id" in failure.value && typeof failure.value.id === "string"
+    ? failure.value.id
+    : undefined
+  return Effect.zipRight(
+    announceRejected(status, reason, webhookId),
+    // A request refused before its id was read is still on record, under a placeholder id.
+    AuditLog.record(() => ({
+      eventId: webhookId ?? "(unidentified)",
+      stage: "received",
+      component: "webhook",
+      topic,
+      outcome: "rejected",
+      detail: { verification: status === 401 ? "invalid" : status === 503 ? "unchecked" : "valid", status, reason }
+    }))
+  )
 }
 
 /**

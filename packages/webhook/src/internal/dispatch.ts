@@ -2,7 +2,7 @@
 // settles it under its fencing token; `workerLoop` claims due deliveries as slots free up and sleeps until the
 // next one is due (or a local wake-up), backing off while the store is unreachable (`Supervise`: health
 // `webhook-dispatcher:<worker id>`, logged once per state change).
-import { Supervise } from "@bulwark/core"
+import { AuditLog, Supervise } from "@bulwark/core"
 import { Clock, Duration, Effect, Fiber, Option, type Queue, type Scope } from "effect"
 import type { Claim, Service as Store, Settlement } from "../DispatchStore.js"
 import type { OperationalEvent } from "../Dispatcher.js"
@@ -69,6 +69,17 @@ export const deliver = (context: AttemptContext, deliverContext: DeliverContext,
       )
       return false
     }
+    yield* AuditLog.record(() => ({
+      eventId: message.id,
+      stage: "sent",
+      at: attempt.at,
+      component: "dispatcher",
+      topic: endpoint.id,
+      outcome: attempt.outcome,
+      attempt: n,
+      durationMs: attempt.latencyMillis,
+      detail: { settlement: settlement._tag, ...(attempt.status === undefined ? {} : { status: attempt.status }) }
+    }))
     yield* afterSettle(deliverContext, claim, attempt, settlement, now).pipe(
       Effect.catchAll((e) => Effect.logWarning(`webhook dispatcher ${workerId}: could not update endpoint ${endpoint.id}`, e)),
       Effect.zipRight(announceSettled(announce, claim, settlement, n))

@@ -205,7 +205,7 @@ describe("webhook ingress writes received entries", () => {
       )
       yield* log.flush
       expect(log.entries().map((p) => [p.entry.eventId, p.entry.stage, p.entry.outcome, p.entry.detail])).toEqual([
-        ["msg_1", "received", "accepted", { verification: "valid", status: 200 }],
+        ["msg_1", "received", "accepted", { verification: "valid", status: 202 }],
         ["msg_1", "received", "duplicate", { verification: "valid", status: 200 }],
         ["(unidentified)", "received", "rejected", { verification: "invalid", status: 401, reason: "NoMatchingSignature" }]
       ])

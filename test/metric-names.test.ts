@@ -31,7 +31,7 @@ const defined = new Set(
 )
 
 // Names shaped like metrics (SQL objects such as the `bulwark_outbox_sleepers` view are not).
-const metricLike = /^bulwark_[a-z_]+(_total|_seconds|_ms|_state|_depth|_backlog|_up)$/
+const metricLike = /^bulwark_[a-z_]+(_total|_seconds|_ms|_state|_depth|_backlog|_up|_active|_queued)$/
 const namesIn = (page: string) =>
   new Set([...readFileSync(join(root, "docs", page), "utf8").matchAll(/\bbulwark_[a-z_]+\b/g)].map((m) => m[0]).filter((n) => metricLike.test(n)))
 

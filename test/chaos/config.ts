@@ -26,6 +26,11 @@ export const inboxTable = "chaos_inbox"
 export const effectsTable = "chaos_effects"
 /** The producer's own state change: one row per committed batch, which makes a retried batch append nothing. */
 export const batchesTable = "chaos_batches"
+/**
+ * The producer's ledger of committed events, written in the append's transaction: what was committed, counted
+ * independently of the outbox table (whose published rows the relay deletes).
+ */
+export const committedTable = "chaos_committed"
 
 /** The event's data: its key and its position in that key's sequence. */
 export const Event = Schema.Struct({ n: Schema.Number, key: Schema.String, seq: Schema.Number })

@@ -19,7 +19,7 @@ import { connect as connectNats } from "nats"
 import pg from "pg"
 import * as PrivatePostgres from "../../packages/sql/test/support/PrivatePostgres.js"
 import * as PrivateNats from "../../packages/transport-nats/test/support/PrivateNats.js"
-import { batchesTable, type ChildConfig, effectsTable, inboxTable, outboxTable } from "./config.js"
+import { batchesTable, type ChildConfig, committedTable, effectsTable, inboxTable, outboxTable } from "./config.js"
 
 /**
  * One fault of the schedule. `killRelay` SIGKILLs a relay while the server is down, so it restarts into the
@@ -159,6 +159,7 @@ export const run = async (options: Options): Promise<Report> => {
       yield* sql`CREATE TABLE ${sql(effectsTable)} (applied bigserial PRIMARY KEY, event_id text NOT NULL, key text NOT NULL, seq int NOT NULL,
         attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`
       yield* sql`CREATE TABLE ${sql(batchesTable)} (batch int PRIMARY KEY)`
+      yield* sql`CREATE TABLE ${sql(committedTable)} (event_id text PRIMARY KEY)`
     }).pipe(
       Effect.provide(Database.layerPostgres({ url: postgres.url, maxConnections: 2 })),
       Effect.scoped,
@@ -174,7 +175,7 @@ export const run = async (options: Options): Promise<Report> => {
 
     // The faults are spread over the production time, counted from the first committed event.
     const firstCommit = Date.now() + 120_000
-    while ((await tryCount(`SELECT count(*) AS n FROM ${outboxTable}`) ?? 0) === 0) {
+    while ((await tryCount(`SELECT count(*) AS n FROM ${committedTable}`) ?? 0) === 0) {
       if (Date.now() > firstCommit) throw new Error("the producer committed nothing within 120 s")
       await sleep(100)
     }
@@ -225,7 +226,7 @@ export const run = async (options: Options): Promise<Report> => {
     let lastProgress = 0
     while (Date.now() - lastFault < options.drainTimeoutMillis) {
       const produced = children.get("producer")?.stdout.includes("produced") ?? false
-      const committed = await tryCount(`SELECT count(*) AS n FROM ${outboxTable}`)
+      const committed = await tryCount(`SELECT count(*) AS n FROM ${committedTable}`)
       const applied = await tryCount(`SELECT count(DISTINCT event_id) AS n FROM ${effectsTable}`)
       if (produced && committed === options.events && applied !== undefined && applied >= committed) {
         drained = true
@@ -245,10 +246,10 @@ export const run = async (options: Options): Promise<Report> => {
     await sleep(2_000)
     const processes = [...children.values()]
     const processesRunning = processes.filter((c) => c.proc.exitCode === null && c.proc.signalCode === null).length
-    const committed = await count(`SELECT count(*) AS n FROM ${outboxTable}`)
+    const committed = await count(`SELECT count(*) AS n FROM ${committedTable}`)
     const applied = await count(`SELECT count(DISTINCT event_id) AS n FROM ${effectsTable}`)
     const lost = await count(
-      `SELECT count(*) AS n FROM ${outboxTable} o WHERE NOT EXISTS (SELECT 1 FROM ${effectsTable} e WHERE e.event_id = o.message_id)`
+      `SELECT count(*) AS n FROM ${committedTable} c WHERE NOT EXISTS (SELECT 1 FROM ${effectsTable} e WHERE e.event_id = c.event_id)`
     )
     const duplicateEffects = await count(
       `SELECT coalesce(sum(c - 1), 0) AS n FROM (SELECT count(*) AS c FROM ${effectsTable} GROUP BY event_id) t`

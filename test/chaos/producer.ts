@@ -10,7 +10,7 @@ import { Outbox } from "@bulwark/outbox"
 import { Database } from "@bulwark/sql"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Layer, Logger, LogLevel, Schedule } from "effect"
-import { batchesTable, childConfig, Event, outboxTable, topic } from "./config.js"
+import { batchesTable, childConfig, committedTable, Event, outboxTable, topic } from "./config.js"
 
 const config = childConfig()
 const events = config.events ?? 1000
@@ -40,7 +40,9 @@ const program = Effect.gen(function*() {
     yield* sql.withTransaction(Effect.gen(function*() {
       // Conditional: a retry of a transaction that did commit (CommitUnknown) appends nothing.
       const fresh = yield* sql`INSERT INTO ${sql(batchesTable)} (batch) VALUES (${b}) ON CONFLICT DO NOTHING RETURNING batch`
-      if (fresh.length > 0) yield* appendEvent(topic, envelopes)
+      if (fresh.length === 0) return
+      yield* appendEvent(topic, envelopes)
+      yield* sql`INSERT INTO ${sql(committedTable)} ${sql.insert(ns.map((n) => ({ event_id: `e-${n}` })))}`
     })).pipe(
       Effect.retry(Schedule.exponential("100 millis").pipe(
         Schedule.either(Schedule.spaced("2 seconds")),

@@ -211,7 +211,7 @@ describe("consumer project outside the repository", () => {
     const rendered = await run(process.execPath, [bin, "--help"], project, 60_000, { ...outsideEnv(), BULWARK_HELP_CACHE: "off" })
     expect(help.stdout).toBe(rendered.stdout)
     expect(help.stdout).toContain("dlq replay")
-    const unknown = await run(process.execPath, [bin, "history", "--help"], project, 60_000)
+    const unknown = await run(process.execPath, [bin, "journal", "--help"], project, 60_000)
     expect(unknown.status).toBe(2)
     expect(unknown.stderr).toContain("unknown command")
     expect(existsSync(join(project, "node_modules/tsx")), "tsx is not installed with the CLI").toBe(false)

@@ -77,8 +77,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "transport-dead-letter-lost",
     description: "the memory transport settles a dead-lettered delivery without keeping the copy",
     file: "packages/transport/src/internal/memory.ts",
-    search: "append(Delivery.deadLetterTopic(message.topic), [{",
-    replace: "void (() => [{",
+    search: "append(Driver.deadLetterTopic(flight.stored.message.topic), [copy])",
+    replace: "void [copy]",
     caughtBy: ["no-transient-dead-letters"],
     workload: { maxFaults: 2, weights: only({ outage: 1 }) }
   },
@@ -86,8 +86,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "ingress-ack-before-publish",
     description: "the webhook ingress answers before the publish is confirmed",
     file: "packages/webhook/src/Ingress.ts",
-    search: "      yield* persist.pipe(",
-    replace: "      yield* Effect.forkDaemon(Effect.zipRight(Effect.sleep(5), persist)).pipe(",
+    search: "claim === \"in-flight\" ? Effect.fail(new InFlight({ id })) : stored",
+    replace: "claim === \"in-flight\" ? Effect.fail(new InFlight({ id })) : Effect.as(Effect.forkDaemon(Effect.zipRight(Effect.sleep(5), stored)), { id, duplicate: false })",
     caughtBy: ["no-lost", "liveness"],
     workload: { maxFaults: 3, weights: only({ crash: 3 }) }
   },
@@ -95,8 +95,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "ingress-remember-before-publish",
     description: "the webhook ingress records the id as seen before publishing, so a failed publish is never retried",
     file: "packages/webhook/src/Ingress.ts",
-    search: "        const publisher = yield* Transport.Publisher\n",
-    replace: "        const publisher = yield* Transport.Publisher\n        yield* guard.commit(key, dedupeTtl)\n",
+    search: "const publish = Effect.flatMap(Transport.Publisher, (publisher) =>",
+    replace: "const publish = Effect.flatMap(Effect.zipRight(guard.commit(key, dedupeTtl), Transport.Publisher), (publisher) =>",
     caughtBy: ["no-lost", "liveness"],
     workload: { maxFaults: 3, weights: only({ partial: 2, crash: 1 }) }
   },

@@ -27,8 +27,10 @@ describe("the payments run", () => {
       }))
       expect(Capture.undeclared(uses, contracts)).toEqual([])
       expect(uses.map((u) => `${u.role} ${u.topic} ${u.type ?? u.group}`).sort()).toEqual([
+        "consume bank-transfers ledger",
         "consume order-paid shipping",
         "consume payments orders",
+        "produce bank-transfers com.example.bank.transfer.changed",
         "produce order-paid com.example.order.paid",
         "produce payments com.acmepay.payment.succeeded",
         "produce payments com.stripe.payment_intent.succeeded"

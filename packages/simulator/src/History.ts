@@ -99,6 +99,13 @@ export interface Policy {
   readonly maxCallsPerMessage?: number | undefined
   /** Calls the downstream may receive in one virtual second while it is failing. */
   readonly maxFailingCallsPerSecond: number
+  /**
+   * The rate the downstream may receive calls at, over every process: at most `limit` calls in any window of
+   * `windowMillis` (the `downstream-rate-limit` invariant). Default: unbounded.
+   */
+  readonly downstreamRate?: { readonly limit: number; readonly windowMillis: number } | undefined
+  /** Downstream calls one process may have in flight at once (the `bulkhead-bound` invariant). Default: unbounded. */
+  readonly maxConcurrentCalls?: number | undefined
 }
 
 /** The history of a run and its indices. */
@@ -138,6 +145,8 @@ export class History {
   /** Fault kinds (and crash sites) that fired. */
   readonly faults = new Map<string, number>()
   readonly violations: Array<Violation> = []
+  /** Arrival times of the downstream calls still inside the declared rate window. */
+  readonly downstreamArrivals: Array<number> = []
   /** Downstream calls per message. */
   readonly calls = new Map<string, number>()
   /** Times a message was republished from the dead-letter store. */

@@ -325,6 +325,52 @@ export const webhookDeliveredOnce = make({
       : undefined
 })
 
+// Virtual times are sums of floating-point sleeps: an arrival at exactly a window's edge may read a hair early.
+const edge = 1e-6
+
+/**
+ * The downstream's rate limit holds across processes: it never receives more than
+ * `policy.downstreamRate.limit` calls in any window of `policy.downstreamRate.windowMillis`, whichever
+ * processes made them. Processes each holding their own limiter (a store per process instead of one
+ * shared store) each keep their own limit, and together exceed it. Not in {@link all}: add it with a
+ * declared `downstreamRate` for pipelines that rate-limit their calls.
+ */
+export const downstreamRateLimit = make({
+  name: "downstream-rate-limit",
+  description: "the downstream receives at most policy.downstreamRate.limit calls in any window of policy.downstreamRate.windowMillis, over every process",
+  relevant: (e) => e.lane === "downstream" && e.kind === "call",
+  onEvent: (e, h) => {
+    const rate = h.policy.downstreamRate
+    if (rate === undefined || e.lane !== "downstream" || e.kind !== "call") return undefined
+    const arrivals = h.downstreamArrivals
+    arrivals.push(e.t)
+    // A window (t - windowMillis, t]: a call exactly one window after another is in the next window.
+    while (arrivals.length > 0 && arrivals[0]! <= e.t - rate.windowMillis + edge) arrivals.shift()
+    return arrivals.length > rate.limit
+      ? `${arrivals.length} calls reached the downstream between t=${Math.round(arrivals[0]!)}ms and t=${Math.round(e.t)}ms, within one ${rate.windowMillis} ms window (limit ${rate.limit})`
+      : undefined
+  }
+})
+
+/**
+ * A bulkhead bounds the calls in flight: no simulated process has more than `policy.maxConcurrentCalls`
+ * downstream calls in flight at once (a bulkhead is per process by design; a limit across processes is a
+ * rate limit). A bulkhead made per call, or placed around something other than the call, does not. Not in
+ * {@link all}: add it with a declared `maxConcurrentCalls`.
+ */
+export const bulkheadBound = make({
+  name: "bulkhead-bound",
+  description: "no simulated process has more than policy.maxConcurrentCalls downstream calls in flight at once",
+  relevant: (e) => e.lane === "downstream" && e.kind === "call",
+  onEvent: (e, h) => {
+    const bound = h.policy.maxConcurrentCalls
+    if (bound === undefined || e.lane !== "downstream" || e.kind !== "call" || typeof e.data?.inFlight !== "number") return undefined
+    return e.data.inFlight > bound
+      ? `process ${String(e.data.node)} had ${e.data.inFlight} downstream calls in flight at once (bulkhead bound ${bound})`
+      : undefined
+  }
+})
+
 /** Dead letters carry their triage category. */
 export const deadLetterCategorised = make({
   name: "dead-letter-categorised",

@@ -16,6 +16,7 @@ import * as MemoryIdempotencyStore from "@bulwark/idempotency/IdempotencyStore/M
 import { fromStore, Outbox } from "@bulwark/outbox/Outbox"
 import { OutboxStore } from "@bulwark/outbox/OutboxStore"
 import * as MemoryOutbox from "@bulwark/outbox/OutboxStore/Memory"
+import { makeMemory as makeMemoryRateLimiterStore, RateLimiterStore } from "@bulwark/resilience/RateLimiterStore"
 import * as Memory from "@bulwark/transport/Transport/Memory"
 import { DuplicateMessage, type OutgoingMessage, PublishError, Publisher, Subscriber } from "@bulwark/transport/Transport"
 import { DispatchStore, type Service as DispatchService } from "@bulwark/webhook/DispatchStore"
@@ -75,6 +76,7 @@ export type Ports =
   | MemoryOutbox.MemoryOutboxStore
   | HttpEgress
   | DispatchStore
+  | RateLimiterStore
 
 /** The webhook receiver: answers an HTTP status for a request (0: the connection broke, no answer). */
 export type Ingress = (request: WebhookRequest) => Effect.Effect<number, never, Ports>
@@ -190,6 +192,9 @@ export class World {
   private deadLetterStore: DeadLetterService | undefined
   private replayGuardStore: Context.Tag.Service<ReplayGuard> | undefined
   private outboxStore: MemoryOutbox.MemoryOutboxStoreService | undefined
+  private rateLimiterStore: RateLimiterStore["Type"] | undefined
+  /** Downstream calls in flight per process incarnation (`name#epoch`; `-` outside any process). */
+  private readonly inFlight = new Map<string, number>()
   private readonly dispatchStore: DispatchService = MemoryDispatchStore.unsafeMake()
   /** Per webhook-id: the incarnations whose requests the partner answered 2xx. */
   private readonly partnerSuccesses = new Map<string, Array<Incarnation | undefined>>()
@@ -240,6 +245,7 @@ export class World {
       this.deadLetterStore = yield* MemoryDeadLetterStore.make
       this.replayGuardStore = yield* ReplayGuardMemory.makeMemory()
       this.outboxStore = yield* MemoryOutbox.make({ name: "simulated" })
+      this.rateLimiterStore = yield* makeMemoryRateLimiterStore
     })
   )
 
@@ -783,6 +789,18 @@ export class World {
     return table as Map<string, V>
   }
 
+  /**
+   * The real memory rate-limiter store (`@bulwark/resilience`), one for the whole world, each reservation a
+   * step of the calling process: limiters made over it in any process share one limit, as instances sharing
+   * a Redis or SQL store do. It reads the run's virtual clock.
+   */
+  get rateLimits(): RateLimiterStore["Type"] {
+    const store = this.rateLimiterStore!
+    return RateLimiterStore.of({
+      reserve: (key, rule, permits, maxWaitMillis) => Effect.zipRight(this.step, store.reserve(key, rule, permits, maxWaitMillis))
+    })
+  }
+
   private ports: Context.Context<Ports> | undefined
 
   /** Every port the world provides, as a context (cheaper than a layer to provide per request). */
@@ -798,15 +816,16 @@ export class World {
         Context.add(MemoryOutbox.MemoryOutboxStore, outbox),
         Context.add(Outbox, fromStore(outbox)),
         Context.add(HttpEgress, this.egress),
-        Context.add(DispatchStore, this.dispatches)
+        Context.add(DispatchStore, this.dispatches),
+        Context.add(RateLimiterStore, this.rateLimits)
       )
     }
     return this.ports
   }
 
   /**
-   * Every port the world provides: transport, idempotency, dead-letter, replay-guard, outbox and webhook
-   * dispatch stores, and the HTTP egress to the simulated webhook partner.
+   * Every port the world provides: transport, idempotency, dead-letter, replay-guard, outbox, webhook
+   * dispatch and rate-limiter stores, and the HTTP egress to the simulated webhook partner.
    */
   get layer(): Layer.Layer<Ports> {
     return Layer.succeedContext(this.context)
@@ -819,6 +838,10 @@ export class World {
    * Calls the downstream service for a message. It applies the effect on arrival (once per idempotency key,
    * when one is given), then answers after its latency — so a slow answer can time out although it succeeded.
    * Outages and error bursts answer 503 without applying; poison messages 422.
+   *
+   * Every arrival is recorded (`downstream call`) with the calling process and how many of its calls are
+   * in flight counting this one, until each answers or its caller gives up: what the rate-limit and
+   * bulkhead invariants judge.
    */
   callDownstream(request: {
     readonly ref: string
@@ -828,31 +851,48 @@ export class World {
   }): Effect.Effect<void, DownstreamError> {
     return Effect.zipRight(
       this.step,
-      Effect.suspend(() => {
-        const latency = this.options.downstreamLatency
-        this.history.call(request.ref)
-        if (this.poison.has(request.ref)) {
-          this.history.record("downstream", "reject", request.ref, { status: 422 })
-          return Effect.zipRight(Effect.sleep(Duration.millis(latency)), Effect.fail(new DownstreamError({ status: 422, ref: request.ref })))
-        }
-        if (this.faulty && (this.now < this.outageUntil || this.burst > 0)) {
-          if (this.burst > 0) this.burst--
-          this.history.record("downstream", "unavailable", request.ref, { status: 503 })
-          return Effect.zipRight(Effect.sleep(Duration.millis(1)), Effect.fail(new DownstreamError({ status: 503, ref: request.ref })))
-        }
-        const key = request.idempotencyKey
-        if (key === undefined || !this.downstreamKeys.has(key)) {
-          if (key !== undefined) this.downstreamKeys.add(key)
-          this.history.effect("downstream", request.ref, { key: request.key, order: request.order })
-        } else {
-          this.history.record("downstream", "replayed-key", request.ref)
-        }
-        // `slow` counts the calls that succeed: the nth of them answers late although it worked.
-        const slow = this.faultsAt("downstream").find((f) => f.kind === "slow")
-        if (slow !== undefined && slow.kind === "slow") this.history.fault("slow", request.ref, { ms: slow.ms })
-        return Effect.sleep(Duration.millis(latency + (slow !== undefined && slow.kind === "slow" ? slow.ms : 0)))
+      Effect.flatMap(FiberRef.get(currentIncarnation), (incarnation) => {
+        const caller = incarnation === undefined ? "-" : `${incarnation.node.name}#${incarnation.epoch}`
+        const inFlight = (this.inFlight.get(caller) ?? 0) + 1
+        this.inFlight.set(caller, inFlight)
+        this.history.record("downstream", "call", request.ref, { node: incarnation?.node.name, inFlight })
+        return Effect.ensuring(
+          this.answerDownstream(request),
+          Effect.sync(() => {
+            const n = (this.inFlight.get(caller) ?? 1) - 1
+            if (n === 0) this.inFlight.delete(caller)
+            else this.inFlight.set(caller, n)
+          })
+        )
       })
     )
+  }
+
+  private answerDownstream(request: Parameters<World["callDownstream"]>[0]): Effect.Effect<void, DownstreamError> {
+    return Effect.suspend(() => {
+      const latency = this.options.downstreamLatency
+      this.history.call(request.ref)
+      if (this.poison.has(request.ref)) {
+        this.history.record("downstream", "reject", request.ref, { status: 422 })
+        return Effect.zipRight(Effect.sleep(Duration.millis(latency)), Effect.fail(new DownstreamError({ status: 422, ref: request.ref })))
+      }
+      if (this.faulty && (this.now < this.outageUntil || this.burst > 0)) {
+        if (this.burst > 0) this.burst--
+        this.history.record("downstream", "unavailable", request.ref, { status: 503 })
+        return Effect.zipRight(Effect.sleep(Duration.millis(1)), Effect.fail(new DownstreamError({ status: 503, ref: request.ref })))
+      }
+      const key = request.idempotencyKey
+      if (key === undefined || !this.downstreamKeys.has(key)) {
+        if (key !== undefined) this.downstreamKeys.add(key)
+        this.history.effect("downstream", request.ref, { key: request.key, order: request.order })
+      } else {
+        this.history.record("downstream", "replayed-key", request.ref)
+      }
+      // `slow` counts the calls that succeed: the nth of them answers late although it worked.
+      const slow = this.faultsAt("downstream").find((f) => f.kind === "slow")
+      if (slow !== undefined && slow.kind === "slow") this.history.fault("slow", request.ref, { ms: slow.ms })
+      return Effect.sleep(Duration.millis(latency + (slow !== undefined && slow.kind === "slow" ? slow.ms : 0)))
+    })
   }
 
   // ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { catalogue } from "../examples/catalogue.js"
+import { catalogue, type Entry } from "../examples/catalogue.js"
 import * as Simulator from "../src/Simulator.js"
 
 /**
@@ -7,9 +7,9 @@ import * as Simulator from "../src/Simulator.js"
  * is expected to break, with a counterexample of at most 10 events that replays by seed and path; its twin
  * passes.
  */
-export const checkEntries = (ids: ReadonlyArray<string>) => {
+export const checkEntries = (ids: ReadonlyArray<string>, from: ReadonlyArray<Entry> = catalogue) => {
   for (const id of ids) {
-    const entry = catalogue.find((e) => e.id === id)!
+    const entry = from.find((e) => e.id === id)!
     describe(`planted bug: ${id}`, () => {
       it("is found, shrunk and replayed by seed and path", async () => {
         const report = await Simulator.checkAsync(entry.wrong, { runs: 150, seed: 1, shrinkBudget: 200 })

@@ -242,8 +242,28 @@ interface Prepared {
 // What a synchronous step could not finish without Effect (an async schema, an async verifier): the slow path.
 const needsEffect = Symbol("needsEffect")
 
-/** Whether a parse failure only says the schema cannot run synchronously (then the Effect path decides). */
-const isForbidden = (error: ParseResult.ParseError): boolean => error.issue._tag === "Forbidden"
+/**
+ * Whether a parse failure comes, anywhere in its tree, from a part of the schema that cannot run synchronously
+ * (an async transformation under a field): then the Effect path decodes again and decides.
+ */
+const isForbidden = (error: ParseResult.ParseError): boolean => containsForbidden(error.issue)
+
+const containsForbidden = (issue: ParseResult.ParseIssue): boolean => {
+  switch (issue._tag) {
+    case "Forbidden":
+      return true
+    case "Pointer":
+    case "Refinement":
+    case "Transformation":
+      return containsForbidden(issue.issue)
+    case "Composite":
+      return Array.isArray(issue.issues)
+        ? issue.issues.some(containsForbidden)
+        : containsForbidden(issue.issues as ParseResult.ParseIssue)
+    default:
+      return false
+  }
+}
 
 /**
  * The route's work without HTTP: verify → decode → dedupe → persist. The ingress route is a thin adapter

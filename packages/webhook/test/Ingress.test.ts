@@ -3,7 +3,7 @@ import { Envelope } from "@bulwark/core"
 import { Memory, Transport } from "@bulwark/transport"
 import { HttpRouter } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Layer, Schema, Stream } from "effect"
+import { Chunk, Effect, Layer, ParseResult, Schema, Stream } from "effect"
 import * as Ingress from "../src/Ingress.js"
 import * as ReplayGuard from "../src/ReplayGuard.js"
 import * as Signing from "../src/Signing.js"
@@ -79,6 +79,32 @@ describe("Ingress", () => {
       expect(again).toMatchObject({ status: 200, body: { status: "duplicate", id: "msg_first" } })
       expect(publisher.published).toHaveLength(1)
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(publisher.layer, ReplayGuard.layerMemory())))
+  })
+
+  it.live("a schema with an async part (nested under a field) decodes on the Effect path: accepted when valid, 400 when not", () => {
+    const publisher = recordingPublisher()
+    // An async check of the customer (as a lookup would be): the synchronous path cannot run it, anywhere in the tree.
+    const KnownCustomer = Schema.transformOrFail(Schema.String, Schema.String, {
+      strict: true,
+      decode: (customer, _, ast) =>
+        Effect.sleep("1 millis").pipe(
+          Effect.zipRight(customer.startsWith("cus_") ? Effect.succeed(customer) : Effect.fail(new ParseResult.Type(ast, customer, "unknown customer")))
+        ),
+      encode: (customer) => Effect.succeed(customer)
+    })
+    const AsyncInvoice = Schema.Struct({ type: Schema.String, data: Schema.Struct({ customer: KnownCustomer, amount: Schema.Number }) })
+    const run = Ingress.process({ ...options, schema: AsyncInvoice, type: "com.example.invoice" })
+    return Effect.gen(function*() {
+      const valid = payload("cus_9")
+      const accepted = yield* run({ headers: yield* signed(valid, "msg_async"), body: valid })
+      expect(accepted).toEqual({ id: "msg_async", duplicate: false })
+      expect(publisher.published.map((p) => p.message.key)).toEqual(["cus_9"])
+      const unknown = payload("someone")
+      const refused = yield* Effect.flip(run({ headers: yield* signed(unknown), body: unknown }))
+      expect(refused._tag).toBe("MalformedPayload")
+      expect(refused.message).toContain("unknown customer")
+      expect(publisher.published).toHaveLength(1)
+    }).pipe(Effect.provide(Layer.merge(publisher.layer, ReplayGuard.layerMemory())))
   })
 
   it.live("answers 401 / 400 / 413 / 404 with short machine-readable bodies, persisting nothing", () => {

@@ -50,7 +50,7 @@ describe("payments contracts", () => {
     const report = await Testing.assertContracts(contracts, { dir })
     expect(report.cases.length).toBeGreaterThanOrEqual(6)
     const files = await Effect.runPromise(Project.readDir(dir))
-    expect(files.map((f) => f.service)).toEqual(["ingress", "orders", "shipping"])
+    expect(files.map((f) => f.service)).toEqual(["bank", "ingress", "ledger", "orders", "shipping"])
     const committed = JSON.parse(readFileSync(join(dir, "asyncapi.json"), "utf8"))
     expect(committed).toEqual(JSON.parse(JSON.stringify(AsyncApi.make(files, { title: "Payments example", version: "1.0.0" }))))
   })

@@ -10,14 +10,48 @@
  * - {@link deadLetterCopy}: the dead-letter copy of a message (`<topic>.dlq`, the reason in its headers);
  * - {@link userHeaders}: a delivered message's headers without the driver's and the broker's reserved ones;
  * - {@link redactUrl}: a broker URL as it may appear in logs and errors;
- * - {@link layer}: the ports (`Publisher`, `Subscriber`, instrumented) and the driver's own service from one `make`.
+ * - {@link layer}: the ports (`Publisher`, `Subscriber`, instrumented) and the driver's own service from one `make`;
+ * - {@link inRealTime} and {@link batcher}: the broker's timers on the wall clock, and one request per event-loop turn.
  */
 import { Delivery, Supervise } from "@bulwark/core"
-import { Context, Deferred, Duration, Effect, Exit, FiberId, Layer, type Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, type Scope } from "effect"
 import { type Driver, type OutgoingMessage, portsOf, type Publisher, redactUrl as redact, type Subscriber } from "./Transport.js"
 
 /** A broker URL as it may appear in errors and logs: the password, if any, is masked. */
 export const redactUrl: (url: string) => string = redact
+
+const liveClock = Clock.make()
+
+/**
+ * Runs a driver's loop on the wall clock whatever `Clock` the caller's fiber carries: the broker keeps real time
+ * (visibility timeouts, delays scored by its clock), and a `TestClock` would otherwise stall the loop.
+ */
+export const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => Effect.withClock(effect, liveClock)
+
+/**
+ * Gathers the calls made in one turn of the event loop into one request (acks or deletes in a batch): the
+ * promise of each item resolves when the request that carried it is answered.
+ */
+export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>): (item: A) => Promise<void> => {
+  let items: Array<A> = []
+  let waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = []
+  const flush = () => {
+    const sending = items
+    const waiting = waiters
+    items = []
+    waiters = []
+    send(sending).then(
+      () => waiting.forEach((w) => w.resolve()),
+      (error: unknown) => waiting.forEach((w) => w.reject(error))
+    )
+  }
+  return (item) =>
+    new Promise<void>((resolve, reject) => {
+      if (items.length === 0) setImmediate(flush)
+      items.push(item)
+      waiters.push({ resolve, reject })
+    })
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Layer assembly

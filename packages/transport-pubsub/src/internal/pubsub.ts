@@ -5,8 +5,9 @@
  */
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import { type ClientConfig, PubSub, v1 } from "@google-cloud/pubsub"
-import { Chunk, Clock, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
+import { Chunk, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
 
 /** Settings with every default applied. */
 export interface Settings {
@@ -359,35 +360,6 @@ const chunks = (ids: ReadonlyArray<string>): Array<Array<string>> => {
   return out
 }
 
-/**
- * Gathers the calls made in one turn of the event loop into one request: `add` resolves when the request that
- * carried its item is answered. Acks issued together (a handler pool, a chunk) cost one round trip.
- */
-export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>) => {
-  let items: Array<A> = []
-  let waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = []
-  const flush = () => {
-    const sending = items
-    const waiting = waiters
-    items = []
-    waiters = []
-    send(sending).then(
-      () => waiting.forEach((w) => w.resolve()),
-      (error: unknown) => waiting.forEach((w) => w.reject(error))
-    )
-  }
-  return (item: A): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      if (items.length === 0) setImmediate(flush)
-      items.push(item)
-      waiters.push({ resolve, reject })
-    })
-}
-
-// The service keeps real time (ack deadlines), so the driver's timers do too, whatever Clock the caller's fiber
-// carries (a TestClock would otherwise stall the pull loop).
-const liveClock = Clock.make()
-const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.withClock(effect, liveClock)
 
 const seconds = (delay: Duration.DurationInput | undefined): number =>
   delay === undefined ? 0 : Math.min(600, Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(delay)) / 1000)))
@@ -458,7 +430,7 @@ export const make = (settings: Settings) =>
           return Effect.zipRight(prepare(topic), send(topic, encoded))
         }),
         Effect.mapError((error) => new Transport.PublishError({ topic, cause: error.cause })),
-        inRealTime
+        Driver.inRealTime
       )
     }
 
@@ -491,7 +463,7 @@ export const subscription = (
     const path = subscriptionPath(settings.projectId, id)
     yield* Effect.mapError(ensureSubscription(clients, settings, topic, group), fail)
 
-    const ack = batcher<string>((ackIds) =>
+    const ack = Driver.batcher<string>((ackIds) =>
       Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
     )
     const ackOf = settings.confirmAcks
@@ -558,7 +530,7 @@ export const subscription = (
         )
       }),
       Effect.mapError(fail),
-      inRealTime
+      Driver.inRealTime
     )
 
     return Stream.repeatEffectChunk(poll)

@@ -4,7 +4,7 @@
  */
 import { Delivery } from "@bulwark/core"
 import * as Driver from "@bulwark/transport/Driver"
-import { Clock, Data, Duration, Effect, Scope } from "effect"
+import { Data, Duration, Effect, Scope } from "effect"
 import { Redis, ReplyError, type RedisOptions } from "ioredis"
 import * as Scripts from "./scripts.js"
 
@@ -60,10 +60,8 @@ export class CommandError extends Data.TaggedError("CommandError")<{ readonly ca
 
 export const command = <A>(run: () => Promise<A>) => Effect.tryPromise({ try: run, catch: (cause) => new CommandError({ cause }) })
 
-// Redis keeps real time (delays are scored by its clock), so the driver's timers do too, whatever Clock the
-// caller's fiber carries (a TestClock would otherwise stall the subscription loop).
-export const liveClock = Clock.make()
-export const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.withClock(effect, liveClock)
+// Redis keeps real time (delays are scored by its clock): the driver's loops run on the wall clock.
+export const inRealTime = Driver.inRealTime
 
 export const isReplyError = (error: unknown): boolean => error instanceof ReplyError
 export const isNoGroup = (error: unknown): boolean => isReplyError(error) && String((error as Error).message).startsWith("NOGROUP")

@@ -17,8 +17,9 @@ import {
 } from "@aws-sdk/client-sqs"
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import { createHash } from "node:crypto"
-import { Chunk, Clock, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
+import { Chunk, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
 
 /** Settings with every default applied. */
 export interface Settings {
@@ -339,35 +340,6 @@ export const changeVisibility = (client: SQSClient, url: string, handle: string,
     client.send(new ChangeMessageVisibilityCommand({ QueueUrl: url, ReceiptHandle: handle, VisibilityTimeout: seconds }), { abortSignal })
   )
 
-/**
- * Gathers the calls made in one turn of the event loop into one request: `add` resolves when the request that
- * carried its item is answered.
- */
-export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>) => {
-  let items: Array<A> = []
-  let waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = []
-  const flush = () => {
-    const sending = items
-    const waiting = waiters
-    items = []
-    waiters = []
-    send(sending).then(
-      () => waiting.forEach((w) => w.resolve()),
-      (error: unknown) => waiting.forEach((w) => w.reject(error))
-    )
-  }
-  return (item: A): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      if (items.length === 0) setImmediate(flush)
-      items.push(item)
-      waiters.push({ resolve, reject })
-    })
-}
-
-// SQS keeps real time (visibility timeouts), so the driver's timers do too, whatever Clock the caller's fiber
-// carries (a TestClock would otherwise stall the receive loop).
-const liveClock = Clock.make()
-const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.withClock(effect, liveClock)
 
 const seconds = (delay: Duration.DurationInput | undefined): number =>
   delay === undefined ? 0 : Math.min(43_200, Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(delay)) / 1000)))
@@ -446,7 +418,7 @@ export const make = (settings: Settings) =>
           () => Effect.flatMap(urlOf(topic, true), (url) => send(url, entries))
         ),
         Effect.mapError((error) => new Transport.PublishError({ topic, cause: error._tag === "CallError" ? error.cause : error })),
-        inRealTime
+        Driver.inRealTime
       )
     }
 
@@ -476,7 +448,7 @@ export const subscription = (
     const fail = (cause: unknown) => new Transport.SubscribeError({ topic, cause: cause instanceof CallError ? cause.cause : cause })
     let url = yield* Effect.mapError(urlOf(topic), fail)
 
-    const remove = batcher<string>((handles) => deleteBatch(client, url, handles))
+    const remove = Driver.batcher<string>((handles) => deleteBatch(client, url, handles))
     const ackOf = settings.confirmAcks
       ? (handle: string, messageId: string) => Effect.tryPromise({ try: () => remove(handle), catch: deliveryError("ack", messageId) })
       : (handle: string, messageId: string) => Effect.sync(() => track(remove(handle), messageId))
@@ -529,7 +501,7 @@ export const subscription = (
         schedule: Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")), Schedule.upTo(settings.reconnectTimeout))
       }),
       Effect.mapError(fail),
-      inRealTime
+      Driver.inRealTime
     )
 
     return Stream.repeatEffectChunk(poll)

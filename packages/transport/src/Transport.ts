@@ -8,7 +8,7 @@
  *   (where the driver supports groups);
  * - **per-key order** only where `features.orderedPerKey` says so.
  */
-import { AuditLog, Delivery, Envelope, Handler, Pipeline, SchemaUse, Supervise, Telemetry, TraceContext } from "@bulwark/core"
+import { AuditLog, Delivery, Envelope, Failure, Handler, Pipeline, SchemaUse, Supervise, Telemetry, TraceContext } from "@bulwark/core"
 import { Clock, Context, Data, Duration, Effect, Exit, Metric, Option, Schema, Stream, type Tracer } from "effect"
 
 /** A message to publish. `key` is the ordering key (an envelope's subject). */
@@ -37,21 +37,32 @@ export interface Features {
   readonly dedupeWindow?: Duration.Duration
 }
 
-/** Publishing failed; nothing is known to be published. Transient, category `dependency`. */
+// A driver's own classified error (a permanent "message too large", say) keeps its verdict; anything else a
+// broker or client throws is taken as a passing dependency fault, which is what a lost connection is.
+const causeVerdict = (cause: unknown): Failure.Verdict =>
+  Failure.isClassified(cause) ? cause[Failure.ClassifiedTypeId] : Failure.verdict("transient", "dependency")
+
+/** Publishing failed; nothing is known to be published. Classified as its cause when that is classified, else transient `dependency`. */
 export class PublishError extends Data.TaggedError("PublishError")<{
   readonly topic: string
   readonly cause: unknown
-}> {
+}> implements Failure.Classified {
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return causeVerdict(this.cause)
+  }
   override get message(): string {
     return `publish to ${this.topic} failed: ${String(this.cause)}`
   }
 }
 
-/** A subscription could not start or broke. */
+/** A subscription could not start or broke. Classified as its cause when that is classified, else transient `dependency`. */
 export class SubscribeError extends Data.TaggedError("SubscribeError")<{
   readonly topic: string
   readonly cause: unknown
-}> {
+}> implements Failure.Classified {
+  get [Failure.ClassifiedTypeId](): Failure.Verdict {
+    return causeVerdict(this.cause)
+  }
   override get message(): string {
     return `subscription to ${this.topic} failed: ${String(this.cause)}`
   }

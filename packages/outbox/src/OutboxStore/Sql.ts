@@ -254,9 +254,12 @@ export const make = (
     // never a row, while the appends themselves stay durable. Both statements run once per round, so their
     // text is built once (the table name is a checked identifier) and only the parameters change.
     //
-    // The candidate ids are an `ARRAY(…)` rather than an `IN (…)` subquery: PostgreSQL plans `id IN (SELECT
-    // … LIMIT n)` at large n as a hash semi-join over a scan of the whole table, and `= ANY(ARRAY(…))` as n
-    // primary-key probes. A keyed row is claimable only once no transaction that began before it was
+    // The candidates are an `ARRAY(…)` rather than an `IN (…)` subquery: PostgreSQL plans `id IN (SELECT
+    // … LIMIT n)` at large n as a hash semi-join over a scan of the whole table. They are the rows' physical
+    // addresses (`ctid`), so the UPDATE visits them directly (a TID scan) instead of probing the primary key
+    // once per row; the inner select has locked them, so they cannot move meanwhile. (Had a candidate been
+    // updated by another transaction after the statement's snapshot, PostgreSQL re-checks the newest version
+    // against the `ctid` list and skips it: a row is then claimed a round later, never twice.) A keyed row is claimable only once no transaction that began before it was
     // appended still writes to the outbox (one could yet commit an older row of its key), or after
     // `commitOrderWindow` at the latest.
     //
@@ -275,8 +278,8 @@ export const make = (
     const claimText = (limit: number) => `
       WITH claimed AS (
       UPDATE "${table}" SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
-      WHERE id = ANY(ARRAY(
-        SELECT c.id FROM "${table}" c
+      WHERE ctid = ANY(ARRAY(
+        SELECT c.ctid FROM "${table}" c
         WHERE c.state = 'pending' AND c.available_at <= now()
           AND (c.claimed_until IS NULL OR c.claimed_until < now())
           AND (c.key = '' OR (

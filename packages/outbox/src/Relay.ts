@@ -3,7 +3,7 @@
  * published. Run one per process, as many processes as you like. It runs over any `OutboxStore` driver
  * (SQL or memory); what follows describes the SQL driver's statements, which the memory driver mirrors.
  *
- * - **Claim**: one `UPDATE … WHERE id = ANY(ARRAY(SELECT … FOR UPDATE SKIP LOCKED))` sets `claimed_by` and a
+ * - **Claim**: one `UPDATE … WHERE ctid = ANY(ARRAY(SELECT … FOR UPDATE SKIP LOCKED))` sets `claimed_by` and a
  *   lease (`claimed_until`). Concurrent relays skip each other's rows; a crashed relay's rows are claimable again
  *   once its lease expires, so they are published at least once (possibly twice: publish is not atomic
  *   with the mark).

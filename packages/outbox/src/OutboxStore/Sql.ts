@@ -11,6 +11,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Either, Layer, Option, Schema, Stream } from "effect"
 import { identity } from "effect/Function"
 import * as tables from "../internal/tables.js"
+import { prepared, type Prepared } from "../internal/prepared.js"
 import { sqlWakeup } from "../internal/sqlWakeup.js"
 import {
   type ClaimedRow,
@@ -104,6 +105,18 @@ export const make = (
     const settledChannel = `${table}_settled`
     const wakePayload = "appended"
     const failed = (operation: string) => (cause: SqlError) => new OutboxStoreError({ operation, cause })
+    const named = db.engine === "postgres"
+    // The relay's statements run straight on a driver connection (the caller's transaction's, if any), as the
+    // append does: no statement builder and no span per statement, which cost more Node CPU than the rest of
+    // a small round.
+    const runPrepared = (statement: Prepared, params: ReadonlyArray<unknown>) =>
+      Effect.flatMap(
+        Effect.serviceOption(SqlClient.TransactionConnection),
+        (tx) =>
+          Option.isSome(tx)
+            ? statement.run(tx.value[0], params)
+            : Effect.scoped(Effect.flatMap(sql.reserve, (connection) => statement.run(connection, params)))
+      )
 
     // The append runs once per business transaction, so it skips the statement builder: the text for each
     // row count is built once and run on the caller's transaction connection directly. The insert and the
@@ -111,10 +124,13 @@ export const make = (
     // is the same for every append, so however many appends and topics a transaction holds, Postgres folds
     // them into one notification at commit: relays only need to know that rows arrived. By default it is
     // sent only while a relay sleeps: notifying commits are serialised, and a busy relay needs no wake-up.
-    const insertTexts = new Map<number, string>()
+    // Statements of up to `preparedRows` rows are prepared per connection on PostgreSQL; larger ones, rarer
+    // and of many sizes, are planned each time rather than kept prepared on every connection.
+    const preparedRows = 16
+    const insertTexts = new Map<number, Prepared>()
     const insertText = (rows: number) => {
-      let text = insertTexts.get(rows)
-      if (text === undefined) {
+      let statement = insertTexts.get(rows)
+      if (statement === undefined) {
         const first = notify ? 3 : 1
         const values = Array.from({ length: rows }, (_, r) => {
           const p = first + r * 5
@@ -122,14 +138,15 @@ export const make = (
         }).join(", ")
         const insert = `INSERT INTO "${table}" (topic, message_id, key, payload, headers) VALUES ${values}`
         const wakeAll = `WITH inserted AS (${insert} RETURNING id) SELECT pg_notify($1, $2)`
-        text = notify === "always"
+        const text = notify === "always"
           ? wakeAll
           : notify
           ? `${wakeAll} WHERE EXISTS (SELECT 1 FROM "${sleepersTable}")`
           : insert
-        insertTexts.set(rows, text)
+        statement = prepared("append", text, named && rows <= preparedRows)
+        insertTexts.set(rows, statement)
       }
-      return text
+      return statement
     }
     const maxRowsPerStatement = 1000
     const appendFailed = failed("append")
@@ -149,7 +166,7 @@ export const make = (
               const m = messages[i]!
               params.push(topic, m.id, m.key, toBuffer(m.payload), JSON.stringify(m.headers))
             }
-            statements.push(connection.executeRaw(insertText(end - start), params))
+            statements.push(insertText(end - start).run(connection, params))
           }
           const all = statements.length === 1
             ? Effect.asVoid(statements[0]!)
@@ -237,39 +254,61 @@ export const make = (
     // never a row, while the appends themselves stay durable. Both statements run once per round, so their
     // text is built once (the table name is a checked identifier) and only the parameters change.
     //
-    // The candidate ids are an `ARRAY(…)` rather than an `IN (…)` subquery: PostgreSQL plans `id IN (SELECT
-    // … LIMIT n)` at large n as a hash semi-join over a scan of the whole table, and `= ANY(ARRAY(…))` as n
-    // primary-key probes. A keyed row is claimable only once no transaction that began before it was
+    // The candidates are an `ARRAY(…)` rather than an `IN (…)` subquery: PostgreSQL plans `id IN (SELECT
+    // … LIMIT n)` at large n as a hash semi-join over a scan of the whole table. They are the rows' physical
+    // addresses (`ctid`), so the UPDATE visits them directly (a TID scan) instead of probing the primary key
+    // once per row; the inner select has locked them, so they cannot move meanwhile. (Had a candidate been
+    // updated by another transaction after the statement's snapshot, PostgreSQL re-checks the newest version
+    // against the `ctid` list and skips it: a row is then claimed a round later, never twice.) A keyed row is claimable only once no transaction that began before it was
     // appended still writes to the outbox (one could yet commit an older row of its key), or after
     // `commitOrderWindow` at the latest.
+    //
+    // The head check's lower bound (`p.id >=` the lowest pending id) holds for every pending row, so it
+    // changes no answer; it bounds the probe of a key's index range from below. Without it each probe walks
+    // the index entries of the key's rows deleted since the last vacuum, each one a heap visit: 28 buffers
+    // per candidate halfway through a 50,000-row backlog instead of 3, most of the claim's cost at batch 1000.
+    // The claim changes no indexed column, so on the outbox's half-empty pages (migration 4) it is a HOT update.
+
     // When the oldest running transaction that writes to the outbox (it holds the table's RowExclusiveLock)
     // began, other than this one: any transaction that could still commit a row with a lower id is among
     // them. Read once per claim, and only when a candidate row has a key.
     const oldestWriter = `SELECT min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'relation' AND l.relation = '"${table}"'::regclass AND l.mode = 'RowExclusiveLock'
         AND l.pid <> pg_backend_pid()`
-    const claimText = `
+    const claimText = (limit: number) => `
       WITH claimed AS (
       UPDATE "${table}" SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
-      WHERE id = ANY(ARRAY(
-        SELECT c.id FROM "${table}" c
+      WHERE ctid = ANY(ARRAY(
+        SELECT c.ctid FROM "${table}" c
         WHERE c.state = 'pending' AND c.available_at <= now()
           AND (c.claimed_until IS NULL OR c.claimed_until < now())
           AND (c.key = '' OR (
             (c.appended_at IS NULL OR c.appended_at < coalesce((${oldestWriter}), 'infinity')
-              OR c.created_at < now() - ($4::float8 * interval '1 millisecond'))
+              OR c.created_at < now() - ($3::float8 * interval '1 millisecond'))
             AND NOT EXISTS (
-              SELECT 1 FROM "${table}" p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id)))
+              SELECT 1 FROM "${table}" p WHERE p.state = 'pending' AND p.key = c.key AND p.id < c.id
+                AND p.id >= (SELECT min(m.id) FROM "${table}" m WHERE m.state = 'pending'))))
         ORDER BY c.id
-        LIMIT $3
+        LIMIT ${limit}
         FOR UPDATE SKIP LOCKED))
       RETURNING id, topic, message_id, key, payload, headers, attempts)
       SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`
+    // A relay claims the same batch size every round: one prepared statement per size, the limit written
+    // into its text so that the cached plan is the one planned for that size (a generic plan would guess it).
+    const claimStatements = new Map<number, Prepared>()
+    const claimStatement = (limit: number) => {
+      let statement = claimStatements.get(limit)
+      if (statement === undefined) {
+        statement = prepared("claim", claimText(Math.max(1, Math.floor(limit))), named)
+        claimStatements.set(limit, statement)
+      }
+      return statement
+    }
     const claimFailed = failed("claim")
     const claim: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
       Effect.map(
-        sql.unsafe<Row>(claimText, [relayId, leaseMillis, limit, commitOrderWindowMillis]),
-        (rows) => rows.map(toClaimed).sort((a, b) => a.id - b.id)
+        runPrepared(claimStatement(limit), [relayId, leaseMillis, commitOrderWindowMillis]),
+        (result) => (result.rows as ReadonlyArray<Row>).map(toClaimed).sort((a, b) => a.id - b.id)
       ).pipe(Effect.mapError(claimFailed))
 
     // One statement: settle the rows this relay still holds, and tell `drained` waiters. A published row is
@@ -280,17 +319,17 @@ export const make = (
       WITH marked AS (${marked})
       SELECT count(*)::int AS n, pg_notify($3, count(*)::text), set_config('synchronous_commit', 'off', true)
       FROM marked`
-    const deleteText = settledText(`DELETE FROM "${table}" WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id`)
-    const keepText = settledText(`
+    const deleteText = prepared("settle", settledText(`DELETE FROM "${table}" WHERE id = ANY($1::bigint[]) AND claimed_by = $2 RETURNING id`), named)
+    const keepText = prepared("keep", settledText(`
         UPDATE "${table}" SET state = 'published', published_at = now(), attempts = attempts + 1,
           claimed_by = NULL, claimed_until = NULL
         WHERE id = ANY($1::bigint[]) AND claimed_by = $2
-        RETURNING id`)
+        RETURNING id`), named)
     const markFailed = failed("markPublished")
     const markPublished: Service["markPublished"] = (relayId, ids, keep = false) =>
       ids.length === 0 ? Effect.succeed(0) : Effect.map(
-        sql.unsafe<{ n: number }>(keep ? keepText : deleteText, [ids, relayId, settledChannel]),
-        (rows) => rows[0]?.n ?? 0
+        runPrepared(keep ? keepText : deleteText, [ids, relayId, settledChannel]),
+        (result) => (result.rows[0] as { n: number } | undefined)?.n ?? 0
       ).pipe(Effect.mapError(markFailed))
 
     const reschedule: Service["reschedule"] = (relayId, id, retry) =>

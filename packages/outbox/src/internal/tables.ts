@@ -44,6 +44,14 @@ export const outboxMigrations = (table: string): ReadonlyArray<Migrations.Migrat
     `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS appended_at timestamptz`,
     `ALTER TABLE ${table} ALTER COLUMN appended_at SET DEFAULT clock_timestamp()`
   ]
+}, {
+  id: 4,
+  name: "room for the claim on each page",
+  // The claim's UPDATE touches no indexed column, so with free room on the row's page PostgreSQL writes the
+  // new version there without new index entries (a HOT update): a third of the claim's WAL and no index
+  // growth. Half of each page is left free so that every row of a page fits a claimed version beside it.
+  // Applies to pages written from now on; an existing table needs no rewrite.
+  statements: [`ALTER TABLE ${table} SET (fillfactor = 50)`]
 }]
 
 /** The relays waiting for a notification; `append` sends one only while this table has a row. */

@@ -1,0 +1,63 @@
+/**
+ * Records: Kinesis keeps a data blob and a partition key per record, nothing else, so the message id, key and
+ * headers travel framed in front of the payload: the magic `BWK1`, a 4-byte big-endian length, that many bytes
+ * of JSON `{ id, key, headers }`, then the payload. A record another producer wrote (no magic) is delivered
+ * with its blob as the payload, its partition key as the key and its sequence number as the id.
+ */
+import type { PutRecordsRequestEntry, _Record } from "@aws-sdk/client-kinesis"
+import type { Delivery } from "@bulwark/core"
+import type { Transport } from "@bulwark/transport"
+import { createHash } from "node:crypto"
+
+const magic = Buffer.from("BWK1", "ascii")
+const prefixBytes = magic.length + 4
+
+// Kinesis caps a partition key at 256 Unicode characters; longer keys are hashed (same key, same shard).
+const partitionKey = (key: string) => key.length <= 256 ? key : createHash("sha256").update(key).digest("hex")
+
+/** A PutRecords entry: the framed message, partitioned by its key (a keyless message by its id, spreading them). */
+export const encode = (message: Transport.OutgoingMessage): PutRecordsRequestEntry => {
+  const meta = Buffer.from(JSON.stringify({ id: message.id, key: message.key, headers: message.headers }), "utf8")
+  const data = Buffer.allocUnsafe(prefixBytes + meta.length + message.payload.byteLength)
+  magic.copy(data, 0)
+  data.writeUInt32BE(meta.length, magic.length)
+  meta.copy(data, prefixBytes)
+  data.set(message.payload, prefixBytes + meta.length)
+  return { Data: data, PartitionKey: partitionKey(message.key === "" ? message.id : message.key) }
+}
+
+/** The bytes an entry costs against PutRecords' 5 MiB (data and partition key). */
+export const entrySize = (entry: PutRecordsRequestEntry): number => (entry.Data?.byteLength ?? 0) + Buffer.byteLength(entry.PartitionKey ?? "")
+
+const utf8 = new TextDecoder()
+
+/** Decodes what {@link encode} wrote; anything else keeps its blob as the payload. */
+export const decode = (topic: string, record: _Record): Delivery.Message => {
+  const data = record.Data ?? new Uint8Array()
+  const foreign = (): Delivery.Message => ({
+    id: record.SequenceNumber ?? "",
+    topic,
+    key: record.PartitionKey ?? "",
+    payload: data,
+    headers: {}
+  })
+  if (data.byteLength < prefixBytes || !magic.equals(data.subarray(0, magic.length))) return foreign()
+  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const length = view.readUInt32BE(magic.length)
+  if (prefixBytes + length > data.byteLength) return foreign()
+  try {
+    const meta: unknown = JSON.parse(utf8.decode(data.subarray(prefixBytes, prefixBytes + length)))
+    const { headers, id, key } = meta as { id?: unknown; key?: unknown; headers?: unknown }
+    if (typeof id !== "string" || typeof key !== "string" || typeof headers !== "object" || headers === null) return foreign()
+    return {
+      id,
+      topic,
+      key,
+      payload: data.subarray(prefixBytes + length),
+      // fromEntries defines own properties: a header named `__proto__` stays a header.
+      headers: Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, String(value)]))
+    }
+  } catch {
+    return foreign()
+  }
+}

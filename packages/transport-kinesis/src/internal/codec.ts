@@ -18,18 +18,17 @@ const partitionKey = (key: string) => key.length <= 256 ? key : createHash("sha2
 /** A PutRecords entry: the framed message, partitioned by its key (a keyless message by its id, spreading them). */
 export const encode = (message: Transport.OutgoingMessage): PutRecordsRequestEntry => {
   const meta = Buffer.from(JSON.stringify({ id: message.id, key: message.key, headers: message.headers }), "utf8")
-  const data = Buffer.allocUnsafe(prefixBytes + meta.length + message.payload.byteLength)
-  magic.copy(data, 0)
-  data.writeUInt32BE(meta.length, magic.length)
-  meta.copy(data, prefixBytes)
+  // A buffer of its own (not a slice of Node's shared pool), as the client expects of a blob.
+  const data = new Uint8Array(prefixBytes + meta.length + message.payload.byteLength)
+  data.set(magic, 0)
+  new DataView(data.buffer).setUint32(magic.length, meta.length)
+  data.set(meta, prefixBytes)
   data.set(message.payload, prefixBytes + meta.length)
   return { Data: data, PartitionKey: partitionKey(message.key === "" ? message.id : message.key) }
 }
 
 /** The bytes an entry costs against PutRecords' 5 MiB (data and partition key). */
 export const entrySize = (entry: PutRecordsRequestEntry): number => (entry.Data?.byteLength ?? 0) + Buffer.byteLength(entry.PartitionKey ?? "")
-
-const utf8 = new TextDecoder()
 
 /** Decodes what {@link encode} wrote; anything else keeps its blob as the payload. */
 export const decode = (topic: string, record: _Record): Delivery.Message => {
@@ -46,17 +45,15 @@ export const decode = (topic: string, record: _Record): Delivery.Message => {
   const length = view.readUInt32BE(magic.length)
   if (prefixBytes + length > data.byteLength) return foreign()
   try {
-    const meta: unknown = JSON.parse(utf8.decode(data.subarray(prefixBytes, prefixBytes + length)))
+    const meta: unknown = JSON.parse(view.toString("utf8", prefixBytes, prefixBytes + length))
     const { headers, id, key } = meta as { id?: unknown; key?: unknown; headers?: unknown }
     if (typeof id !== "string" || typeof key !== "string" || typeof headers !== "object" || headers === null) return foreign()
-    return {
-      id,
-      topic,
-      key,
-      payload: data.subarray(prefixBytes + length),
-      // fromEntries defines own properties: a header named `__proto__` stays a header.
-      headers: Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, String(value)]))
-    }
+    const names = Object.keys(headers)
+    // fromEntries defines own properties: a header named `__proto__` stays a header.
+    const copied: Record<string, string> = names.length === 0
+      ? {}
+      : Object.fromEntries(names.map((name) => [name, String((headers as Record<string, unknown>)[name])]))
+    return { id, topic, key, payload: data.subarray(prefixBytes + length), headers: copied }
   } catch {
     return foreign()
   }

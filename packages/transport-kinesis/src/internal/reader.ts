@@ -57,6 +57,10 @@ interface ShardState {
   /** The lease is gone (lost or released): its records are no longer this reader's to settle. */
   lost: boolean
   flush: () => Promise<void>
+  /** Set while the shard's read waits for room in the window. */
+  space: Deferred.Deferred<void> | undefined
+  /** A checkpoint write is queued for this turn. */
+  flushQueued: boolean
   fiber?: Fiber.RuntimeFiber<void, never>
 }
 
@@ -97,6 +101,8 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
     const visibility = Duration.toMillis(settings.visibilityTimeout)
     const state = {
       changed: Deferred.unsafeMake<void>(FiberId.none),
+      /** Someone waits on `changed`: only then does a change need a new one (acks come by the thousand). */
+      awaited: false,
       failure: undefined as unknown,
       subscribers: 0,
       closing: false,
@@ -104,10 +110,16 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
       turn: 0
     }
     const signal = () => {
+      if (!state.awaited) return
+      state.awaited = false
       const changed = state.changed
       state.changed = Deferred.unsafeMake(FiberId.none)
       Deferred.unsafeDone(changed, Exit.void)
     }
+    const awaitChange = Effect.suspend(() => {
+      state.awaited = true
+      return Deferred.await(state.changed)
+    })
     const keyOf = (shard: string): ShardKey => ({ stream, group: deps.group, shard })
 
     // ---- checkpoints --------------------------------------------------------------------------------------
@@ -144,8 +156,16 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
         const moved = advance(shard)
         signal()
         if (!moved) return Effect.void
+        if (shard.space !== undefined && shard.window.length <= settings.maxBuffered / 2) Deferred.unsafeDone(shard.space, Exit.void)
         if (settings.confirmAcks) return Effect.tryPromise(() => shard.flush())
-        shard.flush().catch(warn(`checkpoint of ${stream}/${shard.key.shard} failed; records may be delivered again`))
+        // One write per turn for all the acks of the turn, none awaited.
+        if (!shard.flushQueued) {
+          shard.flushQueued = true
+          setImmediate(() => {
+            shard.flushQueued = false
+            shard.flush().catch(warn(`checkpoint of ${stream}/${shard.key.shard} failed; records may be delivered again`))
+          })
+        }
         return Effect.void
       })
 
@@ -215,9 +235,8 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
         if (state.failure !== undefined) return Effect.fail(subscribeError(state.failure))
         const { out, wake } = collect(max)
         if (out.length > 0) return Effect.succeed(Chunk.unsafeFromArray(out))
-        const changed = state.changed
         return Effect.zipRight(
-          Effect.raceFirst(Deferred.await(changed), Effect.sleep(Duration.millis(Math.max(1, wake - Date.now())))),
+          Effect.raceFirst(awaitChange, Effect.sleep(Duration.millis(Math.max(1, wake - Date.now())))),
           take(max)
         )
       }).pipe(Driver.inRealTime)
@@ -250,7 +269,9 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
         let iterator = yield* iteratorAfter(shard)
         while (iterator !== undefined && !shard.lost && !state.closing) {
           if (unsettled(shard) >= settings.maxBuffered) {
-            yield* Effect.raceFirst(Deferred.await(state.changed), Effect.sleep(settings.pollInterval))
+            // Resumes once half the window is settled, not at every ack.
+            yield* Effect.raceFirst(Deferred.await(shard.space = Deferred.unsafeMake(FiberId.none)), Effect.sleep(settings.pollInterval))
+            shard.space = undefined
             continue
           }
           const current: string = iterator
@@ -290,7 +311,7 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           // Closed by a reshard: once everything read is settled, the shard is marked ended for its children.
           shard.closed = true
           while (shard.window.length > 0 && !shard.lost && !state.closing) {
-            yield* Effect.raceFirst(Deferred.await(state.changed), Effect.sleep(settings.pollInterval))
+            yield* Effect.raceFirst(awaitChange, Effect.sleep(settings.pollInterval))
           }
           if (!shard.lost && !state.closing) yield* writeCheckpoint(shard)
         }
@@ -332,7 +353,9 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           fetched: undefined,
           closed: false,
           lost: false,
-          flush: () => Promise.resolve()
+          flush: () => Promise.resolve(),
+          space: undefined,
+          flushQueued: false
         }
         shardState.flush = Driver.batcher<void>(() => runPromise(writeCheckpoint(shardState)))
         shards.set(id, shardState)

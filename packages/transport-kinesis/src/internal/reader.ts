@@ -163,6 +163,8 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           shard.flushQueued = true
           setImmediate(() => {
             shard.flushQueued = false
+            // Closed meanwhile: its finalizer wrote the checkpoint, and the store may be gone.
+            if (shard.lost) return
             shard.flush().catch(warn(`checkpoint of ${stream}/${shard.key.shard} failed; records may be delivered again`))
           })
         }
@@ -376,9 +378,11 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           shards.delete(id)
           signal()
         } else if (shard.closed && shard.window.length === 0 && shard.fiber !== undefined && shard.fiber.unsafePoll() !== null) {
-          // Read to its end and settled: given up, so the children (claimed by whoever) may start.
+          // Read to its end and settled: given up, so the children (claimed by whoever) may start; listed
+          // again now, since a closed shard means a reshard made new ones.
           shards.delete(id)
           yield* store.release(shard.key, deps.owner)
+          listed = []
         }
       }
       // The shard list changes only with a reshard: asked for again every tenth tick.
@@ -405,13 +409,14 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
 
     yield* Scope.addFinalizer(
       scope,
-      Effect.forEach([...shards.values()], (shard) =>
+      // Suspended: the shards held when the reader closes, not those held when it started (none).
+      Effect.suspend(() => Effect.forEach([...shards.values()], (shard) =>
         Effect.zipRight(
           shard.lost ? Effect.void : Effect.ignore(writeCheckpoint(shard)),
           Effect.ignore(store.release(shard.key, deps.owner))
         ).pipe(Effect.ensuring(Effect.sync(() => {
           shard.lost = true
-        }))), { discard: true }).pipe(Effect.ensuring(Effect.sync(signal)))
+        }))), { discard: true })).pipe(Effect.ensuring(Effect.sync(signal)))
     )
     yield* Effect.forkIn(Effect.interruptible(leaseLoop), scope)
 

@@ -15,6 +15,7 @@ import {
 import { Envelope } from "@bulwark/core"
 import { NodeHttpHandler } from "@smithy/node-http-handler"
 import { Chunk, Effect, Schema, Stream } from "effect"
+import { readFileSync } from "node:fs"
 import { loadavg } from "node:os"
 import { writeResults } from "../../../bench/lib.js"
 import { CheckpointStore, KinesisTransport } from "../src/index.js"
@@ -28,6 +29,27 @@ const pollMillis = 50
 
 const emulator = await start()
 const endpoint = emulator.endpoint
+
+// CPU time (ms) of this process and of the emulator's: less sensitive to the machine's load than wall time.
+const ticks = Number(process.env["CLK_TCK"] ?? 100)
+const emulatorCpu = () => {
+  const fields = readFileSync(`/proc/${emulator.pid()}/stat`, "utf8").split(") ")[1]!.split(" ")
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticks
+}
+const ownCpu = () => {
+  const usage = process.cpuUsage()
+  return (usage.user + usage.system) / 1000
+}
+const cpu = { raw: { own: [] as Array<number>, emulator: [] as Array<number> }, transport: { own: [] as Array<number>, emulator: [] as Array<number> } }
+const measured = async (which: "raw" | "transport", run: () => Promise<number>) => {
+  const own0 = ownCpu()
+  const emulator0 = emulatorCpu()
+  const rate = await run()
+  // Per 1000 messages.
+  cpu[which].own.push(((ownCpu() - own0) * 1000) / messages)
+  cpu[which].emulator.push(((emulatorCpu() - emulator0) * 1000) / messages)
+  return rate
+}
 
 const Order = Schema.Struct({ n: Schema.Number, item: Schema.String })
 const payloads = await Effect.runPromise(Effect.forEach(Array.from({ length: batch }, (_, n) => n), (n) =>
@@ -102,11 +124,11 @@ try {
   for (let round = 0; round < rounds && (round === 0 || performance.now() - benchStart < 90_000); round++) {
     // Alternating which goes first, so a drift in the machine's load favours neither.
     if (round % 2 === 0) {
-      results.raw.push(await raw())
-      results.transport.push(await viaTransport())
+      results.raw.push(await measured("raw", raw))
+      results.transport.push(await measured("transport", viaTransport))
     } else {
-      results.transport.push(await viaTransport())
-      results.raw.push(await raw())
+      results.transport.push(await measured("transport", viaTransport))
+      results.raw.push(await measured("raw", raw))
     }
     loads.push(loadavg()[0]!.toFixed(1))
   }
@@ -121,12 +143,21 @@ const row = (name: string, ops: number, base: number, runs: Array<number>) => ({
   runs: runs.map((r) => Math.round(r)).join(" / ")
 })
 const rawOps = median(results.raw)
+const cpuRow = (name: string, figures: { own: Array<number>; emulator: Array<number> }) => ({
+  variant: name,
+  "messages/s (median)": `CPU ms per 1000 messages: client ${median(figures.own).toFixed(0)}, emulator ${median(figures.emulator).toFixed(0)}`,
+  "vs raw client": `${Math.round(((median(figures.own) + median(figures.emulator)) / (median(cpu.raw.own) + median(cpu.raw.emulator))) * 100)}% of raw's CPU`,
+  runs: figures.own.map((c, i) => `${c.toFixed(0)}+${figures.emulator[i]!.toFixed(0)}`).join(" / ")
+})
 writeResults("transport-kinesis", "Amazon Kinesis transport (kinesalite emulator): publish + consume throughput", [
   row("raw @aws-sdk/client-kinesis (PutRecords, GetRecords per shard)", rawOps, rawOps, results.raw),
-  row("Bulwark KinesisTransport (memory checkpoint store)", median(results.transport), rawOps, results.transport)
+  row("Bulwark KinesisTransport (memory checkpoint store)", median(results.transport), rawOps, results.transport),
+  cpuRow("raw client, CPU", cpu.raw),
+  cpuRow("Bulwark KinesisTransport, CPU", cpu.transport)
 ], [
   `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes), streams of ${shards} shards, ${results.raw.length} alternating rounds after a warm-up; producer and consumer run at once; both runs include creating their stream (kinesalite makes it ACTIVE at once).`,
   `Load average (1 min, 2 cores) after each round: ${loads.join(", ")}; at the end (1, 5, 15 min): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,
+  "The CPU rows: CPU time of the benchmark's process (client) and of the emulator's process per 1000 messages, per round (client+emulator), medians; CPU time is less sensitive to the machine's load than throughput, though not immune (shared cores run slower).",
   `Both publish with PutRecords (100 records a call) and read with GetRecords (up to 1000 records, ${pollMillis} ms pause after an empty read). The transport also frames id, key and headers into each record, tracks every delivery until its ack (per-key order, visibility timeout) and moves the checkpoint as acks come in; the raw consumer only counts records.`,
   "Against kinesalite (in memory, Node) on the same machine, in a process of its own: its CPU use is in every figure, and the machine (2 cores) was shared with other work while this ran, so the figures are indicative, not precise. Real Kinesis is a network service with tens of milliseconds per call and 1 MB/s or 1000 records/s of writes per shard; the per-call overhead compared here matters less there."
 ])

@@ -171,22 +171,33 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
         return Effect.void
       })
 
-    const deliveryOf = (shard: ShardState, entry: Entry): Delivery.Delivery => {
-      const generation = entry.generation
-      return Driver.delivery(entry.message, entry.attempt, {
-        ack: settle(shard, entry),
-        nack: (delayMillis) =>
-          Effect.sync(() => {
-            if (shard.lost || entry.status !== "inflight" || entry.generation !== generation) return
-            entry.status = "pending"
-            entry.attempt++
-            entry.notBefore = Date.now() + delayMillis
-            signal()
-          }),
-        // The copy first, then the original is settled: a failure between leaves it in both places, never neither.
-        deadLetter: (copy) => Effect.zipRight(deps.deadLetter(copy), settle(shard, entry))
+    const nackOf = (shard: ShardState, entry: Entry, generation: number, delayMillis: number) =>
+      Effect.sync(() => {
+        if (shard.lost || entry.status !== "inflight" || entry.generation !== generation) return
+        entry.status = "pending"
+        entry.attempt++
+        entry.notBefore = Date.now() + delayMillis
+        signal()
       })
+
+    // One object per hand-out, its operations on the prototype: a delivery per record is the hot path, and
+    // closures per record cost more than the work they do.
+    class Settlement implements Driver.Settlement {
+      constructor(readonly shard: ShardState, readonly entry: Entry, readonly generation: number) {}
+      get ack() {
+        return settle(this.shard, this.entry)
+      }
+      nack(delayMillis: number) {
+        return nackOf(this.shard, this.entry, this.generation, delayMillis)
+      }
+      // The copy first, then the original is settled: a failure between leaves it in both places, never neither.
+      deadLetter(copy: Transport.OutgoingMessage) {
+        return Effect.zipRight(deps.deadLetter(copy), settle(this.shard, this.entry))
+      }
     }
+
+    const deliveryOf = (shard: ShardState, entry: Entry): Delivery.Delivery =>
+      Driver.delivery(entry.message, entry.attempt, new Settlement(shard, entry, entry.generation))
 
     // ---- hand-out -----------------------------------------------------------------------------------------
     const collect = (max: number): { out: Array<Delivery.Delivery>; wake: number } => {
@@ -307,7 +318,11 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
             }
           }
           iterator = out.NextShardIterator
-          if (records.length === 0 && iterator !== undefined) yield* Effect.sleep(settings.pollInterval)
+          // Caught up (a short read, nothing behind): the next read waits, so a trickle of records is read in
+          // batches rather than a call per few records (every call counts against the shard's 5 reads a second).
+          if (iterator !== undefined && records.length < settings.fetchLimit && (out.MillisBehindLatest ?? 0) === 0) {
+            yield* Effect.sleep(settings.pollInterval)
+          }
         }
         if (iterator === undefined) {
           // Closed by a reshard: once everything read is settled, the shard is marked ended for its children.

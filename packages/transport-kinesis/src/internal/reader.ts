@@ -255,11 +255,9 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
       }).pipe(Driver.inRealTime)
 
     // ---- reading a shard ----------------------------------------------------------------------------------
+    const backoff = Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")), Schedule.upTo(settings.reconnectTimeout))
     const retrying = <A>(effect: Effect.Effect<A, CallError>) =>
-      Effect.retry(effect, {
-        while: (error) => isTransient(error.cause),
-        schedule: Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")), Schedule.upTo(settings.reconnectTimeout))
-      })
+      Effect.retry(effect, { while: (error) => isTransient(error.cause), schedule: backoff })
 
     const iteratorAfter = (shard: ShardState) => {
       const after = shard.fetched ?? shard.checkpoint
@@ -314,7 +312,7 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
             signal()
             // Where a takeover would count its reads as further attempts.
             if (shard.seenBefore === undefined || later(shard.fetched!, shard.seenBefore.toString())) {
-              if (!(yield* store.delivered(shard.key, deps.owner, shard.fetched!))) shard.lost = true
+              if (!(yield* Effect.retry(store.delivered(shard.key, deps.owner, shard.fetched!), { schedule: backoff }))) shard.lost = true
             }
           }
           iterator = out.NextShardIterator
@@ -407,6 +405,9 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
     })
 
     const leaseLoop = leaseTick.pipe(
+      // A store or service that is away for a moment is retried; away past `reconnectTimeout`, the reader fails
+      // (its subscriptions with it) and its leases expire for whoever is still there.
+      Effect.retry({ schedule: backoff }),
       Effect.zipRight(Effect.sleep(Duration.unsafeDivide(settings.leaseDuration, 3))),
       Effect.forever,
       Effect.catchAll((error) => fail(error)),

@@ -70,6 +70,17 @@ contract("sql (PGlite)", () =>
     Layer.provide(Database.layerPglite())
   ))
 
+const postgresUrl = process.env["BULWARK_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
+contract("sql (PostgreSQL)", () => {
+  const table = `bulwark_audit_t${Date.now().toString(36)}`
+  // The table goes when the test ends: the server is shared.
+  const dropped = Layer.scopedDiscard(Effect.addFinalizer(() => Effect.orDie(SqlAuditLog.drop(table))))
+  return SqlAuditLog.layer({ ...options, table }).pipe(
+    Layer.provideMerge(dropped),
+    Layer.provide(Database.layerPostgres({ url: postgresUrl }))
+  )
+})
+
 const Payment = Schema.Struct({ n: Schema.Number })
 
 describe("the packages write to the audit log", () => {

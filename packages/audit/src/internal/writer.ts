@@ -54,9 +54,14 @@ export const makeWriter = (
     }
     // Uninterruptible: a batch taken from the buffer is stored (or counted as dropped), never lost half-way.
     const drainOnce = Effect.uninterruptible(lock.withPermits(1)(Effect.suspend(() => storeBatch(take()))))
-    const flushAll: Effect.Effect<void> = Effect.suspend(function loop(): Effect.Effect<void> {
-      return buffer.length === 0 ? Effect.void : Effect.zipRight(drainOnce, Effect.suspend(loop))
-    })
+    // At least one turn under the lock, even with nothing buffered: a batch the background fiber took off the
+    // buffer may still be on its way to storage, and a flush must not return before it is stored.
+    const flushAll: Effect.Effect<void> = Effect.zipRight(
+      drainOnce,
+      Effect.suspend(function loop(): Effect.Effect<void> {
+        return buffer.length === 0 ? Effect.void : Effect.zipRight(drainOnce, Effect.suspend(loop))
+      })
+    )
 
     // Entries still buffered when the scope closes are written then, after the background fiber stopped
     // (finalizers run in reverse order, so this one, added first, runs last).

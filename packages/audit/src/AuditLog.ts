@@ -57,6 +57,16 @@ export const defaultRedaction = (options: Options) => {
     : typeof keep === "function"
     ? keep
     : (entry) => entry.topic !== undefined && keep.includes(entry.topic)
+  // Entries carry the same few `detail` keys over and over: each key's verdict is worked out once.
+  const verdicts = new Map<string, boolean>()
+  const sensitive = (key: string) => {
+    let verdict = verdicts.get(key)
+    if (verdict === undefined) {
+      verdict = Redaction.isSensitive(key)
+      if (verdicts.size < 10_000) verdicts.set(key, verdict)
+    }
+    return verdict
+  }
   return (entry: Entry): Entry | undefined => {
     let out = entry
     if (out.message !== undefined && !keeps(out)) {
@@ -64,8 +74,15 @@ export const defaultRedaction = (options: Options) => {
       out = new Port.Entry(rest, { disableValidation: true })
     }
     if (out.detail !== undefined) {
-      const detail = Redaction.omitSensitive(out.detail)
-      if (Object.keys(detail).length !== Object.keys(out.detail).length) out = new Port.Entry({ ...out, detail }, { disableValidation: true })
+      let any = false
+      for (const key in out.detail) {
+        if (sensitive(key)) {
+          any = true
+          break
+        }
+      }
+      // Copied only when something is removed: most entries have nothing to hide.
+      if (any) out = new Port.Entry({ ...out, detail: Redaction.omitSensitive(out.detail) }, { disableValidation: true })
     }
     return options.redact === undefined ? out : options.redact(out)
   }

@@ -9,6 +9,7 @@ import type { Options } from "../src/AuditLog.js"
 import * as MemoryAuditLog from "../src/AuditLog/Memory.js"
 import * as SqlAuditLog from "../src/AuditLog/Sql.js"
 import * as History from "../src/History.js"
+import { makeWriter } from "../src/internal/writer.js"
 import { Ingress, ReplayGuard, Signing, Verifier } from "@bulwark/webhook"
 
 const day = 86_400_000
@@ -69,6 +70,17 @@ contract("sql (PGlite)", () =>
   SqlAuditLog.layer({ ...options, table: `bulwark_audit_t${Date.now().toString(36)}` }).pipe(
     Layer.provide(Database.layerPglite())
   ))
+
+const postgresUrl = process.env["BULWARK_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
+contract("sql (PostgreSQL)", () => {
+  const table = `bulwark_audit_t${Date.now().toString(36)}`
+  // The table goes when the test ends: the server is shared.
+  const dropped = Layer.scopedDiscard(Effect.addFinalizer(() => Effect.orDie(SqlAuditLog.drop(table))))
+  return SqlAuditLog.layer({ ...options, table }).pipe(
+    Layer.provideMerge(dropped),
+    Layer.provide(Database.layerPostgres({ url: postgresUrl }))
+  )
+})
 
 const Payment = Schema.Struct({ n: Schema.Number })
 
@@ -209,5 +221,31 @@ describe("webhook ingress writes received entries", () => {
         ["msg_1", "received", "duplicate", { verification: "valid", status: 200 }],
         ["(unidentified)", "received", "rejected", { verification: "invalid", status: 401, reason: "NoMatchingSignature" }]
       ])
+    }))
+})
+
+describe("the batching writer", () => {
+  it.live("flush waits for a batch already on its way to storage; closing the scope stores what is buffered", () =>
+    Effect.gen(function*() {
+      const stored: Array<string> = []
+      // A slow store: the background fiber is still writing its batch when `flush` is called.
+      const store = (batch: ReadonlyArray<Port.Entry>) =>
+        Effect.zipRight(Effect.sleep("150 millis"), Effect.sync(() => stored.push(...batch.map((e) => e.eventId))))
+      const entry = (id: string) => new Port.Entry({ eventId: id, stage: "published", at: 0, component: "test" })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const writer = yield* makeWriter("test", { flushInterval: "1 millis", maxBatch: 3 }, store)
+        yield* writer.write(["a", "b"].map(entry))
+        // The background fiber has taken both off the buffer and is storing them.
+        yield* Effect.sleep("30 millis")
+        yield* writer.flush
+        expect(stored).toEqual(["a", "b"])
+        // More than a batch: stored in batches of 3, in order.
+        yield* writer.write(["c", "d", "e", "f", "g"].map(entry))
+        yield* writer.flush
+        expect(stored).toEqual(["a", "b", "c", "d", "e", "f", "g"])
+        // Left buffered when the scope closes.
+        yield* writer.write([entry("h")])
+      }))
+      expect(stored).toEqual(["a", "b", "c", "d", "e", "f", "g", "h"])
     }))
 })

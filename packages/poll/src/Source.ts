@@ -104,6 +104,17 @@ export interface HttpOptions<A, I> {
   readonly time?: (item: A) => number
   /** Per-request timeout. Default 10 s. */
   readonly timeout?: Duration.DurationInput
+  /**
+   * Makes one GET. Default {@link get} (the global `fetch`); pass another HTTP client here (a proxy, signed
+   * requests, or a simulated source).
+   */
+  readonly request?: (url: string, options: RequestOptions) => Effect.Effect<Response, HttpError>
+}
+
+/** What {@link get} takes besides the URL. */
+export interface RequestOptions {
+  readonly headers?: Readonly<Record<string, string>>
+  readonly timeout?: Duration.DurationInput
 }
 
 const defaultItems = (body: unknown): unknown =>
@@ -114,7 +125,7 @@ const defaultItems = (body: unknown): unknown =>
 /** One GET, as a `GET` client span carrying the trace context; a status ≥ 400 fails with {@link PollHttpError}. */
 export const get = (
   url: string,
-  options: { readonly headers?: Readonly<Record<string, string>>; readonly timeout?: Duration.DurationInput } = {}
+  options: RequestOptions = {}
 ): Effect.Effect<Response, PollHttpError | PollFetchError | PollDecodeError> =>
   Effect.gen(function*() {
     const trace = yield* TraceContext.currentHeaders
@@ -241,7 +252,7 @@ export const since = <A, I>(options: SinceOptions<A, I>): FetchPage<A, HttpError
           [param]: from === undefined ? undefined : format(from),
           [options.limitParam ?? "limit"]: options.limit === undefined ? undefined : String(options.limit)
         })
-        const response = yield* get(url, options)
+        const response = yield* (options.request ?? get)(url, options)
         const items = yield* decodeItems(url, options, response.body)
         let pageNewest = Number.NEGATIVE_INFINITY
         for (const item of items) {
@@ -295,7 +306,7 @@ export interface NextCursorOptions<A, I> extends HttpOptions<A, I> {
 export const nextCursor = <A, I>(options: NextCursorOptions<A, I>): FetchPage<A, HttpError> => (cursor) =>
   Effect.gen(function*() {
     const url = withQuery(options.url, { [options.param ?? "cursor"]: Option.getOrUndefined(cursor) })
-    const response = yield* get(url, options)
+    const response = yield* (options.request ?? get)(url, options)
     const items = yield* decodeItems(url, options, response.body)
     const next = options.nextOf(response.body) ?? undefined
     return {
@@ -315,7 +326,7 @@ export const nextCursor = <A, I>(options: NextCursorOptions<A, I>): FetchPage<A,
 export const etag = <A, I>(options: HttpOptions<A, I>): FetchPage<A, HttpError> => (cursor) =>
   Effect.gen(function*() {
     const headers = Option.isSome(cursor) ? { ...options.headers, "if-none-match": cursor.value } : options.headers
-    const response = yield* get(options.url, { ...options, ...(headers === undefined ? {} : { headers }) })
+    const response = yield* (options.request ?? get)(options.url, { ...options, ...(headers === undefined ? {} : { headers }) })
     if (response.status === 304) return { items: [], next: undefined, more: false }
     const items = yield* decodeItems(options.url, options, response.body)
     return {
@@ -351,7 +362,7 @@ export const nextLink = (link: string | undefined, base: string): string | undef
 export const linkNext = <A, I>(options: HttpOptions<A, I>): FetchPage<A, HttpError> => (cursor) =>
   Effect.gen(function*() {
     const url = Option.getOrElse(cursor, () => options.url)
-    const response = yield* get(url, options)
+    const response = yield* (options.request ?? get)(url, options)
     const items = yield* decodeItems(url, options, response.body)
     const next = nextLink(response.headers["link"], url)
     return {

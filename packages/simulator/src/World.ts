@@ -127,6 +127,12 @@ export interface WorldOptions {
   readonly partnerLatency?: number
   /** How long a publish takes to be confirmed by the broker, ms. Default 1 (others run meanwhile). */
   readonly publishLatency?: number
+  /**
+   * Moves counted faults (`delay`, `slow`, `reorder`, …) from the site the world applies them at to a site of
+   * the pipeline's own, which it reads with {@link World.faultsAt} (e.g. a simulated source API a poller
+   * reads: `{ slow: "source" }` makes `slow` faults slow its pages instead of the downstream). Default none.
+   */
+  readonly faultSites?: Partial<Record<Fault["kind"], string>>
   /** Virtual ms after which all faults are healed. */
   readonly faultWindow: number
 }
@@ -213,12 +219,13 @@ export class World {
       downstreamLatency: 20,
       partnerLatency: 20,
       publishLatency: 1,
+      faultSites: {},
       ...options
     }
     this.crashFaults = faults.filter((f): f is Extract<Fault, { kind: "crash" }> => f.kind === "crash")
     for (const fault of faults) {
       if (!("nth" in fault)) continue
-      const site = siteOf(fault.kind)
+      const site = this.options.faultSites[fault.kind] ?? siteOf(fault.kind)
       const list = this.faultsBySite.get(site) ?? []
       list.push(fault)
       this.faultsBySite.set(site, list)

@@ -11,7 +11,10 @@ export const droppedTotal = Metric.counter("bulwark_audit_dropped_total", { desc
  * The shared writer: redaction, a bounded buffer, and a background fiber writing batches through `store`
  * (retried briefly; a batch still failing is dropped, counted and logged, never retried for ever so that
  * the buffer cannot grow without bound). `flush` writes what is buffered now, under the same lock as the
- * background fiber, so after it every entry written before the call is stored.
+ * background fiber, so after it every entry written before the call is stored; so does closing the scope.
+ *
+ * The audited path pays for a redaction and an array push: the buffer is a plain array (writes are
+ * synchronous, so nothing races them), and the background fiber is woken once per batch, not per write.
  */
 export const makeWriter = (
   driver: string,
@@ -21,9 +24,11 @@ export const makeWriter = (
   Effect.gen(function*() {
     const redact = defaultRedaction(options)
     const maxBatch = Math.max(1, options.maxBatch ?? 500)
-    const buffer = yield* Queue.dropping<Port.Entry>(Math.max(1, options.maxBuffered ?? 100_000))
+    const maxBuffered = Math.max(1, options.maxBuffered ?? 100_000)
+    let buffer: Array<Port.Entry> = []
     const lock = yield* Effect.makeSemaphore(1)
     const written = Metric.tagged(writtenTotal, "driver", driver)
+    const bufferFull = Metric.tagged(droppedTotal, "reason", "buffer-full")
     const interval = Duration.decode(options.flushInterval ?? "200 millis")
 
     const storeBatch = (batch: ReadonlyArray<Port.Entry>) =>
@@ -38,42 +43,65 @@ export const makeWriter = (
         )
       )
 
+    // Takes at most one batch off the front of the buffer.
+    const take = (): ReadonlyArray<Port.Entry> => {
+      if (buffer.length <= maxBatch) {
+        const all = buffer
+        buffer = []
+        return all
+      }
+      return buffer.splice(0, maxBatch)
+    }
     // Uninterruptible: a batch taken from the buffer is stored (or counted as dropped), never lost half-way.
-    const drainOnce = Effect.uninterruptible(lock.withPermits(1)(
-      Effect.flatMap(Queue.takeUpTo(buffer, maxBatch), (chunk) => storeBatch(Array.from(chunk)))
-    ))
-    const flushAll: Effect.Effect<void> = Effect.gen(function*() {
-      while ((yield* Queue.size(buffer)) > 0) yield* drainOnce
-    })
+    const drainOnce = Effect.uninterruptible(lock.withPermits(1)(Effect.suspend(() => storeBatch(take()))))
+    // At least one turn under the lock, even with nothing buffered: a batch the background fiber took off the
+    // buffer may still be on its way to storage, and a flush must not return before it is stored.
+    const flushAll: Effect.Effect<void> = Effect.zipRight(
+      drainOnce,
+      Effect.suspend(function loop(): Effect.Effect<void> {
+        return buffer.length === 0 ? Effect.void : Effect.zipRight(drainOnce, Effect.suspend(loop))
+      })
+    )
 
     // Entries still buffered when the scope closes are written then, after the background fiber stopped
     // (finalizers run in reverse order, so this one, added first, runs last).
     yield* Effect.addFinalizer(() => flushAll)
-    // Woken by writes; lets a batch gather for `interval` (unless already full), then writes what is there.
-    const signal = yield* Queue.sliding<void>(1)
+    // Woken by the first write after a flush; lets a batch gather for `interval` (cut short when a whole
+    // batch is waiting), then writes what is there.
+    const wake = yield* Queue.sliding<void>(1)
+    const full = yield* Queue.sliding<void>(1)
+    let awake = false
+    let hurried = false
     yield* Effect.forkScoped(Effect.forever(
       Effect.gen(function*() {
-        yield* Queue.take(signal)
-        if ((yield* Queue.size(buffer)) < maxBatch) yield* Effect.sleep(interval)
+        yield* Queue.take(wake)
+        if (buffer.length < maxBatch) yield* Effect.raceFirst(Effect.sleep(interval), Queue.take(full))
+        yield* Queue.takeAll(full)
+        // Writes from here on wake the next round; this one takes everything buffered before them.
+        awake = false
+        hurried = false
         yield* flushAll
       })
     ))
 
     const write = (entries: ReadonlyArray<Port.Entry>): Effect.Effect<void> =>
       Effect.suspend(() => {
-        const kept: Array<Port.Entry> = []
+        let dropped = 0
         for (const entry of entries) {
           const out = redact(entry)
-          if (out !== undefined) kept.push(out)
+          if (out === undefined) continue
+          if (buffer.length >= maxBuffered) dropped++
+          else buffer.push(out)
         }
-        if (kept.length === 0) return Effect.void
-        return Effect.flatMap(Queue.offerAll(buffer, kept), (all) =>
-          all
-            ? Queue.offer(signal, undefined)
-            : Effect.zipRight(
-              Metric.incrementBy(Metric.tagged(droppedTotal, "reason", "buffer-full"), kept.length),
-              Queue.offer(signal, undefined)
-            ))
+        const counted = dropped === 0 ? Effect.void : Metric.incrementBy(bufferFull, dropped)
+        if (buffer.length >= maxBatch && !hurried) {
+          hurried = true
+          awake = true
+          return Effect.zipRight(counted, Effect.zipRight(Queue.offer(wake, undefined), Queue.offer(full, undefined)))
+        }
+        if (awake || buffer.length === 0) return counted
+        awake = true
+        return Effect.zipRight(counted, Queue.offer(wake, undefined))
       })
 
     return { write, flush: flushAll }

@@ -30,7 +30,7 @@
  */
 import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Cause, Data, Deferred, Duration, Effect, Either, Exit, Layer, Schema, type Scope } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Either, Exit, Layer, Queue, Schema, type Scope } from "effect"
 import pg from "pg"
 import * as Pgoutput from "./internal/cdc/pgoutput.js"
 import * as CdcStream from "./internal/cdc/stream.js"
@@ -290,15 +290,26 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
           statusInterval
         }).pipe(Effect.mapError((cause) => new CdcError({ operation: "start replication", cause })))
         yield* supervisor.up
-        while (true) {
-          const transactions = yield* stream.take(batchSize).pipe(Effect.mapError((cause) => new CdcError({ operation: "stream", cause })))
-          const rows = yield* decode(transactions.flatMap((t) => t.rows))
-          if (rows.length > 0) yield* settle(control, yield* deliver(control, rows))
-          yield* stream.confirm(transactions[transactions.length - 1]!.endLsn).pipe(
-            Effect.mapError((cause) => new CdcError({ operation: "confirm", cause }))
-          )
-          yield* supervisor.up
-        }
+        // Deleting a batch and confirming its position run beside the next batch's publish, in order; the
+        // bounded queue keeps at most two batches published but not yet confirmed.
+        const published = yield* Queue.bounded<{ readonly ids: ReadonlyArray<number>; readonly lsn: Pgoutput.Lsn }>(2)
+        const confirming = Effect.gen(function*() {
+          while (true) {
+            const batch = yield* Queue.take(published)
+            yield* settle(control, batch.ids)
+            yield* stream.confirm(batch.lsn).pipe(Effect.mapError((cause) => new CdcError({ operation: "confirm", cause })))
+            yield* supervisor.up
+          }
+        })
+        const publishing = Effect.gen(function*() {
+          while (true) {
+            const transactions = yield* stream.take(batchSize).pipe(Effect.mapError((cause) => new CdcError({ operation: "stream", cause })))
+            const rows = yield* decode(transactions.flatMap((t) => t.rows))
+            const ids = rows.length > 0 ? yield* deliver(control, rows) : []
+            yield* Queue.offer(published, { ids, lsn: transactions[transactions.length - 1]!.endLsn })
+          }
+        })
+        return yield* Effect.zipRight(publishing, confirming, { concurrent: true })
       }))
 
     const run = Supervise.run({ name: `outbox-cdc:${name}`, backoffMax: "5 seconds" }, session)

@@ -78,7 +78,10 @@ class Reader {
   }
 }
 
-const decodeMessage = (r: Reader): Message => {
+/** Which columns of a relation's inserts to decode (1) or skip (0); `undefined`: all. */
+export type Wanted = (relation: number) => Uint8Array | undefined
+
+const decodeMessage = (r: Reader, wanted?: Wanted): Message => {
   const tag = String.fromCharCode(r.byte())
   switch (tag) {
     case "B": {
@@ -111,11 +114,21 @@ const decodeMessage = (r: Reader): Message => {
       const relation = r.uint32()
       r.byte() // 'N': a new tuple follows
       const count = r.int16()
-      const values: Array<string | null> = []
+      const keep = wanted?.(relation)
+      const values: Array<string | null> = new Array(count)
       for (let i = 0; i < count; i++) {
-        const kind = String.fromCharCode(r.byte())
-        if (kind === "t") values.push(r.text(r.int32()))
-        else values.push(null) // 'n' (NULL); 'u' (unchanged TOAST) only occurs in updates
+        // 't' text, 'b' binary: a length and the bytes; 'n' (NULL), 'u' (unchanged TOAST, updates only): nothing.
+        const kind = r.byte()
+        if (kind === 0x74 || kind === 0x62) {
+          const length = r.int32()
+          if (keep === undefined || keep[i] === 1) values[i] = r.text(length)
+          else {
+            values[i] = null
+            r.offset += length
+          }
+        } else {
+          values[i] = null
+        }
       }
       return { _tag: "Insert", relation, values }
     }
@@ -125,14 +138,14 @@ const decodeMessage = (r: Reader): Message => {
 }
 
 /** Decodes one CopyData payload of a `START_REPLICATION … LOGICAL` stream. */
-export const decodeFrame = (buffer: Buffer): Frame => {
+export const decodeFrame = (buffer: Buffer, wanted?: Wanted): Frame => {
   const r = new Reader(buffer)
   const tag = r.byte()
   if (tag === 0x77 /* w */) {
     const start = r.int64()
     const walEnd = r.int64()
     r.int64() // send time
-    return { _tag: "XLogData", start, walEnd, message: decodeMessage(r) }
+    return { _tag: "XLogData", start, walEnd, message: decodeMessage(r, wanted) }
   }
   if (tag === 0x6b /* k */) {
     const walEnd = r.int64()

@@ -29,6 +29,8 @@ export interface Session {
 }
 
 interface Columns {
+  /** 1 for the columns the relay reads: the others are skipped undecoded. */
+  readonly wanted: Uint8Array
   readonly id: number
   readonly topic: number
   readonly messageId: number
@@ -50,7 +52,9 @@ const columnsOf = (relation: Extract<Pgoutput.Message, { _tag: "Relation" }>): C
     attempts: index("attempts")
   }
   const missing = Object.entries(columns).filter(([, i]) => i < 0).map(([name]) => name)
-  return missing.length === 0 ? columns : `relation ${relation.schema}.${relation.name} lacks outbox column(s) ${missing.join(", ")}`
+  const wanted = new Uint8Array(relation.columns.length)
+  for (const i of Object.values(columns)) if (i >= 0) wanted[i] = 1
+  return missing.length === 0 ? { ...columns, wanted } : `relation ${relation.schema}.${relation.name} lacks outbox column(s) ${missing.join(", ")}`
 }
 
 /**
@@ -76,6 +80,10 @@ export const start = (
     let broken: unknown = undefined
     let waiter: (() => void) | undefined
     const relations = new Map<number, Columns | string>()
+    const wanted = (relation: number) => {
+      const columns = relations.get(relation)
+      return typeof columns === "object" ? columns.wanted : undefined
+    }
     let open: Array<Row> | undefined
     let received = options.from
     let confirmed = options.from
@@ -151,7 +159,7 @@ export const start = (
 
     const onCopyData = (msg: { readonly chunk: Buffer }) => {
       try {
-        onFrame(Pgoutput.decodeFrame(msg.chunk))
+        onFrame(Pgoutput.decodeFrame(msg.chunk, wanted))
       } catch (error) {
         fail(error)
       }

@@ -4,18 +4,21 @@
  * - transactions that commit in another order than their ids are published in commit order;
  * - a relay process killed after the transport confirmed a batch but before it confirmed the slot loses
  *   nothing, and the only duplicates are that batch's redeliveries, which the SQL idempotency store absorbs;
+ * - a row that keeps failing is dead (with a dead-letter copy) and its key's next row waits for it;
+ * - a fatal fault reaches `Relay.guard` through `CdcRelay.layerMonitored`;
  * - rows already in the outbox before the first start are published, and the relay resumes by itself after
  *   the server restarts (redelivering what it confirmed since the server's last checkpoint).
  */
-import { Supervise } from "@bulwark/core"
+import { Delivery, Failure, Supervise } from "@bulwark/core"
 import * as IdempotencyStore from "@bulwark/idempotency/IdempotencyStore"
 import * as SqlIdempotencyStore from "@bulwark/idempotency/IdempotencyStore/Sql"
-import { Outbox } from "@bulwark/outbox"
+import { Outbox, Relay } from "@bulwark/outbox"
 import * as CdcRelay from "@bulwark/outbox/CdcRelay"
 import { Database } from "@bulwark/sql"
+import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Deferred, type Duration, Effect, Fiber, Layer, Logger, LogLevel, Schedule } from "effect"
+import { Deferred, type Duration, Effect, Fiber, Layer, Logger, LogLevel, Option, Schedule } from "effect"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { recordingPublisher } from "../packages/outbox/test/helpers.js"
@@ -194,5 +197,74 @@ describe("CDC relay on a private PostgreSQL with wal_level = logical", () => {
     expect(outcome.twice.every((n) => n >= 50 && n < 150)).toBe(true)
     expect(outcome.most).toBeLessThanOrEqual(2)
     expect(outcome.order).toEqual(Array.from({ length: 100 }, (_, i) => `r-${150 + i}`))
+  })
+  it("a row that keeps failing is retried in place, then dead with a copy on the dead-letter topic; a permanent failure at once; the key's next row waits for it", async () => {
+    const table = "cdc_dead"
+    const recorder = recordingPublisher((topic, messages) =>
+      topic === "orders" && messages.some((m) => m.id === "poison")
+        ? Effect.fail(new Failure.TransientError({ category: "dependency", message: "broker refused" }))
+        : topic === "orders" && messages.some((m) => m.id === "refused")
+        ? Effect.fail(new Failure.PermanentError({ category: "schema", message: "refused for good" }))
+        : Effect.void
+    )
+    const program = Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const outbox = yield* Outbox.make({ table })
+      yield* Effect.forkScoped(
+        CdcRelay.run({ connection: pg.url, table, name: "dead", maxAttempts: 3, backoffBase: "50 millis" }).pipe(
+          Effect.provide(recorder.layer),
+          // The application classifies a PublishError by what the broker said (its cause).
+          Failure.withRules([(error) =>
+            error instanceof Transport.PublishError ? Option.some(Failure.classifyWith(Failure.defaultRules, error.cause)) : Option.none()
+          ])
+        )
+      )
+      yield* waitUntil("the slot streams", slotActive("dead"), "20 seconds")
+      yield* sql.withTransaction(outbox.appendMessages("orders", [
+        message("ok-1", "K"),
+        message("poison", "P"),
+        message("refused", "R"),
+        message("ok-2", "K")
+      ]))
+      yield* sql.withTransaction(outbox.appendMessages("orders", [message("after", "P")]))
+      yield* outbox.drained.pipe(Effect.timeout("20 seconds"))
+      return { dead: yield* outbox.deadLetters(), backlog: yield* outbox.backlog }
+    })
+    const outcome = await Effect.runPromise(
+      Effect.scoped(program).pipe(Effect.provide(Database.layerPostgres({ url: pg.url, maxConnections: 4 })), quiet)
+    )
+    const onTopic = recorder.published.filter((p) => p.topic === "orders").map((p) => p.message.id)
+    expect(onTopic).toEqual(["ok-1", "ok-2", "after"])
+    expect(outcome.dead.map((d) => [d.messageId, d.attempts, d.error.classification, d.deadLetterPublished])).toEqual([
+      ["poison", 3, "transient", true],
+      ["refused", 1, "permanent", true]
+    ])
+    const copies = recorder.published.filter((p) => p.topic === Delivery.deadLetterTopic("orders"))
+    expect(copies.map((p) => p.message.id)).toEqual(["poison", "refused"])
+    expect(Delivery.readDeadLetterReason(copies[0]!.message.headers)?.attempts).toBe(3)
+    expect(outcome.backlog).toBe(0)
+  })
+
+  it("with layerMonitored, a relay that dies (a defect in the publisher) ends the program guarded by Relay.guard with RelayFailed", async () => {
+    const table = "cdc_fatal"
+    const program = Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const outbox = yield* Outbox.make({ table })
+      yield* sql.withTransaction(outbox.appendMessages("orders", [message("m-1", "")]))
+      return yield* Relay.guard(Effect.never).pipe(
+        Effect.provide(CdcRelay.layerMonitored({ connection: pg.url, table, name: "fatal" }).pipe(
+          Layer.provide(Layer.succeed(Transport.Publisher, { publish: () => Effect.die(new Error("a bug in the publisher")) }))
+        )),
+        Effect.timeout("20 seconds"),
+        Effect.flip
+      )
+    })
+    const failure = await Effect.runPromise(
+      Effect.scoped(program).pipe(Effect.provide(Database.layerPostgres({ url: pg.url, maxConnections: 2 })), Logger.withMinimumLogLevel(LogLevel.None))
+    )
+    expect(failure._tag).toBe("RelayFailed")
+    expect((failure as Relay.RelayFailed).relayId).toBe("cdc:fatal")
+    expect(failure.message).toContain("a bug in the publisher")
+    expect((await Effect.runPromise(Supervise.health)).get("outbox-cdc:fatal")).toBe("failed")
   })
 })

@@ -124,7 +124,11 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
         Effect.tryPromise({
           try: async () => {
             // bytea in hex: the stream's values are the server's text output, decoded as such.
-            const client = new pg.Client({ ...base, ...(replication ? { replication: "database" } : {}), options: "-c bytea_output=hex" })
+            const client = new pg.Client({
+              ...base,
+              ...(replication ? { replication: "database" } : {}),
+              options: [base.options, "-c bytea_output=hex"].filter(Boolean).join(" ")
+            })
             // An error after connecting reaches the session through its own listener; this one keeps it from
             // being an uncaught 'error' event.
             client.on("error", () => undefined)
@@ -155,12 +159,17 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
         yield* ignoreDuplicate(query(control, "setup", `CREATE TABLE IF NOT EXISTS "${bookkeeping}" (slot text PRIMARY KEY, backfill_upto bigint NOT NULL)`))
         const slots = yield* query(control, "setup", `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [slot])
         if (slots.rowCount === 0) {
+          // -1 until the slot exists: a new slot (also one dropped and created again) starts with a backfill,
+          // even when the relay dies between creating the slot and recording how far the backfill goes.
+          yield* query(control, "setup", `INSERT INTO "${bookkeeping}" (slot, backfill_upto) VALUES ($1, -1)
+            ON CONFLICT (slot) DO UPDATE SET backfill_upto = -1`, [slot])
           yield* ignoreDuplicate(query(control, "create slot", `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]))
         }
         // Read after the slot exists: every row committed before it has an id up to this one. Rows above it
         // are in the stream; rows at or below it committed later are in both (published twice, harmlessly).
         yield* query(control, "setup", `INSERT INTO "${bookkeeping}" (slot, backfill_upto)
-          SELECT $1, coalesce(max(id), 0) FROM "${table}" ON CONFLICT (slot) DO NOTHING`, [slot])
+          SELECT $1, coalesce(max(id), 0) FROM "${table}"
+          ON CONFLICT (slot) DO UPDATE SET backfill_upto = excluded.backfill_upto WHERE "${bookkeeping}".backfill_upto = -1`, [slot])
       })
 
     const settle = (control: pg.Client, ids: ReadonlyArray<number>) =>
@@ -244,7 +253,7 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
         while (true) {
           const state = yield* query<{ upto: string }>(control, "backfill", `SELECT backfill_upto::text AS upto FROM "${bookkeeping}" WHERE slot = $1`, [slot])
           const upto = state.rows[0]?.upto ?? "0"
-          if (upto === "0") return
+          if (BigInt(upto) <= 0n) return
           const pending = yield* query<Row>(
             control,
             "backfill",

@@ -30,11 +30,12 @@
  */
 import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
-import { Cause, Data, Deferred, Duration, Effect, Either, Exit, Layer, Queue, Schema, type Scope } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Either, Exit, Layer, Metric, Queue, Schema, type Scope } from "effect"
 import pg from "pg"
 import * as Pgoutput from "./internal/cdc/pgoutput.js"
 import * as CdcStream from "./internal/cdc/stream.js"
 import { type Row, toClaimed } from "./internal/rows.js"
+import { backlogGauge, lagGauge } from "./Outbox.js"
 import type { ClaimedRow } from "./OutboxStore.js"
 import { RelayFailed, RelayMonitor } from "./Relay.js"
 
@@ -58,6 +59,8 @@ export interface Options {
   readonly retention?: Duration.DurationInput
   /** How often rows past `retention` are deleted. Default 1 minute. */
   readonly cleanupInterval?: Duration.DurationInput
+  /** How often the backlog and lag gauges (`Outbox.backlogGauge`, `Outbox.lagGauge`) are refreshed. Default 5 s. */
+  readonly metricsInterval?: Duration.DurationInput
   /** How often the position is reported to the server while idle (under `wal_sender_timeout`). Default 10 s. */
   readonly statusInterval?: Duration.DurationInput
 }
@@ -283,6 +286,22 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
             Effect.forkScoped
           )
         }
+        // The same gauges as the polling relay: rows not yet published, and the age of the oldest.
+        const metrics = Supervise.changes("outbox CDC: metrics refresh failed")
+        yield* query<{ n: number; ms: number | null }>(
+          control,
+          "metrics",
+          `SELECT count(*)::int AS n, (extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS ms
+            FROM "${table}" WHERE state = 'pending'`
+        ).pipe(
+          Effect.flatMap(({ rows: [row] }) =>
+            Effect.zipRight(Metric.set(backlogGauge, row?.n ?? 0), Metric.set(lagGauge, Math.max(0, row?.ms ?? 0)))
+          ),
+          Effect.matchEffect({ onFailure: metrics.failed, onSuccess: () => metrics.ok }),
+          Effect.zipRight(Effect.sleep(options.metricsInterval ?? "5 seconds")),
+          Effect.forever,
+          Effect.forkScoped
+        )
         const [position] = (yield* query<{ lsn: string | null }>(
           control,
           "setup",

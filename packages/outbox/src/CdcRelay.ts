@@ -78,13 +78,13 @@ export class CdcError extends Data.TaggedError("OutboxCdcError")<{
   }
 }
 
-/** The relay's name is not a valid slot name. Permanent, category `validation`. */
+/** The relay's name or the table is not a plain lowercase SQL identifier. Permanent, category `unknown`. */
 export class InvalidRelayName extends Data.TaggedError("OutboxCdcInvalidName")<{ readonly name: string }> implements Failure.Classified {
   get [Failure.ClassifiedTypeId](): Failure.Verdict {
     return { classification: "permanent", category: "unknown" }
   }
   override get message(): string {
-    return `outbox CDC relay name ${JSON.stringify(this.name)}: use lowercase letters, digits and _ (at most 48)`
+    return `outbox CDC relay: ${JSON.stringify(this.name)} is not a plain identifier (lowercase letters, digits and _; a name at most 48 characters, a table 56)`
   }
 }
 
@@ -279,10 +279,11 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
         yield* setup(control)
         yield* backfill(control)
         if (retentionMillis !== undefined) {
+          const cleanup = Supervise.changes("outbox CDC: cleanup failed")
           yield* query(control, "cleanup", `DELETE FROM "${table}" WHERE state = 'published' AND published_at < now() - ($1::float8 * interval '1 millisecond')`, [retentionMillis]).pipe(
+            Effect.matchEffect({ onFailure: cleanup.failed, onSuccess: () => cleanup.ok }),
             Effect.zipRight(Effect.sleep(options.cleanupInterval ?? "1 minute")),
             Effect.forever,
-            Effect.catchAll((e) => Effect.logWarning("outbox CDC: cleanup failed; the session restarts", e)),
             Effect.forkScoped
           )
         }

@@ -319,14 +319,16 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
           statusInterval
         }).pipe(Effect.mapError((cause) => new CdcError({ operation: "start replication", cause })))
         yield* supervisor.up
-        // Deleting a batch and confirming its position run beside the next batch's publish, in order; the
-        // bounded queue keeps at most two batches published but not yet confirmed.
-        const published = yield* Queue.bounded<{ readonly ids: ReadonlyArray<number>; readonly lsn: Pgoutput.Lsn }>(2)
+        // Deleting published rows and confirming their position run beside the next batches' publish, in
+        // order. Batches that queued up meanwhile are deleted by one statement and confirmed once, so the
+        // database round trip is paid per wait, not per batch; at most `confirmWindow` batches wait.
+        const confirmWindow = 16
+        const published = yield* Queue.bounded<{ readonly ids: ReadonlyArray<number>; readonly lsn: Pgoutput.Lsn }>(confirmWindow)
         const confirming = Effect.gen(function*() {
           while (true) {
-            const batch = yield* Queue.take(published)
-            yield* settle(control, batch.ids)
-            yield* stream.confirm(batch.lsn).pipe(Effect.mapError((cause) => new CdcError({ operation: "confirm", cause })))
+            const batches = [...yield* Queue.takeBetween(published, 1, confirmWindow)]
+            yield* settle(control, batches.length === 1 ? batches[0]!.ids : batches.flatMap((b) => b.ids))
+            yield* stream.confirm(batches[batches.length - 1]!.lsn).pipe(Effect.mapError((cause) => new CdcError({ operation: "confirm", cause })))
             yield* supervisor.up
           }
         })

@@ -190,6 +190,9 @@ export const start = (
         if (broken !== undefined) return Effect.fail(broken)
         return Effect.zipRight(
           Effect.async<void>((wakeUp) => {
+            // The fiber may have yielded since the check above: a commit that arrived meanwhile found no
+            // waiter to wake, so look again before waiting.
+            if (ready.length > 0 || broken !== undefined) return wakeUp(Effect.void)
             waiter = () => wakeUp(Effect.void)
             return Effect.sync(() => {
               waiter = undefined

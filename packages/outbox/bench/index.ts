@@ -375,8 +375,10 @@ const main = async () => {
 // (`./drain.ts`, written to bench/results/outbox-drain.md); by default both, one after the other.
 const which = process.env["OUTBOX_BENCH"] ?? "all"
 const runBoth = async () => {
-  if (which !== "drain") await main()
-  if (which !== "e2e") await (await import("./drain.js")).main()
+  if (which !== "drain" && which !== "cdc") await main()
+  if (which !== "e2e" && which !== "cdc") await (await import("./drain.js")).main()
+  // The CDC relay against the polling relay (`./cdc.ts`, bench/results/outbox-cdc.md): `OUTBOX_BENCH=cdc` alone.
+  if (which === "all" || which === "cdc") await (await import("./cdc.js")).main()
 }
 
 runBoth().then(() => process.exit(0), (error) => {

@@ -12,9 +12,9 @@ import { Duration, Effect, Either, Layer, Option, Schema, Stream } from "effect"
 import { identity } from "effect/Function"
 import * as tables from "../internal/tables.js"
 import { prepared, type Prepared } from "../internal/prepared.js"
+import { type Row, toClaimed } from "../internal/rows.js"
 import { sqlWakeup } from "../internal/sqlWakeup.js"
 import {
-  type ClaimedRow,
   type DeadRow,
   OutboxStore,
   OutboxStoreError,
@@ -61,33 +61,11 @@ export interface SqlOutboxStore extends Service {
   readonly sleepersTable: string
 }
 
-interface Row {
-  readonly id: number
-  readonly topic: string
-  readonly message_id: string
-  readonly key: string
-  readonly payload: Uint8Array
-  readonly headers: string
-  readonly attempts: number
-}
-
 const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 const encodeRecord = Schema.encodeSync(Schema.parseJson(Failure.FailureRecord))
 const decodeRecord = Schema.decodeUnknownEither(Schema.parseJson(Failure.FailureRecord))
 const unreadableRecord = (detail: string) =>
   new Failure.FailureRecord({ tag: "Unknown", message: detail, classification: "permanent", category: "unknown" })
-
-const toClaimed = (row: Row): ClaimedRow => ({
-  id: Number(row.id),
-  topic: row.topic,
-  attempts: row.attempts,
-  message: {
-    id: row.message_id,
-    key: row.key,
-    payload: new Uint8Array(row.payload),
-    headers: JSON.parse(row.headers) as Record<string, string>
-  }
-})
 
 /** Creates the outbox tables (migrations) and the store over the database in context. */
 export const make = (

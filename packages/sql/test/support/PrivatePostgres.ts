@@ -73,15 +73,17 @@ export interface PrivatePostgres {
   readonly destroy: () => Promise<void>
 }
 
-/** Creates and starts a private server on a spare port. */
-export const start = async (): Promise<PrivatePostgres> => {
+/** Creates and starts a private server on a spare port; `settings` are extra server settings (e.g. `wal_level`). */
+export const start = async (options: { readonly settings?: Readonly<Record<string, string>> } = {}): Promise<PrivatePostgres> => {
   const dir = mkdtempSync(join(tmpdir(), "bulwark-pg-"))
   const data = join(dir, "data")
   if (asRoot) chownSync(dir, ...(await postgresIds()))
   const port = await sparePort()
   await spawnAs("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
   // fsync off: a test's "crash" is a process crash, where the OS keeps what was written; it saves seconds.
-  const serverOptions = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50`
+  const serverOptions = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50${
+    Object.entries(options.settings ?? {}).map(([name, value]) => ` -c ${name}=${value}`).join("")
+  }`
   const pidFile = join(data, "postmaster.pid")
   const pid = () => {
     try {

@@ -14,6 +14,7 @@
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
 import { type Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Metric, MetricLabel } from "effect"
+import * as Attempt from "./internal/attempt.js"
 
 /** Settings of a bulkhead. */
 export interface Options {
@@ -193,7 +194,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
             Metric.increment(waits),
             Observe.emitWith("bulkhead", "queued", () => ({ bulkhead: name, key, queued: c.queue.length }))
           ], { discard: true }),
-          Effect.onExit(restore(wait), (exit) =>
+          Effect.onExit(restore(Attempt.waiting(wait)), (exit) =>
             Effect.suspend(() => {
               if (Exit.isSuccess(exit)) return Effect.void
               if (waiter.handed) {

@@ -80,7 +80,16 @@ export const make = (options: Options = {}): Effect.Effect<
               Effect.catchAll((cause) => Effect.logWarning("rate limiter: sweeping idle keys failed", cause))
             )
           )
-        )
+        ),
+      release: (key, rule, permits, at) =>
+        sql.withTransaction(Effect.gen(function*() {
+          const rows = yield* sql<{ state: string }>`SELECT state FROM ${t} WHERE key = ${key} FOR UPDATE`
+          if (rows.length === 0) return
+          const state = JSON.parse(rows[0]!.state) as Algorithm.State
+          if (!Algorithm.release(state, rule, permits, at)) return
+          yield* sql`UPDATE ${t} SET state = ${JSON.stringify(state)}, horizon = ${Algorithm.horizon(state, rule)}
+            WHERE key = ${key}`
+        })).pipe(Effect.mapError((cause) => new RateLimiterStoreError({ operation: "release", key, cause })))
     })
   })
 

@@ -125,6 +125,8 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
       activeGauge.unsafeUpdate(active, tags)
       queuedGauge.unsafeUpdate(queued, tags)
     }
+    // A slot taken or freed with nobody queued changes only the active count.
+    const activeChanged = () => activeGauge.unsafeUpdate(active, tags)
 
     const compartment = (key: string) => {
       let c = compartments.get(key)
@@ -154,11 +156,12 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
         queued--
         next.handed = true
         Deferred.unsafeDone(next.deferred, Exit.void)
+        gauges()
       } else {
         c.active--
         active--
+        activeChanged()
       }
-      gauges()
     }
     const full = (key: string, reason: BulkheadFull["reason"]) =>
       new BulkheadFull({ bulkhead: name, key, reason, maxConcurrent: max, maxQueue })
@@ -169,7 +172,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
         if (c.active < max) {
           c.active++
           active++
-          gauges()
+          activeChanged()
           return Effect.matchCauseEffect(restore(self), c.release) as Effect.Effect<A, E, R>
         }
         if (c.queue.length >= maxQueue) {

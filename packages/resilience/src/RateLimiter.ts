@@ -16,7 +16,7 @@
  */
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
-import { Data, Duration, Effect, Metric, type MetricLabel } from "effect"
+import { Data, Duration, Effect, Metric, MetricLabel } from "effect"
 import { dual } from "effect/Function"
 import * as Attempt from "./internal/attempt.js"
 import { type Decision, type Rule, RateLimiterStore, type RateLimiterStoreError } from "./RateLimiterStore.js"
@@ -147,7 +147,6 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
     const rule = yield* resolveLimit(name, options.limit)
     const most = rule.kind === "tokenBucket" ? rule.capacity : rule.limit
     const defaultWait = Duration.toMillis(options.maxWait ?? "30 seconds")
-    const permits = Metric.tagged(permitsTotal, "limiter", name)
     const waits = Metric.tagged(waitsTotal, "limiter", name)
     const waited = Metric.tagged(waitSeconds, "limiter", name)
     const rejections = Metric.tagged(rejectionsTotal, "limiter", name)
@@ -157,7 +156,9 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
 
     // A permit granted at once is the hot path: its count is recorded synchronously, with no extra effect,
     // and a store that decides in-process (memory) is asked synchronously, so such a permit costs one step.
-    const noTags: ReadonlyArray<MetricLabel.MetricLabel> = []
+    // One labels array for the limiter: the metric caches its hook by the array, where `Metric.tagged` would
+    // build a new array and look the hook up in the registry on every update.
+    const limiterTags: ReadonlyArray<MetricLabel.MetricLabel> = [MetricLabel.make("limiter", name)]
     const unsafeReserve = store.unsafeReserve
     // Gives back a permit its waiter abandoned; a store that cannot be reached leaves it taken (the safe side).
     const giveBack = (key: string, n: number, at: number) =>
@@ -188,7 +189,7 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
     // What follows a decision: nothing for a permit granted now (undefined), else the wait or the refusal.
     const slowPath = (decision: Decision, key: string, n: number): Effect.Effect<void, RateLimited> | undefined => {
       if (!decision.granted) return refused(decision, key)
-      permits.unsafeUpdate(n, noTags)
+      permitsTotal.unsafeUpdate(n, limiterTags)
       return decision.waitMillis <= 0 ? undefined : wait(decision, key, n)
     }
 
@@ -213,7 +214,7 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
       if (!Number.isInteger(n) || n < 1 || n > most) return Effect.fail(tooMany(n))
       const answer = (decision: Decision) =>
         decision.granted
-          ? (permits.unsafeUpdate(n, noTags), Effect.succeed(true))
+          ? (permitsTotal.unsafeUpdate(n, limiterTags), Effect.succeed(true))
           : Effect.as(Effect.zipRight(Metric.increment(rejections), Observe.emitWith("rate-limit", "rejected", () => ({ limiter: name, key }))), false)
       const k = storeKey(key)
       return unsafeReserve !== undefined

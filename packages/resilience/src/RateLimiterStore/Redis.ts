@@ -16,7 +16,8 @@ export interface Options {
 
 /**
  * Settings of the connection the layer opens: ioredis options, or a `url`. `commandTimeout` defaults to
- * 1 s so a Redis that stops answering fails a reservation with a typed error instead of holding it.
+ * 1 s so a Redis that stops answering fails a reservation with a typed error instead of holding it;
+ * `enableAutoPipelining` defaults to true, so reservations made in the same tick share one write.
  */
 export type Connection = RedisOptions & { readonly url?: string }
 
@@ -80,6 +81,11 @@ type Client = Redis & {
   bulwarkRateLimitRelease(key: string, ...args: Array<string | number>): Promise<number>
 }
 
+const decode = (reply: Array<string | number>): Decision =>
+  Number(reply[0]) === 1
+    ? { granted: true, at: Number(reply[1]), waitMillis: Number(reply[2]) }
+    : { granted: false, retryAfterMillis: Number(reply[1]) }
+
 /** A store over an existing ioredis client (the caller owns its lifecycle). */
 export const make = (client: Redis, options: Options = {}): RateLimiterStore["Type"] => {
   const prefix = options.prefix ?? "bulwark:rate-limit:"
@@ -90,18 +96,16 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
   }
   const reserve = client as Client
   return RateLimiterStore.of({
+    // One EVALSHA per reservation (ioredis falls back to EVAL once if the server lost the script); the reply
+    // is decoded in the promise, so a reservation is a single step of the calling fiber.
     reserve: (key, rule, permits, maxWaitMillis) =>
       Effect.tryPromise({
         try: () =>
-          rule.kind === "tokenBucket"
+          (rule.kind === "tokenBucket"
             ? reserve.bulwarkRateLimitReserve(prefix + key, 1, rule.capacity, rule.intervalMillis, permits, maxWaitMillis)
-            : reserve.bulwarkRateLimitReserve(prefix + key, 2, rule.limit, rule.windowMillis, permits, maxWaitMillis),
+            : reserve.bulwarkRateLimitReserve(prefix + key, 2, rule.limit, rule.windowMillis, permits, maxWaitMillis)).then(decode),
         catch: (cause) => new RateLimiterStoreError({ operation: "reserve", key, cause })
-      }).pipe(Effect.map((reply): Decision =>
-        Number(reply[0]) === 1
-          ? { granted: true, at: Number(reply[1]), waitMillis: Number(reply[2]) }
-          : { granted: false, retryAfterMillis: Number(reply[1]) }
-      )),
+      }),
     release: (key, rule, permits, at) =>
       Effect.tryPromise({
         try: () =>
@@ -125,7 +129,7 @@ export const layer = (
         Effect.tryPromise({
           try: async () => {
             const { url, ...rest } = connection
-            const settings = { commandTimeout: 1_000, ...rest, lazyConnect: true }
+            const settings = { commandTimeout: 1_000, enableAutoPipelining: true, ...rest, lazyConnect: true }
             const client = url === undefined ? new Redis(settings) : new Redis(url, settings)
             // Connection errors reach callers as typed errors of the reservations they break; without a
             // listener ioredis would also print each one as an unhandled event.

@@ -12,7 +12,7 @@
  * Rounds are interleaved (each round runs every variant, in a rotating order) so load drifts touch all
  * alike; the load average is recorded at the start and the end of each scenario.
  *
- * Wall-clock figures on a loaded 2-core machine swing run to run, so the in-memory cases are also counted
+ * Wall-clock figures on a loaded 2-core machine swing run to run, so the sequential cases are also counted
  * in instructions under `valgrind --tool=callgrind` (see `instructions.ts`; skipped when valgrind is not
  * installed or BULWARK_BENCH_NO_CALLGRIND is set), which load does not change.
  *

@@ -1,7 +1,7 @@
 /**
- * Instructions per call of the in-memory guards (Bulwark's bulkhead and memory rate limiter, cockatiel's
- * bulkhead, rate-limiter-flexible's memory limiter), counted by `valgrind --tool=callgrind`: unlike wall
- * time, an instruction count does not move with the machine's load.
+ * Instructions per call of the guards (Bulwark's bulkhead and memory and Redis rate limiters, cockatiel's
+ * bulkhead, rate-limiter-flexible's memory and Redis limiters), counted by `valgrind --tool=callgrind` in
+ * the calling process: unlike wall time, an instruction count does not move with the machine's load.
  *
  * `instructions.ts <dir>` runs itself under callgrind with `<dir>` for the profile files and prints the
  * rows (after "ROWS "). The child calls `os.uptime()` (libuv's `uv_uptime`, called nowhere else) between
@@ -15,20 +15,29 @@ import os from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { bulkhead as cockatielBulkhead } from "cockatiel"
-import { Effect } from "effect"
-import { RateLimiterMemory } from "rate-limiter-flexible"
+import { Effect, Exit, Layer, Scope } from "effect"
+import { Redis } from "ioredis"
+import { RateLimiterMemory, RateLimiterRedis } from "rate-limiter-flexible"
 import * as Bulkhead from "../src/Bulkhead.js"
 import * as RateLimiter from "../src/RateLimiter.js"
 import * as RateLimiterStore from "../src/RateLimiterStore.js"
+import * as RedisStore from "../src/RateLimiterStore/Redis.js"
 
 const CALLS = 40_000
 const WARMUP = 10_000
+// A Redis reservation is a round trip: fewer calls, the client's instructions only (the server is not traced).
+const REDIS_CALLS = 2_000
+const REDIS_WARMUP = 500
+const connection = { host: "127.0.0.1", port: 6379 }
+const prefix = `bulwark-bench:callgrind:${process.pid}:`
 
 type Idiom = "fiber" | "runPromise" | "promise"
 interface Case {
   readonly idiom: Idiom
   readonly name: string
   readonly run: (n: number) => Promise<void>
+  readonly calls: number
+  readonly warmup: number
 }
 
 const child = async () => {
@@ -41,6 +50,14 @@ const child = async () => {
   ))
   const theirBulkhead = cockatielBulkhead(100, 100)
   const theirLimiter = new RateLimiterMemory({ points: 1e9, duration: 1 })
+  const scope = await Effect.runPromise(Scope.make())
+  const redisStore = await Effect.runPromise(Layer.buildWithScope(RedisStore.layer(connection, { prefix }), scope))
+  const redisLimiter = await Effect.runPromise(Effect.provide(
+    RateLimiter.make("bench", { limit: { kind: "tokenBucket", permits: 1e9, per: "1 second" } }),
+    redisStore
+  ))
+  const client = new Redis(connection)
+  const theirRedis = new RateLimiterRedis({ storeClient: client, keyPrefix: `${prefix}rlf`, points: 1e9, duration: 1 })
   const inFiber = (e: Effect.Effect<unknown, unknown>) => (n: number) => {
     let i = 0
     return Effect.runPromise(Effect.whileLoop({ while: () => i < n, body: () => e, step: () => void i++ }))
@@ -51,25 +68,34 @@ const child = async () => {
   const awaited = (f: () => Promise<unknown>) => async (n: number) => {
     for (let i = 0; i < n; i++) await f()
   }
+  const memory = { calls: CALLS, warmup: WARMUP }
+  const redis = { calls: REDIS_CALLS, warmup: REDIS_WARMUP }
   const cases: Array<Case> = [
-    { idiom: "fiber", name: "bare", run: inFiber(bare) },
-    { idiom: "fiber", name: "bulkhead", run: inFiber(bulkhead.execute(bare)) },
-    { idiom: "fiber", name: "limiter", run: inFiber(RateLimiter.withPermit(bare, limiter, "k")) },
-    { idiom: "runPromise", name: "bare", run: perCall(bare) },
-    { idiom: "runPromise", name: "bulkhead", run: perCall(bulkhead.execute(bare)) },
-    { idiom: "runPromise", name: "limiter", run: perCall(RateLimiter.withPermit(bare, limiter, "k")) },
-    { idiom: "promise", name: "bare", run: awaited(bareAsync) },
-    { idiom: "promise", name: "bulkhead", run: awaited(() => theirBulkhead.execute(bareAsync)) },
-    { idiom: "promise", name: "limiter", run: awaited(() => theirLimiter.consume("k").then(bareAsync)) }
+    { idiom: "fiber", name: "bare", run: inFiber(bare), ...memory },
+    { idiom: "fiber", name: "bulkhead", run: inFiber(bulkhead.execute(bare)), ...memory },
+    { idiom: "fiber", name: "limiter", run: inFiber(RateLimiter.withPermit(bare, limiter, "k")), ...memory },
+    { idiom: "fiber", name: "redis", run: inFiber(RateLimiter.withPermit(bare, redisLimiter, "k")), ...redis },
+    { idiom: "runPromise", name: "bare", run: perCall(bare), ...memory },
+    { idiom: "runPromise", name: "bulkhead", run: perCall(bulkhead.execute(bare)), ...memory },
+    { idiom: "runPromise", name: "limiter", run: perCall(RateLimiter.withPermit(bare, limiter, "k")), ...memory },
+    { idiom: "runPromise", name: "redis", run: perCall(RateLimiter.withPermit(bare, redisLimiter, "k")), ...redis },
+    { idiom: "promise", name: "bare", run: awaited(bareAsync), ...memory },
+    { idiom: "promise", name: "bulkhead", run: awaited(() => theirBulkhead.execute(bareAsync)), ...memory },
+    { idiom: "promise", name: "limiter", run: awaited(() => theirLimiter.consume("k").then(bareAsync)), ...memory },
+    { idiom: "promise", name: "redis", run: awaited(() => theirRedis.consume("k").then(bareAsync)), ...redis }
   ]
-  console.log("CASES " + JSON.stringify(cases.map((c) => `${c.idiom}:${c.name}`)))
+  console.log("CASES " + JSON.stringify(cases.map((c) => ({ name: `${c.idiom}:${c.name}`, calls: c.calls }))))
   os.uptime() // dump: start-up
   for (const c of cases) {
-    await c.run(WARMUP)
+    await c.run(c.warmup)
     os.uptime() // dump: warm-up
-    await c.run(CALLS)
+    await c.run(c.calls)
     os.uptime() // dump: measured
   }
+  const keys = await client.keys(`${prefix}*`)
+  if (keys.length > 0) await client.del(...keys)
+  await client.quit()
+  await Effect.runPromise(Scope.close(scope, Exit.void))
 }
 
 const parent = (dir: string) => {
@@ -89,7 +115,7 @@ const parent = (dir: string) => {
   ], { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 })
   const out = result.stdout.toString()
   if (result.status !== 0) throw new Error(`callgrind run failed: ${result.stderr.toString().slice(-2000)}`)
-  const cases = JSON.parse(out.slice(out.indexOf("CASES ") + 6).split("\n")[0]!) as Array<string>
+  const cases = JSON.parse(out.slice(out.indexOf("CASES ") + 6).split("\n")[0]!) as Array<{ name: string; calls: number }>
   // Dumps are numbered in order; each holds the instructions since the previous one.
   const dumps = readdirSync(dir)
     .map((f) => /^callgrind\.out\.(\d+)$/.exec(f))
@@ -103,7 +129,7 @@ const parent = (dir: string) => {
     })
   if (dumps.length < 1 + 2 * cases.length) throw new Error(`expected ${1 + 2 * cases.length} dumps, got ${dumps.length}`)
   const perCall = new Map<string, number>()
-  cases.forEach((c, i) => perCall.set(c, dumps[1 + 2 * i + 1]! / CALLS))
+  cases.forEach((c, i) => perCall.set(c.name, dumps[1 + 2 * i + 1]! / c.calls))
   const overhead = (idiom: Idiom, name: string) => perCall.get(`${idiom}:${name}`)! - perCall.get(`${idiom}:bare`)!
   const row = (scenario: string, name: string) => {
     const fiber = overhead("fiber", name)
@@ -121,9 +147,9 @@ const parent = (dir: string) => {
     }
   }
   const bare = (idiom: Idiom) => Math.round(perCall.get(`${idiom}:bare`)!)
-  const rows = [row("bulkhead", "bulkhead"), row("rate limiter, memory", "limiter")]
+  const rows = [row("bulkhead", "bulkhead"), row("rate limiter, memory", "limiter"), row("rate limiter, Redis", "redis")]
   const notes = [
-    `Callgrind rows: instructions per call under \`valgrind --tool=callgrind\` (${CALLS} measured calls after ${WARMUP} warm-up calls per case, one at a time), overhead = guarded − bare in the same idiom; the bare calls themselves cost ${bare("fiber")} instructions in one fiber, ${bare("runPromise")} through Effect.runPromise and ${bare("promise")} as an awaited async function. Node runs with --single-threaded (no V8 helper threads), so the counts include garbage collection done on the main thread.`
+    `Callgrind rows: instructions per call under \`valgrind --tool=callgrind\` (${CALLS} measured calls after ${WARMUP} warm-up calls per in-memory case, ${REDIS_CALLS} after ${REDIS_WARMUP} per Redis case, one at a time; for Redis only the client process is counted, not the server), overhead = guarded − bare in the same idiom; the bare calls themselves cost ${bare("fiber")} instructions in one fiber, ${bare("runPromise")} through Effect.runPromise and ${bare("promise")} as an awaited async function. Node runs with --single-threaded (no V8 helper threads), so the counts include garbage collection done on the main thread.`
   ]
   console.log("ROWS " + JSON.stringify({ rows, notes }))
 }

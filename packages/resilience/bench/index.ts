@@ -1,15 +1,30 @@
 /**
  * Per-call overhead of Bulwark's bulkhead and rate limiter against cockatiel's `bulkhead` and
- * rate-limiter-flexible (memory and Redis), side by side in one run. Each library guards a call in its own
- * idiom — Bulwark an Effect inside one running fiber, the peers an `async` function awaited — and its
- * overhead is the time per guarded call minus the time per bare call in that same idiom, so the figure is
- * what the guard adds, not what Effect or Promises cost. Sequential calls (one at a time) and batches of 10
- * concurrent calls. Results go to bench/results/resilience.{json,md}.
+ * rate-limiter-flexible (memory and Redis), side by side in one run.
+ *
+ * Each library guards a call the way its users call it, and its overhead is the time per guarded call minus
+ * the time per bare call in that same idiom, so the figure is what the guard adds, not what Effect or
+ * Promises cost:
+ * - the peers: an `async` function awaited (`await bulkhead.execute(fn)`, `await limiter.consume(key)`);
+ * - Bulwark inside one Effect program (the guard around an Effect in a running fiber: how handlers,
+ *   pipelines and senders use it), and Bulwark through `Effect.runPromise` per call (how a Promise-based
+ *   caller would use it: one fiber per call, guarded or not).
+ * Rounds are interleaved (each round runs every variant, in a rotating order) so load drifts touch all
+ * alike; the load average is recorded at the start and the end of each scenario.
+ *
+ * Wall-clock figures on a loaded 2-core machine swing run to run, so the sequential cases are also counted
+ * in instructions under `valgrind --tool=callgrind` (see `instructions.ts`; skipped when valgrind is not
+ * installed or BULWARK_BENCH_NO_CALLGRIND is set), which load does not change.
  *
  * Needs Redis on 127.0.0.1:6379 (keys under a unique prefix, deleted afterwards).
  */
+import { spawnSync } from "node:child_process"
+import { existsSync, mkdtempSync, rmSync } from "node:fs"
+import os from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { bulkhead as cockatielBulkhead } from "cockatiel"
-import { Effect, Layer } from "effect"
+import { Effect, Exit, Layer, Scope } from "effect"
 import { Redis } from "ioredis"
 import { RateLimiterMemory, RateLimiterRedis } from "rate-limiter-flexible"
 import { writeResults } from "../../../bench/lib.js"
@@ -18,13 +33,14 @@ import * as RateLimiter from "../src/RateLimiter.js"
 import * as RateLimiterStore from "../src/RateLimiterStore.js"
 import * as RedisStore from "../src/RateLimiterStore/Redis.js"
 
-const ROUNDS = 5
+const ROUNDS = 9
 const prefix = `bulwark-bench:rate-limit:${process.pid}:`
 const connection = { host: "127.0.0.1", port: 6379 }
 
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const load = () => os.loadavg().map((l) => l.toFixed(1)).join("/")
 
-/** µs per call of `n` calls of `call`, one at a time or in batches of 10 concurrent ones (Promise idiom). */
+/** µs per call of `n` calls of `call`, one at a time or in batches of `batch` concurrent ones. */
 const timePromise = async (n: number, batch: number, call: () => Promise<unknown>) => {
   const start = performance.now()
   if (batch === 1) for (let i = 0; i < n; i++) await call()
@@ -38,17 +54,17 @@ const timePromise = async (n: number, batch: number, call: () => Promise<unknown
   return ((performance.now() - start) * 1000) / n
 }
 
-/** µs per call of `n` calls of `call` inside one fiber, one at a time or in batches of 10 (Effect idiom). */
+/** µs per call of `n` runs of `call` inside one fiber, one at a time or in batches of `batch` (Effect.all). */
 const timeEffect = (n: number, batch: number, call: Effect.Effect<unknown, unknown>) =>
-  Effect.suspend(() => {
+  Effect.runPromise(Effect.suspend(() => {
     const start = performance.now()
     const step = batch === 1 ? call : Effect.all(Array.from({ length: batch }, () => call), { concurrency: "unbounded", discard: true })
     let i = 0
     const loop = Effect.whileLoop({ while: () => i < n, body: () => step, step: () => void (i += batch) })
     return Effect.map(loop, () => ((performance.now() - start) * 1000) / n)
-  })
+  }))
 
-interface Pair {
+interface Case {
   readonly scenario: string
   readonly batch: number
   readonly calls: number
@@ -56,102 +72,145 @@ interface Pair {
   readonly peer: { readonly name: string; readonly guarded: () => Promise<unknown>; readonly bare: () => Promise<unknown> }
 }
 
-/** Interleaves the two libraries' rounds (guarded and bare each), so load drifts touch both alike. */
-const measure = (pair: Pair) =>
-  Effect.gen(function*() {
-    const ours: Array<number> = []
-    const theirs: Array<number> = []
-    // Warm-up: JIT, connections, scripts loaded.
-    yield* timeEffect(Math.min(pair.calls, 1_000), pair.batch, pair.bulwark.guarded)
-    yield* Effect.promise(() => timePromise(Math.min(pair.calls, 1_000), pair.batch, pair.peer.guarded))
-    for (let r = 0; r < ROUNDS; r++) {
-      const guarded = yield* timeEffect(pair.calls, pair.batch, pair.bulwark.guarded)
-      const bare = yield* timeEffect(pair.calls, pair.batch, pair.bulwark.bare)
-      ours.push(guarded - bare)
-      const peerGuarded = yield* Effect.promise(() => timePromise(pair.calls, pair.batch, pair.peer.guarded))
-      const peerBare = yield* Effect.promise(() => timePromise(pair.calls, pair.batch, pair.peer.bare))
-      theirs.push(peerGuarded - peerBare)
+/** Interleaves every variant's rounds (guarded and bare each), in a rotating order. */
+const measure = async (c: Case) => {
+  const loadBefore = load()
+  const runPromise = (e: Effect.Effect<unknown, unknown>) => () => Effect.runPromise(e)
+  const variants = {
+    fiber: [() => timeEffect(c.calls, c.batch, c.bulwark.guarded), () => timeEffect(c.calls, c.batch, c.bulwark.bare)],
+    runPromise: [
+      () => timePromise(c.calls, c.batch, runPromise(c.bulwark.guarded)),
+      () => timePromise(c.calls, c.batch, runPromise(c.bulwark.bare))
+    ],
+    peer: [() => timePromise(c.calls, c.batch, c.peer.guarded), () => timePromise(c.calls, c.batch, c.peer.bare)]
+  } as const
+  const names = Object.keys(variants) as Array<keyof typeof variants>
+  const overhead: Record<keyof typeof variants, Array<number>> = { fiber: [], runPromise: [], peer: [] }
+  // Warm-up: JIT, connections, scripts loaded.
+  for (const name of names) for (const run of variants[name]) await run()
+  for (let r = 0; r < ROUNDS; r++) {
+    for (let k = 0; k < names.length; k++) {
+      const name = names[(r + k) % names.length]!
+      const [guarded, bare] = variants[name]
+      // Alternate which of the pair goes first, too.
+      if (r % 2 === 0) overhead[name].push((await guarded()) - (await bare()))
+      else {
+        const b = await bare()
+        overhead[name].push((await guarded()) - b)
+      }
     }
-    const o = median(ours)
-    const t = median(theirs)
-    return {
-      scenario: pair.scenario,
-      concurrency: pair.batch,
-      "Bulwark µs/call": `${o.toFixed(3)} (${pair.bulwark.name})`,
-      "peer µs/call": `${t.toFixed(3)} (${pair.peer.name})`,
-      "ratio (goal ≤ 1.0)": (o / t).toFixed(2)
-    }
-  })
+  }
+  const fiber = median(overhead.fiber)
+  const viaRunPromise = median(overhead.runPromise)
+  const peer = median(overhead.peer)
+  const row = {
+    scenario: c.scenario,
+    concurrency: c.batch,
+    "Bulwark in one fiber µs/call": fiber.toFixed(3),
+    "Bulwark via runPromise µs/call": viaRunPromise.toFixed(3),
+    "peer µs/call": peer.toFixed(3),
+    "ratio, fiber (goal ≤ 1.0)": (fiber / peer).toFixed(2),
+    "ratio, runPromise": (viaRunPromise / peer).toFixed(2),
+    "load average 1/5/15 min (before → after)": `${loadBefore} → ${load()}`
+  }
+  console.log(JSON.stringify(row))
+  return row
+}
 
-const main = Effect.gen(function*() {
+const main = async () => {
   const bare = Effect.succeed(1)
   const bareAsync = async () => 1
   const rows: Array<Record<string, string | number>> = []
 
   // Bulkheads never full: the overhead of taking and giving back a slot.
-  const ourBulkhead = yield* Bulkhead.make("bench", { maxConcurrent: 100, maxQueue: 100 })
+  const ourBulkhead = await Effect.runPromise(Bulkhead.make("bench", { maxConcurrent: 100, maxQueue: 100 }))
   const theirBulkhead = cockatielBulkhead(100, 100)
   for (const batch of [1, 10]) {
-    rows.push(yield* measure({
-      scenario: "bulkhead",
-      batch,
-      calls: 100_000,
-      bulwark: { name: "Bulkhead.execute", guarded: ourBulkhead.execute(bare), bare },
-      peer: { name: "cockatiel bulkhead.execute", guarded: () => theirBulkhead.execute(bareAsync), bare: bareAsync }
-    }))
+    rows.push(
+      await measure({
+        scenario: "bulkhead",
+        batch,
+        calls: 50_000,
+        bulwark: { name: "Bulkhead.execute", guarded: ourBulkhead.execute(bare), bare },
+        peer: { name: "cockatiel bulkhead.execute", guarded: () => theirBulkhead.execute(bareAsync), bare: bareAsync }
+      })
+    )
   }
 
   // Rate limiters whose limit is never reached: the overhead of a granted permit.
-  const memory = yield* Layer.build(RateLimiterStore.layerMemory)
-  const ourMemory = yield* Effect.provide(
+  const ourMemory = await Effect.runPromise(Effect.provide(
     RateLimiter.make("bench", { limit: { kind: "tokenBucket", permits: 1e9, per: "1 second" } }),
-    memory
-  )
+    RateLimiterStore.layerMemory
+  ))
   const theirMemory = new RateLimiterMemory({ points: 1e9, duration: 1 })
   for (const batch of [1, 10]) {
-    rows.push(yield* measure({
-      scenario: "rate limiter, memory",
-      batch,
-      calls: 100_000,
-      bulwark: { name: "RateLimiter.acquire, memory store", guarded: Effect.zipRight(ourMemory.acquire("k"), bare), bare },
-      peer: { name: "RateLimiterMemory.consume", guarded: () => theirMemory.consume("k").then(bareAsync), bare: bareAsync }
-    }))
+    rows.push(
+      await measure({
+        scenario: "rate limiter, memory",
+        batch,
+        calls: 50_000,
+        bulwark: { name: "RateLimiter.withPermit, memory store", guarded: RateLimiter.withPermit(bare, ourMemory, "k"), bare },
+        peer: { name: "RateLimiterMemory.consume", guarded: () => theirMemory.consume("k").then(bareAsync), bare: bareAsync }
+      })
+    )
   }
 
-  const redisStore = yield* Layer.build(RedisStore.layer(connection, { prefix }))
-  const ourRedis = yield* Effect.provide(
+  // Redis: each library's own connection, with its documented defaults (ours: the store's layer).
+  const scope = await Effect.runPromise(Scope.make())
+  const redisStore = await Effect.runPromise(Layer.buildWithScope(RedisStore.layer(connection, { prefix }), scope))
+  const ourRedis = await Effect.runPromise(Effect.provide(
     RateLimiter.make("bench", { limit: { kind: "tokenBucket", permits: 1e9, per: "1 second" } }),
     redisStore
-  )
+  ))
   const client = new Redis(connection)
-  yield* Effect.addFinalizer(() => Effect.promise(() => client.quit()))
   const theirRedis = new RateLimiterRedis({ storeClient: client, keyPrefix: `${prefix}rlf`, points: 1e9, duration: 1 })
   for (const batch of [1, 10]) {
-    rows.push(yield* measure({
-      scenario: "rate limiter, Redis",
-      batch,
-      calls: 3_000,
-      bulwark: { name: "RateLimiter.acquire, Redis store (Lua)", guarded: Effect.zipRight(ourRedis.acquire("k"), bare), bare },
-      peer: { name: "RateLimiterRedis.consume", guarded: () => theirRedis.consume("k").then(bareAsync), bare: bareAsync }
-    }))
+    rows.push(
+      await measure({
+        scenario: "rate limiter, Redis",
+        batch,
+        calls: 1_000,
+        bulwark: { name: "RateLimiter.withPermit, Redis store", guarded: RateLimiter.withPermit(bare, ourRedis, "k"), bare },
+        peer: { name: "RateLimiterRedis.consume", guarded: () => theirRedis.consume("k").then(bareAsync), bare: bareAsync }
+      })
+    )
+  }
+  const keys = await client.keys(`${prefix}*`)
+  if (keys.length > 0) await client.del(...keys)
+  await client.quit()
+  await Effect.runPromise(Scope.close(scope, Exit.void))
+
+  const notes = [
+    `Overhead = time per guarded call − time per bare call in the same idiom; median of ${ROUNDS} interleaved rounds after a warm-up. Ratio = Bulwark's overhead / the peer's; the goal is ≤ 1.0.`,
+    "Idioms: the peers are awaited async functions (`await bulkhead.execute(fn)`, `await limiter.consume(key)`), as their users call them. Bulwark in one fiber: the guard around an Effect inside a running program (how handlers, pipelines and senders use it). Bulwark via runPromise: `await Effect.runPromise(guarded)` per call against `await Effect.runPromise(bare)`, for a Promise-based caller.",
+    "Concurrency 1: one call at a time; concurrency 10: batches of 10 concurrent calls (Effect.all / Promise.all).",
+    "Bulkheads: 100 slots and a queue of 100, never full. Rate limiters: token buckets of 1e9 per second, never refusing (the cost of a granted permit). Bulwark's limiter is called as `RateLimiter.withPermit(effect, limiter, key)` (the middleware's path).",
+    "Redis: the shared instance on 127.0.0.1:6379; both libraries run one script per permit with EVALSHA (the script cached on the server), one round trip each; Bulwark's store opens its connection through its layer (ioredis with a 1 s commandTimeout), rate-limiter-flexible gets a plain ioredis client, as its README shows.",
+    "The machine is shared (2 cores, other suites running at the same time): wall-clock figures swing run to run; the callgrind instruction counts below do not depend on load."
+  ]
+
+  if (process.env.BULWARK_BENCH_NO_CALLGRIND === undefined && spawnSync("valgrind", ["--version"]).status === 0) {
+    const dir = mkdtempSync(join(os.tmpdir(), "bulwark-callgrind-"))
+    try {
+      const script = fileURLToPath(new URL("./instructions.ts", import.meta.url))
+      const result = spawnSync(process.execPath, ["--conditions=@bulwark/source", "--import", "tsx", script, dir], { stdio: ["ignore", "pipe", "inherit"] })
+      const out = result.stdout.toString()
+      const marker = out.lastIndexOf("ROWS ")
+      if (result.status === 0 && marker >= 0) {
+        const counted = JSON.parse(out.slice(marker + 5)) as { rows: Array<Record<string, string | number>>; notes: Array<string> }
+        rows.push(...counted.rows)
+        notes.push(...counted.notes)
+      } else console.error("callgrind run failed", out)
+    } finally {
+      if (existsSync(dir)) rmSync(dir, { recursive: true, force: true })
+    }
   }
 
-  writeResults("resilience", "Bulkhead and rate limiter: overhead per call against cockatiel and rate-limiter-flexible", rows, [
-    `Overhead = time per guarded call − time per bare call, each library in its own idiom (Bulwark: Effects in one fiber; peers: awaited async functions); median of ${ROUNDS} interleaved rounds after a warm-up. Ratio = Bulwark's overhead / the peer's; the goal is ≤ 1.0.`,
-    "Concurrency 1: one call at a time; concurrency 10: batches of 10 concurrent calls (Effect.all / Promise.all).",
-    "Bulkheads: 100 slots and a queue of 100, never full. Rate limiters: token buckets of 1e9 per second, never refusing (the cost of a granted permit).",
-    "Redis: the shared instance on 127.0.0.1:6379; Bulwark's store runs one Lua script per permit (EVALSHA, the server's clock), rate-limiter-flexible its own script; both cost about a round trip, so the ratio there compares round trips on a loaded loopback.",
-    "The machine is shared (2 cores, other test suites running at the same time; load average well above 2 during the run): absolute figures are noisy, the side-by-side ratios within one run are what to read."
-  ])
-})
+  writeResults("resilience", "Bulkhead and rate limiter: overhead per call against cockatiel and rate-limiter-flexible", rows, notes)
+}
 
-Effect.runPromise(Effect.scoped(main)).then(
-  async () => {
-    const client = new Redis(connection)
-    const keys = await client.keys(`${prefix}*`)
-    if (keys.length > 0) await client.del(...keys)
-    await client.quit()
-  },
+main().then(
+  () => process.exit(0),
   (error) => {
     console.error(error)
     process.exit(1)

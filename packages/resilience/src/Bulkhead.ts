@@ -14,6 +14,7 @@
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
 import { type Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Metric, MetricLabel } from "effect"
+import * as Attempt from "./internal/attempt.js"
 
 /** Settings of a bulkhead. */
 export interface Options {
@@ -124,6 +125,8 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
       activeGauge.unsafeUpdate(active, tags)
       queuedGauge.unsafeUpdate(queued, tags)
     }
+    // A slot taken or freed with nobody queued changes only the active count.
+    const activeChanged = () => activeGauge.unsafeUpdate(active, tags)
 
     const compartment = (key: string) => {
       let c = compartments.get(key)
@@ -153,11 +156,12 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
         queued--
         next.handed = true
         Deferred.unsafeDone(next.deferred, Exit.void)
+        gauges()
       } else {
         c.active--
         active--
+        activeChanged()
       }
-      gauges()
     }
     const full = (key: string, reason: BulkheadFull["reason"]) =>
       new BulkheadFull({ bulkhead: name, key, reason, maxConcurrent: max, maxQueue })
@@ -168,7 +172,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
         if (c.active < max) {
           c.active++
           active++
-          gauges()
+          activeChanged()
           return Effect.matchCauseEffect(restore(self), c.release) as Effect.Effect<A, E, R>
         }
         if (c.queue.length >= maxQueue) {
@@ -193,7 +197,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
             Metric.increment(waits),
             Observe.emitWith("bulkhead", "queued", () => ({ bulkhead: name, key, queued: c.queue.length }))
           ], { discard: true }),
-          Effect.onExit(restore(wait), (exit) =>
+          Effect.onExit(restore(Attempt.waiting(wait)), (exit) =>
             Effect.suspend(() => {
               if (Exit.isSuccess(exit)) return Effect.void
               if (waiter.handed) {

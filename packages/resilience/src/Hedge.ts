@@ -1,5 +1,5 @@
 /**
- * Hedging (Polly's, "The Tail at Scale"): when an attempt has not answered after `delay`, send another copy
+ * Hedging (Polly's, "The Tail at Scale"): when an attempt has run `delay` without answering, send another copy
  * — and, with `onFailure`, send one at once when an attempt fails — up to `maxHedges` extra copies. The first
  * success wins and the copies still running are interrupted (and awaited, so their finalizers have run when
  * the call returns). When every copy fails, the call fails with the last failure.
@@ -10,11 +10,15 @@
  * `Idempotency-Key` header) makes the copies one effect.
  *
  * As handler middleware it is the `hedge` stage: inside retry, outside bulkhead, rate limit, breaker and
- * timeout, so each copy is a full attempt with its own slot, permit, breaker verdict and time limit.
+ * timeout, so each copy is a full attempt with its own slot, permit, breaker verdict and time limit. The
+ * delay counts from when the latest copy got through those gates (its bulkhead slot, its permit), not from
+ * when it was sent: a call that merely queues for a permit is throttled, not slow, and a hedge of it would
+ * only take another permit. A copy interrupted while it waits for a permit gives it back where the store can.
  */
 import { Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
-import { Cause, Duration, Effect, Exit, Fiber, Metric, Queue } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Metric, Queue } from "effect"
+import * as Attempt from "./internal/attempt.js"
 import * as RetryBudget from "./RetryBudget.js"
 
 /** Settings of hedging. */
@@ -54,16 +58,32 @@ export const hedge = (options: Options) => {
   const fired = Metric.tagged(firedTotal, "hedge", name)
   const won = Metric.tagged(wonTotal, "hedge", name)
   const denied = Metric.tagged(deniedTotal, "hedge", name)
+  const delayMillis = Duration.toMillis(delay)
   return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.scoped(Effect.gen(function*() {
       if (budget !== undefined) yield* RetryBudget.deposit(budget)
-      const exits = yield* Queue.unbounded<readonly [number, Exit.Exit<A, E>]>()
+      const events = yield* Queue.unbounded<Event<A, E>>()
       const fibers: Array<Fiber.RuntimeFiber<void>> = []
-      const launch = (copy: number) =>
-        Effect.map(
-          Effect.forkScoped(Effect.flatMap(Effect.exit(self), (exit) => Effect.asVoid(Queue.offer(exits, [copy, exit] as const)))),
-          (fiber) => void fibers.push(fiber)
+      // Per copy, how many gates it is waiting at; the hedge clock runs for the latest copy only while it
+      // waits at none, from when it last got through one (or was sent).
+      const gates: Array<number> = []
+      let armedAt: number | undefined
+      const launch = (copy: number) => {
+        gates.push(0)
+        const attempt: Attempt.Attempt = {
+          waiting: () => void Queue.unsafeOffer(events, { _tag: "waiting", copy }),
+          admitted: () => void Queue.unsafeOffer(events, { _tag: "admitted", copy })
+        }
+        const run = Effect.flatMap(
+          Effect.exit(Effect.locally(self, Attempt.current, attempt)),
+          (exit) => Effect.asVoid(Queue.offer(events, { _tag: "exit", copy, exit }))
         )
+        return Effect.flatMap(Effect.forkScoped(run), (fiber) =>
+          Effect.map(Clock.currentTimeMillis, (now) => {
+            fibers.push(fiber)
+            armedAt = now
+          }))
+      }
       // Whether one more copy may go: within maxHedges and, when a budget is set, paid for.
       const mayHedge = Effect.gen(function*() {
         if (fibers.length > maxHedges) return false
@@ -85,22 +105,32 @@ export const hedge = (options: Options) => {
       let last: Cause.Cause<E> | undefined
       let exhausted = maxHedges === 0
       while (true) {
-        const next = exhausted || running === 0
-          ? yield* Effect.map(Queue.take(exits), (x) => x as readonly [number, Exit.Exit<A, E>] | undefined)
-          : yield* Effect.timeoutTo(Queue.take(exits), {
-            duration: delay,
-            onSuccess: (x): readonly [number, Exit.Exit<A, E>] | undefined => x,
-            onTimeout: () => undefined
-          })
+        const next: Event<A, E> | undefined = exhausted || running === 0 || armedAt === undefined
+          ? yield* Queue.take(events)
+          : yield* Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.timeoutTo(Queue.take(events), {
+              duration: Duration.millis(Math.max(0, delayMillis - (now - armedAt!))),
+              onSuccess: (x): Event<A, E> | undefined => x,
+              onTimeout: () => undefined
+            }))
         if (next === undefined) {
-          // The delay passed with no answer.
+          // The latest copy ran the delay with no answer.
           if (yield* mayHedge) {
             yield* sendHedge
             running++
           } else exhausted = true
           continue
         }
-        const [copy, exit] = next
+        if (next._tag !== "exit") {
+          const count = gates[next.copy]! + (next._tag === "waiting" ? 1 : -1)
+          gates[next.copy] = count
+          if (next.copy === fibers.length - 1) {
+            if (count > 0) armedAt = undefined
+            else armedAt = yield* Clock.currentTimeMillis
+          }
+          continue
+        }
+        const { copy, exit } = next
         running--
         if (Exit.isSuccess(exit)) {
           if (copy > 0) {
@@ -122,6 +152,10 @@ export const hedge = (options: Options) => {
       }
     }))
 }
+
+type Event<A, E> =
+  | { readonly _tag: "exit"; readonly copy: number; readonly exit: Exit.Exit<A, E> }
+  | { readonly _tag: "waiting" | "admitted"; readonly copy: number }
 
 /** Hedging as handler middleware (stage `hedge`): copies of one attempt carry the same envelope (and id). */
 export const middleware = (options: Options) => {

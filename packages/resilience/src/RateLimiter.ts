@@ -6,7 +6,9 @@
  * `acquire` waits for a permit up to a bound and fails with {@link RateLimited} beyond it; `tryAcquire`
  * answers at once. Waiting is a reservation: the store records the grant when it answers, the caller
  * sleeps until its time, so waiters queue in the store rather than poll it. A waiter interrupted while it
- * sleeps does not give its permit back: the limit errs on the safe side.
+ * sleeps gives its permit back when no later reservation was built on it (the store's `release`); else the
+ * permit stays taken: the limit errs on the safe side. Its wait is marked as a wait at a gate, so a hedge
+ * around it starts its delay once the permit is granted, not while the call queues for it.
  *
  * As handler middleware it is the `rateLimit` stage: inside retry (each attempt takes a permit), outside
  * the breaker (its own throttling must not trip the breaker) and the last gate before the call (a permit
@@ -14,8 +16,9 @@
  */
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
-import { Data, Duration, Effect, Metric, type MetricLabel } from "effect"
+import { Data, Duration, Effect, Metric, MetricLabel } from "effect"
 import { dual } from "effect/Function"
+import * as Attempt from "./internal/attempt.js"
 import { type Decision, type Rule, RateLimiterStore, type RateLimiterStoreError } from "./RateLimiterStore.js"
 
 /** The limit a limiter enforces. */
@@ -88,6 +91,12 @@ export interface RateLimiter {
   ) => Effect.Effect<void, RateLimited | InvalidLimit | RateLimiterStoreError>
   /** Takes `permits` under `key` if they are free now; answers whether it did. */
   readonly tryAcquire: (key?: string, permits?: number) => Effect.Effect<boolean, InvalidLimit | RateLimiterStoreError>
+  /** Runs `self` once `permits` under `key` are granted (one step fewer than `acquire` then `self`). */
+  readonly withPermit: <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    key?: string,
+    options?: AcquireOptions
+  ) => Effect.Effect<A, E | RateLimited | InvalidLimit | RateLimiterStoreError, R>
 }
 
 /** Counter of permits granted, tagged `limiter`. */
@@ -138,7 +147,6 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
     const rule = yield* resolveLimit(name, options.limit)
     const most = rule.kind === "tokenBucket" ? rule.capacity : rule.limit
     const defaultWait = Duration.toMillis(options.maxWait ?? "30 seconds")
-    const permits = Metric.tagged(permitsTotal, "limiter", name)
     const waits = Metric.tagged(waitsTotal, "limiter", name)
     const waited = Metric.tagged(waitSeconds, "limiter", name)
     const rejections = Metric.tagged(rejectionsTotal, "limiter", name)
@@ -146,23 +154,29 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
     const tooMany = (n: number) =>
       new InvalidLimit({ limiter: name, reason: `${n} permits requested, at most ${most} are ever granted at once` })
 
-    // A permit granted at once is the hot path: its count is recorded synchronously, with no extra effect.
-    const noTags: ReadonlyArray<MetricLabel.MetricLabel> = []
-    const granted = (decision: Extract<Decision, { granted: true }>, key: string, n: number): Effect.Effect<void> => {
-      permits.unsafeUpdate(n, noTags)
-      if (decision.waitMillis <= 0) return Effect.void
-      const seconds = decision.waitMillis / 1000
-      return Effect.zipRight(
+    // A permit granted at once is the hot path: its count is recorded synchronously, with no extra effect,
+    // and a store that decides in-process (memory) is asked synchronously, so such a permit costs one step.
+    // One labels array for the limiter: the metric caches its hook by the array, where `Metric.tagged` would
+    // build a new array and look the hook up in the registry on every update.
+    const limiterTags: ReadonlyArray<MetricLabel.MetricLabel> = [MetricLabel.make("limiter", name)]
+    const unsafeReserve = store.unsafeReserve
+    // Gives back a permit its waiter abandoned; a store that cannot be reached leaves it taken (the safe side).
+    const giveBack = (key: string, n: number, at: number) =>
+      store.release(storeKey(key), rule, n, at).pipe(
+        Effect.catchAll((cause) => Effect.logWarning("rate limiter: giving back an abandoned permit failed; it stays taken", cause))
+      )
+    const wait = (decision: Extract<Decision, { granted: true }>, key: string, n: number): Effect.Effect<void> =>
+      Effect.zipRight(
         Effect.all([
-
           Metric.increment(waits),
-          Metric.update(waited, seconds),
+          Metric.update(waited, decision.waitMillis / 1000),
           Telemetry.spanEvent("bulwark.rate_limit.wait", { [Telemetry.Attr.rateLimiter]: name, "bulwark.rate_limit.wait_ms": decision.waitMillis }),
           Observe.emitWith("rate-limit", "wait", () => ({ limiter: name, key, waitMs: decision.waitMillis }))
         ], { discard: true }),
-        Effect.sleep(Duration.millis(decision.waitMillis))
+        // Marked as a wait at a gate (a hedge does not count it), and given back when the waiter is
+        // interrupted before its time, so a hedge that lost, or a timeout, does not burn the permit.
+        Attempt.waiting(Effect.onInterrupt(Effect.sleep(Duration.millis(decision.waitMillis)), () => giveBack(key, n, decision.at)))
       )
-    }
     const refused = (decision: Extract<Decision, { granted: false }>, key: string) =>
       Effect.zipRight(
         Effect.all([
@@ -172,24 +186,42 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
         ], { discard: true }),
         Effect.fail(new RateLimited({ limiter: name, key, retryAfter: Duration.millis(Math.ceil(decision.retryAfterMillis)) }))
       )
+    // What follows a decision: nothing for a permit granted now (undefined), else the wait or the refusal.
+    const slowPath = (decision: Decision, key: string, n: number): Effect.Effect<void, RateLimited> | undefined => {
+      if (!decision.granted) return refused(decision, key)
+      permitsTotal.unsafeUpdate(n, limiterTags)
+      return decision.waitMillis <= 0 ? undefined : wait(decision, key, n)
+    }
 
-    const acquire = (key = "*", acquireOptions?: AcquireOptions) => {
+    const withPermit = <A, E, R>(self: Effect.Effect<A, E, R>, key = "*", acquireOptions?: AcquireOptions) => {
       const n = acquireOptions?.permits ?? 1
       if (!Number.isInteger(n) || n < 1 || n > most) return Effect.fail(tooMany(n))
       const maxWait = acquireOptions?.maxWait === undefined ? defaultWait : Duration.toMillis(acquireOptions.maxWait)
-      return Effect.flatMap(
-        store.reserve(storeKey(key), rule, n, maxWait),
-        (decision): Effect.Effect<void, RateLimited> => decision.granted ? granted(decision, key, n) : refused(decision, key)
-      )
+      const k = storeKey(key)
+      if (unsafeReserve !== undefined) {
+        return Effect.suspend((): Effect.Effect<A, E | RateLimited, R> => {
+          const next = slowPath(unsafeReserve(k, rule, n, maxWait), key, n)
+          return next === undefined ? self : Effect.zipRight(next, self)
+        })
+      }
+      return Effect.flatMap(store.reserve(k, rule, n, maxWait), (decision): Effect.Effect<A, E | RateLimited, R> => {
+        const next = slowPath(decision, key, n)
+        return next === undefined ? self : Effect.zipRight(next, self)
+      })
     }
+    const acquire = (key = "*", acquireOptions?: AcquireOptions) => withPermit(Effect.void, key, acquireOptions)
     const tryAcquire = (key = "*", n = 1) => {
       if (!Number.isInteger(n) || n < 1 || n > most) return Effect.fail(tooMany(n))
-      return Effect.flatMap(store.reserve(storeKey(key), rule, n, 0), (decision) =>
+      const answer = (decision: Decision) =>
         decision.granted
-          ? (permits.unsafeUpdate(n, noTags), Effect.succeed(true))
-          : Effect.as(Effect.zipRight(Metric.increment(rejections), Observe.emitWith("rate-limit", "rejected", () => ({ limiter: name, key }))), false))
+          ? (permitsTotal.unsafeUpdate(n, limiterTags), Effect.succeed(true))
+          : Effect.as(Effect.zipRight(Metric.increment(rejections), Observe.emitWith("rate-limit", "rejected", () => ({ limiter: name, key }))), false)
+      const k = storeKey(key)
+      return unsafeReserve !== undefined
+        ? Effect.suspend(() => answer(unsafeReserve(k, rule, n, 0)))
+        : Effect.flatMap(store.reserve(k, rule, n, 0), answer)
     }
-    return { name, rule, acquire, tryAcquire }
+    return { name, rule, acquire, tryAcquire, withPermit }
   })
 
 /** Runs `self` once a permit under `key` is granted: the limiter around any Effect. */
@@ -206,7 +238,7 @@ export const withPermit: {
 } = dual(
   (args) => Effect.isEffect(args[0]),
   <A, E, R>(self: Effect.Effect<A, E, R>, limiter: RateLimiter, key?: string, options?: AcquireOptions) =>
-    Effect.zipRight(limiter.acquire(key, options), self)
+    limiter.withPermit(self, key, options)
 )
 
 /** The limiter as handler middleware (stage `rateLimit`): each attempt takes a permit under `key(envelope)` (default `"*"`). */
@@ -215,6 +247,5 @@ export const middleware = (limiter: RateLimiter, options: { readonly key?: (enve
   Handler.withStage(
     "rateLimit",
     handler,
-    (envelope: Envelope.Envelope<A>) =>
-      Effect.zipRight(limiter.acquire(options.key === undefined ? "*" : options.key(envelope), options), handler(envelope))
+    (envelope: Envelope.Envelope<A>) => limiter.withPermit(handler(envelope), options.key === undefined ? "*" : options.key(envelope), options)
   )

@@ -45,6 +45,16 @@ export class RateLimiterStore extends Context.Tag("@bulwark/resilience/RateLimit
     permits: number,
     maxWaitMillis: number
   ) => Effect.Effect<Decision, RateLimiterStoreError>
+  /**
+   * Gives back `permits` granted for `at` to a caller that waited for them and gave up before its time
+   * (interrupted), where that is safe (see the algorithms); a reservation that cannot be given back stays taken.
+   */
+  readonly release: (key: string, rule: Rule, permits: number, at: number) => Effect.Effect<void, RateLimiterStoreError>
+  /**
+   * The same decision as `reserve`, made synchronously, by stores that decide in-process: the limiter then
+   * grants a free permit without running an effect of the store's.
+   */
+  readonly unsafeReserve?: (key: string, rule: Rule, permits: number, maxWaitMillis: number) => Decision
 }>() {}
 
 /** An in-process store: limiters over it in one process share their limits. */
@@ -56,22 +66,30 @@ export const makeMemory: Effect.Effect<RateLimiterStore["Type"]> = Effect.map(Ef
   const sweep = (now: number) => {
     for (const [key, entry] of states) if (entry.horizon < now) states.delete(key)
   }
+  // The clock in force where the store is made (a TestClock in tests, the simulator's), read synchronously:
+  // reading it through the fiber's services per reservation would cost more than the reservation.
+  const unsafeReserve = (key: string, rule: Algorithm.Rule, permits: number, maxWaitMillis: number): Decision => {
+    const now = clock.unsafeCurrentTimeMillis()
+    if (++reservations % 10_000 === 0) sweep(now)
+    let entry = states.get(key)
+    if (entry === undefined) {
+      entry = { state: Algorithm.initial(), horizon: 0 }
+      states.set(key, entry)
+    }
+    const decision = Algorithm.reserve(entry.state, rule, now, permits, maxWaitMillis)
+    if (decision.granted) entry.horizon = Algorithm.horizon(entry.state, rule)
+    return decision
+  }
   return RateLimiterStore.of({
-    // The clock in force where the store is made (a TestClock in tests, the simulator's), read synchronously:
-    // reading it through the fiber's services per reservation would cost more than the reservation.
-    reserve: (key, rule, permits, maxWaitMillis) =>
+    reserve: (key, rule, permits, maxWaitMillis) => Effect.sync(() => unsafeReserve(key, rule, permits, maxWaitMillis)),
+    release: (key, rule, permits, at) =>
       Effect.sync(() => {
-        const now = clock.unsafeCurrentTimeMillis()
-        if (++reservations % 10_000 === 0) sweep(now)
-        let entry = states.get(key)
-        if (entry === undefined) {
-          entry = { state: Algorithm.initial(), horizon: 0 }
-          states.set(key, entry)
+        const entry = states.get(key)
+        if (entry !== undefined && Algorithm.release(entry.state, rule, permits, at)) {
+          entry.horizon = Algorithm.horizon(entry.state, rule)
         }
-        const decision = Algorithm.reserve(entry.state, rule, now, permits, maxWaitMillis)
-        if (decision.granted) entry.horizon = Algorithm.horizon(entry.state, rule)
-        return decision
-      })
+      }),
+    unsafeReserve
   })
 })
 

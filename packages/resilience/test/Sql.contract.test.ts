@@ -18,8 +18,8 @@ suite("postgres", Sql.layer({ table }).pipe(Layer.provide(Database.layerPostgres
 describe("SQL store", () => {
   it("four processes share one limit: never above it in any window, within 5 % of it", async () => {
     await fourProcesses({ driver: "postgres", url: postgresUrl, namespace: shared, name: `shared-${Date.now()}`,
-      // A reservation is a short transaction on one row lock (four round trips): a lower rate than Redis, so a
-      // server on a loaded machine still keeps up with it.
+      // A reservation is one statement under one row lock: a lower rate than Redis, so a server on a loaded
+      // machine still keeps up with it.
       limit: 4,
       windowMillis: 400,
       durationMillis: 4_000,

@@ -62,6 +62,35 @@ export const suite = <E>(name: string, layer: Layer.Layer<RateLimiterStore, E>) 
         expect(later.at).toBe(first.at + 60_000)
       }).pipe(Effect.provide(layer)))
 
+    it.live("an abandoned reservation is given back when it is the latest, and kept when later ones build on it", () =>
+      Effect.gen(function*() {
+        const store = yield* RateLimiterStore
+        const bucket = unique("release-bucket")
+        const rule: Rule = { kind: "tokenBucket", capacity: 1, intervalMillis: 60_000 }
+        granted(yield* store.reserve(bucket, rule, 1, 0))
+        const waiting = granted(yield* store.reserve(bucket, rule, 1, 120_000))
+        yield* store.release(bucket, rule, 1, waiting.at)
+        // The next one takes the slot given back.
+        const again = granted(yield* store.reserve(bucket, rule, 1, 120_000))
+        expect(Math.abs(again.at - waiting.at)).toBeLessThan(1_000)
+        // Not the latest: a later grant was computed on top of it, so giving it back is refused.
+        const later = granted(yield* store.reserve(bucket, rule, 1, 180_000))
+        yield* store.release(bucket, rule, 1, again.at)
+        const after = granted(yield* store.reserve(bucket, rule, 1, 240_000))
+        expect(after.at - later.at).toBeGreaterThan(59_000)
+
+        const window = unique("release-window")
+        const w: Rule = { kind: "slidingWindow", limit: 2, windowMillis: 60_000 }
+        const first = granted(yield* store.reserve(window, w, 2, 0))
+        const queued = granted(yield* store.reserve(window, w, 1, 120_000))
+        expect(queued.at).toBe(first.at + 60_000)
+        yield* store.release(window, w, 1, queued.at)
+        // Given back: the window holds two grants again, the next waiter gets the first slot after it.
+        const next = granted(yield* store.reserve(window, w, 2, 120_000))
+        expect(next.at).toBe(first.at + 60_000)
+        expect((yield* store.reserve(window, w, 1, 0)).granted).toBe(false)
+      }).pipe(Effect.provide(layer)))
+
     it.live("waiters queue in the store: concurrent acquisitions proceed one interval apart", () =>
       Effect.gen(function*() {
         const limiter = yield* RateLimiter.make(unique("queue"), {

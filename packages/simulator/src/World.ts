@@ -804,7 +804,8 @@ export class World {
   get rateLimits(): RateLimiterStore["Type"] {
     const store = this.rateLimiterStore!
     return RateLimiterStore.of({
-      reserve: (key, rule, permits, maxWaitMillis) => Effect.zipRight(this.step, store.reserve(key, rule, permits, maxWaitMillis))
+      reserve: (key, rule, permits, maxWaitMillis) => Effect.zipRight(this.step, store.reserve(key, rule, permits, maxWaitMillis)),
+      release: (key, rule, permits, at) => Effect.zipRight(this.step, store.release(key, rule, permits, at))
     })
   }
 

@@ -8,8 +8,15 @@
 // - Token bucket as GCRA (one number per key, the theoretical arrival time `tat`): `capacity` permits at
 //   once, refilled one every `interval` ms. In any window of length T at most `capacity + T / interval`
 //   permits are granted.
-// - Sliding window as an exact log of the last `limit` grant times: a new grant is at least `window` ms after
-//   the `limit`-th latest one, so no window of length `window` ever holds more than `limit` grants.
+// - Sliding window as an exact log of the grant times that can still share a window with a new grant (those
+//   after `now - window`): a new grant is at least `window` ms after the `limit`-th latest one and no earlier
+//   than the latest, so no window of length `window` ever holds more than `limit` grants.
+//
+// A reservation a waiter gives up (interrupted while it waits) is given back with `release` when that is
+// safe: a token bucket takes back the latest reservation only (an earlier one has later grants computed on
+// top of it, so returning it would let a new grant share their slot); a sliding window drops the grant from
+// its log (any subset of a log that keeps the limit keeps it), which frees a slot for new grants when it was
+// the latest one. A reservation that cannot be given back stays taken: the limit errs on the safe side.
 
 /** A resolved limit rule, in whole milliseconds. */
 export type Rule =
@@ -41,14 +48,41 @@ export const reserve = (state: State, rule: Rule, now: number, permits: number, 
     return { granted: true, at: Math.max(at, now), waitMillis: wait }
   }
   const log = state.log
+  // Grants a window or more before `now` share no window with any grant from now on.
+  let stale = 0
+  while (stale < log.length && log[stale]! <= now - rule.windowMillis) stale++
+  if (stale > 0) log.splice(0, stale)
   // The grant `limit` places before the last new one bounds it: all `permits` share one time.
   const bound = log.length - rule.limit + permits - 1
   const at = Math.max(now, bound >= 0 ? log[bound]! + rule.windowMillis : now, log.length > 0 ? log[log.length - 1]! : now)
   const wait = at - now
   if (wait > maxWaitMillis) return { granted: false, retryAfterMillis: wait }
   for (let i = 0; i < permits; i++) log.push(at)
-  if (log.length > rule.limit) log.splice(0, log.length - rule.limit)
   return { granted: true, at, waitMillis: wait }
+}
+
+/** Gives back `permits` reserved at `at` (a grant that waited and was abandoned) where safe; answers whether it did. */
+export const release = (state: State, rule: Rule, permits: number, at: number): boolean => {
+  if (rule.kind === "tokenBucket") {
+    // Only the latest reservation ends at the bucket's `tat`: taking it back restores the state as if it
+    // had never been made.
+    const next = at + rule.capacity * rule.intervalMillis
+    if (Math.abs(state.tat - next) > Math.min(0.01, rule.intervalMillis / 2)) return false
+    state.tat -= permits * rule.intervalMillis
+    return true
+  }
+  const log = state.log
+  let found = 0
+  for (let i = log.length - 1; i >= 0 && found < permits; i--) if (log[i] === at) found++
+  if (found < permits) return false
+  let removed = 0
+  for (let i = log.length - 1; i >= 0 && removed < permits; i--) {
+    if (log[i] === at) {
+      log.splice(i, 1)
+      removed++
+    }
+  }
+  return true
 }
 
 /** A fresh state. */

@@ -37,7 +37,8 @@ const recording = Layer.effect(
       reserve: (key, rule, permits, maxWait) =>
         Effect.tap(store.reserve(key, rule, permits, maxWait), (d) => {
           if (d.granted) grants.push(d.at)
-        })
+        }),
+      release: store.release
     }))
 ).pipe(Layer.provide(base))
 

@@ -1,0 +1,162 @@
+/**
+ * Instructions per call of the guards (Bulwark's bulkhead and memory and Redis rate limiters, cockatiel's
+ * bulkhead, rate-limiter-flexible's memory and Redis limiters), counted by `valgrind --tool=callgrind` in
+ * the calling process: unlike wall time, an instruction count does not move with the machine's load.
+ *
+ * `instructions.ts <dir>` runs itself under callgrind with `<dir>` for the profile files and prints the
+ * rows (after "ROWS "). The child calls `os.uptime()` (libuv's `uv_uptime`, called nowhere else) between
+ * phases; callgrind dumps and zeroes its counters there (`--dump-before=uv_uptime`), so each dump holds one
+ * phase: per case a warm-up, then the measured calls. Per call = the measured phase's instructions / calls;
+ * overhead = guarded − bare in the same idiom, as in the wall-clock bench.
+ */
+import { spawnSync } from "node:child_process"
+import { readdirSync, readFileSync } from "node:fs"
+import os from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { bulkhead as cockatielBulkhead } from "cockatiel"
+import { Effect, Exit, Layer, Scope } from "effect"
+import { Redis } from "ioredis"
+import { RateLimiterMemory, RateLimiterRedis } from "rate-limiter-flexible"
+import * as Bulkhead from "../src/Bulkhead.js"
+import * as RateLimiter from "../src/RateLimiter.js"
+import * as RateLimiterStore from "../src/RateLimiterStore.js"
+import * as RedisStore from "../src/RateLimiterStore/Redis.js"
+
+const CALLS = 40_000
+const WARMUP = 10_000
+// A Redis reservation is a round trip: fewer calls, the client's instructions only (the server is not traced).
+const REDIS_CALLS = 2_000
+const REDIS_WARMUP = 500
+const connection = { host: "127.0.0.1", port: 6379 }
+const prefix = `bulwark-bench:callgrind:${process.pid}:`
+
+type Idiom = "fiber" | "runPromise" | "promise"
+interface Case {
+  readonly idiom: Idiom
+  readonly name: string
+  readonly run: (n: number) => Promise<void>
+  readonly calls: number
+  readonly warmup: number
+}
+
+const child = async () => {
+  const bare = Effect.succeed(1)
+  const bareAsync = async () => 1
+  const bulkhead = await Effect.runPromise(Bulkhead.make("bench", { maxConcurrent: 100, maxQueue: 100 }))
+  const limiter = await Effect.runPromise(Effect.provide(
+    RateLimiter.make("bench", { limit: { kind: "tokenBucket", permits: 1e9, per: "1 second" } }),
+    RateLimiterStore.layerMemory
+  ))
+  const theirBulkhead = cockatielBulkhead(100, 100)
+  const theirLimiter = new RateLimiterMemory({ points: 1e9, duration: 1 })
+  const scope = await Effect.runPromise(Scope.make())
+  const redisStore = await Effect.runPromise(Layer.buildWithScope(RedisStore.layer(connection, { prefix }), scope))
+  const redisLimiter = await Effect.runPromise(Effect.provide(
+    RateLimiter.make("bench", { limit: { kind: "tokenBucket", permits: 1e9, per: "1 second" } }),
+    redisStore
+  ))
+  const client = new Redis(connection)
+  const theirRedis = new RateLimiterRedis({ storeClient: client, keyPrefix: `${prefix}rlf`, points: 1e9, duration: 1 })
+  const inFiber = (e: Effect.Effect<unknown, unknown>) => (n: number) => {
+    let i = 0
+    return Effect.runPromise(Effect.whileLoop({ while: () => i < n, body: () => e, step: () => void i++ }))
+  }
+  const perCall = (e: Effect.Effect<unknown, unknown>) => async (n: number) => {
+    for (let i = 0; i < n; i++) await Effect.runPromise(e)
+  }
+  const awaited = (f: () => Promise<unknown>) => async (n: number) => {
+    for (let i = 0; i < n; i++) await f()
+  }
+  const memory = { calls: CALLS, warmup: WARMUP }
+  const redis = { calls: REDIS_CALLS, warmup: REDIS_WARMUP }
+  const cases: Array<Case> = [
+    { idiom: "fiber", name: "bare", run: inFiber(bare), ...memory },
+    { idiom: "fiber", name: "bulkhead", run: inFiber(bulkhead.execute(bare)), ...memory },
+    { idiom: "fiber", name: "limiter", run: inFiber(RateLimiter.withPermit(bare, limiter, "k")), ...memory },
+    { idiom: "fiber", name: "redis", run: inFiber(RateLimiter.withPermit(bare, redisLimiter, "k")), ...redis },
+    { idiom: "runPromise", name: "bare", run: perCall(bare), ...memory },
+    { idiom: "runPromise", name: "bulkhead", run: perCall(bulkhead.execute(bare)), ...memory },
+    { idiom: "runPromise", name: "limiter", run: perCall(RateLimiter.withPermit(bare, limiter, "k")), ...memory },
+    { idiom: "runPromise", name: "redis", run: perCall(RateLimiter.withPermit(bare, redisLimiter, "k")), ...redis },
+    { idiom: "promise", name: "bare", run: awaited(bareAsync), ...memory },
+    { idiom: "promise", name: "bulkhead", run: awaited(() => theirBulkhead.execute(bareAsync)), ...memory },
+    { idiom: "promise", name: "limiter", run: awaited(() => theirLimiter.consume("k").then(bareAsync)), ...memory },
+    { idiom: "promise", name: "redis", run: awaited(() => theirRedis.consume("k").then(bareAsync)), ...redis }
+  ]
+  console.log("CASES " + JSON.stringify(cases.map((c) => ({ name: `${c.idiom}:${c.name}`, calls: c.calls }))))
+  os.uptime() // dump: start-up
+  for (const c of cases) {
+    await c.run(c.warmup)
+    os.uptime() // dump: warm-up
+    await c.run(c.calls)
+    os.uptime() // dump: measured
+  }
+  const keys = await client.keys(`${prefix}*`)
+  if (keys.length > 0) await client.del(...keys)
+  await client.quit()
+  await Effect.runPromise(Scope.close(scope, Exit.void))
+}
+
+const parent = (dir: string) => {
+  const self = fileURLToPath(import.meta.url)
+  const result = spawnSync("valgrind", [
+    "--tool=callgrind",
+    "--dump-before=uv_uptime",
+    `--callgrind-out-file=${join(dir, "callgrind.out")}`,
+    process.execPath,
+    // No V8 helper threads: valgrind serialises them anyway, and their work would blur the counts.
+    "--single-threaded",
+    "--conditions=@bulwark/source",
+    "--import",
+    "tsx",
+    self,
+    "--child"
+  ], { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 })
+  const out = result.stdout.toString()
+  if (result.status !== 0) throw new Error(`callgrind run failed: ${result.stderr.toString().slice(-2000)}`)
+  const cases = JSON.parse(out.slice(out.indexOf("CASES ") + 6).split("\n")[0]!) as Array<{ name: string; calls: number }>
+  // Dumps are numbered in order; each holds the instructions since the previous one.
+  const dumps = readdirSync(dir)
+    .map((f) => /^callgrind\.out\.(\d+)$/.exec(f))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b)
+    .map((n) => {
+      const text = readFileSync(join(dir, `callgrind.out.${n}`), "utf8")
+      const total = /^(?:summary|totals):\s*(\d+)/m.exec(text)
+      return total === null ? 0 : Number(total[1])
+    })
+  if (dumps.length < 1 + 2 * cases.length) throw new Error(`expected ${1 + 2 * cases.length} dumps, got ${dumps.length}`)
+  const perCall = new Map<string, number>()
+  cases.forEach((c, i) => perCall.set(c.name, dumps[1 + 2 * i + 1]! / c.calls))
+  const overhead = (idiom: Idiom, name: string) => perCall.get(`${idiom}:${name}`)! - perCall.get(`${idiom}:bare`)!
+  const row = (scenario: string, name: string) => {
+    const fiber = overhead("fiber", name)
+    const viaRunPromise = overhead("runPromise", name)
+    const peer = overhead("promise", name)
+    return {
+      scenario: `${scenario} (callgrind, instructions per call)`,
+      concurrency: 1,
+      "Bulwark in one fiber µs/call": `${Math.round(fiber)} instr`,
+      "Bulwark via runPromise µs/call": `${Math.round(viaRunPromise)} instr`,
+      "peer µs/call": `${Math.round(peer)} instr`,
+      "ratio, fiber (goal ≤ 1.0)": (fiber / peer).toFixed(2),
+      "ratio, runPromise": (viaRunPromise / peer).toFixed(2),
+      "load average 1/5/15 min (before → after)": "(instruction counts do not depend on load)"
+    }
+  }
+  const bare = (idiom: Idiom) => Math.round(perCall.get(`${idiom}:bare`)!)
+  const rows = [row("bulkhead", "bulkhead"), row("rate limiter, memory", "limiter"), row("rate limiter, Redis", "redis")]
+  const notes = [
+    `Callgrind rows: instructions per call under \`valgrind --tool=callgrind\` (${CALLS} measured calls after ${WARMUP} warm-up calls per in-memory case, ${REDIS_CALLS} after ${REDIS_WARMUP} per Redis case, one at a time; for Redis only the client process is counted, not the server), overhead = guarded − bare in the same idiom; the bare calls themselves cost ${bare("fiber")} instructions in one fiber, ${bare("runPromise")} through Effect.runPromise and ${bare("promise")} as an awaited async function. Node runs with --single-threaded (no V8 helper threads), so the counts include garbage collection done on the main thread.`
+  ]
+  console.log("ROWS " + JSON.stringify({ rows, notes }))
+}
+
+if (process.argv[2] === "--child") {
+  child().catch((error) => {
+    console.error(error)
+    process.exit(1)
+  })
+} else parent(process.argv[2] ?? os.tmpdir())

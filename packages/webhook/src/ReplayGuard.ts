@@ -44,6 +44,15 @@ export class ReplayGuard extends Context.Tag("@bulwark/webhook/ReplayGuard")<Rep
   readonly commit: (key: string, ttl: Duration.DurationInput) => Effect.Effect<void, ReplayGuardError>
   /** Drops a claim that did not complete, so the next attempt may claim it. */
   readonly release: (key: string) => Effect.Effect<void, ReplayGuardError>
+  /**
+   * The same three operations done at once, at `now` (epoch millis of the caller's clock), for drivers whose
+   * store is in-process (the memory driver): the ingress then needs no fiber per request. Absent otherwise.
+   */
+  readonly immediate?: {
+    readonly claim: (key: string, lease: Duration.DurationInput, now: number) => ClaimResult
+    readonly commit: (key: string, ttl: Duration.DurationInput, now: number) => void
+    readonly release: (key: string) => void
+  }
 }>() {}
 
 /**
@@ -77,20 +86,22 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Context.T
       entries.delete(key)
       entries.set(key, { state, expiresAt: now + Duration.toMillis(ttl) })
     }
+    const claim = (key: string, lease: Duration.DurationInput, now: number): ClaimResult => {
+      sweep(now)
+      const entry = entries.get(key)
+      if (entry !== undefined && entry.expiresAt > now) return entry.state === "seen" ? "seen" : "in-flight"
+      put(key, "claimed", now, lease)
+      return "claimed"
+    }
+    const commit = (key: string, ttl: Duration.DurationInput, now: number): void => put(key, "seen", now, ttl)
+    const release = (key: string): void => {
+      if (entries.get(key)?.state === "claimed") entries.delete(key)
+    }
     return {
-      claim: (key, lease) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          sweep(now)
-          const entry = entries.get(key)
-          if (entry !== undefined && entry.expiresAt > now) return entry.state === "seen" ? "seen" : "in-flight"
-          put(key, "claimed", now, lease)
-          return "claimed"
-        }),
-      commit: (key, ttl) => Effect.map(Clock.currentTimeMillis, (now) => put(key, "seen", now, ttl)),
-      release: (key) =>
-        Effect.sync(() => {
-          if (entries.get(key)?.state === "claimed") entries.delete(key)
-        })
+      claim: (key, lease) => Effect.map(Clock.currentTimeMillis, (now) => claim(key, lease, now)),
+      commit: (key, ttl) => Effect.map(Clock.currentTimeMillis, (now) => commit(key, ttl, now)),
+      release: (key) => Effect.sync(() => release(key)),
+      immediate: { claim, commit, release }
     }
   })
 

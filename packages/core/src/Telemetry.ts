@@ -11,7 +11,7 @@
  * and headers other than the trace and correlation ones are never recorded, and a failure reaches a span as
  * its type (`error.type`), never its message, since messages can quote request data.
  */
-import { Cause, Chunk, Clock, Context, Data, DefaultServices, Effect, Exit, FiberRef, FiberRefs, HashMap, Metric, MetricBoundaries, Option, Tracer } from "effect"
+import { Array as Arr, Cause, Chunk, Clock, Context, Data, DefaultServices, Effect, Exit, FiberRef, FiberRefs, HashMap, Metric, MetricBoundaries, Option, Tracer } from "effect"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as Envelope from "./Envelope.js"
 
@@ -198,9 +198,32 @@ export const unsafeEndSpanExit = (env: Immediate, span: Tracer.Span, exit: Exit.
   span.end(immediateTime(env), Exit.fail(new SpanFailure({ original: failure.value, type })))
 }
 
-/** `Metric.update` without a fiber: the environment's metric labels apply, as they would in the effect. */
-export const unsafeUpdate = <In>(env: Immediate, metric: Metric.Metric<any, In, any>, input: In): void =>
-  metric.unsafeUpdate(input, env.labels)
+// Per label list, per environment label list: their union, built once. A `Metric.tagged` metric builds it (and
+// with it a new registry key, hashed) on every update; an unchanged array finds the registry entry cached.
+const unions = new WeakMap<ReadonlyArray<MetricLabel.MetricLabel>, WeakMap<ReadonlyArray<MetricLabel.MetricLabel>, ReadonlyArray<MetricLabel.MetricLabel>>>()
+
+/**
+ * `Metric.update` without a fiber, of `metric` tagged with `labels` (innermost `Metric.tagged` first): the same
+ * series the effect path updates, with the environment's metric labels, found without a key per update.
+ */
+export const unsafeUpdate = <In>(
+  env: Immediate,
+  metric: Metric.Metric<any, In, any>,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>,
+  input: In
+): void => {
+  let byEnv = unions.get(labels)
+  if (byEnv === undefined) {
+    byEnv = new WeakMap()
+    unions.set(labels, byEnv)
+  }
+  let all = byEnv.get(env.labels)
+  if (all === undefined) {
+    all = Arr.union(labels, env.labels)
+    byEnv.set(env.labels, all)
+  }
+  metric.unsafeUpdate(input, all)
+}
 
 /** Sets attributes on the current span; nothing outside one (and no exception built to find that out). */
 export const annotate = (attributes: Readonly<Record<string, unknown>>): Effect.Effect<void> =>

@@ -9,7 +9,7 @@
  * - **per-key order** only where `features.orderedPerKey` says so.
  */
 import { AuditLog, Delivery, Envelope, Handler, Pipeline, SchemaUse, Supervise, Telemetry, TraceContext } from "@bulwark/core"
-import { Clock, Context, Data, Duration, Effect, Exit, Metric, Option, Schema, Stream, type Tracer } from "effect"
+import { Clock, Context, Data, Duration, Effect, Exit, Metric, MetricLabel, Option, Schema, Stream, type Tracer } from "effect"
 
 /** A message to publish. `key` is the ordering key (an envelope's subject). */
 export interface OutgoingMessage {
@@ -132,7 +132,12 @@ export interface InstrumentOptions {
 
 const publishMetrics = (topic: string) => {
   const duration = Metric.tagged(Telemetry.publishDuration, "destination", topic)
-  return { success: Metric.tagged(duration, "outcome", "success"), failure: Metric.tagged(duration, "outcome", "failure") }
+  return {
+    success: Metric.tagged(duration, "outcome", "success"),
+    failure: Metric.tagged(duration, "outcome", "failure"),
+    // The labels of `success`, for updates made without a fiber (`Telemetry.unsafeUpdate`).
+    successLabels: [MetricLabel.make("destination", topic), MetricLabel.make("outcome", "success")]
+  }
 }
 
 /**
@@ -296,7 +301,7 @@ export const tracePublishNow = (
       found = publishMetrics(topic)
       metrics.set(topic, found)
     }
-    Telemetry.unsafeUpdate(env, found.success, (env.clock.unsafeCurrentTimeMillis() - start) / 1000)
+    Telemetry.unsafeUpdate(env, Telemetry.publishDuration, found.successLabels, (env.clock.unsafeCurrentTimeMillis() - start) / 1000)
     return true
   }
 }

@@ -21,7 +21,7 @@ import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpS
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { EventEmitter } from "node:events"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { Cause, Clock, Context, DateTime, Duration, Effect, Either, Exit, FiberRefs, Metric, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Clock, Context, DateTime, Duration, Effect, Either, Exit, FiberRefs, Metric, MetricLabel, Option, ParseResult, Runtime, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { ReplayGuard } from "./ReplayGuard.js"
 import { announce as announceVerified, type Request, type Verified, type Verifier } from "./Verifier.js"
@@ -291,6 +291,8 @@ const pipeline = <A, I>(options: Options<A, I>) => {
   }
   const received = Metric.tagged(Metric.tagged(Telemetry.eventsReceived, "stage", "webhook"), "destination", options.topic)
   const duplicates = Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "webhook")
+  const receivedLabels = [MetricLabel.make("stage", "webhook"), MetricLabel.make("destination", options.topic)]
+  const duplicatesLabels = [MetricLabel.make("stage", "webhook")]
   // The outcome on the server span and in the counters, once the event id is known.
   const accepted = (accepted: Accepted) =>
     Effect.zipRight(
@@ -511,7 +513,8 @@ const pipeline = <A, I>(options: Options<A, I>) => {
       server.attribute(Telemetry.Attr.conversationId, outcome.id)
       server.attribute(Telemetry.Attr.correlationId, outcome.id)
       server.attribute(Telemetry.Attr.webhookDuplicate, outcome.duplicate)
-      Telemetry.unsafeUpdate(env, outcome.duplicate ? duplicates : received, 1)
+      if (outcome.duplicate) Telemetry.unsafeUpdate(env, Telemetry.duplicatesSuppressed, duplicatesLabels, 1)
+      else Telemetry.unsafeUpdate(env, Telemetry.eventsReceived, receivedLabels, 1)
       Telemetry.unsafeEndSpan(env, server, outcome)
       return outcome
     }

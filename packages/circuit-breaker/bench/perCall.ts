@@ -94,8 +94,8 @@ export const instructions = async (): Promise<Record<Variant, number> | undefine
   const dir = mkdtempSync(join(os.tmpdir(), "breaker-callgrind-"))
   try {
     const bundle = join(dir, "perCall.mjs")
-    execFileSync(process.execPath, [
-      join(here, "..", "..", "..", "node_modules", "esbuild", "bin", "esbuild"),
+    // esbuild (tsx's bundler, already installed) as its own executable.
+    execFileSync(join(here, "..", "..", "..", "node_modules", "esbuild", "bin", "esbuild"), [
       join(here, "perCall.ts"),
       "--bundle",
       "--platform=node",

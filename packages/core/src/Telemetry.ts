@@ -176,7 +176,8 @@ export const unsafeStartSpan = (
     options.links ?? [],
     startTime,
     options.kind ?? "internal",
-    { ...options, captureStackTrace: options.captureStackTrace ?? false }
+    // Spread only when it changes something: this runs per span on hot paths.
+    options.captureStackTrace === undefined ? { ...options, captureStackTrace: false } : options
   )
   if (options.attributes !== undefined) {
     for (const key in options.attributes) span.attribute(key, options.attributes[key])

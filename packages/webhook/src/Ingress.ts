@@ -462,8 +462,10 @@ const pipeline = <A, I>(options: Options<A, I>) => {
   const serverSpanOptions = (request: Request) => ({
     kind: "server" as const,
     links: senderLinks(request),
-    attributes: { ...baseAttributes, [Telemetry.Attr.httpBodySize]: request.body.length }
+    attributes: { ...baseAttributes, [Telemetry.Attr.httpBodySize]: request.body.length },
+    captureStackTrace: false
   })
+  const verifySpanOptions = { kind: "internal" as const, attributes: verifyAttributes, captureStackTrace: false }
 
   /**
    * The whole request without a fiber, when every step can finish at once: a verifier with fixed keys, a
@@ -494,7 +496,7 @@ const pipeline = <A, I>(options: Options<A, I>) => {
     if (claim === "in-flight") return undefined
     // From here the request is answered on this path.
     const server = Telemetry.unsafeStartSpan(env, spanName, serverSpanOptions(request), start)
-    const verifying = Telemetry.unsafeStartSpan(env, "webhook.verify", { kind: "internal", attributes: verifyAttributes }, start, server)
+    const verifying = Telemetry.unsafeStartSpan(env, "webhook.verify", verifySpanOptions, start, server)
     const observers = FiberRefs.getOrDefault(env.fiberRefs, Observe.currentObservers)
     if (observers.length !== 0) {
       Observe.unsafeNotify(observers, "webhook", "verified", {

@@ -74,17 +74,35 @@ export interface MemoryOptions {
 export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Context.Tag.Service<ReplayGuard>> =>
   Effect.sync(() => {
     const maxEntries = options.maxEntries ?? 100_000
-    // Insertion order is expiry order for one ttl, which makes sweeping from the front cheap.
-    const entries = new Map<string, { state: "claimed" | "seen"; expiresAt: number }>()
+    interface Entry {
+      readonly key: string
+      state: "claimed" | "seen"
+      expiresAt: number
+    }
+    const entries = new Map<string, Entry>()
+    // Entries in the order they were written, oldest at `head`: for one ttl that is expiry order, so sweeping
+    // looks only at the front. A Map iterated from its start would step over every entry deleted since it
+    // last compacted, which at the bound (one eviction per claim) costs thousands of steps per claim.
+    let order: Array<Entry> = []
+    let head = 0
     const sweep = (now: number) => {
-      for (const [key, entry] of entries) {
-        if (entry.expiresAt > now && entries.size <= maxEntries) break
-        if (entry.expiresAt <= now || entries.size > maxEntries) entries.delete(key)
+      while (head < order.length) {
+        const entry = order[head]!
+        if (entries.get(entry.key) !== entry) head++ // replaced or released since: nothing to do
+        else if (entry.expiresAt <= now || entries.size > maxEntries) {
+          entries.delete(entry.key)
+          head++
+        } else break
+      }
+      if (head > 1024 && head * 2 > order.length) {
+        order = order.slice(head)
+        head = 0
       }
     }
     const put = (key: string, state: "claimed" | "seen", now: number, ttl: Duration.DurationInput) => {
-      entries.delete(key)
-      entries.set(key, { state, expiresAt: now + Duration.toMillis(ttl) })
+      const entry: Entry = { key, state, expiresAt: now + Duration.toMillis(ttl) }
+      entries.set(key, entry)
+      order.push(entry)
     }
     const claim = (key: string, lease: Duration.DurationInput, now: number): ClaimResult => {
       sweep(now)

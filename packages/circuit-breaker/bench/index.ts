@@ -1,5 +1,6 @@
 /**
- * A shared breaker under contention: 4 instances (each with its own store connection, as 4 processes
+ * First the breaker alone against cockatiel's, per call (`perCall.ts`: wall time and callgrind instruction
+ * counts). Then a shared breaker under contention: 4 instances (each with its own store connection, as 4 processes
  * would have) × concurrency 50 calling through one key. Measures calls/s, spurious errors (anything but
  * the call's own result) and the overhead per call against the same load without a breaker and through
  * an in-process breaker. Results go to bench/results/circuit-breaker.{json,md}.
@@ -7,11 +8,13 @@
  * Needs Redis on 127.0.0.1:6379 (keys under a unique prefix, deleted afterwards).
  */
 import { Effect, Either, Layer } from "effect"
+import os from "node:os"
 import { Redis } from "ioredis"
 import { writeResults } from "../../../bench/lib.js"
 import * as Breaker from "../src/Breaker.js"
 import * as BreakerStateStore from "../src/BreakerStateStore.js"
 import * as RedisStore from "../src/BreakerStateStore/Redis.js"
+import * as PerCall from "./perCall.js"
 
 const INSTANCES = 4
 const CONCURRENCY = 50
@@ -58,6 +61,31 @@ const measure = (name: string, make: Effect.Effect<ReadonlyArray<Execute>, unkno
   }))
 
 const main = Effect.gen(function*() {
+  // The breaker alone first, while nothing else of this benchmark runs.
+  const loadBefore = os.loadavg()[0]!
+  const wall = yield* Effect.promise(() => PerCall.wall())
+  const loadAfterWall = os.loadavg()[0]!
+  const counted = yield* Effect.promise(() => PerCall.instructions())
+  const bulwarkNs = wall.bulwark - wall["bulwark-bare"]
+  const cockatielNs = wall.cockatiel - wall["cockatiel-bare"]
+  const bulwarkIns = counted === undefined ? undefined : counted.bulwark - counted["bulwark-bare"]
+  const cockatielIns = counted === undefined ? undefined : counted.cockatiel - counted["cockatiel-bare"]
+  const perCallRows = [
+    {
+      scenario: "breaker alone: success through a closed Bulwark breaker (consecutive window)",
+      "overhead ns/call": bulwarkNs.toFixed(0),
+      "instructions/call": bulwarkIns === undefined ? "n/a" : bulwarkIns.toFixed(0),
+      "vs cockatiel (wall)": `${(bulwarkNs / cockatielNs).toFixed(2)}×`,
+      "vs cockatiel (instructions)": bulwarkIns === undefined ? "n/a" : `${(bulwarkIns / cockatielIns!).toFixed(2)}×`
+    },
+    {
+      scenario: "breaker alone: success through a closed cockatiel breaker (ConsecutiveBreaker)",
+      "overhead ns/call": cockatielNs.toFixed(0),
+      "instructions/call": cockatielIns === undefined ? "n/a" : cockatielIns.toFixed(0),
+      "vs cockatiel (wall)": "1.00×",
+      "vs cockatiel (instructions)": "1.00×"
+    }
+  ]
   const bare = yield* measure("no breaker", Effect.succeed(Array.from({ length: INSTANCES }, (): Execute => (self) => self)))
   const local = yield* measure(
     "in-process breaker per instance",
@@ -80,13 +108,20 @@ const main = Effect.gen(function*() {
       }))
   )
   const perCall = (rate: number) => 1e6 / rate
-  const rows = [bare, local, memory, redis].map((m) => ({
+  const rows: Array<Record<string, string | number>> = [...perCallRows, ...[bare, local, memory, redis].map((m) => ({
     scenario: m.name,
     "calls/s": Math.round(m.rate),
     "spurious errors": `${m.errors} / ${m.calls}`,
     "overhead µs/call": m === bare ? "0" : (perCall(m.rate) - perCall(bare.rate)).toFixed(1)
-  }))
-  writeResults("circuit-breaker", "Shared circuit breaker: 4 instances × concurrency 50 on one key", rows, [
+  }))]
+  writeResults("circuit-breaker", "Circuit breaker: per-call overhead against cockatiel; a shared breaker, 4 instances × concurrency 50 on one key", rows, [
+    "Breaker alone rows: a success through a closed breaker that never trips, above each library's own bare call (Bulwark: `yield*` of Effect.succeed in one fiber, " +
+      `${wall["bulwark-bare"].toFixed(0)} ns; cockatiel: \`await\` of an async function, ${wall["cockatiel-bare"].toFixed(0)} ns). ` +
+      "Wall: 15 interleaved rounds of 20,000 sequential calls after a warm-up, median round. " +
+      `Load average (1 min) ${loadBefore.toFixed(2)} before and ${loadAfterWall.toFixed(2)} after the wall rounds on 2 shared cores: wall figures move with the load.`,
+    "Instructions/call: valgrind --tool=callgrind, each variant run for 1,000 and for 21,000 calls after the same 20,000-call warm-up, the difference divided by 20,000 (start-up and JIT warm-up cancel out); a count of executed instructions does not depend on the machine's load, so it is the repeatable comparison.",
+    `Goal: the breaker alone ≤ 1.0× cockatiel's per call. Measured ${(bulwarkNs / cockatielNs).toFixed(2)}× by wall time` +
+      (bulwarkIns === undefined ? "." : `, ${(bulwarkIns / cockatielIns!).toFixed(2)}× by instructions.`),
     `${INSTANCES} instances × concurrency ${CONCURRENCY}, ${CALLS_PER_INSTANCE} calls per instance per round, median calls/s of ${ROUNDS} rounds after a warm-up; each call waits 1 ms (the downstream).`,
     "Overhead µs/call = 1e6/rate − 1e6/rate without a breaker: the wall time each call adds at this concurrency, on 2 shared cores.",
     "A spurious error is any error at all: thresholds are out of reach, so the breaker must make every call and answer its result.",

@@ -457,11 +457,17 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
         })
     })
     const unobserved: ReadonlyArray<Observe.Observer> = []
+    const consecutive = config.window.kind === "consecutive"
     const closedHandlers = closedHandlersFor(unobserved)
 
     const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen, R> => {
       const closedRun: Effect.Effect<A, E, R> | undefined = untimedLocal
         ? Effect.matchCauseEffect(self, closedHandlers)
+        : undefined
+      // A consecutive-failure window with no failure counted: a success would change nothing, so only a
+      // failure needs a handler, and a success passes through with no step of the breaker's own.
+      const failureOnlyRun: Effect.Effect<A, E, R> | undefined = untimedLocal && consecutive
+        ? Effect.catchAllCause(self, closedHandlers.onFailure)
         : undefined
       return Effect.withFiberRuntime((fiber) => {
         const observers = fiber.getFiberRef(Observe.currentObservers)
@@ -469,7 +475,10 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
         // Closed and untimed: admitted without reading the clock.
         if (closedRun !== undefined && local!.state === "closed" && local!.state === seen) {
           // Observed closed calls get handlers of their own; unobserved ones share `closedRun`.
-          return observers.length === 0 ? closedRun : Effect.matchCauseEffect(self, closedHandlersFor(observers))
+          if (observers.length !== 0) return Effect.matchCauseEffect(self, closedHandlersFor(observers))
+          return failureOnlyRun !== undefined && (local!.window as Extract<Machine.WindowSnapshot, { kind: "consecutive" }>).failures === 0
+            ? failureOnlyRun
+            : closedRun
         }
         const now = clock.unsafeCurrentTimeMillis()
         if (local !== undefined) {

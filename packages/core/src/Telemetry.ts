@@ -11,7 +11,8 @@
  * and headers other than the trace and correlation ones are never recorded, and a failure reaches a span as
  * its type (`error.type`), never its message, since messages can quote request data.
  */
-import { Cause, Clock, Context, Data, Effect, Metric, MetricBoundaries, Option, Tracer } from "effect"
+import { Array as Arr, Cause, Chunk, Clock, Context, Data, DefaultServices, Effect, Exit, FiberRef, FiberRefs, HashMap, Metric, MetricBoundaries, Option, Tracer } from "effect"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Envelope from "./Envelope.js"
 
 /** Attribute names used on Bulwark spans (OpenTelemetry semantic conventions where one exists). */
@@ -111,6 +112,119 @@ const propagated = (span: Tracer.AnySpan | undefined): Tracer.AnySpan | undefine
 export const currentSpan: Effect.Effect<Tracer.AnySpan | undefined> = Effect.withFiberRuntime((fiber) =>
   Effect.succeed(propagated(fiber.currentSpan))
 )
+
+/**
+ * What instrumenting a step without running an effect needs, read once from a runtime or a fiber: the tracer,
+ * the clock, the parent span, the metric labels in force and the services. Hot paths that can finish
+ * synchronously (the webhook ingress) use it to make the same spans and metric updates the effect path
+ * would, without a fiber per request.
+ */
+export interface Immediate {
+  readonly tracer: Tracer.Tracer
+  readonly clock: Clock.Clock
+  /** Whether spans carry real timestamps (`Effect.withTracerTiming`). */
+  readonly timing: boolean
+  /** The span new spans are children of: the one in force where the environment was read. */
+  readonly parent: Tracer.AnySpan | undefined
+  readonly labels: ReadonlyArray<MetricLabel.MetricLabel>
+  readonly context: Context.Context<never>
+  readonly fiberRefs: FiberRefs.FiberRefs
+}
+
+const bigint0 = BigInt(0)
+
+/**
+ * The {@link Immediate} environment of a context and its fiber refs, or `undefined` when spans made there
+ * need the effect path (the tracer disabled or not propagating, span annotations or links set around it).
+ */
+export const immediate = (context: Context.Context<never>, fiberRefs: FiberRefs.FiberRefs): Immediate | undefined => {
+  if (!FiberRefs.getOrDefault(fiberRefs, FiberRef.currentTracerEnabled)) return undefined
+  if (HashMap.size(FiberRefs.getOrDefault(fiberRefs, FiberRef.currentTracerSpanAnnotations)) > 0) return undefined
+  if (Chunk.isNonEmpty(FiberRefs.getOrDefault(fiberRefs, FiberRef.currentTracerSpanLinks))) return undefined
+  const parent = Option.getOrUndefined(Context.getOption(context, Tracer.ParentSpan))
+  if (parent !== undefined && Context.get(parent.context, Tracer.DisablePropagation)) return undefined
+  const services = FiberRefs.getOrDefault(fiberRefs, DefaultServices.currentServices)
+  return {
+    tracer: Context.get(services, Tracer.Tracer),
+    clock: Context.get(services, Clock.Clock),
+    timing: FiberRefs.getOrDefault(fiberRefs, FiberRef.currentTracerTimingEnabled),
+    parent,
+    labels: FiberRefs.getOrDefault(fiberRefs, FiberRef.currentMetricLabels),
+    context,
+    fiberRefs
+  }
+}
+
+/** The environment's clock in nanoseconds as spans record it (0 when tracer timing is off). */
+export const immediateTime = (env: Immediate): bigint => env.timing ? env.clock.unsafeCurrentTimeNanos() : bigint0
+
+/**
+ * Starts a span as {@link withSafeSpan} would, at `startTime`: a child of `parent` (default: the environment's),
+ * with the options' kind, links and attributes. End it with `span.end(immediateTime(env), exit)`.
+ */
+export const unsafeStartSpan = (
+  env: Immediate,
+  name: string,
+  options: Tracer.SpanOptions,
+  startTime: bigint,
+  parent: Tracer.AnySpan | undefined = env.parent
+): Tracer.Span => {
+  const span = env.tracer.span(
+    name,
+    parent === undefined ? Option.none() : Option.some(parent),
+    options.context ?? Context.empty(),
+    options.links ?? [],
+    startTime,
+    options.kind ?? "internal",
+    // Spread only when it changes something: this runs per span on hot paths.
+    options.captureStackTrace === undefined ? { ...options, captureStackTrace: false } : options
+  )
+  if (options.attributes !== undefined) {
+    for (const key in options.attributes) span.attribute(key, options.attributes[key])
+  }
+  return span
+}
+
+/** Ends a span that succeeded with `value`, at the environment's clock. */
+export const unsafeEndSpan = (env: Immediate, span: Tracer.Span, value: unknown): void =>
+  span.end(immediateTime(env), Exit.succeed(value))
+
+/** Ends a span with an effect's exit as {@link withSafeSpan} would: a failure reaches it as its type only. */
+export const unsafeEndSpanExit = (env: Immediate, span: Tracer.Span, exit: Exit.Exit<unknown, unknown>): void => {
+  if (Exit.isSuccess(exit)) return span.end(immediateTime(env), exit)
+  const failure = Cause.failureOption(exit.cause)
+  if (Option.isNone(failure)) return span.end(immediateTime(env), exit)
+  const type = errorTypeOf(failure.value)
+  span.attribute(Attr.errorType, type)
+  span.end(immediateTime(env), Exit.fail(new SpanFailure({ original: failure.value, type })))
+}
+
+// Per label list, per environment label list: their union, built once. A `Metric.tagged` metric builds it (and
+// with it a new registry key, hashed) on every update; an unchanged array finds the registry entry cached.
+const unions = new WeakMap<ReadonlyArray<MetricLabel.MetricLabel>, WeakMap<ReadonlyArray<MetricLabel.MetricLabel>, ReadonlyArray<MetricLabel.MetricLabel>>>()
+
+/**
+ * `Metric.update` without a fiber, of `metric` tagged with `labels` (innermost `Metric.tagged` first): the same
+ * series the effect path updates, with the environment's metric labels, found without a key per update.
+ */
+export const unsafeUpdate = <In>(
+  env: Immediate,
+  metric: Metric.Metric<any, In, any>,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>,
+  input: In
+): void => {
+  let byEnv = unions.get(labels)
+  if (byEnv === undefined) {
+    byEnv = new WeakMap()
+    unions.set(labels, byEnv)
+  }
+  let all = byEnv.get(env.labels)
+  if (all === undefined) {
+    all = Arr.union(labels, env.labels)
+    byEnv.set(env.labels, all)
+  }
+  metric.unsafeUpdate(input, all)
+}
 
 /** Sets attributes on the current span; nothing outside one (and no exception built to find that out). */
 export const annotate = (attributes: Readonly<Record<string, unknown>>): Effect.Effect<void> =>

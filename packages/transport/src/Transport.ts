@@ -9,7 +9,7 @@
  * - **per-key order** only where `features.orderedPerKey` says so.
  */
 import { AuditLog, Delivery, Envelope, Failure, Handler, Pipeline, SchemaUse, Supervise, Telemetry, TraceContext } from "@bulwark/core"
-import { Clock, Context, Data, Duration, Effect, Exit, Metric, Option, Schema, Stream, type Tracer } from "effect"
+import { Clock, Context, Data, Duration, Effect, Exit, Metric, MetricLabel, Option, Schema, Stream, type Tracer } from "effect"
 
 /** A message to publish. `key` is the ordering key (an envelope's subject). */
 export interface OutgoingMessage {
@@ -106,6 +106,12 @@ export class Publisher extends Context.Tag("@bulwark/transport/Publisher")<Publi
     messages: ReadonlyArray<OutgoingMessage>,
     options?: PublishOptions
   ) => Effect.Effect<void, PublishError>
+  /**
+   * Publishes at once when the driver can confirm without waiting (an in-process broker with room), with the
+   * same span, trace headers and metrics as `publish`; `false`, having done nothing, when it cannot (then use
+   * `publish`). Absent on drivers that always wait for a broker.
+   */
+  readonly publishNow?: (topic: string, messages: ReadonlyArray<OutgoingMessage>, env: Telemetry.Immediate) => boolean
 }>() {}
 
 /** Subscribes to topics as a stream of deliveries. */
@@ -122,6 +128,11 @@ export interface Driver {
   readonly features: Features
   readonly publish: Context.Tag.Service<Publisher>["publish"]
   readonly subscribe: Context.Tag.Service<Subscriber>["subscribe"]
+  /**
+   * For drivers that can accept messages synchronously: the function that stores them now, or `undefined`
+   * when the topic cannot take them without waiting. Asking must have no effect.
+   */
+  readonly storeNow?: (topic: string) => ((messages: ReadonlyArray<OutgoingMessage>) => void) | undefined
 }
 
 /** What {@link instrument} needs to know about a driver. */
@@ -132,7 +143,12 @@ export interface InstrumentOptions {
 
 const publishMetrics = (topic: string) => {
   const duration = Metric.tagged(Telemetry.publishDuration, "destination", topic)
-  return { success: Metric.tagged(duration, "outcome", "success"), failure: Metric.tagged(duration, "outcome", "failure") }
+  return {
+    success: Metric.tagged(duration, "outcome", "success"),
+    failure: Metric.tagged(duration, "outcome", "failure"),
+    // The labels of `success`, for updates made without a fiber (`Telemetry.unsafeUpdate`).
+    successLabels: [MetricLabel.make("destination", topic), MetricLabel.make("outcome", "success")]
+  }
 }
 
 /**
@@ -159,40 +175,11 @@ export const tracePublish = (
   }
   return (topic, messages) =>
     Effect.flatMap(Telemetry.currentSpan, (ambient) => {
-      const carried = messages.map((message) => TraceContext.extract(message.headers))
-      const parent: Tracer.AnySpan | undefined = ambient ?? (carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined)
-      const links: Array<Tracer.SpanLink> = []
-      for (let i = 0; i < carried.length; i++) {
-        const span = carried[i]!
-        if (Option.isSome(span) && span.value.traceId !== parent?.traceId) {
-          links.push({ _tag: "SpanLink", span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } })
-        }
-      }
-      const attributes = Telemetry.messagingAttributes({
-        system: options.system,
-        operationType: "send",
-        operationName: "send",
-        destination: topic
-      })
-      if (messages.length === 1) {
-        const message = messages[0]!
-        attributes[Telemetry.Attr.messageId] = message.id
-        attributes[Telemetry.Attr.bodySize] = message.payload.length
-        Object.assign(attributes, Telemetry.correlationAttributes(message))
-      } else attributes[Telemetry.Attr.batchCount] = messages.length
-      const category = messages[0]?.headers[Delivery.DeadLetterHeaders.category]
-      if (category !== undefined) attributes[Telemetry.Attr.deadLetterCategory] = category
+      const { carried, parent, links, attributes, category } = sendPlan(topic, messages, ambient, options)
       const send = Effect.flatMap(Telemetry.currentSpan, (span) => {
         // No span (the tracer disabled): the messages go as they are.
         if (span === undefined) return publish(topic, messages)
-        const context = TraceContext.headersOf(span)
-        const stamped = messages.map((message, i) => {
-          const own = carried[i]!
-          return Option.isSome(own) && own.value.traceId !== span.traceId
-            ? message
-            : { ...message, headers: TraceContext.stamp(message.headers, context) }
-        })
-        return publish(topic, stamped)
+        return publish(topic, stampAll(messages, carried, span))
       })
       const { failure, success } = metricsOf(topic)
       const audited = Effect.zipLeft(send, AuditLog.record(() => publishedEntries(topic, messages, options.system)))
@@ -243,6 +230,93 @@ const publishedEntries = (
     message: { key: message.key, payload: message.payload, headers: message.headers }
   }))
 
+// What a `send` span is made of, shared by the effect and the immediate path.
+const sendPlan = (
+  topic: string,
+  messages: ReadonlyArray<OutgoingMessage>,
+  ambient: Tracer.AnySpan | undefined,
+  options: InstrumentOptions
+) => {
+  const carried = messages.map((message) => TraceContext.extract(message.headers))
+  const parent: Tracer.AnySpan | undefined = ambient ?? (carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined)
+  const links: Array<Tracer.SpanLink> = []
+  for (let i = 0; i < carried.length; i++) {
+    const span = carried[i]!
+    if (Option.isSome(span) && span.value.traceId !== parent?.traceId) {
+      links.push({ _tag: "SpanLink", span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } })
+    }
+  }
+  const attributes = Telemetry.messagingAttributes({
+    system: options.system,
+    operationType: "send",
+    operationName: "send",
+    destination: topic
+  })
+  if (messages.length === 1) {
+    const message = messages[0]!
+    attributes[Telemetry.Attr.messageId] = message.id
+    attributes[Telemetry.Attr.bodySize] = message.payload.length
+    Object.assign(attributes, Telemetry.correlationAttributes(message))
+  } else attributes[Telemetry.Attr.batchCount] = messages.length
+  const category = messages[0]?.headers[Delivery.DeadLetterHeaders.category]
+  if (category !== undefined) attributes[Telemetry.Attr.deadLetterCategory] = category
+  return { carried, parent, links, attributes, category }
+}
+
+// The messages with the send span's context, except those carrying another trace's (forwarded untouched).
+const stampAll = (
+  messages: ReadonlyArray<OutgoingMessage>,
+  carried: ReadonlyArray<Option.Option<Tracer.ExternalSpan>>,
+  span: Tracer.AnySpan
+): ReadonlyArray<OutgoingMessage> => {
+  const context = TraceContext.headersOf(span)
+  return messages.map((message, i) => {
+    const own = carried[i]!
+    return Option.isSome(own) && own.value.traceId !== span.traceId
+      ? message
+      : { ...message, headers: TraceContext.stamp(message.headers, context) }
+  })
+}
+
+/**
+ * {@link tracePublish} for a driver's `storeNow`: the same `send` span (a child of the environment's span),
+ * trace headers and duration metric, made synchronously. `false`, with nothing done, when the driver cannot take
+ * the messages now, or when the publish must be audited or is a dead-letter copy (those take the effect path).
+ */
+export const tracePublishNow = (
+  storeNow: NonNullable<Driver["storeNow"]>,
+  options: InstrumentOptions
+): NonNullable<Context.Tag.Service<Publisher>["publishNow"]> => {
+  const metrics = new Map<string, ReturnType<typeof publishMetrics>>()
+  return (topic, messages, env) => {
+    if (Option.isSome(Context.getOption(env.context, AuditLog.AuditLog))) return false
+    if (messages.length === 0) return false
+    const store = storeNow(topic)
+    if (store === undefined) return false
+    const { carried, parent, links, attributes, category } = sendPlan(topic, messages, env.parent, options)
+    if (category !== undefined) {
+      return false
+    }
+    const start = env.clock.unsafeCurrentTimeMillis()
+    const span = Telemetry.unsafeStartSpan(
+      env,
+      `send ${topic}`,
+      { kind: "producer", links, attributes, ...(parent === undefined ? { root: true } : { parent }) },
+      Telemetry.immediateTime(env),
+      parent
+    )
+    store(stampAll(messages, carried, span))
+    Telemetry.unsafeEndSpan(env, span, undefined)
+    let found = metrics.get(topic)
+    if (found === undefined) {
+      found = publishMetrics(topic)
+      metrics.set(topic, found)
+    }
+    Telemetry.unsafeUpdate(env, Telemetry.publishDuration, found.successLabels, (env.clock.unsafeCurrentTimeMillis() - start) / 1000)
+    return true
+  }
+}
+
 /**
  * A driver with Bulwark's instrumentation: {@link tracePublish} on `publish`, and its `messaging.system` for
  * the consumers' `process` spans. Every driver's layer provides its ports through this.
@@ -253,10 +327,16 @@ export const instrument = <D extends Driver>(driver: D, options: InstrumentOptio
   publish: tracePublish(driver.publish, options)
 })
 
+// The immediate publish of an instrumented driver, when it has one.
+const publisherOf = (driver: Driver, options: InstrumentOptions): Context.Tag.Service<Publisher> => {
+  const publish = tracePublish(driver.publish, options)
+  return driver.storeNow === undefined ? { publish } : { publish, publishNow: tracePublishNow(driver.storeNow, options) }
+}
+
 /** The two ports of an instrumented driver, for a driver's layer. */
 export const portsOf = (driver: Driver, options: InstrumentOptions): Context.Context<Publisher | Subscriber> => {
   const traced = instrument(driver, options)
-  return Context.make(Publisher, { publish: traced.publish }).pipe(
+  return Context.make(Publisher, publisherOf(driver, options)).pipe(
     Context.add(Subscriber, { features: traced.features, subscribe: traced.subscribe, system: traced.system })
   )
 }

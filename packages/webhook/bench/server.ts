@@ -18,6 +18,20 @@ const mode = process.argv[2]
 // Exit normally on a signal so diagnostics (e.g. --cpu-prof) are written.
 process.on("SIGTERM", () => process.exit(0))
 
+// The server's own CPU time per answered request, independent of what else runs on the machine: a line on
+// stdin starts a measurement (after the warm-up), the next one ends it and prints `{ cpuMicros, requests }`.
+let answered = 0
+let mark: { cpu: NodeJS.CpuUsage; answered: number } | undefined
+const countAnswers = (server: import("node:http").Server) => server.on("request", (_req, res) => res.on("finish", () => answered++))
+process.stdin.setEncoding("utf8").on("data", () => {
+  if (mark === undefined) mark = { cpu: process.cpuUsage(), answered }
+  else {
+    const cpu = process.cpuUsage(mark.cpu)
+    process.stdout.write(JSON.stringify({ cpuMicros: cpu.user + cpu.system, requests: answered - mark.answered }) + "\n")
+    mark = undefined
+  }
+})
+
 if (mode === "bare") {
   const key = Buffer.from(secret.slice("whsec_".length), "base64")
   const server = createServer((req, res) => {
@@ -33,6 +47,7 @@ if (mode === "bare") {
       res.end(ok ? "{\"status\":\"accepted\"}" : "{\"error\":\"NoMatchingSignature\"}")
     })
   })
+  countAnswers(server)
   server.listen(0, "127.0.0.1", () => console.log((server.address() as { port: number }).port))
 } else {
   const Order = Schema.Struct({ type: Schema.String, data: Schema.Struct({ orderId: Schema.String, amount: Schema.Number }) })
@@ -47,16 +62,19 @@ if (mode === "bare") {
     if (mode === "bulwark-node") {
       const listener = yield* Ingress.nodeListener("/webhooks/shop", options)
       const server = createServer(listener)
+      countAnswers(server)
       yield* Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void)))
       console.log((server.address() as { port: number }).port)
     } else {
-      const { port } = yield* Ingress.listen(HttpRouter.empty.pipe(Ingress.route("/webhooks/shop", options)))
+      const app = HttpRouter.empty.pipe(Ingress.route("/webhooks/shop", options))
+      const { port } = yield* Ingress.listen(Effect.tap(app, () => void answered++))
       console.log(port)
     }
     yield* Effect.never
   }).pipe(
     Effect.scoped,
-    Effect.provide(Layer.merge(Memory.layer(), ReplayGuard.layerMemory())),
+    // Nothing consumes the topic here: a capacity above what a run publishes keeps publishers from waiting.
+    Effect.provide(Layer.merge(Memory.layer({ capacity: 10_000_000 }), ReplayGuard.layerMemory())),
     Effect.runPromise
   )
 }

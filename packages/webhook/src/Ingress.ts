@@ -21,7 +21,7 @@ import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpS
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { EventEmitter } from "node:events"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { Cause, Clock, DateTime, Duration, Effect, Either, Exit, Metric, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Clock, Context, DateTime, Duration, Effect, Either, Exit, FiberRefs, Metric, MetricLabel, Option, ParseResult, Runtime, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { ReplayGuard } from "./ReplayGuard.js"
 import { announce as announceVerified, type Request, type Verified, type Verifier } from "./Verifier.js"
@@ -265,17 +265,8 @@ const containsForbidden = (issue: ParseResult.ParseIssue): boolean => {
   }
 }
 
-/**
- * The route's work without HTTP: verify → decode → dedupe → persist. The ingress route is a thin adapter
- * over it; property tests drive it directly.
- *
- * The hot path is synchronous up to the replay guard: signature check (when the verifier's keys are fixed),
- * JSON parse, schema decode and envelope encode run as plain functions, so a request costs one short chain
- * of effects (claim → publish → commit) instead of a step per check. Schemas or verifiers that cannot run
- * synchronously (async transformations, keys read from a service) take the same steps as effects, with the
- * same answers.
- */
-export const process = <A, I>(options: Options<A, I>) => {
+// The request pipeline of one source: the effect path, the immediate path, and the choice between them.
+const pipeline = <A, I>(options: Options<A, I>) => {
   const decodeEffect = Schema.decodeUnknown(options.schema, { errors: "all" })
   const decodeSync = Schema.decodeUnknownEither(options.schema, { errors: "all" })
   const encodeEffect = Envelope.encode(options.schema)
@@ -300,6 +291,8 @@ export const process = <A, I>(options: Options<A, I>) => {
   }
   const received = Metric.tagged(Metric.tagged(Telemetry.eventsReceived, "stage", "webhook"), "destination", options.topic)
   const duplicates = Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "webhook")
+  const receivedLabels = [MetricLabel.make("stage", "webhook"), MetricLabel.make("destination", options.topic)]
+  const duplicatesLabels = [MetricLabel.make("stage", "webhook")]
   // The outcome on the server span and in the counters, once the event id is known.
   const accepted = (accepted: Accepted) =>
     Effect.zipRight(
@@ -414,13 +407,13 @@ export const process = <A, I>(options: Options<A, I>) => {
       : Effect.succeed(result)
   }
 
-  // Claim → persist → commit (releasing on failure): the only steps that need the services.
-  const persist = (prepared: Prepared, guard: ReplayGuard["Type"]): Effect.Effect<Accepted, IngressError, Transport.Publisher> => {
+  // Persist → commit, releasing the claim on failure: what follows a successful claim.
+  const store = (prepared: Prepared, guard: ReplayGuard["Type"]): Effect.Effect<Accepted, PersistFailed, Transport.Publisher> => {
     const { id, key } = prepared
     const publish = Effect.flatMap(Transport.Publisher, (publisher) =>
       SchemaUse.reported(
         publisher.publish(options.topic, [{ id, key: prepared.subject, payload: prepared.payload, headers: {} }]),
-        () => [{ role: "produce", topic: options.topic, schema: options.schema, type: prepared.type, source }]
+        () => usesOf(prepared)
       ))
     // Remembered only once persisted: a failed persist must leave the retry free to succeed.
     const remember = guard.commit(key, dedupeTtl).pipe(
@@ -431,7 +424,7 @@ export const process = <A, I>(options: Options<A, I>) => {
           Effect.annotateLogs({ id, cause: error.message })
         ))
     )
-    const stored = publish.pipe(
+    return publish.pipe(
       Effect.catchAllCause((cause): Effect.Effect<never, PersistFailed> =>
         Effect.fail(new PersistFailed({
           id,
@@ -448,15 +441,104 @@ export const process = <A, I>(options: Options<A, I>) => {
       Effect.uninterruptible,
       Effect.as<Accepted>({ id, duplicate: false })
     )
-    return Effect.flatMap(
+  }
+  const usesOf = (prepared: Prepared): ReadonlyArray<SchemaUse.SchemaUse> => [
+    { role: "produce", topic: options.topic, schema: options.schema, type: prepared.type, source }
+  ]
+
+  // Claim → persist → commit (releasing on failure): the only steps that need the services.
+  const persist = (prepared: Prepared, guard: ReplayGuard["Type"]): Effect.Effect<Accepted, IngressError, Transport.Publisher> =>
+    Effect.flatMap(
       // Without the guard there is no knowing whether this is a replay: not acknowledged, the sender retries.
-      Effect.mapError(guard.claim(key, claimLease, dedupeTtl), (error) => new ReplayCheckFailed({ detail: bounded(error.message) })),
+      Effect.mapError(guard.claim(prepared.key, claimLease, dedupeTtl), (error) => new ReplayCheckFailed({ detail: bounded(error.message) })),
       (claim): Effect.Effect<Accepted, IngressError, Transport.Publisher> =>
-        claim === "seen" ? Effect.succeed({ id, duplicate: true }) : claim === "in-flight" ? Effect.fail(new InFlight({ id })) : stored
+        claim === "seen"
+          ? Effect.succeed({ id: prepared.id, duplicate: true })
+          : claim === "in-flight"
+          ? Effect.fail(new InFlight({ id: prepared.id }))
+          : store(prepared, guard)
+    )
+
+  const serverSpanOptions = (request: Request) => ({
+    kind: "server" as const,
+    links: senderLinks(request),
+    attributes: { ...baseAttributes, [Telemetry.Attr.httpBodySize]: request.body.length },
+    captureStackTrace: false
+  })
+  const verifySpanOptions = { kind: "internal" as const, attributes: verifyAttributes, captureStackTrace: false }
+
+  /**
+   * The whole request without a fiber, when every step can finish at once: a verifier with fixed keys, a
+   * synchronous schema, a replay guard and a publisher that answer immediately (the memory drivers), and no
+   * audit log to write to. It makes the same spans (receive, verify, send), events and metric updates as the
+   * effect path, in the same order. Answers the outcome; an effect that finishes the request inside its span
+   * when the publisher has no room now; or `undefined`, having done nothing, when the effect path must run
+   * (every refusal takes it, so refusals are answered by one code path).
+   */
+  const immediate = (
+    request: Request,
+    env: Telemetry.Immediate,
+    guard: ReplayGuard["Type"],
+    publisher: Transport.Publisher["Type"]
+  ): Accepted | Effect.Effect<Accepted, IngressError, Transport.Publisher> | undefined => {
+    const sync = guard.immediate
+    if (verifyAt === undefined || sync === undefined || publisher.publishNow === undefined) return undefined
+    const body = request.body
+    if (body.length > maxBodySize || Option.isSome(Context.getOption(env.context, AuditLog.AuditLog))) return undefined
+    const start = Telemetry.immediateTime(env)
+    const now = env.clock.unsafeCurrentTimeMillis()
+    const verified = verifyAt(request, now)
+    if ("_tag" in verified) return undefined
+    const verifyEnd = Telemetry.immediateTime(env)
+    const prepared = prepareSync(verified, body, now)
+    if (prepared === needsEffect || prepared instanceof MalformedPayload) return undefined
+    const claim = sync.claim(prepared.key, claimLease, env.clock.unsafeCurrentTimeMillis())
+    if (claim === "in-flight") return undefined
+    // From here the request is answered on this path.
+    const server = Telemetry.unsafeStartSpan(env, spanName, serverSpanOptions(request), start)
+    const verifying = Telemetry.unsafeStartSpan(env, "webhook.verify", verifySpanOptions, start, server)
+    const observers = FiberRefs.getOrDefault(env.fiberRefs, Observe.currentObservers)
+    if (observers.length !== 0) {
+      Observe.unsafeNotify(observers, "webhook", "verified", {
+        scheme: options.verifier.scheme,
+        source: options.verifier.source,
+        ok: true,
+        webhookId: verified.id
+      })
+    }
+    verifying.end(verifyEnd, Exit.succeed(verified))
+    const finish = (outcome: Accepted): Accepted => {
+      if (observers.length !== 0) {
+        Observe.unsafeNotify(observers, "webhook", "accepted", { webhookId: outcome.id, topic: options.topic, duplicate: outcome.duplicate })
+      }
+      server.attribute(Telemetry.Attr.messageId, outcome.id)
+      server.attribute(Telemetry.Attr.conversationId, outcome.id)
+      server.attribute(Telemetry.Attr.correlationId, outcome.id)
+      server.attribute(Telemetry.Attr.webhookDuplicate, outcome.duplicate)
+      if (outcome.duplicate) Telemetry.unsafeUpdate(env, Telemetry.duplicatesSuppressed, duplicatesLabels, 1)
+      else Telemetry.unsafeUpdate(env, Telemetry.eventsReceived, receivedLabels, 1)
+      Telemetry.unsafeEndSpan(env, server, outcome)
+      return outcome
+    }
+    if (claim === "seen") return finish({ id: prepared.id, duplicate: true })
+    const message = { id: prepared.id, key: prepared.subject, payload: prepared.payload, headers: {} }
+    if (publisher.publishNow(options.topic, [message], { ...env, parent: server })) {
+      const recorder = FiberRefs.getOrDefault(env.fiberRefs, SchemaUse.currentRecorder)
+      if (recorder !== undefined) for (const use of usesOf(prepared)) recorder(use)
+      sync.commit(prepared.key, dedupeTtl, env.clock.unsafeCurrentTimeMillis())
+      return finish({ id: prepared.id, duplicate: false })
+    }
+    // No room now: the rest waits for it, as effects, inside the receive span.
+    return store(prepared, guard).pipe(
+      Effect.onExit(announce),
+      Effect.tap(accepted),
+      Effect.withParentSpan(server),
+      Effect.onExit((exit) => Effect.sync(() => Telemetry.unsafeEndSpanExit(env, server, exit)))
     )
   }
 
-  return (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> => {
+  // Every step as an effect: any verifier, schema, guard and publisher.
+  const viaEffects = (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> => {
     const body = request.body
     const work: Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> = body.length > maxBodySize
       ? Effect.fail(new PayloadTooLarge({ limit: maxBodySize, size: body.length }))
@@ -467,14 +549,34 @@ export const process = <A, I>(options: Options<A, I>) => {
     return work.pipe(
       Effect.onExit(announce),
       Effect.tap(accepted),
-      Telemetry.withSafeSpan(spanName, {
-        kind: "server",
-        links: senderLinks(request),
-        attributes: { ...baseAttributes, [Telemetry.Attr.httpBodySize]: body.length }
-      })
+      Telemetry.withSafeSpan(spanName, serverSpanOptions(request))
     )
   }
+
+  // The fiber's environment decides whether the request can finish at once.
+  const run = (request: Request): Effect.Effect<Accepted, IngressError, Transport.Publisher | ReplayGuard> =>
+    Effect.withFiberRuntime((fiber) => {
+      const context = fiber.currentContext
+      const env = Telemetry.immediate(context, fiber.getFiberRefs())
+      const outcome = env === undefined
+        ? undefined
+        : immediate(request, env, Context.unsafeGet(context, ReplayGuard), Context.unsafeGet(context, Transport.Publisher))
+      return outcome === undefined ? viaEffects(request) : Effect.isEffect(outcome) ? outcome : Effect.succeed(outcome)
+    })
+
+  return { run, immediate, viaEffects }
 }
+
+/**
+ * The route's work without HTTP: verify → decode → dedupe → persist. The ingress route is a thin adapter
+ * over it; property tests drive it directly.
+ *
+ * The hot path is synchronous: signature check (when the verifier's keys are fixed), JSON parse, schema decode
+ * and envelope encode run as plain functions, and with the memory replay guard and transport the claim,
+ * publish and commit too, so such a request runs no chain of effects at all. Schemas, verifiers, guards or
+ * publishers that cannot answer at once take the same steps as effects, with the same answers, spans and events.
+ */
+export const process = <A, I>(options: Options<A, I>) => pipeline(options).run
 
 /** An HTTP answer: status, extra headers and the JSON body. */
 export interface Answer {
@@ -679,8 +781,12 @@ export const listen = <E, R>(app: HttpApp.Default<E, R>, options: ListenOptions 
  */
 export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
   Effect.map(Effect.runtime<Transport.Publisher | ReplayGuard>(), (runtime) => {
-    const run = process(options)
+    const { immediate, viaEffects } = pipeline(options)
     const runCallback = Runtime.runCallback(runtime)
+    // The runtime is fixed, so what the immediate path needs from it is read once, not per request.
+    const env = Telemetry.immediate(runtime.context, runtime.fiberRefs)
+    const guard = Context.get(runtime.context, ReplayGuard)
+    const publisher = Context.get(runtime.context, Transport.Publisher)
     const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
     const bodyTimeout = Duration.toMillis(options.bodyTimeout ?? defaultBodyTimeout)
     const send = (res: ServerResponse, a: Answer) => {
@@ -706,7 +812,10 @@ export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
       }
       readNodeBody(req, maxBodySize, bodyTimeout, (body) => {
         if (!(body instanceof Uint8Array)) return refuse(body)
-        runCallback(run({ headers: req.headers, body }), { onExit: (exit) => send(res, answer(exit)) })
+        const request = { headers: req.headers, body }
+        const outcome = env === undefined ? undefined : immediate(request, env, guard, publisher)
+        if (outcome !== undefined && !Effect.isEffect(outcome)) return send(res, answer(Exit.succeed(outcome)))
+        runCallback(outcome ?? viaEffects(request), { onExit: (exit) => send(res, answer(exit)) })
       })
     }
   })

@@ -44,6 +44,15 @@ export class ReplayGuard extends Context.Tag("@bulwark/webhook/ReplayGuard")<Rep
   readonly commit: (key: string, ttl: Duration.DurationInput) => Effect.Effect<void, ReplayGuardError>
   /** Drops a claim that did not complete, so the next attempt may claim it. */
   readonly release: (key: string) => Effect.Effect<void, ReplayGuardError>
+  /**
+   * The same three operations done at once, at `now` (epoch millis of the caller's clock), for drivers whose
+   * store is in-process (the memory driver): the ingress then needs no fiber per request. Absent otherwise.
+   */
+  readonly immediate?: {
+    readonly claim: (key: string, lease: Duration.DurationInput, now: number) => ClaimResult
+    readonly commit: (key: string, ttl: Duration.DurationInput, now: number) => void
+    readonly release: (key: string) => void
+  }
 }>() {}
 
 /**
@@ -65,32 +74,52 @@ export interface MemoryOptions {
 export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Context.Tag.Service<ReplayGuard>> =>
   Effect.sync(() => {
     const maxEntries = options.maxEntries ?? 100_000
-    // Insertion order is expiry order for one ttl, which makes sweeping from the front cheap.
-    const entries = new Map<string, { state: "claimed" | "seen"; expiresAt: number }>()
+    interface Entry {
+      readonly key: string
+      state: "claimed" | "seen"
+      expiresAt: number
+    }
+    const entries = new Map<string, Entry>()
+    // Entries in the order they were written, oldest at `head`: for one ttl that is expiry order, so sweeping
+    // looks only at the front. A Map iterated from its start would step over every entry deleted since it
+    // last compacted, which at the bound (one eviction per claim) costs thousands of steps per claim.
+    let order: Array<Entry> = []
+    let head = 0
     const sweep = (now: number) => {
-      for (const [key, entry] of entries) {
-        if (entry.expiresAt > now && entries.size <= maxEntries) break
-        if (entry.expiresAt <= now || entries.size > maxEntries) entries.delete(key)
+      while (head < order.length) {
+        const entry = order[head]!
+        if (entries.get(entry.key) !== entry) head++ // replaced or released since: nothing to do
+        else if (entry.expiresAt <= now || entries.size > maxEntries) {
+          entries.delete(entry.key)
+          head++
+        } else break
+      }
+      if (head > 1024 && head * 2 > order.length) {
+        order = order.slice(head)
+        head = 0
       }
     }
     const put = (key: string, state: "claimed" | "seen", now: number, ttl: Duration.DurationInput) => {
-      entries.delete(key)
-      entries.set(key, { state, expiresAt: now + Duration.toMillis(ttl) })
+      const entry: Entry = { key, state, expiresAt: now + Duration.toMillis(ttl) }
+      entries.set(key, entry)
+      order.push(entry)
+    }
+    const claim = (key: string, lease: Duration.DurationInput, now: number): ClaimResult => {
+      sweep(now)
+      const entry = entries.get(key)
+      if (entry !== undefined && entry.expiresAt > now) return entry.state === "seen" ? "seen" : "in-flight"
+      put(key, "claimed", now, lease)
+      return "claimed"
+    }
+    const commit = (key: string, ttl: Duration.DurationInput, now: number): void => put(key, "seen", now, ttl)
+    const release = (key: string): void => {
+      if (entries.get(key)?.state === "claimed") entries.delete(key)
     }
     return {
-      claim: (key, lease) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          sweep(now)
-          const entry = entries.get(key)
-          if (entry !== undefined && entry.expiresAt > now) return entry.state === "seen" ? "seen" : "in-flight"
-          put(key, "claimed", now, lease)
-          return "claimed"
-        }),
-      commit: (key, ttl) => Effect.map(Clock.currentTimeMillis, (now) => put(key, "seen", now, ttl)),
-      release: (key) =>
-        Effect.sync(() => {
-          if (entries.get(key)?.state === "claimed") entries.delete(key)
-        })
+      claim: (key, lease) => Effect.map(Clock.currentTimeMillis, (now) => claim(key, lease, now)),
+      commit: (key, ttl) => Effect.map(Clock.currentTimeMillis, (now) => commit(key, ttl, now)),
+      release: (key) => Effect.sync(() => release(key)),
+      immediate: { claim, commit, release }
     }
   })
 

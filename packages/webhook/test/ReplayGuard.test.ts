@@ -11,7 +11,7 @@ import * as SqlStore from "@bulwark/idempotency/IdempotencyStore/Sql"
 import { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Schema } from "effect"
+import { Effect, Exit, Layer, Schema, TestClock } from "effect"
 import { Redis } from "ioredis"
 import * as Ingress from "../src/Ingress.js"
 import * as ReplayGuard from "../src/ReplayGuard.js"
@@ -160,3 +160,24 @@ afterAll(async () => {
   if (keys.length > 0) await client.del(...keys)
   await client.quit()
 }, 30_000)
+
+describe("ReplayGuard memory driver bounds", () => {
+  it.effect("beyond maxEntries the oldest ids are forgotten first; expired ones are swept; a release frees only a claim", () =>
+    Effect.gen(function*() {
+      const guard = yield* ReplayGuard.makeMemory({ maxEntries: 3 })
+      for (const key of ["a", "b", "c", "d", "e"]) {
+        expect(yield* guard.claim(key, "30 seconds")).toBe("claimed")
+        yield* guard.commit(key, "1 hour")
+      }
+      // The bound is kept by the sweep at each claim: a and b are evicted, oldest first; c, d, e stay.
+      expect(yield* guard.claim("e", "30 seconds")).toBe("seen")
+      expect(yield* guard.claim("d", "30 seconds")).toBe("seen")
+      expect(yield* guard.claim("a", "30 seconds")).toBe("claimed")
+      yield* guard.release("a")
+      yield* guard.release("d") // committed: a release leaves it remembered
+      expect(yield* guard.claim("d", "30 seconds")).toBe("seen")
+      yield* TestClock.adjust("2 hours")
+      expect(yield* guard.claim("d", "30 seconds")).toBe("claimed")
+      expect(yield* guard.claim("d", "30 seconds")).toBe("in-flight")
+    }))
+})

@@ -324,6 +324,13 @@ export const make = (options: MemoryOptions = {}) =>
       // Dead-letter copies (above) bypass the bound: a settlement must never wait on another topic's consumer.
       publish: (topic: string, messages: ReadonlyArray<OutgoingMessage>) =>
         Effect.zipRight(awaitRoom(topic), Effect.sync(() => append(topic, messages))),
+      // With room, appending is all a publish does: callers on a hot path (the webhook ingress) need no fiber.
+      storeNow: (topic: string) => {
+        const state = topics.get(topic)
+        return state === undefined || hasRoom(state)
+          ? (messages: ReadonlyArray<OutgoingMessage>) => append(topic, messages)
+          : undefined
+      },
       subscribe,
       pending
     }

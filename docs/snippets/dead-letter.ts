@@ -32,7 +32,7 @@ export const StoreLive = DeadLetterStore.alerts({
   onAlert: (event) => Effect.logError(`dead-letter ${event._tag}: depth ${event.depth} (threshold ${event.threshold})`)
 }).pipe(
   Layer.provide(SqlDeadLetterStore.layer()),
-  Layer.provide(Database.layerConfig)
+  Layer.provide(Database.layerConfig())
 )
 
 /** After the carrier recovered: replay its timeouts, 5 per second, each entry at most once. */

@@ -31,4 +31,4 @@ export const refund = (orderId: string) =>
   )
 
 /** The SQL store on the database chosen by BULWARK_DATABASE_URL (embedded PGlite when unset). */
-export const StoreLive = SqlIdempotencyStore.layer().pipe(Layer.provide(Database.layerConfig))
+export const StoreLive = SqlIdempotencyStore.layer().pipe(Layer.provide(Database.layerConfig()))

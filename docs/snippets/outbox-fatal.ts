@@ -6,7 +6,7 @@ import { Effect, Layer } from "effect"
 /** The relay in the background, watched: `Relay.guard` hears when it gives up. */
 const RelayLive = Relay.layerMonitored({ batchSize: 200 }).pipe(
   Layer.provide(Layer.mergeAll(Outbox.layer(), Memory.layer())),
-  Layer.provide(Database.layerConfig)
+  Layer.provide(Database.layerConfig())
 )
 
 /** The rest of the application (an HTTP server, consumers, ...), running until interrupted. */

@@ -29,7 +29,7 @@ export const markPaid = (orderId: string, amountCents: number) =>
 /** A relay in the background, publishing through whatever `Transport.Publisher` is provided. */
 export const AppLive = Relay.layer({ batchSize: 200, lease: "30 seconds", maxAttempts: 10 }).pipe(
   Layer.provideMerge(Layer.mergeAll(Outbox.layer(), Inbox.layer(), Memory.layer())),
-  Layer.provideMerge(Database.layerConfig)
+  Layer.provideMerge(Database.layerConfig())
 )
 
 /** Consumer side: the id is recorded in the same transaction as the consumer's own change. */

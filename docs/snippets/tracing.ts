@@ -36,7 +36,7 @@ export const AppLive = Relay.layer().pipe(
     SqlDeadLetterStore.layer(),
     ReplayGuard.layerMemory()
   )),
-  Layer.provideMerge(Database.layerConfig),
+  Layer.provideMerge(Database.layerConfig()),
   Layer.provideMerge(TelemetryLive)
 )
 

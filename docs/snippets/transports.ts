@@ -24,7 +24,7 @@ export const consumer = Effect.gen(function*() {
 })
 
 export const InMemory = Memory.layer({ visibilityTimeout: "30 seconds" })
-export const OnPostgres = PostgresTransport.layerConfig().pipe(Layer.provide(Database.layerConfig)) // BULWARK_QUEUE_*, BULWARK_DATABASE_URL
+export const OnPostgres = PostgresTransport.layerConfig().pipe(Layer.provide(Database.layerConfig())) // BULWARK_QUEUE_*, BULWARK_DATABASE_URL
 export const OnNats = NatsTransport.layerConfig() // BULWARK_NATS_URL, BULWARK_NATS_ACK_WAIT, …
 export const OnRedis = RedisTransport.layerConfig({ visibilityTimeout: "30 seconds" }) // BULWARK_REDIS_URL
 export const OnRabbit = AmqpTransport.layerConfig({ prefetch: 32 }) // BULWARK_AMQP_URL; prefetch ≥ concurrency

@@ -6,7 +6,7 @@ import { Effect, Layer } from "effect"
 /** The durable dispatcher with one worker in this process, over the configured database. */
 export const Webhooks = Dispatcher.layer({ workers: 1 }).pipe(
   Layer.provide(SqlDispatchStore.layer()),
-  Layer.provide(Database.layerConfig)
+  Layer.provide(Database.layerConfig())
 )
 
 /** Registers a partner's endpoint (once, or on every start: it is an upsert). */

@@ -42,7 +42,7 @@ const sqlStoreLayer = Layer.unwrapEffect(
 )
 
 /** The SQL store chosen by configuration (`BULWARK_DATABASE_URL` / `BULWARK_DATA_DIR`, `BULWARK_DLQ_TABLE`). */
-export const storeLayerConfig = sqlStoreLayer.pipe(Layer.provide(Database.layerConfig))
+export const storeLayerConfig = sqlStoreLayer.pipe(Layer.provide(Database.layerConfig()))
 
 /** Columns padded to their widest cell, two spaces apart. */
 const renderTable = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {

@@ -233,7 +233,7 @@ export const layerPostgres = (options: {
  * the embedded PGlite in `BULWARK_DATA_DIR` (default `.bulwark/pglite`). `BULWARK_DATABASE_CONNECT_RETRY`
  * (a duration, default `30 seconds`) bounds the wait for a server that is unreachable at startup.
  */
-export const layerConfig: Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError | import("effect/ConfigError").ConfigError> =
+export const layerConfig = (): Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError | import("effect/ConfigError").ConfigError> =>
   Layer.unwrapEffect(
     Effect.gen(function*() {
       const url = yield* Config.option(Config.string("BULWARK_DATABASE_URL"))

@@ -147,7 +147,7 @@ export const make = (options: Options = {}): Effect.Effect<
 
 /**
  * Provides the SQL store as the `IdempotencyStore` (migrations included) and purges expired rows in the
- * background for the layer's lifetime. Needs a `SqlClient` (e.g. `Database.layerConfig` from `@bulwark/sql`).
+ * background for the layer's lifetime. Needs a `SqlClient` (e.g. `Database.layerConfig()` from `@bulwark/sql`).
  */
 export const layer = (options: Options = {}): Layer.Layer<
   Store.IdempotencyStore,

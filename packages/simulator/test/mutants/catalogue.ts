@@ -86,8 +86,8 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "ingress-ack-before-publish",
     description: "the webhook ingress answers before the publish is confirmed",
     file: "packages/webhook/src/Ingress.ts",
-    search: "claim === \"in-flight\" ? Effect.fail(new InFlight({ id })) : stored",
-    replace: "claim === \"in-flight\" ? Effect.fail(new InFlight({ id })) : Effect.as(Effect.forkDaemon(Effect.zipRight(Effect.sleep(5), stored)), { id, duplicate: false })",
+    search: ": store(prepared, guard)",
+    replace: ": Effect.as(Effect.forkDaemon(Effect.zipRight(Effect.sleep(5), store(prepared, guard))), { id: prepared.id, duplicate: false })",
     caughtBy: ["no-lost", "liveness"],
     workload: { maxFaults: 3, weights: only({ crash: 3 }) }
   },

@@ -16,6 +16,7 @@ import * as SqlCursorStore from "@bulwark/poll/CursorStore/Sql"
 import type { Database } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import { ReplayGuard, Signing } from "@bulwark/webhook"
+import * as IdempotencyReplayGuard from "@bulwark/webhook/ReplayGuard/Idempotency"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Clock, Duration, Effect, Layer, Option, Stream } from "effect"
 import { randomBytes } from "node:crypto"
@@ -141,11 +142,16 @@ export const run = (options: Options) =>
         outage: { afterCalls: Math.max(1, Math.floor(load.payments * options.outage.atShare)), duration: options.outage.duration }
       })
     })
+    // Where the payments' idempotency keys live; on a database that outlives the process the ingress's
+    // dedupe of webhook ids lives there too (as it must with several ingress instances), instead of in a
+    // map of every id seen for the 3-day dedupe window.
+    const idempotency = options.idempotency === "sql"
+      ? Layer.provideMerge(IdempotencyReplayGuard.layer(), SqlIdempotencyStore.layer({ table: tables.idempotency }))
+      : Layer.merge(MemoryIdempotencyStore.layer(), ReplayGuard.layerMemory())
     const services = Layer.mergeAll(
       Orders.layerSql(tables),
-      options.idempotency === "sql" ? SqlIdempotencyStore.layer({ table: tables.idempotency }) : MemoryIdempotencyStore.layer(),
+      idempotency,
       SqlDeadLetterStore.layer({ table: tables.deadLetters }),
-      ReplayGuard.layerMemory(),
       Tally.layer,
       shipping,
       Relay.layer({ batchSize: 500 }),
@@ -183,8 +189,10 @@ export const run = (options: Options) =>
         Polled.consumeTransfers,
         consumePayments,
         // Shipping's duplicates are few and the API absorbs them by Idempotency-Key anyway: an in-process
-        // store spares the embedded database two statements per event.
-        Effect.provide(consumeOrderPaid(breaker), MemoryIdempotencyStore.layer()),
+        // store spares the embedded database two statements per event. A duplicate arrives within seconds
+        // of its original, so the store keeps the last 10 000 keys rather than a week of them; one older than
+        // that would be booked again by its key, which the API answers with the parcel it already booked.
+        Effect.provide(consumeOrderPaid(breaker), MemoryIdempotencyStore.layer({ maxEntries: 10_000 })),
         DeadLetter.drain(paymentsTopic),
         DeadLetter.drain(orderPaidTopic)
       ], { concurrency: "unbounded", discard: true })

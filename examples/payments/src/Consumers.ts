@@ -21,7 +21,7 @@ import { orderPaidConsumer, paymentsConsumer } from "./Contracts.js"
 import { type OrderPaid, orderPaidContract, paymentOf, type PaymentWebhook } from "./Domain.js"
 import { Orders } from "./Orders.js"
 import { ShippingApi } from "./Shipping.js"
-import { bump, type Counters, Tally, update } from "./Tally.js"
+import { bump, type Counters, type IdTable, Tally, update } from "./Tally.js"
 
 /** Marks the order of a payment paid (the order service appends `OrderPaid` in the same transaction). */
 export const markOrderPaid = (envelope: Envelope.Envelope<PaymentWebhook>) =>
@@ -154,7 +154,7 @@ export const redeliveryDelay = (attempt: number): Duration.Duration =>
   Duration.millis(Math.min(2_000, 50 * 2 ** Math.max(0, attempt - 1)))
 
 /** Records the final settlement of each delivery of `topic` in the counters. */
-const observe = (counters: Counters, settledIds: Set<string>, topic: string) => (settled: Pipeline.Settled) =>
+const observe = (counters: Counters, settledIds: IdTable, topic: string) => (settled: Pipeline.Settled) =>
   Effect.sync(() => {
     switch (settled.outcome) {
       case "acked":

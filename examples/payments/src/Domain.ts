@@ -140,4 +140,6 @@ export const orderPaidEvent = (
   sequence: number,
   cause: Envelope.Envelope<unknown>
 ): Effect.Effect<Envelope.Envelope<OrderPaid>> =>
-  Envelope.make({ ...orderPaidFields(payment, sequence), headers: Envelope.causedBy(cause) })
+  // One per order (the order row's status guards the append), so the order names it: the shipping API's
+  // idempotency key is then the order's, whichever relay publishes it and however often.
+  Envelope.make({ ...orderPaidFields(payment, sequence), id: `${payment.orderId}:paid`, headers: Envelope.causedBy(cause) })

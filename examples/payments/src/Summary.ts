@@ -96,7 +96,7 @@ const sum = (values: Iterable<number>) => {
 const sample = (items: ReadonlyArray<string>) => items.slice(0, 3).join(", ") + (items.length > 3 ? ", …" : "")
 
 /** Checks each customer's first-pass bookings follow the order service's commit sequence. */
-const outOfOrder = (bookings: ReadonlyArray<Booking>, excluded: ReadonlySet<string>): Array<string> => {
+const outOfOrder = (bookings: Iterable<Booking>, excluded: ReadonlySet<string>): Array<string> => {
   const last = new Map<string, number>()
   const problems: Array<string> = []
   for (const booking of bookings) {

@@ -5,7 +5,7 @@
 import { Transport } from "@bulwark/transport"
 import { Failure } from "@bulwark/core"
 import { Data, Duration, Effect } from "effect"
-import { headers as makeHeaders, type MsgHdrs, StorageType } from "nats"
+import { headers as makeHeaders, type MsgHdrs, nanos, StorageType } from "nats"
 import type { Options } from "../NatsTransport.js"
 import * as Names from "./names.js"
 
@@ -179,3 +179,12 @@ export const buildHeaders = (message: Transport.OutgoingMessage): MsgHdrs | Inva
   return headers
 }
 
+
+/** Encodes the protocol's text bodies. */
+export const textEncoder = new TextEncoder()
+/** The bodies of the replies that settle a JetStream delivery. */
+export const ackPayload = textEncoder.encode("+ACK")
+export const nakImmediately = textEncoder.encode("-NAK")
+export const termPayload = textEncoder.encode("+TERM")
+export const nakPayload = (delayMillis: number) =>
+  textEncoder.encode(`-NAK ${JSON.stringify({ delay: nanos(Math.ceil(delayMillis)) })}`)

@@ -53,6 +53,32 @@ export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>): (i
     })
 }
 
+/**
+ * Splits items into requests of at most `maxItems` items and `maxBytes` bytes (by `size`), in order: the
+ * batch limits every cloud queue's API puts on one call. An item larger than `maxBytes` goes alone, for the
+ * service to refuse with its own error.
+ */
+export const chunked = <A>(
+  items: ReadonlyArray<A>,
+  limits: { readonly maxItems: number; readonly maxBytes: number; readonly size: (item: A) => number }
+): Array<Array<A>> => {
+  const out: Array<Array<A>> = []
+  let current: Array<A> = []
+  let bytes = 0
+  for (const item of items) {
+    const s = limits.size(item)
+    if (current.length > 0 && (current.length >= limits.maxItems || bytes + s > limits.maxBytes)) {
+      out.push(current)
+      current = []
+      bytes = 0
+    }
+    current.push(item)
+    bytes += s
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Layer assembly
 

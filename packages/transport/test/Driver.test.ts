@@ -199,3 +199,13 @@ describe("Driver.layer", () => {
       expect(made).toBe(1)
     }).pipe(Effect.scoped))
 })
+
+describe("Driver.chunked", () => {
+  it("splits by count and by bytes, in order, and sends an oversized item alone", () => {
+    const size = (s: string) => s.length
+    expect(Driver.chunked(["a", "b", "c", "d", "e"], { maxItems: 2, maxBytes: 100, size })).toEqual([["a", "b"], ["c", "d"], ["e"]])
+    expect(Driver.chunked(["aaa", "bb", "c", "dddd"], { maxItems: 10, maxBytes: 5, size })).toEqual([["aaa", "bb"], ["c", "dddd"]])
+    expect(Driver.chunked(["x", "yyyyyyyy", "z"], { maxItems: 10, maxBytes: 4, size })).toEqual([["x"], ["yyyyyyyy"], ["z"]])
+    expect(Driver.chunked([], { maxItems: 1, maxBytes: 1, size })).toEqual([])
+  })
+})

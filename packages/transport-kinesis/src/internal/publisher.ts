@@ -16,23 +16,8 @@ const maxRecords = 500
 const maxBytes = 4.5 * 1024 * 1024
 
 /** Splits entries into PutRecords calls within the service's limits, in order. */
-export const chunks = (entries: ReadonlyArray<PutRecordsRequestEntry>): Array<Array<PutRecordsRequestEntry>> => {
-  const out: Array<Array<PutRecordsRequestEntry>> = []
-  let current: Array<PutRecordsRequestEntry> = []
-  let size = 0
-  for (const entry of entries) {
-    const s = entrySize(entry)
-    if (current.length > 0 && (current.length >= maxRecords || size + s > maxBytes)) {
-      out.push(current)
-      current = []
-      size = 0
-    }
-    current.push(entry)
-    size += s
-  }
-  if (current.length > 0) out.push(current)
-  return out
-}
+export const chunks = (entries: ReadonlyArray<PutRecordsRequestEntry>): Array<Array<PutRecordsRequestEntry>> =>
+  Driver.chunked(entries, { maxItems: maxRecords, maxBytes, size: entrySize })
 
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 

@@ -176,23 +176,13 @@ export const decode = (topic: string, received: Received): Delivery.Message => {
 }
 
 /** Splits a publish into requests within Pub/Sub's limits, in order. */
-export const batches = (messages: ReadonlyArray<PubsubMessage>): Array<Array<PubsubMessage>> => {
-  const out: Array<Array<PubsubMessage>> = []
-  let current: Array<PubsubMessage> = []
-  let size = 0
-  for (const message of messages) {
-    let messageSize = message.data.length
-    for (const name in message.attributes) messageSize += bytes(name) + bytes(message.attributes[name]!)
-    if (current.length > 0 && (current.length >= maxBatchMessages || size + messageSize > maxBatchBytes)) {
-      out.push(current)
-      current = []
-      size = 0
-    }
-    current.push(message)
-    size += messageSize
-  }
-  if (current.length > 0) out.push(current)
-  return out
+export const batches = (messages: ReadonlyArray<PubsubMessage>): Array<Array<PubsubMessage>> =>
+  Driver.chunked(messages, { maxItems: maxBatchMessages, maxBytes: maxBatchBytes, size: messageSize })
+
+const messageSize = (message: PubsubMessage): number => {
+  let size = message.data.length
+  for (const name in message.attributes) size += bytes(name) + bytes(message.attributes[name]!)
+  return size
 }
 
 /** gRPC status codes the transport tells apart. */

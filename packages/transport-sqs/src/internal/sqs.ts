@@ -283,23 +283,8 @@ const entrySize = (entry: SqsEntry) => {
 }
 
 /** Splits a publish into `SendMessageBatch` calls within SQS's limits, in order. */
-export const batches = (entries: ReadonlyArray<SqsEntry>): Array<Array<SqsEntry>> => {
-  const out: Array<Array<SqsEntry>> = []
-  let current: Array<SqsEntry> = []
-  let size = 0
-  for (const entry of entries) {
-    const s = entrySize(entry)
-    if (current.length > 0 && (current.length >= maxBatchEntries || size + s > maxBatchBytes)) {
-      out.push(current)
-      current = []
-      size = 0
-    }
-    current.push(entry)
-    size += s
-  }
-  if (current.length > 0) out.push(current)
-  return out
-}
+export const batches = (entries: ReadonlyArray<SqsEntry>): Array<Array<SqsEntry>> =>
+  Driver.chunked(entries, { maxItems: maxBatchEntries, maxBytes: maxBatchBytes, size: entrySize })
 
 /** One long poll of up to 10 messages, with their receive counts. */
 export const receive = (client: SQSClient, settings: Settings, url: string) =>

@@ -20,6 +20,7 @@
  * - Not ordered per key (see docs/transports.md). No broker-side dedupe of publishes.
  */
 import { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import type { ClientConfig } from "@google-cloud/pubsub"
 import { Config, ConfigError, Duration, Effect, Layer, Option, Scope } from "effect"
 import * as internal from "./internal/pubsub.js"
@@ -104,7 +105,7 @@ export const make = (options: Options = {}): Effect.Effect<PubSubTransport, PubS
 
 /** Provides `Transport.Publisher` and `Transport.Subscriber` backed by Pub/Sub. */
 export const layer = (options: Options = {}): Layer.Layer<Transport.Publisher | Transport.Subscriber, PubSubConnectionError> =>
-  Layer.scopedContext(Effect.map(make(options), (transport) => Transport.portsOf(transport, { system: "gcp_pubsub" })))
+  Driver.layer(make(options), { system: "gcp_pubsub" })
 
 /** `BULWARK_PUBSUB_PROJECT` (default `bulwark`) and `BULWARK_PUBSUB_ENDPOINT` (default: see {@link Options}). */
 export const config: Config.Config<{ readonly projectId: string; readonly apiEndpoint: Option.Option<string> }> = Config.all({

@@ -18,6 +18,7 @@
  */
 import type { SQSClientConfig } from "@aws-sdk/client-sqs"
 import { Transport } from "@bulwark/transport"
+import * as Driver from "@bulwark/transport/Driver"
 import { Config, ConfigError, Duration, Effect, Layer, Option, Scope } from "effect"
 import * as internal from "./internal/sqs.js"
 
@@ -94,7 +95,7 @@ export const make = (options: Options = {}): Effect.Effect<SqsTransport, SqsConn
 
 /** Provides `Transport.Publisher` and `Transport.Subscriber` backed by SQS. */
 export const layer = (options: Options = {}): Layer.Layer<Transport.Publisher | Transport.Subscriber, SqsConnectionError> =>
-  Layer.scopedContext(Effect.map(make(options), (transport) => Transport.portsOf(transport, { system: "aws_sqs" })))
+  Driver.layer(make(options), { system: "aws_sqs" })
 
 /** `BULWARK_SQS_ENDPOINT` (default: AWS's) and `BULWARK_SQS_QUEUE_PREFIX` (default `bulwark-`). */
 export const config: Config.Config<{ readonly endpoint: Option.Option<string>; readonly queuePrefix: string }> = Config.all({

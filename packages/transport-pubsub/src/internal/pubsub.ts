@@ -430,8 +430,8 @@ export const make = (settings: Settings) =>
     return { features, publish, subscribe }
   })
 
-const deliveryError = (operation: "ack" | "nack" | "deadLetter", messageId: string) => (cause: unknown) =>
-  new Delivery.DeliveryError({ operation, messageId, cause: cause instanceof CallError ? cause.cause : cause })
+const unwrapped = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<void, unknown> =>
+  Effect.mapError(Effect.asVoid(effect), (cause) => cause instanceof CallError ? cause.cause : cause)
 
 /**
  * One subscription: its Pub/Sub subscription created if needed, then a pull loop. Deliveries may be settled
@@ -456,37 +456,29 @@ export const subscription = (
     const ack = Driver.batcher<string>((ackIds) =>
       Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
     )
-    const ackOf = settings.confirmAcks
-      ? (ackId: string, messageId: string) => Effect.tryPromise({ try: () => ack(ackId), catch: deliveryError("ack", messageId) })
-      : (ackId: string, messageId: string) => Effect.sync(() => track(ack(ackId), messageId))
-    const nackOf = (ackId: string, messageId: string) => (options?: { readonly delay?: Duration.DurationInput }) =>
-      modifyAckDeadline(clients, path, [ackId], seconds(options?.delay)).pipe(
-        Effect.mapError(deliveryError("nack", messageId))
-      )
-    // The copy goes to the `.dlq` topic first, then the original is acknowledged: a failure between the two
-    // leaves a copy in both places (at least once), never in neither.
-    const deadLetterOf = (ackId: string, message: Delivery.Message) => (reason: Delivery.DeadLetterReason) => {
-      const deadTopic = Delivery.deadLetterTopic(topic)
-      const copy = encode({ ...message, headers: Delivery.deadLetterHeaders(message, reason) })
-      return prepare(deadTopic).pipe(
-        Effect.zipRight(publishBatch(clients, settings.projectId, deadTopic, [copy])),
-        Effect.zipRight(Effect.tryPromise({ try: () => ack(ackId), catch: (cause) => new CallError({ cause }) })),
-        Effect.mapError(deliveryError("deadLetter", message.id))
-      )
-    }
+    const ackNow = (ackId: string) => Effect.tryPromise({ try: () => ack(ackId), catch: (cause) => new CallError({ cause }) })
+    // The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base; the client's
+    // own error is what a DeliveryError carries, not the call wrapper.
+    const settlement = (ackId: string, messageId: string): Driver.Settlement => ({
+      ack: settings.confirmAcks ? unwrapped(ackNow(ackId)) : Effect.sync(() => track(ack(ackId), messageId)),
+      nack: (delayMillis) => unwrapped(modifyAckDeadline(clients, path, [ackId], seconds(Duration.millis(delayMillis)))),
+      // The copy goes to the `.dlq` topic first, then the original is acknowledged: a failure between the two
+      // leaves a copy in both places (at least once), never in neither.
+      deadLetter: (copy) => {
+        const deadTopic = Driver.deadLetterTopic(topic)
+        return unwrapped(prepare(deadTopic).pipe(
+          Effect.zipRight(publishBatch(clients, settings.projectId, deadTopic, [encode(copy)])),
+          Effect.zipRight(ackNow(ackId))
+        ))
+      }
+    })
 
     const toDelivery = (received: Received): Delivery.Delivery | undefined => {
       const ackId = received.ackId
       if (typeof ackId !== "string") return undefined
       const message = decode(topic, received)
-      return {
-        message,
-        // Pub/Sub counts attempts on subscriptions with a dead-letter policy, which the transport always sets.
-        attempt: Math.max(1, received.deliveryAttempt ?? 1),
-        ack: ackOf(ackId, message.id),
-        nack: nackOf(ackId, message.id),
-        deadLetter: deadLetterOf(ackId, message)
-      }
+      // Pub/Sub counts attempts on subscriptions with a dead-letter policy, which the transport always sets.
+      return Driver.delivery(message, Math.max(1, received.deliveryAttempt ?? 1), settlement(ackId, message.id))
     }
 
     const shorten = settings.visibilitySeconds < 10

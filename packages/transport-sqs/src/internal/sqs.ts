@@ -415,8 +415,8 @@ export const make = (settings: Settings) =>
     return { features, publish, subscribe }
   })
 
-const deliveryError = (operation: "ack" | "nack" | "deadLetter", messageId: string) => (cause: unknown) =>
-  new Delivery.DeliveryError({ operation, messageId, cause: cause instanceof CallError ? cause.cause : cause })
+const unwrapped = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<void, unknown> =>
+  Effect.mapError(Effect.asVoid(effect), (cause) => cause instanceof CallError ? cause.cause : cause)
 
 /**
  * One subscription: a long-poll receive loop on the topic's queue. Deliveries may be settled after the stream
@@ -434,33 +434,27 @@ export const subscription = (
     let url = yield* Effect.mapError(urlOf(topic), fail)
 
     const remove = Driver.batcher<string>((handles) => deleteBatch(client, url, handles))
-    const ackOf = settings.confirmAcks
-      ? (handle: string, messageId: string) => Effect.tryPromise({ try: () => remove(handle), catch: deliveryError("ack", messageId) })
-      : (handle: string, messageId: string) => Effect.sync(() => track(remove(handle), messageId))
-    const nackOf = (handle: string, messageId: string) => (options?: { readonly delay?: Duration.DurationInput }) =>
-      changeVisibility(client, url, handle, seconds(options?.delay)).pipe(Effect.asVoid, Effect.mapError(deliveryError("nack", messageId)))
-    // The copy goes to the `.dlq` queue first, then the original is deleted: a failure between the two leaves a
-    // copy in both places (at least once), never in neither.
-    const deadLetterOf = (handle: string, message: Delivery.Message) => (reason: Delivery.DeadLetterReason) =>
-      urlOf(Delivery.deadLetterTopic(topic)).pipe(
-        Effect.flatMap((deadUrl) =>
-          sendBatch(client, deadUrl, [encode({ ...message, headers: Delivery.deadLetterHeaders(message, reason) }, settings.fifo)])
-        ),
-        Effect.zipRight(Effect.tryPromise({ try: () => remove(handle), catch: (cause) => new CallError({ cause }) })),
-        Effect.mapError(deliveryError("deadLetter", message.id))
-      )
+    const removeNow = (handle: string) => Effect.tryPromise({ try: () => remove(handle), catch: (cause) => new CallError({ cause }) })
+    // The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base; the client's
+    // own error is what a DeliveryError carries, not the call wrapper.
+    const settlement = (handle: string, messageId: string): Driver.Settlement => ({
+      ack: settings.confirmAcks ? unwrapped(removeNow(handle)) : Effect.sync(() => track(remove(handle), messageId)),
+      nack: (delayMillis) => unwrapped(changeVisibility(client, url, handle, seconds(Duration.millis(delayMillis)))),
+      // The copy goes to the `.dlq` queue first, then the original is deleted: a failure between the two leaves a
+      // copy in both places (at least once), never in neither.
+      deadLetter: (copy) =>
+        unwrapped(urlOf(Driver.deadLetterTopic(topic)).pipe(
+          Effect.flatMap((deadUrl) => sendBatch(client, deadUrl, [encode(copy, settings.fifo)])),
+          Effect.zipRight(removeNow(handle))
+        ))
+    })
 
     const toDelivery = (received: Message): Delivery.Delivery | undefined => {
       const handle = received.ReceiptHandle
       if (handle === undefined) return undefined
       const message = decode(topic, received)
-      return {
-        message,
-        attempt: Math.max(1, Number(received.Attributes?.ApproximateReceiveCount ?? "1") || 1),
-        ack: ackOf(handle, message.id),
-        nack: nackOf(handle, message.id),
-        deadLetter: deadLetterOf(handle, message)
-      }
+      const attempt = Math.max(1, Number(received.Attributes?.ApproximateReceiveCount ?? "1") || 1)
+      return Driver.delivery(message, attempt, settlement(handle, message.id))
     }
 
     const poll = Effect.gen(function*() {

@@ -175,27 +175,48 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
           ON CONFLICT (slot) DO UPDATE SET backfill_upto = excluded.backfill_upto WHERE "${bookkeeping}".backfill_upto = -1`, [slot])
       })
 
+    // Logical decoding can hand a commit over a moment before the committing backend has left the process
+    // array, so a statement in another session may not see the row yet: it matches nothing, with no error, and
+    // the row would stay pending for ever. Rows a statement did not reach are tried again, briefly (≈ 5 s in
+    // all); one still not reached after that was removed or settled by someone else.
+    const untilReached = (
+      ids: ReadonlyArray<number>,
+      run: (ids: ReadonlyArray<number>) => Effect.Effect<pg.QueryResult<{ ids: Array<string> | null }>, CdcError>
+    ) =>
+      Effect.gen(function*() {
+        let left = ids
+        for (let attempt = 0; left.length > 0; attempt++) {
+          const result = yield* run(left)
+          const reached = new Set((result.rows[0]?.ids ?? []).map(Number))
+          left = left.filter((id) => !reached.has(id))
+          if (left.length === 0 || attempt >= 50) return
+          yield* Effect.sleep(Duration.millis(Math.min(100, 5 * 2 ** attempt)))
+        }
+      })
+
     const settle = (control: pg.Client, ids: ReadonlyArray<number>) =>
-      ids.length === 0 ? Effect.void : Effect.asVoid(query(
-        control,
-        "settle",
-        retentionMillis === undefined
-          ? `WITH gone AS (DELETE FROM "${table}" WHERE id = ANY($1::bigint[]) RETURNING id)
-             SELECT set_config('synchronous_commit', 'off', true), pg_notify($2, count(*)::text) FROM gone`
-          : `WITH kept AS (UPDATE "${table}" SET state = 'published', published_at = now() WHERE id = ANY($1::bigint[]) AND state = 'pending' RETURNING id)
-             SELECT set_config('synchronous_commit', 'off', true), pg_notify($2, count(*)::text) FROM kept`,
-        [ids, settledChannel]
-      ))
+      untilReached(ids, (left) =>
+        query<{ ids: Array<string> | null }>(
+          control,
+          "settle",
+          retentionMillis === undefined
+            ? `WITH gone AS (DELETE FROM "${table}" WHERE id = ANY($1::bigint[]) RETURNING id)
+               SELECT array_agg(id) AS ids, set_config('synchronous_commit', 'off', true), pg_notify($2, count(*)::text) FROM gone`
+            : `WITH kept AS (UPDATE "${table}" SET state = 'published', published_at = now() WHERE id = ANY($1::bigint[]) AND state = 'pending' RETURNING id)
+               SELECT array_agg(id) AS ids, set_config('synchronous_commit', 'off', true), pg_notify($2, count(*)::text) FROM kept`,
+          [left, settledChannel]
+        ))
 
     const markDead = (control: pg.Client, row: ClaimedRow, attempts: number, error: Failure.FailureRecord, copied: boolean) =>
-      query(
-        control,
-        "mark dead",
-        `WITH marked AS (UPDATE "${table}" SET state = 'dead', attempts = $2, last_error = $3, dead_letter_published = $4
-           WHERE id = $1 AND state = 'pending' RETURNING id)
-         SELECT pg_notify($5, count(*)::text) FROM marked`,
-        [row.id, attempts, encodeRecord(error), copied, settledChannel]
-      )
+      untilReached([row.id], () =>
+        query<{ ids: Array<string> | null }>(
+          control,
+          "mark dead",
+          `WITH marked AS (UPDATE "${table}" SET state = 'dead', attempts = $2, last_error = $3, dead_letter_published = $4
+             WHERE id = $1 AND state = 'pending' RETURNING id)
+           SELECT array_agg(id) AS ids, pg_notify($5, count(*)::text) FROM marked`,
+          [row.id, attempts, encodeRecord(error), copied, settledChannel]
+        ))
 
     // One row, retried in place until published or dead: later rows of its key must not overtake it.
     const deliverAlone = (control: pg.Client, row: ClaimedRow, firstError: unknown) =>

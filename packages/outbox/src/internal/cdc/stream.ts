@@ -87,9 +87,11 @@ export const start = (
     let open: Array<Row> | undefined
     let received = options.from
     let confirmed = options.from
-    // Nothing received since the last confirmation and no transaction open: a keepalive's position may be
-    // confirmed, so that WAL written by other tables does not pile up behind an idle slot.
+    // Nothing received since the last confirmation, no transaction open and none taken but unconfirmed: a
+    // keepalive's position may be confirmed, so that WAL written by other tables does not pile up behind an
+    // idle slot. (A batch still being published must hold the position back, or a crash would lose it.)
     let idle = true
+    let taken = options.from
 
     const send = (written: Pgoutput.Lsn, flushed: Pgoutput.Lsn) =>
       connection.sendCopyFromChunk(Pgoutput.standbyStatus(written, flushed, Date.now()))
@@ -181,6 +183,8 @@ export const start = (
           while (n < ready.length && (n === 0 || rows + ready[n]!.rows.length <= maxRows)) rows += ready[n++]!.rows.length
           const batch = ready.splice(0, n)
           readyRows -= rows
+          taken = batch[batch.length - 1]!.endLsn
+          idle = false
           if (paused && readyRows <= options.highWater / 2) {
             paused = false
             connection.stream.resume()
@@ -208,7 +212,7 @@ export const start = (
         Effect.suspend(() => {
           if (broken !== undefined) return Effect.fail(broken)
           if (lsn > confirmed) confirmed = lsn
-          idle = ready.length === 0 && open === undefined
+          idle = ready.length === 0 && open === undefined && confirmed >= taken
           send(received, confirmed)
           return Effect.void
         }),

@@ -4,12 +4,11 @@
  * its pid. Streams become ACTIVE at once (`createStreamMs: 0`) and the account's shard limit is lifted, since
  * every contract test creates streams of its own.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import * as PrivateProcess from "../../../transport/test/support/PrivateProcess.js"
 import { dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect, Layer } from "effect"
 
-const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 const packageDir = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
 /** A running private emulator. */
@@ -33,47 +32,16 @@ server.listen(0, "127.0.0.1", () => console.log("kinesalite listening on " + ser
 
 /** Starts a private emulator; resolves once it listens. */
 export const start = async (): Promise<PrivateKinesis> => {
-  let log = ""
-  const child: ChildProcess = spawn(process.execPath, ["-e", script], { cwd: packageDir, stdio: ["ignore", "pipe", "pipe"] })
-  const running = () => child.exitCode === null && child.signalCode === null
-  const killNow = () => {
-    if (running()) child.kill("SIGKILL")
-  }
-  process.once("exit", killNow)
-  const ready = new Promise<number>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      log = (log + String(chunk)).slice(-20_000)
-      const match = /kinesalite listening on (\d+)/.exec(log)
-      if (match) resolve(Number(match[1]))
-    }
-    child.stdout?.on("data", onData)
-    child.stderr?.on("data", onData)
-    child.once("error", reject)
-    child.once("exit", (code, signal) => reject(new Error(`kinesalite exited (${code ?? signal}) while starting:\n${log}`)))
+  const started = await PrivateProcess.start({
+    name: "kinesalite",
+    command: process.execPath,
+    args: ["-e", script],
+    spawn: { cwd: packageDir },
+    ready: /kinesalite listening on (\d+)/,
+    within: 30_000
   })
-  let destroyed = false
-  const destroy = async () => {
-    if (destroyed) return
-    destroyed = true
-    process.off("exit", killNow)
-    if (!running()) return
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-    child.kill("SIGKILL")
-    await exited
-  }
-  let port: number
-  try {
-    port = await Promise.race([
-      ready,
-      sleep(30_000).then((): number => {
-        throw new Error(`kinesalite did not start within 30 s:\n${log}`)
-      })
-    ])
-  } catch (error) {
-    await destroy()
-    throw error
-  }
-  return { port, endpoint: `http://127.0.0.1:${port}`, pid: () => (running() ? child.pid : undefined), destroy }
+  const port = Number(started.ready[1])
+  return { port, endpoint: `http://127.0.0.1:${port}`, pid: started.pid, destroy: started.destroy }
 }
 
 /** A layer built from a private emulator that lives as long as the layer. */

@@ -4,14 +4,14 @@
  * port and stopped by its pid. Found through `BULWARK_PUBSUB_EMULATOR` (the start script or the jar), else next
  * to `gcloud` on the PATH. It keeps everything in memory: a restart loses every topic and message.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { existsSync, readdirSync, realpathSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { Effect, Layer } from "effect"
 // One way to find a spare port for every private test server.
 import { sparePort } from "../../../sql/test/support/PrivatePostgres.js"
+import * as PrivateProcess from "../../../transport/test/support/PrivateProcess.js"
 
-const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 
 /** The emulator's start script or jar, or a sentence saying why there is none. */
 export const locate = (): { readonly command: string; readonly args: ReadonlyArray<string> } | string => {
@@ -48,49 +48,16 @@ export const start = async (): Promise<PrivatePubSub> => {
   const found = locate()
   if (typeof found === "string") throw new Error(`cannot start the Pub/Sub emulator: ${found}`)
   const port = await sparePort()
-  let log = ""
-  const child: ChildProcess = spawn(found.command, [...found.args, "--host=127.0.0.1", `--port=${port}`], {
-    stdio: ["ignore", "pipe", "pipe"],
+  const started = await PrivateProcess.start({
+    name: "the Pub/Sub emulator",
+    command: found.command,
+    args: [...found.args, "--host=127.0.0.1", `--port=${port}`],
     // A small heap: the emulator holds only what a test run publishes.
-    env: { ...process.env, JAVA_OPTS: process.env["JAVA_OPTS"] ?? "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1" }
+    spawn: { env: { ...process.env, JAVA_OPTS: process.env["JAVA_OPTS"] ?? "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1" } },
+    ready: /Server started, listening on/,
+    within: 60_000
   })
-  const running = () => child.exitCode === null && child.signalCode === null
-  const killNow = () => {
-    if (running()) child.kill("SIGKILL")
-  }
-  process.once("exit", killNow)
-  const ready = new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      log = (log + String(chunk)).slice(-20_000)
-      if (log.includes("Server started, listening on")) resolve()
-    }
-    child.stdout?.on("data", onData)
-    child.stderr?.on("data", onData)
-    child.once("error", reject)
-    child.once("exit", (code, signal) => reject(new Error(`the Pub/Sub emulator exited (${code ?? signal}) while starting:\n${log}`)))
-  })
-  let destroyed = false
-  const destroy = async () => {
-    if (destroyed) return
-    destroyed = true
-    process.off("exit", killNow)
-    if (!running()) return
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-    child.kill("SIGKILL")
-    await exited
-  }
-  try {
-    await Promise.race([
-      ready,
-      sleep(60_000).then(() => {
-        throw new Error(`the Pub/Sub emulator did not start within 60 s:\n${log}`)
-      })
-    ])
-  } catch (error) {
-    await destroy()
-    throw error
-  }
-  return { port, endpoint: `127.0.0.1:${port}`, pid: () => (running() ? child.pid : undefined), destroy }
+  return { port, endpoint: `127.0.0.1:${port}`, pid: started.pid, destroy: started.destroy }
 }
 
 /** A layer built from a private emulator that lives as long as the layer. */

@@ -2,12 +2,11 @@
  * A private SQS emulator for the tests: `fauxqs` (npm, in memory, speaks the AWS JSON 1.0 protocol that
  * `@aws-sdk/client-sqs` uses), in a child process of its own on a port the OS picks, stopped by its pid.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import * as PrivateProcess from "../../../transport/test/support/PrivateProcess.js"
 import { dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect, Layer } from "effect"
 
-const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 const packageDir = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
 /** A running private emulator. */
@@ -31,50 +30,16 @@ console.log("fauxqs listening on " + server.port)
 
 /** Starts a private emulator; resolves once it listens. */
 export const start = async (): Promise<PrivateSqs> => {
-  let log = ""
-  const child: ChildProcess = spawn(process.execPath, ["--input-type=module", "-e", script], {
-    cwd: packageDir,
-    stdio: ["ignore", "pipe", "pipe"]
+  const started = await PrivateProcess.start({
+    name: "fauxqs",
+    command: process.execPath,
+    args: ["--input-type=module", "-e", script],
+    spawn: { cwd: packageDir },
+    ready: /fauxqs listening on (\d+)/,
+    within: 30_000
   })
-  const running = () => child.exitCode === null && child.signalCode === null
-  const killNow = () => {
-    if (running()) child.kill("SIGKILL")
-  }
-  process.once("exit", killNow)
-  const ready = new Promise<number>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      log = (log + String(chunk)).slice(-20_000)
-      const match = /fauxqs listening on (\d+)/.exec(log)
-      if (match) resolve(Number(match[1]))
-    }
-    child.stdout?.on("data", onData)
-    child.stderr?.on("data", onData)
-    child.once("error", reject)
-    child.once("exit", (code, signal) => reject(new Error(`fauxqs exited (${code ?? signal}) while starting:\n${log}`)))
-  })
-  let destroyed = false
-  const destroy = async () => {
-    if (destroyed) return
-    destroyed = true
-    process.off("exit", killNow)
-    if (!running()) return
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-    child.kill("SIGKILL")
-    await exited
-  }
-  let port: number
-  try {
-    port = await Promise.race([
-      ready,
-      sleep(30_000).then((): number => {
-        throw new Error(`fauxqs did not start within 30 s:\n${log}`)
-      })
-    ])
-  } catch (error) {
-    await destroy()
-    throw error
-  }
-  return { port, endpoint: `http://127.0.0.1:${port}`, pid: () => (running() ? child.pid : undefined), destroy }
+  const port = Number(started.ready[1])
+  return { port, endpoint: `http://127.0.0.1:${port}`, pid: started.pid, destroy: started.destroy }
 }
 
 /** A layer built from a private emulator that lives as long as the layer. */

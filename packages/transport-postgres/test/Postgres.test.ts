@@ -1,5 +1,6 @@
 import { Database } from "@bulwark/sql"
 import { expect, layer } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Stream } from "effect"
 import * as PostgresTransport from "../src/PostgresTransport.js"
 import { postgresUrl, uniqueTable } from "./helpers.js"
@@ -41,5 +42,19 @@ layer(Database.layerPostgres({ url: postgresUrl }), { excludeTestServices: true,
       const stale = yield* first!.ack.pipe(Effect.flip)
       expect(stale._tag).toBe("DeliveryError")
       yield* second!.ack
+    }))
+
+  it.scoped("a settle whose message is gone already (its own earlier try landed, or a later delivery settled it) succeeds", () =>
+    Effect.gen(function*() {
+      const table = uniqueTable("settled")
+      yield* Effect.addFinalizer(() => PostgresTransport.drop(table).pipe(Effect.orDie))
+      const transport = yield* PostgresTransport.make({ table, visibilityTimeout: "200 millis", pollInterval: "50 millis" })
+      yield* transport.publish("g", [{ id: "g-1", key: "", payload: encoder.encode("x"), headers: {} }])
+      const [first, second] = yield* transport.subscribe("g").pipe(Stream.take(2), Stream.runCollect)
+      yield* second!.ack
+      // The stale receipt finds no row: the message will not come back, which is all an ack promises.
+      yield* first!.ack
+      const sql = yield* SqlClient.SqlClient
+      expect(yield* sql`SELECT id FROM ${sql(table)}`).toEqual([])
     }))
 })

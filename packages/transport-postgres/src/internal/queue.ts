@@ -66,6 +66,13 @@ export const make = (settings: Settings) =>
     // A lost connection, also at COMMIT, is a typed SqlError (Transaction.CommitUnknown), never a defect.
     const withTransaction = Transaction.transactional(sql.withTransaction)
     const vtMillis = Duration.toMillis(settings.visibilityTimeout)
+    // How long a settle lost with the connection is tried again: at least the visibility timeout (after it the
+    // message is redelivered anyway), at least a few seconds for a restarting database.
+    const settleRetry = Schedule.exponential("50 millis", 2).pipe(
+      Schedule.either(Schedule.spaced("1 second")),
+      Schedule.jittered,
+      Schedule.upTo(Duration.max(settings.visibilityTimeout, Duration.seconds(5)))
+    )
 
     // One LISTEN per transport; subscriptions wait on it and fall back to polling when it is down.
     const wakeups = yield* PubSub.sliding<string>(256)
@@ -141,28 +148,50 @@ export const make = (settings: Settings) =>
       const settleError = (operation: Delivery.DeliveryError["operation"]) => (cause: unknown) =>
         new Delivery.DeliveryError({ operation, messageId: message.id, cause })
       // The attempt is the receipt: a delivery that outlived its visibility timeout cannot settle the newer one.
-      const expired = (operation: Delivery.DeliveryError["operation"]) => (rows: ReadonlyArray<unknown>) =>
-        rows.length === 0
-          ? Effect.fail(settleError(operation)("receipt expired: the message was redelivered or settled already"))
-          : Effect.void
-      // Settled through the driver base (the first settle wins); every statement is guarded by the receipt, so a
-      // settle that failed (a lost connection) may safely be tried again.
+      // A statement that reached no row asks why: the row still there (claimed again) means the receipt expired;
+      // the row gone means the message is settled already, by this delivery's own earlier try whose answer was lost
+      // with the connection (its COMMIT landed, the reply did not) or by a later delivery of it. Either way it will
+      // not come back, which is what the caller asked for, so that answer is success, not an error.
+      const reached = (operation: Delivery.DeliveryError["operation"]) => (rows: ReadonlyArray<unknown>) =>
+        rows.length > 0
+          ? Effect.void
+          : Effect.flatMap(
+            sql`SELECT 1 FROM ${sql(table)} WHERE id = ${id}`,
+            (left) =>
+              left.length === 0
+                ? Effect.void
+                : Effect.fail(settleError(operation)("receipt expired: the message was delivered again"))
+          )
+      // Every statement is guarded by the receipt, so a try lost with the connection (before or after its COMMIT)
+      // is run again once the database answers: the caller learns the settlement's real outcome instead of an
+      // ambiguous connection error that would leave a settled message looking unsettled.
+      const settled = (operation: Delivery.DeliveryError["operation"], statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+        statement.pipe(
+          Effect.flatMap(reached(operation)),
+          Effect.retry({ schedule: settleRetry, while: (error) => !(error instanceof Delivery.DeliveryError) })
+        )
+      // Settled through the driver base (the first settle wins); a settle that still failed may be tried again.
       return Driver.delivery(message, row.attempt, {
-        ack: sql`DELETE FROM ${sql(table)} WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`.pipe(
-          Effect.flatMap(expired("ack"))
-        ),
+        ack: settled("ack", sql`DELETE FROM ${sql(table)} WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`),
         nack: (delay) =>
-          sql`UPDATE ${sql(table)} SET visible_at = now() + (${delay}::float8 * interval '1 millisecond')
+          settled(
+            "nack",
+            sql`UPDATE ${sql(table)} SET visible_at = now() + (${delay}::float8 * interval '1 millisecond')
             WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`.pipe(
-            Effect.tap((rows) => rows.length > 0 ? db.notify(channel, topic) : Effect.void),
-            Effect.flatMap(expired("nack"))
+              Effect.tap((rows) => rows.length > 0 ? db.notify(channel, topic) : Effect.void)
+            )
           ),
+        // The copy is written in the removing transaction, so a row gone means its copy exists (or a later
+        // delivery settled the message otherwise).
         deadLetter: (copy) =>
-          withTransaction(Effect.gen(function*() {
-            const removed = yield* sql`DELETE FROM ${sql(table)} WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`
-            if (removed.length > 0) yield* insert(Driver.deadLetterTopic(topic), [copy])
-            return removed
-          })).pipe(Effect.flatMap(expired("deadLetter")))
+          settled(
+            "deadLetter",
+            withTransaction(Effect.gen(function*() {
+              const removed = yield* sql`DELETE FROM ${sql(table)} WHERE id = ${id} AND attempt = ${row.attempt} RETURNING id`
+              if (removed.length > 0) yield* insert(Driver.deadLetterTopic(topic), [copy])
+              return removed
+            }))
+          )
       }, { retryFailedSettle: true })
     }
 

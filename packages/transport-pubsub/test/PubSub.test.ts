@@ -57,6 +57,20 @@ describe("starting", () => {
       expect(error.message).toContain(`127.0.0.1:${port}`)
     }), 20_000)
 
+  it.live("a password in the endpoint or a service account's private key never shows in errors or logs", () =>
+    Effect.gen(function*() {
+      const port = yield* Contract.closedPort
+      const password = Contract.testPassword()
+      const texts = yield* Contract.visibleTexts(
+        PubSubTransport.make({
+          apiEndpoint: `user:${password}@127.0.0.1:${port}`,
+          clientConfig: { credentials: { client_email: "bulwark@example.iam.gserviceaccount.com", private_key: password } },
+          connectTimeout: "2 seconds"
+        }).pipe(Effect.scoped)
+      )
+      Contract.expectNoPassword(texts, password)
+    }), 40_000)
+
   it.scopedLive("a server that accepts but never answers fails after the connect timeout", () =>
     Effect.gen(function*() {
       const silent = yield* Effect.acquireRelease(

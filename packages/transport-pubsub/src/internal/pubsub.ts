@@ -220,10 +220,19 @@ export interface Clients {
   readonly emulator: boolean
 }
 
+/**
+ * The endpoint as it may appear in logs and errors. It is `host:port`, not a URL, so `Driver.redactUrl` would take
+ * `user:` for a scheme: whatever comes before an `@` (credentials someone wrote into it) is masked instead.
+ */
+const redactEndpoint = (endpoint: string): string => {
+  const at = endpoint.lastIndexOf("@")
+  return at < 0 ? endpoint : `***@${endpoint.slice(at + 1)}`
+}
+
 /** Opens the clients (emulator mode for any endpoint that is not Google's) and checks the service answers. */
 export const connect = (settings: Settings): Effect.Effect<Clients, PubSubConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
-    const endpoint = settings.apiEndpoint ?? "default"
+    const endpoint = settings.apiEndpoint === undefined ? "default" : redactEndpoint(settings.apiEndpoint)
     // The handwritten client works out the emulator options (insecure channel, host and port) from the endpoint.
     const options = yield* Effect.try({
       try: () => {

@@ -205,7 +205,8 @@ export const call = <A>(run: (signal: AbortSignal) => Promise<A>): Effect.Effect
 /** Opens the client, closed with the scope, and checks the service answers. */
 export const connect = (settings: Settings): Effect.Effect<SQSClient, SqsConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
-    const endpoint = settings.endpoint ?? "default"
+    // As it may appear in logs and errors: a password in the URL is masked.
+    const endpoint = settings.endpoint === undefined ? "default" : Driver.redactUrl(settings.endpoint)
     const client = yield* Effect.acquireRelease(
       Effect.try({
         try: () =>

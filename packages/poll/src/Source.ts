@@ -226,7 +226,8 @@ const SinceCursorJson = Schema.parseJson(Schema.Struct({ t: Schema.Number, seen:
  *
  * The source must answer every item changed at or after `since` (inclusive), oldest first when it limits
  * the page; an item stamped earlier than the newest time seen minus the overlap when it becomes visible is
- * not read, and more than `limit` items changed at the very same millisecond cannot all be paged through.
+ * not read, and more than `limit` items changed at the very same millisecond cannot all be paged through (the
+ * poller steps past that instant with a warning naming it).
  */
 export const since = <A, I>(options: SinceOptions<A, I>): FetchPage<A, HttpError> => {
   const overlap = Duration.toMillis(options.overlap ?? "5 seconds")
@@ -267,8 +268,16 @@ export const since = <A, I>(options: SinceOptions<A, I>): FetchPage<A, HttpError
         }
         full = options.limit !== undefined && items.length >= options.limit
         if (fresh.length > 0 || !full) break
-        // More than `limit` items at one instant cannot be paged by time: step past it (documented above).
-        from = from === undefined || pageNewest > from ? pageNewest : from + 1
+        if (from !== undefined && pageNewest <= from) {
+          // More than `limit` items at one instant cannot be paged by time: step past it (documented above), and
+          // say so, since items of that instant beyond the page are not read.
+          yield* Effect.logWarning(
+            `poll: more than ${options.limit} items changed at ${format(from)}; the source cannot page through one instant, so the poller steps past it and items of that instant beyond the first page are not read (raise \`limit\`)`
+          ).pipe(Effect.annotateLogs({ url: redactQuery(options.url) }))
+          from = from + 1
+        } else {
+          from = pageNewest
+        }
       }
       // Keep only what a later request can still return: the ids within the overlap of the new newest time.
       const keep = state.seen.filter((id) => timeOfId(id) >= newest - overlap)

@@ -94,8 +94,10 @@ export const counted = (budget: RetryBudget) => <A, E, R>(self: Effect.Effect<A,
 
 /**
  * A retry predicate for `Retry.policy({ retryOn })` that spends from the budget: a failure `base` would retry
- * is retried only while the budget allows, so retries and hedges share one budget. Reads the wall clock (the
- * predicate is synchronous).
+ * is retried only while the budget allows, so retries and hedges share one budget. Withdraws at the time the
+ * retry policy passes (the fiber's clock, so virtual time under the simulator), the wall clock when called
+ * without one.
  */
-export const retryOn = <V>(budget: RetryBudget, base: (error: unknown, verdict: V) => boolean) =>
-(error: unknown, verdict: V): boolean => base(error, verdict) && budget.unsafeTryWithdraw(Date.now())
+export const retryOn = <V>(budget: RetryBudget, base: (error: unknown, verdict: V, now: number) => boolean) =>
+(error: unknown, verdict: V, now: number = Date.now()): boolean =>
+  base(error, verdict, now) && budget.unsafeTryWithdraw(now)

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Data, Duration, Effect, Fiber, Ref, TestClock } from "effect"
+import { Retry } from "@bulwark/retry"
+import { Data, Duration, Effect, Fiber, Ref, Schedule, TestClock } from "effect"
 import * as Hedge from "../src/Hedge.js"
 import * as RetryBudget from "../src/RetryBudget.js"
 
@@ -78,6 +79,26 @@ describe("Hedge", () => {
       for (let i = 0; i < 4; i++) yield* RetryBudget.deposit(budget)
       expect(yield* RetryBudget.tryWithdraw(budget)).toBe(true)
       expect(yield* RetryBudget.tryWithdraw(budget)).toBe(true)
+      expect(yield* RetryBudget.tryWithdraw(budget)).toBe(false)
+    }))
+
+  it.effect("retries spend the budget at the fiber's clock: under virtual time the calls made earn retries as they do live", () =>
+    Effect.gen(function*() {
+      // TestClock starts at 0: a withdrawal read off the wall clock would land years after these deposits, find
+      // them outside the window and refuse every retry.
+      const budget = RetryBudget.make("virtual", { ratio: 0.5, minPerSecond: 0, windowSeconds: 10 })
+      let calls = 0
+      const flaky = Effect.suspend(() => ++calls % 3 === 0 ? Effect.succeed(calls) : Effect.fail(new Down({ copy: calls })))
+      const policy = Retry.policy({
+        maxAttempts: 3,
+        schedule: Schedule.spaced("10 millis"),
+        retryOn: RetryBudget.retryOn(budget, (error) => error instanceof Down)
+      })
+      for (let i = 0; i < 4; i++) yield* RetryBudget.deposit(budget)
+      const fiber = yield* Effect.fork(RetryBudget.counted(budget)(Retry.retry(policy)(flaky)))
+      yield* TestClock.adjust(Duration.millis(100))
+      // 5 calls earn 2.5 retries: both retries this call needed were allowed.
+      expect(yield* Fiber.join(fiber)).toBe(3)
       expect(yield* RetryBudget.tryWithdraw(budget)).toBe(false)
     }))
 })

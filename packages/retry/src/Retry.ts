@@ -14,8 +14,8 @@ import * as Intervals from "effect/ScheduleIntervals"
 import * as Backoff from "./Backoff.js"
 import * as Budget from "./Budget.js"
 
-/** Decides whether one failure is retried, given its verdict. */
-export type RetryPredicate = (error: unknown, verdict: Failure.Verdict) => boolean
+/** Decides whether one failure is retried, given its verdict and the fiber's clock (virtual under the simulator). */
+export type RetryPredicate = (error: unknown, verdict: Failure.Verdict, now: number) => boolean
 
 /** Why a policy gave up. */
 export type ExhaustionReason = "attempts" | "schedule" | "elapsed"
@@ -93,13 +93,13 @@ export class RetryExhausted<E = unknown> extends Data.TaggedError("RetryExhauste
 const judge = (
   policy: Policy<any>,
   error: unknown
-): Effect.Effect<readonly [Failure.Verdict, ReadonlyArray<Observe.Observer>]> =>
+): Effect.Effect<readonly [Failure.Verdict, ReadonlyArray<Observe.Observer>, number]> =>
   Effect.withFiberRuntime((fiber) => {
     const rules = fiber.getFiberRef(Failure.currentRules)
     // At the fiber's clock (virtual under TestClock and the simulator), which a Retry-After date is read against.
     const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
     const verdict = Failure.classifyWith(policy.overrides.length === 0 ? rules : [...policy.overrides, ...rules], error, now)
-    return Effect.succeed([verdict, fiber.getFiberRef(Observe.currentObservers)] as const)
+    return Effect.succeed([verdict, fiber.getFiberRef(Observe.currentObservers), now] as const)
   })
 
 /** Retries made by {@link retryWith} (and so by the middleware), by failure category. */
@@ -178,8 +178,8 @@ const afterFailure = <A, E, R, R2>(
     let state = policy.schedule.initial
     // Events are a length check on the observers `judge` read, free when unobserved.
     while (true) {
-      const [verdict, observers] = yield* judge(policy, error)
-      if (!policy.retryOn(error, verdict)) {
+      const [verdict, observers, judgedAt] = yield* judge(policy, error)
+      if (!policy.retryOn(error, verdict, judgedAt)) {
         if (observers.length !== 0) notRetried(observers, about, verdict)
         return yield* Effect.fail(error)
       }

@@ -119,12 +119,13 @@ export const make = (options: Options = {}): Effect.Effect<Dispatcher["Type"], n
         return attributes
       }).pipe(Effect.zipRight(options.onEvent === undefined ? Effect.void : options.onEvent(event)))
 
-    const attemptClaim = (claim: Claim) => internalDispatch.deliver(context, { announce, disableAfter, schedule, store, workerId }, claim)
+    const deliverContext = { announce, disableAfter, schedule, store, workerId, leaseMillis }
+    const attemptClaim = (claim: Claim, claimedAt: number) => internalDispatch.deliver(context, deliverContext, claim, claimedAt)
 
     const runOnce = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const claims = yield* store.claim({ workerId, now, limit: concurrency, leaseMillis })
-      const settled = yield* Effect.forEach(claims, attemptClaim, { concurrency: "unbounded" })
+      const settled = yield* Effect.forEach(claims, (claim) => attemptClaim(claim, now), { concurrency: "unbounded" })
       return settled.filter((ok) => ok).length
     })
 

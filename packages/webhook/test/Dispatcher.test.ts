@@ -1,7 +1,7 @@
 import { Observe, Supervise } from "@bulwark/core"
 import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Schedule, Stream } from "effect"
+import { Effect, Fiber, Logger, Schedule, Stream } from "effect"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import { Webhook } from "standardwebhooks"
 import * as Dispatcher from "../src/Dispatcher.js"
@@ -198,7 +198,7 @@ describe("Dispatcher", () => {
       const make = (workerId: string) =>
         // Generous times: on a loaded machine an attempt may take a while, and a lease lost to slowness is
         // another worker's to take (the test is about sharing, not about timeouts).
-        Dispatcher.make({ ...fast, workerId, userAgent: workerId, lease: "3 seconds", attemptTimeout: "2 seconds" }).pipe(
+        Dispatcher.make({ ...fast, workerId, userAgent: workerId, lease: "8 seconds", attemptTimeout: "4 seconds" }).pipe(
           Effect.provideService(DispatchStore, store)
         )
       const a = yield* make("a")
@@ -213,12 +213,79 @@ describe("Dispatcher", () => {
       const counts = new Map<string, number>()
       for (const id of server.successes) counts.set(id, (counts.get(id) ?? 0) + 1)
       expect(counts.size).toBe(40)
-      // A second success is possible only where the stopped worker's request was answered and not recorded
-      // (same webhook-id: the receiver drops the copy); never for a message it did not touch.
+      // A second success is possible only where an answer was lost: the stopped worker's request answered and
+      // not recorded, or an attempt that timed out on the client after the endpoint had taken it (a loaded
+      // machine) — same webhook-id, the receiver drops the copy. Never for a message neither happened to.
       const touchedByA = new Set(server.hits.filter((h) => h.headers["user-agent"] === "a").map((h) => h.id))
       expect(touchedByA.size).toBeGreaterThan(0)
-      for (const [id, n] of counts) if (!touchedByA.has(id)) expect(n).toBe(1)
+      for (const [id, n] of counts) {
+        if (touchedByA.has(id) || n === 1) continue
+        const outcomes = (yield* a.attempts(id)).map((attempt) => attempt.outcome)
+        expect(outcomes).toContain("timeout")
+      }
       expect([...counts.values()].every((n) => n <= 2)).toBe(true)
+    }))
+})
+
+describe("a claim's lease covers its attempt", () => {
+  it.scopedLive("a claim that reaches its attempt with too little lease left sends nothing; the delivery is claimed afresh once the lease lapses", () =>
+    Effect.gen(function*() {
+      const server = yield* endpointServer(() => ({ status: 200 }))
+      const real = yield* MemoryDispatchStore.make()
+      let slowClaims = 1
+      // The first claim answers late (a slow store, a starved event loop): 700 ms of its 1 s lease are gone.
+      const store: DispatchStore["Type"] = {
+        ...real,
+        claim: (request) =>
+          Effect.zipLeft(real.claim(request), Effect.suspend(() => slowClaims-- > 0 ? Effect.sleep("700 millis") : Effect.void))
+      }
+      const warnings: Array<string> = []
+      const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(message))
+      }))
+      const dispatcher = yield* Dispatcher.make({ ...fast, lease: "1 second", attemptTimeout: "2 seconds" }).pipe(
+        Effect.provideService(DispatchStore, store)
+      )
+      yield* dispatcher.registerEndpoint({ id: "e", url: server.url, secrets: [Signing.generateSecret()] })
+      yield* dispatcher.send({ id: "late", body: body("{}") }, ["e"])
+      expect(yield* dispatcher.runOnce.pipe(Effect.provide(logger))).toBe(0)
+      expect(server.hits).toEqual([])
+      expect(warnings.join("\n")).toContain("less than an attempt may take; not sending it")
+      // Still claimed: nothing is due until the lease lapses, then the delivery goes out once.
+      expect(yield* dispatcher.runOnce).toBe(0)
+      yield* Effect.sleep("400 millis")
+      expect(yield* dispatcher.runOnce).toBe(1)
+      expect(server.successes).toEqual(["late"])
+    }))
+
+  it.scopedLive("an answered attempt is recorded even when its worker is interrupted meanwhile", () =>
+    Effect.gen(function*() {
+      const server = yield* endpointServer(() => ({ status: 200 }))
+      const real = yield* MemoryDispatchStore.make()
+      let settling: (() => void) | undefined
+      // Recording the answer takes a while, and the worker is interrupted right then.
+      const store: DispatchStore["Type"] = {
+        ...real,
+        settle: (...args) =>
+          Effect.zipRight(
+            Effect.async<void>((resume) => {
+              settling = () => resume(Effect.void)
+            }),
+            real.settle(...args)
+          )
+      }
+      const dispatcher = yield* Dispatcher.make(fast).pipe(Effect.provideService(DispatchStore, store))
+      yield* dispatcher.registerEndpoint({ id: "e", url: server.url, secrets: [Signing.generateSecret()] })
+      yield* dispatcher.send({ id: "answered", body: body("{}") }, ["e"])
+      const once = yield* Effect.fork(dispatcher.runOnce)
+      yield* poll(Effect.sync(() => settling), (resume) => resume !== undefined)
+      const interrupted = yield* Effect.fork(Fiber.interrupt(once))
+      yield* Effect.sleep("50 millis")
+      settling!()
+      yield* Fiber.join(interrupted)
+      expect(server.successes).toEqual(["answered"])
+      const [delivery] = yield* dispatcher.deliveries({ messageId: "answered" })
+      expect(delivery).toMatchObject({ state: "delivered", attempts: 1 })
     }))
 })
 

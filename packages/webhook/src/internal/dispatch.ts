@@ -15,6 +15,8 @@ export interface DeliverContext {
   readonly schedule: ReadonlyArray<number>
   readonly disableAfter: number
   readonly workerId: string
+  /** How long a claim is held, counted from the time the claim was asked for. */
+  readonly leaseMillis: number
   readonly announce: (event: OperationalEvent) => Effect.Effect<void>
 }
 
@@ -37,10 +39,18 @@ const settlementOf = (attempt: Attempt, n: number, schedule: ReadonlyArray<numbe
   return { _tag: "Retry", dueAt: now + Math.max(schedule[n] ?? 0, attempt.retryAfterMillis ?? 0) }
 }
 
-/** Attempts one claimed delivery and settles it; answers whether this worker still held it. */
-export const deliver = (context: AttemptContext, deliverContext: DeliverContext, claim: Claim): Effect.Effect<boolean> =>
+/**
+ * Attempts one claimed delivery and settles it; answers whether this worker still held it. `claimedAt` is when
+ * the claim was asked for (its lease runs from then).
+ */
+export const deliver = (
+  context: AttemptContext,
+  deliverContext: DeliverContext,
+  claim: Claim,
+  claimedAt: number
+): Effect.Effect<boolean> =>
   Effect.gen(function*() {
-    const { announce, schedule, store, workerId } = deliverContext
+    const { store, workerId } = deliverContext
     const { delivery, endpoint, message, token } = claim
     const settle = (attempt: Attempt | undefined, settlement: Settlement) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => store.settle(token, delivery, attempt, settlement, now))
@@ -56,10 +66,48 @@ export const deliver = (context: AttemptContext, deliverContext: DeliverContext,
       url = undefined
     }
     if (url === undefined) return yield* settle(refused(`${endpoint.url} is not a valid URL`), { _tag: "Failed", reason: "refused" })
-    const attempt = yield* attemptOnce(context, endpoint, url, message, n).pipe(
-      // An unusable secret is the endpoint's configuration, not its health: no request can be signed.
-      Effect.catchAll((error) => Effect.succeed(refused(error.message)))
+    // A claim that reached this point late (a slow claim query, a starved event loop) may expire while its request
+    // is in flight, and another worker would send the message again. Too little lease left for a whole attempt:
+    // send nothing, and let the lease lapse so the delivery is claimed afresh.
+    // (A lease configured shorter than an attempt asks only for half of it, so such a dispatcher still sends.)
+    const leaseLeft = claimedAt + deliverContext.leaseMillis - at
+    const needed = Math.min(Duration.toMillis(context.attemptTimeout) + leaseMargin, deliverContext.leaseMillis / 2)
+    if (leaseLeft < needed) {
+      yield* Effect.logWarning(
+        `webhook dispatcher ${workerId}: the claim of ${message.id} → ${endpoint.id} has ${Math.max(0, leaseLeft)} ms of its lease left, less than an attempt may take; not sending it (it is claimed again once the lease lapses)`
+      )
+      return false
+    }
+    // Once the endpoint has answered, recording the answer is not interrupted (a stopping worker whose drain
+    // deadline passed): an answered attempt left unrecorded is sent again after the lease, a duplicate.
+    return yield* Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const attempt = yield* restore(attemptOnce(context, endpoint, url, message, n)).pipe(
+          // An unusable secret is the endpoint's configuration, not its health: no request can be signed.
+          Effect.catchAll((error) => Effect.succeed(refused(error.message)))
+        )
+        return yield* recordAttempt(deliverContext, claim, attempt, n, settle)
+      })
     )
+  }).pipe(
+    // A store fault while settling leaves the claim to expire: another worker (or this one) retries the delivery.
+    Effect.catchAll((e) => Effect.as(Effect.logWarning(`webhook dispatcher: settling ${claim.message.id} → ${claim.endpoint.id} failed`, e), false))
+  )
+
+// Room kept between an attempt's timeout and its lease's end: the answer still has to be recorded.
+const leaseMargin = 2_000
+
+/** Records an answered attempt under the claim's token, then the endpoint's health and the events. */
+const recordAttempt = (
+  deliverContext: DeliverContext,
+  claim: Claim,
+  attempt: Attempt,
+  n: number,
+  settle: (attempt: Attempt | undefined, settlement: Settlement) => Effect.Effect<boolean, unknown>
+) =>
+  Effect.gen(function*() {
+    const { announce, schedule, workerId } = deliverContext
+    const { endpoint, message } = claim
     const now = yield* Clock.currentTimeMillis
     const settlement = settlementOf(attempt, n, schedule, now)
     const held = yield* settle(attempt, settlement)
@@ -85,10 +133,7 @@ export const deliver = (context: AttemptContext, deliverContext: DeliverContext,
       Effect.zipRight(announceSettled(announce, claim, settlement, n))
     )
     return true
-  }).pipe(
-    // A store fault while settling leaves the claim to expire: another worker (or this one) retries the delivery.
-    Effect.catchAll((e) => Effect.as(Effect.logWarning(`webhook dispatcher: settling ${claim.message.id} → ${claim.endpoint.id} failed`, e), false))
-  )
+  })
 
 /** The endpoint's failure run and disabling, after a settled attempt. */
 const afterSettle = (deliverContext: DeliverContext, claim: Claim, attempt: Attempt, settlement: Settlement, now: number) =>
@@ -138,7 +183,8 @@ export interface WorkerContext {
   /** How long a stopping worker waits for its attempts in flight. */
   readonly drainMillis: number
   readonly wake: Queue.Queue<void>
-  readonly attempt: (claim: Claim) => Effect.Effect<boolean>
+  /** Attempts one claim; `claimedAt` is when the claim was asked for. */
+  readonly attempt: (claim: Claim, claimedAt: number) => Effect.Effect<boolean>
 }
 
 /** Claims due deliveries as slots free up; idle, it waits for the next due time, a wake-up or the poll interval. */
@@ -178,7 +224,7 @@ export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, S
         claimed = claims.right.length
         for (const claim of claims.right) {
           inFlight++
-          const fiber = yield* Effect.forkDaemon(Effect.ensuring(attempt(claim), done))
+          const fiber = yield* Effect.forkDaemon(Effect.ensuring(attempt(claim, now), done))
           attempts.add(fiber)
           fiber.addObserver(() => attempts.delete(fiber))
         }

@@ -21,6 +21,12 @@ export interface ShardKey {
   readonly shard: string
 }
 
+/** A consumer group of a stream: its readers share the stream's shards. */
+export interface GroupKey {
+  readonly stream: string
+  readonly group: string
+}
+
 /** A lease just taken: where to resume and what was handed out before. */
 export interface Lease {
   /** The last settled sequence number; `undefined`: start at the trim horizon. */
@@ -35,7 +41,7 @@ export interface Lease {
 
 /** The store could not be read or written. Transient, category `dependency`. */
 export class CheckpointStoreError extends Data.TaggedError("CheckpointStoreError")<{
-  readonly operation: "claim" | "renew" | "checkpoint" | "delivered" | "release" | "ended"
+  readonly operation: "claim" | "renew" | "checkpoint" | "delivered" | "release" | "ended" | "announce" | "leave"
   readonly cause: unknown
 }> {
   // A store that answers again makes the same call succeed.
@@ -68,6 +74,13 @@ export interface Service {
   readonly release: (key: ShardKey, owner: string) => Effect.Effect<void, CheckpointStoreError>
   /** Whether the shard was read to its end and settled (a child shard waits for its parents). */
   readonly ended: (key: ShardKey) => Effect.Effect<boolean, CheckpointStoreError>
+  /**
+   * Marks `owner`'s reader alive in the group for `ttl` and answers how many readers are alive, itself
+   * included: each reader holds about its share of the shards, so a process joining a group gets work.
+   */
+  readonly announce: (group: GroupKey, owner: string, ttl: Duration.Duration) => Effect.Effect<number, CheckpointStoreError>
+  /** Takes `owner`'s reader out of the group at once (it is closing), so the others' shares grow without waiting. */
+  readonly leave: (group: GroupKey, owner: string) => Effect.Effect<void, CheckpointStoreError>
 }
 
 /** The checkpoint store the Kinesis transport reads and writes its consumer groups' positions in. */
@@ -87,6 +100,9 @@ const rowKey = (key: ShardKey) => `${key.stream}\u0000${key.group}\u0000${key.sh
 /** A store in this process's memory: leases work between subscriptions of one process only. */
 export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
   const rows = new Map<string, Row>()
+  // Per group, each reader's owner and until when it counts as alive.
+  const members = new Map<string, Map<string, number>>()
+  const groupKey = (group: GroupKey) => `${group.stream}\u0000${group.group}`
   const held = (key: ShardKey, owner: string) => {
     const row = rows.get(rowKey(key))
     return row !== undefined && row.owner === owner && row.leaseUntil > Date.now() ? row : undefined
@@ -138,7 +154,20 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
           row.leaseUntil = 0
         }
       }),
-    ended: (key) => Effect.sync(() => rows.get(rowKey(key))?.ended ?? false)
+    ended: (key) => Effect.sync(() => rows.get(rowKey(key))?.ended ?? false),
+    announce: (group, owner, ttl) =>
+      Effect.sync(() => {
+        const now = Date.now()
+        let alive = members.get(groupKey(group))
+        if (alive === undefined) members.set(groupKey(group), alive = new Map())
+        alive.set(owner, now + Duration.toMillis(ttl))
+        for (const [other, until] of alive) if (until <= now) alive.delete(other)
+        return alive.size
+      }),
+    leave: (group, owner) =>
+      Effect.sync(() => {
+        members.get(groupKey(group))?.delete(owner)
+      })
   }
 })
 

@@ -196,6 +196,58 @@ layer(Database.layerPglite(), { timeout: "60 seconds", excludeTestServices: true
       expect(yield* store.checkpoint(key, "b", { sequence: "9", caughtUp: true, ended: true })).toBe(true)
       expect(yield* store.ended(key)).toBe(true)
     }).pipe(Effect.provide(SqlStore.layer({ table: "kinesis_lease_test" }))), 30_000)
+
+  it.effect("a group's readers: announced ones count until their time runs out or they leave", () =>
+    Effect.gen(function*() {
+      for (const store of [yield* SqlStore.make({ table: "kinesis_members_test" }), yield* CheckpointStore.makeMemory]) {
+        const group = { stream: `s-${Date.now().toString(36)}`, group: "g" }
+        expect(yield* store.announce(group, "a", Duration.seconds(30))).toBe(1)
+        expect(yield* store.announce(group, "b", Duration.seconds(30))).toBe(2)
+        expect(yield* store.announce({ ...group, group: "other" }, "a", Duration.seconds(30))).toBe(1)
+        yield* store.leave(group, "a")
+        expect(yield* store.announce(group, "b", Duration.seconds(30))).toBe(1)
+        expect(yield* store.announce(group, "c", Duration.millis(400))).toBe(2)
+        yield* Effect.sleep("600 millis")
+        expect(yield* store.announce(group, "b", Duration.seconds(30))).toBe(1)
+      }
+    }), 30_000)
+})
+
+describe("sharing a group's shards", () => {
+  it.scopedLive("a process joining a group takes over its share of the shards; nothing is lost in the handover", () =>
+    Effect.gen(function*() {
+      // One store, two processes (each transport has an owner of its own), four shards.
+      const store = yield* CheckpointStore.makeMemory
+      const make = KinesisTransport.make(options({ shardCount: 4, leaseDuration: "1500 millis" })).pipe(
+        Effect.provideService(CheckpointStore.CheckpointStore, store)
+      )
+      const first = yield* make
+      const second = yield* make
+      const topic = topicName("share")
+      const received = { first: new Map<string, number>(), second: new Map<string, number>() }
+      const consume = (transport: typeof first, into: Map<string, number>) =>
+        transport.subscribe(topic, { group: "g" }).pipe(
+          Stream.runForEach((d) => Effect.zipRight(Effect.sync(() => into.set(d.message.id, (into.get(d.message.id) ?? 0) + 1)), d.ack)),
+          Effect.forkScoped
+        )
+      const batch = (label: string) => Array.from({ length: 80 }, (_, i) => message(`${label}-${i}`, `key-${i}`))
+      yield* first.publish(topic, batch("before"))
+      yield* consume(first, received.first)
+      // Alone in the group, the first process holds every shard and reads everything.
+      while (received.first.size < 80) yield* Effect.sleep("50 millis")
+      yield* consume(second, received.second)
+      // Within a few lease ticks the first gives up two shards and the second claims them.
+      yield* Effect.sleep("4 seconds")
+      yield* first.publish(topic, batch("after"))
+      const all = () => new Set([...received.first.keys(), ...received.second.keys()])
+      for (let i = 0; i < 400 && all().size < 160; i++) yield* Effect.sleep("50 millis")
+      expect(all().size).toBe(160)
+      const after = (into: Map<string, number>) => [...into.keys()].filter((id) => id.startsWith("after-")).length
+      // Keys spread over all four shards: each process read the records of its two.
+      expect(after(received.first)).toBeGreaterThan(0)
+      expect(after(received.second)).toBeGreaterThan(0)
+      expect(after(received.first) + after(received.second)).toBeGreaterThanOrEqual(80)
+    }), 60_000)
 })
 
 describe("resharding", () => {

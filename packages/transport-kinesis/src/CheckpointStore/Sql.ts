@@ -42,6 +42,18 @@ export const migrations = (table: string): ReadonlyArray<Migrations.Migration> =
       PRIMARY KEY (stream, grp, shard)
     )`
   ]
+}, {
+  id: 2,
+  name: "create kinesis group members table",
+  statements: [
+    `CREATE TABLE IF NOT EXISTS ${table}_members (
+      stream text NOT NULL,
+      grp text NOT NULL,
+      owner text NOT NULL,
+      alive_until bigint NOT NULL,
+      PRIMARY KEY (stream, grp, owner)
+    )`
+  ]
 }]
 
 const nowMs = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
@@ -60,6 +72,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, SqlError | I
     const sql = yield* SqlClient.SqlClient
     yield* Migrations.run(`kinesis-checkpoints:${table}`, migrations(table))
     const t = sql(table)
+    const m = sql(`${table}_members`)
     const now = sql.literal(nowMs)
     const fail = (operation: CheckpointStoreError["operation"]) => (cause: unknown) => new CheckpointStoreError({ operation, cause })
     const some = (rows: ReadonlyArray<unknown>) => rows.length > 0
@@ -118,6 +131,26 @@ export const make = (options: Options = {}): Effect.Effect<Service, SqlError | I
           SELECT ended FROM ${t} WHERE stream = ${key.stream} AND grp = ${key.group} AND shard = ${key.shard}`.pipe(
           Effect.map((rows) => Boolean(rows[0]?.ended ?? false)),
           Effect.mapError(fail("ended"))
+        ),
+      announce: (group, owner, ttl) =>
+        Effect.gen(function*() {
+          yield* sql`
+            INSERT INTO ${m} (stream, grp, owner, alive_until)
+            VALUES (${group.stream}, ${group.group}, ${owner}, ${now} + ${Duration.toMillis(ttl)})
+            ON CONFLICT (stream, grp, owner) DO UPDATE SET alive_until = EXCLUDED.alive_until`
+          // Readers that died long ago (each process has an owner of its own) leave no rows behind.
+          yield* sql`
+            DELETE FROM ${m} WHERE stream = ${group.stream} AND grp = ${group.group}
+              AND alive_until < ${now} - ${10 * Duration.toMillis(ttl)}`
+          const rows = yield* sql<{ alive: number }>`
+            SELECT count(*)::int AS alive FROM ${m}
+            WHERE stream = ${group.stream} AND grp = ${group.group} AND alive_until > ${now}`
+          return Math.max(1, Number(rows[0]?.alive ?? 1))
+        }).pipe(Effect.mapError(fail("announce"))),
+      leave: (group, owner) =>
+        sql`DELETE FROM ${m} WHERE stream = ${group.stream} AND grp = ${group.group} AND owner = ${owner}`.pipe(
+          Effect.asVoid,
+          Effect.mapError(fail("leave"))
         )
     } satisfies Service
   })

@@ -56,6 +56,11 @@ interface ShardState {
   closed: boolean
   /** The lease is gone (lost or released): its records are no longer this reader's to settle. */
   lost: boolean
+  /**
+   * Given up for another reader of the group (this one holds more than its share): nothing more is fetched, and
+   * the lease is released once what was fetched is settled, or at `handOverBy` (the rest is read again).
+   */
+  handOverBy: number | undefined
   flush: () => Promise<void>
   /** Set while the shard's read waits for room in the window. */
   space: Deferred.Deferred<void> | undefined
@@ -278,7 +283,7 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
     const readShard = (shard: ShardState): Effect.Effect<void, CallError | CheckpointStoreError> =>
       Effect.gen(function*() {
         let iterator = yield* iteratorAfter(shard)
-        while (iterator !== undefined && !shard.lost && !state.closing) {
+        while (iterator !== undefined && !shard.lost && !state.closing && shard.handOverBy === undefined) {
           if (unsettled(shard) >= settings.maxBuffered) {
             // Resumes once half the window is settled, not at every ack.
             yield* Effect.raceFirst(Deferred.await(shard.space = Deferred.unsafeMake(FiberId.none)), Effect.sleep(settings.pollInterval))
@@ -368,6 +373,7 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           fetched: undefined,
           closed: false,
           lost: false,
+          handOverBy: undefined,
           flush: () => Promise.resolve(),
           space: undefined,
           flushQueued: false
@@ -382,9 +388,24 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
         )
       })
 
+    // Gives a shard's lease up: its checkpoint written first, so the next holder starts after what was settled.
+    const handOver = (id: string, shard: ShardState) =>
+      Effect.gen(function*() {
+        shards.delete(id)
+        yield* writeCheckpoint(shard)
+        shard.lost = true
+        signal()
+        yield* store.release(shard.key, deps.owner)
+      })
+
+    const group = { stream, group: deps.group }
+    // An open shard (not closed by a reshard) counts towards a reader's share; a closed one is read to its end
+    // by whoever holds it, since its children wait for it.
+    const isOpen = (shard: Shard) => shard.SequenceNumberRange?.EndingSequenceNumber === undefined
     let listing = 0
     let listed: ReadonlyArray<Shard> = []
     const leaseTick = Effect.gen(function*() {
+      const now = Date.now()
       for (const [id, shard] of shards) {
         if (shard.lost || !(yield* store.renew(shard.key, deps.owner, settings.leaseDuration))) {
           shard.lost = true
@@ -396,12 +417,32 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           shards.delete(id)
           yield* store.release(shard.key, deps.owner)
           listed = []
+        } else if (shard.handOverBy !== undefined && (shard.window.length === 0 || now >= shard.handOverBy)) {
+          yield* handOver(id, shard)
         }
       }
       // The shard list changes only with a reshard: asked for again every tenth tick.
       if (listing++ % 10 === 0 || listed.length === 0) listed = yield* retrying(listShards(client, stream))
       const ids = new Set(listed.map((s) => s.ShardId!))
-      for (const shard of listed) if (!shards.has(shard.ShardId!)) yield* claim(shard, ids)
+      // Each reader of the group holds about its share of the open shards (as the KCL balances leases): one
+      // holding more gives the excess up, so a process joining the group gets work; fewer, it claims more.
+      const alive = yield* store.announce(group, deps.owner, settings.leaseDuration)
+      const open = new Set(listed.filter(isOpen).map((s) => s.ShardId!))
+      const share = Math.max(1, Math.ceil(open.size / alive))
+      const keeping = [...shards].filter(([id, shard]) => open.has(id) && shard.handOverBy === undefined)
+      for (const [, shard] of keeping.slice(share)) shard.handOverBy = now + Duration.toMillis(settings.visibilityTimeout)
+      let held = Math.min(keeping.length, share)
+      for (const shard of listed) {
+        const id = shard.ShardId!
+        if (shards.has(id)) continue
+        if (open.has(id)) {
+          if (held >= share) continue
+          yield* claim(shard, ids)
+          if (shards.has(id)) held++
+        } else {
+          yield* claim(shard, ids)
+        }
+      }
     })
 
     const leaseLoop = leaseTick.pipe(
@@ -432,7 +473,10 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           Effect.ignore(store.release(shard.key, deps.owner))
         ).pipe(Effect.ensuring(Effect.sync(() => {
           shard.lost = true
-        }))), { discard: true })).pipe(Effect.ensuring(Effect.sync(signal)))
+        }))), { discard: true })).pipe(
+        Effect.zipRight(Effect.ignore(store.leave(group, deps.owner))),
+        Effect.ensuring(Effect.sync(signal))
+      )
     )
     yield* Effect.forkIn(Effect.interruptible(leaseLoop), scope)
 

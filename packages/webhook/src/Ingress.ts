@@ -637,7 +637,7 @@ export const answer = (outcome: Exit.Exit<Accepted, IngressError>): Answer => {
 export const respond = <R>(outcome: Effect.Effect<Accepted, IngressError, R>): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
   Effect.map(Effect.exit(outcome), (exit) => {
     const a = answer(exit)
-    return HttpServerResponse.unsafeJson(a.body, { status: a.status, headers: a.headers })
+    return responseOf(a)
   })
 
 /** What reading a node request body ends with. */
@@ -740,12 +740,9 @@ const declaredTooLarge = (contentLength: string | undefined, maxBodySize: number
     ? new PayloadTooLarge({ limit: maxBodySize, size: Number(contentLength) })
     : undefined
 
-const resumeWith = (result: BodyResult, resume: (effect: Effect.Effect<Uint8Array, PayloadTooLarge | MalformedPayload | BodyTimeout>) => void) =>
-  resume(result instanceof Uint8Array ? Effect.succeed(result) : Effect.fail(result))
-
 /**
- * Reads the raw body with a limit: refused (413) before reading when `Content-Length` already says it is
- * too big, and as soon as a streamed (chunked) body crosses the limit.
+ * Reads the raw body through the platform (a server other than @effect/platform-node) with a limit: refused
+ * (413) before reading when `Content-Length` already says it is too big, and by the platform's limited reader.
  */
 const readBody = (
   request: HttpServerRequest.HttpServerRequest,
@@ -754,41 +751,87 @@ const readBody = (
 ): Effect.Effect<Uint8Array, PayloadTooLarge | MalformedPayload | BodyTimeout> => {
   const tooLarge = declaredTooLarge(request.headers["content-length"], maxBodySize)
   if (tooLarge !== undefined) return Effect.fail(tooLarge)
-  let source: IncomingMessage | undefined
-  try {
-    source = NodeHttpServerRequest.toIncomingMessage(request)
-  } catch {
-    source = undefined
-  }
-  if (source === undefined || !(source instanceof EventEmitter)) {
-    return request.arrayBuffer.pipe(
-      Effect.map((buffer) => new Uint8Array(buffer)),
-      HttpIncomingMessage.withMaxBodySize(Option.some(maxBodySize)),
-      Effect.mapError((error) => new MalformedPayload({ detail: `body could not be read: ${error.message}` })),
-      Effect.timeoutFail({ duration: Duration.millis(timeoutMillis), onTimeout: () => new BodyTimeout({ timeoutMillis, received: 0 }) })
-    )
-  }
-  const incoming = source
-  // Read straight from node's stream: the platform's limited reader destroys the socket when the limit is
-  // crossed, which would leave the sender without its 413.
-  return Effect.async<Uint8Array, PayloadTooLarge | MalformedPayload | BodyTimeout>((resume) => {
-    const cleanup = readNodeBody(incoming, maxBodySize, timeoutMillis, resumeWith, resume)
-    return Effect.sync(cleanup)
-  })
+  return request.arrayBuffer.pipe(
+    Effect.map((buffer) => new Uint8Array(buffer)),
+    HttpIncomingMessage.withMaxBodySize(Option.some(maxBodySize)),
+    Effect.mapError((error) => new MalformedPayload({ detail: `body could not be read: ${error.message}` })),
+    Effect.timeoutFail({ duration: Duration.millis(timeoutMillis), onTimeout: () => new BodyTimeout({ timeoutMillis, received: 0 }) })
+  )
 }
 
 /** The HTTP handler of one source (for composing your own router). */
 export const handler = <A, I>(options: Options<A, I>) => {
-  const run = process(options)
+  const { immediate, run, viaEffects } = pipeline(options)
   const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
   const bodyTimeout = Duration.toMillis(options.bodyTimeout ?? defaultBodyTimeout)
-  return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+  // Refused before `process` sees the body: announced here, as `process` announces its own refusals.
+  const refused = (error: PayloadTooLarge | MalformedPayload | BodyTimeout) =>
+    Effect.zipRight(announceRejected(statusOf(error), error._tag), Effect.succeed(responseOf(answer(Exit.fail(error)))))
+  // Any request: the body read as an effect, then `process` (which still takes the immediate path when it can).
+  const generic = (request: HttpServerRequest.HttpServerRequest) =>
     respond(Effect.flatMap(
-      // Refused before `process` sees the body: announced here, as `process` announces its own refusals.
       Effect.tapError(readBody(request, maxBodySize, bodyTimeout), (error) => announceRejected(statusOf(error), error._tag)),
       (body) => run({ headers: request.headers, body })
-    )))
+    ))
+  // The body is in (on @effect/platform-node): finished at once when every step can, else as effects.
+  const onBody = (body: BodyResult, state: RouteRead, incoming: IncomingMessage): void => {
+    if (!(body instanceof Uint8Array)) return state.resume(refused(body))
+    const request = { headers: incoming.headers, body }
+    const outcome = state.env === undefined ? undefined : immediate(request, state.env, state.guard, state.publisher)
+    if (outcome !== undefined && !Effect.isEffect(outcome)) return state.resume(Effect.succeed(acceptedResponse(outcome)))
+    state.resume(respond(outcome ?? viaEffects(request)))
+  }
+  return Effect.withFiberRuntime<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest | Transport.Publisher | ReplayGuard>(
+    (fiber) => {
+      const context = fiber.currentContext
+      const request = Context.unsafeGet(context, HttpServerRequest.HttpServerRequest)
+      const incoming = nodeIncoming(request)
+      // Not served by node (another platform, a test request): the body is read through the platform.
+      if (incoming === undefined) return generic(request)
+      const tooLarge = declaredTooLarge(incoming.headers["content-length"], maxBodySize)
+      if (tooLarge !== undefined) return refused(tooLarge)
+      // Read straight from node's stream (the platform's limited reader destroys the socket when the limit is
+      // crossed, which would leave the sender without its 413), and with no fiber step per chunk.
+      const env = Telemetry.immediate(context, fiber.getFiberRefs())
+      const guard = Context.unsafeGet(context, ReplayGuard)
+      const publisher = Context.unsafeGet(context, Transport.Publisher)
+      return Effect.async<HttpServerResponse.HttpServerResponse, never, Transport.Publisher | ReplayGuard>((resume) => {
+        const cleanup = readNodeBody<RouteRead>(incoming, maxBodySize, bodyTimeout, onBody, { resume, env, guard, publisher })
+        return Effect.sync(cleanup)
+      })
+    }
+  )
 }
+
+/** What the route's body callback needs to finish a request. */
+interface RouteRead {
+  readonly resume: (effect: Effect.Effect<HttpServerResponse.HttpServerResponse, never, Transport.Publisher | ReplayGuard>) => void
+  readonly env: Telemetry.Immediate | undefined
+  readonly guard: ReplayGuard["Type"]
+  readonly publisher: Transport.Publisher["Type"]
+}
+
+/** The node request under a platform request, when @effect/platform-node serves it. */
+const nodeIncoming = (request: HttpServerRequest.HttpServerRequest): IncomingMessage | undefined => {
+  try {
+    const source = NodeHttpServerRequest.toIncomingMessage(request)
+    return source instanceof EventEmitter ? source : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const responseOf = (a: Answer): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.unsafeJson(a.body, { status: a.status, headers: a.headers })
+
+/** The 202 / 200 of an accepted request: the same body `answer` gives, rendered without building it first. */
+const acceptedJson = (accepted: Accepted): string =>
+  accepted.duplicate
+    ? `{"status":"duplicate","id":${JSON.stringify(accepted.id)}}`
+    : `{"status":"accepted","id":${JSON.stringify(accepted.id)}}`
+
+const acceptedResponse = (accepted: Accepted): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.text(acceptedJson(accepted), { status: accepted.duplicate ? 200 : 202, contentType: "application/json" })
 
 /** Adds a `POST path` route for one source to a router. */
 export const route = <A, I>(path: HttpRouter.PathInput, options: Options<A, I>) => HttpRouter.post(path, handler(options))
@@ -902,9 +945,7 @@ export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
  * `JSON.stringify`, without building the answer object first.
  */
 const sendAccepted = (res: ServerResponse, accepted: Accepted): void => {
-  const payload = accepted.duplicate
-    ? `{"status":"duplicate","id":${JSON.stringify(accepted.id)}}`
-    : `{"status":"accepted","id":${JSON.stringify(accepted.id)}}`
+  const payload = acceptedJson(accepted)
   res.writeHead(accepted.duplicate ? 200 : 202, { "content-type": "application/json", "content-length": Buffer.byteLength(payload) })
   res.end(payload)
 }

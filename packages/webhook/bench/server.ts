@@ -5,7 +5,7 @@
  * node:http endpoint that only checks the Standard Webhooks HMAC. Prints the port on stdout.
  */
 import { Memory } from "@bulwark/transport"
-import { HttpRouter } from "@effect/platform"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Layer, Schema } from "effect"
 import { createHmac, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
@@ -27,28 +27,48 @@ process.stdin.setEncoding("utf8").on("data", () => {
   if (mark === undefined) mark = { cpu: process.cpuUsage(), answered }
   else {
     const cpu = process.cpuUsage(mark.cpu)
-    process.stdout.write(JSON.stringify({ cpuMicros: cpu.user + cpu.system, requests: answered - mark.answered }) + "\n")
+    process.stdout.write(JSON.stringify({ cpuMicros: cpu.user + cpu.system, userMicros: cpu.user, systemMicros: cpu.system, requests: answered - mark.answered }) + "\n")
     mark = undefined
   }
 })
 
+const key = Buffer.from(secret.slice("whsec_".length), "base64")
+// The bare check: the Standard Webhooks HMAC over `{id}.{timestamp}.{body}`, nothing else.
+const bareCheck = (headers: import("node:http").IncomingHttpHeaders, body: Buffer): boolean => {
+  const id = headers["webhook-id"] as string
+  const ts = headers["webhook-timestamp"] as string
+  const given = Buffer.from(String(headers["webhook-signature"]).slice(3), "base64")
+  const expected = createHmac("sha256", key).update(`${id}.${ts}.`).update(body).digest()
+  return given.length === expected.length && timingSafeEqual(given, expected)
+}
+
 if (mode === "bare") {
-  const key = Buffer.from(secret.slice("whsec_".length), "base64")
   const server = createServer((req, res) => {
     const chunks: Array<Buffer> = []
     req.on("data", (c: Buffer) => chunks.push(c))
     req.on("end", () => {
-      const id = req.headers["webhook-id"] as string
-      const ts = req.headers["webhook-timestamp"] as string
-      const given = Buffer.from(String(req.headers["webhook-signature"]).slice(3), "base64")
-      const expected = createHmac("sha256", key).update(`${id}.${ts}.`).update(Buffer.concat(chunks)).digest()
-      const ok = given.length === expected.length && timingSafeEqual(given, expected)
+      const ok = bareCheck(req.headers, Buffer.concat(chunks))
       res.writeHead(ok ? 202 : 401, { "content-type": "application/json" })
       res.end(ok ? "{\"status\":\"accepted\"}" : "{\"error\":\"NoMatchingSignature\"}")
     })
   })
   countAnswers(server)
   server.listen(0, "127.0.0.1", () => console.log((server.address() as { port: number }).port))
+} else if (mode === "bare-platform") {
+  // The same bare check as an @effect/platform route on the same node server: what the platform itself costs.
+  const app = HttpRouter.empty.pipe(HttpRouter.post(
+    "/webhooks/shop",
+    Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+      Effect.map(Effect.orDie(request.arrayBuffer), (body) =>
+        bareCheck(request.headers, Buffer.from(body))
+          ? HttpServerResponse.text("{\"status\":\"accepted\"}", { status: 202, contentType: "application/json" })
+          : HttpServerResponse.text("{\"error\":\"NoMatchingSignature\"}", { status: 401, contentType: "application/json" })))
+  ))
+  Effect.gen(function*() {
+    const { port } = yield* Ingress.listen(Effect.tap(app, () => void answered++))
+    console.log(port)
+    yield* Effect.never
+  }).pipe(Effect.scoped, Effect.runPromise)
 } else {
   const Order = Schema.Struct({ type: Schema.String, data: Schema.Struct({ orderId: Schema.String, amount: Schema.Number }) })
   const options = {

@@ -21,7 +21,7 @@ import { type HttpApp, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpS
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { EventEmitter } from "node:events"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { Cause, Clock, Context, DateTime, Duration, Effect, Either, Exit, FiberRefs, Metric, MetricLabel, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Clock, Context, DateTime, Duration, Effect, Either, Exit, FiberRefs, Metric, MetricLabel, Option, ParseResult, Runtime, Schema, type Tracer } from "effect"
 import { createHash } from "node:crypto"
 import { ReplayGuard } from "./ReplayGuard.js"
 import { announce as announceVerified, type Request, type Verified, type Verifier } from "./Verifier.js"
@@ -318,6 +318,18 @@ const pipeline = <A, I>(options: Options<A, I>) => {
       })
     )
 
+  // The envelope time of the last millisecond seen: requests arriving within the same millisecond share the
+  // (immutable) DateTime instead of building one each.
+  let lastMillis = Number.NaN
+  let lastTime: DateTime.Utc | undefined
+  const timeAt = (now: number): DateTime.Utc => {
+    if (now !== lastMillis || lastTime === undefined) {
+      lastTime = DateTime.unsafeMake(now)
+      lastMillis = now
+    }
+    return lastTime
+  }
+
   // The envelope of a decoded payload (its bytes are encoded separately, synchronously when possible).
   const envelopeOf = (data: A, verified: Verified, body: Uint8Array, now: number): Envelope.Envelope<A> => {
     const id = options.id?.(data, verified, body) ?? verified.id ?? createHash("sha256").update(body).digest("hex")
@@ -326,7 +338,7 @@ const pipeline = <A, I>(options: Options<A, I>) => {
       type: typeOf(data),
       source,
       subject: options.subject(data, verified),
-      time: DateTime.unsafeMake(now),
+      time: timeAt(now),
       data,
       headers: {},
       attempt: 0,
@@ -466,6 +478,27 @@ const pipeline = <A, I>(options: Options<A, I>) => {
     captureStackTrace: false
   })
   const verifySpanOptions = { kind: "internal" as const, attributes: verifyAttributes, captureStackTrace: false }
+  const immediateServerOptions = { kind: "server" as const, links: [], attributes: baseAttributes, captureStackTrace: false }
+
+  // The accepted outcome of the immediate path: its event, the server span's outcome attributes, the counter.
+  const finishImmediate = (
+    env: Telemetry.Immediate,
+    server: Tracer.Span,
+    observers: ReadonlyArray<Observe.Observer>,
+    outcome: Accepted
+  ): Accepted => {
+    if (observers.length !== 0) {
+      Observe.unsafeNotify(observers, "webhook", "accepted", { webhookId: outcome.id, topic: options.topic, duplicate: outcome.duplicate })
+    }
+    server.attribute(Telemetry.Attr.messageId, outcome.id)
+    server.attribute(Telemetry.Attr.conversationId, outcome.id)
+    server.attribute(Telemetry.Attr.correlationId, outcome.id)
+    server.attribute(Telemetry.Attr.webhookDuplicate, outcome.duplicate)
+    if (outcome.duplicate) Telemetry.unsafeUpdate(env, Telemetry.duplicatesSuppressed, duplicatesLabels, 1)
+    else Telemetry.unsafeUpdate(env, Telemetry.eventsReceived, receivedLabels, 1)
+    Telemetry.unsafeEndSpan(env, server, outcome)
+    return outcome
+  }
 
   /**
    * The whole request without a fiber, when every step can finish at once: a verifier with fixed keys, a
@@ -495,7 +528,11 @@ const pipeline = <A, I>(options: Options<A, I>) => {
     const claim = sync.claim(prepared.key, claimLease, env.clock.unsafeCurrentTimeMillis())
     if (claim === "in-flight") return undefined
     // From here the request is answered on this path.
-    const server = Telemetry.unsafeStartSpan(env, spanName, serverSpanOptions(request), start)
+    // The server span starts with the fixed attributes; the per-request ones are set on it, so no options
+    // object is built per request.
+    const links = senderLinks(request)
+    const server = Telemetry.unsafeStartSpan(env, spanName, links.length === 0 ? immediateServerOptions : { ...immediateServerOptions, links }, start)
+    server.attribute(Telemetry.Attr.httpBodySize, body.length)
     const verifying = Telemetry.unsafeStartSpan(env, "webhook.verify", verifySpanOptions, start, server)
     const observers = FiberRefs.getOrDefault(env.fiberRefs, Observe.currentObservers)
     if (observers.length !== 0) {
@@ -507,26 +544,13 @@ const pipeline = <A, I>(options: Options<A, I>) => {
       })
     }
     verifying.end(verifyEnd, Exit.succeed(verified))
-    const finish = (outcome: Accepted): Accepted => {
-      if (observers.length !== 0) {
-        Observe.unsafeNotify(observers, "webhook", "accepted", { webhookId: outcome.id, topic: options.topic, duplicate: outcome.duplicate })
-      }
-      server.attribute(Telemetry.Attr.messageId, outcome.id)
-      server.attribute(Telemetry.Attr.conversationId, outcome.id)
-      server.attribute(Telemetry.Attr.correlationId, outcome.id)
-      server.attribute(Telemetry.Attr.webhookDuplicate, outcome.duplicate)
-      if (outcome.duplicate) Telemetry.unsafeUpdate(env, Telemetry.duplicatesSuppressed, duplicatesLabels, 1)
-      else Telemetry.unsafeUpdate(env, Telemetry.eventsReceived, receivedLabels, 1)
-      Telemetry.unsafeEndSpan(env, server, outcome)
-      return outcome
-    }
-    if (claim === "seen") return finish({ id: prepared.id, duplicate: true })
+    if (claim === "seen") return finishImmediate(env, server, observers, { id: prepared.id, duplicate: true })
     const message = { id: prepared.id, key: prepared.subject, payload: prepared.payload, headers: {} }
     if (publisher.publishNow(options.topic, [message], { ...env, parent: server })) {
       const recorder = FiberRefs.getOrDefault(env.fiberRefs, SchemaUse.currentRecorder)
       if (recorder !== undefined) for (const use of usesOf(prepared)) recorder(use)
       sync.commit(prepared.key, dedupeTtl, env.clock.unsafeCurrentTimeMillis())
-      return finish({ id: prepared.id, duplicate: false })
+      return finishImmediate(env, server, observers, { id: prepared.id, duplicate: false })
     }
     // No room now: the rest waits for it, as effects, inside the receive span.
     return store(prepared, guard).pipe(
@@ -613,53 +637,102 @@ export const answer = (outcome: Exit.Exit<Accepted, IngressError>): Answer => {
 export const respond = <R>(outcome: Effect.Effect<Accepted, IngressError, R>): Effect.Effect<HttpServerResponse.HttpServerResponse, never, R> =>
   Effect.map(Effect.exit(outcome), (exit) => {
     const a = answer(exit)
-    return HttpServerResponse.unsafeJson(a.body, { status: a.status, headers: a.headers })
+    return responseOf(a)
   })
 
+/** What reading a node request body ends with. */
+type BodyResult = Uint8Array | PayloadTooLarge | MalformedPayload | BodyTimeout
+
 /**
- * Reads a node request body with a limit and a deadline, calling back once with the bytes or the refusal.
+ * A node request body being read, with a limit and a deadline. The stream's listeners and the timer's callback
+ * are shared functions that find it on the stream (`this` of a listener is the emitter), so a request allocates
+ * this one record and no closures.
+ */
+interface BodyRead<C> {
+  readonly incoming: IncomingMessage
+  readonly maxBodySize: number
+  readonly timeoutMillis: number
+  /** Called once, with the body or the refusal. */
+  readonly done: (result: BodyResult, context: C, incoming: IncomingMessage) => void
+  readonly context: C
+  /** The first chunk, kept as is: a small body arrives in one, and is then used without a copy. */
+  first: Buffer | undefined
+  rest: Array<Buffer> | undefined
+  size: number
+  timer: ReturnType<typeof setTimeout> | undefined
+}
+
+const bodyRead: unique symbol = Symbol("bulwark.webhook.bodyRead")
+type Reading = IncomingMessage & { [bodyRead]?: BodyRead<unknown> | undefined }
+
+// Stops collecting: the listeners and the timer go, and the stream no longer points at the read.
+const detachBody = (read: BodyRead<unknown>): void => {
+  if (read.timer !== undefined) clearTimeout(read.timer)
+  read.timer = undefined
+  const incoming = read.incoming as Reading
+  incoming[bodyRead] = undefined
+  incoming.off("data", onBodyData)
+  incoming.off("end", onBodyEnd)
+  incoming.off("error", onBodyError)
+}
+
+// Over the limit or past the deadline: the rest is discarded (the answer then closes the connection).
+const refuseBody = (read: BodyRead<unknown>, refusal: PayloadTooLarge | BodyTimeout): void => {
+  detachBody(read)
+  read.incoming.resume()
+  read.done(refusal, read.context, read.incoming)
+}
+
+function onBodyData(this: Reading, chunk: Buffer): void {
+  const read = this[bodyRead]
+  if (read === undefined) return
+  read.size += chunk.length
+  if (read.size > read.maxBodySize) refuseBody(read, new PayloadTooLarge({ limit: read.maxBodySize }))
+  else if (read.first === undefined) read.first = chunk
+  else (read.rest ??= [read.first]).push(chunk)
+}
+
+function onBodyEnd(this: Reading): void {
+  const read = this[bodyRead]
+  if (read === undefined) return
+  detachBody(read)
+  read.done(read.rest !== undefined ? Buffer.concat(read.rest) : read.first ?? Buffer.alloc(0), read.context, read.incoming)
+}
+
+function onBodyError(this: Reading, error: Error): void {
+  const read = this[bodyRead]
+  if (read === undefined) return
+  detachBody(read)
+  read.done(new MalformedPayload({ detail: `body could not be read: ${error.message}` }), read.context, read.incoming)
+}
+
+const onBodyTimeout = (read: BodyRead<unknown>): void => {
+  read.timer = undefined
+  refuseBody(read, new BodyTimeout({ timeoutMillis: read.timeoutMillis, received: read.size }))
+}
+
+/**
+ * Reads a node request body with a limit and a deadline, calling `done` once with the bytes or the refusal.
  * Over the limit or past the deadline it stops collecting and discards the rest (the answer then closes
  * the connection). The deadline is wall-clock time: it bounds a real socket, whatever `Clock` the caller has.
+ * Answers a function that stops reading without calling `done`.
  */
-const readNodeBody = (
+const readNodeBody = <C>(
   incoming: IncomingMessage,
   maxBodySize: number,
   timeoutMillis: number,
-  done: (result: Uint8Array | PayloadTooLarge | MalformedPayload | BodyTimeout) => void
+  done: (result: BodyResult, context: C, incoming: IncomingMessage) => void,
+  context: C
 ): () => void => {
-  const chunks: Array<Buffer> = []
-  let size = 0
-  const timer = setTimeout(() => {
-    cleanup()
-    incoming.resume()
-    done(new BodyTimeout({ timeoutMillis, received: size }))
-  }, timeoutMillis)
-  const cleanup = () => {
-    clearTimeout(timer)
-    incoming.off("data", onData)
-    incoming.off("end", onEnd)
-    incoming.off("error", onError)
+  const read: BodyRead<C> = { incoming, maxBodySize, timeoutMillis, done, context, first: undefined, rest: undefined, size: 0, timer: undefined }
+  read.timer = setTimeout(onBodyTimeout, timeoutMillis, read as unknown as BodyRead<unknown>)
+  ;(incoming as Reading)[bodyRead] = read as unknown as BodyRead<unknown>
+  incoming.on("data", onBodyData)
+  incoming.on("end", onBodyEnd)
+  incoming.on("error", onBodyError)
+  return () => {
+    if ((incoming as Reading)[bodyRead] === read) detachBody(read as unknown as BodyRead<unknown>)
   }
-  const onData = (chunk: Buffer) => {
-    size += chunk.length
-    if (size > maxBodySize) {
-      cleanup()
-      incoming.resume()
-      done(new PayloadTooLarge({ limit: maxBodySize }))
-    } else chunks.push(chunk)
-  }
-  const onEnd = () => {
-    cleanup()
-    done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
-  }
-  const onError = (error: Error) => {
-    cleanup()
-    done(new MalformedPayload({ detail: `body could not be read: ${error.message}` }))
-  }
-  incoming.on("data", onData)
-  incoming.on("end", onEnd)
-  incoming.on("error", onError)
-  return cleanup
 }
 
 const declaredTooLarge = (contentLength: string | undefined, maxBodySize: number): PayloadTooLarge | undefined =>
@@ -668,8 +741,8 @@ const declaredTooLarge = (contentLength: string | undefined, maxBodySize: number
     : undefined
 
 /**
- * Reads the raw body with a limit: refused (413) before reading when `Content-Length` already says it is
- * too big, and as soon as a streamed (chunked) body crosses the limit.
+ * Reads the raw body through the platform (a server other than @effect/platform-node) with a limit: refused
+ * (413) before reading when `Content-Length` already says it is too big, and by the platform's limited reader.
  */
 const readBody = (
   request: HttpServerRequest.HttpServerRequest,
@@ -678,42 +751,87 @@ const readBody = (
 ): Effect.Effect<Uint8Array, PayloadTooLarge | MalformedPayload | BodyTimeout> => {
   const tooLarge = declaredTooLarge(request.headers["content-length"], maxBodySize)
   if (tooLarge !== undefined) return Effect.fail(tooLarge)
-  let source: IncomingMessage | undefined
-  try {
-    source = NodeHttpServerRequest.toIncomingMessage(request)
-  } catch {
-    source = undefined
-  }
-  if (source === undefined || !(source instanceof EventEmitter)) {
-    return request.arrayBuffer.pipe(
-      Effect.map((buffer) => new Uint8Array(buffer)),
-      HttpIncomingMessage.withMaxBodySize(Option.some(maxBodySize)),
-      Effect.mapError((error) => new MalformedPayload({ detail: `body could not be read: ${error.message}` })),
-      Effect.timeoutFail({ duration: Duration.millis(timeoutMillis), onTimeout: () => new BodyTimeout({ timeoutMillis, received: 0 }) })
-    )
-  }
-  const incoming = source
-  // Read straight from node's stream: the platform's limited reader destroys the socket when the limit is
-  // crossed, which would leave the sender without its 413.
-  return Effect.async<Uint8Array, PayloadTooLarge | MalformedPayload | BodyTimeout>((resume) => {
-    const cleanup = readNodeBody(incoming, maxBodySize, timeoutMillis, (result) =>
-      resume(result instanceof Uint8Array ? Effect.succeed(result) : Effect.fail(result)))
-    return Effect.sync(cleanup)
-  })
+  return request.arrayBuffer.pipe(
+    Effect.map((buffer) => new Uint8Array(buffer)),
+    HttpIncomingMessage.withMaxBodySize(Option.some(maxBodySize)),
+    Effect.mapError((error) => new MalformedPayload({ detail: `body could not be read: ${error.message}` })),
+    Effect.timeoutFail({ duration: Duration.millis(timeoutMillis), onTimeout: () => new BodyTimeout({ timeoutMillis, received: 0 }) })
+  )
 }
 
 /** The HTTP handler of one source (for composing your own router). */
 export const handler = <A, I>(options: Options<A, I>) => {
-  const run = process(options)
+  const { immediate, run, viaEffects } = pipeline(options)
   const maxBodySize = options.maxBodySize ?? defaultMaxBodySize
   const bodyTimeout = Duration.toMillis(options.bodyTimeout ?? defaultBodyTimeout)
-  return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+  // Refused before `process` sees the body: announced here, as `process` announces its own refusals.
+  const refused = (error: PayloadTooLarge | MalformedPayload | BodyTimeout) =>
+    Effect.zipRight(announceRejected(statusOf(error), error._tag), Effect.succeed(responseOf(answer(Exit.fail(error)))))
+  // Any request: the body read as an effect, then `process` (which still takes the immediate path when it can).
+  const generic = (request: HttpServerRequest.HttpServerRequest) =>
     respond(Effect.flatMap(
-      // Refused before `process` sees the body: announced here, as `process` announces its own refusals.
       Effect.tapError(readBody(request, maxBodySize, bodyTimeout), (error) => announceRejected(statusOf(error), error._tag)),
       (body) => run({ headers: request.headers, body })
-    )))
+    ))
+  // The body is in (on @effect/platform-node): finished at once when every step can, else as effects.
+  const onBody = (body: BodyResult, state: RouteRead, incoming: IncomingMessage): void => {
+    if (!(body instanceof Uint8Array)) return state.resume(refused(body))
+    const request = { headers: incoming.headers, body }
+    const outcome = state.env === undefined ? undefined : immediate(request, state.env, state.guard, state.publisher)
+    if (outcome !== undefined && !Effect.isEffect(outcome)) return state.resume(Effect.succeed(acceptedResponse(outcome)))
+    state.resume(respond(outcome ?? viaEffects(request)))
+  }
+  return Effect.withFiberRuntime<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest | Transport.Publisher | ReplayGuard>(
+    (fiber) => {
+      const context = fiber.currentContext
+      const request = Context.unsafeGet(context, HttpServerRequest.HttpServerRequest)
+      const incoming = nodeIncoming(request)
+      // Not served by node (another platform, a test request): the body is read through the platform.
+      if (incoming === undefined) return generic(request)
+      const tooLarge = declaredTooLarge(incoming.headers["content-length"], maxBodySize)
+      if (tooLarge !== undefined) return refused(tooLarge)
+      // Read straight from node's stream (the platform's limited reader destroys the socket when the limit is
+      // crossed, which would leave the sender without its 413), and with no fiber step per chunk.
+      const env = Telemetry.immediate(context, fiber.getFiberRefs())
+      const guard = Context.unsafeGet(context, ReplayGuard)
+      const publisher = Context.unsafeGet(context, Transport.Publisher)
+      return Effect.async<HttpServerResponse.HttpServerResponse, never, Transport.Publisher | ReplayGuard>((resume) => {
+        const cleanup = readNodeBody<RouteRead>(incoming, maxBodySize, bodyTimeout, onBody, { resume, env, guard, publisher })
+        return Effect.sync(cleanup)
+      })
+    }
+  )
 }
+
+/** What the route's body callback needs to finish a request. */
+interface RouteRead {
+  readonly resume: (effect: Effect.Effect<HttpServerResponse.HttpServerResponse, never, Transport.Publisher | ReplayGuard>) => void
+  readonly env: Telemetry.Immediate | undefined
+  readonly guard: ReplayGuard["Type"]
+  readonly publisher: Transport.Publisher["Type"]
+}
+
+/** The node request under a platform request, when @effect/platform-node serves it. */
+const nodeIncoming = (request: HttpServerRequest.HttpServerRequest): IncomingMessage | undefined => {
+  try {
+    const source = NodeHttpServerRequest.toIncomingMessage(request)
+    return source instanceof EventEmitter ? source : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const responseOf = (a: Answer): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.unsafeJson(a.body, { status: a.status, headers: a.headers })
+
+/** The 202 / 200 of an accepted request: the same body `answer` gives, rendered without building it first. */
+const acceptedJson = (accepted: Accepted): string =>
+  accepted.duplicate
+    ? `{"status":"duplicate","id":${JSON.stringify(accepted.id)}}`
+    : `{"status":"accepted","id":${JSON.stringify(accepted.id)}}`
+
+const acceptedResponse = (accepted: Accepted): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.text(acceptedJson(accepted), { status: accepted.duplicate ? 200 : 202, contentType: "application/json" })
 
 /** Adds a `POST path` route for one source to a router. */
 export const route = <A, I>(path: HttpRouter.PathInput, options: Options<A, I>) => HttpRouter.post(path, handler(options))
@@ -794,6 +912,18 @@ export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
       res.writeHead(a.status, { ...a.headers, "content-type": "application/json", "content-length": Buffer.byteLength(payload) })
       res.end(payload)
     }
+    // Refused before `process` sees the body: announced on the runtime (observers live in its fibers).
+    const refuse = (res: ServerResponse, error: PayloadTooLarge | MalformedPayload | BodyTimeout): void => {
+      runCallback(announceRejected(statusOf(error), error._tag), { onExit: () => send(res, answer(Exit.fail(error))) })
+    }
+    // The body is in: one shared callback (the response travels as the read's context), no closure per request.
+    const onBody = (body: BodyResult, res: ServerResponse, req: IncomingMessage): void => {
+      if (!(body instanceof Uint8Array)) return refuse(res, body)
+      const request = { headers: req.headers, body }
+      const outcome = env === undefined ? undefined : immediate(request, env, guard, publisher)
+      if (outcome !== undefined && !Effect.isEffect(outcome)) return sendAccepted(res, outcome)
+      runCallback(outcome ?? viaEffects(request), { onExit: (exit) => send(res, answer(exit)) })
+    }
     return (req: IncomingMessage, res: ServerResponse): void => {
       const url = req.url ?? "/"
       const query = url.indexOf("?")
@@ -801,21 +931,21 @@ export const nodeListener = <A, I>(path: string, options: Options<A, I>) =>
         return send(res, { status: 404, headers: {}, body: { error: "RouteNotFound", message: `no route for ${url}` } })
       }
       if (req.method !== "POST") return send(res, { status: 405, headers: { allow: "POST" }, body: { error: "MethodNotAllowed", message: "use POST" } })
-      // Refused before `process` sees the body: announced on the runtime (observers live in its fibers).
-      const refuse = (error: PayloadTooLarge | MalformedPayload | BodyTimeout): void => {
-        runCallback(announceRejected(statusOf(error), error._tag), { onExit: () => send(res, answer(Exit.fail(error))) })
-      }
       const tooLarge = declaredTooLarge(req.headers["content-length"], maxBodySize)
       if (tooLarge !== undefined) {
         req.resume()
-        return refuse(tooLarge)
+        return refuse(res, tooLarge)
       }
-      readNodeBody(req, maxBodySize, bodyTimeout, (body) => {
-        if (!(body instanceof Uint8Array)) return refuse(body)
-        const request = { headers: req.headers, body }
-        const outcome = env === undefined ? undefined : immediate(request, env, guard, publisher)
-        if (outcome !== undefined && !Effect.isEffect(outcome)) return send(res, answer(Exit.succeed(outcome)))
-        runCallback(outcome ?? viaEffects(request), { onExit: (exit) => send(res, answer(exit)) })
-      })
+      readNodeBody(req, maxBodySize, bodyTimeout, onBody, res)
     }
   })
+
+/**
+ * The 202 / 200 of an accepted request, written straight: the same bytes as `answer` rendered through
+ * `JSON.stringify`, without building the answer object first.
+ */
+const sendAccepted = (res: ServerResponse, accepted: Accepted): void => {
+  const payload = acceptedJson(accepted)
+  res.writeHead(accepted.duplicate ? 200 : 202, { "content-type": "application/json", "content-length": Buffer.byteLength(payload) })
+  res.end(payload)
+}

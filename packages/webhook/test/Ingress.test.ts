@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto"
 import { Envelope } from "@bulwark/core"
 import { Memory, Transport } from "@bulwark/transport"
-import { HttpRouter } from "@effect/platform"
+import { HttpApp, HttpRouter } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Layer, ParseResult, Schema, Stream } from "effect"
 import * as Ingress from "../src/Ingress.js"
@@ -243,5 +243,26 @@ describe("Ingress", () => {
       expect(get.status).toBe(405)
       expect(publisher.published.map((p) => p.message.id)).toEqual(["msg_node"])
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(publisher.layer, ReplayGuard.layerMemory())))
+  })
+
+  it.live("Ingress.route off node (a web handler, no node request underneath): the body is read through the platform, same answers", () => {
+    const publisher = recordingPublisher()
+    return Effect.gen(function*() {
+      const runtime = yield* Effect.runtime<Transport.Publisher | ReplayGuard.ReplayGuard>()
+      const handle = HttpApp.toWebHandlerRuntime(runtime)(HttpRouter.toHttpApp(router).pipe(Effect.flatten))
+      const send = (body: Uint8Array, headers: Record<string, string>) =>
+        Effect.promise(async () => {
+          const response = await handle(new Request("http://ingress.test/webhooks/billing", { method: "POST", body, headers: { "content-type": "application/json", ...headers } }))
+          return { status: response.status, body: await response.json() as Record<string, unknown> }
+        })
+      const body = payload("cus_web")
+      const headers = yield* signed(body, "msg_web")
+      expect(yield* send(body, headers)).toMatchObject({ status: 202, body: { status: "accepted", id: "msg_web" } })
+      expect(yield* send(body, headers)).toMatchObject({ status: 200, body: { status: "duplicate", id: "msg_web" } })
+      expect(yield* send(body, {})).toMatchObject({ status: 401, body: { error: "MissingHeader" } })
+      const big = new Uint8Array(5000).fill(32)
+      expect(yield* send(big, yield* signed(big))).toMatchObject({ status: 413, body: { error: "PayloadTooLarge" } })
+      expect(publisher.published.map((p) => p.message.id)).toEqual(["msg_web"])
+    }).pipe(Effect.provide(Layer.merge(publisher.layer, ReplayGuard.layerMemory())))
   })
 })

@@ -187,16 +187,17 @@ export const verifyStandard = (
     const signature = decodeBase64(entry.slice(comma + 1))
     if (signature === undefined) continue
     supported++
-    content ??= standardContent(id, rawTimestamp, body)
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!
       if (version === "v1" && key.kind === "hmac") {
         if (signature.length !== 32) continue
         expectedHmacs ??= new Array(keys.length)
-        const expected = expectedHmacs[i] ??= createHmac("sha256", key.key).update(content).digest()
+        // Fed in parts: the body is hashed where it lies, not copied into one buffer first.
+        const expected = expectedHmacs[i] ??= createHmac("sha256", key.key).update(`${id}.${rawTimestamp}.`).update(body).digest()
         if (timingSafeEqual(expected, signature)) return { scheme: "standard", id, timestamp }
       } else if (version === "v1a" && key.kind !== "hmac") {
         if (signature.length !== 64) continue
+        content ??= standardContent(id, rawTimestamp, body)
         const publicKey = key.kind === "ed25519-private" ? key.publicKey : key.key
         if (cryptoVerify(null, content, publicKey, signature)) return { scheme: "standard", id, timestamp }
       }

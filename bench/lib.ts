@@ -3,6 +3,7 @@
  * A package's benchmark lives in `packages/<name>/bench/index.ts`; `npm run bench` runs each in turn in
  * its own process so they do not compete for the two cores.
  */
+import { Effect, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
 import { mkdirSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import { dirname, join } from "node:path"
@@ -60,4 +61,38 @@ export const opsPerSecond = async (fn: () => Promise<unknown> | unknown, ms = 2_
   const start = performance.now()
   const count = await until(start + ms)()
   return count / ((performance.now() - start) / 1000)
+}
+
+/** Counts the Effect run-loop iterations of the fibers it supervises, by op code. */
+class StepCounter extends Supervisor.AbstractSupervisor<void> {
+  count = 0
+  readonly byOp: Record<string, number> = {}
+  readonly value = Effect.void
+  override onEffect(_fiber: unknown, effect: unknown): void {
+    this.count++
+    const op = (effect as { readonly _op?: string })._op ?? "?"
+    this.byOp[op] = (this.byOp[op] ?? 0) + 1
+  }
+}
+
+/**
+ * Effect run-loop iterations ("runtime steps") per call of `program(calls)`, in total and by op code, counted
+ * by a supervisor with op supervision on. A step count does not depend on the machine's load or on where
+ * garbage collection falls, and says where an Effect guard's cost goes: each step is one turn of the
+ * fiber's run loop (yield check, dispatch, the op itself).
+ */
+export const runtimeSteps = async (
+  program: (calls: number) => Effect.Effect<unknown, unknown>,
+  calls = 10_000
+): Promise<{ readonly perCall: number; readonly byOp: Record<string, number> }> => {
+  const counter = new StepCounter()
+  await Effect.runPromise(
+    Effect.withRuntimeFlagsPatch(Effect.supervised(program(calls), counter), RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
+  )
+  const byOp: Record<string, number> = {}
+  for (const [op, n] of Object.entries(counter.byOp)) {
+    const per = Math.round((n / calls) * 100) / 100
+    if (per > 0) byOp[op] = per
+  }
+  return { perCall: Math.round((counter.count / calls) * 100) / 100, byOp }
 }

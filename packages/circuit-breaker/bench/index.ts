@@ -66,22 +66,45 @@ const main = Effect.gen(function*() {
   const wall = yield* Effect.promise(() => PerCall.wall())
   const loadAfterWall = os.loadavg()[0]!
   const counted = yield* Effect.promise(() => PerCall.instructions())
-  const bulwarkNs = wall.bulwark - wall["bulwark-bare"]
-  const cockatielNs = wall.cockatiel - wall["cockatiel-bare"]
-  const bulwarkIns = counted === undefined ? undefined : counted.bulwark - counted["bulwark-bare"]
-  const cockatielIns = counted === undefined ? undefined : counted.cockatiel - counted["cockatiel-bare"]
+  const steps = yield* Effect.promise(() => PerCall.steps())
+  const ns = (guarded: "bulwark" | "bulwark-call" | "cockatiel", bare: "bulwark-bare" | "bulwark-call-bare" | "cockatiel-bare") =>
+    wall[guarded] - wall[bare]
+  const ins = (guarded: "bulwark" | "bulwark-call" | "cockatiel", bare: "bulwark-bare" | "bulwark-call-bare" | "cockatiel-bare") =>
+    counted === undefined ? undefined : counted[guarded] - counted[bare]
+  const bulwarkNs = ns("bulwark", "bulwark-bare")
+  const cockatielNs = ns("cockatiel", "cockatiel-bare")
+  const bulwarkIns = ins("bulwark", "bulwark-bare")
+  const cockatielIns = ins("cockatiel", "cockatiel-bare")
+  const callNs = ns("bulwark-call", "bulwark-call-bare")
+  const callIns = ins("bulwark-call", "bulwark-call-bare")
+  const stepsOf = (guarded: "bulwark" | "bulwark-call", bare: "bulwark-bare" | "bulwark-call-bare") =>
+    `${steps[bare].perCall} → ${steps[guarded].perCall} (${Object.entries(steps[guarded].byOp).map(([op, n]) => `${op} ${n}`).join(", ")})`
+  const ourRow = (scenario: string, overheadNs: number, instructions: number | undefined, stepCount: string) => ({
+    scenario,
+    "overhead ns/call": overheadNs.toFixed(0),
+    "instructions/call": instructions === undefined ? "n/a" : instructions.toFixed(0),
+    "Effect runtime steps/call, bare → guarded": stepCount,
+    "vs cockatiel (wall)": `${(overheadNs / cockatielNs).toFixed(2)}×`,
+    "vs cockatiel (instructions)": instructions === undefined ? "n/a" : `${(instructions / cockatielIns!).toFixed(2)}×`
+  })
   const perCallRows = [
+    ourRow(
+      "breaker alone: success through a closed Bulwark breaker (consecutive window), call = Effect.succeed(1)",
+      bulwarkNs,
+      bulwarkIns,
+      stepsOf("bulwark", "bulwark-bare")
+    ),
+    ourRow(
+      "breaker alone: success through a closed Bulwark breaker (consecutive window), call = Effect.sync(() => 1)",
+      callNs,
+      callIns,
+      stepsOf("bulwark-call", "bulwark-call-bare")
+    ),
     {
-      scenario: "breaker alone: success through a closed Bulwark breaker (consecutive window)",
-      "overhead ns/call": bulwarkNs.toFixed(0),
-      "instructions/call": bulwarkIns === undefined ? "n/a" : bulwarkIns.toFixed(0),
-      "vs cockatiel (wall)": `${(bulwarkNs / cockatielNs).toFixed(2)}×`,
-      "vs cockatiel (instructions)": bulwarkIns === undefined ? "n/a" : `${(bulwarkIns / cockatielIns!).toFixed(2)}×`
-    },
-    {
-      scenario: "breaker alone: success through a closed cockatiel breaker (ConsecutiveBreaker)",
+      scenario: "breaker alone: success through a closed cockatiel breaker (ConsecutiveBreaker), call = async () => 1",
       "overhead ns/call": cockatielNs.toFixed(0),
       "instructions/call": cockatielIns === undefined ? "n/a" : cockatielIns.toFixed(0),
+      "Effect runtime steps/call, bare → guarded": "n/a",
       "vs cockatiel (wall)": "1.00×",
       "vs cockatiel (instructions)": "1.00×"
     }
@@ -115,13 +138,16 @@ const main = Effect.gen(function*() {
     "overhead µs/call": m === bare ? "0" : (perCall(m.rate) - perCall(bare.rate)).toFixed(1)
   }))]
   writeResults("circuit-breaker", "Circuit breaker: per-call overhead against cockatiel; a shared breaker, 4 instances × concurrency 50 on one key", rows, [
-    "Breaker alone rows: a success through a closed breaker that never trips, above each library's own bare call (Bulwark: `yield*` of Effect.succeed in one fiber, " +
-      `${wall["bulwark-bare"].toFixed(0)} ns; cockatiel: \`await\` of an async function, ${wall["cockatiel-bare"].toFixed(0)} ns). ` +
+    "Breaker alone rows: a success through a closed breaker that never trips, above each library's own bare call (Bulwark: `yield*` in one fiber of Effect.succeed, " +
+      `${wall["bulwark-bare"].toFixed(0)} ns, or of Effect.sync, ${wall["bulwark-call-bare"].toFixed(0)} ns; cockatiel: \`await\` of an async function, ${wall["cockatiel-bare"].toFixed(0)} ns). ` +
+      "`yield*` of Effect.succeed (a value) takes no run-loop step when bare, but the breaker must run it as a step inside its failure frame, so that row charges the breaker one step of the call's own; Effect.sync calls a function like cockatiel's async function does, and costs its step bare and guarded alike. " +
       "Wall: 15 interleaved rounds of 20,000 sequential calls after a warm-up, median round. " +
       `Load average (1 min) ${loadBefore.toFixed(2)} before and ${loadAfterWall.toFixed(2)} after the wall rounds on 2 shared cores: wall figures move with the load.`,
     "Instructions/call: valgrind --tool=callgrind, each variant run for 1,000 and for 21,000 calls after the same 20,000-call warm-up, the difference divided by 20,000 (start-up and JIT warm-up cancel out); a count of executed instructions does not depend on the machine's load, so it is the repeatable comparison.",
     `Goal: the breaker alone ≤ 1.0× cockatiel's per call. Measured ${(bulwarkNs / cockatielNs).toFixed(2)}× by wall time` +
-      (bulwarkIns === undefined ? "." : `, ${(bulwarkIns / cockatielIns!).toFixed(2)}× by instructions.`),
+      (bulwarkIns === undefined ? "" : `, ${(bulwarkIns / cockatielIns!).toFixed(2)}× by instructions`) +
+      ` (call = Effect.sync: ${(callNs / cockatielNs).toFixed(2)}×` + (callIns === undefined ? ")." : `, ${(callIns / cockatielIns!).toFixed(2)}×).`),
+    "Effect runtime steps/call: run-loop iterations per call counted by a supervisor with op supervision on (10,000 calls), bare → guarded, with the op codes of the guarded call's steps.",
     `${INSTANCES} instances × concurrency ${CONCURRENCY}, ${CALLS_PER_INSTANCE} calls per instance per round, median calls/s of ${ROUNDS} rounds after a warm-up; each call waits 1 ms (the downstream).`,
     "Overhead µs/call = 1e6/rate − 1e6/rate without a breaker: the wall time each call adds at this concurrency, on 2 shared cores.",
     "A spurious error is any error at all: thresholds are out of reach, so the breaker must make every call and answer its result.",

@@ -7,6 +7,13 @@
  *   machine: each variant runs twice in a child (a warm-up of 20,000 calls, then 1,000 or 21,000 measured
  *   calls) and the difference of the two totals is divided by 20,000, so start-up and warm-up cancel out.
  *
+ * - Effect runtime steps per call (run-loop iterations, counted by a supervisor): where Bulwark's instructions go.
+ *
+ * Bulwark's call is measured twice. `Effect.succeed(1)` is the established row: a value, which `yield*`
+ * takes without a run-loop step when bare but which the breaker must run as a step of its own inside its
+ * failure frame. `Effect.sync(() => 1)` calls a function, as cockatiel's `async () => 1` does, so the bare
+ * call and the guarded one both pay for the call's own step and the difference is the breaker's alone.
+ *
  * `node perCall.ts --child <variant> <calls>` is the child; the benchmark bundles this file with esbuild so the
  * child starts without a TypeScript loader under valgrind.
  */
@@ -17,33 +24,58 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import os from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { runtimeSteps } from "../../../bench/lib.js"
 import * as Breaker from "../src/Breaker.js"
 
-type Variant = "bulwark-bare" | "bulwark" | "cockatiel-bare" | "cockatiel"
-const variants: ReadonlyArray<Variant> = ["bulwark-bare", "bulwark", "cockatiel-bare", "cockatiel"]
+type Variant = "bulwark-bare" | "bulwark" | "bulwark-call-bare" | "bulwark-call" | "cockatiel-bare" | "cockatiel"
+const variants: ReadonlyArray<Variant> = ["bulwark-bare", "bulwark", "bulwark-call-bare", "bulwark-call", "cockatiel-bare", "cockatiel"]
 
 // Thresholds no run reaches: both breakers stay closed and every call is made.
 const never = Number.MAX_SAFE_INTEGER
 
-const loops = (): Record<Variant, (n: number) => Promise<unknown>> => {
+/** Bulwark's calls, bare and through a closed breaker, each as it is run in one fiber. */
+const effects = () => {
   const breaker = Effect.runSync(Breaker.make("bench", { window: { kind: "consecutive", threshold: never } }))
   const ok = Effect.succeed(1)
-  const wrapped = breaker.execute(ok)
+  const call = Effect.sync(() => 1)
+  return {
+    "bulwark-bare": ok,
+    bulwark: breaker.execute(ok),
+    "bulwark-call-bare": call,
+    "bulwark-call": breaker.execute(call)
+  }
+}
+
+/** `n` sequential `yield*` of `effect` in one fiber. */
+const program = (effect: Effect.Effect<number, unknown>) => (n: number) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < n; i++) yield* effect
+  })
+
+const loops = (): Record<Variant, (n: number) => Promise<unknown>> => {
   const cockatiel = circuitBreaker(handleAll, { halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(never) })
   const okAsync = async () => 1
-  const effectLoop = (effect: Effect.Effect<number, unknown>) => (n: number) =>
-    Effect.runPromise(Effect.gen(function*() {
-      for (let i = 0; i < n; i++) yield* effect
-    }))
+  const effectLoop = (effect: Effect.Effect<number, unknown>) => (n: number) => Effect.runPromise(program(effect)(n))
   const promiseLoop = (call: () => Promise<unknown>) => async (n: number) => {
     for (let i = 0; i < n; i++) await call()
   }
+  const ours = effects()
   return {
-    "bulwark-bare": effectLoop(ok),
-    bulwark: effectLoop(wrapped),
+    "bulwark-bare": effectLoop(ours["bulwark-bare"]),
+    bulwark: effectLoop(ours.bulwark),
+    "bulwark-call-bare": effectLoop(ours["bulwark-call-bare"]),
+    "bulwark-call": effectLoop(ours["bulwark-call"]),
     "cockatiel-bare": promiseLoop(okAsync),
     cockatiel: promiseLoop(() => cockatiel.execute(okAsync))
   }
+}
+
+/** Effect runtime steps per call of each Bulwark variant, with the op codes of the steps. */
+export const steps = async () => {
+  const ours = effects()
+  const result: Partial<Record<keyof typeof ours, Awaited<ReturnType<typeof runtimeSteps>>>> = {}
+  for (const name of Object.keys(ours) as Array<keyof typeof ours>) result[name] = await runtimeSteps(program(ours[name]))
+  return result as Record<keyof typeof ours, Awaited<ReturnType<typeof runtimeSteps>>>
 }
 
 const N = 20_000
@@ -53,7 +85,7 @@ const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math
 export const wall = async (rounds = 15): Promise<Record<Variant, number>> => {
   const run = loops()
   for (const variant of variants) for (let i = 0; i < 3; i++) await run[variant](N)
-  const samples: Record<Variant, Array<number>> = { "bulwark-bare": [], bulwark: [], "cockatiel-bare": [], cockatiel: [] }
+  const samples = Object.fromEntries(variants.map((v) => [v, [] as Array<number>])) as Record<Variant, Array<number>>
   for (let r = 0; r < rounds; r++) {
     for (const variant of variants) {
       const start = process.hrtime.bigint()

@@ -27,7 +27,7 @@ import { bulkhead as cockatielBulkhead } from "cockatiel"
 import { Effect, Exit, Layer, Scope } from "effect"
 import { Redis } from "ioredis"
 import { RateLimiterMemory, RateLimiterRedis } from "rate-limiter-flexible"
-import { writeResults } from "../../../bench/lib.js"
+import { runtimeSteps, writeResults } from "../../../bench/lib.js"
 import * as Bulkhead from "../src/Bulkhead.js"
 import * as RateLimiter from "../src/RateLimiter.js"
 import * as RateLimiterStore from "../src/RateLimiterStore.js"
@@ -188,6 +188,29 @@ const main = async () => {
     "Redis: the shared instance on 127.0.0.1:6379; both libraries run one script per permit with EVALSHA (the script cached on the server), one round trip each; Bulwark's store opens its connection through its layer (ioredis with a 1 s commandTimeout), rate-limiter-flexible gets a plain ioredis client, as its README shows.",
     "The machine is shared (2 cores, other suites running at the same time): wall-clock figures swing run to run; the callgrind instruction counts below do not depend on load."
   ]
+
+  // Where the Effect guards' cost goes: run-loop iterations per call in the one-fiber idiom (the loop of timeEffect).
+  const inLoop = (call: Effect.Effect<unknown, unknown>) => (n: number) => {
+    let i = 0
+    return Effect.whileLoop({ while: () => i < n, body: () => call, step: () => void i++ })
+  }
+  const stepsBare = await runtimeSteps(inLoop(bare))
+  for (const [scenario, guarded] of [
+    ["bulkhead", ourBulkhead.execute(bare)],
+    ["rate limiter, memory", RateLimiter.withPermit(bare, ourMemory, "k")]
+  ] as const) {
+    const counted = await runtimeSteps(inLoop(guarded))
+    rows.push({
+      scenario: `${scenario} (Effect runtime steps per call, one fiber)`,
+      concurrency: 1,
+      "Bulwark in one fiber µs/call": `${stepsBare.perCall} bare → ${counted.perCall} guarded (${
+        Object.entries(counted.byOp).map(([op, n]) => `${op} ${n}`).join(", ")
+      })`
+    })
+  }
+  notes.push(
+    "Effect runtime steps per call: run-loop iterations counted by a supervisor with op supervision on, 10,000 calls in the one-fiber loop, bare and guarded, with the op codes of the guarded call's steps; like instructions, a step count does not move with the load."
+  )
 
   if (process.env.BULWARK_BENCH_NO_CALLGRIND === undefined && spawnSync("valgrind", ["--version"]).status === 0) {
     const dir = mkdtempSync(join(os.tmpdir(), "bulwark-callgrind-"))

@@ -175,17 +175,25 @@ export const append = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) => {
     topic: string,
     envelopes: ReadonlyArray<Envelope.Envelope<A>>
   ): Effect.Effect<void, OutsideTransaction | OutboxStoreError | Envelope.EnvelopeEncodeError, R | Outbox> =>
-    Effect.flatMap(
-      Effect.forEach(envelopes, (envelope) =>
-        Effect.map(encode(envelope), (payload): Transport.OutgoingMessage => ({
-          id: envelope.id,
-          key: envelope.subject,
-          payload,
-          headers: envelope.headers
-        }))),
-      (messages) => appendMessages(topic, messages)
-    ).pipe((append) => SchemaUse.reported(append, () => Transport.producedUses(topic, dataSchema, envelopes)))
+    SchemaUse.reported(
+      // One event per transaction is the common case: encoded and appended without the loop over the batch.
+      envelopes.length === 1
+        ? Effect.flatMap(encode(envelopes[0]!), (payload) => appendMessages(topic, [messageOf(envelopes[0]!, payload)]))
+        : Effect.flatMap(
+          Effect.forEach(envelopes, (envelope) => Effect.map(encode(envelope), (payload) => messageOf(envelope, payload))),
+          (messages) => appendMessages(topic, messages)
+        ),
+      () => Transport.producedUses(topic, dataSchema, envelopes)
+    )
 }
+
+/** The outbox row of an envelope whose CloudEvents payload is encoded: keyed by its subject, with its headers. */
+const messageOf = (envelope: Envelope.Envelope<unknown>, payload: Uint8Array): Transport.OutgoingMessage => ({
+  id: envelope.id,
+  key: envelope.subject,
+  payload,
+  headers: envelope.headers
+})
 
 /** Rows not yet published. */
 export const backlog: Effect.Effect<number, OutboxStoreError, Outbox> = Effect.flatMap(Outbox, (o) => o.backlog)

@@ -96,7 +96,7 @@ export const withSafeSpan = (name: string, options: Tracer.SpanOptions = {}) =>
 }
 
 /** The nearest span whose context propagates (not one made while the tracer is disabled), if any. */
-const propagated = (span: Tracer.AnySpan | undefined): Tracer.AnySpan | undefined => {
+export const propagated = (span: Tracer.AnySpan | undefined): Tracer.AnySpan | undefined => {
   let current = span
   while (current !== undefined && Context.get(current.context, Tracer.DisablePropagation)) {
     current = current._tag === "Span" ? Option.getOrUndefined(current.parent) : undefined

@@ -21,7 +21,7 @@ import { readFileSync } from "node:fs"
 import os from "node:os"
 import pg from "pg"
 import PgBoss from "pg-boss"
-import { writeResults } from "../../../bench/lib.js"
+import { type Row, writeResults } from "../../../bench/lib.js"
 import * as Outbox from "../src/Outbox.js"
 import * as OutboxStore from "../src/OutboxStore.js"
 import * as Relay from "../src/Relay.js"
@@ -358,6 +358,24 @@ const appendRaw = async (): Promise<Measured> => {
 }
 
 // ---------------------------------------------------------------- run
+/** The rows of the parts this run leaves out, from the results file, with a note saying when they were measured. */
+const keptRows = (only: ReadonlyArray<string>): { rows: Array<Row>; notes: Array<string> } => {
+  const left = ["drain", "append"].filter((part) => !only.includes(part))
+  if (left.length === 0) return { rows: [], notes: [] }
+  try {
+    const previous = JSON.parse(readFileSync(new URL("../../../bench/results/outbox-drain.json", import.meta.url), "utf8"))
+    const rows = (previous.rows as Array<Row>).filter((row) => left.some((part) => String(row["scenario"]).startsWith(part)))
+    if (rows.length === 0) return { rows: [], notes: [] }
+    const load = String(previous.notes?.find((n: string) => n.includes("Load average")) ?? "").match(/Load average[^:]*: [^o]*on \d+ cores/)
+    return {
+      rows,
+      notes: [`The ${left.join(" and ")} rows are kept from the run of ${previous.date}${load === null ? "" : ` (${load[0]})`}; the other rows are from this run, measured ${new Date().toISOString()}.`]
+    }
+  } catch {
+    return { rows: [], notes: [] }
+  }
+}
+
 const median = (xs: ReadonlyArray<number>) => {
   const sorted = [...xs].sort((a, b) => a - b)
   const mid = sorted.length >> 1
@@ -425,10 +443,13 @@ export const main = async () => {
       "node CPU µs/event": median(rs.map((m) => m.nodeMicros / m.events)).toFixed(1)
     }
   })
-  writeResults("outbox-drain", "Outbox drain and append on PostgreSQL", rows, [
+  // A run of one part (DRAIN_ONLY) keeps the other part's rows from the last full file, saying from when.
+  const kept = keptRows(only)
+  writeResults("outbox-drain", "Outbox drain and append on PostgreSQL", [...kept.rows, ...rows], [
+    ...kept.notes,
     `events/s is the median of ${rounds} rounds; in each round every system runs once, one after another (interleaved), and min – max shows the spread. Load average (1 min) during the rounds: median ${median(loads).toFixed(1)}, min ${Math.min(...loads).toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${os.cpus().length} cores: the machine is shared with other work, so absolute figures move between runs; compare systems within one run.`,
     `drain: ${drainRows} rows over ${keys} keys, pre-filled (one INSERT … SELECT, then ANALYZE) before the clock starts, emptied by one relay / loop on one connection; the clock stops when a claim finds nothing. Bulwark is \`Relay.make\` + \`relay.round\` until it claims nothing, over \`Outbox.make\` and the memory transport, with the per-key head check (a key's next row only after the previous one is settled), the commit-order check and leases; the raw loops have none of them. pg-boss drains the same number of jobs (its own schema, inserted before the clock).`,
-    `append: ${appendTx} transactions over ${producers} producers (${producers} pooled connections), each one business-row insert and one event; Bulwark encodes a CloudEvents envelope per event, the hand-written loops JSON.stringify the same shape and run Bulwark's outbox insert text. The @effect/sql loop is what the transaction library costs before Bulwark adds anything (bulwark / that loop = Bulwark's own share). Bulwark sends its insert as a named prepared statement on the transaction's driver connection; the hand-written loops send theirs unnamed, as a plain \`client.query\` does (the business insert is unnamed in every system). fsync and synchronous_commit on (server defaults).`,
+    `append: ${appendTx} transactions over ${producers} producers (${producers} pooled connections), each one business-row insert and one event; Bulwark encodes a CloudEvents envelope per event, the hand-written loops JSON.stringify the same shape and run Bulwark's outbox insert text. The @effect/sql loop is what the transaction library costs before Bulwark adds anything (bulwark / that loop = Bulwark's own share). Bulwark sends its insert as a named prepared statement straight on the transaction's driver connection (no statement compiler, no span per statement); the hand-written loops send theirs unnamed, as a plain \`client.query\` does (the business insert is unnamed in every system). Both Effect systems run on \`@bulwark/sql\`'s layer, whose \`withTransaction\` takes the thin path while no tracer is installed (no \`sql.transaction\` span), as here. node CPU µs/event is per transaction (one event each). fsync and synchronous_commit on (server defaults).`,
     "Postgres CPU is the user + system time of the server backends serving the system (by application_name, from /proc/<pid>/stat, 10 ms ticks), per event; node CPU is this process's CPU time per event. Both over the measured window only.",
     "Run: `npm run bench -- outbox` (the end-to-end outbox benchmark first, then this one), or this file alone with `npx tsx --conditions=@bulwark/source packages/outbox/bench/drain.ts`; `DRAIN_ONLY=drain|append`, `DRAIN_ROWS`, `APPEND_TX`, `BENCH_ROUNDS`, `DRAIN_PGBOSS=0`."
   ])

@@ -15,7 +15,7 @@ import { type Database, Migrations } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Layer, Metric, Option, type Schema } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Option, type Schema, type Tracer } from "effect"
 import * as SqlOutboxStore from "./OutboxStore/Sql.js"
 import * as Store from "./OutboxStore.js"
 
@@ -70,50 +70,70 @@ export const make = (
 export const drop: (table?: string) => Effect.Effect<void, SqlError | InvalidTableName, SqlClient.SqlClient> =
   SqlOutboxStore.drop
 
+/** The `create {topic}` span's attributes: the message's id and correlation for one message, the count for a batch. */
+const appendAttributes = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => ({
+  ...Telemetry.messagingAttributes({ operationType: "create", operationName: "outbox.append", destination: topic }),
+  ...(messages.length === 1
+    ? { [Telemetry.Attr.messageId]: messages[0]!.id, ...Telemetry.correlationAttributes(messages[0]!) }
+    : { [Telemetry.Attr.batchCount]: messages.length })
+})
+
+/**
+ * The rows as written under `span`: each carries the span's W3C context, except a row carrying another
+ * trace's context (a forwarded message), which keeps it.
+ */
+const stampAll = (
+  messages: ReadonlyArray<Transport.OutgoingMessage>,
+  carried: ReadonlyArray<Option.Option<Tracer.ExternalSpan>>,
+  span: Tracer.AnySpan
+): ReadonlyArray<Transport.OutgoingMessage> => {
+  const context = TraceContext.headersOf(span)
+  return messages.map((message, i) => {
+    const own = carried[i]!
+    return Option.isSome(own) && own.value.traceId !== span.traceId
+      ? message
+      : { ...message, headers: TraceContext.stamp(message.headers, context) }
+  })
+}
+
 /**
  * An append as a `create {topic}` producer span inside the caller's span, each row's headers carrying that
  * span's W3C context, so the relay's later publish, and its consumer, continue the trace of the transaction
  * that wrote the row however much later they run. Outside any span, a lone message's carried context is the
  * parent; a row carrying another trace's context (a forwarded message) keeps it, and the span links to it.
+ *
+ * An append is one per business transaction, so the span is started and ended directly
+ * (`Telemetry.unsafeStartSpan`) rather than through `Effect.withSpan`'s steps, whenever the fiber allows it
+ * (`Telemetry.immediate`: tracing enabled, no span annotations or links set around it); otherwise it is made
+ * by `Telemetry.withSafeSpan`. Both make the same span.
  */
 export const traceAppend = (
   appendMessages: Store.Service["appendMessages"]
 ): Store.Service["appendMessages"] =>
 (topic, messages) =>
-  Effect.flatMap(Telemetry.currentSpan, (ambient) => {
+  Effect.withFiberRuntime((fiber) => {
     const carried = messages.map((message) => TraceContext.extract(message.headers))
     const lone = carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined
+    const ambient = Telemetry.propagated(fiber.currentSpan)
     const parent = ambient ?? lone
     const links = carried.flatMap((span, i) =>
       Option.isSome(span) && span.value.traceId !== parent?.traceId
         ? [{ _tag: "SpanLink" as const, span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } }]
         : []
     )
-    return Effect.flatMap(Telemetry.currentSpan, (span) => {
-      if (span === undefined) return appendMessages(topic, messages)
-      const context = TraceContext.headersOf(span)
-      return appendMessages(
-        topic,
-        messages.map((message, i) => {
-          const own = carried[i]!
-          return Option.isSome(own) && own.value.traceId !== span.traceId
-            ? message
-            : { ...message, headers: TraceContext.stamp(message.headers, context) }
-        })
+    const options: Tracer.SpanOptions = { kind: "producer", links, attributes: appendAttributes(topic, messages) }
+    const env = Telemetry.immediate(fiber.currentContext, fiber.getFiberRefs())
+    if (env !== undefined) {
+      const span = Telemetry.unsafeStartSpan(env, `create ${topic}`, options, Telemetry.immediateTime(env), parent)
+      return appendMessages(topic, stampAll(messages, carried, span)).pipe(
+        Effect.withParentSpan(span),
+        Effect.onExit((exit) => Effect.sync(() => Telemetry.unsafeEndSpanExit(env, span, exit)))
       )
-    }).pipe(
-      Telemetry.withSafeSpan(`create ${topic}`, {
-        kind: "producer",
-        links,
-        ...(parent === undefined ? {} : { parent }),
-        attributes: {
-          ...Telemetry.messagingAttributes({ operationType: "create", operationName: "outbox.append", destination: topic }),
-          ...(messages.length === 1
-            ? { [Telemetry.Attr.messageId]: messages[0]!.id, ...Telemetry.correlationAttributes(messages[0]!) }
-            : { [Telemetry.Attr.batchCount]: messages.length })
-        }
-      })
-    )
+    }
+    return Effect.flatMap(Telemetry.currentSpan, (span) =>
+      appendMessages(topic, span === undefined ? messages : stampAll(messages, carried, span))).pipe(
+        Telemetry.withSafeSpan(`create ${topic}`, parent === undefined ? options : { ...options, parent })
+      )
   })
 
 /** The {@link Outbox} over a store: the store's own append (traced), backlog, lag, drained and dead letters. */
@@ -155,17 +175,25 @@ export const append = <A, I, R>(dataSchema: Schema.Schema<A, I, R>) => {
     topic: string,
     envelopes: ReadonlyArray<Envelope.Envelope<A>>
   ): Effect.Effect<void, OutsideTransaction | OutboxStoreError | Envelope.EnvelopeEncodeError, R | Outbox> =>
-    Effect.flatMap(
-      Effect.forEach(envelopes, (envelope) =>
-        Effect.map(encode(envelope), (payload): Transport.OutgoingMessage => ({
-          id: envelope.id,
-          key: envelope.subject,
-          payload,
-          headers: envelope.headers
-        }))),
-      (messages) => appendMessages(topic, messages)
-    ).pipe((append) => SchemaUse.reported(append, () => Transport.producedUses(topic, dataSchema, envelopes)))
+    SchemaUse.reported(
+      // One event per transaction is the common case: encoded and appended without the loop over the batch.
+      envelopes.length === 1
+        ? Effect.flatMap(encode(envelopes[0]!), (payload) => appendMessages(topic, [messageOf(envelopes[0]!, payload)]))
+        : Effect.flatMap(
+          Effect.forEach(envelopes, (envelope) => Effect.map(encode(envelope), (payload) => messageOf(envelope, payload))),
+          (messages) => appendMessages(topic, messages)
+        ),
+      () => Transport.producedUses(topic, dataSchema, envelopes)
+    )
 }
+
+/** The outbox row of an envelope whose CloudEvents payload is encoded: keyed by its subject, with its headers. */
+const messageOf = (envelope: Envelope.Envelope<unknown>, payload: Uint8Array): Transport.OutgoingMessage => ({
+  id: envelope.id,
+  key: envelope.subject,
+  payload,
+  headers: envelope.headers
+})
 
 /** Rows not yet published. */
 export const backlog: Effect.Effect<number, OutboxStoreError, Outbox> = Effect.flatMap(Outbox, (o) => o.backlog)

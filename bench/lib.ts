@@ -18,7 +18,10 @@ export const machine = () => ({
   cores: os.cpus().length,
   memoryGiB: Math.round(os.totalmem() / 2 ** 30),
   node: process.version,
-  platform: `${os.platform()} ${os.release()}`
+  platform: `${os.platform()} ${os.release()}`,
+  // Whether Bulwark ran compiled (dist/, `npm run bench`) or from its TypeScript sources through tsx.
+  code: (process.env["NODE_OPTIONS"] ?? "").includes("bench/compiled.mjs") ? "compiled (dist/)" : "TypeScript sources (tsx)",
+  loadAverage: os.loadavg().map((n) => Math.round(n * 100) / 100).join(" / ")
 })
 
 /** One row of a result table: a named measurement and its figures. */
@@ -34,7 +37,7 @@ export const writeResults = (name: string, title: string, rows: ReadonlyArray<Ro
   const md = [
     `# ${title}`,
     "",
-    `Measured ${date} on ${m.cpu} (${m.cores} cores, ${m.memoryGiB} GiB), Node ${m.node}, ${m.platform}.`,
+    `Measured ${date} on ${m.cpu} (${m.cores} cores, ${m.memoryGiB} GiB), Node ${m.node}, ${m.platform}; Bulwark ${m.code}; load average ${m.loadAverage} (1 / 5 / 15 min) when written.`,
     "",
     `| ${columns.join(" | ")} |`,
     `| ${columns.map(() => "---").join(" | ")} |`,

@@ -4,9 +4,10 @@
  * bucket is one string per key (its theoretical arrival time); a sliding window is one list per key (the
  * grant times less than a window old, and those reserved ahead). Keys expire once their state no longer matters.
  */
+import { createHash } from "node:crypto"
 import { Effect, Layer } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
-import { type Decision, RateLimiterStore, RateLimiterStoreError } from "../RateLimiterStore.js"
+import { type Decision, type Rule, RateLimiterStore, RateLimiterStoreError } from "../RateLimiterStore.js"
 
 /** Settings of the Redis store. */
 export interface Options {
@@ -77,44 +78,74 @@ local removed = redis.call('LREM', KEYS[1], -permits, string.format('%d', at))
 return removed
 `
 
-type Client = Redis & {
-  bulwarkRateLimitReserve(key: string, ...args: Array<string | number>): Promise<Array<string | number>>
-  bulwarkRateLimitRelease(key: string, ...args: Array<string | number>): Promise<number>
-}
+type Reply = Array<string | number>
 
-const decode = (reply: Array<string | number>): Decision =>
+const decode = (reply: Reply): Decision =>
   Number(reply[0]) === 1
     ? { granted: true, at: Number(reply[1]), waitMillis: Number(reply[2]) }
     : { granted: false, retryAfterMillis: Number(reply[1]) }
 
+const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex")
+const reserveSha = sha1(script)
+const releaseSha = sha1(releaseScript)
+
+// The server has not got the script (never loaded on it, restarted, or SCRIPT FLUSH): the caller sends it whole once.
+const noScript = (cause: unknown) => cause instanceof Error && cause.message.startsWith("NOSCRIPT")
+
+/**
+ * Runs a script by its digest (EVALSHA) and, only when the server answers NOSCRIPT, once more whole (EVAL,
+ * which also caches it there), calling `ok` or `fail` directly: one promise reaction per call, where
+ * ioredis's `defineCommand` adds a rejection handler and a wrapped command per call.
+ */
+const evaluate = (
+  client: Redis,
+  lua: string,
+  sha: string,
+  key: string,
+  args: ReadonlyArray<string | number>,
+  ok: (reply: unknown) => void,
+  fail: (cause: unknown) => void
+): void => {
+  client.evalsha(sha, 1, key, ...args).then(ok, (cause) => {
+    if (noScript(cause)) client.eval(lua, 1, key, ...args).then(ok, fail)
+    else fail(cause)
+  })
+}
+
 /** A store over an existing ioredis client (the caller owns its lifecycle). */
 export const make = (client: Redis, options: Options = {}): RateLimiterStore["Type"] => {
   const prefix = options.prefix ?? "bulwark:rate-limit:"
-  // defineCommand sends EVALSHA and falls back to EVAL once when the server does not know the script yet.
-  if (!("bulwarkRateLimitReserve" in client)) {
-    client.defineCommand("bulwarkRateLimitReserve", { numberOfKeys: 1, lua: script })
-    client.defineCommand("bulwarkRateLimitRelease", { numberOfKeys: 1, lua: releaseScript })
-  }
-  const reserve = client as Client
+  const ruleArgs = (rule: Rule): [number, number, number] =>
+    rule.kind === "tokenBucket" ? [1, rule.capacity, rule.intervalMillis] : [2, rule.limit, rule.windowMillis]
   return RateLimiterStore.of({
-    // One EVALSHA per reservation (ioredis falls back to EVAL once if the server lost the script); the reply
-    // is decoded in the promise, so a reservation is a single step of the calling fiber.
+    // One EVALSHA per reservation, its reply decoded in the reply's callback, which resumes the fiber: a
+    // reservation is one suspension of the calling fiber and one round trip.
     reserve: (key, rule, permits, maxWaitMillis) =>
-      Effect.tryPromise({
-        try: () =>
-          (rule.kind === "tokenBucket"
-            ? reserve.bulwarkRateLimitReserve(prefix + key, 1, rule.capacity, rule.intervalMillis, permits, maxWaitMillis)
-            : reserve.bulwarkRateLimitReserve(prefix + key, 2, rule.limit, rule.windowMillis, permits, maxWaitMillis)).then(decode),
-        catch: (cause) => new RateLimiterStoreError({ operation: "reserve", key, cause })
+      Effect.async<Decision, RateLimiterStoreError>((resume) => {
+        const [kind, a, b] = ruleArgs(rule)
+        evaluate(
+          client,
+          script,
+          reserveSha,
+          prefix + key,
+          [kind, a, b, permits, maxWaitMillis],
+          (reply) => resume(Effect.succeed(decode(reply as Reply))),
+          (cause) => resume(Effect.fail(new RateLimiterStoreError({ operation: "reserve", key, cause })))
+        )
       }),
     release: (key, rule, permits, at) =>
-      Effect.tryPromise({
-        try: () =>
-          rule.kind === "tokenBucket"
-            ? reserve.bulwarkRateLimitRelease(prefix + key, 1, rule.capacity, rule.intervalMillis, permits, at)
-            : reserve.bulwarkRateLimitRelease(prefix + key, 2, rule.limit, rule.windowMillis, permits, at),
-        catch: (cause) => new RateLimiterStoreError({ operation: "release", key, cause })
-      }).pipe(Effect.asVoid)
+      Effect.async<void, RateLimiterStoreError>((resume) => {
+        const [kind, a, b] = ruleArgs(rule)
+        evaluate(
+          client,
+          releaseScript,
+          releaseSha,
+          prefix + key,
+          [kind, a, b, permits, at],
+          () => resume(Effect.void),
+          (cause) => resume(Effect.fail(new RateLimiterStoreError({ operation: "release", key, cause })))
+        )
+      })
   })
 }
 

@@ -24,8 +24,10 @@ export interface Options {
 export type Connection = RedisOptions & { readonly url?: string }
 
 // ARGV: kind (1 token bucket, 2 sliding window), capacity|limit, interval|window (ms), permits, max wait (ms).
-// Answers {1, at, wait} or {0, retryAfter}; numbers as strings (Lua numbers would be truncated to integers).
-// Times are whole server milliseconds; a token bucket's fractional interval keeps microseconds in `tat`.
+// Answers the server time (an integer: granted now, at that time; the common case, one integer to parse),
+// {1, at, wait} (granted after a wait) or {0, retryAfter}; fractions as strings (Lua numbers would be
+// truncated to integers). Times are whole server milliseconds; a token bucket's fractional interval keeps
+// microseconds in `tat`.
 const script = `
 local kind = tonumber(ARGV[1])
 local a = tonumber(ARGV[2])
@@ -41,6 +43,7 @@ if kind == 1 then
   local wait = math.max(0, at - now)
   if wait > maxWait then return {0, string.format('%.3f', wait)} end
   redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.ceil(nxt - now) + 1000)
+  if wait == 0 then return now end
   return {1, string.format('%.3f', math.max(at, now)), string.format('%.3f', wait)}
 end
 while true do
@@ -57,6 +60,7 @@ local wait = at - now
 if wait > maxWait then return {0, string.format('%.3f', wait)} end
 for i = 1, permits do redis.call('RPUSH', KEYS[1], string.format('%d', at)) end
 redis.call('PEXPIRE', KEYS[1], math.ceil(at + b - now) + 1000)
+if wait == 0 then return now end
 return {1, string.format('%d', at), string.format('%d', wait)}
 `
 
@@ -78,10 +82,12 @@ local removed = redis.call('LREM', KEYS[1], -permits, string.format('%d', at))
 return removed
 `
 
-type Reply = Array<string | number>
+type Reply = number | Array<string | number>
 
 const decode = (reply: Reply): Decision =>
-  Number(reply[0]) === 1
+  typeof reply === "number"
+    ? { granted: true, at: reply, waitMillis: 0 }
+    : Number(reply[0]) === 1
     ? { granted: true, at: Number(reply[1]), waitMillis: Number(reply[2]) }
     : { granted: false, retryAfterMillis: Number(reply[1]) }
 
@@ -115,6 +121,21 @@ const evaluate = (
 /** A store over an existing ioredis client (the caller owns its lifecycle). */
 export const make = (client: Redis, options: Options = {}): RateLimiterStore["Type"] => {
   const prefix = options.prefix ?? "bulwark:rate-limit:"
+  // A reservation sent while others wait for their replies on the connection is written together with the
+  // ones sent in the same tick: the socket is corked until the tick ends, so ten concurrent reservations are
+  // one write for the client and one read for the server instead of ten. One alone is written at once.
+  let corked: Redis["stream"] | undefined
+  const uncork = () => {
+    const stream = corked
+    corked = undefined
+    stream?.uncork()
+  }
+  const coalesce = () => {
+    if (corked !== undefined || client.commandQueue.length === 0 || client.status !== "ready") return
+    corked = client.stream
+    corked.cork()
+    process.nextTick(uncork)
+  }
   const ruleArgs = (rule: Rule): [number, number, number] =>
     rule.kind === "tokenBucket" ? [1, rule.capacity, rule.intervalMillis] : [2, rule.limit, rule.windowMillis]
   return RateLimiterStore.of({
@@ -123,6 +144,7 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
     reserve: (key, rule, permits, maxWaitMillis) =>
       Effect.async<Decision, RateLimiterStoreError>((resume) => {
         const [kind, a, b] = ruleArgs(rule)
+        coalesce()
         evaluate(
           client,
           script,
@@ -136,6 +158,7 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
     release: (key, rule, permits, at) =>
       Effect.async<void, RateLimiterStoreError>((resume) => {
         const [kind, a, b] = ruleArgs(rule)
+        coalesce()
         evaluate(
           client,
           releaseScript,

@@ -24,7 +24,7 @@ const evalCalls = async (admin: Redis) => {
 }
 
 describe("Redis store faults", () => {
-  it.live("sends its script again after SCRIPT FLUSH and after a restart; a lost connection is a typed transient error", () =>
+  it.live("sends its script again after SCRIPT FLUSH and after a restart; a stalled server and a lost connection are typed transient errors", () =>
     Effect.gen(function*() {
       const admin = new Redis(server.url, { lazyConnect: true, retryStrategy: () => 100 })
       admin.on("error", () => undefined)
@@ -44,6 +44,14 @@ describe("Redis store faults", () => {
       expect(yield* Effect.promise(() => evalCalls(admin))).toBe(before + 1)
       expect((yield* reserve).granted).toBe(true)
       expect(yield* Effect.promise(() => evalCalls(admin))).toBe(before + 1)
+
+      // A server that stops answering (every client paused for 1.5 s): the reservation fails after the
+      // store's timeout (1 s) with the typed error, and the next one goes through once the server answers.
+      yield* Effect.promise(() => admin.call("CLIENT", "PAUSE", "1500", "ALL"))
+      const stalled = yield* Effect.flip(reserve)
+      expect(stalled._tag).toBe("RateLimiterStoreError")
+      expect(String(stalled.cause)).toMatch(/no reply from Redis within 1000 ms/)
+      expect((yield* reserve).granted).toBe(true)
 
       // The server dies: the reservation fails within the command timeout with the typed error.
       yield* Effect.promise(() => server.stop("SIGKILL"))

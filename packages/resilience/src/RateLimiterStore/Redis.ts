@@ -5,21 +5,28 @@
  * grant times less than a window old, and those reserved ahead). Keys expire once their state no longer matters.
  */
 import { createHash } from "node:crypto"
-import { Effect, Layer } from "effect"
+import { Duration, Effect, Layer } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
-import { type Decision, type Rule, RateLimiterStore, RateLimiterStoreError } from "../RateLimiterStore.js"
+import { type Decision, RateLimiterStore, RateLimiterStoreError } from "../RateLimiterStore.js"
 
 /** Settings of the Redis store. */
 export interface Options {
   /** Prepended to every key. Default `"bulwark:rate-limit:"`. */
   readonly prefix?: string
+  /**
+   * How long a reservation or release waits for the server's reply before failing with
+   * `RateLimiterStoreError` (a server that stopped answering, a connection that is gone). Default 1 s;
+   * enforced within a quarter of it.
+   */
+  readonly timeout?: Duration.DurationInput
 }
 
 /**
- * Settings of the connection the layer opens: ioredis options, or a `url`. `commandTimeout` defaults to
- * 1 s so a Redis that stops answering fails a reservation with a typed error instead of holding it.
- * ioredis's `enableAutoPipelining` stays off by default: measured, it made sequential reservations slower
- * (a tick of delay before each write) and gained nothing at ten concurrent ones.
+ * Settings of the connection the layer opens: ioredis options, or a `url`. The store bounds each reply's
+ * wait itself (`Options.timeout`), with one timer for all calls in flight, where ioredis's `commandTimeout`
+ * arms and clears a timer per command. ioredis's `enableAutoPipelining` stays off by default: it builds a
+ * pipeline per tick, which made sequential reservations slower; the store writes concurrent reservations
+ * together itself.
  */
 export type Connection = RedisOptions & { readonly url?: string }
 
@@ -118,6 +125,17 @@ const evaluate = (
   })
 }
 
+interface Call {
+  /** The watchdog's tick when the call was sent. */
+  readonly tick: number
+  /** Answered, failed or timed out: whatever comes later is ignored. */
+  settled: boolean
+  readonly fail: (cause: unknown) => void
+}
+
+const reserved = (reply: unknown) => Effect.succeed(decode(reply as Reply))
+const released = () => Effect.void
+
 /** A store over an existing ioredis client (the caller owns its lifecycle). */
 export const make = (client: Redis, options: Options = {}): RateLimiterStore["Type"] => {
   const prefix = options.prefix ?? "bulwark:rate-limit:"
@@ -136,39 +154,70 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
     corked.cork()
     process.nextTick(uncork)
   }
-  const ruleArgs = (rule: Rule): [number, number, number] =>
-    rule.kind === "tokenBucket" ? [1, rule.capacity, rule.intervalMillis] : [2, rule.limit, rule.windowMillis]
+  // Calls waiting for a reply, oldest first, each stamped with the watchdog's tick when it was sent. One
+  // interval timer, running only while calls are in flight, fails those older than the timeout: cheaper
+  // than a timer per call, and a connection that is lost or a server that hangs still ends them.
+  const timeoutMillis = Duration.toMillis(options.timeout ?? "1 second")
+  let tick = 0
+  let inFlight: Array<Call> = []
+  let watchdog: ReturnType<typeof setInterval> | undefined
+  const watch = () => {
+    tick++
+    const kept: Array<Call> = []
+    for (const call of inFlight) {
+      if (call.settled) continue
+      // Sent at least four whole quarters of the timeout ago.
+      if (tick - call.tick > 4) call.fail(new Error(`no reply from Redis within ${timeoutMillis} ms`))
+      else kept.push(call)
+    }
+    inFlight = kept
+    if (kept.length === 0) {
+      clearInterval(watchdog)
+      watchdog = undefined
+    }
+  }
+  const run = <A>(
+    operation: string,
+    key: string,
+    lua: string,
+    sha: string,
+    args: ReadonlyArray<string | number>,
+    answer: (reply: unknown) => Effect.Effect<A>
+  ) =>
+    Effect.async<A, RateLimiterStoreError>((resume) => {
+      const call: Call = {
+        tick,
+        settled: false,
+        fail: (cause) => {
+          if (call.settled) return
+          call.settled = true
+          resume(Effect.fail(new RateLimiterStoreError({ operation, key, cause })))
+        }
+      }
+      inFlight.push(call)
+      if (watchdog === undefined) {
+        watchdog = setInterval(watch, timeoutMillis / 4)
+        // The watchdog alone must not keep a process alive.
+        watchdog.unref()
+      }
+      coalesce()
+      evaluate(client, lua, sha, prefix + key, args, (reply) => {
+        if (call.settled) return
+        call.settled = true
+        resume(answer(reply))
+      }, call.fail)
+    })
   return RateLimiterStore.of({
     // One EVALSHA per reservation, its reply decoded in the reply's callback, which resumes the fiber: a
     // reservation is one suspension of the calling fiber and one round trip.
     reserve: (key, rule, permits, maxWaitMillis) =>
-      Effect.async<Decision, RateLimiterStoreError>((resume) => {
-        const [kind, a, b] = ruleArgs(rule)
-        coalesce()
-        evaluate(
-          client,
-          script,
-          reserveSha,
-          prefix + key,
-          [kind, a, b, permits, maxWaitMillis],
-          (reply) => resume(Effect.succeed(decode(reply as Reply))),
-          (cause) => resume(Effect.fail(new RateLimiterStoreError({ operation: "reserve", key, cause })))
-        )
-      }),
+      rule.kind === "tokenBucket"
+        ? run("reserve", key, script, reserveSha, [1, rule.capacity, rule.intervalMillis, permits, maxWaitMillis], reserved)
+        : run("reserve", key, script, reserveSha, [2, rule.limit, rule.windowMillis, permits, maxWaitMillis], reserved),
     release: (key, rule, permits, at) =>
-      Effect.async<void, RateLimiterStoreError>((resume) => {
-        const [kind, a, b] = ruleArgs(rule)
-        coalesce()
-        evaluate(
-          client,
-          releaseScript,
-          releaseSha,
-          prefix + key,
-          [kind, a, b, permits, at],
-          () => resume(Effect.void),
-          (cause) => resume(Effect.fail(new RateLimiterStoreError({ operation: "release", key, cause })))
-        )
-      })
+      rule.kind === "tokenBucket"
+        ? run("release", key, releaseScript, releaseSha, [1, rule.capacity, rule.intervalMillis, permits, at], released)
+        : run("release", key, releaseScript, releaseSha, [2, rule.limit, rule.windowMillis, permits, at], released)
   })
 }
 
@@ -184,7 +233,7 @@ export const layer = (
         Effect.tryPromise({
           try: async () => {
             const { url, ...rest } = connection
-            const settings = { commandTimeout: 1_000, ...rest, lazyConnect: true }
+            const settings = { ...rest, lazyConnect: true }
             const client = url === undefined ? new Redis(settings) : new Redis(url, settings)
             // Connection errors reach callers as typed errors of the reservations they break; without a
             // listener ioredis would also print each one as an unhandled event.

@@ -156,24 +156,37 @@ const main = async () => {
   }
 
   // Redis: each library's own connection, with its documented defaults (ours: the store's layer).
+  // rate-limiter-flexible's RateLimiterRedis is a fixed-window counter (SET NX, INCRBY, PTTL in one script);
+  // Bulwark has no fixed window, so its token bucket (GCRA: one GET and one SET, also constant work per
+  // call) is the main comparison, and its sliding window (a log of grant times) is measured too.
   const scope = await Effect.runPromise(Scope.make())
   const redisStore = await Effect.runPromise(Layer.buildWithScope(RedisStore.layer(connection, { prefix }), scope))
   const ourRedis = await Effect.runPromise(Effect.provide(
     RateLimiter.make("bench", { limit: { kind: "tokenBucket", permits: 1e9, per: "1 second" } }),
     redisStore
   ))
+  const ourRedisWindow = await Effect.runPromise(Effect.provide(
+    RateLimiter.make("bench-window", { limit: { kind: "slidingWindow", limit: 1e9, window: "1 second" } }),
+    redisStore
+  ))
   const client = new Redis(connection)
   const theirRedis = new RateLimiterRedis({ storeClient: client, keyPrefix: `${prefix}rlf`, points: 1e9, duration: 1 })
-  for (const batch of [1, 10]) {
-    rows.push(
-      await measure({
-        scenario: "rate limiter, Redis",
-        batch,
-        calls: 1_000,
-        bulwark: { name: "RateLimiter.withPermit, Redis store", guarded: RateLimiter.withPermit(bare, ourRedis, "k"), bare },
-        peer: { name: "RateLimiterRedis.consume", guarded: () => theirRedis.consume("k").then(bareAsync), bare: bareAsync }
-      })
-    )
+  const redisCases = [
+    { scenario: "rate limiter, Redis: token bucket vs fixed window", limiter: ourRedis },
+    { scenario: "rate limiter, Redis: sliding window vs fixed window", limiter: ourRedisWindow }
+  ]
+  for (const { limiter, scenario } of redisCases) {
+    for (const batch of [1, 10]) {
+      rows.push(
+        await measure({
+          scenario,
+          batch,
+          calls: 2_000,
+          bulwark: { name: "RateLimiter.withPermit, Redis store", guarded: RateLimiter.withPermit(bare, limiter, "k"), bare },
+          peer: { name: "RateLimiterRedis.consume", guarded: () => theirRedis.consume("k").then(bareAsync), bare: bareAsync }
+        })
+      )
+    }
   }
   const keys = await client.keys(`${prefix}*`)
   if (keys.length > 0) await client.del(...keys)
@@ -185,7 +198,7 @@ const main = async () => {
     "Idioms: the peers are awaited async functions (`await bulkhead.execute(fn)`, `await limiter.consume(key)`), as their users call them. Bulwark in one fiber: the guard around an Effect inside a running program (how handlers, pipelines and senders use it). Bulwark via runPromise: `await Effect.runPromise(guarded)` per call against `await Effect.runPromise(bare)`, for a Promise-based caller.",
     "Concurrency 1: one call at a time; concurrency 10: batches of 10 concurrent calls (Effect.all / Promise.all).",
     "Bulkheads: 100 slots and a queue of 100, never full. Rate limiters: token buckets of 1e9 per second, never refusing (the cost of a granted permit). Bulwark's limiter is called as `RateLimiter.withPermit(effect, limiter, key)` (the middleware's path).",
-    "Redis: the shared instance on 127.0.0.1:6379; both libraries run one script per permit with EVALSHA (the script cached on the server), one round trip each; Bulwark's store opens its connection through its layer (ioredis with a 1 s commandTimeout), rate-limiter-flexible gets a plain ioredis client, as its README shows.",
+    "Redis: the shared instance on 127.0.0.1:6379; both libraries run one script per permit with EVALSHA (the script cached on the server), one round trip each. Algorithms: rate-limiter-flexible's RateLimiterRedis is a fixed-window counter (SET NX, INCRBY, PTTL); Bulwark has no fixed window, so its token bucket (GCRA, one GET and one SET; constant work per call like the counter) is the main comparison and its sliding window (a log of grant times, 1e9 per second) is measured too. Both read the server's clock (Bulwark's script calls TIME). Bulwark's store opens its connection through its layer (its own 1 s reply timeout: one watchdog timer for all calls in flight), rate-limiter-flexible gets a plain ioredis client, as its README shows (no timeout).",
     "The machine is shared (2 cores, other suites running at the same time): wall-clock figures swing run to run; the callgrind instruction counts below do not depend on load."
   ]
 

@@ -6,6 +6,7 @@
  */
 import {
   CreateStreamCommand,
+  DescribeStreamSummaryCommand,
   GetRecordsCommand,
   GetShardIteratorCommand,
   KinesisClient,
@@ -18,7 +19,7 @@ import { Chunk, Effect, Schema, Stream } from "effect"
 import { readFileSync } from "node:fs"
 import { loadavg } from "node:os"
 import { writeResults } from "../../../bench/lib.js"
-import { CheckpointStore, KinesisTransport } from "../src/index.js"
+import { CheckpointStore, KinesisTransport } from "@bulwark/transport-kinesis"
 import { credentials, start } from "../test/support/PrivateKinesis.js"
 
 const messages = Number(process.env["BENCH_MESSAGES"] ?? 5_000)
@@ -69,7 +70,13 @@ const raw = async (): Promise<number> => {
   // Timed from here, as the transport's run is: it creates its stream on the first publish.
   const started = performance.now()
   await client.send(new CreateStreamCommand({ StreamName: stream, ShardCount: shards }))
+  // Until the stream is ACTIVE (checked every 100 ms, as the transport does): kinesalite lists no shards for
+  // a moment after CreateStream, and a consumer that started then would read nothing.
+  while ((await client.send(new DescribeStreamSummaryCommand({ StreamName: stream }))).StreamDescriptionSummary?.StreamStatus !== "ACTIVE") {
+    await sleep(100)
+  }
   const { Shards } = await client.send(new ListShardsCommand({ StreamName: stream }))
+  if ((Shards?.length ?? 0) !== shards) throw new Error(`expected ${shards} shards, listed ${Shards?.length ?? 0}`)
   const produce = (async () => {
     for (let sent = 0; sent < messages; sent += batch) {
       const out = await client.send(new PutRecordsCommand({
@@ -93,6 +100,7 @@ const raw = async (): Promise<number> => {
   await produce
   const seconds = (performance.now() - started) / 1000
   client.destroy()
+  if (received < messages) throw new Error(`the raw consumer read ${received} of ${messages} records`)
   return messages / seconds
 }
 

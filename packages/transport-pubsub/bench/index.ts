@@ -10,7 +10,7 @@ import { PubSub, v1 } from "@google-cloud/pubsub"
 import { Chunk, Effect, Schema, Stream } from "effect"
 import { loadavg } from "node:os"
 import { writeResults } from "../../../bench/lib.js"
-import { PubSubTransport } from "../src/index.js"
+import { PubSubTransport } from "@bulwark/transport-pubsub"
 import { start } from "../test/support/PrivatePubSub.js"
 
 const messages = Number(process.env["BENCH_MESSAGES"] ?? 5_000)

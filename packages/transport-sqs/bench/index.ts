@@ -8,7 +8,7 @@ import { Envelope } from "@bulwark/core"
 import { Chunk, Effect, Schema, Stream } from "effect"
 import { loadavg } from "node:os"
 import { writeResults } from "../../../bench/lib.js"
-import { SqsTransport } from "../src/index.js"
+import { SqsTransport } from "@bulwark/transport-sqs"
 import { credentials, start } from "../test/support/PrivateSqs.js"
 
 const messages = Number(process.env["BENCH_MESSAGES"] ?? 3_000)

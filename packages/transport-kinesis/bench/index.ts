@@ -143,9 +143,12 @@ const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(x
 const results = { raw: [] as Array<number>, rawEager: [] as Array<number>, transport: [] as Array<number> }
 const loads: Array<string> = []
 try {
-  await raw(true)
-  await raw(false)
-  await viaTransport()
+  // Warm-up: three of each (the JIT settles over several runs, the transport's larger code path more slowly).
+  for (let i = 0; i < 3; i++) {
+    await raw(true)
+    await raw(false)
+    await viaTransport()
+  }
   const benchStart = performance.now()
   for (let round = 0; round < rounds && (round === 0 || performance.now() - benchStart < 150_000); round++) {
     // A rotating order, so a drift in the machine's load favours none of them.
@@ -182,7 +185,7 @@ writeResults("transport-kinesis", "Amazon Kinesis transport (kinesalite emulator
   cpuRow("Bulwark KinesisTransport, CPU", cpu.transport),
   cpuRow("raw client (back to back), CPU", cpu.rawEager)
 ], [
-  `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes), streams of ${shards} shards, ${results.raw.length} rounds after a warm-up, each round running the three in a rotating order; producer and consumer run at once; every run includes creating its stream and waiting until it is ACTIVE.`,
+  `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes), streams of ${shards} shards, ${results.raw.length} rounds after a warm-up of three of each, each round running the three in a rotating order; producer and consumer run at once; every run includes creating its stream and waiting until it is ACTIVE.`,
   `Load average (1 min, 2 cores) after each round: ${loads.join(", ")}; at the end (1, 5, 15 min): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,
   "Bulwark runs from its built dist (`npm run build`), as users run it and as the AWS client runs: compiled JavaScript on both sides (earlier runs of this benchmark ran the transport from its TypeScript sources through tsx).",
   "The CPU rows: CPU time of the benchmark's process (client) and of the emulator's process per 1000 messages, per round (client+emulator), medians; CPU time is less sensitive to the machine's load than throughput, though not immune (shared cores run slower).",

@@ -158,9 +158,7 @@ const viaTransport = (mode: "transport" | "confirmed" | "pipeline") =>
         { schema: Order, concurrency: maxMessages }
       )
     }
-    if (process.env["BENCH_TRACE"]) console.error("consumed", mode)
     yield* produce.await
-    if (process.env["BENCH_TRACE"]) console.error("produced", mode)
     return messages / ((performance.now() - start) / 1000)
   })).pipe(Effect.runPromise)
 
@@ -178,7 +176,6 @@ const results = {
 try {
   // Warm-up: the emulator's JIT (its throughput climbs for several runs), connections.
   for (let i = 0; i < 3; i++) {
-    if (process.env["BENCH_TRACE"]) console.error("warm-up", i)
     await rawGenerated(false)
     await rawGenerated(true)
     await rawGenerated(true, false)
@@ -199,10 +196,7 @@ try {
       async () => results.handwritten.push(await rawHandwritten()),
       async () => results.pipeline.push(await viaTransport("pipeline"))
     ]
-    for (let i = 0; i < runs.length; i++) {
-      if (process.env["BENCH_TRACE"]) console.error("round", round, "variant", (round + i) % runs.length)
-      await runs[(round + i) % runs.length]!()
-    }
+    for (let i = 0; i < runs.length; i++) await runs[(round + i) % runs.length]!()
     loads.push(loadavg()[0]!.toFixed(1))
   }
 } finally {

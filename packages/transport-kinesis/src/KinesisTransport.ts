@@ -44,7 +44,7 @@ export interface Options {
   readonly visibilityTimeout?: Duration.DurationInput
   /** How long a shard lease lasts unrenewed (a dead process's shards return after it). Default: the visibility timeout. */
   readonly leaseDuration?: Duration.DurationInput
-  /** Pause after a read that found nothing (Kinesis allows 5 reads per second per shard). Default 250 ms. */
+  /** Once a shard is caught up, the least time from one read's start to the next's (Kinesis allows 5 reads per second per shard). Default 250 ms. */
   readonly pollInterval?: Duration.DurationInput
   /** Records per `GetRecords`. Default 1000 (the service allows 10 000). */
   readonly fetchLimit?: number

@@ -11,10 +11,11 @@
  * - {@link userHeaders}: a delivered message's headers without the driver's and the broker's reserved ones;
  * - {@link redactUrl}: a broker URL as it may appear in logs and errors;
  * - {@link layer}: the ports (`Publisher`, `Subscriber`, instrumented) and the driver's own service from one `make`;
- * - {@link inRealTime} and {@link batcher}: the broker's timers on the wall clock, and one request per event-loop turn.
+ * - {@link inRealTime} and {@link batcher}: the broker's timers on the wall clock, and one request per event-loop turn;
+ * - {@link retryTransient}: a call retried on a schedule, which only a failure pays for.
  */
 import { Delivery, Supervise } from "@bulwark/core"
-import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, type Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, type Schedule, type Scope } from "effect"
 import { type Driver, type OutgoingMessage, portsOf, type Publisher, redactUrl as redact, type Subscriber } from "./Transport.js"
 
 /** A broker URL as it may appear in errors and logs: the password, if any, is masked. */
@@ -27,6 +28,29 @@ const liveClock = Clock.make()
  * (visibility timeouts, delays scored by its clock), and a `TestClock` would otherwise stall the loop.
  */
 export const inRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => Effect.withClock(effect, liveClock)
+
+/**
+ * `Effect.retry(effect, options)` on the wall clock, with the same schedule and the same answer, except that
+ * the schedule is only set up once the effect has failed with an error `options.while` accepts: a poll that
+ * succeeds (every poll of a busy subscription) builds no schedule driver and switches no clock.
+ */
+export const retryTransient = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  options: { readonly while: (error: E) => boolean; readonly schedule: Schedule.Schedule<unknown, E> }
+): Effect.Effect<A, E, R> =>
+  Effect.catchAll(effect, (error) => {
+    if (!options.while(error)) return Effect.fail(error)
+    // The failure just seen is the retry's first: handed to the schedule as it came, then the effect again.
+    let replay = true
+    return inRealTime(Effect.retry(
+      Effect.suspend(() => {
+        if (!replay) return effect
+        replay = false
+        return Effect.fail(error)
+      }),
+      options
+    ))
+  })
 
 /**
  * Gathers the calls made in one turn of the event loop into one request (acks or deletes in a batch): the

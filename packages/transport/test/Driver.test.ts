@@ -1,6 +1,6 @@
 import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Data, Deferred, Effect, Exit, Layer, Stream } from "effect"
+import { Context, Data, Deferred, Effect, Either, Exit, Layer, Schedule, Stream } from "effect"
 import * as Driver from "../src/Driver.js"
 import { Publisher, Subscriber } from "../src/Transport.js"
 
@@ -208,4 +208,35 @@ describe("Driver.chunked", () => {
     expect(Driver.chunked(["x", "yyyyyyyy", "z"], { maxItems: 10, maxBytes: 4, size })).toEqual([["x"], ["yyyyyyyy"], ["z"]])
     expect(Driver.chunked([], { maxItems: 1, maxBytes: 1, size })).toEqual([])
   })
+})
+
+describe("Driver.retryTransient", () => {
+  const counting = (failures: number, error: string) => {
+    const state = { calls: 0 }
+    const effect = Effect.suspend(() => (++state.calls <= failures ? Effect.fail(error) : Effect.succeed(state.calls)))
+    return { state, effect }
+  }
+
+  it.live("answers as Effect.retry: success after transient failures, the same number of calls", () =>
+    Effect.gen(function*() {
+      const { effect, state } = counting(2, "transient")
+      expect(yield* Driver.retryTransient(effect, { while: () => true, schedule: Schedule.spaced("1 millis") })).toBe(3)
+      expect(state.calls).toBe(3)
+    }))
+
+  it.live("an error `while` refuses fails at once, called once", () =>
+    Effect.gen(function*() {
+      const { effect, state } = counting(5, "permanent")
+      const result = yield* Effect.either(Driver.retryTransient(effect, { while: (e) => e !== "permanent", schedule: Schedule.spaced("1 millis") }))
+      expect(result).toEqual(Either.left("permanent"))
+      expect(state.calls).toBe(1)
+    }))
+
+  it.live("stops where the schedule stops, with the last error (recurs(3): four calls)", () =>
+    Effect.gen(function*() {
+      const { effect, state } = counting(100, "down")
+      const result = yield* Effect.either(Driver.retryTransient(effect, { while: () => true, schedule: Schedule.recurs(3) }))
+      expect(result).toEqual(Either.left("down"))
+      expect(state.calls).toBe(4)
+    }))
 })

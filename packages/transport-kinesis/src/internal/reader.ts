@@ -104,6 +104,7 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
     const runPromise = Runtime.runPromise(runtime)
     const shards = new Map<string, ShardState>()
     const visibility = Duration.toMillis(settings.visibilityTimeout)
+    const pollMillis = Duration.toMillis(settings.pollInterval)
     const state = {
       changed: Deferred.unsafeMake<void>(FiberId.none),
       /** Someone waits on `changed`: only then does a change need a new one (acks come by the thousand). */
@@ -261,8 +262,9 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
 
     // ---- reading a shard ----------------------------------------------------------------------------------
     const backoff = Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")), Schedule.upTo(settings.reconnectTimeout))
+    // A read that succeeds (nearly all) sets up no schedule.
     const retrying = <A>(effect: Effect.Effect<A, CallError>) =>
-      Effect.retry(effect, { while: (error) => isTransient(error.cause), schedule: backoff })
+      Driver.retryTransient(effect, { while: (error) => isTransient(error.cause), schedule: backoff })
 
     const iteratorAfter = (shard: ShardState) => {
       const after = shard.fetched ?? shard.checkpoint
@@ -291,6 +293,7 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
             continue
           }
           const current: string = iterator
+          const readStarted = Date.now()
           const out = yield* retrying(call((abortSignal) =>
             client.send(new GetRecordsCommand({ ShardIterator: current, Limit: settings.fetchLimit }), { abortSignal })
           )).pipe(
@@ -317,14 +320,19 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
             signal()
             // Where a takeover would count its reads as further attempts.
             if (shard.seenBefore === undefined || later(shard.fetched!, shard.seenBefore.toString())) {
-              if (!(yield* Effect.retry(store.delivered(shard.key, deps.owner, shard.fetched!), { schedule: backoff }))) shard.lost = true
+              if (!(yield* Driver.retryTransient(store.delivered(shard.key, deps.owner, shard.fetched!), { while: () => true, schedule: backoff }))) {
+                shard.lost = true
+              }
             }
           }
           iterator = out.NextShardIterator
-          // Caught up (a short read, nothing behind): the next read waits, so a trickle of records is read in
-          // batches rather than a call per few records (every call counts against the shard's 5 reads a second).
+          // Caught up (a short read, nothing behind): the next read starts no sooner than `pollInterval` after
+          // this one started, so a trickle of records is read in batches rather than a call per few records
+          // (every call counts against the shard's 5 reads a second). Counted from the read's start, not its
+          // answer: the time the call took is part of the pause, not added to it.
           if (iterator !== undefined && records.length < settings.fetchLimit && (out.MillisBehindLatest ?? 0) === 0) {
-            yield* Effect.sleep(settings.pollInterval)
+            const rest = pollMillis - (Date.now() - readStarted)
+            if (rest > 0) yield* Effect.sleep(Duration.millis(rest))
           }
         }
         if (iterator === undefined) {

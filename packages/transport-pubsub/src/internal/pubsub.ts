@@ -513,15 +513,16 @@ export const subscription = (
       Effect.catchIf((error) => codeOf(error.cause) === Code.notFound, () =>
         // The subscription was deleted under us: create it again and go on.
         Effect.as(ensureSubscription(clients, settings, topic, group), Chunk.empty<Delivery.Delivery>())),
-      Effect.retry({
-        while: (error) => isTransient(error.cause),
-        schedule: Schedule.exponential("100 millis").pipe(
-          Schedule.union(Schedule.spaced("2 seconds")),
-          Schedule.upTo(settings.reconnectTimeout)
-        )
-      }),
-      Effect.mapError(fail),
-      Driver.inRealTime
+      // The schedule (on the wall clock) only once a pull failed: a poll that succeeds pays for neither.
+      (pulling) =>
+        Driver.retryTransient(pulling, {
+          while: (error) => isTransient(error.cause),
+          schedule: Schedule.exponential("100 millis").pipe(
+            Schedule.union(Schedule.spaced("2 seconds")),
+            Schedule.upTo(settings.reconnectTimeout)
+          )
+        }),
+      Effect.mapError(fail)
     )
 
     return Stream.repeatEffectChunk(poll)

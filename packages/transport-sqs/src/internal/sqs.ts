@@ -476,12 +476,13 @@ export const subscription = (
           url = fresh
           return Chunk.empty<Delivery.Delivery>()
         })),
-      Effect.retry({
-        while: (error) => error._tag === "CallError" && isTransient(error.cause),
-        schedule: Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")), Schedule.upTo(settings.reconnectTimeout))
-      }),
-      Effect.mapError(fail),
-      Driver.inRealTime
+      // The schedule (on the wall clock) only once a receive failed: a poll that succeeds pays for neither.
+      (receiving) =>
+        Driver.retryTransient(receiving, {
+          while: (error) => error._tag === "CallError" && isTransient(error.cause),
+          schedule: Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")), Schedule.upTo(settings.reconnectTimeout))
+        }),
+      Effect.mapError(fail)
     )
 
     return Stream.repeatEffectChunk(poll)

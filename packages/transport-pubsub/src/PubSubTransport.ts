@@ -42,6 +42,11 @@ export interface Options {
   readonly connectTimeout?: Duration.DurationInput
   /** How long a subscription retries failing pulls before it fails. Default 30 s. */
   readonly reconnectTimeout?: Duration.DurationInput
+  /**
+   * Bound on one publish call, the client's own retries included: past it the publish fails with `PublishError`
+   * (the messages may or may not be stored: publish again, consumers deduplicate by id). Default 30 s.
+   */
+  readonly publishTimeout?: Duration.DurationInput
   /** How long one pull waits for messages. Default 1 s. */
   readonly pullTimeout?: Duration.DurationInput
   /** Messages asked for per pull. Default 100. */
@@ -91,6 +96,7 @@ const settings = (options: Options): internal.Settings => ({
   visibilitySeconds: wholeSeconds(options.visibilityTimeout ?? "30 seconds"),
   connectTimeout: Duration.decode(options.connectTimeout ?? "10 seconds"),
   reconnectTimeout: Duration.decode(options.reconnectTimeout ?? "30 seconds"),
+  publishTimeout: Duration.decode(options.publishTimeout ?? "30 seconds"),
   pullTimeout: Duration.decode(options.pullTimeout ?? "1 second"),
   maxMessages: Math.max(1, Math.min(1000, options.maxMessages ?? 100)),
   maxDeliveryAttempts: Math.max(5, Math.min(100, options.maxDeliveryAttempts ?? 20)),

@@ -7,6 +7,7 @@ import { Chunk, Duration, Effect, FastCheck as fc, Fiber, Stream } from "effect"
 import { createServer } from "node:net"
 import { PubSubTransport } from "../src/index.js"
 import * as internal from "../src/internal/pubsub.js"
+import * as FaultProxy from "../../transport/test/support/FaultProxy.js"
 import { type PrivatePubSub, start } from "./support/PrivatePubSub.js"
 
 const encoder = new TextEncoder()
@@ -245,4 +246,30 @@ describe("a subscription deleted under a running consumer", () => {
       expect(again!.message.id).toBe("after")
       yield* again!.ack
     }), 30_000)
+})
+
+describe("a service that stops answering", () => {
+  it.scopedLive("a publish fails with a transient PublishError within publishTimeout, and publishes again once the service answers", () =>
+    Effect.gen(function*() {
+      const proxy = yield* Effect.acquireRelease(
+        Effect.promise(() => FaultProxy.start({ port: emulator.port })),
+        (p) => Effect.promise(p.destroy)
+      )
+      const driver = yield* PubSubTransport.make({
+        apiEndpoint: `127.0.0.1:${proxy.port}`,
+        projectId,
+        visibilityTimeout: "2 seconds",
+        publishTimeout: "2 seconds"
+      })
+      const topic = topicName("stall")
+      yield* driver.publish(topic, [message("before")])
+      proxy.stall(true)
+      const started = Date.now()
+      const error = yield* Effect.flip(driver.publish(topic, [message("during")])).pipe(Effect.timeout("20 seconds"))
+      expect(error._tag).toBe("PublishError")
+      expect((yield* Failure.classify(error)).classification).toBe("transient")
+      expect(Date.now() - started).toBeLessThan(10_000)
+      proxy.stall(false)
+      yield* driver.publish(topic, [message("after")])
+    }), 40_000)
 })

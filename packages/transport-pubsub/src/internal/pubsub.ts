@@ -18,6 +18,7 @@ export interface Settings {
   readonly visibilitySeconds: number
   readonly connectTimeout: Duration.Duration
   readonly reconnectTimeout: Duration.Duration
+  readonly publishTimeout: Duration.Duration
   readonly pullTimeout: Duration.Duration
   readonly maxMessages: number
   readonly maxDeliveryAttempts: number
@@ -321,9 +322,21 @@ const createSubscription = (clients: Clients, settings: Settings, topic: string,
   ))
 
 /** Publishes one request's messages; fails unless the service returned an id for each. */
-export const publishBatch = (clients: Clients, projectId: string, topic: string, messages: ReadonlyArray<PubsubMessage>) =>
+export const publishBatch = (
+  clients: Clients,
+  settings: Pick<Settings, "projectId" | "publishTimeout">,
+  topic: string,
+  messages: ReadonlyArray<PubsubMessage>
+) =>
   Effect.flatMap(
-    call(() => clients.publisher.publish({ topic: topicPath(projectId, topic), messages: messages as Array<PubsubMessage> })),
+    call(() => clients.publisher.publish({ topic: topicPath(settings.projectId, topic), messages: messages as Array<PubsubMessage> })).pipe(
+      // The client's own retries (up to 10 minutes by default) stop here: a service that never answers makes
+      // the publish fail, typed and transient, instead of hanging its caller (the call is cancelled).
+      Effect.timeoutFail({
+        duration: settings.publishTimeout,
+        onTimeout: () => new CallError({ cause: `no answer to the publish within ${Duration.format(settings.publishTimeout)}` })
+      })
+    ),
     ([response]) =>
       (response.messageIds?.length ?? 0) === messages.length
         ? Effect.void
@@ -415,7 +428,7 @@ export const make = (settings: Settings) =>
     }
 
     const send = (topic: string, messages: ReadonlyArray<PubsubMessage>) =>
-      Effect.forEach(batches(messages), (batch) => publishBatch(clients, settings.projectId, topic, batch), { discard: true })
+      Effect.forEach(batches(messages), (batch) => publishBatch(clients, settings, topic, batch), { discard: true })
 
     const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => {
       if (messages.length === 0) return Effect.void
@@ -476,7 +489,7 @@ export const subscription = (
       deadLetter: (copy) => {
         const deadTopic = Driver.deadLetterTopic(topic)
         return unwrapped(prepare(deadTopic).pipe(
-          Effect.zipRight(publishBatch(clients, settings.projectId, deadTopic, [encode(copy)])),
+          Effect.zipRight(publishBatch(clients, settings, deadTopic, [encode(copy)])),
           Effect.zipRight(ackNow(ackId))
         ))
       }

@@ -16,6 +16,11 @@ export interface FaultProxy {
   readonly resets: () => number
   /** Resets every open connection, refuses new ones for `downMillis`, then accepts again on the same port. */
   readonly cut: (downMillis: number) => Promise<void>
+  /**
+   * A service that hangs: while stalled, connections stay open and new ones are accepted, but nothing a client
+   * sends is passed on (so no answer comes); `stall(false)` passes everything held on.
+   */
+  readonly stall: (stalled: boolean) => void
   /** Closes the proxy and every connection through it. Safe to call twice. */
   readonly destroy: () => Promise<void>
 }
@@ -23,12 +28,17 @@ export interface FaultProxy {
 /** Starts a proxy on a port the OS picks, forwarding to `target` on the loopback interface. */
 export const start = async (target: { readonly port: number; readonly host?: string }): Promise<FaultProxy> => {
   const open = new Set<net.Socket>()
+  const clients = new Set<net.Socket>()
   let reset = 0
   let closed = false
+  let stalled = false
   const accept = (client: net.Socket) => {
     const upstream = net.connect(target.port, target.host ?? "127.0.0.1")
     open.add(client)
     open.add(upstream)
+    clients.add(client)
+    client.on("close", () => clients.delete(client))
+    if (stalled) client.pause()
     const drop = () => {
       open.delete(client)
       open.delete(upstream)
@@ -39,6 +49,8 @@ export const start = async (target: { readonly port: number; readonly host?: str
     upstream.on("error", drop).on("close", drop)
     client.pipe(upstream)
     upstream.pipe(client)
+    // `pipe` resumes a paused stream: a stalled proxy keeps this one paused.
+    if (stalled) client.pause()
   }
   const listen = (server: net.Server, port: number) =>
     new Promise<number>((resolve, reject) => {
@@ -85,7 +97,11 @@ export const start = async (target: { readonly port: number; readonly host?: str
     resetAll()
     await closing
   }
-  return { port, resets: () => reset, cut, destroy }
+  const stall = (on: boolean) => {
+    stalled = on
+    for (const client of clients) on ? client.pause() : client.resume()
+  }
+  return { port, resets: () => reset, cut, stall, destroy }
 }
 
 /**

@@ -58,6 +58,12 @@ export interface Options {
   readonly connectTimeout?: Duration.DurationInput
   /** How long reads and publishes retry failing calls (throttling, the network) before they fail. Default 30 s. */
   readonly reconnectTimeout?: Duration.DurationInput
+  /**
+   * How long one HTTP call may go without an answer (socket inactivity) before it fails and is retried, so a
+   * service that stops answering fails calls instead of hanging them (for minutes, by the AWS SDK's defaults). Default 30 s.
+   * A `requestHandler` in `clientConfig` takes precedence.
+   */
+  readonly socketTimeout?: Duration.DurationInput
   /** Wait for the checkpoint store to take each ack before the ack completes. Default false: completes at once. */
   readonly confirmAcks?: boolean
 }
@@ -95,6 +101,7 @@ const settings = (options: Options): connection.Settings => {
     idleRelease: Duration.decode(options.idleRelease ?? visibilityTimeout),
     connectTimeout: Duration.decode(options.connectTimeout ?? "10 seconds"),
     reconnectTimeout: Duration.decode(options.reconnectTimeout ?? "30 seconds"),
+    socketTimeout: Duration.decode(options.socketTimeout ?? "30 seconds"),
     confirmAcks: options.confirmAcks ?? false
   }
 }

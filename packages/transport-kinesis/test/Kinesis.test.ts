@@ -1,6 +1,6 @@
 import { GetRecordsCommand, GetShardIteratorCommand, KinesisClient, ListShardsCommand, PutRecordsCommand, SplitShardCommand } from "@aws-sdk/client-kinesis"
 import { Database } from "@bulwark/sql"
-import { Delivery } from "@bulwark/core"
+import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import * as Contract from "@bulwark/transport/Contract"
 import { afterAll, beforeAll, describe, expect, it, layer } from "@effect/vitest"
@@ -9,6 +9,7 @@ import { Chunk, Duration, Effect, Stream } from "effect"
 import { CheckpointStore, KinesisTransport } from "../src/index.js"
 import * as SqlStore from "../src/CheckpointStore/Sql.js"
 import { decode, encode } from "../src/internal/codec.js"
+import * as FaultProxy from "../../transport/test/support/FaultProxy.js"
 import { credentials, type PrivateKinesis, start } from "./support/PrivateKinesis.js"
 
 const encoder = new TextEncoder()
@@ -291,4 +292,31 @@ describe("on the stream", () => {
       expect(Records!.map((r) => r.PartitionKey)).toEqual(["key-1", "key-1"])
       expect(Records!.map((r) => decode(topic, r).id)).toEqual(["w-1", "w-2"])
     }).pipe(Effect.provide(CheckpointStore.layerMemory())), 30_000)
+})
+
+describe("a service that stops answering", () => {
+  it.scopedLive("a publish fails with a transient PublishError after socketTimeout and the retries, and publishes again once the service answers", () =>
+    Effect.gen(function*() {
+      const proxy = yield* Effect.acquireRelease(
+        Effect.promise(() => FaultProxy.start({ port: emulator.port })),
+        (p) => Effect.promise(p.destroy)
+      )
+      const driver = yield* KinesisTransport.make({
+        ...options(),
+        endpoint: `http://127.0.0.1:${proxy.port}`,
+        clientConfig: { credentials, maxAttempts: 1 },
+        socketTimeout: "1 second",
+        reconnectTimeout: "3 seconds"
+      })
+      const topic = topicName("stall")
+      yield* driver.publish(topic, [message("before", "k")])
+      proxy.stall(true)
+      const started = Date.now()
+      const error = yield* Effect.flip(driver.publish(topic, [message("during", "k")])).pipe(Effect.timeout("40 seconds"))
+      expect(error._tag).toBe("PublishError")
+      expect((yield* Failure.classify(error)).classification).toBe("transient")
+      expect(Date.now() - started).toBeLessThan(20_000)
+      proxy.stall(false)
+      yield* driver.publish(topic, [message("after", "k")])
+    }).pipe(Effect.provide(CheckpointStore.layerMemory())), 60_000)
 })

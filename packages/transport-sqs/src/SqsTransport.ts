@@ -44,6 +44,12 @@ export interface Options {
   readonly connectTimeout?: Duration.DurationInput
   /** How long a subscription retries failing receives before it fails. Default 30 s. */
   readonly reconnectTimeout?: Duration.DurationInput
+  /**
+   * How long one HTTP call may go without an answer (socket inactivity) before it fails and is retried, so a
+   * service that stops answering fails calls instead of hanging them (for minutes, by the AWS SDK's defaults). At least the
+   * receive wait + 5 s. Default 30 s. A `requestHandler` in `clientConfig` takes precedence.
+   */
+  readonly socketTimeout?: Duration.DurationInput
   /** Wait for SQS to answer each ack (delete) before the ack completes. Default false: completes once queued. */
   readonly confirmAcks?: boolean
 }
@@ -86,6 +92,10 @@ const settings = (options: Options): internal.Settings => ({
   maxReceiveCount: Math.max(1, Math.min(1000, options.maxReceiveCount ?? 20)),
   connectTimeout: Duration.decode(options.connectTimeout ?? "10 seconds"),
   reconnectTimeout: Duration.decode(options.reconnectTimeout ?? "30 seconds"),
+  socketTimeout: Duration.max(
+    Duration.decode(options.socketTimeout ?? "30 seconds"),
+    Duration.seconds(wholeSeconds(options.waitTime ?? "1 second", 0, 20) + 5)
+  ),
   confirmAcks: options.confirmAcks ?? false
 })
 

@@ -7,6 +7,7 @@ import { Chunk, Duration, Effect, FastCheck as fc, Fiber, Stream } from "effect"
 import { createServer } from "node:net"
 import { SqsTransport } from "../src/index.js"
 import * as internal from "../src/internal/sqs.js"
+import * as FaultProxy from "../../transport/test/support/FaultProxy.js"
 import { credentials, type PrivateSqs, start } from "./support/PrivateSqs.js"
 
 const encoder = new TextEncoder()
@@ -268,4 +269,32 @@ describe("a queue deleted under a running consumer", () => {
       expect(again!.message.id).toBe("after")
       yield* again!.ack
     }), 30_000)
+})
+
+describe("a service that stops answering", () => {
+  it.scopedLive("a publish fails with a transient PublishError after socketTimeout and the retries, and publishes again once the service answers", () =>
+    Effect.gen(function*() {
+      const proxy = yield* Effect.acquireRelease(
+        Effect.promise(() => FaultProxy.start({ port: emulator.port })),
+        (p) => Effect.promise(p.destroy)
+      )
+      const driver = yield* SqsTransport.make({
+        endpoint: `http://127.0.0.1:${proxy.port}`,
+        clientConfig: { credentials, maxAttempts: 1 },
+        fifo: false,
+        waitTime: "0 seconds",
+        socketTimeout: "1 second",
+        reconnectTimeout: "3 seconds"
+      })
+      const topic = topicName("stall")
+      yield* driver.publish(topic, [message("before")])
+      proxy.stall(true)
+      const started = Date.now()
+      const error = yield* Effect.flip(driver.publish(topic, [message("during")])).pipe(Effect.timeout("40 seconds"))
+      expect(error._tag).toBe("PublishError")
+      expect((yield* Failure.classify(error)).classification).toBe("transient")
+      expect(Date.now() - started).toBeLessThan(20_000)
+      proxy.stall(false)
+      yield* driver.publish(topic, [message("after")])
+    }), 60_000)
 })

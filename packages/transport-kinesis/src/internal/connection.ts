@@ -25,6 +25,7 @@ export interface Settings {
   readonly idleRelease: Duration.Duration
   readonly connectTimeout: Duration.Duration
   readonly reconnectTimeout: Duration.Duration
+  readonly socketTimeout: Duration.Duration
   readonly confirmAcks: boolean
 }
 
@@ -98,7 +99,12 @@ export const connect = (settings: Settings): Effect.Effect<KinesisClient, Kinesi
         try: () =>
           new KinesisClient({
             region: settings.region,
-            requestHandler: new NodeHttpHandler({ httpAgent: { keepAlive: true, maxSockets: 64 } }),
+            // A stalled call fails after `socketTimeout` (socket inactivity) instead of hanging (for minutes, by the SDK's defaults).
+            requestHandler: new NodeHttpHandler({
+              httpAgent: { keepAlive: true, maxSockets: 64 },
+              socketTimeout: Duration.toMillis(settings.socketTimeout),
+              connectionTimeout: Duration.toMillis(settings.connectTimeout)
+            }),
             ...settings.clientConfig,
             ...(settings.endpoint === undefined ? {} : { endpoint: settings.endpoint })
           }),

@@ -34,6 +34,7 @@ export interface Settings {
   readonly maxReceiveCount: number
   readonly connectTimeout: Duration.Duration
   readonly reconnectTimeout: Duration.Duration
+  readonly socketTimeout: Duration.Duration
   readonly confirmAcks: boolean
 }
 
@@ -212,6 +213,8 @@ export const connect = (settings: Settings): Effect.Effect<SQSClient, SqsConnect
         try: () =>
           new SQSClient({
             region: settings.region,
+            // The SDK's Node handler, given as its options: a stalled call fails after `socketTimeout`.
+            requestHandler: { socketTimeout: Duration.toMillis(settings.socketTimeout), connectionTimeout: Duration.toMillis(settings.connectTimeout) },
             ...settings.clientConfig,
             ...(settings.endpoint === undefined ? {} : { endpoint: settings.endpoint })
           }),

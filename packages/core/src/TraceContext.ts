@@ -95,6 +95,24 @@ export const stamp = (
   return { ...rest, ...context }
 }
 
+/**
+ * Messages stamped with `span`'s trace context (a producer span around their send or append), except those whose
+ * own carried context (`carried[i]`, from {@link extract}) belongs to another trace: those are forwarded untouched.
+ */
+export const stampAll = <M extends { readonly headers: Readonly<Record<string, string>> }>(
+  messages: ReadonlyArray<M>,
+  carried: ReadonlyArray<Option.Option<Tracer.ExternalSpan>>,
+  span: Tracer.AnySpan
+): ReadonlyArray<M> => {
+  const context = headersOf(span)
+  return messages.map((message, i) => {
+    const own = carried[i]!
+    return Option.isSome(own) && own.value.traceId !== span.traceId
+      ? message
+      : { ...message, headers: stamp(message.headers, context) }
+  })
+}
+
 /** `headers` with the current span's trace context written over any carried one. */
 export const inject = (headers: Readonly<Record<string, string>>): Effect.Effect<Record<string, string>> =>
   Effect.map(currentHeaders, (context) => stamp(headers, context))

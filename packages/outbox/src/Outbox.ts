@@ -82,19 +82,7 @@ const appendAttributes = (topic: string, messages: ReadonlyArray<Transport.Outgo
  * The rows as written under `span`: each carries the span's W3C context, except a row carrying another
  * trace's context (a forwarded message), which keeps it.
  */
-const stampAll = (
-  messages: ReadonlyArray<Transport.OutgoingMessage>,
-  carried: ReadonlyArray<Option.Option<Tracer.ExternalSpan>>,
-  span: Tracer.AnySpan
-): ReadonlyArray<Transport.OutgoingMessage> => {
-  const context = TraceContext.headersOf(span)
-  return messages.map((message, i) => {
-    const own = carried[i]!
-    return Option.isSome(own) && own.value.traceId !== span.traceId
-      ? message
-      : { ...message, headers: TraceContext.stamp(message.headers, context) }
-  })
-}
+const stampAll = TraceContext.stampAll
 
 /**
  * An append as a `create {topic}` producer span inside the caller's span, each row's headers carrying that

@@ -1,6 +1,6 @@
 import { GetRecordsCommand, GetShardIteratorCommand, KinesisClient, ListShardsCommand, PutRecordsCommand, SplitShardCommand } from "@aws-sdk/client-kinesis"
 import { Database } from "@bulwark/sql"
-import { Delivery, Failure } from "@bulwark/core"
+import { Delivery } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import * as Contract from "@bulwark/transport/Contract"
 import { afterAll, beforeAll, describe, expect, it, layer } from "@effect/vitest"
@@ -296,27 +296,18 @@ describe("on the stream", () => {
 
 describe("a service that stops answering", () => {
   it.scopedLive("a publish fails with a transient PublishError after socketTimeout and the retries, and publishes again once the service answers", () =>
-    Effect.gen(function*() {
-      const proxy = yield* Effect.acquireRelease(
-        Effect.promise(() => FaultProxy.start({ port: emulator.port })),
-        (p) => Effect.promise(p.destroy)
-      )
-      const driver = yield* KinesisTransport.make({
-        ...options(),
-        endpoint: `http://127.0.0.1:${proxy.port}`,
-        clientConfig: { credentials, maxAttempts: 1 },
-        socketTimeout: "1 second",
-        reconnectTimeout: "3 seconds"
-      })
-      const topic = topicName("stall")
-      yield* driver.publish(topic, [message("before", "k")])
-      proxy.stall(true)
-      const started = Date.now()
-      const error = yield* Effect.flip(driver.publish(topic, [message("during", "k")])).pipe(Effect.timeout("40 seconds"))
-      expect(error._tag).toBe("PublishError")
-      expect((yield* Failure.classify(error)).classification).toBe("transient")
-      expect(Date.now() - started).toBeLessThan(20_000)
-      proxy.stall(false)
-      yield* driver.publish(topic, [message("after", "k")])
+    FaultProxy.expectStalledPublishFails({
+      port: emulator.port,
+      make: (port) =>
+        KinesisTransport.make({
+          ...options(),
+          endpoint: `http://127.0.0.1:${port}`,
+          clientConfig: { credentials, maxAttempts: 1 },
+          socketTimeout: "1 second",
+          reconnectTimeout: "3 seconds"
+        }),
+      topic: topicName("stall"),
+      message: (id) => message(id, "k"),
+      within: "20 seconds"
     }).pipe(Effect.provide(CheckpointStore.layerMemory())), 60_000)
 })

@@ -273,28 +273,19 @@ describe("a queue deleted under a running consumer", () => {
 
 describe("a service that stops answering", () => {
   it.scopedLive("a publish fails with a transient PublishError after socketTimeout and the retries, and publishes again once the service answers", () =>
-    Effect.gen(function*() {
-      const proxy = yield* Effect.acquireRelease(
-        Effect.promise(() => FaultProxy.start({ port: emulator.port })),
-        (p) => Effect.promise(p.destroy)
-      )
-      const driver = yield* SqsTransport.make({
-        endpoint: `http://127.0.0.1:${proxy.port}`,
-        clientConfig: { credentials, maxAttempts: 1 },
-        fifo: false,
-        waitTime: "0 seconds",
-        socketTimeout: "1 second",
-        reconnectTimeout: "3 seconds"
-      })
-      const topic = topicName("stall")
-      yield* driver.publish(topic, [message("before")])
-      proxy.stall(true)
-      const started = Date.now()
-      const error = yield* Effect.flip(driver.publish(topic, [message("during")])).pipe(Effect.timeout("40 seconds"))
-      expect(error._tag).toBe("PublishError")
-      expect((yield* Failure.classify(error)).classification).toBe("transient")
-      expect(Date.now() - started).toBeLessThan(20_000)
-      proxy.stall(false)
-      yield* driver.publish(topic, [message("after")])
+    FaultProxy.expectStalledPublishFails({
+      port: emulator.port,
+      make: (port) =>
+        SqsTransport.make({
+          endpoint: `http://127.0.0.1:${port}`,
+          clientConfig: { credentials, maxAttempts: 1 },
+          fifo: false,
+          waitTime: "0 seconds",
+          socketTimeout: "1 second",
+          reconnectTimeout: "3 seconds"
+        }),
+      topic: topicName("stall"),
+      message: (id) => message(id),
+      within: "20 seconds"
     }), 60_000)
 })

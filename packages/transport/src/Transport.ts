@@ -264,19 +264,7 @@ const sendPlan = (
 }
 
 // The messages with the send span's context, except those carrying another trace's (forwarded untouched).
-const stampAll = (
-  messages: ReadonlyArray<OutgoingMessage>,
-  carried: ReadonlyArray<Option.Option<Tracer.ExternalSpan>>,
-  span: Tracer.AnySpan
-): ReadonlyArray<OutgoingMessage> => {
-  const context = TraceContext.headersOf(span)
-  return messages.map((message, i) => {
-    const own = carried[i]!
-    return Option.isSome(own) && own.value.traceId !== span.traceId
-      ? message
-      : { ...message, headers: TraceContext.stamp(message.headers, context) }
-  })
-}
+const stampAll = TraceContext.stampAll
 
 /**
  * {@link tracePublish} for a driver's `storeNow`: the same `send` span (a child of the environment's span),

@@ -4,6 +4,10 @@
  * client sees when the service's endpoint fails over or the network drops: every open connection is reset
  * mid-stream, and for a while new connections are refused; then the endpoint answers again, with its data.
  */
+import { Failure } from "@bulwark/core"
+import type { OutgoingMessage, PublishError } from "@bulwark/transport/Transport"
+import { expect } from "@effect/vitest"
+import { type Cause, Duration, Effect, Either, type Scope } from "effect"
 import * as net from "node:net"
 
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
@@ -131,3 +135,37 @@ export const privateService = async (server: {
     }
   }
 }
+
+/**
+ * The check a driver's "service that stops answering" test makes, through a proxy in front of its service:
+ * `make` builds the driver against `proxyPort`; a publish works, then (the proxy stalled) a publish fails with a
+ * transient `PublishError` within `within` instead of hanging, then (the proxy passing again) a publish works.
+ */
+export const expectStalledPublishFails = <E, R>(options: {
+  readonly port: number
+  readonly make: (proxyPort: number) => Effect.Effect<{
+    readonly publish: (topic: string, messages: ReadonlyArray<OutgoingMessage>) => Effect.Effect<void, PublishError>
+  }, E, R>
+  readonly topic: string
+  readonly message: (id: string) => OutgoingMessage
+  readonly within: Duration.DurationInput
+}): Effect.Effect<void, E | PublishError | Cause.TimeoutException, R | Scope.Scope> =>
+  Effect.gen(function*() {
+    const proxy = yield* Effect.acquireRelease(Effect.promise(() => start({ port: options.port })), (p) => Effect.promise(p.destroy))
+    const driver = yield* options.make(proxy.port)
+    yield* driver.publish(options.topic, [options.message("before")])
+    proxy.stall(true)
+    const started = Date.now()
+    const outcome = yield* driver.publish(options.topic, [options.message("during")]).pipe(
+      Effect.either,
+      Effect.timeout(Duration.sum(options.within, Duration.seconds(20)))
+    )
+    expect(Either.isLeft(outcome)).toBe(true)
+    if (Either.isRight(outcome)) return
+    const error = outcome.left
+    expect(error._tag).toBe("PublishError")
+    expect((yield* Failure.classify(error)).classification).toBe("transient")
+    expect(Date.now() - started).toBeLessThan(Duration.toMillis(options.within))
+    proxy.stall(false)
+    yield* driver.publish(options.topic, [options.message("after")])
+  })

@@ -163,7 +163,7 @@ export const mutants: ReadonlyArray<Mutant> = [
     id: "retry-retries-permanent",
     description: "retry also retries failures classified permanent",
     file: "packages/retry/src/Retry.ts",
-    search: "if (!policy.retryOn(error, verdict)) {",
+    search: "if (!policy.retryOn(error, verdict, judgedAt)) {",
     replace: "if (false) {",
     caughtBy: ["permanent-not-retried"],
     workload: { maxFaults: 1, poisonRate: 0.5, weights: only({ drop: 1 }) }

@@ -21,6 +21,10 @@ describe("chaos: outbox → relays → NATS → idempotent consumer under kills 
       // Generous: the machine may be loaded; the full run reports the real drain time.
       drainTimeoutMillis: 60_000
     })
+    // Where a reordering started (the stream, i.e. the relays, or the consumer), for whoever reads a failure.
+    if (report.reorderings > 0 || report.lost > 0 || report.duplicateEffects > 0) {
+      console.log(JSON.stringify({ stream: report.stream, reorderExamples: report.reorderExamples }, null, 2))
+    }
     expect({
       committed: report.committed,
       lost: report.lost,

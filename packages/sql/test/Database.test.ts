@@ -1,6 +1,6 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, layer } from "@effect/vitest"
-import { Chunk, Deferred, Effect, Fiber, Layer, Stream, Tracer } from "effect"
+import { Chunk, Effect, Fiber, Layer, Stream } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -59,52 +59,6 @@ for (const [name, database] of engines) {
         expect(seen.every((n) => n >= 1 && n <= 3)).toBe(true)
         const [total] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(table)} WHERE note = 'tx'`
         expect(total!.n).toBe(3)
-      }))
-
-    it.effect("a savepoint inside a transaction rolls back alone; an interrupted transaction leaves nothing", () =>
-      Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
-        const inner = yield* sql.withTransaction(Effect.gen(function*() {
-          yield* sql`INSERT INTO ${sql(table)} (id, note) VALUES (20, 'outer')`
-          const nested = yield* sql.withTransaction(Effect.zipRight(
-            sql`INSERT INTO ${sql(table)} (id, note) VALUES (21, 'savepoint')`,
-            Effect.fail("inner" as const)
-          )).pipe(Effect.flip)
-          yield* sql.withTransaction(sql`INSERT INTO ${sql(table)} (id, note) VALUES (22, 'savepoint kept')`)
-          return nested
-        }))
-        expect(inner).toBe("inner")
-        const started = yield* Deferred.make<void>()
-        const hanging = yield* sql.withTransaction(Effect.zipRight(
-          sql`INSERT INTO ${sql(table)} (id, note) VALUES (23, 'interrupted')`,
-          Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)
-        )).pipe(Effect.fork)
-        yield* Deferred.await(started)
-        yield* Fiber.interrupt(hanging)
-        const rows = yield* sql<{ id: number }>`SELECT id FROM ${sql(table)} WHERE id BETWEEN 20 AND 23 ORDER BY id`
-        expect(rows.map((r) => r.id)).toEqual([20, 22])
-        // The connection went back: later transactions run (PGlite has only the one).
-        expect(yield* sql.withTransaction(sql<{ n: number }>`SELECT 1 AS n`)).toEqual([{ n: 1 }])
-      }))
-
-    it.effect("with a tracer installed a transaction keeps its sql.transaction span; with none it runs without one", () =>
-      Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
-        const names: Array<string> = []
-        const native = yield* Effect.tracer
-        const recording = Tracer.make({
-          span: (name, parent, context, links, startTime, kind, options) => {
-            names.push(name)
-            return native.span(name, parent, context, links, startTime, kind, options)
-          },
-          context: native.context
-        })
-        yield* sql.withTransaction(sql`SELECT 1`).pipe(Effect.withTracer(recording))
-        expect(names).toContain("sql.transaction")
-        // Without one (spans go nowhere), the body runs under the caller's span, not under a transaction span.
-        expect((yield* sql.withTransaction(Effect.option(Effect.currentParentSpan)))._tag).toBe("None")
-        const outer = yield* sql.withTransaction(Effect.currentParentSpan).pipe(Effect.withSpan("outer"))
-        expect(outer._tag === "Span" && outer.name).toBe("outer")
       }))
 
     it.effect("LISTEN receives NOTIFY, and a notification sent in a transaction arrives only at commit", () =>

@@ -118,7 +118,9 @@ const makeListener = (url: string, Client: typeof pg.Client) =>
       Effect.tap((client) =>
         Scope.addFinalizer(
           scope,
-          Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.timeoutOption("1 second"))
+          // A finalizer runs uninterruptibly and `timeout` waits for what it cannot interrupt: the end is made
+          // interruptible, or a hung server would hold the scope's close for ever.
+          Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.interruptible, Effect.timeoutOption("1 second"))
         )
       ),
       // Opening and handing the connection to the scope's finalizer are one step: an interruption between
@@ -154,7 +156,7 @@ const makeListener = (url: string, Client: typeof pg.Client) =>
             Effect.promise(() => {
               client.off("notification", onNotification).off("end", onEnd)
               return client.query(`UNLISTEN ${client.escapeIdentifier(channel)}`).catch(() => undefined)
-            }).pipe(Effect.timeoutOption("1 second"))
+            }).pipe(Effect.interruptible, Effect.timeoutOption("1 second"))
           )
           client.on("notification", onNotification).on("end", onEnd)
           yield* Effect.tryPromise({

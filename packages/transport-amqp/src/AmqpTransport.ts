@@ -45,6 +45,13 @@ export interface Options {
   readonly url?: string
   /** Bound on connecting at start, on each reconnect attempt, and on publishing while reconnecting. Default 5 s. */
   readonly connectTimeout?: Duration.DurationInput
+  /**
+   * How long a publish waits for the broker's confirms before it fails with a transient `PublishError` (the
+   * messages may still arrive, so it can be repeated): a broker that hangs while its connection stays up (still
+   * sending heartbeats) would otherwise hold every publish. Also bounds the copies a nack or dead-letter sends.
+   * Default 30 s.
+   */
+  readonly publishTimeout?: Duration.DurationInput
   /** AMQP heartbeat; a peer silent for about two of these is considered dead. Default 10 s. */
   readonly heartbeat?: Duration.DurationInput
   /** Unsettled deliveries per subscription: the concurrency limit a consumer sees. Default 100. */

@@ -5,9 +5,11 @@
 import type { Delivery } from "@bulwark/core"
 import { describe, expect, it } from "@effect/vitest"
 import type amqp from "amqplib"
+import amqplib from "amqplib"
 import { Chunk, Deferred, Effect, Fiber, Ref, Schedule, Stream } from "effect"
 import type { Socket } from "node:net"
 import * as AmqpTransport from "../src/AmqpTransport.js"
+import * as FaultProxy from "../../transport/test/support/FaultProxy.js"
 import { outgoing, scopedTransport, testPrefix } from "./helpers.js"
 
 /**
@@ -131,3 +133,38 @@ describe("connection loss", () => {
       expect(got.map((d) => d.message.id).sort()).toEqual(["after", "before"])
     }), 60_000)
 })
+
+/** Deletes a topic's exchange and its default group's queue, over a plain amqplib connection of its own. */
+const deleteTopic = (url: string, topic: string) =>
+  Effect.tryPromise(async () => {
+    const connection = await amqplib.connect(url)
+    try {
+      const channel = await connection.createChannel()
+      await channel.deleteQueue(AmqpTransport.queueName(topic, "default"))
+      await channel.deleteExchange(AmqpTransport.exchangeName(topic))
+    } finally {
+      await connection.close()
+    }
+  }).pipe(Effect.catchAll((error) => Effect.logError("test clean-up failed", error)))
+
+it.live("a broker that stops answering: a publish fails (transient) within the publish timeout, the next works once it answers, and closing does not hang", () =>
+  Effect.scoped(Effect.gen(function*() {
+    const prefix = testPrefix("stall")
+    const topic = `${prefix}-stall`
+    const base = new URL(process.env["BULWARK_AMQP_URL"] ?? AmqpTransport.defaultUrl)
+    // The transport under test is closed while the broker hangs, so it cannot delete what it declared: a
+    // connection of its own does, once the proxy is gone.
+    yield* Effect.addFinalizer(() => deleteTopic(base.toString(), topic))
+    yield* FaultProxy.expectStalledPublishFails({
+      port: Number(base.port || 5672),
+      make: (port) => {
+        const through = new URL(base)
+        through.host = `127.0.0.1:${port}`
+        return AmqpTransport.make({ url: through.toString(), publishTimeout: "3 seconds" })
+      },
+      topic,
+      message: (id) => outgoing(id),
+      within: "15 seconds",
+      closeWithin: "15 seconds"
+    })
+  })), 120_000)

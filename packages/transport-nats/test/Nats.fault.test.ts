@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Ref, Schedule, Stream } from "effect"
 import { connect } from "nats"
 import { NatsTransport } from "../src/index.js"
+import * as FaultProxy from "../../transport/test/support/FaultProxy.js"
 import { deleteStreams, natsUrl, startProxy, uniquePrefix } from "./support.js"
 
 const prefix = uniquePrefix("fault")
@@ -139,3 +140,13 @@ describe("NATS transport: faults", () => {
       expect(proxy.accepted()).toBeGreaterThanOrEqual(2)
     }).pipe(Effect.scoped), 60_000)
 })
+
+it.live("a server that stops answering: a publish fails (transient) within the request timeout, the next works once it answers, and closing does not hang", () =>
+  Effect.scoped(FaultProxy.expectStalledPublishFails({
+    port: Number(new URL(natsUrl).port || 4222),
+    make: (port) => NatsTransport.make({ servers: `nats://127.0.0.1:${port}`, prefix, requestTimeout: "2 seconds" }),
+    topic: "stall",
+    message,
+    within: "10 seconds",
+    closeWithin: "10 seconds"
+  })), 90_000)

@@ -33,6 +33,13 @@ export interface Options {
   /** How long a subscription retries after losing its connection before failing. Default 30 s. */
   readonly reconnectTimeout?: Duration.DurationInput
   /**
+   * How long a command waits for any answer before its connection is taken for dead: the socket is dropped, the
+   * commands in flight fail with a transient error (a publish may still have been carried out, so it can be
+   * repeated) and the connection is reopened. Bounds a publish or ack against a server that hangs instead of
+   * closing the connection. Blocking reads add their own block time to it. Default 30 s.
+   */
+  readonly socketTimeout?: Duration.DurationInput
+  /**
    * Approximate `MAXLEN ~` applied on every `XADD`. Default none: streams grow until trimmed elsewhere.
    * Trimming removes entries whether or not every group has acknowledged them, so set it well above any backlog.
    */
@@ -79,6 +86,7 @@ const settings = (options: Options): internal.Settings => ({
   visibilityTimeout: Duration.decode(options.visibilityTimeout ?? "30 seconds"),
   connectTimeout: Duration.decode(options.connectTimeout ?? "5 seconds"),
   reconnectTimeout: Duration.decode(options.reconnectTimeout ?? "30 seconds"),
+  socketTimeout: Duration.decode(options.socketTimeout ?? "30 seconds"),
   maxLength: options.maxLength,
   readCount: Math.max(1, options.readCount ?? 64),
   delayPollInterval: Duration.decode(options.delayPollInterval ?? "100 millis"),

@@ -3,6 +3,7 @@ import { expect, it } from "@effect/vitest"
 import { Transport } from "@bulwark/transport"
 import { Duration, Effect, Fiber, Schema, Stream } from "effect"
 import { RedisTransport } from "../src/index.js"
+import * as FaultProxy from "../../transport/test/support/FaultProxy.js"
 import { admin, clientsNamed, deleteKeys, testPrefix, url } from "./helpers.js"
 
 const Order = Schema.Struct({ n: Schema.Number })
@@ -102,3 +103,22 @@ it.live("a subscription whose blocking connection is killed while it waits recei
     expect(yield* eventually(Effect.sync(() => received.includes("after-kill")), "15 seconds")).toBe(true)
     yield* Fiber.interrupt(consumer)
   })), 60_000)
+
+it.live("a server that stops answering: a publish fails (transient) within the socket timeout instead of hanging, the next works once it answers, and closing does not hang", () =>
+  Effect.scoped(Effect.gen(function*() {
+    const keyPrefix = testPrefix("stall")
+    const redis = yield* admin
+    yield* Effect.addFinalizer(() => deleteKeys(redis, keyPrefix))
+    yield* FaultProxy.expectStalledPublishFails({
+      port: Number(new URL(url).port || 6379),
+      make: (port) => {
+        const through = new URL(url)
+        through.host = `127.0.0.1:${port}`
+        return RedisTransport.make({ url: through.toString(), keyPrefix, socketTimeout: "2 seconds" })
+      },
+      topic: "stall",
+      message: (id) => ({ id, key: "k", payload: new TextEncoder().encode(id), headers: {} }),
+      within: "10 seconds",
+      closeWithin: "10 seconds"
+    })
+  })), 90_000)

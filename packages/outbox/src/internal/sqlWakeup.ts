@@ -57,7 +57,8 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
     let registeredAt = 0
     let busyRounds = 0
     // Deregisters even when not known to be asleep: an interrupted registration may still have landed.
-    if (registers) yield* Effect.addFinalizer(() => deregister.pipe(Effect.timeout("1 second"), Effect.ignore))
+    // Interruptible, so that the bound holds in the finalizer's uninterruptible region against a hung database.
+    if (registers) yield* Effect.addFinalizer(() => deregister.pipe(Effect.interruptible, Effect.timeout("1 second"), Effect.ignore))
     const setAsleep = (value: boolean) =>
       (value ? register : deregister).pipe(
         Effect.zipRight(Clock.currentTimeMillis),

@@ -47,7 +47,8 @@ export const make = (options: Options = {}) =>
       heartbeatSeconds: Math.max(1, Math.round(Duration.toSeconds(heartbeat)))
     })
     const topology = Topology.make(options.declareDefaultGroup ?? true)
-    const publisher = Publisher.make(connection, topology, connectTimeout)
+    const publishTimeout = Duration.decode(options.publishTimeout ?? "30 seconds")
+    const publisher = Publisher.make(connection, topology, connectTimeout, publishTimeout)
     const context: Session.SessionContext = {
       connection,
       topology,

@@ -149,17 +149,23 @@ export const publishConfirmed = (
   channel: amqp.ConfirmChannel,
   exchange: string,
   routingKey: string,
-  messages: ReadonlyArray<Prepared>
+  messages: ReadonlyArray<Prepared>,
+  timeoutMillis: number
 ): Effect.Effect<void, unknown> =>
   Effect.async<void, unknown>((resume) => {
     let pending = messages.length
     let finished = false
     let index = 0
-    const finish = (exit: Effect.Effect<void, unknown>) => {
-      if (finished) return
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const stop = () => {
       finished = true
+      if (timer !== undefined) clearTimeout(timer)
       channel.removeListener("drain", pump)
       channel.removeListener("close", onClose)
+    }
+    const finish = (exit: Effect.Effect<void, unknown>) => {
+      if (finished) return
+      stop()
       resume(exit)
     }
     const onClose = () => finish(Effect.fail(new Error("channel closed before every message was confirmed")))
@@ -181,7 +187,14 @@ export const publishConfirmed = (
     }
     if (pending === 0) return resume(Effect.void)
     channel.once("close", onClose)
+    // A broker that hangs with its connection up (heartbeats still flowing) never confirms nor closes the channel.
+    timer = setTimeout(
+      () => finish(Effect.fail(new Error(`no confirm from the broker within ${timeoutMillis} ms`))),
+      timeoutMillis
+    )
     pump()
+    // An interrupted publish leaves no listener behind on the shared channel.
+    return Effect.sync(stop)
   })
 
 export const promise = <A>(operation: string, thunk: () => PromiseLike<A>) =>

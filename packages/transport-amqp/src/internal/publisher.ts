@@ -6,7 +6,7 @@ import type * as Driver from "@bulwark/transport/Driver"
 import type { OutgoingMessage } from "@bulwark/transport/Transport"
 import { PublishError } from "@bulwark/transport/Transport"
 import type amqp from "amqplib"
-import { type Duration, Effect } from "effect"
+import { Duration, Effect } from "effect"
 import type { AmqpConnectionError } from "./protocol.js"
 import { AmqpOperationError, closeQuietly, exchangeName, prepare, type Prepared, promise, publishConfirmed } from "./protocol.js"
 import type { Topology } from "./topology.js"
@@ -31,7 +31,13 @@ export interface Publisher {
 }
 
 /** The publisher over a supervised connection. */
-export const make = (connection: Connection, topology: Topology, connectTimeout: Duration.Duration): Publisher => {
+export const make = (
+  connection: Connection,
+  topology: Topology,
+  connectTimeout: Duration.Duration,
+  publishTimeout: Duration.Duration
+): Publisher => {
+  const confirmMillis = Duration.toMillis(publishTimeout)
   let confirm: { readonly model: amqp.ChannelModel; readonly channel: Promise<amqp.ConfirmChannel> } | undefined
 
   const confirmChannel = Effect.gen(function*() {
@@ -64,7 +70,7 @@ export const make = (connection: Connection, topology: Topology, connectTimeout:
     Effect.gen(function*() {
       const channel = yield* confirmChannel
       yield* topology.ensureTopic(channel, topic)
-      yield* publishConfirmed(channel, exchangeName(topic), "", prepared)
+      yield* publishConfirmed(channel, exchangeName(topic), "", prepared, confirmMillis)
     })
 
   const publish = (topic: string, messages: ReadonlyArray<OutgoingMessage>): Effect.Effect<void, PublishError> =>
@@ -75,7 +81,7 @@ export const make = (connection: Connection, topology: Topology, connectTimeout:
       )
 
   const sendToQueue = (queue: string, prepared: Prepared) =>
-    Effect.flatMap(confirmChannel, (channel) => publishConfirmed(channel, "", queue, [prepared]))
+    Effect.flatMap(confirmChannel, (channel) => publishConfirmed(channel, "", queue, [prepared], confirmMillis))
 
   // Bounded like connecting: a connection that died silently (until heartbeats notice) must not hang these.
   const withChannel = <A>(operation: string, use: (channel: amqp.Channel) => Promise<A>) =>

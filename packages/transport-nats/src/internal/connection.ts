@@ -30,7 +30,10 @@ const connectTo = (resolved: Resolved, options: Options) =>
 
 const closeConnection = (connection: NatsConnection) =>
   Effect.promise(() => connection.drain().catch(() => undefined)).pipe(
-    // Draining waits for the server; a dead server must not hang shutdown.
+    // Draining waits for the server; a dead or hung server must not hang shutdown. A finalizer runs
+    // uninterruptibly, and `timeout` waits for an uninterruptible effect: the drain is made interruptible so
+    // that the bound holds.
+    Effect.interruptible,
     Effect.timeout("5 seconds"),
     Effect.ignore,
     Effect.zipRight(Effect.promise(() => connection.close().catch(() => undefined)))

@@ -5,6 +5,7 @@
 import { Delivery } from "@bulwark/core"
 import { Effect, Runtime, type Scope } from "effect"
 import type { Redis } from "ioredis"
+import { within } from "./protocol.js"
 
 /** The transport's ack queue. */
 export interface Acks {
@@ -24,7 +25,7 @@ export interface AckTarget {
 }
 
 /** The ack queue over the command connection; what is queued is sent before the scope closes. */
-export const make = (redis: Redis): Effect.Effect<Acks, never, Scope.Scope> =>
+export const make = (redis: Redis, timeoutMillis: number): Effect.Effect<Acks, never, Scope.Scope> =>
   Effect.gen(function*() {
     // Acks issued together (a handler pool settling a batch, or one fiber acking a chunk) share one XACK per
     // stream and group: one round trip instead of one per message. With `confirmAcks` an ack completes when
@@ -44,7 +45,7 @@ export const make = (redis: Redis): Effect.Effect<Acks, never, Scope.Scope> =>
     let queuedAcks = new Map<string, AckBatch>()
     const unansweredAcks = new Set<Promise<unknown>>()
     const sendAcks = (batch: AckBatch, start: number, end: number) => {
-      const sent: Promise<unknown> = redis.xack(batch.key, batch.group, ...batch.ids.slice(start, end)).then(
+      const sent: Promise<unknown> = within(redis.xack(batch.key, batch.group, ...batch.ids.slice(start, end)), timeoutMillis).then(
         () => {
           for (let i = start; i < end; i++) batch.resumes[i]?.(Effect.void)
         },

@@ -15,6 +15,7 @@ export interface Settings {
   readonly visibilityTimeout: Duration.Duration
   readonly connectTimeout: Duration.Duration
   readonly reconnectTimeout: Duration.Duration
+  readonly socketTimeout: Duration.Duration
   readonly maxLength: number | undefined
   readonly readCount: number
   readonly delayPollInterval: Duration.Duration
@@ -58,6 +59,29 @@ export const redactUrl = Driver.redactUrl
 /** A command failed; `cause` is ioredis' error (a `ReplyError` from the server, or a connection failure). */
 export class CommandError extends Data.TaggedError("CommandError")<{ readonly cause: unknown }> {}
 
+/**
+ * `promise`, or a rejection once `millis` pass without an answer. ioredis gives a command no bound of its own
+ * once its connection is being re-established (its ready check can wait on a hung server for ever), so a
+ * publish or ack is bounded here; the command may still be carried out later.
+ */
+export const within = <A>(promise: Promise<A>, millis: number): Promise<A> =>
+  new Promise<A>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`Redis did not answer within ${Duration.format(Duration.millis(millis))}`)),
+      millis
+    )
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      }
+    )
+  })
+
 export const command = <A>(run: () => Promise<A>) => Effect.tryPromise({ try: run, catch: (cause) => new CommandError({ cause }) })
 
 // Redis keeps real time (delays are scored by its clock): the driver's loops run on the wall clock.
@@ -66,8 +90,16 @@ export const inRealTime = Driver.inRealTime
 export const isReplyError = (error: unknown): boolean => error instanceof ReplyError
 export const isNoGroup = (error: unknown): boolean => isReplyError(error) && String((error as Error).message).startsWith("NOGROUP")
 
-/** Opens a connection in the current scope; it is closed when the scope closes. Bounded by `connectTimeout`. */
-export const connect = (settings: Settings, name: string): Effect.Effect<Redis, RedisConnectionError, Scope.Scope> =>
+/**
+ * Opens a connection in the current scope; it is closed when the scope closes. Bounded by `connectTimeout`.
+ * `blocksFor` is the longest a command on it may block by design (`XREADGROUP … BLOCK`), added to the socket
+ * timeout so that a quiet stream is not taken for a hung server.
+ */
+export const connect = (
+  settings: Settings,
+  name: string,
+  blocksFor = 0
+): Effect.Effect<Redis, RedisConnectionError, Scope.Scope> =>
   inRealTime(Effect.gen(function*() {
     const url = redactUrl(settings.url)
     const parsed = yield* Effect.try({
@@ -84,6 +116,10 @@ export const connect = (settings: Settings, name: string): Effect.Effect<Redis, 
           maxRetriesPerRequest: settings.maxRetriesPerRequest,
           // ioredis would retry forever at start; here only an established connection reconnects.
           retryStrategy: (times) => Math.min(50 * 2 ** times, 2_000),
+          // A server that stops answering (hung, or a network path that drops packets without a reset) would
+          // leave every command waiting for ever: past this silence the socket is dropped, the commands in
+          // flight fail (transient; they may have been carried out) and the connection is reopened.
+          socketTimeout: Duration.toMillis(settings.socketTimeout) + blocksFor,
           ...settings.redisOptions,
           lazyConnect: true,
           connectionName: name

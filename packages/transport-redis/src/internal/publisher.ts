@@ -1,11 +1,12 @@
 /** Publishing to Redis Streams: one `XADD` per message, a batch in one `MULTI`/`EXEC`. */
 import { Transport } from "@bulwark/transport"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import type { Redis } from "ioredis"
-import { messageFields, type Settings, streamKey } from "./protocol.js"
+import { messageFields, type Settings, streamKey, within } from "./protocol.js"
 
 /** `Publisher.publish` over the command connection. */
 export const make = (redis: Redis, settings: Settings) => {
+  const timeoutMillis = Duration.toMillis(settings.socketTimeout)
   const maxLength = settings.maxLength === undefined ? "0" : String(settings.maxLength)
   const xaddArgs = (key: string, fields: ReadonlyArray<string | Buffer>): Array<string | Buffer> =>
     settings.maxLength === undefined ? [key, "*", ...fields] : [key, "MAXLEN", "~", maxLength, "*", ...fields]
@@ -17,13 +18,13 @@ export const make = (redis: Redis, settings: Settings) => {
     return Effect.tryPromise({
       try: async () => {
         if (args.length === 1) {
-          await redis.call("XADD", args[0]!)
+          await within(redis.call("XADD", args[0]!), timeoutMillis)
           return
         }
         // MULTI: the batch is published whole or not at all.
         const transaction = redis.multi()
         for (const a of args) transaction.call("XADD", a)
-        const results = await transaction.exec()
+        const results = await within(transaction.exec(), timeoutMillis)
         if (results === null) throw new Error("transaction aborted")
         for (const [error] of results) if (error) throw error
       },

@@ -3,7 +3,7 @@
  * (`protocol.ts`), the ack queue (`acks.ts`), publishing (`publisher.ts`) and consuming (`session.ts`).
  */
 import type { Transport } from "@bulwark/transport"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import * as Acks from "./acks.js"
 import { command, connect, type Settings } from "./protocol.js"
 import * as Publisher from "./publisher.js"
@@ -31,7 +31,7 @@ export const make = (settings: Settings) =>
       persistent
     }
 
-    const context: Session.SessionContext = { redis, settings, acks: yield* Acks.make(redis) }
+    const context: Session.SessionContext = { redis, settings, acks: yield* Acks.make(redis, Duration.toMillis(settings.socketTimeout)) }
     return {
       features,
       publish: Publisher.make(redis, settings),

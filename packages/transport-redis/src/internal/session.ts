@@ -70,7 +70,7 @@ export const subscribe = (context: SessionContext, topic: string, options?: Tran
           Effect.catchAll((cause) => Effect.logDebug("could not remove the consumer from its group", cause))
         )
       )
-      const blocking = yield* Effect.mapError(connect(settings, `${connectionName}:sub:${consumer}`), fail)
+      const blocking = yield* Effect.mapError(connect(settings, `${connectionName}:sub:${consumer}`, claimIntervalMillis), fail)
       // Runs first when the subscription ends: its acks reach Redis before the consumer is released.
       yield* Effect.addFinalizer(() => sendQueuedAcks)
 

@@ -7,7 +7,7 @@
 import { Failure } from "@bulwark/core"
 import type { OutgoingMessage, PublishError } from "@bulwark/transport/Transport"
 import { expect } from "@effect/vitest"
-import { type Cause, Duration, Effect, Either, type Scope } from "effect"
+import { type Cause, Duration, Effect, Either, ExecutionStrategy, Exit, Scope } from "effect"
 import * as net from "node:net"
 
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
@@ -149,10 +149,13 @@ export const expectStalledPublishFails = <E, R>(options: {
   readonly topic: string
   readonly message: (id: string) => OutgoingMessage
   readonly within: Duration.DurationInput
+  /** When set, the driver is also closed while the proxy stalls, which must end within this bound. */
+  readonly closeWithin?: Duration.DurationInput
 }): Effect.Effect<void, E | PublishError | Cause.TimeoutException, R | Scope.Scope> =>
   Effect.gen(function*() {
     const proxy = yield* Effect.acquireRelease(Effect.promise(() => start({ port: options.port })), (p) => Effect.promise(p.destroy))
-    const driver = yield* options.make(proxy.port)
+    const driverScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+    const driver = yield* Scope.extend(options.make(proxy.port), driverScope)
     yield* driver.publish(options.topic, [options.message("before")])
     proxy.stall(true)
     const started = Date.now()
@@ -168,4 +171,10 @@ export const expectStalledPublishFails = <E, R>(options: {
     expect(Date.now() - started).toBeLessThan(Duration.toMillis(options.within))
     proxy.stall(false)
     yield* driver.publish(options.topic, [options.message("after")])
+    if (options.closeWithin === undefined) return
+    proxy.stall(true)
+    const closing = Date.now()
+    yield* Scope.close(driverScope, Exit.void).pipe(Effect.timeout(Duration.sum(options.closeWithin, Duration.seconds(20))))
+    expect(Date.now() - closing).toBeLessThan(Duration.toMillis(options.closeWithin))
+    proxy.stall(false)
   })

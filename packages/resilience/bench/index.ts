@@ -40,28 +40,31 @@ const connection = { host: "127.0.0.1", port: 6379 }
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const load = () => os.loadavg().map((l) => l.toFixed(1)).join("/")
 
-/** µs per call of `n` calls of `call`, one at a time or in batches of `batch` concurrent ones. */
-const timePromise = async (n: number, batch: number, call: () => Promise<unknown>) => {
+/** µs per call of `n` calls of `call` by `callers` concurrent callers, each making its share one at a time. */
+const timePromise = async (n: number, callers: number, call: () => Promise<unknown>) => {
   const start = performance.now()
-  if (batch === 1) for (let i = 0; i < n; i++) await call()
-  else {
-    const calls = new Array<Promise<unknown>>(batch)
-    for (let i = 0; i < n; i += batch) {
-      for (let j = 0; j < batch; j++) calls[j] = call()
-      await Promise.all(calls)
-    }
+  const caller = async () => {
+    for (let i = 0; i < n / callers; i++) await call()
   }
+  await (callers === 1 ? caller() : Promise.all(Array.from({ length: callers }, caller)))
   return ((performance.now() - start) * 1000) / n
 }
 
-/** µs per call of `n` runs of `call` inside one fiber, one at a time or in batches of `batch` (Effect.all). */
-const timeEffect = (n: number, batch: number, call: Effect.Effect<unknown, unknown>) =>
+/**
+ * µs per call of `n` runs of `call` by `callers` fibers, each running its share one at a time. Concurrent
+ * callers are long-lived fibers, as a program's workers are: batches joined by `Effect.all` cost 50–270 µs
+ * per call even for `Effect.succeed` on this machine (the fork, join and rescheduling of each batch, idle
+ * time included), which drowned the guards' cost and made it overlap with a store's round trip.
+ */
+const timeEffect = (n: number, callers: number, call: Effect.Effect<unknown, unknown>) =>
   Effect.runPromise(Effect.suspend(() => {
     const start = performance.now()
-    const step = batch === 1 ? call : Effect.all(Array.from({ length: batch }, () => call), { concurrency: "unbounded", discard: true })
-    let i = 0
-    const loop = Effect.whileLoop({ while: () => i < n, body: () => step, step: () => void (i += batch) })
-    return Effect.map(loop, () => ((performance.now() - start) * 1000) / n)
+    const caller = Effect.suspend(() => {
+      let i = 0
+      return Effect.whileLoop({ while: () => i < n / callers, body: () => call, step: () => void i++ })
+    })
+    const all = callers === 1 ? caller : Effect.all(Array.from({ length: callers }, () => caller), { concurrency: "unbounded", discard: true })
+    return Effect.map(all, () => ((performance.now() - start) * 1000) / n)
   }))
 
 interface Case {
@@ -188,6 +191,40 @@ const main = async () => {
       )
     }
   }
+  // Server time per reservation: Redis's own count of microseconds spent in EVALSHA (INFO commandstats),
+  // which both libraries use. At concurrency 10 the single-threaded server, sharing 2 cores with the
+  // client, is what a batch waits for, so its time per script bounds the rate.
+  const evalshaStats = async () => {
+    const info = await client.info("commandstats")
+    const m = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(info)
+    return m === null ? { calls: 0, usec: 0 } : { calls: Number(m[1]), usec: Number(m[2]) }
+  }
+  const serverTime = async (call: () => Promise<unknown>) => {
+    const before = await evalshaStats()
+    await timePromise(2_000, 10, call)
+    const after = await evalshaStats()
+    return (after.usec - before.usec) / Math.max(1, after.calls - before.calls)
+  }
+  const serverSides = {
+    "Bulwark token bucket": () => Effect.runPromise(RateLimiter.withPermit(bare, ourRedis, "k")),
+    "Bulwark sliding window": () => Effect.runPromise(RateLimiter.withPermit(bare, ourRedisWindow, "k")),
+    "rate-limiter-flexible fixed window": () => theirRedis.consume("k")
+  }
+  const serverMicros: Record<string, Array<number>> = {}
+  for (let r = 0; r < 5; r++) {
+    for (const [name, call] of Object.entries(serverSides)) (serverMicros[name] ??= []).push(await serverTime(call))
+  }
+  const peerServer = median(serverMicros["rate-limiter-flexible fixed window"]!)
+  rows.push({
+    scenario: "rate limiter, Redis (server µs per script, INFO commandstats)",
+    concurrency: 10,
+    "Bulwark in one fiber µs/call": `token bucket ${median(serverMicros["Bulwark token bucket"]!).toFixed(2)}, sliding window ${
+      median(serverMicros["Bulwark sliding window"]!).toFixed(2)
+    }`,
+    "peer µs/call": peerServer.toFixed(2),
+    "ratio, fiber (goal ≤ 1.0)": `${(median(serverMicros["Bulwark token bucket"]!) / peerServer).toFixed(2)} (token bucket)`,
+    "load average 1/5/15 min (before → after)": load()
+  })
   const keys = await client.keys(`${prefix}*`)
   if (keys.length > 0) await client.del(...keys)
   await client.quit()
@@ -196,9 +233,10 @@ const main = async () => {
   const notes = [
     `Overhead = time per guarded call − time per bare call in the same idiom; median of ${ROUNDS} interleaved rounds after a warm-up. Ratio = Bulwark's overhead / the peer's; the goal is ≤ 1.0.`,
     "Idioms: the peers are awaited async functions (`await bulkhead.execute(fn)`, `await limiter.consume(key)`), as their users call them. Bulwark in one fiber: the guard around an Effect inside a running program (how handlers, pipelines and senders use it). Bulwark via runPromise: `await Effect.runPromise(guarded)` per call against `await Effect.runPromise(bare)`, for a Promise-based caller.",
-    "Concurrency 1: one call at a time; concurrency 10: batches of 10 concurrent calls (Effect.all / Promise.all).",
+    "Concurrency 1: one call at a time; concurrency 10: 10 concurrent callers (10 fibers, or 10 async loops), each making its share of the calls one at a time. Earlier runs measured concurrency 10 with batches of 10 joined by Effect.all / Promise.all; in one fiber a batch of 10 bare Effect.succeed took 50–270 µs per call at load average 5–10 (forking, joining and rescheduling each batch, idle time included), so that baseline swamped the guards and the subtraction gave arbitrary figures (−0.47 µs for the memory limiter).",
     "Bulkheads: 100 slots and a queue of 100, never full. Rate limiters: token buckets of 1e9 per second, never refusing (the cost of a granted permit). Bulwark's limiter is called as `RateLimiter.withPermit(effect, limiter, key)` (the middleware's path).",
     "Redis: the shared instance on 127.0.0.1:6379; both libraries run one script per permit with EVALSHA (the script cached on the server), one round trip each. Algorithms: rate-limiter-flexible's RateLimiterRedis is a fixed-window counter (SET NX, INCRBY, PTTL); Bulwark has no fixed window, so its token bucket (GCRA, one GET and one SET; constant work per call like the counter) is the main comparison and its sliding window (a log of grant times, 1e9 per second) is measured too. Both read the server's clock (Bulwark's script calls TIME). Bulwark's store opens its connection through its layer (its own 1 s reply timeout: one watchdog timer for all calls in flight), rate-limiter-flexible gets a plain ioredis client, as its README shows (no timeout).",
+    "Server µs per script: Redis's INFO commandstats count of microseconds spent in EVALSHA over 2,000 reservations by 10 concurrent callers, median of 5 interleaved rounds; the server's time, not the client's. Bulwark's token bucket calls TIME, GET and SET with an expiry (it must write a new fractional arrival time each call), rate-limiter-flexible's counter SET NX, INCRBY and PTTL.",
     "The machine is shared (2 cores, other suites running at the same time): wall-clock figures swing run to run; the callgrind instruction counts below do not depend on load."
   ]
 
@@ -221,8 +259,32 @@ const main = async () => {
       })`
     })
   }
+  // Reference points: what the same guarantee (a count taken and always given back, the call itself
+  // interruptible) costs when built from Effect's own combinators instead of the bulkhead's single mask.
+  let held = 0
+  const take = Effect.sync(() => void held++)
+  const giveBack = Effect.sync(() => void held--)
+  const semaphore = await Effect.runPromise(Effect.makeSemaphore(100))
+  for (const [scenario, guarded] of [
+    ["reference: Effect's Semaphore.withPermits(1), 100 permits", semaphore.withPermits(1)(bare)],
+    ["reference: Effect.acquireUseRelease(take, call, give back)", Effect.acquireUseRelease(take, () => bare, () => giveBack)],
+    [
+      "reference: Effect.uninterruptibleMask + take + Effect.onExit(restore(call), give back)",
+      Effect.uninterruptibleMask((restore) => Effect.zipRight(take, Effect.onExit(restore(bare), () => giveBack)))
+    ]
+  ] as const) {
+    const counted = await runtimeSteps(inLoop(guarded))
+    rows.push({
+      scenario: `${scenario} (Effect runtime steps per call, one fiber)`,
+      concurrency: 1,
+      "Bulwark in one fiber µs/call": `${stepsBare.perCall} bare → ${counted.perCall} guarded (${
+        Object.entries(counted.byOp).map(([op, n]) => `${op} ${n}`).join(", ")
+      })`
+    })
+  }
   notes.push(
-    "Effect runtime steps per call: run-loop iterations counted by a supervisor with op supervision on, 10,000 calls in the one-fiber loop, bare and guarded, with the op codes of the guarded call's steps; like instructions, a step count does not move with the load."
+    "Effect runtime steps per call: run-loop iterations counted by a supervisor with op supervision on, 10,000 calls in the one-fiber loop, bare and guarded, with the op codes of the guarded call's steps; like instructions, a step count does not move with the load.",
+    "The reference rows count the same guarantee built from Effect's own combinators: the bulkhead's fast path (one uninterruptible mask whose body takes the slot synchronously, one exit handler around the restored call, the slot given back synchronously in the handler) takes fewer steps than any of them. A guard that is safe against interruption needs the mask (2 steps: the mask and its flag change), the handler frame (1), the restored interruptibility (1), the flags reverted twice (2) and the handler's answer (1): 7 steps beyond the call's own, and the two flag changes are the dearest steps of the run loop (each reads the fiber's interruption state)."
   )
 
   if (process.env.BULWARK_BENCH_NO_CALLGRIND === undefined && spawnSync("valgrind", ["--version"]).status === 0) {

@@ -13,7 +13,7 @@
  */
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
-import { type Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Metric, MetricLabel } from "effect"
+import { type Cause, Data, Deferred, Duration, Effect, Exit, FiberId, Metric, MetricKey, MetricLabel } from "effect"
 import * as Attempt from "./internal/attempt.js"
 
 /** Settings of a bulkhead. */
@@ -71,10 +71,12 @@ export interface Bulkhead {
   readonly stats: (key?: string) => Stats
 }
 
+const activeKey = MetricKey.gauge("bulwark_bulkhead_active", { description: "Calls in flight in a bulkhead" })
+const queuedKey = MetricKey.gauge("bulwark_bulkhead_queued", { description: "Calls waiting for a bulkhead slot" })
 /** Gauge of calls in flight, tagged `bulkhead`. */
-export const activeGauge = Metric.gauge("bulwark_bulkhead_active", { description: "Calls in flight in a bulkhead" })
+export const activeGauge = Metric.fromMetricKey(activeKey)
 /** Gauge of calls waiting for a slot, tagged `bulkhead`. */
-export const queuedGauge = Metric.gauge("bulwark_bulkhead_queued", { description: "Calls waiting for a bulkhead slot" })
+export const queuedGauge = Metric.fromMetricKey(queuedKey)
 /** Counter of calls that waited for a slot, tagged `bulkhead`. */
 export const waitsTotal = Metric.counter("bulwark_bulkhead_waits_total", {
   description: "Calls that waited for a bulkhead slot",
@@ -118,15 +120,17 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
     const waits = Metric.tagged(waitsTotal, "bulkhead", name)
     const queueFull = Metric.tagged(Metric.tagged(rejectionsTotal, "bulkhead", name), "reason", "queue-full")
     const waitTimeout = Metric.tagged(Metric.tagged(rejectionsTotal, "bulkhead", name), "reason", "wait-timeout")
-    // The gauges are summed over keys and updated synchronously where the counts change: no extra effect per call.
+    // The gauges are summed over keys and updated synchronously where the counts change: no extra effect per
+    // call. Their registry entries are looked up once here: `unsafeUpdate` would find the hook through a
+    // cache keyed by the labels array on every update, twice per call.
+    const activeHook = Metric.globalMetricRegistry.getGauge(MetricKey.taggedWithLabels(activeKey, tags))
+    const queuedHook = Metric.globalMetricRegistry.getGauge(MetricKey.taggedWithLabels(queuedKey, tags))
     let active = 0
     let queued = 0
     const gauges = () => {
-      activeGauge.unsafeUpdate(active, tags)
-      queuedGauge.unsafeUpdate(queued, tags)
+      activeHook.update(active)
+      queuedHook.update(queued)
     }
-    // A slot taken or freed with nobody queued changes only the active count.
-    const activeChanged = () => activeGauge.unsafeUpdate(active, tags)
 
     const compartment = (key: string) => {
       let c = compartments.get(key)
@@ -151,16 +155,16 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
     }
     // Gives the slot to the oldest waiter, or frees it.
     const release = (c: Compartment) => {
-      const next = c.queue.shift()
-      if (next !== undefined) {
+      if (c.queue.length > 0) {
+        const next = c.queue.shift()!
         queued--
         next.handed = true
         Deferred.unsafeDone(next.deferred, Exit.void)
         gauges()
       } else {
         c.active--
-        active--
-        activeChanged()
+        // A slot freed with nobody queued changes only the active count.
+        activeHook.update(--active)
       }
     }
     const full = (key: string, reason: BulkheadFull["reason"]) =>
@@ -171,8 +175,7 @@ export const make = (name: string, options: Options): Effect.Effect<Bulkhead, In
         const c = compartment(key)
         if (c.active < max) {
           c.active++
-          active++
-          activeChanged()
+          activeHook.update(++active)
           return Effect.matchCauseEffect(restore(self), c.release) as Effect.Effect<A, E, R>
         }
         if (c.queue.length >= maxQueue) {

@@ -1,6 +1,6 @@
 import { Failure } from "@bulwark/core"
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Fiber, TestClock } from "effect"
+import { Deferred, Duration, Effect, Exit, Fiber, Option, TestClock } from "effect"
 import * as Bulkhead from "../src/Bulkhead.js"
 
 describe("Bulkhead", () => {
@@ -59,6 +59,36 @@ describe("Bulkhead", () => {
       yield* Fiber.interrupt(holder)
       expect(bulkhead.stats()).toEqual({ active: 0, queued: 0 })
       expect(Exit.isSuccess(yield* Effect.exit(bulkhead.execute(Effect.succeed(1))))).toBe(true)
+    }))
+
+  it.effect("no slot and no place in the queue is left taken, whenever and whichever callers are interrupted", () =>
+    Effect.gen(function*() {
+      // Interruption reaches a fiber only where it yields; the calls yield between steps, and the
+      // interruptions come after 0, 1, 2, ... yields of the test, so they land at every point of a call's
+      // life: before it starts, queued, handed a slot, running, releasing, handing its slot on.
+      const call = Effect.repeatN(Effect.yieldNow(), 2)
+      const victimSets = [[0], [1], [2], [0, 1], [1, 2], [0, 2], [0, 1, 2]]
+      for (const maxWait of [undefined, "1 second"] as const) {
+        for (let yields = 0; yields < 16; yields++) {
+          for (const victims of victimSets) {
+            const bulkhead = yield* Bulkhead.make("interrupted", { maxConcurrent: 1, maxQueue: 2, ...(maxWait === undefined ? {} : { maxWait }) })
+            const fibers = yield* Effect.forEach([0, 1, 2], () => Effect.fork(bulkhead.execute(call)))
+            for (let i = 0; i < yields; i++) yield* Effect.yieldNow()
+            yield* Effect.forEach(victims, (i) => Fiber.interruptFork(fibers[i]!), { discard: true })
+            // Polled, not awaited: a leaked slot would leave the calls after it waiting for ever.
+            let exits = yield* Effect.forEach(fibers, Fiber.poll)
+            for (let i = 0; i < 200 && exits.some(Option.isNone); i++) {
+              yield* Effect.yieldNow()
+              exits = yield* Effect.forEach(fibers, Fiber.poll)
+            }
+            const context = { maxWait, yields, victims }
+            expect({ ...context, done: exits.map(Option.isSome), stats: bulkhead.stats() })
+              .toEqual({ ...context, done: [true, true, true], stats: { active: 0, queued: 0 } })
+            // The compartment still admits a full complement: nothing is held by a call that is gone.
+            expect(yield* bulkhead.execute(Effect.succeed("free"))).toBe("free")
+          }
+        }
+      }
     }))
 
   it.effect("a queued call is handed the slot of the call before it, in arrival order", () =>

@@ -226,13 +226,62 @@ export const toCloudEvent = <A, I, R>(data: Schema.Schema<A, I, R>) => {
 }
 
 /** The CloudEvents object of an envelope whose data is already encoded. */
+// The last time formatted: a busy producer stamps many envelopes within one millisecond.
+let lastIsoMillis = Number.NaN
+let lastIso = ""
+const isoOf = (time: DateTime.Utc): string => {
+  if (time.epochMillis !== lastIsoMillis) {
+    lastIso = DateTime.formatIso(time)
+    lastIsoMillis = time.epochMillis
+  }
+  return lastIso
+}
+
+/**
+ * A string as JSON: a string with nothing to escape is quoted as is (one scan, no call into the serializer);
+ * anything else goes through `JSON.stringify`, so the output is always what it would write.
+ */
+const quote = (text: string): string => {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(text)
+  }
+  return `"${text}"`
+}
+
+/**
+ * `JSON.stringify(cloudEventOf(self, encodedData))` for the common envelope (string attributes, no headers),
+ * written directly: the serializer then only walks the data. Byte for byte the same text (the attribute order of
+ * `cloudEventOf`, a key without a value left out); `undefined` for any other envelope, which takes the general path.
+ */
+const fastCloudEventJson = (self: Envelope<unknown>, encodedData: unknown): string | undefined => {
+  const { id, source, type, subject, dataschema, attempt } = self
+  for (const _ in self.headers) return undefined
+  if (typeof id !== "string" || typeof source !== "string" || typeof type !== "string" || typeof subject !== "string") {
+    return undefined
+  }
+  if ((dataschema !== undefined && typeof dataschema !== "string") || typeof attempt !== "number" || !Number.isFinite(attempt)) {
+    return undefined
+  }
+  // `toJSON` is called with the key it is stored under ("data" inside the event, "" alone): left to the general path.
+  if (typeof encodedData === "object" && encodedData !== null && typeof (encodedData as { toJSON?: unknown }).toJSON === "function") {
+    return undefined
+  }
+  const data = JSON.stringify(encodedData)
+  return `{"specversion":"1.0","id":${quote(id)},"source":${quote(source)},"type":${quote(type)},"time":${
+    quote(isoOf(self.time))
+  },"datacontenttype":"application/json"${data === undefined ? "" : `,"data":${data}`}${subject === "" ? "" : `,"subject":${quote(subject)}`}${
+    dataschema === undefined ? "" : `,"dataschema":${quote(dataschema)}`
+  },"${attemptExtension}":${JSON.stringify(attempt)}}`
+}
+
 const cloudEventOf = (self: Envelope<unknown>, encodedData: unknown): Record<string, unknown> => {
   const event: Record<string, unknown> = {
     specversion: "1.0",
     id: self.id,
     source: self.source,
     type: self.type,
-    time: DateTime.formatIso(self.time),
+    time: isoOf(self.time),
     datacontenttype: "application/json",
     data: encodedData
   }
@@ -258,7 +307,7 @@ const cloudEventOf = (self: Envelope<unknown>, encodedData: unknown): Record<str
  * for hot paths that encoded the data themselves (e.g. with `Schema.encodeEither`).
  */
 export const encodeEncoded = (self: Envelope<unknown>, encodedData: unknown): Uint8Array =>
-  encoder.encode(JSON.stringify(cloudEventOf(self, encodedData)))
+  encoder.encode(fastCloudEventJson(self, encodedData) ?? JSON.stringify(cloudEventOf(self, encodedData)))
 
 /** Encodes an envelope to CloudEvents 1.0 structured JSON bytes. */
 export const encode = <A, I, R>(data: Schema.Schema<A, I, R>) => {

@@ -289,7 +289,10 @@ export const tracePublishNow = (
     const span = Telemetry.unsafeStartSpan(
       env,
       `send ${topic}`,
-      { kind: "producer", links, attributes, ...(parent === undefined ? { root: true } : { parent }) },
+      // `captureStackTrace` given, so the options are not copied to add it (this runs per message on hot paths).
+      parent === undefined
+        ? { kind: "producer", links, attributes, root: true, captureStackTrace: false }
+        : { kind: "producer", links, attributes, parent, captureStackTrace: false },
       Telemetry.immediateTime(env),
       parent
     )

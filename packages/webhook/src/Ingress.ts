@@ -139,14 +139,21 @@ const bounded = (text: string): string =>
  */
 const nestsDeeperThan = (body: Uint8Array, limit: number): boolean => {
   let depth = 0
-  let inString = false
   for (let i = 0; i < body.length; i++) {
     const byte = body[i]!
-    if (inString) {
-      if (byte === 0x5c) i++ // backslash: the next byte is escaped
-      else if (byte === 0x22) inString = false
-    } else if (byte === 0x22) inString = true
-    else if (byte === 0x5b || byte === 0x7b) {
+    if (byte === 0x22) {
+      // A string is skipped to its closing quote, found with `indexOf` rather than byte by byte: the quote that
+      // follows an even run of backslashes (an odd run escapes it).
+      let end = i
+      for (;;) {
+        end = body.indexOf(0x22, end + 1)
+        if (end === -1) return false // unterminated: not JSON, and nothing after it nests
+        let backslashes = 0
+        while (body[end - 1 - backslashes] === 0x5c) backslashes++
+        if (backslashes % 2 === 0) break
+      }
+      i = end
+    } else if (byte === 0x5b || byte === 0x7b) {
       if (++depth > limit) return true
     } else if (byte === 0x5d || byte === 0x7d) depth--
   }
@@ -263,6 +270,28 @@ const containsForbidden = (issue: ParseResult.ParseIssue): boolean => {
     default:
       return false
   }
+}
+
+/** What the immediate path reads from its environment besides the tracer: whether it audits, who observes. */
+interface Facts {
+  readonly env: Telemetry.Immediate
+  readonly audited: boolean
+  readonly observers: ReadonlyArray<Observe.Observer>
+  readonly recorder: SchemaUse.Recorder | undefined
+}
+
+// The facts of the last environment seen: a node listener has one environment for all its requests, so they are
+// read once, not per request (a route makes an environment per request and reads them each time, as before).
+let lastFacts: Facts | undefined
+const factsOf = (env: Telemetry.Immediate): Facts => {
+  if (lastFacts?.env === env) return lastFacts
+  lastFacts = {
+    env,
+    audited: Option.isSome(Context.getOption(env.context, AuditLog.AuditLog)),
+    observers: FiberRefs.getOrDefault(env.fiberRefs, Observe.currentObservers),
+    recorder: FiberRefs.getOrDefault(env.fiberRefs, SchemaUse.currentRecorder)
+  }
+  return lastFacts
 }
 
 // The request pipeline of one source: the effect path, the immediate path, and the choice between them.
@@ -517,7 +546,8 @@ const pipeline = <A, I>(options: Options<A, I>) => {
     const sync = guard.immediate
     if (verifyAt === undefined || sync === undefined || publisher.publishNow === undefined) return undefined
     const body = request.body
-    if (body.length > maxBodySize || Option.isSome(Context.getOption(env.context, AuditLog.AuditLog))) return undefined
+    const facts = factsOf(env)
+    if (body.length > maxBodySize || facts.audited) return undefined
     const start = Telemetry.immediateTime(env)
     const now = env.clock.unsafeCurrentTimeMillis()
     const verified = verifyAt(request, now)
@@ -534,7 +564,7 @@ const pipeline = <A, I>(options: Options<A, I>) => {
     const server = Telemetry.unsafeStartSpan(env, spanName, links.length === 0 ? immediateServerOptions : { ...immediateServerOptions, links }, start)
     server.attribute(Telemetry.Attr.httpBodySize, body.length)
     const verifying = Telemetry.unsafeStartSpan(env, "webhook.verify", verifySpanOptions, start, server)
-    const observers = FiberRefs.getOrDefault(env.fiberRefs, Observe.currentObservers)
+    const observers = facts.observers
     if (observers.length !== 0) {
       Observe.unsafeNotify(observers, "webhook", "verified", {
         scheme: options.verifier.scheme,
@@ -547,7 +577,7 @@ const pipeline = <A, I>(options: Options<A, I>) => {
     if (claim === "seen") return finishImmediate(env, server, observers, { id: prepared.id, duplicate: true })
     const message = { id: prepared.id, key: prepared.subject, payload: prepared.payload, headers: {} }
     if (publisher.publishNow(options.topic, [message], { ...env, parent: server })) {
-      const recorder = FiberRefs.getOrDefault(env.fiberRefs, SchemaUse.currentRecorder)
+      const recorder = facts.recorder
       if (recorder !== undefined) for (const use of usesOf(prepared)) recorder(use)
       sync.commit(prepared.key, dedupeTtl, env.clock.unsafeCurrentTimeMillis())
       return finishImmediate(env, server, observers, { id: prepared.id, duplicate: false })
@@ -659,7 +689,75 @@ interface BodyRead<C> {
   first: Buffer | undefined
   rest: Array<Buffer> | undefined
   size: number
+  /** Its own timer, for a timeout the shared deadlines cannot take (see {@link watchDeadline}). */
   timer: ReturnType<typeof setTimeout> | undefined
+  /** Whether it is waiting in its timeout's shared {@link Deadlines}. */
+  watched: boolean
+  /** When it times out, on `performance.now()`'s clock. */
+  deadline: number
+}
+
+/**
+ * The body reads of one timeout still to finish, in the order they started (so in deadline order), and the one
+ * timer that fires at the earliest deadline: a read costs a push and a flag instead of a timer set and cleared.
+ */
+interface Deadlines {
+  queue: Array<BodyRead<unknown>>
+  head: number
+  timer: ReturnType<typeof setTimeout> | undefined
+  /** The queue length at which finished reads behind an unfinished one are swept out. */
+  sweepAt: number
+}
+
+const deadlinesByTimeout = new Map<number, Deadlines>()
+
+// node runs a timer for at least 1 ms and at most 2^31 - 1 ms: a timeout outside that keeps the per-read timer
+// (with node's handling of it) rather than a deadline the shared timer would compute differently.
+const sharesDeadlines = (timeoutMillis: number): boolean => timeoutMillis >= 1 && timeoutMillis <= 2_147_483_647
+
+const watchDeadline = (read: BodyRead<unknown>): void => {
+  let deadlines = deadlinesByTimeout.get(read.timeoutMillis)
+  if (deadlines === undefined) {
+    deadlines = { queue: [], head: 0, timer: undefined, sweepAt: 1024 }
+    deadlinesByTimeout.set(read.timeoutMillis, deadlines)
+  }
+  // Reads that finished are dropped from the front, so the queue holds about the reads in progress.
+  const queue = deadlines.queue
+  while (deadlines.head < queue.length && !queue[deadlines.head]!.watched) deadlines.head++
+  if (deadlines.head === queue.length) {
+    queue.length = 0
+    deadlines.head = 0
+  } else if (queue.length >= deadlines.sweepAt) {
+    // A slow read at the front holds back those behind it: the finished ones are swept out, so the queue stays
+    // about as long as the reads in progress (amortised: the next sweep waits for the queue to double).
+    deadlines.queue = queue.slice(deadlines.head).filter((read) => read.watched)
+    deadlines.head = 0
+    deadlines.sweepAt = Math.max(1024, 2 * deadlines.queue.length)
+  }
+  read.watched = true
+  read.deadline = performance.now() + read.timeoutMillis
+  deadlines.queue.push(read)
+  // Unreferenced: the connection being read keeps the process alive, the deadline need not.
+  if (deadlines.timer === undefined) deadlines.timer = setTimeout(expireDeadlines, read.timeoutMillis, deadlines).unref()
+}
+
+// The shared timer: refuses the reads past their deadline, then waits for the next one still in progress.
+const expireDeadlines = (deadlines: Deadlines): void => {
+  deadlines.timer = undefined
+  const now = performance.now()
+  while (deadlines.head < deadlines.queue.length) {
+    const read = deadlines.queue[deadlines.head]!
+    if (read.watched && read.deadline > now) break
+    deadlines.head++
+    if (read.watched) onBodyTimeout(read)
+  }
+  if (deadlines.head === deadlines.queue.length) {
+    deadlines.queue.length = 0
+    deadlines.head = 0
+    return
+  }
+  const next = deadlines.queue[deadlines.head]!.deadline
+  deadlines.timer = setTimeout(expireDeadlines, Math.max(1, Math.ceil(next - now)), deadlines).unref()
 }
 
 const bodyRead: unique symbol = Symbol("bulwark.webhook.bodyRead")
@@ -669,6 +767,7 @@ type Reading = IncomingMessage & { [bodyRead]?: BodyRead<unknown> | undefined }
 const detachBody = (read: BodyRead<unknown>): void => {
   if (read.timer !== undefined) clearTimeout(read.timer)
   read.timer = undefined
+  read.watched = false
   const incoming = read.incoming as Reading
   incoming[bodyRead] = undefined
   incoming.off("data", onBodyData)
@@ -708,6 +807,7 @@ function onBodyError(this: Reading, error: Error): void {
 
 const onBodyTimeout = (read: BodyRead<unknown>): void => {
   read.timer = undefined
+  read.watched = false
   refuseBody(read, new BodyTimeout({ timeoutMillis: read.timeoutMillis, received: read.size }))
 }
 
@@ -724,8 +824,21 @@ const readNodeBody = <C>(
   done: (result: BodyResult, context: C, incoming: IncomingMessage) => void,
   context: C
 ): () => void => {
-  const read: BodyRead<C> = { incoming, maxBodySize, timeoutMillis, done, context, first: undefined, rest: undefined, size: 0, timer: undefined }
-  read.timer = setTimeout(onBodyTimeout, timeoutMillis, read as unknown as BodyRead<unknown>)
+  const read: BodyRead<C> = {
+    incoming,
+    maxBodySize,
+    timeoutMillis,
+    done,
+    context,
+    first: undefined,
+    rest: undefined,
+    size: 0,
+    timer: undefined,
+    watched: false,
+    deadline: 0
+  }
+  if (sharesDeadlines(timeoutMillis)) watchDeadline(read as unknown as BodyRead<unknown>)
+  else read.timer = setTimeout(onBodyTimeout, timeoutMillis, read as unknown as BodyRead<unknown>)
   ;(incoming as Reading)[bodyRead] = read as unknown as BodyRead<unknown>
   incoming.on("data", onBodyData)
   incoming.on("end", onBodyEnd)

@@ -111,7 +111,13 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Context.T
       put(key, "claimed", now, lease)
       return "claimed"
     }
-    const commit = (key: string, ttl: Duration.DurationInput, now: number): void => put(key, "seen", now, ttl)
+    const commit = (key: string, ttl: Duration.DurationInput, now: number): void => {
+      // The usual case, the claim this commit follows: updated where it is, rather than a second entry per id.
+      const entry = entries.get(key)
+      if (entry === undefined || entry.state !== "claimed") return put(key, "seen", now, ttl)
+      entry.state = "seen"
+      entry.expiresAt = now + Duration.toMillis(ttl)
+    }
     const release = (key: string): void => {
       if (entries.get(key)?.state === "claimed") entries.delete(key)
     }

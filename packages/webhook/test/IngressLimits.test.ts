@@ -113,6 +113,36 @@ describe("Ingress limits", () => {
       expect(closedAfter!).toBeLessThan(5_000)
     }).pipe(Effect.scoped, Effect.provide(services)))
 
+  it.live("slow bodies started at different times each get their 408, with quick requests finishing between them", () =>
+    Effect.gen(function*() {
+      // Reads of one timeout share a deadline queue: a read behind finished ones, or behind another slow one,
+      // still times out at its own deadline.
+      const listener = yield* Ingress.nodeListener("/hook", { ...base, schema: Action, bodyTimeout: "600 millis" })
+      const server = createServer(Ingress.serverOptions, listener)
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.sync(() => { server.closeAllConnections(); server.close() })
+      )
+      const port = (server.address() as net.AddressInfo).port
+      const url = `http://127.0.0.1:${port}/hook`
+      const quick = Effect.forEach([1, 2, 3], (i) => post(url, `{"action":"quick-${i}"}`))
+      const [first, quickAnswers, second] = yield* Effect.all([
+        dribble(port, slowBodyHead("/hook"), 100, 8_000),
+        Effect.zipRight(Effect.sleep("100 millis"), quick),
+        Effect.zipRight(Effect.sleep("300 millis"), Effect.zipRight(quick, dribble(port, slowBodyHead("/hook"), 100, 8_000)))
+      ], { concurrency: "unbounded" })
+      expect(quickAnswers.map((answer) => answer.status)).toEqual([202, 202, 202])
+      // The quick ones were persisted; the other tests here expect to start with nothing published.
+      expect(published).toHaveLength(3)
+      published.length = 0
+      for (const slow of [first, second]) {
+        expect(slow.response).toMatch(/^HTTP\/1\.1 408 /)
+        expect(slow.response).toContain(`"error":"BodyTimeout"`)
+        expect(slow.closedAfter).toBeDefined()
+        expect(slow.closedAfter!).toBeLessThan(5_000)
+      }
+    }).pipe(Effect.scoped, Effect.provide(services)))
+
   it.live("headers that never finish are answered 408 by the server's headersTimeout", () =>
     Effect.gen(function*() {
       const { port } = yield* Ingress.listen(router, { headersTimeout: "1 second", requestTimeout: "2 seconds" })

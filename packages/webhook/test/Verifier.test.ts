@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, TestClock } from "effect"
+import { Effect, Exit, FastCheck as fc, TestClock } from "effect"
 import { createHmac } from "node:crypto"
 import * as Signing from "../src/Signing.js"
 import * as Verifier from "../src/Verifier.js"
+import { decodeBase64 } from "../src/internal/crypto.js"
 
 const body = new TextEncoder().encode(JSON.stringify({ type: "invoice.paid", data: { id: "in_1", amount: 42 } }))
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -186,4 +187,24 @@ describe("Verifier.stripe and Verifier.github", () => {
       expect((yield* Verifier.github(["gh-secret"]).verify({ headers: { "x-hub-signature-256": signature }, body })).id).toBeUndefined()
       expect((yield* Verifier.github(["gh-secret"]).verify({ headers: { "x-hub-signature-256": signature, "X-GitHub-Delivery": "d-9" }, body })).id).toBe("d-9")
     }))
+})
+
+describe("strict base64 (signatures and keys)", () => {
+  // The definition the hand-written check replaced: it must accept exactly the same texts.
+  const strictBase64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ .é\u0100"
+  it.prop(
+    "decodeBase64 accepts exactly the strict base64 texts, and decodes them as node does",
+    [fc.oneof(
+      fc.string({ unit: fc.constantFrom(...alphabet), maxLength: 48 }),
+      fc.uint8Array({ maxLength: 40 }).map((bytes) => Buffer.from(bytes).toString("base64")),
+      fc.uint8Array({ maxLength: 40 }).map((bytes) => Buffer.from(bytes).toString("base64").replace(/=+$/, ""))
+    )],
+    ([text]) => {
+      const decoded = decodeBase64(text)
+      expect(decoded !== undefined).toBe(strictBase64.test(text))
+      if (decoded !== undefined) expect(decoded).toEqual(Buffer.from(text, "base64"))
+    },
+    { fastCheck: { numRuns: 2000 } }
+  )
 })

@@ -37,20 +37,34 @@ const raw = async (fifo: boolean): Promise<number> => {
     new CreateQueueCommand({ QueueName: name, Attributes: { VisibilityTimeout: "30", ...(fifo ? { FifoQueue: "true" } : {}) } })
   )
   let sequence = 0
+  const entries = (from: number, to: number) =>
+    payloads.slice(from, to).map((m, j) => ({
+      Id: String(j),
+      MessageBody: Buffer.from(m.payload).toString("base64"),
+      // The id and the key travel, as the transport's do (it adds its encoding marker).
+      MessageAttributes: { "bulwark-id": { DataType: "String", StringValue: m.id }, "bulwark-key": { DataType: "String", StringValue: m.key } },
+      ...(fifo ? { MessageGroupId: m.key, MessageDeduplicationId: `${m.id}-${sequence++}` } : {})
+    }))
+  const receive = () =>
+    client.send(new ReceiveMessageCommand({
+      QueueUrl,
+      MaxNumberOfMessages: 10,
+      WaitTimeSeconds: 1,
+      MessageAttributeNames: ["All"],
+      MessageSystemAttributeNames: ["ApproximateReceiveCount"]
+    }))
+  // One message through before the clock starts, as on the transport's side (whose queues are created then).
+  await client.send(new SendMessageBatchCommand({ QueueUrl, Entries: entries(0, 1) }))
+  for (let warm = 0; warm < 1;) {
+    const got = (await receive()).Messages ?? []
+    if (got.length > 0) await client.send(new DeleteMessageBatchCommand({ QueueUrl, Entries: got.map((m, j) => ({ Id: String(j), ReceiptHandle: m.ReceiptHandle! })) }))
+    warm += got.length
+  }
   const start = performance.now()
   const produce = (async () => {
     for (let sent = 0; sent < messages; sent += batch) {
       for (let i = 0; i < batch; i += 10) {
-        await client.send(new SendMessageBatchCommand({
-          QueueUrl,
-          Entries: payloads.slice(i, i + 10).map((m, j) => ({
-            Id: String(j),
-            MessageBody: Buffer.from(m.payload).toString("base64"),
-            // The id and the key travel, as the transport's do (it adds its encoding marker).
-            MessageAttributes: { "bulwark-id": { DataType: "String", StringValue: m.id }, "bulwark-key": { DataType: "String", StringValue: m.key } },
-            ...(fifo ? { MessageGroupId: m.key, MessageDeduplicationId: `${m.id}-${sequence++}` } : {})
-          }))
-        }))
+        await client.send(new SendMessageBatchCommand({ QueueUrl, Entries: entries(i, i + 10) }))
       }
     }
   })()
@@ -58,13 +72,7 @@ const raw = async (fifo: boolean): Promise<number> => {
   // Deletes in flight while the next receive goes out, as the transport's acks (complete once queued) are.
   const deletes: Array<Promise<unknown>> = []
   while (received < messages) {
-    const out = await client.send(new ReceiveMessageCommand({
-      QueueUrl,
-      MaxNumberOfMessages: 10,
-      WaitTimeSeconds: 1,
-      MessageAttributeNames: ["All"],
-      MessageSystemAttributeNames: ["ApproximateReceiveCount"]
-    }))
+    const out = await receive()
     const got = out.Messages ?? []
     if (got.length > 0) {
       deletes.push(client.send(new DeleteMessageBatchCommand({ QueueUrl, Entries: got.map((m, j) => ({ Id: String(j), ReceiptHandle: m.ReceiptHandle! })) })))
@@ -85,6 +93,10 @@ const viaTransport = (fifo: boolean) =>
     let sequence = 0
     // Fresh ids per publish: a FIFO queue would otherwise drop the repeats as duplicates.
     const outgoing = () => payloads.map((p) => ({ ...p, id: `${p.id}-${sequence++}`, headers: {} }))
+    // One message through before the clock starts: the transport creates the topic's queues (and its dead-letter
+    // queue) on first use, which the raw client did above with CreateQueue.
+    yield* transport.publish(topic, outgoing().slice(0, 1))
+    yield* transport.subscribe(topic).pipe(Stream.take(1), Stream.runForEach((d) => d.ack))
     const start = performance.now()
     const produce = yield* Effect.fork(Effect.gen(function*() {
       for (let sent = 0; sent < messages; sent += batch) yield* transport.publish(topic, outgoing())
@@ -155,6 +167,7 @@ writeResults("transport-sqs", "Amazon SQS transport (fauxqs emulator): publish +
   `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes), ${results.raw.length} rounds after a warm-up of two of each, raw and transport back to back, which first alternating by round; producer and consumer run at once.`,
   `Load average (1 min, 2 cores) after each round: ${loads.join(", ")}; at the end (1, 5, 15 min): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,
   "Bulwark runs from its built dist (`npm run build`), as users run it and as the AWS client runs: compiled JavaScript on both sides (earlier runs of this benchmark ran the transport from its TypeScript sources through tsx).",
+  "Before the clock starts, each side sends, receives and deletes one message on its fresh queue (the transport creates its queue, its dead-letter queue and the redrive policy on first use; the raw client creates its queue with CreateQueue); until 2026-12-06 20:00 the transport's queue creation was inside the timed window.",
   "Both send SendMessageBatch of 10 (the payload in base64, id and key as message attributes; the transport adds its encoding marker), receive with ReceiveMessage of 10 (long poll 1 s, one receive in flight) and delete once per receive with DeleteMessageBatch, without waiting for the delete before the next receive (the transport's acks complete once queued). Before 2026-12-06 the raw client sent only the id and waited for each delete, so its figures are not comparable with this run's.",
   "Client CPU: CPU time of the benchmark's process per 1000 messages (the emulator runs in a process of its own and is not counted).",
   "Against fauxqs (in memory, Node) on the same machine, in a process of its own: its CPU use is in every figure, and the machine (2 cores) was shared with other work while this ran, so the figures are indicative, not precise. Real SQS is a network service with tens of milliseconds per call; the per-call overhead compared here matters less there."

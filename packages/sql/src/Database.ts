@@ -9,7 +9,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
-import { Config, Context, Data, Deferred, Duration, Effect, FiberId, Layer, Option, Redacted, Schedule, Scope, Stream } from "effect"
+import { Config, Context, Data, Deferred, Duration, Effect, FiberId, Layer, Option, Schedule, Scope, Stream } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
 import { join as joinPath, resolve as resolvePath } from "node:path"
 import type pg from "pg"
@@ -196,6 +196,59 @@ const retryStartup = <A, R>(
 }
 
 /**
+ * The pool of {@link layerPostgres}, checked with one `SELECT 1` (within 5 s) before it is handed over. With a
+ * query timeout, node-postgres fails a statement that gets no answer in time but keeps its connection, which
+ * would go back to the pool with the statement still pending on it (a `BEGIN` answered later would leave the
+ * next user inside a stale transaction): such a connection is closed instead, so the pool drops it and the
+ * server rolls back whatever it held.
+ */
+const acquirePool = (
+  pgModule: typeof pg,
+  config: pg.PoolConfig,
+  queryTimeout: number
+): Effect.Effect<pg.Pool, SqlError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const pool = new pgModule.Pool(queryTimeout > 0 ? { ...config, query_timeout: queryTimeout } : config)
+      pool.on("error", () => undefined)
+      if (queryTimeout > 0) pool.on("connect", closeOnQueryTimeout)
+      return pool
+    }),
+    (pool) => Effect.promise(() => pool.end().catch(() => undefined)).pipe(Effect.interruptible, Effect.timeoutOption("1 second"))
+  ).pipe(
+    Effect.tap((pool) =>
+      Effect.tryPromise({
+        try: () => pool.query("SELECT 1"),
+        catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+      }).pipe(
+        Effect.interruptible,
+        Effect.timeoutFail({
+          duration: "5 seconds",
+          onTimeout: () => new SqlError({ cause: new Error("Connection timed out"), message: "PgClient: Connection timed out" })
+        })
+      )
+    )
+  )
+
+// node-postgres reports a statement past `query_timeout` with this message, through the statement's callback only.
+const queryTimedOut = (error: unknown) => error instanceof Error && error.message === "Query read timeout"
+
+const closeOnQueryTimeout = (client: pg.PoolClient) => {
+  const query = client.query
+  ;(client as { query: unknown }).query = function(this: pg.PoolClient, ...args: Array<unknown>) {
+    const last = args.length - 1
+    const callback = args[last]
+    if (typeof callback === "function") {
+      args[last] = (error: unknown, result: unknown) => {
+        if (queryTimedOut(error)) (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy()
+        return (callback as (error: unknown, result: unknown) => unknown)(error, result)
+      }
+    }
+    return (query as (...args: Array<unknown>) => unknown).apply(this, args)
+  }
+}
+
+/**
  * A real PostgreSQL server. int8 columns are read as numbers, as on PGlite. A server that is unreachable at
  * startup is retried for `connectRetry` (default 30 s; 0 turns it off) before the layer fails.
  */
@@ -203,17 +256,31 @@ export const layerPostgres = (options: {
   readonly url: string
   readonly maxConnections?: number
   readonly connectRetry?: Duration.DurationInput
+  /**
+   * Longest wait for the answer to one statement before its connection is taken for dead and closed: the
+   * statement fails with a transient `ConnectionLost` (its transaction did not commit; a `COMMIT` fails with
+   * `CommitUnknown`). Bounds every statement against a server that hangs with its connections up, which TCP
+   * never reports; without it a statement, and the interruption of one, waits as long as the server does.
+   * Default 5 minutes, above any statement Bulwark runs; 0 turns it off.
+   */
+  readonly queryTimeout?: Duration.DurationInput
 }): Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError> =>
   Layer.unwrapEffect(
     Effect.map(Effect.zipRight(parseUrl(options.url), loadPg), ({ PgClient, pg: pgModule, pgTypes }) => {
-      const connected = PgClient.layer({
-        url: Redacted.make(options.url),
-        maxConnections: options.maxConnections ?? 10,
-        connectTimeout: "5 seconds",
-        types: {
-          getTypeParser: ((oid: number, format?: string) =>
-            oid === 20 ? (value: string) => Number(value) : (pgTypes.getTypeParser as any)(oid, format)) as any
-        }
+      const types = {
+        getTypeParser: ((oid: number, format?: string) =>
+          oid === 20 ? (value: string) => Number(value) : (pgTypes.getTypeParser as any)(oid, format)) as any
+      }
+      const queryTimeout = Duration.toMillis(Duration.decode(options.queryTimeout ?? "5 minutes"))
+      const connected = PgClient.layerFromPool({
+        acquire: acquirePool(pgModule, {
+          connectionString: options.url,
+          max: options.maxConnections ?? 10,
+          connectionTimeoutMillis: 5_000,
+          application_name: "@effect/sql-pg",
+          types
+        }, queryTimeout),
+        types
       }).pipe(Layer.tap((context) => Effect.sync(() => patchClient(Context.get(context, PgClient.PgClient)))))
       const pg = retryStartup(connected, redactUrl(options.url), Duration.decode(options.connectRetry ?? "30 seconds"))
       const database = Layer.scoped(
@@ -233,7 +300,8 @@ export const layerPostgres = (options: {
 /**
  * The database chosen by configuration: `BULWARK_DATABASE_URL` (a postgres:// URL) when set, otherwise
  * the embedded PGlite in `BULWARK_DATA_DIR` (default `.bulwark/pglite`). `BULWARK_DATABASE_CONNECT_RETRY`
- * (a duration, default `30 seconds`) bounds the wait for a server that is unreachable at startup.
+ * (a duration, default `30 seconds`) bounds the wait for a server that is unreachable at startup;
+ * `BULWARK_DATABASE_QUERY_TIMEOUT` (default `5 minutes`, `0 seconds` turns it off) the wait for one statement's answer.
  */
 export const layerConfig = (): Layer.Layer<SqlClient.SqlClient | Database, SqlError | DatabaseUrlError | import("effect/ConfigError").ConfigError> =>
   Layer.unwrapEffect(
@@ -241,7 +309,8 @@ export const layerConfig = (): Layer.Layer<SqlClient.SqlClient | Database, SqlEr
       const url = yield* Config.option(Config.string("BULWARK_DATABASE_URL"))
       if (Option.isSome(url) && url.value.trim() !== "") {
         const connectRetry = yield* Config.withDefault(Config.duration("BULWARK_DATABASE_CONNECT_RETRY"), Duration.seconds(30))
-        return layerPostgres({ url: url.value.trim(), connectRetry })
+        const queryTimeout = yield* Config.withDefault(Config.duration("BULWARK_DATABASE_QUERY_TIMEOUT"), Duration.minutes(5))
+        return layerPostgres({ url: url.value.trim(), connectRetry, queryTimeout })
       }
       const dataDir = yield* Config.withDefault(Config.string("BULWARK_DATA_DIR"), defaultDataDir)
       return layerPglite({ dataDir })

@@ -63,7 +63,7 @@ const socketCodes = new Set([
 const sqlStates = /^(?:08[0-9A-Z]{3}|57P0[1-3])$/
 // What node-postgres and the pool say when the socket ends under them (they give no code).
 const lostMessages =
-  /connection terminated|terminating connection|server closed the connection|connection (?:is )?(?:closed|ended|lost)|encountered a connection error|not queryable|timeout exceeded when trying to connect|connection timed out|the database system is (?:starting up|shutting down|in recovery mode)|cannot use a pool after calling end/i
+  /connection terminated|terminating connection|server closed the connection|connection (?:is )?(?:closed|ended|lost)|encountered a connection error|not queryable|timeout exceeded when trying to connect|connection timed out|the database system is (?:starting up|shutting down|in recovery mode)|cannot use a pool after calling end|query read timeout/i
 
 /**
  * Whether an error (or any error in its `cause` chain) says the connection to the database is lost or cannot

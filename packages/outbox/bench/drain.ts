@@ -109,13 +109,13 @@ const toMessage = (row: Record<string, any>): Published => ({
   headers: JSON.parse(row.headers)
 })
 
-const drainBulwark = async (batch: number): Promise<Measured> => {
+const drainBulwark = async (batch: number, partitioned = false): Promise<Measured> => {
   const table = `bench_drain_${suffix}_${runs++}`
   const app = `bench_bulwark_${suffix}_${runs}`
   await createTable(table)
   await fill(table)
   const program = Effect.gen(function*() {
-    const store = yield* Outbox.make({ table })
+    const store = yield* Outbox.make({ table, partitioned })
     const memory = yield* Memory.make()
     const relay = yield* Relay.make({ batchSize: batch, relayId: "bench" }).pipe(
       Effect.provideService(OutboxStore.OutboxStore, store),
@@ -400,6 +400,7 @@ export const main = async () => {
       const raw = "raw pg: SELECT … FOR UPDATE SKIP LOCKED, publish, DELETE, one tx"
       systems.push(
         { scenario, name: "bulwark: Relay.round loop", run: () => drainBulwark(batch), versus: raw },
+        { scenario, name: "bulwark partitioned: Relay.round loop", run: () => drainBulwark(batch, true), versus: raw },
         { scenario, name: raw, run: () => drainSelectDelete(batch) },
         { scenario, name: "raw pg: DELETE … RETURNING", run: () => drainDeleteReturning(batch), versus: raw }
       )

@@ -273,6 +273,34 @@ export const contract = <R>(harness: Harness<R>): void => {
         }
       }))
 
+    it.scoped("per key order holds across topics with three relays, concurrent appenders and failing publishes", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("three")
+        // Every fifth publish call fails (transient): rows are retried after a backoff, their keys held back.
+        const recorder = recordingPublisher((_, __, call) =>
+          call % 5 === 2 ? Effect.fail(transient("broker hiccup")) : Effect.sleep("1 millis")
+        )
+        for (const relayId of ["one", "two", "three"]) {
+          yield* startRelay(store, recorder.layer, { batchSize: 9, linger: "2 millis", relayId })
+        }
+        yield* Effect.forEach([0, 1, 2, 3], (p) =>
+          Effect.forEach(Array.from({ length: 15 }, (_, n) => n), (n) =>
+            transaction(Effect.zipRight(
+              Outbox.appendMessages(n % 2 === 0 ? "t" : "s", [raw(`p${p}-k${n % 3}-${n}`, `p${p}-k${n % 3}`)]),
+              Outbox.appendMessages("t", [raw(`u-${p}-${n}`, "")])
+            )).pipe(provideStore(store), Effect.zipRight(pass("1 millis"))), { discard: true }), { concurrency: "unbounded", discard: true })
+        yield* settle(store.drained)
+        const ids = recorder.published.map((p) => p.message.id)
+        expect(new Set(ids).size).toBe(4 * 15 * 2)
+        for (let p = 0; p < 4; p++) {
+          for (let k = 0; k < 3; k++) {
+            const seq = ids.filter((id) => id.startsWith(`p${p}-k${k}-`)).map((id) => Number(id.split("-")[2]))
+            expect(seq).toEqual([...seq].sort((a, b) => a - b))
+            expect(seq.length).toBe(5)
+          }
+        }
+      }))
+
     it.scoped("a row that keeps failing is dead: classified FailureRecord, backoff between attempts, copy on the dead-letter topic", () =>
       Effect.gen(function*() {
         const { store, transaction } = yield* harness.fresh("dead")

@@ -407,7 +407,7 @@ export const make = (
           SET owner = ${relayId}, lease_until = now() + (${leaseMillis}::float8 * interval '1 millisecond')
           WHERE partition IN (
             SELECT partition FROM ${sql(partitionsTable)}
-            WHERE owner IS NULL OR lease_until < now()
+            WHERE (owner IS NULL OR lease_until < now()) AND owner IS DISTINCT FROM ${relayId}
             ORDER BY partition LIMIT ${share - mine.length} FOR UPDATE SKIP LOCKED)
             AND (owner IS NULL OR lease_until < now())
           RETURNING partition`

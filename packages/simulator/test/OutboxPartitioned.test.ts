@@ -22,7 +22,7 @@ describe("partitioned outbox in the simulated world", () => {
         world: { partitionedOutbox: true },
         policy
       })
-      const report = await Simulator.checkAsync(simulation, { runs: 150, seed: 1 })
+      const report = await Simulator.checkAsync(simulation, { runs: 80, seed: 1 })
       expect(report.violations).toEqual([])
       expect(report.valid).toBe(true)
     }, 300_000)

@@ -1,7 +1,8 @@
 /**
  * The SQL outbox store (PGlite and PostgreSQL, any `@bulwark/sql` database): rows in one table, appended on
- * the caller's `sql.withTransaction` connection, claimed with `FOR UPDATE SKIP LOCKED` under a lease, and
- * relays woken by `LISTEN`/`NOTIFY` while they sleep (see `Outbox.Options.notify`).
+ * the caller's `sql.withTransaction` connection, claimed with `FOR UPDATE SKIP LOCKED` under a lease (or,
+ * with `partitioned: true`, read from the partitions of keys the relay leases), and relays woken by
+ * `LISTEN`/`NOTIFY` while they sleep (see `Outbox.Options.notify`).
  */
 import { Failure } from "@bulwark/core"
 import { Database, Migrations } from "@bulwark/sql"

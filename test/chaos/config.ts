@@ -9,6 +9,8 @@ export interface ChildConfig {
   readonly prefix: string
   /** Relays: this relay's id. */
   readonly relayId?: string
+  /** Relays: lease partitions of keys rather than rows. */
+  readonly partitioned?: boolean
   /** Producer: events to append, keys they are spread over, events per transaction, events per second. */
   readonly events?: number
   readonly keys?: number

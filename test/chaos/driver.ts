@@ -38,6 +38,8 @@ export interface Options {
   /** Producer pace, events per second; the faults are spread over the production time. */
   readonly rate: number
   readonly relays: number
+  /** The relays lease partitions of keys (`Outbox.make({ partitioned: true })`) instead of rows. Default false. */
+  readonly partitioned?: boolean
   readonly faults: ReadonlyArray<Fault>
   /** How long a server stays down in a restart. */
   readonly downMillis: number
@@ -168,7 +170,11 @@ export const run = async (options: Options): Promise<Report> => {
 
     const base = { pgUrl: postgres.url, natsUrl: nats.url, prefix: "chaos" }
     let generation = 0
-    const relayConfig = (slot: number): ChildConfig => ({ ...base, relayId: `relay-${slot}-${generation++}` })
+    const relayConfig = (slot: number): ChildConfig => ({
+      ...base,
+      relayId: `relay-${slot}-${generation++}`,
+      partitioned: options.partitioned === true
+    })
     spawnChild("consumer", "./consumer.ts", base)
     for (let slot = 0; slot < options.relays; slot++) spawnChild(`relay-${slot}`, "./relay.ts", relayConfig(slot))
     spawnChild("producer", "./producer.ts", { ...base, events: options.events, keys: options.keys, batch: options.batch, rate: options.rate })

@@ -10,7 +10,7 @@ import { childConfig, outboxTable } from "./config.js"
 
 const config = childConfig()
 const services = Layer.mergeAll(
-  Outbox.layer({ table: outboxTable }),
+  Outbox.layer({ table: outboxTable, partitioned: config.partitioned === true }),
   NatsTransport.layer({ servers: config.natsUrl, prefix: config.prefix, reconnectTimeWait: "250 millis", requestTimeout: "3 seconds" })
 ).pipe(Layer.provideMerge(Database.layerPostgres({ url: config.pgUrl, maxConnections: 4, connectRetry: "2 minutes" })))
 

@@ -109,13 +109,13 @@ const toMessage = (row: Record<string, any>): Published => ({
   headers: JSON.parse(row.headers)
 })
 
-const drainBulwark = async (batch: number): Promise<Measured> => {
+const drainBulwark = async (batch: number, partitioned = false): Promise<Measured> => {
   const table = `bench_drain_${suffix}_${runs++}`
   const app = `bench_bulwark_${suffix}_${runs}`
   await createTable(table)
   await fill(table)
   const program = Effect.gen(function*() {
-    const store = yield* Outbox.make({ table })
+    const store = yield* Outbox.make({ table, partitioned })
     const memory = yield* Memory.make()
     const relay = yield* Relay.make({ batchSize: batch, relayId: "bench" }).pipe(
       Effect.provideService(OutboxStore.OutboxStore, store),
@@ -400,6 +400,7 @@ export const main = async () => {
       const raw = "raw pg: SELECT … FOR UPDATE SKIP LOCKED, publish, DELETE, one tx"
       systems.push(
         { scenario, name: "bulwark: Relay.round loop", run: () => drainBulwark(batch), versus: raw },
+        { scenario, name: "bulwark partitioned: Relay.round loop", run: () => drainBulwark(batch, true), versus: raw },
         { scenario, name: raw, run: () => drainSelectDelete(batch) },
         { scenario, name: "raw pg: DELETE … RETURNING", run: () => drainDeleteReturning(batch), versus: raw }
       )
@@ -448,7 +449,7 @@ export const main = async () => {
   writeResults("outbox-drain", "Outbox drain and append on PostgreSQL", [...kept.rows, ...rows], [
     ...kept.notes,
     `events/s is the median of ${rounds} rounds; in each round every system runs once, one after another (interleaved), and min – max shows the spread. Load average (1 min) during the rounds: median ${median(loads).toFixed(1)}, min ${Math.min(...loads).toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${os.cpus().length} cores: the machine is shared with other work, so absolute figures move between runs; compare systems within one run.`,
-    `drain: ${drainRows} rows over ${keys} keys, pre-filled (one INSERT … SELECT, then ANALYZE) before the clock starts, emptied by one relay / loop on one connection; the clock stops when a claim finds nothing. Bulwark is \`Relay.make\` + \`relay.round\` until it claims nothing, over \`Outbox.make\` and the memory transport, with the per-key head check (a key's next row only after the previous one is settled), the commit-order check and leases; the raw loops have none of them. pg-boss drains the same number of jobs (its own schema, inserted before the clock).`,
+    `drain: ${drainRows} rows over ${keys} keys, pre-filled (one INSERT … SELECT, then ANALYZE) before the clock starts, emptied by one relay / loop on one connection; the clock stops when a claim finds nothing. Bulwark is \`Relay.make\` + \`relay.round\` until it claims nothing, over \`Outbox.make\` and the memory transport, with the per-key head check (a key's next row only after the previous one is settled), the commit-order check and leases; "bulwark partitioned" is the same loop over \`Outbox.make({ partitioned: true })\` (one relay holding all partition leases: no row lease and no SQL head check, per-key order kept by the relay's waves, the commit-order check kept). The raw loops have none of them. pg-boss drains the same number of jobs (its own schema, inserted before the clock).`,
     `append: ${appendTx} transactions over ${producers} producers (${producers} pooled connections), each one business-row insert and one event; Bulwark encodes a CloudEvents envelope per event, the hand-written loops JSON.stringify the same shape and run Bulwark's outbox insert text. The @effect/sql loop is what the transaction library costs before Bulwark adds anything (bulwark / that loop = Bulwark's own share). Bulwark sends its insert as a named prepared statement straight on the transaction's driver connection (no statement compiler, no span per statement); the hand-written loops send theirs unnamed, as a plain \`client.query\` does (the business insert is unnamed in every system). Both Effect systems run on \`@bulwark/sql\`'s layer, whose \`withTransaction\` takes the thin path while no tracer is installed (no \`sql.transaction\` span), as here. node CPU µs/event is per transaction (one event each). fsync and synchronous_commit on (server defaults).`,
     "Postgres CPU is the user + system time of the server backends serving the system (by application_name, from /proc/<pid>/stat, 10 ms ticks), per event; node CPU is this process's CPU time per event. Both over the measured window only.",
     "Run: `npm run bench -- outbox` (the end-to-end outbox benchmark first, then this one), or this file alone with `npx tsx --conditions=@bulwark/source packages/outbox/bench/drain.ts`; `DRAIN_ONLY=drain|append`, `DRAIN_ROWS`, `APPEND_TX`, `BENCH_ROUNDS`, `DRAIN_PGBOSS=0`."

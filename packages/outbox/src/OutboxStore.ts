@@ -9,8 +9,11 @@
  *   `OutsideTransaction` outside one, writing nothing.
  * - **Claim** leases up to `limit` rows to one relay: only the oldest pending row of a key is claimable (key
  *   `""` is unordered), only rows whose `availableAt` has passed, and never a row under another relay's
- *   unexpired lease. Answered in id order.
- * - **Settle** (`markPublished`, `reschedule`, `markDead`) touches only rows the relay still holds: a relay
+ *   unexpired lease. Answered in id order. A partitioned store (`partitioned: true`) leases partitions of
+ *   keys instead: its claim answers, in id order, the pending rows of the partitions the relay holds, several
+ *   of a key possibly, none of a key whose row waits for a retry; the relay publishes a key's rows in order.
+ * - **Settle** (`markPublished`, `reschedule`, `markDead`) touches only rows the relay still holds (the row's
+ *   lease, or its partition's, is the relay's): a relay
  *   whose lease expired and was taken over cannot mark what the new holder is publishing. A published row
  *   is deleted at once unless the relay keeps it for a retention period.
  * - **Wake-up**: an append that commits wakes a relay waiting in `Wakeup.wait`, well before its poll interval.

@@ -14,6 +14,10 @@
  *   relay whose heartbeats fail stops publishing before another relay may take its rows.
  * - **Order per key**: only the oldest pending row of a key is claimable, so a key's next row is not
  *   published before the previous one is confirmed (or dead). Rows with key `""` are not ordered.
+ * - **Partitioned stores** (`Outbox.make({ partitioned: true })`): a relay leases whole partitions of keys
+ *   instead of rows, and its claim may hold several rows of a key, oldest first. It publishes them in waves
+ *   (one row of a key per wave, each wave after the previous one settled) and stops a key for the round at
+ *   its first retried or abandoned row; the heartbeat renews the partitions' leases. See `OutboxStore/Sql.ts`.
  * - **Failures**: a failed batch is retried row by row to isolate the culprit; a failing row waits
  *   `backoff` (exponential) and is retried up to `maxAttempts` times (a permanent failure is not retried);
  *   then it is dead: `state = 'dead'` with the error as a `Failure.FailureRecord` in `last_error`, and a copy
@@ -94,6 +98,11 @@ export interface RoundResult {
   readonly dead: number
   /** Rows left unpublished because the lease could not be confirmed (they return when it expires). */
   readonly abandoned: number
+  /**
+   * Rows left pending, unpublished, because an earlier row of their key in the same claim was retried or
+   * abandoned (only a partitioned store's claim holds several rows of a key); a later claim returns them.
+   */
+  readonly deferred: number
 }
 
 /** A relay built by {@link make}. */
@@ -217,9 +226,13 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     const settleTopic = (lease: Lease, topic: string, claimed: ReadonlyArray<ClaimedRow>) =>
       Effect.gen(function*() {
         const rows = yield* publishable(lease, claimed)
-        const result = { published: 0, retried: 0, dead: 0, abandoned: claimed.length - rows.length }
+        const result = { published: 0, retried: 0, dead: 0, abandoned: claimed.length - rows.length, stopped: new Set<string>() }
         // Abandoned rows are no longer renewed, so they return to other relays when the lease runs out.
-        if (rows.length < claimed.length) yield* settled(lease, claimed.filter((row) => !rows.includes(row)))
+        if (rows.length < claimed.length) {
+          const left = claimed.filter((row) => !rows.includes(row))
+          for (const row of left) result.stopped.add(row.message.key)
+          yield* settled(lease, left)
+        }
         if (rows.length === 0) return result
         const whole = yield* Effect.either(publisher.publish(topic, rows.map((r) => r.message)))
         if (Either.isRight(whole)) {
@@ -246,35 +259,67 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         for (const outcome of outcomes) {
           if (outcome.result === undefined) {
             result.abandoned++
+            result.stopped.add(outcome.row.message.key)
             yield* settled(lease, [outcome.row])
           } else if (Either.isLeft(outcome.result)) {
-            result[yield* fail(lease, outcome.row, outcome.result.left)]++
+            const verdict = yield* fail(lease, outcome.row, outcome.result.left)
+            result[verdict]++
+            // A dead row no longer holds its key back; a retried or abandoned one does.
+            if (verdict !== "dead") result.stopped.add(outcome.row.message.key)
           }
         }
         return result
       })
 
+    // A claim may hold several rows of a key (a partitioned store reads a partition's rows in order): the
+    // batch is published in waves, the n-th row of each key in wave n, each wave once the previous one is
+    // settled, so a key's rows are never in flight together. Keyless rows are unordered: all in the first wave.
+    // A row-leasing store's claim holds at most one row per key: one wave, as before.
+    const waves = (rows: ReadonlyArray<ClaimedRow>) => {
+      const seen = new Map<string, number>()
+      const result: Array<Array<ClaimedRow>> = []
+      for (const row of rows) {
+        const key = row.message.key
+        const wave = key === "" ? 0 : (seen.get(key) ?? 0)
+        if (key !== "") seen.set(key, wave + 1)
+        const list = result[wave]
+        if (list) list.push(row)
+        else result[wave] = [row]
+      }
+      return result
+    }
+
     const round: Effect.Effect<RoundResult, OutboxStoreError> = Effect.gen(function*() {
       const sent = yield* Clock.currentTimeMillis
       const rows = yield* store.claim(claimRequest)
-      const result = { claimed: rows.length, published: 0, retried: 0, dead: 0, abandoned: 0 }
+      const result = { claimed: rows.length, published: 0, retried: 0, dead: 0, abandoned: 0, deferred: 0 }
       if (rows.length === 0) return result
-      const byTopic = new Map<string, Array<ClaimedRow>>()
-      for (const row of rows) {
-        const list = byTopic.get(row.topic)
-        if (list) list.push(row)
-        else byTopic.set(row.topic, [row])
-      }
       const lease: Lease = { heldUntil: sent + leaseMillis, unsettled: new Set(rows.map((r) => r.id)), lost: new Set() }
       current = lease
       Queue.unsafeOffer(roundStarted, undefined)
       return yield* Effect.gen(function*() {
-        for (const [topic, list] of byTopic) {
-          const r = yield* settleTopic(lease, topic, list)
-          result.published += r.published
-          result.retried += r.retried
-          result.dead += r.dead
-          result.abandoned += r.abandoned
+        // Keys whose row was retried or abandoned this round: their later rows wait for a later claim.
+        const stopped = new Set<string>()
+        for (const wave of waves(rows)) {
+          const byTopic = new Map<string, Array<ClaimedRow>>()
+          for (const row of wave) {
+            if (row.message.key !== "" && stopped.has(row.message.key)) {
+              result.deferred++
+              yield* settled(lease, [row])
+              continue
+            }
+            const list = byTopic.get(row.topic)
+            if (list) list.push(row)
+            else byTopic.set(row.topic, [row])
+          }
+          for (const [topic, list] of byTopic) {
+            const r = yield* settleTopic(lease, topic, list)
+            result.published += r.published
+            result.retried += r.retried
+            result.dead += r.dead
+            result.abandoned += r.abandoned
+            for (const key of r.stopped) stopped.add(key)
+          }
         }
         return result
       }).pipe(Effect.ensuring(Effect.sync(() => {

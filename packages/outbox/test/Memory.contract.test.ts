@@ -8,3 +8,11 @@ contract({
   virtualTime: true,
   fresh: () => Effect.map(MemoryOutboxStore.make(), (store) => ({ store, transaction: store.transaction }))
 })
+
+contract({
+  name: "memory (TestClock), partitioned",
+  layer: Layer.empty,
+  virtualTime: true,
+  partitioned: true,
+  fresh: () => Effect.map(MemoryOutboxStore.make({ partitioned: true }), (store) => ({ store, transaction: store.transaction }))
+})

@@ -25,6 +25,8 @@ export interface Harness<R> {
   readonly layer: Layer.Layer<R, unknown>
   /** Whether time is the `TestClock` (memory) or real (SQL). */
   readonly virtualTime: boolean
+  /** Whether relays lease partitions of keys rather than rows (a claim then holds several rows of a key). */
+  readonly partitioned?: boolean
   readonly fresh: (label: string) => Effect.Effect<Fresh<R>, never, R | Scope.Scope>
 }
 
@@ -129,28 +131,55 @@ export const contract = <R>(harness: Harness<R>): void => {
         expect(decoded.headers["correlation-id"]).toBe("c-1")
       }))
 
-    it.scoped("claim: heads of keys only, key \"\" unordered, other relays' leases skipped, batch limit, available_at respected", () =>
-      Effect.gen(function*() {
-        const { store, transaction } = yield* harness.fresh("claim")
-        yield* transaction(store.appendMessages("t", [raw("a1", "A"), raw("a2", "A"), raw("u1", ""), raw("b1", "B"), raw("u2", ""), raw("c1", "C")]))
-        const lease = { leaseMillis: 60_000 }
-        const first = yield* store.claim({ relayId: "r1", limit: 3, ...lease })
-        expect(first.map((r) => r.message.id)).toEqual(["a1", "u1", "b1"])
-        const second = yield* store.claim({ relayId: "r2", limit: 10, ...lease })
-        // a2 waits behind a1 (claimed, still pending); r1's leased rows are skipped.
-        expect(second.map((r) => r.message.id)).toEqual(["u2", "c1"])
-        expect(yield* store.claim({ relayId: "r3", limit: 10, ...lease })).toEqual([])
-        // A failed a1 goes back with a delay: not claimable before it, and a2 still waits behind it.
-        const a1 = first[0]!
-        const error = new Failure.FailureRecord({ tag: "X", message: "x", classification: "transient", category: "dependency" })
-        expect(yield* store.reschedule("r1", a1.id, { attempts: 1, error, delayMillis: 500 })).toBe(true)
-        expect(yield* store.claim({ relayId: "r3", limit: 10, ...lease })).toEqual([])
-        yield* pass("600 millis")
-        const retried = yield* store.claim({ relayId: "r3", limit: 10, ...lease })
-        expect(retried.map((r) => [r.message.id, r.attempts])).toEqual([["a1", 1]])
-        expect(yield* store.markPublished("r3", [a1.id])).toBe(1)
-        expect((yield* store.claim({ relayId: "r3", limit: 10, ...lease })).map((r) => r.message.id)).toEqual(["a2"])
-      }))
+    if (!harness.partitioned) {
+      it.scoped("claim: heads of keys only, key \"\" unordered, other relays' leases skipped, batch limit, available_at respected", () =>
+        Effect.gen(function*() {
+          const { store, transaction } = yield* harness.fresh("claim")
+          yield* transaction(store.appendMessages("t", [raw("a1", "A"), raw("a2", "A"), raw("u1", ""), raw("b1", "B"), raw("u2", ""), raw("c1", "C")]))
+          const lease = { leaseMillis: 60_000 }
+          const first = yield* store.claim({ relayId: "r1", limit: 3, ...lease })
+          expect(first.map((r) => r.message.id)).toEqual(["a1", "u1", "b1"])
+          const second = yield* store.claim({ relayId: "r2", limit: 10, ...lease })
+          // a2 waits behind a1 (claimed, still pending); r1's leased rows are skipped.
+          expect(second.map((r) => r.message.id)).toEqual(["u2", "c1"])
+          expect(yield* store.claim({ relayId: "r3", limit: 10, ...lease })).toEqual([])
+          // A failed a1 goes back with a delay: not claimable before it, and a2 still waits behind it.
+          const a1 = first[0]!
+          const error = new Failure.FailureRecord({ tag: "X", message: "x", classification: "transient", category: "dependency" })
+          expect(yield* store.reschedule("r1", a1.id, { attempts: 1, error, delayMillis: 500 })).toBe(true)
+          expect(yield* store.claim({ relayId: "r3", limit: 10, ...lease })).toEqual([])
+          yield* pass("600 millis")
+          const retried = yield* store.claim({ relayId: "r3", limit: 10, ...lease })
+          expect(retried.map((r) => [r.message.id, r.attempts])).toEqual([["a1", 1]])
+          expect(yield* store.markPublished("r3", [a1.id])).toBe(1)
+          expect((yield* store.claim({ relayId: "r3", limit: 10, ...lease })).map((r) => r.message.id)).toEqual(["a2"])
+        }))
+    } else {
+      it.scoped("partitioned claim: a relay reads its partitions in id order; a retrying row holds back its key; another relay gets nothing while the partitions are held", () =>
+        Effect.gen(function*() {
+          const { store, transaction } = yield* harness.fresh("pclaim")
+          yield* transaction(store.appendMessages("t", [raw("a1", "A"), raw("a2", "A"), raw("u1", ""), raw("b1", "B"), raw("u2", ""), raw("c1", "C")]))
+          const lease = { leaseMillis: 60_000 }
+          const first = yield* store.claim({ relayId: "r1", limit: 3, ...lease })
+          expect(first.map((r) => r.message.id)).toEqual(["a1", "a2", "u1"])
+          // r1, alone, took every partition; r2 finds none free. (Its registration lapses at once, so r1 does
+          // not hand it half of them at its next claim.)
+          expect(yield* store.claim({ relayId: "r2", limit: 10, leaseMillis: 1 })).toEqual([])
+          // A failed a1 goes back with a delay: not claimable before it, and a2 waits behind it.
+          const a1 = first[0]!
+          const error = new Failure.FailureRecord({ tag: "X", message: "x", classification: "transient", category: "dependency" })
+          expect(yield* store.reschedule("r2", a1.id, { attempts: 1, error, delayMillis: 0 })).toBe(false)
+          expect(yield* store.reschedule("r1", a1.id, { attempts: 1, error, delayMillis: 500 })).toBe(true)
+          expect((yield* store.claim({ relayId: "r1", limit: 10, ...lease })).map((r) => r.message.id)).toEqual(["u1", "b1", "u2", "c1"])
+          yield* pass("600 millis")
+          const retried = yield* store.claim({ relayId: "r1", limit: 10, ...lease })
+          expect(retried.map((r) => [r.message.id, r.attempts])).toEqual([["a1", 1], ["a2", 0], ["u1", 0], ["b1", 0], ["u2", 0], ["c1", 0]])
+          // Only the partition's holder settles its rows.
+          expect(yield* store.markPublished("r2", [a1.id])).toBe(0)
+          expect(yield* store.markPublished("r1", [a1.id])).toBe(1)
+          expect((yield* store.claim({ relayId: "r1", limit: 1, ...lease })).map((r) => r.message.id)).toEqual(["a2"])
+        }))
+    }
 
     it.scoped("a relay whose lease expired and was taken over can no longer mark, reschedule, kill or renew the row", () =>
       Effect.gen(function*() {
@@ -172,29 +201,54 @@ export const contract = <R>(harness: Harness<R>): void => {
         expect(yield* store.backlog).toBe(0)
       }))
 
-    it.scoped("per key order: a key's next row waits for the previous one's confirmation; other keys do not wait", () =>
-      Effect.gen(function*() {
-        const { store, transaction } = yield* harness.fresh("order")
-        const a1Failures = { left: 2 }
-        const recorder = recordingPublisher((_, messages) =>
-          messages.some((m) => m.id === "a1") && a1Failures.left-- > 0 ? Effect.fail(transient("broker hiccup")) : Effect.void
-        )
-        yield* transaction(Outbox.appendMessages("t", [raw("a1", "A"), raw("a2", "A"), raw("b1", "B"), raw("a3", "A"), raw("b2", "B")]))
-          .pipe(provideStore(store))
-        const relay = yield* makeRelay(store, recorder.layer, { backoffBase: "300 millis" })
-        // The first round sees only the heads of A and B.
-        const first = yield* relay.round
-        expect(first.claimed).toBe(2)
-        expect(first.retried).toBe(1)
-        expect(recorder.published.map((p) => p.message.id)).toEqual(["b1"])
-        yield* startRelay(store, recorder.layer, { backoffBase: "300 millis" })
-        yield* settle(store.drained)
-        const ids = recorder.published.map((p) => p.message.id)
-        expect(ids.filter((id) => id.startsWith("a"))).toEqual(["a1", "a2", "a3"])
-        expect(ids.filter((id) => id.startsWith("b"))).toEqual(["b1", "b2"])
-        // B went ahead while A was backing off.
-        expect(ids.indexOf("b2")).toBeLessThan(ids.indexOf("a1"))
-      }))
+    if (!harness.partitioned) {
+      it.scoped("per key order: a key's next row waits for the previous one's confirmation; other keys do not wait", () =>
+        Effect.gen(function*() {
+          const { store, transaction } = yield* harness.fresh("order")
+          const a1Failures = { left: 2 }
+          const recorder = recordingPublisher((_, messages) =>
+            messages.some((m) => m.id === "a1") && a1Failures.left-- > 0 ? Effect.fail(transient("broker hiccup")) : Effect.void
+          )
+          yield* transaction(Outbox.appendMessages("t", [raw("a1", "A"), raw("a2", "A"), raw("b1", "B"), raw("a3", "A"), raw("b2", "B")]))
+            .pipe(provideStore(store))
+          const relay = yield* makeRelay(store, recorder.layer, { backoffBase: "300 millis" })
+          // The first round sees only the heads of A and B.
+          const first = yield* relay.round
+          expect(first.claimed).toBe(2)
+          expect(first.retried).toBe(1)
+          expect(recorder.published.map((p) => p.message.id)).toEqual(["b1"])
+          yield* startRelay(store, recorder.layer, { backoffBase: "300 millis" })
+          yield* settle(store.drained)
+          const ids = recorder.published.map((p) => p.message.id)
+          expect(ids.filter((id) => id.startsWith("a"))).toEqual(["a1", "a2", "a3"])
+          expect(ids.filter((id) => id.startsWith("b"))).toEqual(["b1", "b2"])
+          // B went ahead while A was backing off.
+          expect(ids.indexOf("b2")).toBeLessThan(ids.indexOf("a1"))
+        }))
+    } else {
+      it.scoped("partitioned per key order: a key's rows go in waves; a failed row stops its key for the round and holds it back until retried; other keys do not wait", () =>
+        Effect.gen(function*() {
+          const { store, transaction } = yield* harness.fresh("porder")
+          const a1Failures = { left: 2 }
+          const recorder = recordingPublisher((_, messages) =>
+            messages.some((m) => m.id === "a1") && a1Failures.left-- > 0 ? Effect.fail(transient("broker hiccup")) : Effect.void
+          )
+          yield* transaction(Outbox.appendMessages("t", [raw("a1", "A"), raw("a2", "A"), raw("b1", "B"), raw("a3", "A"), raw("b2", "B")]))
+            .pipe(provideStore(store))
+          const relay = yield* makeRelay(store, recorder.layer, { backoffBase: "300 millis" })
+          // One claim holds all five rows; A stops at a1's failure, B goes on in the next wave.
+          const first = yield* relay.round
+          expect(first).toMatchObject({ claimed: 5, published: 2, retried: 1, deferred: 2 })
+          expect(recorder.published.map((p) => p.message.id)).toEqual(["b1", "b2"])
+          // While a1 waits for its retry, A's later rows are not claimed.
+          expect(yield* relay.round).toMatchObject({ claimed: 0 })
+          yield* startRelay(store, recorder.layer, { backoffBase: "300 millis" })
+          yield* settle(store.drained)
+          const ids = recorder.published.map((p) => p.message.id)
+          expect(ids.filter((id) => id.startsWith("a"))).toEqual(["a1", "a2", "a3"])
+          expect(ids.filter((id) => id.startsWith("b"))).toEqual(["b1", "b2"])
+        }))
+    }
 
     it.scoped("per key order holds under concurrent appenders and a running relay", () =>
       Effect.gen(function*() {
@@ -207,6 +261,34 @@ export const contract = <R>(harness: Harness<R>): void => {
           Effect.forEach(Array.from({ length: 15 }, (_, n) => n), (n) =>
             transaction(Outbox.appendMessages("t", [raw(`p${p}-k${n % 3}-${n}`, `p${p}-k${n % 3}`), raw(`u-${p}-${n}`, "")]))
               .pipe(provideStore(store), Effect.zipRight(pass("1 millis"))), { discard: true }), { concurrency: "unbounded", discard: true })
+        yield* settle(store.drained)
+        const ids = recorder.published.map((p) => p.message.id)
+        expect(new Set(ids).size).toBe(4 * 15 * 2)
+        for (let p = 0; p < 4; p++) {
+          for (let k = 0; k < 3; k++) {
+            const seq = ids.filter((id) => id.startsWith(`p${p}-k${k}-`)).map((id) => Number(id.split("-")[2]))
+            expect(seq).toEqual([...seq].sort((a, b) => a - b))
+            expect(seq.length).toBe(5)
+          }
+        }
+      }))
+
+    it.scoped("per key order holds across topics with three relays, concurrent appenders and failing publishes", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("three")
+        // Every fifth publish call fails (transient): rows are retried after a backoff, their keys held back.
+        const recorder = recordingPublisher((_, __, call) =>
+          call % 5 === 2 ? Effect.fail(transient("broker hiccup")) : Effect.sleep("1 millis")
+        )
+        for (const relayId of ["one", "two", "three"]) {
+          yield* startRelay(store, recorder.layer, { batchSize: 9, linger: "2 millis", relayId })
+        }
+        yield* Effect.forEach([0, 1, 2, 3], (p) =>
+          Effect.forEach(Array.from({ length: 15 }, (_, n) => n), (n) =>
+            transaction(Effect.zipRight(
+              Outbox.appendMessages(n % 2 === 0 ? "t" : "s", [raw(`p${p}-k${n % 3}-${n}`, `p${p}-k${n % 3}`)]),
+              Outbox.appendMessages("t", [raw(`u-${p}-${n}`, "")])
+            )).pipe(provideStore(store), Effect.zipRight(pass("1 millis"))), { discard: true }), { concurrency: "unbounded", discard: true })
         yield* settle(store.drained)
         const ids = recorder.published.map((p) => p.message.id)
         expect(new Set(ids).size).toBe(4 * 15 * 2)
@@ -468,8 +550,14 @@ export const contract = <R>(harness: Harness<R>): void => {
     it.scoped("heartbeat: rows a renewal finds taken over are left to their new holder", () =>
       Effect.gen(function*() {
         const { store, transaction } = yield* harness.fresh("lost")
-        // Renewals answer no id: to the relay, every row it is holding was taken over.
-        const takenOver: OutboxStore.Service = { ...store, renew: () => Effect.succeed([]) }
+        // Renewals answer no id: to the relay, every row it is holding was taken over; so its later claims
+        // find nothing (a partitioned store's claim would otherwise hand its own partitions' rows back).
+        let claims = 0
+        const takenOver: OutboxStore.Service = {
+          ...store,
+          claim: (request) => claims++ === 0 ? store.claim(request) : Effect.succeed([]),
+          renew: () => Effect.succeed([])
+        }
         const recorder = recordingPublisher((topic) => topic === "slow" ? Effect.sleep("500 millis") : Effect.void)
         yield* transaction(Outbox.appendMessages("slow", [raw("a", "")])).pipe(provideStore(store))
         yield* transaction(Outbox.appendMessages("later", [raw("b", "")])).pipe(provideStore(store))

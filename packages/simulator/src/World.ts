@@ -123,6 +123,8 @@ export interface WorldOptions {
   readonly dedupeWindow?: number
   /** Downstream latency, ms. Default 20. */
   readonly downstreamLatency?: number
+  /** The outbox store leases partitions of keys to relays instead of rows (`partitioned`). Default false. */
+  readonly partitionedOutbox?: boolean
   /** The webhook partner's answer latency, ms. Default 20. */
   readonly partnerLatency?: number
   /** How long a publish takes to be confirmed by the broker, ms. Default 1 (others run meanwhile). */
@@ -217,6 +219,7 @@ export class World {
       orderedPerKey: true,
       dedupeWindow: 0,
       downstreamLatency: 20,
+      partitionedOutbox: false,
       partnerLatency: 20,
       publishLatency: 1,
       faultSites: {},
@@ -251,7 +254,7 @@ export class World {
       this.idempotencyStore = yield* MemoryIdempotencyStore.make()
       this.deadLetterStore = yield* MemoryDeadLetterStore.make
       this.replayGuardStore = yield* ReplayGuardMemory.makeMemory()
-      this.outboxStore = yield* MemoryOutbox.make({ name: "simulated" })
+      this.outboxStore = yield* MemoryOutbox.make({ name: "simulated", partitioned: this.options.partitionedOutbox })
       this.rateLimiterStore = yield* makeMemoryRateLimiterStore
     })
   )

@@ -21,6 +21,8 @@ import { OutboxStore, type Service } from "../OutboxStore.js"
 export interface Options {
   /** A name for logs. Default `memory`. */
   readonly name?: string
+  /** Relays lease partitions of keys instead of rows, as the SQL store's `partitioned` option (same semantics). */
+  readonly partitioned?: boolean
 }
 
 /** The transaction in progress, in the context of the effect given to {@link transaction}. */
@@ -68,7 +70,7 @@ export class MemoryOutboxStore extends Context.Tag("@bulwark/outbox/MemoryOutbox
 
 /** Creates an empty memory store. */
 export const make = (options: Options = {}): Effect.Effect<MemoryOutboxStoreService> =>
-  Effect.sync(() => makeMemoryStore(options.name ?? "memory", MemoryTransaction))
+  Effect.sync(() => makeMemoryStore(options.name ?? "memory", MemoryTransaction, options.partitioned === true))
 
 /** Provides a fresh memory store as the port, as the {@link Outbox} `append` writes through, and as itself. */
 export const layer = (options: Options = {}): Layer.Layer<MemoryOutboxStore | OutboxStore | Outbox> =>

@@ -1,20 +1,22 @@
 /**
  * The SQL outbox store (PGlite and PostgreSQL, any `@bulwark/sql` database): rows in one table, appended on
- * the caller's `sql.withTransaction` connection, claimed with `FOR UPDATE SKIP LOCKED` under a lease, and
- * relays woken by `LISTEN`/`NOTIFY` while they sleep (see `Outbox.Options.notify`).
+ * the caller's `sql.withTransaction` connection, claimed with `FOR UPDATE SKIP LOCKED` under a lease (or,
+ * with `partitioned: true`, read from the partitions of keys the relay leases), and relays woken by
+ * `LISTEN`/`NOTIFY` while they sleep (see `Outbox.Options.notify`).
  */
 import { Failure } from "@bulwark/core"
 import { Database, Migrations } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Either, Layer, Option, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Either, Layer, Option, Schema, Stream } from "effect"
 import { identity } from "effect/Function"
 import * as tables from "../internal/tables.js"
 import { prepared, type Prepared } from "../internal/prepared.js"
 import { type Row, toClaimed } from "../internal/rows.js"
 import { sqlWakeup } from "../internal/sqlWakeup.js"
 import {
+  type ClaimedRow,
   type DeadRow,
   OutboxStore,
   OutboxStoreError,
@@ -43,6 +45,18 @@ export interface Options {
    * relay's role may read their `pg_stat_activity.xact_start` (`pg_read_all_stats`). Default 5 s.
    */
   readonly commitOrderWindow?: Duration.DurationInput
+  /**
+   * How relays share the rows. Default `false`: each claim leases rows one by one (a lease written on each
+   * row, and a per-key check that the row is its key's oldest pending one). `true`: keys are hashed to a fixed
+   * set of partitions (32), and each partition is leased by one relay at a time, as a Kafka consumer group
+   * leases partitions; the relay holding a partition is its only reader, so it reads the partition's pending
+   * rows in id order with no row lease and no per-key SQL check (it keeps a key behind a row that is waiting
+   * for a retry or for the commit-order window itself) and writes each row once, when it settles it. Relays
+   * balance the partitions among themselves (each holds about its share; one holding more than its share
+   * hands the excess back between rounds) and take over a stopped relay's partitions when their lease
+   * expires. All relays of one table must use the same setting.
+   */
+  readonly partitioned?: boolean
 }
 
 /** The default outbox table. */
@@ -283,7 +297,7 @@ export const make = (
       return statement
     }
     const claimFailed = failed("claim")
-    const claim: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
+    const claimByRow: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
       Effect.map(
         runPrepared(claimStatement(limit), [relayId, leaseMillis, commitOrderWindowMillis]),
         (result) => (result.rows as ReadonlyArray<Row>).map(toClaimed).sort((a, b) => a.id - b.id)
@@ -304,13 +318,13 @@ export const make = (
         WHERE id = ANY($1::bigint[]) AND claimed_by = $2
         RETURNING id`), named)
     const markFailed = failed("markPublished")
-    const markPublished: Service["markPublished"] = (relayId, ids, keep = false) =>
+    const markPublishedByRow: Service["markPublished"] = (relayId, ids, keep = false) =>
       ids.length === 0 ? Effect.succeed(0) : Effect.map(
         runPrepared(keep ? keepText : deleteText, [ids, relayId, settledChannel]),
         (result) => (result.rows[0] as { n: number } | undefined)?.n ?? 0
       ).pipe(Effect.mapError(markFailed))
 
-    const reschedule: Service["reschedule"] = (relayId, id, retry) =>
+    const rescheduleByRow: Service["reschedule"] = (relayId, id, retry) =>
       Effect.map(
         sql`UPDATE ${sql(table)} SET attempts = ${retry.attempts}, last_error = ${encodeRecord(retry.error)},
             available_at = now() + (${retry.delayMillis}::float8 * interval '1 millisecond'), claimed_by = NULL, claimed_until = NULL
@@ -318,7 +332,7 @@ export const make = (
         (rows) => rows.length > 0
       ).pipe(Effect.mapError(failed("reschedule")))
 
-    const markDead: Service["markDead"] = (relayId, id, dead) =>
+    const markDeadByRow: Service["markDead"] = (relayId, id, dead) =>
       Effect.map(
         sql<{ n: number }>`
           WITH marked AS (
@@ -336,14 +350,177 @@ export const make = (
         WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND state = 'pending'
         RETURNING id)
       SELECT array_agg(id) AS ids, set_config('synchronous_commit', 'off', true) FROM renewed`
-    const renew: Service["renew"] = (relayId, ids, leaseMillis) =>
+    const renewByRow: Service["renew"] = (relayId, ids, leaseMillis) =>
       ids.length === 0 ? Effect.succeed([]) : Effect.map(
         sql.unsafe<{ ids: ReadonlyArray<number | string> | null }>(renewText, [ids, relayId, leaseMillis]),
         (rows) => (rows[0]?.ids ?? []).map(Number)
       ).pipe(Effect.mapError(failed("renew")))
 
+    // ---------------------------------------------------------------- partitioned (`partitioned: true`)
+    //
+    // A relay leases whole partitions (rows of `partitionsTable`, each with an owner and a lease end) instead
+    // of rows. Its claim is one statement: it renews the leases of the partitions it owns (a handful of small
+    // rows, updated in place) and reads, in id order, the pending rows of exactly those partitions, with no row
+    // lock and no write to the rows. It is their only reader, so nothing else can publish them meanwhile; the
+    // only write to a row is the one that settles it. Every settling statement checks that the relay still
+    // owns the row's partition, so a relay whose partition was taken over changes nothing of it.
+    //
+    // Per-key order: a key's rows are all in one partition, read oldest first, and the relay publishes a
+    // key's rows in waves, one row of a key per wave, a wave only after the previous one is settled; a key
+    // whose row failed publishes nothing more that round. Between rounds, a row waiting for a retry keeps its
+    // key's later rows out of the claim (`retrying`: pending rows with attempts, found through a partial index
+    // that is empty while nothing fails). A keyed row not yet past the commit-order check (an older row of its
+    // key could still commit) is returned flagged, and the store drops it and every later row of its key.
+    //
+    // Balancing, every `balanceEvery` per relay (and whenever it holds no partition): the relay refreshes its
+    // registration, counts the live relays, hands back the partitions beyond its share (only between rounds:
+    // the claim is where it runs, and a round's rows are settled before the next claim) and takes free or
+    // expired ones up to its share. Takeover is the lease's expiry: a relay renews its partitions at every
+    // claim and, while a batch is being published, at every heartbeat; one that stops for a lease period loses
+    // them to the next relay that balances. Two relays never both hold a partition: taking one re-checks, under
+    // the row lock, that its lease has expired, and renewing one re-checks its owner.
+    const partitionsTable = tables.partitionsTable(table)
+    const relaysTable = tables.relaysTable(table)
+    const partitionOf = tables.partitionOf
+    const ownedBy = (r: string, relayParam: string) =>
+      `${partitionOf(r)} = ANY(ARRAY(SELECT o.partition FROM "${partitionsTable}" o WHERE o.owner = ${relayParam}))`
+    const balanceEvery = 100
+    const balancedAt = new Map<string, { at: number; held: number }>()
+    const balance = (relayId: string, leaseMillis: number) =>
+      sql.withTransaction(Effect.gen(function*() {
+        yield* sql`INSERT INTO ${sql(relaysTable)} (relay_id, seen_until)
+          VALUES (${relayId}, now() + (${leaseMillis}::float8 * interval '1 millisecond'))
+          ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until`
+        const [live] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(relaysTable)} WHERE seen_until > now()`
+        const share = Math.ceil(tables.partitionCount / Math.max(1, live?.n ?? 1))
+        const mine = (yield* sql<{ partition: number }>`SELECT partition FROM ${sql(partitionsTable)}
+          WHERE owner = ${relayId} ORDER BY partition`).map((r) => r.partition)
+        if (mine.length > share) {
+          const excess = mine.slice(share)
+          yield* sql`UPDATE ${sql(partitionsTable)} SET owner = NULL, lease_until = NULL
+            WHERE owner = ${relayId} AND ${sql.in("partition", excess)}`
+          return share
+        }
+        if (mine.length === share) return share
+        // Free or expired partitions; the outer condition re-checks the expiry on the locked row, so a lease
+        // renewed meanwhile is not taken.
+        const taken = yield* sql<{ partition: number }>`UPDATE ${sql(partitionsTable)}
+          SET owner = ${relayId}, lease_until = now() + (${leaseMillis}::float8 * interval '1 millisecond')
+          WHERE partition IN (
+            SELECT partition FROM ${sql(partitionsTable)}
+            WHERE (owner IS NULL OR lease_until < now()) AND owner IS DISTINCT FROM ${relayId}
+            ORDER BY partition LIMIT ${share - mine.length} FOR UPDATE SKIP LOCKED)
+            AND (owner IS NULL OR lease_until < now())
+          RETURNING partition`
+        return mine.length + taken.length
+      }))
+    const partitionedText = (limit: number) => `
+      WITH held AS (
+        UPDATE "${partitionsTable}" SET lease_until = now() + ($2::float8 * interval '1 millisecond')
+        WHERE owner = $1
+        RETURNING partition, set_config('synchronous_commit', 'off', true) AS async_commit)
+      SELECT c.id, c.topic, c.message_id, c.key, c.payload, c.headers, c.attempts,
+        (c.key = '' OR c.appended_at IS NULL OR c.appended_at < coalesce((${oldestWriter}), 'infinity')
+          OR c.created_at < now() - ($3::float8 * interval '1 millisecond')) AS ready
+      FROM "${table}" c
+      WHERE c.state = 'pending' AND c.available_at <= now()
+        AND ${partitionOf("c")} = ANY(ARRAY(SELECT partition FROM held))
+        AND c.key NOT IN (
+          SELECT r.key FROM "${table}" r
+          WHERE r.state = 'pending' AND r.attempts > 0 AND r.available_at > now() AND r.key <> '')
+      ORDER BY c.id
+      LIMIT ${limit}`
+    const partitionedStatements = new Map<number, Prepared>()
+    const partitionedStatement = (limit: number) => {
+      let statement = partitionedStatements.get(limit)
+      if (statement === undefined) {
+        statement = prepared("pclaim", partitionedText(Math.max(1, Math.floor(limit))), named)
+        partitionedStatements.set(limit, statement)
+      }
+      return statement
+    }
+    const claimPartitioned: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const last = balancedAt.get(relayId)
+        if (last === undefined || last.held === 0 || now - last.at >= balanceEvery) {
+          const held = yield* balance(relayId, leaseMillis)
+          balancedAt.set(relayId, { at: now, held })
+        }
+        const result = yield* runPrepared(partitionedStatement(limit), [relayId, leaseMillis, commitOrderWindowMillis])
+        // A keyed row not yet past the commit-order check holds back its key's later rows.
+        const held = new Set<string>()
+        const claimed: Array<ClaimedRow> = []
+        for (const row of result.rows as ReadonlyArray<Row & { readonly ready: boolean }>) {
+          if (row.key !== "" && (!row.ready || held.has(row.key))) {
+            held.add(row.key)
+            continue
+          }
+          claimed.push(toClaimed(row))
+        }
+        return claimed
+      }).pipe(Effect.mapError(claimFailed))
+
+    const partitionedDelete = prepared("psettle", settledText(`DELETE FROM "${table}" r
+      WHERE r.id = ANY($1::bigint[]) AND r.state = 'pending' AND ${ownedBy("r", "$2")} RETURNING r.id`), named)
+    const partitionedKeep = prepared("pkeep", settledText(`
+        UPDATE "${table}" r SET state = 'published', published_at = now(), attempts = attempts + 1
+        WHERE r.id = ANY($1::bigint[]) AND r.state = 'pending' AND ${ownedBy("r", "$2")}
+        RETURNING r.id`), named)
+    const markPublishedPartitioned: Service["markPublished"] = (relayId, ids, keep = false) =>
+      ids.length === 0 ? Effect.succeed(0) : Effect.map(
+        runPrepared(keep ? partitionedKeep : partitionedDelete, [ids, relayId, settledChannel]),
+        (result) => (result.rows[0] as { n: number } | undefined)?.n ?? 0
+      ).pipe(Effect.mapError(markFailed))
+
+    const reschedulePartitioned: Service["reschedule"] = (relayId, id, retry) =>
+      Effect.map(
+        sql.unsafe(
+          `UPDATE "${table}" r SET attempts = $3, last_error = $4,
+            available_at = now() + ($5::float8 * interval '1 millisecond')
+          WHERE r.id = $1 AND r.state = 'pending' AND ${ownedBy("r", "$2")} RETURNING r.id`,
+          [id, relayId, retry.attempts, encodeRecord(retry.error), retry.delayMillis]
+        ),
+        (rows) => rows.length > 0
+      ).pipe(Effect.mapError(failed("reschedule")))
+
+    const markDeadPartitioned: Service["markDead"] = (relayId, id, dead) =>
+      Effect.map(
+        sql.unsafe<{ n: number }>(
+          `WITH marked AS (
+            UPDATE "${table}" r SET state = 'dead', attempts = $3, last_error = $4, dead_letter_published = $5
+            WHERE r.id = $1 AND r.state = 'pending' AND ${ownedBy("r", "$2")}
+            RETURNING r.id)
+          SELECT count(*)::int AS n, pg_notify($6, count(*)::text) FROM marked`,
+          [id, relayId, dead.attempts, encodeRecord(dead.error), dead.deadLetterPublished, settledChannel]
+        ),
+        (rows) => (rows[0]?.n ?? 0) > 0
+      ).pipe(Effect.mapError(failed("markDead")))
+
+    // The heartbeat renews the relay's partitions and answers the rows among `ids` still in one of them.
+    const renewPartitionedText = `
+      WITH held AS (
+        UPDATE "${partitionsTable}" SET lease_until = now() + ($3::float8 * interval '1 millisecond')
+        WHERE owner = $2
+        RETURNING partition, set_config('synchronous_commit', 'off', true) AS async_commit)
+      SELECT array_agg(r.id) AS ids FROM "${table}" r
+      WHERE r.id = ANY($1::bigint[]) AND r.state = 'pending'
+        AND ${partitionOf("r")} = ANY(ARRAY(SELECT partition FROM held))`
+    const renewPartitioned: Service["renew"] = (relayId, ids, leaseMillis) =>
+      ids.length === 0 ? Effect.succeed([]) : Effect.map(
+        sql.unsafe<{ ids: ReadonlyArray<number | string> | null }>(renewPartitionedText, [ids, relayId, leaseMillis]),
+        (rows) => (rows[0]?.ids ?? []).map(Number)
+      ).pipe(Effect.mapError(failed("renew")))
+
+    const partitioned = options.partitioned === true
+    const claim = partitioned ? claimPartitioned : claimByRow
+    const markPublished = partitioned ? markPublishedPartitioned : markPublishedByRow
+    const reschedule = partitioned ? reschedulePartitioned : rescheduleByRow
+    const markDead = partitioned ? markDeadPartitioned : markDeadByRow
+    const renew = partitioned ? renewPartitioned : renewByRow
+
     // A sleeper entry older than five minutes belongs to a relay that died asleep (a live one refreshes its
-    // entry every 30 s), and would make every append notify for nothing.
+    // entry every 30 s), and would make every append notify for nothing; likewise a relay registration.
     const cleanup: Service["cleanup"] = (retentionMillis) =>
       Effect.zipLeft(
         Effect.map(
@@ -351,7 +528,10 @@ export const make = (
             AND published_at < now() - (${retentionMillis}::float8 * interval '1 millisecond') RETURNING id`,
           (rows) => rows.length
         ),
-        sql`DELETE FROM ${sql(sleepersTable)} WHERE since < now() - interval '5 minutes'`
+        Effect.zip(
+          sql`DELETE FROM ${sql(sleepersTable)} WHERE since < now() - interval '5 minutes'`,
+          sql`DELETE FROM ${sql(relaysTable)} WHERE seen_until < now() - interval '5 minutes'`
+        )
       ).pipe(Effect.mapError(failed("cleanup")))
 
     const wakeup: Service["wakeup"] = (relayId, pollInterval) =>
@@ -396,5 +576,7 @@ export const drop = (table: string = defaultTable): Effect.Effect<void, SqlError
     const checked = yield* Migrations.tableName(table)
     yield* sql`DROP TABLE IF EXISTS ${sql(checked)}`
     yield* sql`DROP TABLE IF EXISTS ${sql(tables.sleepersTable(checked))}`
+    yield* sql`DROP TABLE IF EXISTS ${sql(tables.partitionsTable(checked))}`
+    yield* sql`DROP TABLE IF EXISTS ${sql(tables.relaysTable(checked))}`
     yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`outbox:${checked}`}`
   })

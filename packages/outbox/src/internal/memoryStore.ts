@@ -45,7 +45,8 @@ const noRecord = (message: string) =>
  */
 export const makeMemoryStore = (
   name: string,
-  TransactionTag: typeof MemoryTransaction
+  TransactionTag: typeof MemoryTransaction,
+  partitioned = false
 ): MemoryOutboxStoreService => {
   const owner = {}
   // Every kept row in id order, and the pending ones in id order (ids grow at commit, and a Map iterates in
@@ -228,6 +229,7 @@ export const makeMemoryStore = (
     })
 
   const held = (relayId: string, id: number) => {
+    if (partitioned) return heldPartitioned(relayId, id)
     const row = pending.get(id)
     return row !== undefined && row.claimedBy === relayId ? row : undefined
   }
@@ -291,6 +293,78 @@ export const makeMemoryStore = (
       return renewed
     })
 
+  // ---------------------------------------------------------------- partitioned (mirrors the SQL store's)
+  // Keys hash to a fixed set of partitions, each leased by one relay; the holder reads its partitions' pending
+  // rows in id order with no row lease, and settles only rows of partitions it still holds. A key with a row
+  // waiting for a retry is left out of the claim. Balancing as in SQL: every `balanceEvery` (or while it holds
+  // none) a relay registers, hands back partitions beyond its share and takes free or expired ones.
+  const partitionCount = 32
+  const partitions = Array.from({ length: partitionCount }, () => ({ owner: undefined as string | undefined, leaseUntil: 0 }))
+  const registered = new Map<string, number>()
+  const balancedAt = new Map<string, { at: number; held: number }>()
+  const balanceEvery = 100
+  const hashKey = (key: string) => {
+    let h = 0x811c9dc5
+    for (let i = 0; i < key.length; i++) {
+      h ^= key.charCodeAt(i)
+      h = Math.imul(h, 0x01000193)
+    }
+    return h >>> 0
+  }
+  const partitionOf = (row: MutableRow) =>
+    row.message.key === "" ? row.id % partitionCount : hashKey(row.message.key) % partitionCount
+  const owns = (relayId: string, row: MutableRow) => partitions[partitionOf(row)]!.owner === relayId
+  const balance = (relayId: string, leaseMillis: number, now: number) => {
+    registered.set(relayId, now + leaseMillis)
+    let live = 0
+    for (const until of registered.values()) if (until > now) live++
+    const share = Math.ceil(partitionCount / Math.max(1, live))
+    const mine = partitions.flatMap((p, i) => p.owner === relayId ? [i] : [])
+    if (mine.length > share) {
+      for (const i of mine.slice(share)) partitions[i] = { owner: undefined, leaseUntil: 0 }
+      return share
+    }
+    let held = mine.length
+    for (const p of partitions) {
+      if (held >= share) break
+      if (p.owner !== relayId && (p.owner === undefined || p.leaseUntil < now)) {
+        p.owner = relayId
+        p.leaseUntil = now + leaseMillis
+        held++
+      }
+    }
+    return held
+  }
+  const claimPartitioned: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
+    withNow((now) => {
+      const last = balancedAt.get(relayId)
+      if (last === undefined || last.held === 0 || now - last.at >= balanceEvery) {
+        balancedAt.set(relayId, { at: now, held: balance(relayId, leaseMillis, now) })
+      }
+      for (const p of partitions) if (p.owner === relayId) p.leaseUntil = now + leaseMillis
+      const retrying = new Set<string>()
+      for (const row of pending.values()) {
+        if (row.attempts > 0 && row.availableAt > now && row.message.key !== "") retrying.add(row.message.key)
+      }
+      const out: Array<ClaimedRow> = []
+      for (const row of pending.values()) {
+        if (out.length >= limit) break
+        if (row.availableAt > now || retrying.has(row.message.key) || !owns(relayId, row)) continue
+        out.push({ id: row.id, topic: row.topic, message: row.message, attempts: row.attempts })
+      }
+      return out
+    })
+  // The row, if it is pending in a partition `relayId` holds.
+  const heldPartitioned = (relayId: string, id: number) => {
+    const row = pending.get(id)
+    return row !== undefined && owns(relayId, row) ? row : undefined
+  }
+  const renewPartitioned: Service["renew"] = (relayId, ids, leaseMillis) =>
+    withNow((now) => {
+      for (const p of partitions) if (p.owner === relayId) p.leaseUntil = now + leaseMillis
+      return ids.filter((id) => heldPartitioned(relayId, id) !== undefined)
+    })
+
   const cleanup: Service["cleanup"] = (retentionMillis) =>
     withNow((now) => {
       let deleted = 0
@@ -327,11 +401,11 @@ export const makeMemoryStore = (
     drained,
     deadLetters,
     requeueDead,
-    claim,
+    claim: partitioned ? claimPartitioned : claim,
     markPublished,
     reschedule,
     markDead,
-    renew,
+    renew: partitioned ? renewPartitioned : renew,
     cleanup,
     wakeup,
     transaction,

@@ -237,5 +237,27 @@ export const mutants: ReadonlyArray<Mutant> = [
     // commits: many messages, few keys.
     workload: { maxFaults: 3, maxMessages: 10, keys: 1, weights: only({ partial: 1 }) },
     variant: { relays: 2 }
+  },
+  {
+    id: "partitioned-claim-ignores-retrying",
+    description: "the partitioned outbox store hands out a key's later rows while an earlier one waits for its retry",
+    file: "packages/outbox/src/internal/memoryStore.ts",
+    search: "if (row.availableAt > now || retrying.has(row.message.key) || !owns(relayId, row)) continue",
+    replace: "if (row.availableAt > now || !owns(relayId, row)) continue",
+    caughtBy: ["order-per-key"],
+    workload: { maxFaults: 3, maxMessages: 10, keys: 1, weights: only({ partial: 1 }) },
+    world: { partitionedOutbox: true },
+    variant: { relays: 2 }
+  },
+  {
+    id: "relay-publishes-past-failed-row",
+    description: "the outbox relay goes on publishing a key's later rows of a claim after an earlier one failed",
+    file: "packages/outbox/src/Relay.ts",
+    search: "            if (verdict !== \"dead\") result.stopped.add(outcome.row.message.key)\n",
+    replace: "",
+    caughtBy: ["order-per-key"],
+    workload: { maxFaults: 3, maxMessages: 10, keys: 1, weights: only({ partial: 1 }) },
+    world: { partitionedOutbox: true },
+    variant: { relays: 2 }
   }
 ]

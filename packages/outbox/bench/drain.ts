@@ -366,7 +366,8 @@ const keptRows = (only: ReadonlyArray<string>): { rows: Array<Row>; notes: Array
     const previous = JSON.parse(readFileSync(new URL("../../../bench/results/outbox-drain.json", import.meta.url), "utf8"))
     const rows = (previous.rows as Array<Row>).filter((row) => left.some((part) => String(row["scenario"]).startsWith(part)))
     if (rows.length === 0) return { rows: [], notes: [] }
-    const load = String(previous.notes?.find((n: string) => n.includes("Load average")) ?? "").match(/Load average[^:]*: [^o]*on \d+ cores/)
+    // The load of the run that measured them, not the one a kept-rows note of that file quotes.
+    const load = String(previous.notes?.find((n: string) => n.includes("Load average") && !n.includes("rows are kept from the run")) ?? "").match(/Load average[^:]*: [^o]*on \d+ cores/)
     return {
       rows,
       notes: [`The ${left.join(" and ")} rows are kept from the run of ${previous.date}${load === null ? "" : ` (${load[0]})`}; the other rows are from this run, measured ${new Date().toISOString()}.`]

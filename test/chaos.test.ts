@@ -10,52 +10,17 @@ import { describe, expect, it } from "vitest"
 import * as Driver from "./chaos/driver.js"
 
 describe("chaos: outbox → relays → NATS → idempotent consumer under kills and restarts", () => {
-  it("loses nothing, applies nothing twice, keeps per-key order, and every process survives", async () => {
+  it.each([
+    { mode: "row leases (default)", partitioned: false },
+    { mode: "partitioned relays", partitioned: true }
+  ])("$mode: loses nothing, applies nothing twice, keeps per-key order, and every process survives", async ({ partitioned }) => {
     const report = await Driver.run({
       events: 1_500,
       keys: 20,
       batch: 25,
       rate: 100,
       relays: 2,
-      faults: [{ kind: "relay" }, { kind: "postgres" }, { kind: "broker", killRelay: true, downMillis: 8_000 }],
-      downMillis: 1_000,
-      // Generous: the machine may be loaded; the full run reports the real drain time.
-      drainTimeoutMillis: 60_000
-    })
-    // Where a reordering started (the stream, i.e. the relays, or the consumer), for whoever reads a failure.
-    if (report.reorderings > 0 || report.lost > 0 || report.duplicateEffects > 0) {
-      console.log(JSON.stringify({ stream: report.stream, reorderExamples: report.reorderExamples }, null, 2))
-    }
-    expect({
-      committed: report.committed,
-      lost: report.lost,
-      duplicateEffects: report.duplicateEffects,
-      reorderings: report.reorderings,
-      deadRows: report.deadRows,
-      unexpectedExits: report.unexpectedExits,
-      processesRunning: report.processesRunning,
-      drained: report.drained
-    }).toEqual({
-      committed: 1_500,
-      lost: 0,
-      duplicateEffects: 0,
-      reorderings: 0,
-      deadRows: 0,
-      unexpectedExits: [],
-      processesRunning: report.processes,
-      drained: true
-    })
-    expect(report).toMatchObject({ relayKills: 2, postgresRestarts: 1, brokerRestarts: 1 })
-  }, 120_000)
-
-  it("partitioned relays: loses nothing, applies nothing twice, keeps per-key order, and every process survives", async () => {
-    const report = await Driver.run({
-      events: 1_500,
-      keys: 20,
-      batch: 25,
-      rate: 100,
-      relays: 2,
-      partitioned: true,
+      partitioned,
       faults: [{ kind: "relay" }, { kind: "postgres" }, { kind: "broker", killRelay: true, downMillis: 8_000 }],
       downMillis: 1_000,
       // Generous: the machine may be loaded; the full run reports the real drain time.

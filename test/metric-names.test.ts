@@ -1,7 +1,8 @@
 /**
  * The metric names the runbook and the tracing page tell operators to page on are the names the packages
- * export: every `bulwark_*` metric-looking name in them is defined by a `Metric.counter/gauge/histogram` in
- * some package's sources, and every metric the packages define is documented on the tracing page.
+ * export: every `bulwark_*` metric-looking name in them is defined by a `Metric.counter/gauge/histogram` (or
+ * its `MetricKey`) in some package's sources, and every metric the packages define is documented on the
+ * tracing page.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
@@ -25,7 +26,7 @@ const defined = new Set(
       return []
     }
     return sourcesOf(src).flatMap((file) =>
-      [...readFileSync(file, "utf8").matchAll(/Metric\.(?:counter|gauge|histogram)\(\s*"(bulwark_[a-z_]+)"/g)].map((m) => m[1]!)
+      [...readFileSync(file, "utf8").matchAll(/Metric(?:Key)?\.(?:counter|gauge|histogram)\(\s*"(bulwark_[a-z_]+)"/g)].map((m) => m[1]!)
     )
   })
 )

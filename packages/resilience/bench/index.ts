@@ -246,42 +246,36 @@ const main = async () => {
     return Effect.whileLoop({ while: () => i < n, body: () => call, step: () => void i++ })
   }
   const stepsBare = await runtimeSteps(inLoop(bare))
-  for (const [scenario, guarded] of [
+  const stepRows = async (cases: ReadonlyArray<readonly [string, Effect.Effect<unknown, unknown>]>) => {
+    for (const [scenario, guarded] of cases) {
+      const counted = await runtimeSteps(inLoop(guarded))
+      rows.push({
+        scenario: `${scenario} (Effect runtime steps per call, one fiber)`,
+        concurrency: 1,
+        "Bulwark in one fiber µs/call": `${stepsBare.perCall} bare → ${counted.perCall} guarded (${
+          Object.entries(counted.byOp).map(([op, n]) => `${op} ${n}`).join(", ")
+        })`
+      })
+    }
+  }
+  await stepRows([
     ["bulkhead", ourBulkhead.execute(bare)],
     ["rate limiter, memory", RateLimiter.withPermit(bare, ourMemory, "k")]
-  ] as const) {
-    const counted = await runtimeSteps(inLoop(guarded))
-    rows.push({
-      scenario: `${scenario} (Effect runtime steps per call, one fiber)`,
-      concurrency: 1,
-      "Bulwark in one fiber µs/call": `${stepsBare.perCall} bare → ${counted.perCall} guarded (${
-        Object.entries(counted.byOp).map(([op, n]) => `${op} ${n}`).join(", ")
-      })`
-    })
-  }
+  ])
   // Reference points: what the same guarantee (a count taken and always given back, the call itself
   // interruptible) costs when built from Effect's own combinators instead of the bulkhead's single mask.
   let held = 0
   const take = Effect.sync(() => void held++)
   const giveBack = Effect.sync(() => void held--)
   const semaphore = await Effect.runPromise(Effect.makeSemaphore(100))
-  for (const [scenario, guarded] of [
+  await stepRows([
     ["reference: Effect's Semaphore.withPermits(1), 100 permits", semaphore.withPermits(1)(bare)],
     ["reference: Effect.acquireUseRelease(take, call, give back)", Effect.acquireUseRelease(take, () => bare, () => giveBack)],
     [
       "reference: Effect.uninterruptibleMask + take + Effect.onExit(restore(call), give back)",
       Effect.uninterruptibleMask((restore) => Effect.zipRight(take, Effect.onExit(restore(bare), () => giveBack)))
     ]
-  ] as const) {
-    const counted = await runtimeSteps(inLoop(guarded))
-    rows.push({
-      scenario: `${scenario} (Effect runtime steps per call, one fiber)`,
-      concurrency: 1,
-      "Bulwark in one fiber µs/call": `${stepsBare.perCall} bare → ${counted.perCall} guarded (${
-        Object.entries(counted.byOp).map(([op, n]) => `${op} ${n}`).join(", ")
-      })`
-    })
-  }
+  ])
   notes.push(
     "Effect runtime steps per call: run-loop iterations counted by a supervisor with op supervision on, 10,000 calls in the one-fiber loop, bare and guarded, with the op codes of the guarded call's steps; like instructions, a step count does not move with the load.",
     "The reference rows count the same guarantee built from Effect's own combinators: the bulkhead's fast path (one uninterruptible mask whose body takes the slot synchronously, one exit handler around the restored call, the slot given back synchronously in the handler) takes fewer steps than any of them. A guard that is safe against interruption needs the mask (2 steps: the mask and its flag change), the handler frame (1), the restored interruptibility (1), the flags reverted twice (2) and the handler's answer (1): 7 steps beyond the call's own, and the two flag changes are the dearest steps of the run loop (each reads the fiber's interruption state)."

@@ -287,15 +287,18 @@ export const make = (
       SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS async_commit FROM claimed`
     // A relay claims the same batch size every round: one prepared statement per size, the limit written
     // into its text so that the cached plan is the one planned for that size (a generic plan would guess it).
-    const claimStatements = new Map<number, Prepared>()
-    const claimStatement = (limit: number) => {
-      let statement = claimStatements.get(limit)
-      if (statement === undefined) {
-        statement = prepared("claim", claimText(Math.max(1, Math.floor(limit))), named)
-        claimStatements.set(limit, statement)
+    const perLimit = (name: string, text: (limit: number) => string) => {
+      const statements = new Map<number, Prepared>()
+      return (limit: number) => {
+        let statement = statements.get(limit)
+        if (statement === undefined) {
+          statement = prepared(name, text(Math.max(1, Math.floor(limit))), named)
+          statements.set(limit, statement)
+        }
+        return statement
       }
-      return statement
     }
+    const claimStatement = perLimit("claim", claimText)
     const claimFailed = failed("claim")
     const claimByRow: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
       Effect.map(
@@ -318,11 +321,13 @@ export const make = (
         WHERE id = ANY($1::bigint[]) AND claimed_by = $2
         RETURNING id`), named)
     const markFailed = failed("markPublished")
-    const markPublishedByRow: Service["markPublished"] = (relayId, ids, keep = false) =>
+    // Settles with one of the two statements (delete, or keep for the retention); both modes share it.
+    const settleWith = (remove: Prepared, keepRow: Prepared): Service["markPublished"] => (relayId, ids, keep = false) =>
       ids.length === 0 ? Effect.succeed(0) : Effect.map(
-        runPrepared(keep ? keepText : deleteText, [ids, relayId, settledChannel]),
+        runPrepared(keep ? keepRow : remove, [ids, relayId, settledChannel]),
         (result) => (result.rows[0] as { n: number } | undefined)?.n ?? 0
       ).pipe(Effect.mapError(markFailed))
+    const markPublishedByRow = settleWith(deleteText, keepText)
 
     const rescheduleByRow: Service["reschedule"] = (relayId, id, retry) =>
       Effect.map(
@@ -430,15 +435,7 @@ export const make = (
           WHERE r.state = 'pending' AND r.attempts > 0 AND r.available_at > now() AND r.key <> '')
       ORDER BY c.id
       LIMIT ${limit}`
-    const partitionedStatements = new Map<number, Prepared>()
-    const partitionedStatement = (limit: number) => {
-      let statement = partitionedStatements.get(limit)
-      if (statement === undefined) {
-        statement = prepared("pclaim", partitionedText(Math.max(1, Math.floor(limit))), named)
-        partitionedStatements.set(limit, statement)
-      }
-      return statement
-    }
+    const partitionedStatement = perLimit("pclaim", partitionedText)
     const claimPartitioned: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
@@ -467,11 +464,7 @@ export const make = (
         UPDATE "${table}" r SET state = 'published', published_at = now(), attempts = attempts + 1
         WHERE r.id = ANY($1::bigint[]) AND r.state = 'pending' AND ${ownedBy("r", "$2")}
         RETURNING r.id`), named)
-    const markPublishedPartitioned: Service["markPublished"] = (relayId, ids, keep = false) =>
-      ids.length === 0 ? Effect.succeed(0) : Effect.map(
-        runPrepared(keep ? partitionedKeep : partitionedDelete, [ids, relayId, settledChannel]),
-        (result) => (result.rows[0] as { n: number } | undefined)?.n ?? 0
-      ).pipe(Effect.mapError(markFailed))
+    const markPublishedPartitioned = settleWith(partitionedDelete, partitionedKeep)
 
     const reschedulePartitioned: Service["reschedule"] = (relayId, id, retry) =>
       Effect.map(

@@ -300,6 +300,18 @@ const toDelivery = (context: SessionContext, entry: Entry, channel: amqp.Channel
   })
 }
 
+/** Sends a consumer's cancel frame at once; the reply is awaited by the drain (a failure means the channel is gone). */
+const cancelNow = (channel: amqp.Channel, tag: string | undefined): Promise<unknown> | undefined => {
+  if (tag === undefined) return undefined
+  try {
+    const reply: Promise<unknown> = channel.cancel(tag)
+    reply.catch(() => undefined)
+    return reply
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * Ends a channel's consuming without stranding anything: stop new deliveries, give back the ones never handed
  * to the consumer, let the consumer settle what it holds for up to the visibility timeout, then close the
@@ -310,10 +322,13 @@ const retire = (context: SessionContext, channel: amqp.Channel, session: Session
   Effect.suspend(() => {
     if (!session.open || session.draining) return Effect.void
     session.draining = true
+    // The cancel frame leaves now, not when the forked drain first runs: a stream that ended must stop taking
+    // deliveries at once, or a message published meanwhile (a nack's own copy) sits in this channel's prefetch
+    // until it is given back, flagged redelivered.
+    const cancelled = cancelNow(channel, session.consumerTag)
     const drain = Effect.gen(function*() {
-      const tag = session.consumerTag
-      if (tag !== undefined) {
-        yield* Effect.tryPromise(() => channel.cancel(tag)).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+      if (cancelled !== undefined) {
+        yield* Effect.tryPromise(() => cancelled).pipe(Effect.timeout("5 seconds"), Effect.ignore)
       }
       for (const entry of session.unsettled) {
         if (entry.state !== "buffered") continue
@@ -389,6 +404,16 @@ const session = (
               if (raw === null) {
                 // The broker cancelled the consumer: the queue was deleted or its node went away.
                 Deferred.unsafeDone(ended, Exit.succeed({ fatal: `the broker cancelled the consumer of ${queue}` }))
+                return
+              }
+              if (state.draining) {
+                // Sent before the broker saw the cancel: give it straight back rather than hold it, never handed
+                // out, until the drain's visibility timeout closes the channel.
+                try {
+                  channel.nack(raw, false, true)
+                } catch {
+                  // The channel is gone, which requeues the message just the same.
+                }
                 return
               }
               const entry: Entry = { raw, session: state, state: "buffered", delivery: undefined as never }

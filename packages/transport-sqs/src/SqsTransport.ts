@@ -81,23 +81,26 @@ export interface SqsTransport extends Transport.Driver {}
 const wholeSeconds = (input: Duration.DurationInput, min: number, max: number) =>
   Math.min(max, Math.max(min, Math.ceil(Duration.toMillis(Duration.decode(input)) / 1000)))
 
-const settings = (options: Options): internal.Settings => ({
-  endpoint: options.endpoint,
-  region: options.region ?? process.env["AWS_REGION"] ?? "us-east-1",
-  clientConfig: options.clientConfig ?? {},
-  queuePrefix: options.queuePrefix ?? "bulwark-",
-  fifo: options.fifo ?? true,
-  visibilitySeconds: wholeSeconds(options.visibilityTimeout ?? "30 seconds", 0, 43_200),
-  waitSeconds: wholeSeconds(options.waitTime ?? "1 second", 0, 20),
-  maxReceiveCount: Math.max(1, Math.min(1000, options.maxReceiveCount ?? 20)),
-  connectTimeout: Duration.decode(options.connectTimeout ?? "10 seconds"),
-  reconnectTimeout: Duration.decode(options.reconnectTimeout ?? "30 seconds"),
-  socketTimeout: Duration.max(
-    Duration.decode(options.socketTimeout ?? "30 seconds"),
-    Duration.seconds(wholeSeconds(options.waitTime ?? "1 second", 0, 20) + 5)
-  ),
-  confirmAcks: options.confirmAcks ?? false
-})
+const settings = (options: Options): internal.Settings => {
+  const waitSeconds = wholeSeconds(options.waitTime ?? "1 second", 0, 20)
+  return {
+    endpoint: options.endpoint,
+    region: options.region ?? process.env["AWS_REGION"] ?? "us-east-1",
+    clientConfig: options.clientConfig ?? {},
+    queuePrefix: options.queuePrefix ?? "bulwark-",
+    fifo: options.fifo ?? true,
+    visibilitySeconds: wholeSeconds(options.visibilityTimeout ?? "30 seconds", 0, 43_200),
+    waitSeconds,
+    maxReceiveCount: Math.max(1, Math.min(1000, options.maxReceiveCount ?? 20)),
+    connectTimeout: Duration.decode(options.connectTimeout ?? "10 seconds"),
+    reconnectTimeout: Duration.decode(options.reconnectTimeout ?? "30 seconds"),
+    socketTimeout: Duration.max(
+      Duration.decode(options.socketTimeout ?? "30 seconds"),
+      Duration.seconds(waitSeconds + 5)
+    ),
+    confirmAcks: options.confirmAcks ?? false
+  }
+}
 
 /** Connects and answers the transport; its client closes with the scope. Fails fast when unreachable. */
 export const make = (options: Options = {}): Effect.Effect<SqsTransport, SqsConnectionError, Scope.Scope> =>

@@ -146,6 +146,8 @@ export const encode = (message: Transport.OutgoingMessage, fifo: boolean): SqsEn
     : entry
 }
 
+const reservedAttributes: ReadonlySet<string> = new Set(Object.values(Attributes))
+
 /** Decodes what {@link encode} wrote; a message sent by another producer keeps its body as text bytes. */
 export const decode = (topic: string, message: Message): Delivery.Message => {
   const attributes = message.MessageAttributes ?? {}
@@ -167,10 +169,12 @@ export const decode = (topic: string, message: Message): Delivery.Message => {
     }
   }
   // Another producer's string attributes are headers too.
-  for (const [name, attribute] of Object.entries(attributes)) {
-    if (!(Object.values(Attributes) as Array<string>).includes(name) && attribute.StringValue !== undefined) {
-      headers = { ...headers, [name]: attribute.StringValue }
-    }
+  for (const name of Object.keys(attributes)) {
+    const header = reservedAttributes.has(name) ? undefined : attributes[name]!.StringValue
+    if (header === undefined) continue
+    // Defined, not assigned: an attribute named `__proto__` stays a header.
+    if (name === "__proto__") Object.defineProperty(headers, name, { value: header, enumerable: true, writable: true, configurable: true })
+    else headers[name] = header
   }
   return {
     id: value(Attributes.id) ?? message.MessageId ?? "",
@@ -355,11 +359,13 @@ export const make = (settings: Settings) =>
     // Acks not yet answered. Without `confirmAcks` an ack completes once queued and one that fails means a
     // redelivery, logged; the transport waits for every queued ack before it closes its client.
     const unanswered = new Set<Promise<void>>()
-    const track = (sent: Promise<void>, messageId: string) => {
+    const track = (sent: Promise<void>, messageIds: ReadonlyArray<string>) => {
       const settledPromise: Promise<void> = sent.then(
         () => undefined,
         (cause: unknown) => {
-          Runtime.runFork(runtime)(Effect.logWarning(`the deletion of message ${messageId} failed; it will be delivered again`, cause))
+          for (const messageId of messageIds) {
+            Runtime.runFork(runtime)(Effect.logWarning(`the deletion of message ${messageId} failed; it will be delivered again`, cause))
+          }
         }
       ).finally(() => unanswered.delete(settledPromise))
       unanswered.add(settledPromise)
@@ -419,6 +425,29 @@ export const make = (settings: Settings) =>
     return { features, publish, subscribe }
   })
 
+/** How one subscription settles a receipt handle. */
+interface SettleContext {
+  readonly ack: (handle: string, messageId: string) => Effect.Effect<void, unknown>
+  readonly nack: (handle: string, delayMillis: number) => Effect.Effect<void, unknown>
+  readonly deadLetter: (handle: string, copy: Transport.OutgoingMessage) => Effect.Effect<void, unknown>
+}
+
+// The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base. One object per
+// delivery, its operations on the prototype and built only when called: most deliveries are only acked.
+class Settlement implements Driver.Settlement {
+  constructor(readonly context: SettleContext, readonly handle: string, readonly messageId: string) {}
+  get ack(): Effect.Effect<void, unknown> {
+    return this.context.ack(this.handle, this.messageId)
+  }
+  nack(delayMillis: number): Effect.Effect<void, unknown> {
+    return this.context.nack(this.handle, delayMillis)
+  }
+  deadLetter(copy: Transport.OutgoingMessage): Effect.Effect<void, unknown> {
+    return this.context.deadLetter(this.handle, copy)
+  }
+}
+
+// The client's own error is what a DeliveryError carries, not the call wrapper.
 const unwrapped = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<void, unknown> =>
   Effect.mapError(Effect.asVoid(effect), (cause) => cause instanceof CallError ? cause.cause : cause)
 
@@ -431,7 +460,7 @@ export const subscription = (
   settings: Settings,
   topic: string,
   urlOf: (topic: string, refresh?: boolean) => Effect.Effect<string, CallError | InvalidName>,
-  track: (sent: Promise<void>, messageId: string) => void
+  track: (sent: Promise<void>, messageIds: ReadonlyArray<string>) => void
 ): Effect.Effect<Stream.Stream<Delivery.Delivery, Transport.SubscribeError>, Transport.SubscribeError, Scope.Scope> =>
   Effect.gen(function*() {
     const fail = (cause: unknown) => new Transport.SubscribeError({ topic, cause: cause instanceof CallError ? cause.cause : cause })
@@ -439,26 +468,40 @@ export const subscription = (
 
     const remove = Driver.batcher<string>((handles) => deleteBatch(client, url, handles))
     const removeNow = (handle: string) => Effect.tryPromise({ try: () => remove(handle), catch: (cause) => new CallError({ cause }) })
-    // The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base; the client's
-    // own error is what a DeliveryError carries, not the call wrapper.
-    const settlement = (handle: string, messageId: string): Driver.Settlement => ({
-      ack: settings.confirmAcks ? unwrapped(removeNow(handle)) : Effect.sync(() => track(remove(handle), messageId)),
-      nack: (delayMillis) => unwrapped(changeVisibility(client, url, handle, seconds(Duration.millis(delayMillis)))),
+    // Unconfirmed acks: gathered per turn of the event loop into delete calls tracked as one promise each, so a
+    // busy subscription's ack allocates no promise of its own.
+    let queuedHandles: Array<string> = []
+    let queuedIds: Array<string> = []
+    const flushQueued = () => {
+      const handles = queuedHandles
+      const ids = queuedIds
+      queuedHandles = []
+      queuedIds = []
+      track(deleteBatch(client, url, handles), ids)
+    }
+    const queueAck = (handle: string, messageId: string) => {
+      if (queuedHandles.length === 0) setImmediate(flushQueued)
+      queuedHandles.push(handle)
+      queuedIds.push(messageId)
+    }
+    const settle: SettleContext = {
+      ack: settings.confirmAcks ? (handle) => unwrapped(removeNow(handle)) : (handle, messageId) => Effect.sync(() => queueAck(handle, messageId)),
+      nack: (handle, delayMillis) => unwrapped(changeVisibility(client, url, handle, seconds(Duration.millis(delayMillis)))),
       // The copy goes to the `.dlq` queue first, then the original is deleted: a failure between the two leaves a
       // copy in both places (at least once), never in neither.
-      deadLetter: (copy) =>
+      deadLetter: (handle, copy) =>
         unwrapped(urlOf(Driver.deadLetterTopic(topic)).pipe(
           Effect.flatMap((deadUrl) => sendBatch(client, deadUrl, [encode(copy, settings.fifo)])),
           Effect.zipRight(removeNow(handle))
         ))
-    })
+    }
 
     const toDelivery = (received: Message): Delivery.Delivery | undefined => {
       const handle = received.ReceiptHandle
       if (handle === undefined) return undefined
       const message = decode(topic, received)
       const attempt = Math.max(1, Number(received.Attributes?.ApproximateReceiveCount ?? "1") || 1)
-      return Driver.delivery(message, attempt, settlement(handle, message.id))
+      return Driver.delivery(message, attempt, new Settlement(settle, handle, message.id))
     }
 
     const poll = Effect.gen(function*() {

@@ -376,6 +376,16 @@ const chunks = (ids: ReadonlyArray<string>): Array<Array<string>> => {
 const seconds = (delay: Duration.DurationInput | undefined): number =>
   delay === undefined ? 0 : Math.min(600, Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(delay)) / 1000)))
 
+/** The topics and subscriptions a driver has made sure of, each created at most once per process. */
+export interface Resources {
+  /** The topic exists, and its `default` subscription with `subscribeOnPublish`. */
+  readonly prepare: (topic: string) => Effect.Effect<void, CallError>
+  /** The topic was found deleted: the next {@link prepare} creates it again. */
+  readonly forget: (topic: string) => void
+  /** The group's subscription exists (and its topic, and the `.dlq` topic of its dead-letter policy). */
+  readonly ensureGroup: (topic: string, group: string) => Effect.Effect<void, CallError>
+}
+
 /** Creates the driver over open clients. */
 export const make = (settings: Settings) =>
   Effect.gen(function*() {
@@ -411,21 +421,40 @@ export const make = (settings: Settings) =>
     // Registered after the clients were opened, so it runs before they close.
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
 
-    // Topics (and default subscriptions) this process has created or found, so a publish costs one call.
+    // Topics and subscriptions this process has created or found, so a publish costs one call and a
+    // subscription starts with its first pull (one that finds its subscription deleted creates it again).
     const ready = new Map<string, Promise<Either.Either<void, CallError>>>()
-    const prepare = (topic: string): Effect.Effect<void, CallError> => {
-      let promise = ready.get(topic)
-      if (promise === undefined) {
-        const work = settings.subscribeOnPublish
-          ? ensureSubscription(clients, settings, topic, "default")
-          : ensureTopic(clients, settings.projectId, topic)
-        // Shared by concurrent callers, so a topic is created once; a failure is forgotten, to be tried again.
-        promise = runPromise(Effect.either(work))
-        ready.set(topic, promise)
-      }
-      return Effect.flatMap(Effect.promise(() => promise), (result) =>
-        Either.isRight(result) ? Effect.void : Effect.zipRight(Effect.sync(() => ready.delete(topic)), Effect.fail(result.left)))
+    const once = (key: string, work: Effect.Effect<void, CallError>): Effect.Effect<void, CallError> =>
+      Effect.suspend(() => {
+        let promise = ready.get(key)
+        if (promise === undefined) {
+          // Shared by concurrent callers, so a resource is created once; a failure is forgotten, to be tried again.
+          promise = runPromise(Effect.either(work))
+          ready.set(key, promise)
+        }
+        const pending = promise
+        return Effect.flatMap(Effect.promise(() => pending), (result) =>
+          Either.isRight(result) ? Effect.void : Effect.zipRight(
+            Effect.sync(() => {
+              if (ready.get(key) === pending) ready.delete(key)
+            }),
+            Effect.fail(result.left)
+          ))
+      })
+    const groupKey = (topic: string, group: string) => `subscription ${subscriptionId(topic, group)}`
+    const topicKey = (topic: string) => settings.subscribeOnPublish ? groupKey(topic, "default") : `topic ${topic}`
+    const resources: Resources = {
+      prepare: (topic) =>
+        once(
+          topicKey(topic),
+          settings.subscribeOnPublish
+            ? ensureSubscription(clients, settings, topic, "default")
+            : ensureTopic(clients, settings.projectId, topic)
+        ),
+      forget: (topic) => void ready.delete(topicKey(topic)),
+      ensureGroup: (topic, group) => once(groupKey(topic, group), ensureSubscription(clients, settings, topic, group))
     }
+    const prepare = resources.prepare
 
     const send = (topic: string, messages: ReadonlyArray<PubsubMessage>) =>
       Effect.forEach(batches(messages), (batch) => publishBatch(clients, settings, topic, batch), { discard: true })
@@ -438,7 +467,7 @@ export const make = (settings: Settings) =>
         Effect.zipRight(send(topic, encoded)),
         // The topic was deleted behind the transport's back: create it again, once.
         Effect.catchIf((error) => codeOf(error.cause) === Code.notFound, () => {
-          ready.delete(topic)
+          resources.forget(topic)
           return Effect.zipRight(prepare(topic), send(topic, encoded))
         }),
         Effect.mapError((error) => new Transport.PublishError({ topic, cause: error.cause })),
@@ -447,7 +476,7 @@ export const make = (settings: Settings) =>
     }
 
     const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
-      Stream.unwrapScoped(subscription(clients, settings, topic, options?.group ?? "default", prepare, track))
+      Stream.unwrapScoped(subscription(clients, settings, topic, options?.group ?? "default", resources, track))
 
     return { features, publish, subscribe }
   })
@@ -464,7 +493,7 @@ export const subscription = (
   settings: Settings,
   topic: string,
   group: string,
-  prepare: (topic: string) => Effect.Effect<void, CallError>,
+  resources: Resources,
   track: (sent: Promise<void>, messageId: string) => void
 ): Effect.Effect<Stream.Stream<Delivery.Delivery, Transport.SubscribeError>, Transport.SubscribeError, Scope.Scope> =>
   Effect.gen(function*() {
@@ -473,7 +502,7 @@ export const subscription = (
     const id = subscriptionId(topic, group)
     if (!validName(id)) return yield* fail(new InvalidName({ kind: "subscription", name: id }))
     const path = subscriptionPath(settings.projectId, id)
-    yield* Effect.mapError(ensureSubscription(clients, settings, topic, group), fail)
+    yield* Effect.mapError(resources.ensureGroup(topic, group), fail)
 
     const ack = Driver.batcher<string>((ackIds) =>
       Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
@@ -488,7 +517,7 @@ export const subscription = (
       // leaves a copy in both places (at least once), never in neither.
       deadLetter: (copy) => {
         const deadTopic = Driver.deadLetterTopic(topic)
-        return unwrapped(prepare(deadTopic).pipe(
+        return unwrapped(resources.prepare(deadTopic).pipe(
           Effect.zipRight(publishBatch(clients, settings, deadTopic, [encode(copy)])),
           Effect.zipRight(ackNow(ackId))
         ))

@@ -29,6 +29,18 @@ const payloads = await Effect.runPromise(Effect.forEach(Array.from({ length: bat
     (envelope) => Effect.map(Envelope.encode(Order)(envelope), (payload) => ({ id: envelope.id, key: envelope.subject, payload }))
   )))
 
+// This process's CPU time over a run's clock, per message: the client's own cost, which the load on a shared
+// machine moves far less than throughput.
+let cpuAtStart = process.cpuUsage()
+let lastCpuPerMessage = 0
+const startCpu = () => {
+  cpuAtStart = process.cpuUsage()
+}
+const stopCpu = () => {
+  const used = process.cpuUsage(cpuAtStart)
+  lastCpuPerMessage = (used.user + used.system) / messages
+}
+
 let topicCount = 0
 const nextTopic = () => `bench-${Date.now().toString(36)}-${topicCount++}`
 
@@ -48,6 +60,20 @@ const setUp = async (publisher: v1.PublisherClient, subscriber: v1.SubscriberCli
   })
 }
 
+/** One message published, pulled and acknowledged before the clock starts, as the transport runs do. */
+const passOne = async (publisher: v1.PublisherClient, subscriber: v1.SubscriberClient, topic: string) => {
+  const m = payloads[0]!
+  await publisher.publish({ topic: topicPath(topic), messages: [{ data: Buffer.from(m.payload), attributes: { "bulwark-id": m.id, "bulwark-key": m.key } }] })
+  for (;;) {
+    const [response] = await subscriber.pull({ subscription: subscriptionPath(topic), maxMessages }, { timeout: 1_000, retry: null })
+      .catch(() => [{ receivedMessages: [] }] as const)
+    const got = response.receivedMessages ?? []
+    if (got.length === 0) continue
+    await subscriber.acknowledge({ subscription: subscriptionPath(topic), ackIds: got.map((m) => m.ackId!) })
+    return
+  }
+}
+
 /**
  * The generated client, the same calls the transport makes. `awaitAcks`: each acknowledge is answered before
  * the next pull (as the transport with `confirmAcks: true`); otherwise it is in flight while the next pull goes
@@ -58,7 +84,9 @@ const rawGenerated = async (deadLetter: boolean, awaitAcks = true): Promise<numb
   const subscriber = new v1.SubscriberClient(clientOptions)
   const topic = nextTopic()
   await setUp(publisher, subscriber, topic, deadLetter)
+  await passOne(publisher, subscriber, topic)
   const start = performance.now()
+  startCpu()
   const produce = (async () => {
     for (let sent = 0; sent < messages; sent += batch) {
       await publisher.publish({
@@ -83,6 +111,7 @@ const rawGenerated = async (deadLetter: boolean, awaitAcks = true): Promise<numb
   await Promise.all(acks)
   await produce
   const seconds = (performance.now() - start) / 1000
+  stopCpu()
   await Promise.all([publisher.close(), subscriber.close()])
   return messages / seconds
 }
@@ -95,6 +124,7 @@ const rawHandwritten = async (): Promise<number> => {
   const [subscription] = await topic.createSubscription(`${name}-sub`, { ackDeadlineSeconds: 30 })
   const publisher = client.topic(name, { batching: { maxMessages: batch, maxMilliseconds: 10 } })
   const start = performance.now()
+  startCpu()
   const done = new Promise<void>((resolve) => {
     let received = 0
     subscription.on("message", (message) => {
@@ -110,6 +140,7 @@ const rawHandwritten = async (): Promise<number> => {
   await done
   await produce
   const seconds = (performance.now() - start) / 1000
+  stopCpu()
   await subscription.close()
   await client.close()
   return messages / seconds
@@ -127,10 +158,13 @@ const viaTransport = (mode: "transport" | "confirmed" | "pipeline") =>
       confirmAcks: mode === "confirmed"
     })
     const topic = nextTopic()
-    // Creates the topic and its default subscription before the clock starts, as the raw runs do.
-    yield* transport.publish(topic, [])
-    yield* Stream.runDrain(Stream.take(transport.subscribe(topic), 0))
+    // Creates the topic and its subscription, and opens both clients' channels, before the clock starts, as the
+    // raw runs do: one message passed through (an empty publish or a stream taken to 0 makes no call).
+    yield* transport.publish(topic, outgoing.slice(0, 1))
+    yield* transport.subscribe(topic).pipe(Stream.take(1), Stream.mapEffect((d) => d.ack), Stream.runDrain)
     const start = performance.now()
+    startCpu()
+  startCpu()
     const produce = yield* Effect.fork(Effect.gen(function*() {
       for (let sent = 0; sent < messages; sent += batch) yield* transport.publish(topic, outgoing)
     }))
@@ -159,7 +193,9 @@ const viaTransport = (mode: "transport" | "confirmed" | "pipeline") =>
       )
     }
     yield* produce.await
-    return messages / ((performance.now() - start) / 1000)
+    const seconds = (performance.now() - start) / 1000
+    stopCpu()
+    return messages / seconds
   })).pipe(Effect.runPromise)
 
 const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
@@ -172,6 +208,15 @@ const results = {
   transport: [] as Array<number>,
   confirmed: [] as Array<number>,
   pipeline: [] as Array<number>
+}
+const cpu: Record<keyof typeof results, Array<number>> = {
+  generated: [],
+  generatedDeadLetter: [],
+  generatedDeadLetterQueued: [],
+  handwritten: [],
+  transport: [],
+  confirmed: [],
+  pipeline: []
 }
 try {
   // Warm-up: the emulator's JIT (its throughput climbs for several runs), connections.
@@ -188,13 +233,34 @@ try {
   for (let round = 0; round < rounds && (round === 0 || performance.now() - benchStart < 150_000); round++) {
     // A rotating order, so a drift in the machine's load favours none of them.
     const runs = [
-      async () => results.generatedDeadLetterQueued.push(await rawGenerated(true, false)),
-      async () => results.transport.push(await viaTransport("transport")),
-      async () => results.generatedDeadLetter.push(await rawGenerated(true)),
-      async () => results.confirmed.push(await viaTransport("confirmed")),
-      async () => results.generated.push(await rawGenerated(false)),
-      async () => results.handwritten.push(await rawHandwritten()),
-      async () => results.pipeline.push(await viaTransport("pipeline"))
+      async () => {
+        results.generatedDeadLetterQueued.push(await rawGenerated(true, false))
+        cpu.generatedDeadLetterQueued.push(lastCpuPerMessage)
+      },
+      async () => {
+        results.transport.push(await viaTransport("transport"))
+        cpu.transport.push(lastCpuPerMessage)
+      },
+      async () => {
+        results.generatedDeadLetter.push(await rawGenerated(true))
+        cpu.generatedDeadLetter.push(lastCpuPerMessage)
+      },
+      async () => {
+        results.confirmed.push(await viaTransport("confirmed"))
+        cpu.confirmed.push(lastCpuPerMessage)
+      },
+      async () => {
+        results.generated.push(await rawGenerated(false))
+        cpu.generated.push(lastCpuPerMessage)
+      },
+      async () => {
+        results.handwritten.push(await rawHandwritten())
+        cpu.handwritten.push(lastCpuPerMessage)
+      },
+      async () => {
+        results.pipeline.push(await viaTransport("pipeline"))
+        cpu.pipeline.push(lastCpuPerMessage)
+      }
     ]
     for (let i = 0; i < runs.length; i++) await runs[(round + i) % runs.length]!()
     loads.push(loadavg()[0]!.toFixed(1))
@@ -214,7 +280,8 @@ const row = (name: string, ops: number, runs: Array<number>, base = likeForLike)
   "vs like-for-like generated client": `${Math.round((ops / base) * 100)}%`,
   "vs generated client, plain subscription, acks awaited": `${Math.round((ops / generatedOps) * 100)}%`,
   "vs handwritten client": `${Math.round((ops / handwrittenOps) * 100)}%`,
-  runs: runs.map((r) => Math.round(r)).join(" / ")
+  runs: runs.map((r) => Math.round(r)).join(" / "),
+  "client CPU µs/message (median)": median(cpu[(Object.keys(results) as Array<keyof typeof results>).find((k) => results[k] === runs)!]).toFixed(1)
 })
 writeResults("transport-pubsub", "Google Cloud Pub/Sub transport (emulator): publish + consume throughput", [
   row("raw generated client: publish 100, pull 100, one acknowledge per pull not awaited, dead-letter policy (the baseline)", likeForLike, results.generatedDeadLetterQueued),
@@ -229,6 +296,8 @@ writeResults("transport-pubsub", "Google Cloud Pub/Sub transport (emulator): pub
   `Load average (1 min, 2 cores) after each round: ${loads.join(", ")}.`,
   "Bulwark runs from its built dist (`npm run build`), as users run it and as the Google client runs: compiled JavaScript on both sides (earlier runs of this benchmark ran the transport from its TypeScript sources through tsx).",
   "Like for like: the transport always gives its subscriptions a dead-letter policy (Pub/Sub's own redrive, which is also what makes the service count delivery attempts) and by default does not wait for an acknowledge before its next pull; the baseline row does the same with the generated client. The plain-subscription row, acks awaited, is the baseline earlier runs used (72% on 2026-12-06 11:08); the emulator does more work per message on a subscription with a dead-letter policy.",
+  "Before each run's clock both sides have created their topic and subscription and passed one message through (publish, pull, acknowledge), which also opens both clients' channels. Earlier runs of this benchmark (to 2026-12-06 17:21, 42%) timed the transport's creation calls: its warm-up, an empty publish and a stream taken to 0, made no call.",
+  "Client CPU: this process's user and system time over a run's clock divided by its messages (producer and consumer together, the Google client's own work included; the emulator's CPU is not in it), median over the rounds.",
   "Against the Google Cloud Pub/Sub emulator (Java, in memory) on the same machine: the emulator's own CPU use is in every figure, and the machine (2 cores) was shared with other work while this ran, so the figures are indicative, not precise.",
   "The transport pulls (unary pull of up to 100) and sets its subscriptions' dead-letter policy; by default its acks complete once queued (acks queued together go out as one acknowledge), so the next pull overlaps the previous acknowledge; with confirmAcks: true each ack waits for Pub/Sub's answer, as the generated-client rows do. The generated-client rows make the transport's calls without Bulwark; the handwritten client uses streaming pull and acknowledges without waiting.",
   `Load average when the run ended (1, 5, 15 min, on 2 cores): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,

@@ -140,8 +140,27 @@ export interface Received {
   } | null
 }
 
+// The client hands data over as a Buffer already: kept as it is, not wrapped in a second view per message.
 const dataOf = (data: Uint8Array | string | null | undefined): Buffer =>
-  data === null || data === undefined ? Buffer.alloc(0) : typeof data === "string" ? Buffer.from(data, "base64") : asBuffer(data)
+  data === null || data === undefined
+    ? Buffer.alloc(0)
+    : typeof data === "string"
+    ? Buffer.from(data, "base64")
+    : Buffer.isBuffer(data)
+    ? data
+    : asBuffer(data)
+
+/** The attributes other than the transport's own, as headers; built in one pass, as every delivery needs it. */
+const headersOf = (attributes: { readonly [name: string]: string }): Record<string, string> => {
+  const headers: Record<string, string> = {}
+  for (const name in attributes) {
+    if (name === Attributes.id || name === Attributes.key || !Object.hasOwn(attributes, name)) continue
+    // Defined, not assigned: a header named `__proto__` stays a header.
+    if (name === "__proto__") Object.defineProperty(headers, name, { value: attributes[name], enumerable: true, writable: true, configurable: true })
+    else headers[name] = attributes[name]!
+  }
+  return headers
+}
 
 /** Decodes what {@link encode} wrote; a message published by another tool keeps its attributes as headers. */
 export const decode = (topic: string, received: Received): Delivery.Message => {
@@ -170,10 +189,7 @@ export const decode = (topic: string, received: Received): Delivery.Message => {
       // Not a frame after all: delivered as it is, with the marker left in the headers so it can be seen.
     }
   }
-  const headers: Record<string, string> = Object.fromEntries(
-    Object.entries(attributes).filter(([name]) => name !== Attributes.id && name !== Attributes.key)
-  )
-  return { id: attributes[Attributes.id] ?? serviceId, topic, key: attributes[Attributes.key] ?? "", payload: data, headers }
+  return { id: attributes[Attributes.id] ?? serviceId, topic, key: attributes[Attributes.key] ?? "", payload: data, headers: headersOf(attributes) }
 }
 
 /** Splits a publish into requests within Pub/Sub's limits, in order. */
@@ -376,6 +392,16 @@ const chunks = (ids: ReadonlyArray<string>): Array<Array<string>> => {
 const seconds = (delay: Duration.DurationInput | undefined): number =>
   delay === undefined ? 0 : Math.min(600, Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(delay)) / 1000)))
 
+/** The topics and subscriptions a driver has made sure of, each created at most once per process. */
+export interface Resources {
+  /** The topic exists, and its `default` subscription with `subscribeOnPublish`. */
+  readonly prepare: (topic: string) => Effect.Effect<void, CallError>
+  /** The topic was found deleted: the next {@link prepare} creates it again. */
+  readonly forget: (topic: string) => void
+  /** The group's subscription exists (and its topic, and the `.dlq` topic of its dead-letter policy). */
+  readonly ensureGroup: (topic: string, group: string) => Effect.Effect<void, CallError>
+}
+
 /** Creates the driver over open clients. */
 export const make = (settings: Settings) =>
   Effect.gen(function*() {
@@ -399,33 +425,54 @@ export const make = (settings: Settings) =>
     // handwritten client's `message.ack()` does), and one that fails means a redelivery, logged; the transport
     // waits for every queued ack before it closes its clients.
     const unanswered = new Set<Promise<void>>()
-    const track = (sent: Promise<void>, messageId: string) => {
-      const settledPromise = sent.then(
-        () => undefined,
+    const track = (sent: Promise<void>, messageIds: ReadonlyArray<string>) => {
+      const settledPromise: Promise<void> = sent.then(
+        () => void unanswered.delete(settledPromise),
         (cause: unknown) => {
-          Runtime.runFork(runtime)(Effect.logWarning(`the acknowledgement of message ${messageId} failed; it will be delivered again`, cause))
+          unanswered.delete(settledPromise)
+          const which = messageIds.length === 1 ? `message ${messageIds[0]}` : `${messageIds.length} messages (${messageIds.join(", ")})`
+          Runtime.runFork(runtime)(Effect.logWarning(`the acknowledgement of ${which} failed; it will be delivered again`, cause))
         }
-      ).finally(() => unanswered.delete(settledPromise))
+      )
       unanswered.add(settledPromise)
     }
     // Registered after the clients were opened, so it runs before they close.
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
 
-    // Topics (and default subscriptions) this process has created or found, so a publish costs one call.
+    // Topics and subscriptions this process has created or found, so a publish costs one call and a
+    // subscription starts with its first pull (one that finds its subscription deleted creates it again).
     const ready = new Map<string, Promise<Either.Either<void, CallError>>>()
-    const prepare = (topic: string): Effect.Effect<void, CallError> => {
-      let promise = ready.get(topic)
-      if (promise === undefined) {
-        const work = settings.subscribeOnPublish
-          ? ensureSubscription(clients, settings, topic, "default")
-          : ensureTopic(clients, settings.projectId, topic)
-        // Shared by concurrent callers, so a topic is created once; a failure is forgotten, to be tried again.
-        promise = runPromise(Effect.either(work))
-        ready.set(topic, promise)
-      }
-      return Effect.flatMap(Effect.promise(() => promise), (result) =>
-        Either.isRight(result) ? Effect.void : Effect.zipRight(Effect.sync(() => ready.delete(topic)), Effect.fail(result.left)))
+    const once = (key: string, work: Effect.Effect<void, CallError>): Effect.Effect<void, CallError> =>
+      Effect.suspend(() => {
+        let promise = ready.get(key)
+        if (promise === undefined) {
+          // Shared by concurrent callers, so a resource is created once; a failure is forgotten, to be tried again.
+          promise = runPromise(Effect.either(work))
+          ready.set(key, promise)
+        }
+        const pending = promise
+        return Effect.flatMap(Effect.promise(() => pending), (result) =>
+          Either.isRight(result) ? Effect.void : Effect.zipRight(
+            Effect.sync(() => {
+              if (ready.get(key) === pending) ready.delete(key)
+            }),
+            Effect.fail(result.left)
+          ))
+      })
+    const groupKey = (topic: string, group: string) => `subscription ${subscriptionId(topic, group)}`
+    const topicKey = (topic: string) => settings.subscribeOnPublish ? groupKey(topic, "default") : `topic ${topic}`
+    const resources: Resources = {
+      prepare: (topic) =>
+        once(
+          topicKey(topic),
+          settings.subscribeOnPublish
+            ? ensureSubscription(clients, settings, topic, "default")
+            : ensureTopic(clients, settings.projectId, topic)
+        ),
+      forget: (topic) => void ready.delete(topicKey(topic)),
+      ensureGroup: (topic, group) => once(groupKey(topic, group), ensureSubscription(clients, settings, topic, group))
     }
+    const prepare = resources.prepare
 
     const send = (topic: string, messages: ReadonlyArray<PubsubMessage>) =>
       Effect.forEach(batches(messages), (batch) => publishBatch(clients, settings, topic, batch), { discard: true })
@@ -438,7 +485,7 @@ export const make = (settings: Settings) =>
         Effect.zipRight(send(topic, encoded)),
         // The topic was deleted behind the transport's back: create it again, once.
         Effect.catchIf((error) => codeOf(error.cause) === Code.notFound, () => {
-          ready.delete(topic)
+          resources.forget(topic)
           return Effect.zipRight(prepare(topic), send(topic, encoded))
         }),
         Effect.mapError((error) => new Transport.PublishError({ topic, cause: error.cause })),
@@ -447,7 +494,7 @@ export const make = (settings: Settings) =>
     }
 
     const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
-      Stream.unwrapScoped(subscription(clients, settings, topic, options?.group ?? "default", prepare, track))
+      Stream.unwrapScoped(subscription(clients, settings, topic, options?.group ?? "default", resources, track))
 
     return { features, publish, subscribe }
   })
@@ -464,8 +511,8 @@ export const subscription = (
   settings: Settings,
   topic: string,
   group: string,
-  prepare: (topic: string) => Effect.Effect<void, CallError>,
-  track: (sent: Promise<void>, messageId: string) => void
+  resources: Resources,
+  track: (sent: Promise<void>, messageIds: ReadonlyArray<string>) => void
 ): Effect.Effect<Stream.Stream<Delivery.Delivery, Transport.SubscribeError>, Transport.SubscribeError, Scope.Scope> =>
   Effect.gen(function*() {
     const fail = (cause: unknown) => new Transport.SubscribeError({ topic, cause: cause instanceof CallError ? cause.cause : cause })
@@ -473,22 +520,42 @@ export const subscription = (
     const id = subscriptionId(topic, group)
     if (!validName(id)) return yield* fail(new InvalidName({ kind: "subscription", name: id }))
     const path = subscriptionPath(settings.projectId, id)
-    yield* Effect.mapError(ensureSubscription(clients, settings, topic, group), fail)
+    yield* Effect.mapError(resources.ensureGroup(topic, group), fail)
 
-    const ack = Driver.batcher<string>((ackIds) =>
+    const sendAcks = (ackIds: ReadonlyArray<string>) =>
       Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
-    )
+    const ack = Driver.batcher<string>(sendAcks)
+    // Acks that complete once queued: gathered per event-loop turn into one request, tracked (and waited for at
+    // close) per request from the first ack queued, so an ack costs two array pushes, not promises of its own.
+    let queued: { readonly ackIds: Array<string>; readonly messageIds: Array<string> } | undefined
+    const queueAck = (ackId: string, messageId: string) => {
+      if (queued === undefined) {
+        const batch = { ackIds: [] as Array<string>, messageIds: [] as Array<string> }
+        queued = batch
+        track(
+          new Promise<void>((resolve, reject) =>
+            setImmediate(() => {
+              queued = undefined
+              sendAcks(batch.ackIds).then(resolve, reject)
+            })
+          ),
+          batch.messageIds
+        )
+      }
+      queued.ackIds.push(ackId)
+      queued.messageIds.push(messageId)
+    }
     const ackNow = (ackId: string) => Effect.tryPromise({ try: () => ack(ackId), catch: (cause) => new CallError({ cause }) })
     // The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base; the client's
     // own error is what a DeliveryError carries, not the call wrapper.
     const settlement = (ackId: string, messageId: string): Driver.Settlement => ({
-      ack: settings.confirmAcks ? unwrapped(ackNow(ackId)) : Effect.sync(() => track(ack(ackId), messageId)),
+      ack: settings.confirmAcks ? unwrapped(ackNow(ackId)) : Effect.sync(() => queueAck(ackId, messageId)),
       nack: (delayMillis) => unwrapped(modifyAckDeadline(clients, path, [ackId], seconds(Duration.millis(delayMillis)))),
       // The copy goes to the `.dlq` topic first, then the original is acknowledged: a failure between the two
       // leaves a copy in both places (at least once), never in neither.
       deadLetter: (copy) => {
         const deadTopic = Driver.deadLetterTopic(topic)
-        return unwrapped(prepare(deadTopic).pipe(
+        return unwrapped(resources.prepare(deadTopic).pipe(
           Effect.zipRight(publishBatch(clients, settings, deadTopic, [encode(copy)])),
           Effect.zipRight(ackNow(ackId))
         ))

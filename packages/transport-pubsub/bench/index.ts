@@ -228,7 +228,7 @@ try {
     await rawHandwritten()
     await viaTransport("pipeline")
   }
-  // Bounded: no new round starts after 90 s, so a loaded machine cannot stretch the run much.
+  // Bounded: no new round starts after 150 s, so a loaded machine cannot stretch the run much.
   const benchStart = performance.now()
   for (let round = 0; round < rounds && (round === 0 || performance.now() - benchStart < 150_000); round++) {
     // A rotating order, so a drift in the machine's load favours none of them.

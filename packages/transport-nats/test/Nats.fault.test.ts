@@ -17,19 +17,22 @@ const message = (id: string): Transport.OutgoingMessage => ({ id, key: "", paylo
 const ids = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `f-${from + i}`)
 
 /** The client talks to NATS through a proxy the test controls, so the test can drop its connection. */
-const throughProxy = Effect.gen(function*() {
-  const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy()), (p) => Effect.promise(() => p.close()))
-  const nats = yield* NatsTransport.make({
-    servers: proxy.url,
-    prefix,
-    ackWait: "1 second",
-    reconnectTimeWait: "100 millis",
-    requestTimeout: "2 seconds",
-    pullExpires: "2 seconds",
-    batchSize: 32
+const throughProxyWith = (options: NatsTransport.Options) =>
+  Effect.gen(function*() {
+    const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy()), (p) => Effect.promise(() => p.close()))
+    const nats = yield* NatsTransport.make({
+      servers: proxy.url,
+      prefix,
+      ackWait: "1 second",
+      reconnectTimeWait: "100 millis",
+      requestTimeout: "2 seconds",
+      pullExpires: "2 seconds",
+      batchSize: 32,
+      ...options
+    })
+    return { proxy, nats }
   })
-  return { proxy, nats }
-})
+const throughProxy = throughProxyWith({})
 
 /** What the consumer still owes, read with a separate connection straight to the server. */
 const consumerBacklog = (stream: string, durable: string) =>
@@ -138,6 +141,37 @@ describe("NATS transport: faults", () => {
       const all = yield* eventually(Ref.get(received), (all) => all.length >= 2)
       expect(all.map((d) => d.message.id)).toEqual(["before", "after"])
       expect(proxy.accepted()).toBeGreaterThanOrEqual(2)
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("a delivery lost with its connection comes back ahead of the messages of its key published after the reconnect", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxyWith({ ackWait: "3 seconds" })
+      const direct = yield* NatsTransport.make({ servers: natsUrl, prefix })
+      const topic = `lost-${Date.now().toString(36)}`
+      const keyed = (id: string): Transport.OutgoingMessage => ({ ...message(id), key: "k" })
+      yield* direct.publish(topic, [keyed("first")])
+      const received = yield* Ref.make<ReadonlyArray<string>>([])
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          Effect.zipRight(delivery.ack, Ref.update(received, (all) => [...all, `${delivery.message.id}#${delivery.attempt}`]))
+        ),
+        Effect.fork
+      )
+      yield* eventually(Ref.get(received), (all) => all.length >= 1)
+      // The subscriber now waits in a long poll. The server hands it the next message into a connection that
+      // dies before the bytes arrive: delivered as far as the server knows, never received.
+      yield* Effect.sleep("300 millis")
+      proxy.mute()
+      yield* direct.publish(topic, [keyed("lost")])
+      const names = nats.names(topic) as { stream: string }
+      const delivered = yield* eventually(consumerBacklog(names.stream, "default"), (b) => b.unacked === 1)
+      expect(delivered).toEqual({ pending: 0, unacked: 1 })
+      proxy.cut()
+      yield* eventually(Effect.sync(() => proxy.accepted()), (n) => n >= 2)
+      // Published once the subscriber is back, well within the lost delivery's ack wait.
+      yield* direct.publish(topic, [keyed("later-1"), keyed("later-2")])
+      const all = yield* eventually(Ref.get(received), (all) => all.length >= 4)
+      expect(all).toEqual(["first#1", "lost#2", "later-1#1", "later-2#1"])
     }).pipe(Effect.scoped), 60_000)
 })
 

@@ -30,6 +30,8 @@ export interface PullerOptions {
   readonly batchSize: number
   readonly expires: number
   readonly requestTimeout: number
+  /** The consumer's ack wait: how long the server waits before it redelivers a delivery nobody settled. */
+  readonly ackWait: number
 }
 
 interface PullRequest {
@@ -49,6 +51,12 @@ interface PullRequest {
  * request redeliveries nobody reads). Once the consumer is drained and the subscriber waits, it long-polls for
  * one message with idle heartbeats; a request that goes silent (a dropped connection) is abandoned and replaced.
  * Passing failures are retried with a backoff; a deleted consumer ends the subscription.
+ *
+ * A request still open when the connection drops may have been answered into it: the server counts those
+ * messages delivered and gives them again only when their ack wait runs out, while newer messages go to the
+ * next request at once, so a key's later messages would overtake them. After such a drop it asks for nothing
+ * until one ack wait (and a margin) has passed since the reconnect; by then the lost deliveries are due
+ * again, and the server serves redeliveries ahead of new messages.
  */
 export class Puller {
   private buffer: Array<Pulled> = []
@@ -63,6 +71,10 @@ export class Puller {
   private retries = 0
   private warnings: Array<unknown> = []
   private backoffTimer: ReturnType<typeof setTimeout> | undefined
+  /** Set while no request may be sent: deliveries may have been lost with a connection. */
+  private holdTimer: ReturnType<typeof setTimeout> | undefined
+  /** The watchdog gave up on a request that may have been answered into a connection that was dying. */
+  private abandoned = false
   private readonly watchdog: ReturnType<typeof setInterval>
   private waiter: (() => void) | undefined
   failure: unknown = undefined
@@ -113,6 +125,7 @@ export class Puller {
     this.stopped = true
     clearInterval(this.watchdog)
     if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer)
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer)
     this.subscription.unsubscribe()
     // Hand back what was pulled but never emitted, so it is redelivered now rather than after the ack wait.
     const buffered = this.buffer
@@ -120,12 +133,29 @@ export class Puller {
     for (const pulled of buffered) this.release(pulled.msg)
   }
 
-  /** Forgets the requests in flight (their connection is gone) and asks again. */
+  /**
+   * After a reconnect: forgets the requests in flight (their connection is gone) and asks again, after one ack
+   * wait when one of them (or one the watchdog gave up on) may have been answered into the lost connection.
+   */
   renew() {
-    if (this.stopped || this.inFlight.length === 0) return
+    if (this.stopped) return
+    const mayHaveLost = this.inFlight.length > 0 || this.abandoned
+    this.abandoned = false
+    if (!mayHaveLost) return
     this.inFlight = []
     this.drained = false
+    this.hold()
     this.pump()
+  }
+
+  private hold() {
+    // The margin covers the server's redelivery timer firing a little after the ack wait.
+    const margin = Math.max(500, Math.floor(this.options.ackWait / 10))
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer)
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined
+      this.pump()
+    }, this.options.ackWait + margin)
   }
 
   private release(msg: Msg) {
@@ -149,7 +179,7 @@ export class Puller {
   }
 
   private pump() {
-    if (this.stopped || this.failure !== undefined || this.backoffTimer !== undefined) return
+    if (this.stopped || this.failure !== undefined || this.backoffTimer !== undefined || this.holdTimer !== undefined) return
     if (this.connection.isClosed()) return this.fail(new Error("the NATS connection is closed"))
     let request: PullRequest
     let body: object
@@ -182,6 +212,8 @@ export class Puller {
     if (index < 0) return
     this.inFlight.splice(index, 1)
     this.retries = 0
+    // Answers come in order on one connection: whatever an abandoned earlier request got has arrived by now.
+    this.abandoned = false
     if (request.received === 0 && this.buffer.length === 0) this.drained = true
     this.pump()
   }
@@ -204,7 +236,10 @@ export class Puller {
     this.inFlight = this.inFlight.filter((request) =>
       now - request.lastActivity <= (request.noWait ? this.options.requestTimeout : this.heartbeat() * 2 + 1_000)
     )
-    if (this.inFlight.length < before) this.drained = false
+    if (this.inFlight.length < before) {
+      this.drained = false
+      this.abandoned = true
+    }
     this.pump()
   }
 

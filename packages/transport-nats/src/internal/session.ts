@@ -95,7 +95,8 @@ const acquirePuller = (context: SessionContext, target: Names.TopicNames, durabl
       const created = new Puller(context.connection, `$JS.API.CONSUMER.MSG.NEXT.${target.stream}.${durable}`, {
         batchSize: context.resolved.batchSize,
         expires: context.resolved.pullExpires,
-        requestTimeout: context.resolved.requestTimeout
+        requestTimeout: context.resolved.requestTimeout,
+        ackWait: context.resolved.ackWait
       })
       context.pullers.add(created)
       return created

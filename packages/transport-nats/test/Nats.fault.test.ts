@@ -46,6 +46,17 @@ const consumerBacklog = (stream: string, durable: string) =>
     }
   })
 
+/** The pull requests waiting at the server for the consumer, read straight from the server. */
+const waitingRequests = (stream: string, durable: string) =>
+  Effect.promise(async () => {
+    const nc = await connect({ servers: natsUrl })
+    try {
+      return (await (await nc.jetstreamManager()).consumers.info(stream, durable)).num_waiting
+    } finally {
+      await nc.close()
+    }
+  })
+
 /** Re-reads `read` until `done` holds or 20 s pass; answers the last reading. */
 const eventually = <A>(read: Effect.Effect<A>, done: (a: A) => boolean) =>
   Effect.gen(function*() {
@@ -172,6 +183,73 @@ describe("NATS transport: faults", () => {
       yield* direct.publish(topic, [keyed("later-1"), keyed("later-2")])
       const all = yield* eventually(Ref.get(received), (all) => all.length >= 4)
       expect(all).toEqual(["first#1", "lost#2", "later-1#1", "later-2#1"])
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("a reconnect that finds an idle long poll open but nothing lost goes on delivering well within the ack wait", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxyWith({ ackWait: "4 seconds", pullExpires: "1 second" })
+      const direct = yield* NatsTransport.make({ servers: natsUrl, prefix })
+      const topic = `idle-${Date.now().toString(36)}`
+      yield* direct.publish(topic, [message("first")])
+      const received = yield* Ref.make<ReadonlyArray<{ readonly id: string; readonly at: number }>>([])
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          Effect.zipRight(delivery.ack, Ref.update(received, (all) => [...all, { id: delivery.message.id, at: Date.now() }]))
+        ),
+        Effect.fork
+      )
+      yield* eventually(Ref.get(received), (all) => all.length >= 1)
+      const names = nats.names(topic) as { stream: string }
+      // The subscriber is drained and waits in a long poll when its connection drops.
+      expect(yield* eventually(waitingRequests(names.stream, "default"), (n) => n === 1)).toBe(1)
+      expect(yield* consumerBacklog(names.stream, "default")).toEqual({ pending: 0, unacked: 0 })
+      proxy.cut()
+      yield* eventually(Effect.sync(() => proxy.accepted()), (n) => n >= 2)
+      // The long poll open at the drop would still be served into the new connection (its inbox is subscribed
+      // again) until it expires: only a request sent after the reconnect can carry the next message.
+      yield* Effect.sleep("1500 millis")
+      const published = Date.now()
+      yield* direct.publish(topic, [message("second")])
+      const all = yield* eventually(Ref.get(received), (all) => all.length >= 2)
+      expect(all.map((r) => r.id)).toEqual(["first", "second"])
+      // A hold would have kept it back until the ack wait (4 s) had passed since the reconnect.
+      expect(all[1]!.at - published).toBeLessThan(1_500)
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("an ack made while disconnected is dropped by the client: the delivery comes back after the ack wait, and the subscription does not wait for it", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxyWith({ ackWait: "4 seconds", pullExpires: "1 second" })
+      const direct = yield* NatsTransport.make({ servers: natsUrl, prefix })
+      const topic = `offline-ack-${Date.now().toString(36)}`
+      yield* direct.publish(topic, [message("held")])
+      const kept = yield* Deferred.make<Delivery.Delivery>()
+      const received = yield* Ref.make<ReadonlyArray<{ readonly id: string; readonly at: number }>>([])
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          delivery.message.id === "held" && delivery.attempt === 1
+            ? Deferred.succeed(kept, delivery)
+            : Effect.zipRight(
+              delivery.ack,
+              Ref.update(received, (all) => [...all, { id: `${delivery.message.id}#${delivery.attempt}`, at: Date.now() }])
+            )
+        ),
+        Effect.fork
+      )
+      const held = yield* Deferred.await(kept)
+      const names = nats.names(topic) as { stream: string }
+      expect(yield* eventually(waitingRequests(names.stream, "default"), (n) => n === 1)).toBe(1)
+      yield* Effect.promise(() => proxy.pause())
+      yield* Effect.sleep("300 millis")
+      // Accepted by the client while it has no connection.
+      yield* held.ack
+      yield* Effect.promise(() => proxy.resume())
+      yield* eventually(Effect.sync(() => proxy.accepted()), (n) => n >= 2)
+      yield* Effect.sleep("1500 millis")
+      const published = Date.now()
+      yield* direct.publish(topic, [message("after")])
+      const all = yield* eventually(Ref.get(received), (all) => all.length >= 2)
+      expect(all.map((r) => r.id)).toEqual(["after#1", "held#2"])
+      expect(all[0]!.at - published).toBeLessThan(1_500)
     }).pipe(Effect.scoped), 60_000)
 })
 

@@ -17,19 +17,22 @@ const message = (id: string): Transport.OutgoingMessage => ({ id, key: "", paylo
 const ids = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `f-${from + i}`)
 
 /** The client talks to NATS through a proxy the test controls, so the test can drop its connection. */
-const throughProxy = Effect.gen(function*() {
-  const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy()), (p) => Effect.promise(() => p.close()))
-  const nats = yield* NatsTransport.make({
-    servers: proxy.url,
-    prefix,
-    ackWait: "1 second",
-    reconnectTimeWait: "100 millis",
-    requestTimeout: "2 seconds",
-    pullExpires: "2 seconds",
-    batchSize: 32
+const throughProxyWith = (options: NatsTransport.Options) =>
+  Effect.gen(function*() {
+    const proxy = yield* Effect.acquireRelease(Effect.promise(() => startProxy()), (p) => Effect.promise(() => p.close()))
+    const nats = yield* NatsTransport.make({
+      servers: proxy.url,
+      prefix,
+      ackWait: "1 second",
+      reconnectTimeWait: "100 millis",
+      requestTimeout: "2 seconds",
+      pullExpires: "2 seconds",
+      batchSize: 32,
+      ...options
+    })
+    return { proxy, nats }
   })
-  return { proxy, nats }
-})
+const throughProxy = throughProxyWith({})
 
 /** What the consumer still owes, read with a separate connection straight to the server. */
 const consumerBacklog = (stream: string, durable: string) =>
@@ -38,6 +41,17 @@ const consumerBacklog = (stream: string, durable: string) =>
     try {
       const info = await (await nc.jetstreamManager()).consumers.info(stream, durable)
       return { pending: info.num_pending, unacked: info.num_ack_pending }
+    } finally {
+      await nc.close()
+    }
+  })
+
+/** The pull requests waiting at the server for the consumer, read straight from the server. */
+const waitingRequests = (stream: string, durable: string) =>
+  Effect.promise(async () => {
+    const nc = await connect({ servers: natsUrl })
+    try {
+      return (await (await nc.jetstreamManager()).consumers.info(stream, durable)).num_waiting
     } finally {
       await nc.close()
     }
@@ -138,6 +152,104 @@ describe("NATS transport: faults", () => {
       const all = yield* eventually(Ref.get(received), (all) => all.length >= 2)
       expect(all.map((d) => d.message.id)).toEqual(["before", "after"])
       expect(proxy.accepted()).toBeGreaterThanOrEqual(2)
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("a delivery lost with its connection comes back ahead of the messages of its key published after the reconnect", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxyWith({ ackWait: "3 seconds" })
+      const direct = yield* NatsTransport.make({ servers: natsUrl, prefix })
+      const topic = `lost-${Date.now().toString(36)}`
+      const keyed = (id: string): Transport.OutgoingMessage => ({ ...message(id), key: "k" })
+      yield* direct.publish(topic, [keyed("first")])
+      const received = yield* Ref.make<ReadonlyArray<string>>([])
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          Effect.zipRight(delivery.ack, Ref.update(received, (all) => [...all, `${delivery.message.id}#${delivery.attempt}`]))
+        ),
+        Effect.fork
+      )
+      yield* eventually(Ref.get(received), (all) => all.length >= 1)
+      // The subscriber now waits in a long poll. The server hands it the next message into a connection that
+      // dies before the bytes arrive: delivered as far as the server knows, never received.
+      yield* Effect.sleep("300 millis")
+      proxy.mute()
+      yield* direct.publish(topic, [keyed("lost")])
+      const names = nats.names(topic) as { stream: string }
+      const delivered = yield* eventually(consumerBacklog(names.stream, "default"), (b) => b.unacked === 1)
+      expect(delivered).toEqual({ pending: 0, unacked: 1 })
+      proxy.cut()
+      yield* eventually(Effect.sync(() => proxy.accepted()), (n) => n >= 2)
+      // Published once the subscriber is back, well within the lost delivery's ack wait.
+      yield* direct.publish(topic, [keyed("later-1"), keyed("later-2")])
+      const all = yield* eventually(Ref.get(received), (all) => all.length >= 4)
+      expect(all).toEqual(["first#1", "lost#2", "later-1#1", "later-2#1"])
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("a reconnect that finds an idle long poll open but nothing lost goes on delivering well within the ack wait", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxyWith({ ackWait: "4 seconds", pullExpires: "1 second" })
+      const direct = yield* NatsTransport.make({ servers: natsUrl, prefix })
+      const topic = `idle-${Date.now().toString(36)}`
+      yield* direct.publish(topic, [message("first")])
+      const received = yield* Ref.make<ReadonlyArray<{ readonly id: string; readonly at: number }>>([])
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          Effect.zipRight(delivery.ack, Ref.update(received, (all) => [...all, { id: delivery.message.id, at: Date.now() }]))
+        ),
+        Effect.fork
+      )
+      yield* eventually(Ref.get(received), (all) => all.length >= 1)
+      const names = nats.names(topic) as { stream: string }
+      // The subscriber is drained and waits in a long poll when its connection drops.
+      expect(yield* eventually(waitingRequests(names.stream, "default"), (n) => n === 1)).toBe(1)
+      expect(yield* consumerBacklog(names.stream, "default")).toEqual({ pending: 0, unacked: 0 })
+      proxy.cut()
+      yield* eventually(Effect.sync(() => proxy.accepted()), (n) => n >= 2)
+      // The long poll open at the drop would still be served into the new connection (its inbox is subscribed
+      // again) until it expires: only a request sent after the reconnect can carry the next message.
+      yield* Effect.sleep("1500 millis")
+      const published = Date.now()
+      yield* direct.publish(topic, [message("second")])
+      const all = yield* eventually(Ref.get(received), (all) => all.length >= 2)
+      expect(all.map((r) => r.id)).toEqual(["first", "second"])
+      // A hold would have kept it back until the ack wait (4 s) had passed since the reconnect.
+      expect(all[1]!.at - published).toBeLessThan(1_500)
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("an ack made while disconnected is dropped by the client: the delivery comes back after the ack wait, and the subscription does not wait for it", () =>
+    Effect.gen(function*() {
+      const { nats, proxy } = yield* throughProxyWith({ ackWait: "4 seconds", pullExpires: "1 second" })
+      const direct = yield* NatsTransport.make({ servers: natsUrl, prefix })
+      const topic = `offline-ack-${Date.now().toString(36)}`
+      yield* direct.publish(topic, [message("held")])
+      const kept = yield* Deferred.make<Delivery.Delivery>()
+      const received = yield* Ref.make<ReadonlyArray<{ readonly id: string; readonly at: number }>>([])
+      yield* nats.subscribe(topic).pipe(
+        Stream.runForEach((delivery) =>
+          delivery.message.id === "held" && delivery.attempt === 1
+            ? Deferred.succeed(kept, delivery)
+            : Effect.zipRight(
+              delivery.ack,
+              Ref.update(received, (all) => [...all, { id: `${delivery.message.id}#${delivery.attempt}`, at: Date.now() }])
+            )
+        ),
+        Effect.fork
+      )
+      const held = yield* Deferred.await(kept)
+      const names = nats.names(topic) as { stream: string }
+      expect(yield* eventually(waitingRequests(names.stream, "default"), (n) => n === 1)).toBe(1)
+      yield* Effect.promise(() => proxy.pause())
+      yield* Effect.sleep("300 millis")
+      // Accepted by the client while it has no connection.
+      yield* held.ack
+      yield* Effect.promise(() => proxy.resume())
+      yield* eventually(Effect.sync(() => proxy.accepted()), (n) => n >= 2)
+      yield* Effect.sleep("1500 millis")
+      const published = Date.now()
+      yield* direct.publish(topic, [message("after")])
+      const all = yield* eventually(Ref.get(received), (all) => all.length >= 2)
+      expect(all.map((r) => r.id)).toEqual(["after#1", "held#2"])
+      expect(all[0]!.at - published).toBeLessThan(1_500)
     }).pipe(Effect.scoped), 60_000)
 })
 

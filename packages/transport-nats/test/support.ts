@@ -37,6 +37,11 @@ export interface Proxy {
   /** Connections accepted so far. */
   readonly accepted: () => number
   readonly cut: () => void
+  /**
+   * The live connections stop passing what the server sends (it is dropped, as when a connection dies with
+   * bytes in flight); what the client sends still reaches the server. New connections are not muted.
+   */
+  readonly mute: () => void
   readonly pause: () => Promise<void>
   readonly resume: () => Promise<void>
   readonly close: () => Promise<void>
@@ -45,6 +50,7 @@ export interface Proxy {
 export const startProxy = async (): Promise<Proxy> => {
   const target = hostPort()
   const sockets = new Set<net.Socket>()
+  const muted = new WeakSet<net.Socket>()
   let accepted = 0
   const onConnection = (client: net.Socket) => {
     accepted++
@@ -60,7 +66,9 @@ export const startProxy = async (): Promise<Proxy> => {
     client.on("error", drop).on("close", drop)
     upstream.on("error", drop).on("close", drop)
     client.pipe(upstream)
-    upstream.pipe(client)
+    upstream.on("data", (chunk: Buffer) => {
+      if (!muted.has(upstream)) client.write(chunk)
+    })
   }
   let server = net.createServer(onConnection)
   const listen = (port: number) =>
@@ -79,6 +87,9 @@ export const startProxy = async (): Promise<Proxy> => {
     port,
     accepted: () => accepted,
     cut,
+    mute: () => {
+      for (const socket of sockets) muted.add(socket)
+    },
     pause: async () => {
       const closed = stopListening()
       cut()

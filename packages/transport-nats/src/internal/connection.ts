@@ -39,17 +39,25 @@ const closeConnection = (connection: NatsConnection) =>
     Effect.zipRight(Effect.promise(() => connection.close().catch(() => undefined)))
   )
 
-/** Logs connection losses and recoveries (servers shown redacted); the loop ends by itself when the connection closes. */
-export const watchConnection = (connection: NatsConnection, servers: ReadonlyArray<string>, onReconnect: () => void) =>
+/**
+ * Logs connection losses and recoveries (servers shown redacted) and tells `on` of them; the loop ends by itself
+ * when the connection closes.
+ */
+export const watchConnection = (
+  connection: NatsConnection,
+  servers: ReadonlyArray<string>,
+  on: { readonly onDisconnect: () => void; readonly onReconnect: Effect.Effect<void> }
+) =>
   Effect.map(Effect.runtime<never>(), (runtime) => {
     const log = (effect: Effect.Effect<void>) =>
       Runtime.runFork(runtime)(Effect.annotateLogs(effect, { servers: servers.map(redactServer).join(",") }))
     void (async () => {
       for await (const status of connection.status()) {
-        if (status.type === Events.Disconnect) log(Effect.logWarning("NATS connection lost; reconnecting"))
-        else if (status.type === Events.Reconnect) {
-          log(Effect.logInfo("NATS connection re-established"))
-          onReconnect()
+        if (status.type === Events.Disconnect) {
+          on.onDisconnect()
+          log(Effect.logWarning("NATS connection lost; reconnecting"))
+        } else if (status.type === Events.Reconnect) {
+          log(Effect.zipRight(Effect.logInfo("NATS connection re-established"), on.onReconnect))
         }
         else if (status.type === Events.Error) log(Effect.logWarning("NATS connection error", status.data))
       }

@@ -38,9 +38,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
     const resolved = yield* resolve(options)
     const { connection, jsm } = yield* Connection.open(resolved, options)
     const js = connection.jetstream({ timeout: resolved.requestTimeout })
-    const pullers = new Set<Puller>()
-    // Pull requests waiting on the server may have died with the old connection: ask again at once.
-    yield* Connection.watchConnection(connection, resolved.servers, () => pullers.forEach((puller) => puller.renew()))
+    const pullers = new Map<Puller, Session.ConsumerRef>()
 
     const features: Transport.Features = {
       orderedPerKey: false,
@@ -56,6 +54,11 @@ export const make = (options: Options = {}): Effect.Effect<NatsTransport, Connec
     const topology = Topology.make(jsm, resolved)
     const publish = Publisher.make(js, topology, resolved, names)
     const context: Session.SessionContext = { connection, resolved, topology, publish, names, pullers }
+    // Pull requests waiting on the server may have died with the old connection: ask again.
+    yield* Connection.watchConnection(connection, resolved.servers, {
+      onDisconnect: () => Session.disconnected(context),
+      onReconnect: Session.reconnected(context)
+    })
 
     return {
       connection,

@@ -30,6 +30,8 @@ export interface PullerOptions {
   readonly batchSize: number
   readonly expires: number
   readonly requestTimeout: number
+  /** The consumer's ack wait: how long the server waits before it redelivers a delivery nobody settled. */
+  readonly ackWait: number
 }
 
 interface PullRequest {
@@ -49,6 +51,13 @@ interface PullRequest {
  * request redeliveries nobody reads). Once the consumer is drained and the subscriber waits, it long-polls for
  * one message with idle heartbeats; a request that goes silent (a dropped connection) is abandoned and replaced.
  * Passing failures are retried with a backoff; a deleted consumer ends the subscription.
+ *
+ * A request still open when the connection drops may have been answered into it: the server counts those
+ * messages delivered and gives them again only when their ack wait runs out, while newer messages go to the
+ * next request at once, so a key's later messages would overtake them. After such a drop it asks for nothing
+ * until one ack wait (and a margin) has passed since the reconnect, by when the lost deliveries are due again
+ * and the server serves redeliveries ahead of new messages, unless the server is found to count no more
+ * deliveries unsettled than this process holds ({@link Puller.unsettled}, {@link Puller.resume}).
  */
 export class Puller {
   private buffer: Array<Pulled> = []
@@ -63,6 +72,21 @@ export class Puller {
   private retries = 0
   private warnings: Array<unknown> = []
   private backoffTimer: ReturnType<typeof setTimeout> | undefined
+  /** Set while no request may be sent: deliveries may have been lost with a connection. */
+  private holdTimer: ReturnType<typeof setTimeout> | undefined
+  /** The watchdog gave up on a request that may have been answered into a connection that was dying. */
+  private abandoned = false
+  /** Between a disconnect and the reconnect: what is sent meanwhile never reaches the server. */
+  private offline = false
+  /** Counts disconnects and holds, so that a check answered for an earlier one cannot end a later hold. */
+  private generation = 0
+  /** Pulled and not settled yet (buffered or handed out), by stream sequence, as the server counts them. */
+  private readonly held = new Map<number, Pulled>()
+  /**
+   * Stream sequences settled since the last disconnect while it lasted: the client drops what it was asked to
+   * send while disconnected when it dials again, so the server still counts these unsettled.
+   */
+  private readonly settledOffline = new Set<number>()
   private readonly watchdog: ReturnType<typeof setInterval>
   private waiter: (() => void) | undefined
   failure: unknown = undefined
@@ -113,19 +137,87 @@ export class Puller {
     this.stopped = true
     clearInterval(this.watchdog)
     if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer)
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer)
     this.subscription.unsubscribe()
     // Hand back what was pulled but never emitted, so it is redelivered now rather than after the ack wait.
     const buffered = this.buffer
     this.buffer = []
+    this.held.clear()
     for (const pulled of buffered) this.release(pulled.msg)
   }
 
-  /** Forgets the requests in flight (their connection is gone) and asks again. */
-  renew() {
-    if (this.stopped || this.inFlight.length === 0) return
-    this.inFlight = []
-    this.drained = false
+  /** The connection was lost: settles from now until the reconnect are counted as not arrived. */
+  disconnected() {
+    this.offline = true
+    this.generation++
+    this.settledOffline.clear()
+  }
+
+  /**
+   * After a reconnect: forgets the requests in flight (their connection is gone) and asks again, after one ack
+   * wait when one of them (or one the watchdog gave up on) may have been answered into the lost connection.
+   * Answers the hold's generation when it holds (for {@link resume}), `undefined` when it asks at once. A hold
+   * the connection dropped during keeps its end, under a new generation: the check for it was cut off too.
+   */
+  renew(): number | undefined {
+    this.offline = false
+    if (this.stopped) return undefined
+    const mayHaveLost = this.inFlight.length > 0 || this.abandoned
+    this.abandoned = false
+    if (mayHaveLost) {
+      this.inFlight = []
+      this.drained = false
+      this.hold()
+    } else if (this.holdTimer !== undefined) {
+      this.generation++
+    } else {
+      return undefined
+    }
+    return this.generation
+  }
+
+  /** Whether the hold of `generation` still stands (no later disconnect, not ended already). */
+  holding(generation: number) {
+    return !this.stopped && this.holdTimer !== undefined && generation === this.generation
+  }
+
+  /**
+   * Ends the hold of `generation` early: the server was found to count no more deliveries unsettled than this
+   * process holds, so none was lost with the connection.
+   */
+  resume(generation: number) {
+    if (!this.holding(generation)) return
+    clearTimeout(this.holdTimer)
+    this.holdTimer = undefined
     this.pump()
+  }
+
+  /**
+   * How many of the consumer's deliveries the server should count unsettled because of this subscription:
+   * those pulled and not settled, and those settled while the connection was down (that settle was dropped).
+   */
+  unsettled() {
+    let count = this.held.size
+    for (const sequence of this.settledOffline) if (!this.held.has(sequence)) count++
+    return count
+  }
+
+  /** A delivery of this subscription was settled (ack, nack or term handed to the client). */
+  settled(pulled: Pulled) {
+    if (this.held.get(pulled.streamSequence) === pulled) this.held.delete(pulled.streamSequence)
+    if (this.offline) this.settledOffline.add(pulled.streamSequence)
+    else this.settledOffline.delete(pulled.streamSequence)
+  }
+
+  private hold() {
+    // The margin covers the server's redelivery timer firing a little after the ack wait.
+    const margin = Math.max(500, Math.floor(this.options.ackWait / 10))
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer)
+    this.generation++
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined
+      this.pump()
+    }, this.options.ackWait + margin)
   }
 
   private release(msg: Msg) {
@@ -149,7 +241,7 @@ export class Puller {
   }
 
   private pump() {
-    if (this.stopped || this.failure !== undefined || this.backoffTimer !== undefined) return
+    if (this.stopped || this.failure !== undefined || this.backoffTimer !== undefined || this.holdTimer !== undefined) return
     if (this.connection.isClosed()) return this.fail(new Error("the NATS connection is closed"))
     let request: PullRequest
     let body: object
@@ -182,6 +274,8 @@ export class Puller {
     if (index < 0) return
     this.inFlight.splice(index, 1)
     this.retries = 0
+    // Answers come in order on one connection: whatever an abandoned earlier request got has arrived by now.
+    this.abandoned = false
     if (request.received === 0 && this.buffer.length === 0) this.drained = true
     this.pump()
   }
@@ -204,7 +298,10 @@ export class Puller {
     this.inFlight = this.inFlight.filter((request) =>
       now - request.lastActivity <= (request.noWait ? this.options.requestTimeout : this.heartbeat() * 2 + 1_000)
     )
-    if (this.inFlight.length < before) this.drained = false
+    if (this.inFlight.length < before) {
+      this.drained = false
+      this.abandoned = true
+    }
     this.pump()
   }
 
@@ -222,7 +319,9 @@ export class Puller {
         this.release(msg)
         return
       }
-      this.buffer.push({ msg, ...parsed })
+      const pulled: Pulled = { msg, ...parsed }
+      this.buffer.push(pulled)
+      this.held.set(pulled.streamSequence, pulled)
       this.drained = false
       // Messages keep their own subject; only status replies name their request. The oldest request is served first.
       const request = this.inFlight[0]

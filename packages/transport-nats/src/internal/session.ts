@@ -6,7 +6,7 @@
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import * as Driver from "@bulwark/transport/Driver"
-import { Chunk, Effect, Stream } from "effect"
+import { Chunk, Effect, Schedule, Stream } from "effect"
 import type { NatsConnection } from "nats"
 import * as Names from "./names.js"
 import {
@@ -30,12 +30,24 @@ export interface SessionContext {
   readonly topology: Topology
   readonly publish: Transport.Publisher["Type"]["publish"]
   readonly names: (topic: string) => Names.TopicNames | string
-  /** The live pullers, asked to renew their requests after a reconnect. */
-  readonly pullers: Set<Puller>
+  /** The live pullers with the consumer each pulls from, asked to renew their requests after a reconnect. */
+  readonly pullers: Map<Puller, ConsumerRef>
 }
 
-/** A pulled message as a `Delivery` whose settles answer its ack subject. */
-export const toDelivery = (context: SessionContext, topic: string, target: Names.TopicNames, pulled: Pulled): Delivery.Delivery => {
+/** A durable consumer of a stream. */
+export interface ConsumerRef {
+  readonly stream: string
+  readonly durable: string
+}
+
+/** A pulled message as a `Delivery` whose settles answer its ack subject; `onSettled` hears of the one that went out. */
+export const toDelivery = (
+  context: SessionContext,
+  topic: string,
+  target: Names.TopicNames,
+  pulled: Pulled,
+  onSettled: () => void
+): Delivery.Delivery => {
   const { connection, resolved } = context
   const { msg } = pulled
   const headers: Record<string, string> = {}
@@ -58,13 +70,14 @@ export const toDelivery = (context: SessionContext, topic: string, target: Names
   }
   // The driver base guards the settle: the first one wins (JetStream would ignore a second), and a settle that
   // failed (the reply could not be sent, a confirmed ack timed out) may be tried again.
-  const respond = (payload: Uint8Array) => Effect.try({ try: () => msg.respond(payload), catch: (cause) => cause })
+  const respond = (payload: Uint8Array) =>
+    Effect.try({ try: () => msg.respond(payload), catch: (cause) => cause }).pipe(Effect.zipRight(Effect.sync(onSettled)))
   return Driver.delivery(message, pulled.deliveryCount, {
     ack: resolved.confirmAcks
       ? Effect.tryPromise({
         try: () => connection.request(msg.reply!, ackPayload, { timeout: resolved.requestTimeout }),
         catch: (cause) => cause
-      })
+      }).pipe(Effect.zipRight(Effect.sync(onSettled)))
       : respond(ackPayload),
     nack: (delay) => respond(delay > 0 ? nakPayload(delay) : nakImmediately),
     deadLetter: (copy) =>
@@ -95,9 +108,10 @@ const acquirePuller = (context: SessionContext, target: Names.TopicNames, durabl
       const created = new Puller(context.connection, `$JS.API.CONSUMER.MSG.NEXT.${target.stream}.${durable}`, {
         batchSize: context.resolved.batchSize,
         expires: context.resolved.pullExpires,
-        requestTimeout: context.resolved.requestTimeout
+        requestTimeout: context.resolved.requestTimeout,
+        ackWait: context.resolved.ackWait
       })
-      context.pullers.add(created)
+      context.pullers.set(created, { stream: target.stream, durable })
       return created
     }),
     (puller) =>
@@ -129,7 +143,7 @@ const take = (
       if (batch.length > 0) {
         const deliveries: Array<Delivery.Delivery> = []
         for (const pulled of batch) {
-          const delivery = toDelivery(context, topic, target, pulled)
+          const delivery = toDelivery(context, topic, target, pulled, () => puller.settled(pulled))
           if (pulled.deliveryCount > context.resolved.maxDeliver) {
             yield* delivery.deadLetter(exhaustedReason(context.resolved, pulled.deliveryCount)).pipe(
               Effect.catchAll((error) =>
@@ -171,3 +185,79 @@ export const subscribe = (context: SessionContext, topic: string, options?: Tran
     const puller = yield* acquirePuller(context, target, group.durable)
     return Stream.repeatEffectChunk(take(context, topic, target, puller))
   }))
+
+/** The connection was lost: every subscription counts the settles made until the reconnect as dropped. */
+export const disconnected = (context: SessionContext) => {
+  for (const puller of context.pullers.keys()) puller.disconnected()
+}
+
+/**
+ * After a reconnect: every subscription asks again; those whose requests may have been answered into the lost
+ * connection hold, and are let go at once when their consumer's server-side count of unsettled deliveries is
+ * no more than this process's subscriptions on it account for ({@link checkHolds}).
+ */
+export const reconnected = (context: SessionContext): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const holds = new Map<string, { consumer: ConsumerRef; pullers: Array<readonly [Puller, number]> }>()
+    for (const [puller, consumer] of context.pullers) {
+      const generation = puller.renew()
+      if (generation === undefined) continue
+      const key = `${consumer.stream}.${consumer.durable}`
+      const entry = holds.get(key) ?? { consumer, pullers: [] }
+      entry.pullers.push([puller, generation])
+      holds.set(key, entry)
+    }
+    return Effect.forEach(holds.values(), ({ consumer, pullers }) => checkHolds(context, consumer, pullers), {
+      concurrency: "unbounded",
+      discard: true
+    })
+  })
+
+/**
+ * Asks the server how many deliveries of `consumer` it counts unsettled. When this process's subscriptions on
+ * it account for all of them, nothing was lost and the holds end; otherwise (lost deliveries, or other
+ * processes sharing the consumer) they run their course. A failed request (JetStream still starting after a
+ * restart) is repeated with a backoff while the holds last.
+ */
+const checkHolds = (
+  context: SessionContext,
+  consumer: ConsumerRef,
+  holds: ReadonlyArray<readonly [Puller, number]>
+): Effect.Effect<void> => {
+  const holding = () => holds.some(([puller, generation]) => puller.holding(generation))
+  let warned = false
+  return Effect.tryPromise({
+    try: () => context.topology.ackPending(consumer.stream, consumer.durable),
+    catch: (cause) => cause
+  }).pipe(
+    Effect.tapError((cause) =>
+      warned || !holding() ? Effect.void : Effect.zipRight(
+        Effect.sync(() => warned = true),
+        Effect.logWarning("reading the NATS consumer's unsettled count after a reconnect failed; retrying", cause)
+      )
+    ),
+    Effect.retry({
+      schedule: Schedule.exponential("250 millis").pipe(Schedule.either(Schedule.spaced("5 seconds"))),
+      while: holding
+    }),
+    Effect.flatMap((ackPending) =>
+      Effect.suspend(() => {
+        let ours = 0
+        for (const [puller, ref] of context.pullers) {
+          if (ref.stream === consumer.stream && ref.durable === consumer.durable) ours += puller.unsettled()
+        }
+        if (ackPending <= ours) {
+          for (const [puller, generation] of holds) puller.resume(generation)
+          return Effect.void
+        }
+        return Effect.logInfo(
+          "deliveries may have been lost with the NATS connection (or other processes share the consumer); " +
+            "the subscription asks for more once they are due again"
+        ).pipe(Effect.annotateLogs({ serverUnsettled: ackPending, heldHere: ours }))
+      })
+    ),
+    // The retries end only when the holds have ended anyway (their ack wait passed, or the subscriptions ended).
+    Effect.catchAll(() => Effect.void),
+    Effect.annotateLogs({ stream: consumer.stream, consumer: consumer.durable })
+  )
+}

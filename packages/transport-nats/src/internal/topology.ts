@@ -23,6 +23,8 @@ export interface Topology {
   readonly forgetStream: (stream: string) => void
   /** Creates (or updates) a group's durable pull consumer. */
   readonly ensureConsumer: (target: Names.TopicNames, durable: string) => Promise<void>
+  /** How many deliveries the server counts unsettled (delivered, neither acked nor given up) for a consumer. */
+  readonly ackPending: (stream: string, durable: string) => Promise<number>
 }
 
 /** The topology over the JetStream manager. */
@@ -83,5 +85,7 @@ export const make = (jsm: JetStreamManager, resolved: Resolved): Topology => {
     }
   }
 
-  return { ensureStream, forgetStream: (stream) => void readyStreams.delete(stream), ensureConsumer }
+  const ackPending = async (stream: string, durable: string) => (await jsm.consumers.info(stream, durable)).num_ack_pending
+
+  return { ensureStream, forgetStream: (stream) => void readyStreams.delete(stream), ensureConsumer, ackPending }
 }

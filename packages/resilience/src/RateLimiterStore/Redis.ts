@@ -1,13 +1,14 @@
 /**
  * The Redis driver of {@link RateLimiterStore}: each reservation is one Lua script, atomic on the server,
- * reading the server's clock (`TIME`), so any number of processes on any hosts share one limit. A token
- * bucket is one string per key (its theoretical arrival time); a sliding window is one list per key (the
- * grant times less than a window old, and those reserved ahead). Keys expire once their state no longer matters.
+ * reading the server's clock (`TIME`, or a key's expiry), so any number of processes on any hosts share one
+ * limit; Redis 6.2 or later (`SET ... PXAT`). A token bucket is one string per key (its theoretical arrival
+ * time); a sliding window is one list per key (the grant times, those reserved ahead included). Keys expire
+ * once their state no longer matters.
  */
 import { createHash } from "node:crypto"
 import { Duration, Effect, Layer } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
-import { type Decision, RateLimiterStore, RateLimiterStoreError } from "../RateLimiterStore.js"
+import { type Decision, RateLimiterStore, RateLimiterStoreError, type Rule } from "../RateLimiterStore.js"
 
 /** Settings of the Redis store. */
 export interface Options {
@@ -30,50 +31,112 @@ export interface Options {
  */
 export type Connection = RedisOptions & { readonly url?: string }
 
-// ARGV: kind (1 token bucket, 2 sliding window), capacity|limit, interval|window (ms), permits, max wait (ms).
-// Answers the server time (an integer: granted now, at that time; the common case, one integer to parse),
-// {1, at, wait} (granted after a wait) or {0, retryAfter}; fractions as strings (Lua numbers would be
-// truncated to integers). Times are whole server milliseconds; a token bucket's fractional interval keeps
-// `tat` whole: a number passed to redis.call is written with 17 significant digits (exact), which also
-// spares a string.format per call.
-const script = `
-local kind = tonumber(ARGV[1])
-local a = tonumber(ARGV[2])
-local b = tonumber(ARGV[3])
-local permits = tonumber(ARGV[4])
-local maxWait = tonumber(ARGV[5])
+// The reservation scripts are written per rule, its constants in the text (Lua reads them once, when the
+// server loads the script): each argument a call sends costs the server a string object, a Lua string and
+// a conversion to a number, about as much as one of the script's Redis calls. ARGV: the longest wait (ms),
+// then the permits when more than one. Answers the server time (an integer: granted now, at that time; the
+// common case, one integer to parse), {1, at, wait} (granted after a wait) or {0, retryAfter}; fractions as
+// strings (Lua numbers would be truncated to integers). Times are whole server milliseconds. A number passed
+// to redis.call is written with 17 significant digits (exact), through snprintf on Redis 7.0: constant
+// arguments are written as strings.
+//
+// Token bucket: the key holds `tat` and expires at grid(tat), the end of the second after the one `tat`
+// falls in (its state stops mattering at `tat`). That expiry is the clock: now = grid(tat) − PTTL (PTTL
+// counts on the server's clock in whole milliseconds, as TIME read to the millisecond does), so a
+// reservation on a live key reads no TIME; and the expiry moves only when `tat` enters another second, so
+// the value is mostly written with KEEPTTL (an expiry set is rewritten for replication, and costs as much
+// as the write). Every write of the key keeps that expiry (here and in the release script); a key without
+// it (PTTL not positive) reads TIME. The grid depends on the value alone, not on the rule, so instances
+// configured with different rules for one key still read one clock.
+const grid = (x: string) => `(math.floor(${x} / 1000) + 2) * 1000`
+// A number as a Lua literal: JavaScript's shortest form that reads back as the same double.
+const literal = (x: number) => String(x)
+
+const tokenBucketScript = (intervalMillis: number, capacity: number) => `
+local k = KEYS[1]
+local tat = redis.call('GET', k)
+local now, exp
+if tat then
+  tat = tat + 0
+  exp = ${grid("tat")}
+  local ttl = redis.call('PTTL', k)
+  if ttl > 0 then now = exp - ttl else exp = nil end
+else
+  tat = 0
+end
+if not exp then
+  local t = redis.call('TIME')
+  now = t[1] * 1000 + math.floor(t[2] / 1000)
+end
+local inc = ${literal(intervalMillis)}
+if ARGV[2] then inc = ARGV[2] * inc end
+local nxt = math.max(tat, now) + inc
+local at = nxt - ${literal(capacity * intervalMillis)}
+if at > now and at - now > ARGV[1] + 0 then return {0, string.format('%.3f', at - now)} end
+local nexp = ${grid("nxt")}
+if nexp == exp then redis.call('SET', k, nxt, 'KEEPTTL') else redis.call('SET', k, nxt, 'PXAT', nexp) end
+if at > now then return {1, string.format('%.3f', at), string.format('%.3f', at - now)} end
+return now
+`
+
+// Sliding window: a list of grant times, ascending. A new grant is no earlier than the last one and at least
+// a window after the one `limit - permits` places before the last (read from the tail, so grants a window
+// old at the head, which constrain nothing, need not be dropped first). Those old grants are dropped in
+// batches, when the list's length passes a multiple of 32: the work is proportional to the grants made. The
+// key's expiry is pushed out only when it would come before the state stops mattering (the last grant plus
+// a window), to a whole second a second later. Grant times are whole milliseconds, pushed as strings made
+// with '%d' (integer formatting, cheaper than the number conversion redis.call would apply).
+const slidingWindowScript = (limit: number, windowMillis: number) => `
+local k = KEYS[1]
+local permits = 1
+if ARGV[2] then permits = ARGV[2] + 0 end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if kind == 1 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  local nxt = math.max(tat, now) + permits * b
-  local at = nxt - a * b
-  local wait = math.max(0, at - now)
-  if wait > maxWait then return {0, string.format('%.3f', wait)} end
-  redis.call('SET', KEYS[1], nxt, 'PX', math.ceil(nxt - now) + 1000)
-  if wait == 0 then return now end
-  return {1, string.format('%.3f', math.max(at, now)), string.format('%.3f', wait)}
-end
-while true do
-  local first = redis.call('LINDEX', KEYS[1], 0)
-  if not first or tonumber(first) > now - b then break end
-  redis.call('LPOP', KEYS[1])
-end
-local len = redis.call('LLEN', KEYS[1])
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local at = now
-local bound = len - a + permits - 1
-if bound >= 0 then at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], bound)) + b) end
-if len > 0 then at = math.max(at, tonumber(redis.call('LINDEX', KEYS[1], -1))) end
+local last = redis.call('LINDEX', k, '-1')
+if last then
+  last = last + 0
+  if last > at then at = last end
+  local index = '-${limit}'
+  if ARGV[2] then index = permits - ${literal(limit + 1)} end
+  local bound = redis.call('LINDEX', k, index)
+  if bound then
+    bound = bound + ${literal(windowMillis)}
+    if bound > at then at = bound end
+  end
+end
 local wait = at - now
-if wait > maxWait then return {0, string.format('%.3f', wait)} end
-for i = 1, permits do redis.call('RPUSH', KEYS[1], at) end
-redis.call('PEXPIRE', KEYS[1], math.ceil(at + b - now) + 1000)
+if wait > ARGV[1] + 0 then return {0, string.format('%.3f', wait)} end
+local len
+local grant = string.format('%d', at)
+if permits == 1 then len = redis.call('RPUSH', k, grant)
+else
+  local grants = {}
+  for i = 1, permits do grants[i] = grant end
+  len = redis.call('RPUSH', k, unpack(grants))
+end
+if len > 32 and math.floor(len / 32) ~= math.floor((len - permits) / 32) then
+  local old = now - ${literal(windowMillis)}
+  while true do
+    local head = redis.call('LRANGE', k, '0', '31')
+    local n = 0
+    for i = 1, #head do
+      if head[i] + 0 > old then break end
+      n = i
+    end
+    if n > 0 then redis.call('LTRIM', k, n, -1) end
+    if n < 32 then break end
+  end
+end
+local horizon = at + ${literal(windowMillis)}
+if not last or redis.call('PTTL', k) < horizon - now then redis.call('PEXPIREAT', k, ${grid("horizon")}) end
 if wait == 0 then return now end
 return {1, string.format('%d', at), string.format('%d', wait)}
 `
 
 // ARGV: kind, capacity|limit, interval|window (ms), permits, at. Gives back a reservation its waiter abandoned
-// where safe (see internal/algorithm.ts): a token bucket's latest one, a sliding window's grants at `at`.
+// where safe (see internal/algorithm.ts): a token bucket's latest one (keeping the key's expiry at the grid
+// of its value: it is the reservation script's clock), a sliding window's grants at `at`.
 const releaseScript = `
 local kind = tonumber(ARGV[1])
 local a = tonumber(ARGV[2])
@@ -83,7 +146,9 @@ local at = tonumber(ARGV[5])
 if kind == 1 then
   local tat = tonumber(redis.call('GET', KEYS[1]) or 'nil')
   if tat == nil or math.abs(tat - (at + a * b)) > math.min(0.01, b / 2) then return 0 end
-  redis.call('SET', KEYS[1], string.format('%.3f', tat - permits * b), 'KEEPTTL')
+  local v = tat - permits * b
+  local exp = ${grid("v")}
+  if exp == ${grid("tat")} then redis.call('SET', KEYS[1], v, 'KEEPTTL') else redis.call('SET', KEYS[1], v, 'PXAT', exp) end
   return 1
 end
 local removed = redis.call('LREM', KEYS[1], -permits, string.format('%d', at))
@@ -100,8 +165,25 @@ const decode = (reply: Reply): Decision =>
     : { granted: false, retryAfterMillis: Number(reply[1]) }
 
 const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex")
-const reserveSha = sha1(script)
 const releaseSha = sha1(releaseScript)
+
+interface Script {
+  readonly lua: string
+  readonly sha: string
+}
+// A limiter resolves its rule once and passes the same object with every reservation.
+const scripts = new WeakMap<Rule, Script>()
+const scriptOf = (rule: Rule): Script => {
+  let script = scripts.get(rule)
+  if (script === undefined) {
+    const lua = rule.kind === "tokenBucket"
+      ? tokenBucketScript(rule.intervalMillis, rule.capacity)
+      : slidingWindowScript(rule.limit, rule.windowMillis)
+    script = { lua, sha: sha1(lua) }
+    scripts.set(rule, script)
+  }
+  return script
+}
 
 // The server has not got the script (never loaded on it, restarted, or SCRIPT FLUSH): the caller sends it whole once.
 const noScript = (cause: unknown) => cause instanceof Error && cause.message.startsWith("NOSCRIPT")
@@ -211,10 +293,10 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
   return RateLimiterStore.of({
     // One EVALSHA per reservation, its reply decoded in the reply's callback, which resumes the fiber: a
     // reservation is one suspension of the calling fiber and one round trip.
-    reserve: (key, rule, permits, maxWaitMillis) =>
-      rule.kind === "tokenBucket"
-        ? run("reserve", key, script, reserveSha, [1, rule.capacity, rule.intervalMillis, permits, maxWaitMillis], reserved)
-        : run("reserve", key, script, reserveSha, [2, rule.limit, rule.windowMillis, permits, maxWaitMillis], reserved),
+    reserve: (key, rule, permits, maxWaitMillis) => {
+      const { lua, sha } = scriptOf(rule)
+      return run("reserve", key, lua, sha, permits === 1 ? [maxWaitMillis] : [maxWaitMillis, permits], reserved)
+    },
     release: (key, rule, permits, at) =>
       rule.kind === "tokenBucket"
         ? run("release", key, releaseScript, releaseSha, [1, rule.capacity, rule.intervalMillis, permits, at], released)

@@ -18,7 +18,7 @@ const report = await Effect.runPromise(
     Effect.provide(Database.layerPostgres({ url }))
   )
 )
-const duplicates = [...report.successes.values()].filter((n) => n > 1).length
+const duplicates = [...report.successes].filter(([id, n]) => n > 1 && !report.unseenAnswer.has(id)).length
 const undelivered = [...report.endpointOf].filter(([id, e]) => !report.gone.has(e) && report.successes.get(id) !== 1).length
 writeResults("webhook-dispatcher", "Webhook dispatcher soak (durable delivery, PostgreSQL store)", [{
   messages,
@@ -27,6 +27,7 @@ writeResults("webhook-dispatcher", "Webhook dispatcher soak (durable delivery, P
   "wall s": (report.millis / 1000).toFixed(1),
   "deliveries/s": Math.round((messages - (report.states["failed"] ?? 0)) / (report.millis / 1000)),
   "duplicate successes": duplicates,
+  "repeats after an unseen answer": report.unseenAnswer.size,
   "undelivered (healthy endpoints)": undelivered,
   delivered: report.states["delivered"] ?? 0,
   "failed (410 endpoints)": report.states["failed"] ?? 0,

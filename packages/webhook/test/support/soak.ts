@@ -44,6 +44,11 @@ export interface SoakReport {
   readonly states: Readonly<Record<string, number>>
   /** Attempts recorded for a sample of messages, read after the restart. */
   readonly sampleAttempts: number
+  /**
+   * Messages answered 2xx more than once that had an attempt whose answer the dispatcher never saw (a timeout,
+   * a network error): at least once allows their second success. Any other repeat is a duplicate.
+   */
+  readonly unseenAnswer: ReadonlySet<string>
   readonly restarted: boolean
 }
 
@@ -135,5 +140,11 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakReport, unknown, S
     }
     let sampleAttempts = 0
     for (const id of ids.slice(0, 50)) sampleAttempts += (yield* store.attempts(id)).length
-    return { millis, requests, successes, endpointOf, gone, states, sampleAttempts, restarted: true }
+    const unseenAnswer = new Set<string>()
+    for (const [id, n] of successes) {
+      if (n < 2) continue
+      const attempts = yield* store.attempts(id)
+      if (attempts.some((a) => a.outcome === "timeout" || a.outcome === "network-error")) unseenAnswer.add(id)
+    }
+    return { millis, requests, successes, endpointOf, gone, states, sampleAttempts, unseenAnswer, restarted: true }
   }).pipe(Effect.scoped)

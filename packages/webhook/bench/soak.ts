@@ -19,7 +19,7 @@ const report = await Effect.runPromise(
   )
 )
 const duplicates = [...report.successes].filter(([id, n]) => n > 1 && !report.unseenAnswer.has(id)).length
-const undelivered = [...report.endpointOf].filter(([id, e]) => !report.gone.has(e) && report.successes.get(id) !== 1).length
+const undelivered = [...report.endpointOf].filter(([id, e]) => !report.gone.has(e) && (report.successes.get(id) ?? 0) === 0).length
 writeResults("webhook-dispatcher", "Webhook dispatcher soak (durable delivery, PostgreSQL store)", [{
   messages,
   endpoints: 20,

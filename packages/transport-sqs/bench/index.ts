@@ -12,7 +12,7 @@ import { type ChildProcess, fork } from "node:child_process"
 import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { writeResults } from "../../../bench/lib.js"
-import { start } from "../test/support/PrivateSqs.js"
+import { credentials, start } from "../test/support/PrivateSqs.js"
 import type { Answer, Round, Setup } from "./worker.js"
 
 const messages = Number(process.env["BENCH_MESSAGES"] ?? 3_000)
@@ -79,7 +79,7 @@ const spawnWorker = (side: Side): Promise<Worker> => {
     child.once("error", reject)
     child.once("exit", () => reject(exited))
     child.once("message", () => resolve({ round, stop }))
-    child.send({ _tag: "Setup", endpoint, messages, payloads } satisfies Setup)
+    child.send({ _tag: "Setup", endpoint, credentials, messages, payloads } satisfies Setup)
   })
 }
 

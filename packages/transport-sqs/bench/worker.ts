@@ -5,12 +5,11 @@
  * Each request from the parent runs one round on a fresh queue and answers messages/s and this process's CPU
  * time per 1000 messages. Only the side's own library is loaded.
  */
-import { credentials } from "../test/support/PrivateSqs.js"
-
 /** What the parent sends once, before any round. */
 export interface Setup {
   readonly _tag: "Setup"
   readonly endpoint: string
+  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string }
   readonly messages: number
   readonly payloads: ReadonlyArray<{ readonly id: string; readonly key: string; readonly payload: Uint8Array }>
 }
@@ -28,7 +27,7 @@ const side = process.env["BENCH_SIDE"]
 const batch = 100
 
 const setup = await new Promise<Setup>((resolve) => process.once("message", (m) => resolve(m as Setup)))
-const { endpoint, messages, payloads } = setup
+const { credentials, endpoint, messages, payloads } = setup
 
 let topicCount = 0
 const nextTopic = () => `bench-${side}-${Date.now().toString(36)}-${topicCount++}`

@@ -78,6 +78,36 @@ export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>): (i
 }
 
 /**
+ * Gathers the items queued in one turn of the event loop into one request nobody waits for (acks that complete
+ * once queued): no promise per item. `follow` hears of each request when its first item is queued, with the
+ * message ids it carries, and gets a promise answered when the request is, so a transport waiting on it before
+ * it closes its client also waits for items queued and not sent yet.
+ */
+export const queuedBatcher = <A>(
+  send: (items: ReadonlyArray<A>) => Promise<void>,
+  follow: (request: Promise<void>, messageIds: ReadonlyArray<string>) => void
+): (item: A, messageId: string) => void => {
+  let queued: { readonly items: Array<A>; readonly messageIds: Array<string> } | undefined
+  return (item, messageId) => {
+    if (queued === undefined) {
+      const batch = { items: [] as Array<A>, messageIds: [] as Array<string> }
+      queued = batch
+      follow(
+        new Promise<void>((resolve, reject) =>
+          setImmediate(() => {
+            queued = undefined
+            send(batch.items).then(resolve, reject)
+          })
+        ),
+        batch.messageIds
+      )
+    }
+    queued.items.push(item)
+    queued.messageIds.push(messageId)
+  }
+}
+
+/**
  * Splits items into requests of at most `maxItems` items and `maxBytes` bytes (by `size`), in order: the
  * batch limits every cloud queue's API puts on one call. An item larger than `maxBytes` goes alone, for the
  * service to refuse with its own error.

@@ -97,6 +97,32 @@ describe("Driver.userHeaders", () => {
 
 class FakeConnectionError extends Data.TaggedError("FakeConnectionError")<{ readonly reason: string }> {}
 
+describe("Driver.queuedBatcher", () => {
+  it("items queued in one turn go out as one request, followed from the first item with the ids it carries", async () => {
+    const sent: Array<ReadonlyArray<string>> = []
+    const followed: Array<{ request: Promise<void>; ids: ReadonlyArray<string> }> = []
+    const queue = Driver.queuedBatcher<string>(
+      async (items) => {
+        sent.push(items)
+        if (items.includes("bad")) throw new Error("refused")
+      },
+      (request, ids) => followed.push({ request, ids })
+    )
+    queue("a", "m-a")
+    queue("b", "m-b")
+    // Followed before anything is sent: a close waiting on it also waits for what is still queued.
+    expect(followed.length).toBe(1)
+    expect(sent).toEqual([])
+    await followed[0]!.request
+    expect(sent).toEqual([["a", "b"]])
+    expect(followed[0]!.ids).toEqual(["m-a", "m-b"])
+    queue("bad", "m-bad")
+    expect(followed.length).toBe(2)
+    await expect(followed[1]!.request).rejects.toThrow("refused")
+    expect(followed[1]!.ids).toEqual(["m-bad"])
+  })
+})
+
 describe("Driver.supervisedConnection", () => {
   it.live("reconnects after a loss (retrying failed attempts), is degraded meanwhile and up again after", () =>
     Effect.gen(function*() {

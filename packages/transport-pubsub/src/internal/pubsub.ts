@@ -525,26 +525,9 @@ export const subscription = (
     const sendAcks = (ackIds: ReadonlyArray<string>) =>
       Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
     const ack = Driver.batcher<string>(sendAcks)
-    // Acks that complete once queued: gathered per event-loop turn into one request, tracked (and waited for at
-    // close) per request from the first ack queued, so an ack costs two array pushes, not promises of its own.
-    let queued: { readonly ackIds: Array<string>; readonly messageIds: Array<string> } | undefined
-    const queueAck = (ackId: string, messageId: string) => {
-      if (queued === undefined) {
-        const batch = { ackIds: [] as Array<string>, messageIds: [] as Array<string> }
-        queued = batch
-        track(
-          new Promise<void>((resolve, reject) =>
-            setImmediate(() => {
-              queued = undefined
-              sendAcks(batch.ackIds).then(resolve, reject)
-            })
-          ),
-          batch.messageIds
-        )
-      }
-      queued.ackIds.push(ackId)
-      queued.messageIds.push(messageId)
-    }
+    // Acks that complete once queued: gathered per event-loop turn into one request, followed (and waited for at
+    // close) per request from the first ack queued.
+    const queueAck = Driver.queuedBatcher<string>(sendAcks, track)
     const ackNow = (ackId: string) => Effect.tryPromise({ try: () => ack(ackId), catch: (cause) => new CallError({ cause }) })
     // The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base; the client's
     // own error is what a DeliveryError carries, not the call wrapper.

@@ -468,22 +468,9 @@ export const subscription = (
 
     const remove = Driver.batcher<string>((handles) => deleteBatch(client, url, handles))
     const removeNow = (handle: string) => Effect.tryPromise({ try: () => remove(handle), catch: (cause) => new CallError({ cause }) })
-    // Unconfirmed acks: gathered per turn of the event loop into delete calls tracked as one promise each, so a
-    // busy subscription's ack allocates no promise of its own.
-    let queuedHandles: Array<string> = []
-    let queuedIds: Array<string> = []
-    const flushQueued = () => {
-      const handles = queuedHandles
-      const ids = queuedIds
-      queuedHandles = []
-      queuedIds = []
-      track(deleteBatch(client, url, handles), ids)
-    }
-    const queueAck = (handle: string, messageId: string) => {
-      if (queuedHandles.length === 0) setImmediate(flushQueued)
-      queuedHandles.push(handle)
-      queuedIds.push(messageId)
-    }
+    // Unconfirmed acks: gathered per turn of the event loop into delete calls, followed (and waited for at close)
+    // per call from the first ack queued.
+    const queueAck = Driver.queuedBatcher<string>((handles) => deleteBatch(client, url, handles), track)
     const settle: SettleContext = {
       ack: settings.confirmAcks ? (handle) => unwrapped(removeNow(handle)) : (handle, messageId) => Effect.sync(() => queueAck(handle, messageId)),
       nack: (handle, delayMillis) => unwrapped(changeVisibility(client, url, handle, seconds(Duration.millis(delayMillis)))),

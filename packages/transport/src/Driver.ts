@@ -15,7 +15,7 @@
  * - {@link retryTransient}: a call retried on a schedule, which only a failure pays for.
  */
 import { Delivery, Supervise } from "@bulwark/core"
-import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, type Schedule, type Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Runtime, type Schedule, type Scope } from "effect"
 import { type Driver, type OutgoingMessage, portsOf, type Publisher, redactUrl as redact, type Subscriber } from "./Transport.js"
 
 /** A broker URL as it may appear in errors and logs: the password, if any, is masked. */
@@ -76,6 +76,31 @@ export const batcher = <A>(send: (items: ReadonlyArray<A>) => Promise<void>): (i
       waiters.push({ resolve, reject })
     })
 }
+
+/**
+ * Follows requests nobody waits for (`what`: "acknowledgement", "deletion"): a failed one is logged, naming the
+ * messages it carried, which the service delivers again; closing the scope waits for every one unanswered.
+ * Made once the client is open, so that wait runs before the client closes.
+ */
+export const unansweredRequests = (
+  what: string
+): Effect.Effect<(request: Promise<void>, messageIds: ReadonlyArray<string>) => void, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const runtime = yield* Effect.runtime<never>()
+    const unanswered = new Set<Promise<void>>()
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
+    return (request, messageIds) => {
+      const followed: Promise<void> = request.then(
+        () => void unanswered.delete(followed),
+        (cause: unknown) => {
+          unanswered.delete(followed)
+          const which = messageIds.length === 1 ? `message ${messageIds[0]}` : `${messageIds.length} messages (${messageIds.join(", ")})`
+          Runtime.runFork(runtime)(Effect.logWarning(`the ${what} of ${which} failed; it will be delivered again`, cause))
+        }
+      )
+      unanswered.add(followed)
+    }
+  })
 
 /**
  * Gathers the items queued in one turn of the event loop into one request nobody waits for (acks that complete

@@ -1,6 +1,6 @@
 import { Delivery, Failure, Supervise } from "@bulwark/core"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Data, Deferred, Effect, Either, Exit, Layer, Schedule, Stream } from "effect"
+import { Context, Data, Deferred, Effect, Either, Exit, Layer, Logger, Schedule, Stream } from "effect"
 import * as Driver from "../src/Driver.js"
 import { Publisher, Subscriber } from "../src/Transport.js"
 
@@ -121,6 +121,26 @@ describe("Driver.queuedBatcher", () => {
     await expect(followed[1]!.request).rejects.toThrow("refused")
     expect(followed[1]!.ids).toEqual(["m-bad"])
   })
+})
+
+describe("Driver.unansweredRequests", () => {
+  it.live("a failed request is logged with the messages it carried; closing waits for every one unanswered", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make(({ message }) => void logged.push(String(message)))
+      let answer: (() => void) | undefined
+      const answered = new Promise<void>((resolve) => answer = resolve)
+      let closedAfterAnswer = false
+      yield* Effect.scoped(Effect.gen(function*() {
+        const follow = yield* Driver.unansweredRequests("acknowledgement")
+        follow(Promise.reject(new Error("refused")), ["m-1", "m-2"])
+        follow(answered.then(() => void (closedAfterAnswer = true)), ["m-3"])
+        setTimeout(() => answer!(), 50)
+      })).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      expect(closedAfterAnswer).toBe(true)
+      yield* Effect.yieldNow()
+      expect(logged.some((line) => line.includes("the acknowledgement of 2 messages (m-1, m-2) failed"))).toBe(true)
+    }))
 })
 
 describe("Driver.supervisedConnection", () => {

@@ -423,21 +423,9 @@ export const make = (settings: Settings) =>
 
     // Acks not yet answered by the service. Without `confirmAcks` an ack completes once queued (as the
     // handwritten client's `message.ack()` does), and one that fails means a redelivery, logged; the transport
-    // waits for every queued ack before it closes its clients.
-    const unanswered = new Set<Promise<void>>()
-    const track = (sent: Promise<void>, messageIds: ReadonlyArray<string>) => {
-      const settledPromise: Promise<void> = sent.then(
-        () => void unanswered.delete(settledPromise),
-        (cause: unknown) => {
-          unanswered.delete(settledPromise)
-          const which = messageIds.length === 1 ? `message ${messageIds[0]}` : `${messageIds.length} messages (${messageIds.join(", ")})`
-          Runtime.runFork(runtime)(Effect.logWarning(`the acknowledgement of ${which} failed; it will be delivered again`, cause))
-        }
-      )
-      unanswered.add(settledPromise)
-    }
-    // Registered after the clients were opened, so it runs before they close.
-    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
+    // waits for every queued ack before it closes its clients (made after the clients were opened, so that wait
+    // runs before they close).
+    const track = yield* Driver.unansweredRequests("acknowledgement")
 
     // Topics and subscriptions this process has created or found, so a publish costs one call and a
     // subscription starts with its first pull (one that finds its subscription deleted creates it again).

@@ -358,19 +358,7 @@ export const make = (settings: Settings) =>
 
     // Acks not yet answered. Without `confirmAcks` an ack completes once queued and one that fails means a
     // redelivery, logged; the transport waits for every queued ack before it closes its client.
-    const unanswered = new Set<Promise<void>>()
-    const track = (sent: Promise<void>, messageIds: ReadonlyArray<string>) => {
-      const settledPromise: Promise<void> = sent.then(
-        () => undefined,
-        (cause: unknown) => {
-          for (const messageId of messageIds) {
-            Runtime.runFork(runtime)(Effect.logWarning(`the deletion of message ${messageId} failed; it will be delivered again`, cause))
-          }
-        }
-      ).finally(() => unanswered.delete(settledPromise))
-      unanswered.add(settledPromise)
-    }
-    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...unanswered])))
+    const track = yield* Driver.unansweredRequests("deletion")
 
     // Queue URLs this process has created or found, so a publish costs one call. A topic's queue is created
     // after its `.dlq` queue, whose ARN its redrive policy names.

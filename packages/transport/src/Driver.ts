@@ -268,9 +268,15 @@ export const userHeaders = (
   for (const name in raw) {
     if (reserved(name)) continue
     const value = headerValue(raw[name])
-    if (value !== undefined) headers[name] = value
+    if (value !== undefined) setHeader(headers, name, value)
   }
   return headers
+}
+
+/** Sets a header, defined rather than assigned: a header named `__proto__` stays a header. */
+export const setHeader = (headers: Record<string, string>, name: string, value: string): void => {
+  if (name === "__proto__") Object.defineProperty(headers, name, { value, enumerable: true, writable: true, configurable: true })
+  else headers[name] = value
 }
 
 const utf8 = new TextDecoder()

@@ -90,6 +90,13 @@ describe("Driver.userHeaders", () => {
     expect(Driver.userHeaders(undefined, reserved)).toEqual({})
   })
 
+  it("a header named __proto__ stays a header and leaves the prototype alone", () => {
+    const raw = JSON.parse(`{"__proto__": "p", "x": "1"}`) as Record<string, unknown>
+    const headers = Driver.userHeaders(raw, Driver.reservedHeaders([]))
+    expect(Object.getOwnPropertyNames(headers).sort()).toEqual(["__proto__", "x"])
+    expect(Object.getPrototypeOf(headers)).toBe(Object.prototype)
+  })
+
   it("redactUrl masks the password", () => {
     expect(Driver.redactUrl("amqp://user:secret@host:5672/vh")).toBe("amqp://user:***@host:5672/vh")
   })

@@ -155,9 +155,7 @@ const headersOf = (attributes: { readonly [name: string]: string }): Record<stri
   const headers: Record<string, string> = {}
   for (const name in attributes) {
     if (name === Attributes.id || name === Attributes.key || !Object.hasOwn(attributes, name)) continue
-    // Defined, not assigned: a header named `__proto__` stays a header.
-    if (name === "__proto__") Object.defineProperty(headers, name, { value: attributes[name], enumerable: true, writable: true, configurable: true })
-    else headers[name] = attributes[name]!
+    Driver.setHeader(headers, name, attributes[name]!)
   }
   return headers
 }

@@ -172,9 +172,7 @@ export const decode = (topic: string, message: Message): Delivery.Message => {
   for (const name of Object.keys(attributes)) {
     const header = reservedAttributes.has(name) ? undefined : attributes[name]!.StringValue
     if (header === undefined) continue
-    // Defined, not assigned: an attribute named `__proto__` stays a header.
-    if (name === "__proto__") Object.defineProperty(headers, name, { value: header, enumerable: true, writable: true, configurable: true })
-    else headers[name] = header
+    Driver.setHeader(headers, name, header)
   }
   return {
     id: value(Attributes.id) ?? message.MessageId ?? "",

@@ -1,7 +1,7 @@
 import { Observe, Supervise } from "@bulwark/core"
 import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Logger, Schedule, Stream } from "effect"
+import { Effect, Fiber, Logger, Option, Schedule, Stream } from "effect"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import { Webhook } from "standardwebhooks"
 import * as Dispatcher from "../src/Dispatcher.js"
@@ -286,6 +286,34 @@ describe("a claim's lease covers its attempt", () => {
       expect(server.successes).toEqual(["answered"])
       const [delivery] = yield* dispatcher.deliveries({ messageId: "answered" })
       expect(delivery).toMatchObject({ state: "delivered", attempts: 1 })
+    }))
+})
+
+describe("stopping a worker", () => {
+  it.scopedLive("a stopping worker waits for its attempts only up to the drain bound, then interrupts them", () =>
+    Effect.gen(function*() {
+      const real = yield* MemoryDispatchStore.make()
+      let settling = false
+      // Settling the claim of a disabled endpoint hangs (a store that stopped answering), interruptibly.
+      const store: DispatchStore["Type"] = {
+        ...real,
+        settle: () => Effect.zipRight(Effect.sync(() => (settling = true)), Effect.never)
+      }
+      const dispatcher = yield* Dispatcher.make({ ...fast, attemptTimeout: "200 millis" }).pipe(Effect.provideService(DispatchStore, store))
+      yield* dispatcher.registerEndpoint({ id: "e", url: "http://127.0.0.1:9/hook", secrets: [Signing.generateSecret()] })
+      yield* dispatcher.send({ id: "stuck", body: body("{}") }, ["e"])
+      yield* dispatcher.disable("e", "test")
+      // Daemons, so that a stop that never ends fails this test instead of hanging it.
+      const worker = yield* Effect.forkDaemon(Effect.scoped(dispatcher.run))
+      yield* poll(Effect.sync(() => settling), (s) => s)
+      // The drain bound is the attempt timeout plus a second: the stop must end soon after, not wait forever.
+      const started = Date.now()
+      const stop = yield* Effect.forkDaemon(Fiber.interrupt(worker))
+      const stopped = yield* poll(Fiber.poll(stop), Option.isSome).pipe(Effect.timeout("6 seconds"), Effect.either)
+      const took = Date.now() - started
+      expect(stopped._tag).toBe("Right")
+      expect(took).toBeGreaterThanOrEqual(1_000)
+      expect(took).toBeLessThan(5_000)
     }))
 })
 

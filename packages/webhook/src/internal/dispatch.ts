@@ -205,7 +205,9 @@ export const workerLoop = (worker: WorkerContext): Effect.Effect<never, never, S
       Effect.gen(function*() {
         const running = [...attempts]
         if (running.length === 0) return
-        yield* Fiber.awaitAll(running).pipe(Effect.timeout(Duration.millis(drainMillis)), Effect.ignore)
+        // Finalizers run uninterruptibly: an uninterruptible wait would outlast its timeout (the timeout awaits
+        // the loser it interrupts), so the bound never fired and a hung attempt held the stop forever.
+        yield* Effect.interruptible(Fiber.awaitAll(running)).pipe(Effect.timeout(Duration.millis(drainMillis)), Effect.ignore)
         yield* Fiber.interruptAll(running)
       })
     )

@@ -47,8 +47,9 @@ const makeRaw = async () => {
     const entries = (from: number, to: number) =>
       payloads.slice(from, to).map((m, j) => ({
         Id: String(j),
-        MessageBody: Buffer.from(m.payload).toString("base64"),
-        // The id and the key travel, as the transport's do (it adds its encoding marker).
+        // The payload (JSON) as its text, as the transport sends a UTF-8 payload; the id and the key travel, as the
+        // transport's do.
+        MessageBody: Buffer.from(m.payload).toString("utf8"),
         MessageAttributes: { "bulwark-id": { DataType: "String", StringValue: m.id }, "bulwark-key": { DataType: "String", StringValue: m.key } },
         ...(fifo ? { MessageGroupId: m.key, MessageDeduplicationId: `${m.id}-${sequence++}` } : {})
       }))

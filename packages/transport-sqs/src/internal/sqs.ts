@@ -18,6 +18,7 @@ import {
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import * as Driver from "@bulwark/transport/Driver"
+import { isUtf8 } from "node:buffer"
 import { createHash } from "node:crypto"
 import { Chunk, Data, Duration, Effect, Either, Runtime, Schedule, Scope, Stream } from "effect"
 
@@ -94,7 +95,10 @@ export const Attributes = {
   key: "bulwark-key",
   /** The headers, as one JSON object: SQS allows only 10 message attributes. */
   headers: "bulwark-headers",
-  /** `base64`: the body is the payload in base64 (SQS bodies are text). */
+  /**
+   * `base64`: the body is the payload in base64, for a payload SQS cannot carry as text. Without it the body is
+   * the payload as UTF-8 text (a text payload, or another producer's message).
+   */
   encoding: "bulwark-encoding"
 } as const
 
@@ -126,58 +130,82 @@ const text = (value: string): MessageAttributeValue => ({ DataType: "String", St
 // SQS caps a deduplication or group id at 128 characters of its own alphabet; longer or other ids are hashed.
 const sqsId = (id: string) => /^[A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]{1,128}$/.test(id) ? id : createHash("sha256").update(id).digest("hex")
 
+// What a body may not hold as text: SQS takes #x9, #xA, #xD, #x20-#xD7FF and #xE000-#xFFFD, and documents
+// #x10000-#x10FFFF too, which emulators (fauxqs) refuse; those (surrogate pairs in a string) go in base64 as well.
+const refusedInBody = /[\0-\x08\x0B\x0C\x0E-\x1F\uD800-\uDFFF\uFFFE\uFFFF]/
+
 /**
- * Encodes a message: the payload in base64 as the body, id, key and headers as message attributes. On a FIFO
- * queue the key is the message group (the ordering unit; a keyless message is a group of its own) and the id
- * the deduplication id.
+ * Encodes a message: id, key and headers as message attributes; a payload that is UTF-8 text SQS accepts as the
+ * body itself (decoded byte for byte by every version, and readable by other consumers), any other in base64
+ * with the `bulwark-encoding` marker. On a FIFO queue the key is the message group (the ordering unit; a keyless
+ * message is a group of its own) and the id the deduplication id.
  */
 export const encode = (message: Transport.OutgoingMessage, fifo: boolean): SqsEntry => {
-  const attributes: Record<string, MessageAttributeValue> = {
-    [Attributes.id]: text(message.id),
-    [Attributes.encoding]: text("base64")
-  }
+  const attributes: Record<string, MessageAttributeValue> = { [Attributes.id]: text(message.id) }
   if (message.key !== "") attributes[Attributes.key] = text(message.key)
   if (Object.keys(message.headers).length > 0) attributes[Attributes.headers] = text(JSON.stringify(message.headers))
-  const body = Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength).toString("base64")
-  // SQS refuses an empty body; "=" is what an empty payload's base64 is padded to, decoded back to no bytes.
-  const entry = { MessageBody: body === "" ? "=" : body, MessageAttributes: attributes }
+  const payload = Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength)
+  let body = payload.length > 0 && isUtf8(payload) ? payload.toString("utf8") : undefined
+  if (body === undefined || refusedInBody.test(body)) {
+    attributes[Attributes.encoding] = text("base64")
+    // SQS refuses an empty body; "=" is what an empty payload's base64 is padded to, decoded back to no bytes.
+    body = payload.length === 0 ? "=" : payload.toString("base64")
+  }
   return fifo
-    ? { ...entry, MessageGroupId: sqsId(message.key === "" ? message.id : message.key), MessageDeduplicationId: sqsId(message.id) }
-    : entry
+    ? {
+      MessageBody: body,
+      MessageAttributes: attributes,
+      MessageGroupId: sqsId(message.key === "" ? message.id : message.key),
+      MessageDeduplicationId: sqsId(message.id)
+    }
+    : { MessageBody: body, MessageAttributes: attributes }
 }
 
-const reservedAttributes: ReadonlySet<string> = new Set(Object.values(Attributes))
+const headerOf = (name: string, value: string): Record<string, string> => ({ [name]: value })
 
-/** Decodes what {@link encode} wrote; a message sent by another producer keeps its body as text bytes. */
+const parseHeaders = (raw: string): Record<string, string> => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw)
+  } catch {
+    // Kept as it came, so nothing is lost.
+    return headerOf(Attributes.headers, raw)
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return headerOf(Attributes.headers, raw)
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(parsed)) Driver.setHeader(headers, name, String(value))
+  return headers
+}
+
+/**
+ * Decodes what {@link encode} wrote, and what earlier versions wrote (every payload in base64 with the marker);
+ * a message sent by another producer keeps its body as text bytes.
+ */
 export const decode = (topic: string, message: Message): Delivery.Message => {
-  const attributes = message.MessageAttributes ?? {}
-  const value = (name: string) => attributes[name]?.StringValue
-  const body = message.Body ?? ""
-  const base64 = value(Attributes.encoding) === "base64"
-  let headers: Record<string, string> = {}
-  const rawHeaders = value(Attributes.headers)
-  if (rawHeaders !== undefined) {
-    try {
-      const parsed: unknown = JSON.parse(rawHeaders)
-      if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
-        // fromEntries defines own properties: a header named `__proto__` stays a header.
-        headers = Object.fromEntries(Object.entries(parsed).map(([name, v]) => [name, String(v)]))
-      } else headers = { [Attributes.headers]: rawHeaders }
-    } catch {
-      // Kept as it came, so nothing is lost.
-      headers = { [Attributes.headers]: rawHeaders }
+  const attributes = message.MessageAttributes
+  let id: string | undefined
+  let key: string | undefined
+  let base64 = false
+  let rawHeaders: string | undefined
+  // Another producer's string attributes, as name, value, ...: headers too.
+  let foreign: Array<string> | undefined
+  if (attributes !== undefined) {
+    for (const name in attributes) {
+      const value = attributes[name]!.StringValue
+      if (name === Attributes.id) id = value
+      else if (name === Attributes.key) key = value
+      else if (name === Attributes.encoding) base64 = value === "base64"
+      else if (name === Attributes.headers) rawHeaders = value
+      else if (value !== undefined) (foreign ??= []).push(name, value)
     }
   }
-  // Another producer's string attributes are headers too.
-  for (const name of Object.keys(attributes)) {
-    const header = reservedAttributes.has(name) ? undefined : attributes[name]!.StringValue
-    if (header === undefined) continue
-    Driver.setHeader(headers, name, header)
-  }
+  const headers = rawHeaders === undefined ? {} : parseHeaders(rawHeaders)
+  if (foreign !== undefined) for (let i = 0; i < foreign.length; i += 2) Driver.setHeader(headers, foreign[i]!, foreign[i + 1]!)
+  const body = message.Body ?? ""
   return {
-    id: value(Attributes.id) ?? message.MessageId ?? "",
+    id: id ?? message.MessageId ?? "",
     topic,
-    key: value(Attributes.key) ?? "",
+    key: key ?? "",
     payload: base64 ? Buffer.from(body === "=" ? "" : body, "base64") : Buffer.from(body, "utf8"),
     headers
   }
@@ -264,11 +292,20 @@ export const queueArn = (client: SQSClient, url: string) =>
     (out) => out.Attributes?.["QueueArn"] ?? ""
   )
 
+// Each field named: one object shape for every entry, cheaper to build than a spread.
+const batchEntry = (entry: SqsEntry, i: number) => ({
+  Id: String(i),
+  MessageBody: entry.MessageBody,
+  MessageAttributes: entry.MessageAttributes,
+  MessageGroupId: entry.MessageGroupId,
+  MessageDeduplicationId: entry.MessageDeduplicationId
+})
+
 /** Sends up to 10 entries; fails unless every one was accepted. */
 export const sendBatch = (client: SQSClient, url: string, entries: ReadonlyArray<SqsEntry>) =>
   Effect.flatMap(
     call((abortSignal) =>
-      client.send(new SendMessageBatchCommand({ QueueUrl: url, Entries: entries.map((entry, i) => ({ ...entry, Id: String(i) })) }), { abortSignal })
+      client.send(new SendMessageBatchCommand({ QueueUrl: url, Entries: entries.map(batchEntry) }), { abortSignal })
     ),
     (out) =>
       (out.Failed?.length ?? 0) === 0 && (out.Successful?.length ?? 0) === entries.length
@@ -292,21 +329,25 @@ const entrySize = (entry: SqsEntry) => {
 export const batches = (entries: ReadonlyArray<SqsEntry>): Array<Array<SqsEntry>> =>
   Driver.chunked(entries, { maxItems: maxBatchEntries, maxBytes: maxBatchBytes, size: entrySize })
 
-/** One long poll of up to 10 messages, with their receive counts. */
+/**
+ * One long poll of up to 10 messages, with their receive counts. Not aborted when interrupted (no abort signal
+ * to make per call): the subscription runs it uninterruptibly, so messages it took are not left invisible.
+ */
 export const receive = (client: SQSClient, settings: Settings, url: string) =>
   Effect.map(
-    call((abortSignal) =>
-      client.send(
-        new ReceiveMessageCommand({
-          QueueUrl: url,
-          MaxNumberOfMessages: 10,
-          WaitTimeSeconds: settings.waitSeconds,
-          MessageAttributeNames: ["All"],
-          MessageSystemAttributeNames: ["ApproximateReceiveCount"]
-        }),
-        { abortSignal }
-      )
-    ),
+    Effect.tryPromise({
+      try: () =>
+        client.send(
+          new ReceiveMessageCommand({
+            QueueUrl: url,
+            MaxNumberOfMessages: 10,
+            WaitTimeSeconds: settings.waitSeconds,
+            MessageAttributeNames: ["All"],
+            MessageSystemAttributeNames: ["ApproximateReceiveCount"]
+          })
+        ),
+      catch: (cause) => new CallError({ cause })
+    }),
     (out) => out.Messages ?? []
   )
 

@@ -263,6 +263,15 @@ const sendPlan = (
   return { carried, parent, links, attributes, category }
 }
 
+// The part of a send plan that shows when spans are unseen: the trace the messages are stamped with.
+const unseenSendPlan = (messages: ReadonlyArray<OutgoingMessage>, ambient: Tracer.AnySpan | undefined) => {
+  const carried = messages.map((message) => TraceContext.extract(message.headers))
+  const parent: Tracer.AnySpan | undefined = ambient ?? (carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined)
+  const category = messages[0]?.headers[Delivery.DeadLetterHeaders.category]
+  return { carried, parent, links: noLinks, attributes: undefined, category }
+}
+const noLinks: ReadonlyArray<Tracer.SpanLink> = []
+
 // The messages with the send span's context, except those carrying another trace's (forwarded untouched).
 const stampAll = TraceContext.stampAll
 
@@ -281,7 +290,10 @@ export const tracePublishNow = (
     if (messages.length === 0) return false
     const store = storeNow(topic)
     if (store === undefined) return false
-    const { carried, parent, links, attributes, category } = sendPlan(topic, messages, env.parent, options)
+    // With no tracer installed the span's links and attributes are read by nothing: only its trace is stamped.
+    const { carried, parent, links, attributes, category } = Telemetry.spansUnseen(env)
+      ? unseenSendPlan(messages, env.parent)
+      : sendPlan(topic, messages, env.parent, options)
     if (category !== undefined) {
       return false
     }

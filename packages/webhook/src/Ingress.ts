@@ -509,6 +509,25 @@ const pipeline = <A, I>(options: Options<A, I>) => {
   const verifySpanOptions = { kind: "internal" as const, attributes: verifyAttributes, captureStackTrace: false }
   const immediateServerOptions = { kind: "server" as const, links: [], attributes: baseAttributes, captureStackTrace: false }
 
+  const messageOf = (prepared: Prepared) => ({ id: prepared.id, key: prepared.subject, payload: prepared.payload, headers: {} })
+
+  // Published at once: the schema use recorded (when a recording runs) and the id remembered.
+  const committed = (facts: Facts, prepared: Prepared, sync: NonNullable<ReplayGuard["Type"]["immediate"]>, env: Telemetry.Immediate) => {
+    const recorder = facts.recorder
+    if (recorder !== undefined) for (const use of usesOf(prepared)) recorder(use)
+    sync.commit(prepared.key, dedupeTtl, env.clock.unsafeCurrentTimeMillis())
+  }
+
+  // The accepted outcome with no tracer installed: its event and the counter.
+  const finishUntraced = (env: Telemetry.Immediate, observers: ReadonlyArray<Observe.Observer>, outcome: Accepted): Accepted => {
+    if (observers.length !== 0) {
+      Observe.unsafeNotify(observers, "webhook", "accepted", { webhookId: outcome.id, topic: options.topic, duplicate: outcome.duplicate })
+    }
+    if (outcome.duplicate) Telemetry.unsafeUpdate(env, Telemetry.duplicatesSuppressed, duplicatesLabels, 1)
+    else Telemetry.unsafeUpdate(env, Telemetry.eventsReceived, receivedLabels, 1)
+    return outcome
+  }
+
   // The accepted outcome of the immediate path: its event, the server span's outcome attributes, the counter.
   const finishImmediate = (
     env: Telemetry.Immediate,
@@ -558,12 +577,6 @@ const pipeline = <A, I>(options: Options<A, I>) => {
     const claim = sync.claim(prepared.key, claimLease, env.clock.unsafeCurrentTimeMillis())
     if (claim === "in-flight") return undefined
     // From here the request is answered on this path.
-    // The server span starts with the fixed attributes; the per-request ones are set on it, so no options
-    // object is built per request.
-    const links = senderLinks(request)
-    const server = Telemetry.unsafeStartSpan(env, spanName, links.length === 0 ? immediateServerOptions : { ...immediateServerOptions, links }, start)
-    server.attribute(Telemetry.Attr.httpBodySize, body.length)
-    const verifying = Telemetry.unsafeStartSpan(env, "webhook.verify", verifySpanOptions, start, server)
     const observers = facts.observers
     if (observers.length !== 0) {
       Observe.unsafeNotify(observers, "webhook", "verified", {
@@ -573,13 +586,26 @@ const pipeline = <A, I>(options: Options<A, I>) => {
         webhookId: verified.id
       })
     }
+    // With no tracer installed the receive and verify spans would be read by nothing (the send span, which
+    // stamps the message's trace context, is parented on the environment's span instead): they are not made.
+    if (Telemetry.spansUnseen(env)) {
+      if (claim === "seen") return finishUntraced(env, observers, { id: prepared.id, duplicate: true })
+      if (publisher.publishNow(options.topic, [messageOf(prepared)], env)) {
+        committed(facts, prepared, sync, env)
+        return finishUntraced(env, observers, { id: prepared.id, duplicate: false })
+      }
+      return store(prepared, guard).pipe(Effect.onExit(announce), Effect.tap(accepted))
+    }
+    // The server span starts with the fixed attributes; the per-request ones are set on it, so no options
+    // object is built per request.
+    const links = senderLinks(request)
+    const server = Telemetry.unsafeStartSpan(env, spanName, links.length === 0 ? immediateServerOptions : { ...immediateServerOptions, links }, start)
+    server.attribute(Telemetry.Attr.httpBodySize, body.length)
+    const verifying = Telemetry.unsafeStartSpan(env, "webhook.verify", verifySpanOptions, start, server)
     verifying.end(verifyEnd, Exit.succeed(verified))
     if (claim === "seen") return finishImmediate(env, server, observers, { id: prepared.id, duplicate: true })
-    const message = { id: prepared.id, key: prepared.subject, payload: prepared.payload, headers: {} }
-    if (publisher.publishNow(options.topic, [message], { ...env, parent: server })) {
-      const recorder = facts.recorder
-      if (recorder !== undefined) for (const use of usesOf(prepared)) recorder(use)
-      sync.commit(prepared.key, dedupeTtl, env.clock.unsafeCurrentTimeMillis())
+    if (publisher.publishNow(options.topic, [messageOf(prepared)], { ...env, parent: server })) {
+      committed(facts, prepared, sync, env)
       return finishImmediate(env, server, observers, { id: prepared.id, duplicate: false })
     }
     // No room now: the rest waits for it, as effects, inside the receive span.

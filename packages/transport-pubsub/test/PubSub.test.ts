@@ -117,6 +117,43 @@ describe("names", () => {
     }))
 })
 
+describe("encoding", () => {
+  it("headers go as attributes beside the transport's own; headers of its names are not carried; decode reads them back", () => {
+    const headers = JSON.parse(`{"__proto__": "p", "trace": "t-1", "bulwark-id": "forged", "bulwark-framed": "1"}`) as Record<string, string>
+    const encoded = internal.encode(message("m-1", headers, "k-1"))
+    expect(encoded.attributes).toEqual({ ...JSON.parse(`{"__proto__": "p"}`), trace: "t-1", "bulwark-id": "m-1", "bulwark-key": "k-1" })
+    expect(Object.getPrototypeOf(encoded.attributes)).toBe(Object.prototype)
+    const decoded = internal.decode("orders", { ackId: "a", message: { messageId: "s-1", data: encoded.data, attributes: encoded.attributes } })
+    expect(decoded.id).toBe("m-1")
+    expect(decoded.key).toBe("k-1")
+    expect(Object.getOwnPropertyNames(decoded.headers).sort()).toEqual(["__proto__", "trace"])
+    expect(decoder.decode(decoded.payload)).toBe(JSON.stringify({ id: "m-1" }))
+    // No key: no key attribute (a header of that name is not carried either).
+    expect(internal.encode(message("m-2", { "bulwark-key": "forged" })).attributes).toEqual({ "bulwark-id": "m-2" })
+  })
+
+  it("headers Pub/Sub would refuse as attributes (goog prefix, empty name, multi-byte value over 1 KB) are framed, whole", () => {
+    for (const headers of [{ "Goog-thing": "1" }, { "": "1" }, { wide: "é".repeat(600) }]) {
+      const encoded = internal.encode(message("m-3", headers, "k"))
+      expect(encoded.attributes).toEqual({ "bulwark-framed": "1" })
+      const decoded = internal.decode("orders", { ackId: "a", message: { messageId: "s", data: encoded.data, attributes: encoded.attributes } })
+      expect(decoded).toMatchObject({ id: "m-3", key: "k", headers })
+    }
+    // 512 two-byte characters are 1024 bytes: still an attribute.
+    expect(internal.encode(message("m-4", { wide: "é".repeat(512) })).attributes["wide"]).toBe("é".repeat(512))
+  })
+
+  it("a publish is split into requests within Pub/Sub's limits, in order", () => {
+    const small = Array.from({ length: 2_500 }, (_, i) => internal.encode(message(`m-${i}`)))
+    expect(internal.batches(small).map((batch) => batch.length)).toEqual([1_000, 1_000, 500])
+    const big = Array.from({ length: 12 }, (_, i) => ({ data: Buffer.alloc(1024 * 1024), attributes: { "bulwark-id": `b-${i}` } }))
+    const requests = internal.batches(big)
+    expect(requests.map((batch) => batch.length)).toEqual([8, 4])
+    expect(requests.flat()).toEqual(big)
+    expect(internal.batches(small.slice(0, 3))).toEqual([small.slice(0, 3)])
+  })
+})
+
 describe("messages", () => {
   it.scopedLive("headers beyond Pub/Sub's attribute limits travel whole, and so does a long dead-letter reason", () =>
     Effect.gen(function*() {

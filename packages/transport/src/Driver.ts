@@ -193,6 +193,11 @@ export function layer<D extends Driver & S, E, R, Self, S>(
 export interface Settlement {
   /** Removes the message. */
   readonly ack: Effect.Effect<void, unknown>
+  /**
+   * An ack that cannot fail and completes at once (queued for a later batch request nobody waits for): when
+   * given, `ack` runs it synchronously, one step instead of an effect and its error mapping.
+   */
+  readonly ackQueued?: (() => void) | undefined
   /** Gives the message back, to be delivered again after `delayMillis` (0: at once). */
   readonly nack: (delayMillis: number) => Effect.Effect<void, unknown>
   /**
@@ -214,6 +219,51 @@ export interface DeliveryOptions {
 const delayMillisOf = (options: { readonly delay?: Duration.DurationInput } | undefined): number =>
   options?.delay === undefined ? 0 : Math.max(0, Duration.toMillis(Duration.decode(options.delay)))
 
+// One object per delivery with its operations built when asked for (most deliveries are only acked, once):
+// a subscription hands out a delivery per message, and closures and effects made up front for each were a
+// large share of a busy consumer's allocations. `nack` and `deadLetter` are getters returning functions, so a
+// delivery's operations can still be taken apart (`const { nack } = delivery`).
+class OnceDelivery implements Delivery.Delivery {
+  private settled = false
+  constructor(
+    readonly message: Delivery.Message,
+    readonly attempt: number,
+    private readonly settlement: Settlement,
+    private readonly retryFailedSettle: boolean
+  ) {}
+
+  private once(operation: Delivery.DeliveryError["operation"], body: () => Effect.Effect<void, unknown>) {
+    return Effect.suspend(() => {
+      if (this.settled) return Effect.void
+      this.settled = true
+      return Effect.mapError(body(), (cause) => {
+        if (this.retryFailedSettle) this.settled = false
+        return cause instanceof Delivery.DeliveryError ? cause : new Delivery.DeliveryError({ operation, messageId: this.message.id, cause })
+      })
+    })
+  }
+
+  get ack(): Effect.Effect<void, Delivery.DeliveryError> {
+    if (this.settlement.ackQueued !== undefined) {
+      return Effect.sync(() => {
+        if (this.settled) return
+        this.settled = true
+        // Called on the settlement: a driver may define it as a method.
+        this.settlement.ackQueued!()
+      })
+    }
+    return this.once("ack", () => this.settlement.ack)
+  }
+
+  get nack(): Delivery.Delivery["nack"] {
+    return (options) => this.once("nack", () => this.settlement.nack(delayMillisOf(options)))
+  }
+
+  get deadLetter(): Delivery.Delivery["deadLetter"] {
+    return (reason) => this.once("deadLetter", () => this.settlement.deadLetter(deadLetterCopy(this.message, reason), reason))
+  }
+}
+
 /**
  * A `Delivery` over a driver's {@link Settlement}. The first settle wins: a second `ack`, `nack` or `deadLetter` of
  * one delivery does nothing (a second settle of one delivery tag would make RabbitMQ close the channel with every
@@ -224,25 +274,7 @@ export const delivery = (
   attempt: number,
   settlement: Settlement,
   options: DeliveryOptions = {}
-): Delivery.Delivery => {
-  const state = { settled: false }
-  const once = (operation: Delivery.DeliveryError["operation"], body: () => Effect.Effect<void, unknown>) =>
-    Effect.suspend(() => {
-      if (state.settled) return Effect.void
-      state.settled = true
-      return Effect.mapError(body(), (cause) => {
-        if (options.retryFailedSettle === true) state.settled = false
-        return cause instanceof Delivery.DeliveryError ? cause : new Delivery.DeliveryError({ operation, messageId: message.id, cause })
-      })
-    })
-  return {
-    message,
-    attempt,
-    ack: once("ack", () => settlement.ack),
-    nack: (nackOptions) => once("nack", () => settlement.nack(delayMillisOf(nackOptions))),
-    deadLetter: (reason) => once("deadLetter", () => settlement.deadLetter(deadLetterCopy(message, reason), reason))
-  }
-}
+): Delivery.Delivery => new OnceDelivery(message, attempt, settlement, options.retryFailedSettle === true)
 
 /** The copy a dead-lettered message leaves on `Delivery.deadLetterTopic(topic)`: same id, key and payload, the reason in its headers. */
 export const deadLetterCopy = (message: Delivery.Message, reason: Delivery.DeadLetterReason): OutgoingMessage => ({

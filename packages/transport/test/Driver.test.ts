@@ -74,6 +74,31 @@ describe("Driver.delivery", () => {
     }))
 })
 
+describe("Driver.delivery with a queued ack", () => {
+  it.effect("ackQueued runs once, at the ack, and wins over a later settle; nack and deadLetter can be taken apart", () =>
+    Effect.gen(function*() {
+      const { calls, settlement } = recording()
+      let queued = 0
+      const delivery = Driver.delivery(message, 1, { ...settlement, ackQueued: () => void queued++ })
+      const ack = delivery.ack
+      expect(queued).toBe(0)
+      yield* ack
+      yield* delivery.ack
+      const { nack, deadLetter } = delivery
+      yield* nack()
+      yield* deadLetter(reason)
+      expect(queued).toBe(1)
+      expect(calls).toEqual([])
+      const other = Driver.delivery(message, 1, { ...settlement, ackQueued: () => void queued++ })
+      const { nack: nackOther } = other
+      yield* nackOther({ delay: "1 second" })
+      yield* other.ack
+      expect(calls).toEqual(["nack 1000"])
+      expect(queued).toBe(1)
+      expect(other).toMatchObject({ message, attempt: 1 })
+    }))
+})
+
 describe("Driver.userHeaders", () => {
   it("drops reserved names and prefixes, converts values to strings", () => {
     const reserved = Driver.reservedHeaders(["x-key"], ["Nats-"])

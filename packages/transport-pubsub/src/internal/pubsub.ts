@@ -97,17 +97,38 @@ export interface PubsubMessage {
 
 const bytes = (text: string) => Buffer.byteLength(text, "utf8")
 
-const fitsAttributes = (headers: Readonly<Record<string, string>>): boolean => {
-  const names = Object.keys(headers)
-  if (names.length + 2 > maxAttributes) return false
-  for (const name of names) {
-    if (name === "" || name.toLowerCase().startsWith("goog") || bytes(name) > maxAttributeKeyBytes) return false
-    if (bytes(headers[name]!) > maxAttributeValueBytes) return false
+// A string of n UTF-16 units takes at most 3n bytes in UTF-8: most names and values are measured by that alone.
+const fitsBytes = (text: string, max: number): boolean => text.length * 3 <= max || bytes(text) <= max
+
+const reservedPrefix = /^goog/i
+
+/**
+ * The attributes of a message whose headers Pub/Sub accepts as attributes (at most 100 with the transport's own,
+ * names and values within its byte limits), built in one pass: the headers, then `bulwark-id` and `bulwark-key`
+ * (a header of one of the transport's names is not carried). `undefined` when they do not fit.
+ */
+const attributesOf = (message: Transport.OutgoingMessage): Record<string, string> | undefined => {
+  if (!fitsBytes(message.id, maxAttributeValueBytes) || !fitsBytes(message.key, maxAttributeValueBytes)) return undefined
+  const headers = message.headers
+  const attributes: Record<string, string> = {}
+  let count = 2
+  for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue
+    const value = headers[name]!
+    if (++count > maxAttributes) return undefined
+    if (name === "" || reservedPrefix.test(name) || !fitsBytes(name, maxAttributeKeyBytes)) return undefined
+    if (!fitsBytes(value, maxAttributeValueBytes)) return undefined
+    if (name === Attributes.id || name === Attributes.key || name === Attributes.framed) continue
+    Driver.setHeader(attributes, name, value)
   }
-  return true
+  attributes[Attributes.id] = message.id
+  if (message.key !== "") attributes[Attributes.key] = message.key
+  return attributes
 }
 
-const asBuffer = (payload: Uint8Array) => Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+// A payload that is a Buffer already is sent as it is, not wrapped in a second view.
+const asBuffer = (payload: Uint8Array): Buffer =>
+  Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
 
 /**
  * Encodes a message: headers as attributes, id and key in attributes of their own, the payload as data. Headers
@@ -115,15 +136,9 @@ const asBuffer = (payload: Uint8Array) => Buffer.from(payload.buffer, payload.by
  * in front of the payload instead (4-byte length, JSON), so nothing is cut.
  */
 export const encode = (message: Transport.OutgoingMessage): PubsubMessage => {
-  const id = message.id
-  if (fitsAttributes(message.headers) && bytes(id) <= maxAttributeValueBytes && bytes(message.key) <= maxAttributeValueBytes) {
-    const attributes: Record<string, string> = { ...message.headers, [Attributes.id]: id }
-    if (message.key !== "") attributes[Attributes.key] = message.key
-    else delete attributes[Attributes.key]
-    delete attributes[Attributes.framed]
-    return { data: asBuffer(message.payload), attributes }
-  }
-  const head = Buffer.from(JSON.stringify({ id, key: message.key, headers: message.headers }), "utf8")
+  const attributes = attributesOf(message)
+  if (attributes !== undefined) return { data: asBuffer(message.payload), attributes }
+  const head = Buffer.from(JSON.stringify({ id: message.id, key: message.key, headers: message.headers }), "utf8")
   const length = Buffer.alloc(4)
   length.writeUInt32BE(head.length)
   return { data: Buffer.concat([length, head, asBuffer(message.payload)]), attributes: { [Attributes.framed]: "1" } }
@@ -192,7 +207,21 @@ export const decode = (topic: string, received: Received): Delivery.Message => {
 
 /** Splits a publish into requests within Pub/Sub's limits, in order. */
 export const batches = (messages: ReadonlyArray<PubsubMessage>): Array<Array<PubsubMessage>> =>
-  Driver.chunked(messages, { maxItems: maxBatchMessages, maxBytes: maxBatchBytes, size: messageSize })
+  messages.length <= maxBatchMessages && withinBytes(messages)
+    ? [messages as Array<PubsubMessage>]
+    : Driver.chunked(messages, { maxItems: maxBatchMessages, maxBytes: maxBatchBytes, size: messageSize })
+
+// Whether the messages surely fit one request, by the UTF-8 bound of their attributes (3 bytes per UTF-16 unit):
+// a usual publish is measured without encoding any attribute.
+const withinBytes = (messages: ReadonlyArray<PubsubMessage>): boolean => {
+  let size = 0
+  for (const message of messages) {
+    size += message.data.length
+    for (const name in message.attributes) size += 3 * (name.length + message.attributes[name]!.length)
+    if (size > maxBatchBytes) return false
+  }
+  return true
+}
 
 const messageSize = (message: PubsubMessage): number => {
   let size = message.data.length
@@ -226,6 +255,41 @@ export const call = <A>(run: () => Promise<A>): Effect.Effect<A, CallError> =>
     const promise = run() as Cancellable<A>
     promise.then((value) => resume(Effect.succeed(value)), (cause: unknown) => resume(Effect.fail(new CallError({ cause }))))
     return Effect.sync(() => promise.cancel?.())
+  })
+
+/**
+ * {@link call} bounded on the wall clock: past `millis` the call is cancelled and fails with `onTimeout()`. One
+ * timer per call, where `Effect.timeoutFail` would fork a fiber to race it on every publish.
+ */
+export const callWithin = <A>(run: () => Promise<A>, millis: number, onTimeout: () => CallError): Effect.Effect<A, CallError> =>
+  Effect.async<A, CallError>((resume) => {
+    let done = false
+    const promise = run() as Cancellable<A>
+    const timer = setTimeout(() => {
+      if (done) return
+      done = true
+      promise.cancel?.()
+      resume(Effect.fail(onTimeout()))
+    }, millis)
+    promise.then(
+      (value) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        resume(Effect.succeed(value))
+      },
+      (cause: unknown) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        resume(Effect.fail(new CallError({ cause })))
+      }
+    )
+    return Effect.sync(() => {
+      done = true
+      clearTimeout(timer)
+      promise.cancel?.()
+    })
   })
 
 /** The two generated clients the transport uses, closed with the scope. */
@@ -343,13 +407,12 @@ export const publishBatch = (
   messages: ReadonlyArray<PubsubMessage>
 ) =>
   Effect.flatMap(
-    call(() => clients.publisher.publish({ topic: topicPath(settings.projectId, topic), messages: messages as Array<PubsubMessage> })).pipe(
-      // The client's own retries (up to 10 minutes by default) stop here: a service that never answers makes
-      // the publish fail, typed and transient, instead of hanging its caller (the call is cancelled).
-      Effect.timeoutFail({
-        duration: settings.publishTimeout,
-        onTimeout: () => new CallError({ cause: `no answer to the publish within ${Duration.format(settings.publishTimeout)}` })
-      })
+    // The client's own retries (up to 10 minutes by default) stop here: a service that never answers makes the
+    // publish fail, typed and transient, instead of hanging its caller (the call is cancelled).
+    callWithin(
+      () => clients.publisher.publish({ topic: topicPath(settings.projectId, topic), messages: messages as Array<PubsubMessage> }),
+      Duration.toMillis(settings.publishTimeout),
+      () => new CallError({ cause: `no answer to the publish within ${Duration.format(settings.publishTimeout)}` })
     ),
     ([response]) =>
       (response.messageIds?.length ?? 0) === messages.length
@@ -428,22 +491,29 @@ export const make = (settings: Settings) =>
     // Topics and subscriptions this process has created or found, so a publish costs one call and a
     // subscription starts with its first pull (one that finds its subscription deleted creates it again).
     const ready = new Map<string, Promise<Either.Either<void, CallError>>>()
-    const once = (key: string, work: Effect.Effect<void, CallError>): Effect.Effect<void, CallError> =>
+    // Keys whose resource is known to exist: a publish to one costs no effect beyond the call itself.
+    const created = new Set<string>()
+    const once = (key: string, work: () => Effect.Effect<void, CallError>): Effect.Effect<void, CallError> =>
       Effect.suspend(() => {
+        if (created.has(key)) return Effect.void
         let promise = ready.get(key)
         if (promise === undefined) {
           // Shared by concurrent callers, so a resource is created once; a failure is forgotten, to be tried again.
-          promise = runPromise(Effect.either(work))
+          promise = runPromise(Effect.either(work()))
           ready.set(key, promise)
         }
         const pending = promise
         return Effect.flatMap(Effect.promise(() => pending), (result) =>
-          Either.isRight(result) ? Effect.void : Effect.zipRight(
-            Effect.sync(() => {
-              if (ready.get(key) === pending) ready.delete(key)
-            }),
-            Effect.fail(result.left)
-          ))
+          Either.isRight(result)
+            ? Effect.sync(() => {
+              if (ready.get(key) === pending) created.add(key)
+            })
+            : Effect.zipRight(
+              Effect.sync(() => {
+                if (ready.get(key) === pending) ready.delete(key)
+              }),
+              Effect.fail(result.left)
+            ))
       })
     const groupKey = (topic: string, group: string) => `subscription ${subscriptionId(topic, group)}`
     const topicKey = (topic: string) => settings.subscribeOnPublish ? groupKey(topic, "default") : `topic ${topic}`
@@ -451,17 +521,25 @@ export const make = (settings: Settings) =>
       prepare: (topic) =>
         once(
           topicKey(topic),
-          settings.subscribeOnPublish
-            ? ensureSubscription(clients, settings, topic, "default")
-            : ensureTopic(clients, settings.projectId, topic)
+          () =>
+            settings.subscribeOnPublish
+              ? ensureSubscription(clients, settings, topic, "default")
+              : ensureTopic(clients, settings.projectId, topic)
         ),
-      forget: (topic) => void ready.delete(topicKey(topic)),
-      ensureGroup: (topic, group) => once(groupKey(topic, group), ensureSubscription(clients, settings, topic, group))
+      forget: (topic) => {
+        ready.delete(topicKey(topic))
+        created.delete(topicKey(topic))
+      },
+      ensureGroup: (topic, group) => once(groupKey(topic, group), () => ensureSubscription(clients, settings, topic, group))
     }
     const prepare = resources.prepare
 
-    const send = (topic: string, messages: ReadonlyArray<PubsubMessage>) =>
-      Effect.forEach(batches(messages), (batch) => publishBatch(clients, settings, topic, batch), { discard: true })
+    const send = (topic: string, messages: ReadonlyArray<PubsubMessage>) => {
+      const requests = batches(messages)
+      return requests.length === 1
+        ? publishBatch(clients, settings, topic, requests[0]!)
+        : Effect.forEach(requests, (batch) => publishBatch(clients, settings, topic, batch), { discard: true })
+    }
 
     const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => {
       if (messages.length === 0) return Effect.void
@@ -474,8 +552,9 @@ export const make = (settings: Settings) =>
           resources.forget(topic)
           return Effect.zipRight(prepare(topic), send(topic, encoded))
         }),
-        Effect.mapError((error) => new Transport.PublishError({ topic, cause: error.cause })),
-        Driver.inRealTime
+        // No clock is read: the publish timeout is a timer of its own (callWithin), on the wall clock whatever
+        // `Clock` the caller's fiber carries.
+        Effect.mapError((error) => new Transport.PublishError({ topic, cause: error.cause }))
       )
     }
 
@@ -484,6 +563,39 @@ export const make = (settings: Settings) =>
 
     return { features, publish, subscribe }
   })
+
+/** What settling a delivery of one subscription needs, shared by all of its deliveries. */
+interface SettleContext {
+  readonly ackNow: (ackId: string) => Effect.Effect<void, unknown>
+  readonly queueAck: (ackId: string, messageId: string) => void
+  readonly nack: (ackId: string, delayMillis: number) => Effect.Effect<void, unknown>
+  readonly deadLetter: (ackId: string, copy: Transport.OutgoingMessage) => Effect.Effect<void, unknown>
+}
+
+// The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base. One object per
+// delivery, its operations on the prototype and built only when called: most deliveries are only acked.
+class ConfirmedSettlement implements Driver.Settlement {
+  constructor(readonly context: SettleContext, readonly ackId: string, readonly messageId: string) {}
+  get ack(): Effect.Effect<void, unknown> {
+    return this.context.ackNow(this.ackId)
+  }
+  nack(delayMillis: number): Effect.Effect<void, unknown> {
+    return this.context.nack(this.ackId, delayMillis)
+  }
+  deadLetter(copy: Transport.OutgoingMessage): Effect.Effect<void, unknown> {
+    return this.context.deadLetter(this.ackId, copy)
+  }
+}
+
+// Without `confirmAcks` an ack completes once queued: the driver base runs it as one synchronous step.
+class QueuedSettlement extends ConfirmedSettlement {
+  override get ack(): Effect.Effect<void, unknown> {
+    return Effect.sync(() => this.ackQueued())
+  }
+  ackQueued(): void {
+    this.context.queueAck(this.ackId, this.messageId)
+  }
+}
 
 const unwrapped = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<void, unknown> =>
   Effect.mapError(Effect.asVoid(effect), (cause) => cause instanceof CallError ? cause.cause : cause)
@@ -511,32 +623,31 @@ export const subscription = (
     const sendAcks = (ackIds: ReadonlyArray<string>) =>
       Promise.all(chunks(ackIds).map((ids) => clients.subscriber.acknowledge({ subscription: path, ackIds: ids }))).then(() => undefined)
     const ack = Driver.batcher<string>(sendAcks)
-    // Acks that complete once queued: gathered per event-loop turn into one request, followed (and waited for at
-    // close) per request from the first ack queued.
-    const queueAck = Driver.queuedBatcher<string>(sendAcks, track)
     const ackNow = (ackId: string) => Effect.tryPromise({ try: () => ack(ackId), catch: (cause) => new CallError({ cause }) })
-    // The settle-once guard, the dead-letter copy and the DeliveryError come from the driver base; the client's
-    // own error is what a DeliveryError carries, not the call wrapper.
-    const settlement = (ackId: string, messageId: string): Driver.Settlement => ({
-      ack: settings.confirmAcks ? unwrapped(ackNow(ackId)) : Effect.sync(() => queueAck(ackId, messageId)),
-      nack: (delayMillis) => unwrapped(modifyAckDeadline(clients, path, [ackId], seconds(Duration.millis(delayMillis)))),
+    const context: SettleContext = {
+      ackNow: (ackId) => unwrapped(ackNow(ackId)),
+      // Acks that complete once queued: gathered per event-loop turn into one request, followed (and waited for
+      // at close) per request from the first ack queued.
+      queueAck: Driver.queuedBatcher<string>(sendAcks, track),
+      nack: (ackId, delayMillis) => unwrapped(modifyAckDeadline(clients, path, [ackId], seconds(Duration.millis(delayMillis)))),
       // The copy goes to the `.dlq` topic first, then the original is acknowledged: a failure between the two
       // leaves a copy in both places (at least once), never in neither.
-      deadLetter: (copy) => {
+      deadLetter: (ackId, copy) => {
         const deadTopic = Driver.deadLetterTopic(topic)
         return unwrapped(resources.prepare(deadTopic).pipe(
           Effect.zipRight(publishBatch(clients, settings, deadTopic, [encode(copy)])),
           Effect.zipRight(ackNow(ackId))
         ))
       }
-    })
+    }
+    const Settlement = settings.confirmAcks ? ConfirmedSettlement : QueuedSettlement
 
     const toDelivery = (received: Received): Delivery.Delivery | undefined => {
       const ackId = received.ackId
       if (typeof ackId !== "string") return undefined
       const message = decode(topic, received)
       // Pub/Sub counts attempts on subscriptions with a dead-letter policy, which the transport always sets.
-      return Driver.delivery(message, Math.max(1, received.deliveryAttempt ?? 1), settlement(ackId, message.id))
+      return Driver.delivery(message, Math.max(1, received.deliveryAttempt ?? 1), new Settlement(context, ackId, message.id))
     }
 
     const shorten = settings.visibilitySeconds < 10

@@ -219,48 +219,46 @@ export interface DeliveryOptions {
 const delayMillisOf = (options: { readonly delay?: Duration.DurationInput } | undefined): number =>
   options?.delay === undefined ? 0 : Math.max(0, Duration.toMillis(Duration.decode(options.delay)))
 
-// One object per delivery with its operations built when asked for (most deliveries are only acked, once):
-// a subscription hands out a delivery per message, and closures and effects made up front for each were a
-// large share of a busy consumer's allocations. `nack` and `deadLetter` are getters returning functions, so a
-// delivery's operations can still be taken apart (`const { nack } = delivery`).
+// A subscription hands out a delivery per message: its state and operations are kept to one object and three
+// small functions (they were a state object, an effect and five closures made up front). The operations are own
+// properties, so a delivery copied with a spread (`{ ...delivery, ack }`, as a decorator wraps one) keeps them,
+// and they settle the original: the first settle still wins across copies.
 class OnceDelivery implements Delivery.Delivery {
   private settled = false
+  readonly ack: Effect.Effect<void, Delivery.DeliveryError>
+  readonly nack: Delivery.Delivery["nack"]
+  readonly deadLetter: Delivery.Delivery["deadLetter"]
   constructor(
     readonly message: Delivery.Message,
     readonly attempt: number,
-    private readonly settlement: Settlement,
-    private readonly retryFailedSettle: boolean
-  ) {}
-
-  private once(operation: Delivery.DeliveryError["operation"], body: () => Effect.Effect<void, unknown>) {
-    return Effect.suspend(() => {
-      if (this.settled) return Effect.void
-      this.settled = true
-      return Effect.mapError(body(), (cause) => {
-        if (this.retryFailedSettle) this.settled = false
-        return cause instanceof Delivery.DeliveryError ? cause : new Delivery.DeliveryError({ operation, messageId: this.message.id, cause })
-      })
-    })
-  }
-
-  get ack(): Effect.Effect<void, Delivery.DeliveryError> {
-    if (this.settlement.ackQueued !== undefined) {
-      return Effect.sync(() => {
+    settlement: Settlement,
+    retryFailedSettle: boolean
+  ) {
+    const queued = settlement.ackQueued
+    this.ack = queued !== undefined
+      ? Effect.sync(() => {
         if (this.settled) return
         this.settled = true
         // Called on the settlement: a driver may define it as a method.
-        this.settlement.ackQueued!()
+        settlement.ackQueued!()
       })
-    }
-    return this.once("ack", () => this.settlement.ack)
+      : Effect.suspend(() => this.once("ack", () => settlement.ack, retryFailedSettle))
+    this.nack = (options) => Effect.suspend(() => this.once("nack", () => settlement.nack(delayMillisOf(options)), retryFailedSettle))
+    this.deadLetter = (reason) =>
+      Effect.suspend(() => this.once("deadLetter", () => settlement.deadLetter(deadLetterCopy(message, reason), reason), retryFailedSettle))
   }
 
-  get nack(): Delivery.Delivery["nack"] {
-    return (options) => this.once("nack", () => this.settlement.nack(delayMillisOf(options)))
-  }
-
-  get deadLetter(): Delivery.Delivery["deadLetter"] {
-    return (reason) => this.once("deadLetter", () => this.settlement.deadLetter(deadLetterCopy(this.message, reason), reason))
+  private once(
+    operation: Delivery.DeliveryError["operation"],
+    body: () => Effect.Effect<void, unknown>,
+    retryFailedSettle: boolean
+  ): Effect.Effect<void, Delivery.DeliveryError> {
+    if (this.settled) return Effect.void
+    this.settled = true
+    return Effect.mapError(body(), (cause) => {
+      if (retryFailedSettle) this.settled = false
+      return cause instanceof Delivery.DeliveryError ? cause : new Delivery.DeliveryError({ operation, messageId: this.message.id, cause })
+    })
   }
 }
 

@@ -99,6 +99,20 @@ describe("Driver.delivery with a queued ack", () => {
     }))
 })
 
+describe("Driver.delivery copied with a spread", () => {
+  it.effect("a copy keeps ack, nack and deadLetter, and settles the original: the first settle wins across copies", () =>
+    Effect.gen(function*() {
+      const { calls, settlement } = recording()
+      const delivery = Driver.delivery(message, 1, settlement)
+      const wrapped: Delivery.Delivery = { ...delivery, ack: Effect.zipRight(Effect.sync(() => calls.push("wrapped")), delivery.ack) }
+      expect(Object.keys(wrapped)).toEqual(expect.arrayContaining(["message", "attempt", "ack", "nack", "deadLetter"]))
+      yield* wrapped.deadLetter(reason)
+      yield* wrapped.ack
+      yield* delivery.nack()
+      expect(calls).toEqual(["deadLetter", "wrapped"])
+    }))
+})
+
 describe("Driver.userHeaders", () => {
   it("drops reserved names and prefixes, converts values to strings", () => {
     const reserved = Driver.reservedHeaders(["x-key"], ["Nats-"])

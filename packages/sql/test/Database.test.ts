@@ -1,11 +1,12 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, layer } from "@effect/vitest"
-import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Layer, Stream, Tracer } from "effect"
+import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Layer, Schedule, Stream, Tracer } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Database from "../src/Database.js"
 import * as Migrations from "../src/Migrations.js"
+import * as Transaction from "../src/Transaction.js"
 
 const postgresUrl = process.env.BULWARK_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 
@@ -160,6 +161,48 @@ for (const [name, database] of engines) {
       }))
   })
 }
+
+// One connection, so that every statement after a transaction shows what that transaction left on it.
+layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 1, queryTimeout: "500 millis" }), {
+  excludeTestServices: true,
+  timeout: "30 seconds"
+})("a statement past the query timeout in a transaction on PostgreSQL", (it) => {
+  const pid = (sql: SqlClient.SqlClient) => Effect.map(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`, (rows) => rows[0]!.pid)
+
+  it.effect("a statement past the query timeout inside a transaction closes its connection: ConnectionLost, and the next one is new and outside any transaction", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const before = yield* pid(sql)
+      const error = yield* sql.withTransaction(Effect.zipRight(sql`SELECT txid_current()`, sql`SELECT pg_sleep(2)`)).pipe(Effect.flip)
+      expect(error).toBeInstanceOf(Transaction.ConnectionLost)
+      expect(yield* pid(sql)).not.toBe(before)
+      expect(yield* openTransactionId(sql)).toBeNull()
+    }))
+
+  it.effect("a COMMIT past the query timeout is CommitUnknown and closes its connection", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const slow = `bulwark_sql_test_commit_timeout_${Date.now().toString(36)}`
+      yield* sql.unsafe(`CREATE TABLE ${slow} (id int PRIMARY KEY)`)
+      yield* sql.unsafe(`CREATE FUNCTION ${slow}_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`)
+      yield* sql.unsafe(
+        `CREATE CONSTRAINT TRIGGER ${slow}_t AFTER INSERT ON ${slow} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${slow}_f()`
+      )
+      const before = yield* pid(sql)
+      const error = yield* sql.withTransaction(sql`INSERT INTO ${sql(slow)} (id) VALUES (1)`).pipe(Effect.flip)
+      expect(error).toBeInstanceOf(Transaction.CommitUnknown)
+      expect(yield* pid(sql)).not.toBe(before)
+      expect(yield* openTransactionId(sql)).toBeNull()
+      // The server ends the abandoned session once its COMMIT is done, which here committed: "may or may not".
+      yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${before}`.pipe(
+        Effect.filterOrFail((rows) => rows[0]!.n === 0),
+        Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo("10 seconds")))
+      )
+      expect(yield* sql<{ id: number }>`SELECT id FROM ${sql(slow)}`).toEqual([{ id: 1 }])
+      yield* sql.unsafe(`DROP TABLE ${slow}`)
+      yield* sql.unsafe(`DROP FUNCTION ${slow}_f()`)
+    }))
+})
 
 layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 2 }), {
   excludeTestServices: true,

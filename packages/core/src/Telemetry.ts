@@ -155,6 +155,15 @@ export const immediate = (context: Context.Context<never>, fiberRefs: FiberRefs.
   }
 }
 
+// Effect's own tracer, which records nothing anywhere: what every fiber has unless a tracer layer is installed.
+const nativeTracer = Effect.runSync(Effect.tracer)
+
+/**
+ * Whether the environment's spans go nowhere (Effect's native tracer, no tracer layer installed): a hot path
+ * may then skip what only a recording tracer reads (attributes, links, ending the span).
+ */
+export const recordsNowhere = (env: Immediate): boolean => env.tracer === nativeTracer
+
 /** The environment's clock in nanoseconds as spans record it (0 when tracer timing is off). */
 export const immediateTime = (env: Immediate): bigint => env.timing ? env.clock.unsafeCurrentTimeNanos() : bigint0
 

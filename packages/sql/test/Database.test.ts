@@ -19,6 +19,12 @@ const engines: ReadonlyArray<[string, Layer.Layer<SqlClient.SqlClient | Database
 const openTransactionId = (sql: SqlClient.SqlClient) =>
   Effect.map(sql<{ x: string | null }>`SELECT pg_current_xact_id_if_assigned()::text AS x`, (rows) => rows[0]!.x)
 
+// The slow-COMMIT table and its trigger function go when the test ends, passed or not.
+const dropLater = (sql: SqlClient.SqlClient, slow: string) =>
+  Effect.addFinalizer(() =>
+    Effect.zipRight(sql.unsafe(`DROP TABLE IF EXISTS ${slow}`), sql.unsafe(`DROP FUNCTION IF EXISTS ${slow}_f()`)).pipe(Effect.orDie)
+  )
+
 for (const [name, database] of engines) {
   layer(database, { excludeTestServices: true, timeout: "30 seconds" })(`Database on ${name}`, (it) => {
     const table = `bulwark_sql_test_${name}_${Date.now().toString(36)}`
@@ -98,6 +104,7 @@ for (const [name, database] of engines) {
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const slow = `${table}_slow_commit`
+        yield* dropLater(sql, slow)
         // A deferred constraint trigger runs at COMMIT: this one makes every COMMIT that wrote a row take a second.
         yield* sql.unsafe(`CREATE TABLE ${slow} (id int PRIMARY KEY)`)
         yield* sql.unsafe(`CREATE FUNCTION ${slow}_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
@@ -121,9 +128,7 @@ for (const [name, database] of engines) {
         }
         expect(yield* sql<{ id: number }>`SELECT id FROM ${sql(slow)}`).toEqual([{ id: 1 }])
         expect(yield* openTransactionId(sql)).toBeNull()
-        yield* sql.unsafe(`DROP TABLE ${slow}`)
-        yield* sql.unsafe(`DROP FUNCTION ${slow}_f()`)
-      }))
+      }).pipe(Effect.scoped))
 
     it.effect("with a tracer installed a transaction keeps its sql.transaction span; with none it runs without one", () =>
       Effect.gen(function*() {
@@ -183,6 +188,7 @@ layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 1, queryTimeout
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const slow = `bulwark_sql_test_commit_timeout_${Date.now().toString(36)}`
+      yield* dropLater(sql, slow)
       yield* sql.unsafe(`CREATE TABLE ${slow} (id int PRIMARY KEY)`)
       yield* sql.unsafe(`CREATE FUNCTION ${slow}_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`)
       yield* sql.unsafe(
@@ -199,9 +205,7 @@ layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 1, queryTimeout
         Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo("10 seconds")))
       )
       expect(yield* sql<{ id: number }>`SELECT id FROM ${sql(slow)}`).toEqual([{ id: 1 }])
-      yield* sql.unsafe(`DROP TABLE ${slow}`)
-      yield* sql.unsafe(`DROP FUNCTION ${slow}_f()`)
-    }))
+    }).pipe(Effect.scoped))
 })
 
 layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 2 }), {

@@ -309,11 +309,17 @@ const cloudEventOf = (self: Envelope<unknown>, encodedData: unknown): Record<str
 export const encodeEncoded = (self: Envelope<unknown>, encodedData: unknown): Uint8Array =>
   encoder.encode(fastCloudEventJson(self, encodedData) ?? JSON.stringify(cloudEventOf(self, encodedData)))
 
-/** Encodes an envelope to CloudEvents 1.0 structured JSON bytes. */
+/**
+ * Encodes an envelope to CloudEvents 1.0 structured JSON bytes: `JSON.stringify` of {@link toCloudEvent}'s
+ * object, written directly when that can be done ({@link encodeEncoded}; the same bytes).
+ */
 export const encode = <A, I, R>(data: Schema.Schema<A, I, R>) => {
-  const toEvent = toCloudEvent(data)
+  const encodeData = Schema.encode(data)
   return (self: Envelope<A>): Effect.Effect<Uint8Array, EnvelopeEncodeError, R> =>
-    Effect.map(toEvent(self), (event) => encoder.encode(JSON.stringify(event)))
+    Effect.mapBoth(encodeData(self.data), {
+      onFailure: (error) => new EnvelopeEncodeError({ id: self.id, detail: ParseResult.TreeFormatter.formatErrorSync(error) }),
+      onSuccess: (encodedData) => encodeEncoded(self, encodedData)
+    })
 }
 
 const fail = (reason: EnvelopeDecodeError["reason"], detail: string, raw: Uint8Array) =>

@@ -366,11 +366,17 @@ const keptRows = (only: ReadonlyArray<string>): { rows: Array<Row>; notes: Array
     const previous = JSON.parse(readFileSync(new URL("../../../bench/results/outbox-drain.json", import.meta.url), "utf8"))
     const rows = (previous.rows as Array<Row>).filter((row) => left.some((part) => String(row["scenario"]).startsWith(part)))
     if (rows.length === 0) return { rows: [], notes: [] }
+    // Kept by an earlier partial run already: that note names the run that measured them, not the file's date.
+    const prefix = `The ${left.join(" and ")} rows are kept from the run of `
+    const carried = (previous.notes as Array<string> | undefined)?.find((n) => n.startsWith(prefix))
     // The load of the run that measured them, not the one a kept-rows note of that file quotes.
     const load = String(previous.notes?.find((n: string) => n.includes("Load average") && !n.includes("rows are kept from the run")) ?? "").match(/Load average[^:]*: [^o]*on \d+ cores/)
+    const origin = carried !== undefined && carried.includes("; the other rows")
+      ? carried.slice(0, carried.indexOf("; the other rows"))
+      : `${prefix}${previous.date}${load === null ? "" : ` (${load[0]})`}`
     return {
       rows,
-      notes: [`The ${left.join(" and ")} rows are kept from the run of ${previous.date}${load === null ? "" : ` (${load[0]})`}; the other rows are from this run, measured ${new Date().toISOString()}.`]
+      notes: [`${origin}; the other rows are from this run, measured ${new Date().toISOString()}.`]
     }
   } catch {
     return { rows: [], notes: [] }
@@ -451,7 +457,7 @@ export const main = async () => {
     ...kept.notes,
     `events/s is the median of ${rounds} rounds; in each round every system runs once, one after another (interleaved), and min – max shows the spread. Load average (1 min) during the rounds: median ${median(loads).toFixed(1)}, min ${Math.min(...loads).toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${os.cpus().length} cores: the machine is shared with other work, so absolute figures move between runs; compare systems within one run.`,
     `drain: ${drainRows} rows over ${keys} keys, pre-filled (one INSERT … SELECT, then ANALYZE) before the clock starts, emptied by one relay / loop on one connection; the clock stops when a claim finds nothing. Bulwark is \`Relay.make\` + \`relay.round\` until it claims nothing, over \`Outbox.make\` and the memory transport, with the per-key head check (a key's next row only after the previous one is settled), the commit-order check and leases; "bulwark partitioned" is the same loop over \`Outbox.make({ partitioned: true })\` (one relay holding all partition leases: no row lease and no SQL head check, per-key order kept by the relay's waves, the commit-order check kept). The raw loops have none of them. pg-boss drains the same number of jobs (its own schema, inserted before the clock).`,
-    `append: ${appendTx} transactions over ${producers} producers (${producers} pooled connections), each one business-row insert and one event; Bulwark encodes a CloudEvents envelope per event, the hand-written loops JSON.stringify the same shape and run Bulwark's outbox insert text. The @effect/sql loop is what the transaction library costs before Bulwark adds anything (bulwark / that loop = Bulwark's own share). Bulwark sends its insert as a named prepared statement straight on the transaction's driver connection (no statement compiler, no span per statement); the hand-written loops send theirs unnamed, as a plain \`client.query\` does (the business insert is unnamed in every system). Both Effect systems run on \`@bulwark/sql\`'s layer, whose \`withTransaction\` is \`@effect/sql\`'s (with its \`sql.transaction\` span, as here with no tracer installed). node CPU µs/event is per transaction (one event each). fsync and synchronous_commit on (server defaults).`,
+    `append: ${appendTx} transactions over ${producers} producers (${producers} pooled connections), each one business-row insert and one event; Bulwark encodes a CloudEvents envelope per event, the hand-written loops JSON.stringify the same shape and run Bulwark's outbox insert text. The @effect/sql loop is what the transaction library costs before Bulwark adds anything (bulwark / that loop = Bulwark's own share). Bulwark sends its insert as a named prepared statement straight on the transaction's driver connection (no statement compiler, no span per statement); the hand-written loops send theirs unnamed, as a plain \`client.query\` does (the business insert is unnamed in every system). Both Effect systems run on \`@bulwark/sql\`'s layer, whose outermost \`withTransaction\` runs \`BEGIN\`, the body and \`COMMIT\` on the reserved connection without \`@effect/sql\`'s \`sql.transaction\` span while no tracer is installed (as here); Bulwark's \`create orders\` span then only gives the row its W3C context. node CPU µs/event is per transaction (one event each). fsync and synchronous_commit on (server defaults).`,
     "Postgres CPU is the user + system time of the server backends serving the system (by application_name, from /proc/<pid>/stat, 10 ms ticks), per event; node CPU is this process's CPU time per event. Both over the measured window only.",
     "Run: `npm run bench -- outbox` (the end-to-end outbox benchmark first, then this one), or this file alone with `npx tsx --conditions=@bulwark/source packages/outbox/bench/drain.ts`; `DRAIN_ONLY=drain|append`, `DRAIN_ROWS`, `APPEND_TX`, `BENCH_ROUNDS`, `DRAIN_PGBOSS=0`."
   ])

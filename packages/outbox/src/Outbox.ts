@@ -84,6 +84,9 @@ const appendAttributes = (topic: string, messages: ReadonlyArray<Transport.Outgo
  */
 const stampAll = TraceContext.stampAll
 
+const noLinks: ReadonlyArray<Tracer.SpanLink> = []
+const noStackTrace = { captureStackTrace: false } as const
+
 /**
  * An append as a `create {topic}` producer span inside the caller's span, each row's headers carrying that
  * span's W3C context, so the relay's later publish, and its consumer, continue the trace of the transaction
@@ -93,7 +96,8 @@ const stampAll = TraceContext.stampAll
  * An append is one per business transaction, so the span is started and ended directly
  * (`Telemetry.unsafeStartSpan`) rather than through `Effect.withSpan`'s steps, whenever the fiber allows it
  * (`Telemetry.immediate`: tracing enabled, no span annotations or links set around it); otherwise it is made
- * by `Telemetry.withSafeSpan`. Both make the same span.
+ * by `Telemetry.withSafeSpan`. Both make the same span. While no tracer is installed the span only gives the
+ * rows their W3C context: it gets no attributes or links and is not ended, and the store does not run under it.
  */
 export const traceAppend = (
   appendMessages: Store.Service["appendMessages"]
@@ -104,13 +108,28 @@ export const traceAppend = (
     const lone = carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined
     const ambient = Telemetry.propagated(fiber.currentSpan)
     const parent = ambient ?? lone
+    const env = Telemetry.immediate(fiber.currentContext, fiber.getFiberRefs())
+    if (env !== undefined && Telemetry.spansUnseen(env)) {
+      // No tracer installed: the span is made only for the W3C context the rows carry (the relay's publish
+      // and its consumer continue that trace, and an upstream trace id passes through). Its attributes,
+      // links and end, and the store running under it, are for a tracer that records; there is none here.
+      const span = env.tracer.span(
+        `create ${topic}`,
+        parent === undefined ? Option.none() : Option.some(parent),
+        Context.empty(),
+        noLinks,
+        Telemetry.immediateTime(env),
+        "producer",
+        noStackTrace
+      )
+      return appendMessages(topic, stampAll(messages, carried, span))
+    }
     const links = carried.flatMap((span, i) =>
       Option.isSome(span) && span.value.traceId !== parent?.traceId
         ? [{ _tag: "SpanLink" as const, span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } }]
         : []
     )
     const options: Tracer.SpanOptions = { kind: "producer", links, attributes: appendAttributes(topic, messages) }
-    const env = Telemetry.immediate(fiber.currentContext, fiber.getFiberRefs())
     if (env !== undefined) {
       const span = Telemetry.unsafeStartSpan(env, `create ${topic}`, options, Telemetry.immediateTime(env), parent)
       return appendMessages(topic, stampAll(messages, carried, span)).pipe(

@@ -240,7 +240,9 @@ const closeOnQueryTimeout = (client: pg.PoolClient) => {
     const callback = args[last]
     if (typeof callback === "function") {
       args[last] = (error: unknown, result: unknown) => {
-        if (queryTimedOut(error)) (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy()
+        // `end` marks the client as ending at once (a hung statement's socket is destroyed), so the pool drops it
+        // when it is released next, even within this turn; a destroyed socket alone is noticed a turn later.
+        if (queryTimedOut(error)) client.end().catch(() => undefined)
         return (callback as (error: unknown, result: unknown) => unknown)(error, result)
       }
     }

@@ -22,7 +22,8 @@
 import { Failure } from "@bulwark/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
-import { Cause, Effect, Exit, Option, Predicate } from "effect"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { Cause, Context, Effect, Exit, FiberRef, Option, Predicate, Scope, Tracer } from "effect"
 
 /** The connection to the database was lost or could not be opened; nothing was committed. Transient `dependency`. */
 export class ConnectionLost extends SqlError implements Failure.Classified {
@@ -135,14 +136,90 @@ export const transactional = (
 
 const patched = Symbol.for("@bulwark/sql/Transaction/patched")
 
+// Effect's own tracer, which records nothing anywhere: what every fiber has unless a tracer layer is installed.
+const nativeTracer = Effect.runSync(Effect.tracer)
+
+/**
+ * Whether spans made by `fiber` go anywhere: a tracer other than Effect's native one is installed (e.g.
+ * `@bulwark/tracing`'s `Otel` layer, or a test's recording tracer) and tracing is enabled.
+ */
+export const tracingOn = (fiber: { readonly currentTracer: Tracer.Tracer; getFiberRef<A>(ref: FiberRef.FiberRef<A>): A }): boolean =>
+  fiber.currentTracer !== nativeTracer && fiber.getFiberRef(FiberRef.currentTracerEnabled)
+
+const begin = (connection: Connection) => connection.executeUnprepared("BEGIN", [], undefined)
+const commit = (connection: Connection) => connection.executeUnprepared("COMMIT", [], undefined)
+const rollback = (connection: Connection) => connection.executeUnprepared("ROLLBACK", [], undefined)
+
+/**
+ * An outermost transaction as `@effect/sql`'s `withTransaction` runs it (a reserved connection, `BEGIN`, the
+ * body with the connection as its `TransactionConnection`, `COMMIT` or `ROLLBACK`, the connection released),
+ * with the outcomes of {@link transactional}, in a few steps: no `sql.transaction` span (this path runs only
+ * when spans are recorded nowhere) and no defect to translate back. A transaction is one business operation,
+ * so what it costs on top of its statements counts against every write an application makes.
+ */
+const thinTransaction = <A, E, R>(
+  reserve: Effect.Effect<Connection, SqlError, Scope.Scope>,
+  effect: Effect.Effect<A, E, R>,
+  context: Context.Context<never>
+): Effect.Effect<A, E | SqlError, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Scope.make(), (scope) =>
+      Effect.matchCauseEffect(Scope.extend(reserve, scope), {
+        onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(Cause.map(cause, refine))),
+        onSuccess: (connection) =>
+          Effect.flatMap(
+            Effect.exit(Effect.zipRight(
+              Effect.mapError(begin(connection), refine),
+              Effect.locally(
+                restore(effect),
+                FiberRef.currentContext,
+                Context.add(context, SqlClient.TransactionConnection, [connection, 0] as const)
+              )
+            )),
+            (body): Effect.Effect<A, E | SqlError> => {
+              const end: Effect.Effect<A, E | SqlError> = Exit.isSuccess(body)
+                ? Effect.matchEffect(commit(connection), {
+                  onFailure: (error) =>
+                    Effect.fail(
+                      isConnectionLoss(error)
+                        ? new CommitUnknown({
+                          cause: error.cause ?? error,
+                          message: `connection lost during COMMIT: the transaction may or may not have committed (${describe(error)})`
+                        })
+                        : error
+                    ),
+                  onSuccess: () => body
+                })
+                // Whether the ROLLBACK worked or not, nothing committed: the body's own failure is the answer.
+                : Effect.zipRight(Effect.ignore(rollback(connection)), Effect.failCause(Cause.map(body.cause, refine)))
+              return Effect.ensuring(end, Scope.close(scope, body))
+            }
+          )
+      })
+    )
+  )
+
 /**
  * Makes `client.withTransaction` {@link transactional}, in place (every tag holding this client sees it);
  * a client already patched is left as it is. The `@bulwark/sql` layers do this to the client they provide.
+ *
+ * An outermost transaction while spans are recorded nowhere runs on a thinner path with the same outcomes
+ * (see `thinTransaction`); a nested one (a savepoint) and every transaction while tracing is on run through
+ * `@effect/sql`'s own, so its `sql.transaction` span is there whenever someone can see it.
  */
 export const patchClient = <C extends SqlClient.SqlClient>(client: C): C => {
   if ((client as unknown as Record<symbol, unknown>)[patched] !== true) {
-    const original = client.withTransaction
-    ;(client as { withTransaction: SqlClient.SqlClient["withTransaction"] }).withTransaction = transactional(original)
+    const traced = transactional(client.withTransaction)
+    const reserve = client.reserve
+    ;(client as { withTransaction: SqlClient.SqlClient["withTransaction"] }).withTransaction = <R, E, A>(
+      effect: Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E | SqlError, R> =>
+      Effect.withFiberRuntime((fiber) => {
+        const context = fiber.currentContext
+        return Context.getOption(context, SqlClient.TransactionConnection)._tag === "Some" || tracingOn(fiber)
+          ? traced(effect)
+          : thinTransaction(reserve, effect, context)
+      })
     ;(client as unknown as Record<symbol, unknown>)[patched] = true
   }
   return client

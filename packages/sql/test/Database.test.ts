@@ -1,11 +1,12 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, layer } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Layer, Stream } from "effect"
+import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Layer, Schedule, Stream, Tracer } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Database from "../src/Database.js"
 import * as Migrations from "../src/Migrations.js"
+import * as Transaction from "../src/Transaction.js"
 
 const postgresUrl = process.env.BULWARK_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 
@@ -13,6 +14,16 @@ const engines: ReadonlyArray<[string, Layer.Layer<SqlClient.SqlClient | Database
   ["pglite", Database.layerPglite()],
   ["postgres", Database.layerPostgres({ url: postgresUrl })]
 ]
+
+// The current transaction's id if it has written anything: null outside a transaction (each statement its own).
+const openTransactionId = (sql: SqlClient.SqlClient) =>
+  Effect.map(sql<{ x: string | null }>`SELECT pg_current_xact_id_if_assigned()::text AS x`, (rows) => rows[0]!.x)
+
+// The slow-COMMIT table and its trigger function go when the test ends, passed or not.
+const dropLater = (sql: SqlClient.SqlClient, slow: string) =>
+  Effect.addFinalizer(() =>
+    Effect.zipRight(sql.unsafe(`DROP TABLE IF EXISTS ${slow}`), sql.unsafe(`DROP FUNCTION IF EXISTS ${slow}_f()`)).pipe(Effect.orDie)
+  )
 
 for (const [name, database] of engines) {
   layer(database, { excludeTestServices: true, timeout: "30 seconds" })(`Database on ${name}`, (it) => {
@@ -61,6 +72,84 @@ for (const [name, database] of engines) {
         expect(total!.n).toBe(3)
       }))
 
+    it.effect("a savepoint inside a transaction rolls back alone; an interrupted transaction leaves nothing", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const inner = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql`INSERT INTO ${sql(table)} (id, note) VALUES (20, 'outer')`
+          const nested = yield* sql.withTransaction(Effect.zipRight(
+            sql`INSERT INTO ${sql(table)} (id, note) VALUES (21, 'savepoint')`,
+            Effect.fail("inner" as const)
+          )).pipe(Effect.flip)
+          yield* sql.withTransaction(sql`INSERT INTO ${sql(table)} (id, note) VALUES (22, 'savepoint kept')`)
+          return nested
+        }))
+        expect(inner).toBe("inner")
+        const started = yield* Deferred.make<void>()
+        const hanging = yield* sql.withTransaction(Effect.zipRight(
+          sql`INSERT INTO ${sql(table)} (id, note) VALUES (23, 'interrupted')`,
+          Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)
+        )).pipe(Effect.fork)
+        yield* Deferred.await(started)
+        yield* Fiber.interrupt(hanging)
+        const rows = yield* sql<{ id: number }>`SELECT id FROM ${sql(table)} WHERE id BETWEEN 20 AND 23 ORDER BY id`
+        expect(rows.map((r) => r.id)).toEqual([20, 22])
+        // The connection went back outside any transaction (the pool hands out the last one released; PGlite
+        // has only the one): a left-open transaction would show the interrupted INSERT's transaction id here.
+        expect(yield* openTransactionId(sql)).toBeNull()
+        expect(yield* sql.withTransaction(sql<{ n: number }>`SELECT 1 AS n`)).toEqual([{ n: 1 }])
+      }))
+
+    it.effect("an interruption that arrives while COMMIT runs waits for it: the transaction commits, and its connection goes back outside any transaction", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const slow = `${table}_slow_commit`
+        yield* dropLater(sql, slow)
+        // A deferred constraint trigger runs at COMMIT: this one makes every COMMIT that wrote a row take a second.
+        yield* sql.unsafe(`CREATE TABLE ${slow} (id int PRIMARY KEY)`)
+        yield* sql.unsafe(`CREATE FUNCTION ${slow}_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$`)
+        yield* sql.unsafe(
+          `CREATE CONSTRAINT TRIGGER ${slow}_t AFTER INSERT ON ${slow} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${slow}_f()`
+        )
+        const bodyDone = yield* Deferred.make<void>()
+        const committing = yield* sql.withTransaction(Effect.zipRight(
+          sql`INSERT INTO ${sql(slow)} (id) VALUES (1)`,
+          Deferred.succeed(bodyDone, undefined)
+        )).pipe(Effect.fork)
+        yield* Deferred.await(bodyDone)
+        yield* Effect.sleep("50 millis")
+        const exit = yield* Fiber.interrupt(committing)
+        if (name === "postgres") {
+          // The COMMIT was on the wire when the interruption came; the fiber ends interrupted only once it is answered.
+          expect(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)).toBe(true)
+        } else {
+          // PGlite runs a statement on this thread: the COMMIT ended before the interruption could be asked for.
+          expect(Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)).toBe(true)
+        }
+        expect(yield* sql<{ id: number }>`SELECT id FROM ${sql(slow)}`).toEqual([{ id: 1 }])
+        expect(yield* openTransactionId(sql)).toBeNull()
+      }).pipe(Effect.scoped))
+
+    it.effect("with a tracer installed a transaction keeps its sql.transaction span; with none it runs without one", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const names: Array<string> = []
+        const native = yield* Effect.tracer
+        const recording = Tracer.make({
+          span: (name, parent, context, links, startTime, kind, options) => {
+            names.push(name)
+            return native.span(name, parent, context, links, startTime, kind, options)
+          },
+          context: native.context
+        })
+        yield* sql.withTransaction(sql`SELECT 1`).pipe(Effect.withTracer(recording))
+        expect(names).toContain("sql.transaction")
+        // Without one (spans go nowhere), the body runs under the caller's span, not under a transaction span.
+        expect((yield* sql.withTransaction(Effect.option(Effect.currentParentSpan)))._tag).toBe("None")
+        const outer = yield* sql.withTransaction(Effect.currentParentSpan).pipe(Effect.withSpan("outer"))
+        expect(outer._tag === "Span" && outer.name).toBe("outer")
+      }))
+
     it.effect("LISTEN receives NOTIFY, and a notification sent in a transaction arrives only at commit", () =>
       Effect.gen(function*() {
         const db = yield* Database.Database
@@ -77,6 +166,69 @@ for (const [name, database] of engines) {
       }))
   })
 }
+
+// One connection, so that every statement after a transaction shows what that transaction left on it.
+layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 1, queryTimeout: "500 millis" }), {
+  excludeTestServices: true,
+  timeout: "30 seconds"
+})("a statement past the query timeout in a transaction on PostgreSQL", (it) => {
+  const pid = (sql: SqlClient.SqlClient) => Effect.map(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`, (rows) => rows[0]!.pid)
+
+  it.effect("a statement past the query timeout inside a transaction closes its connection: ConnectionLost, and the next one is new and outside any transaction", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const before = yield* pid(sql)
+      const error = yield* sql.withTransaction(Effect.zipRight(sql`SELECT txid_current()`, sql`SELECT pg_sleep(2)`)).pipe(Effect.flip)
+      expect(error).toBeInstanceOf(Transaction.ConnectionLost)
+      expect(yield* pid(sql)).not.toBe(before)
+      expect(yield* openTransactionId(sql)).toBeNull()
+    }))
+
+  it.effect("a COMMIT past the query timeout is CommitUnknown and closes its connection", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const slow = `bulwark_sql_test_commit_timeout_${Date.now().toString(36)}`
+      yield* dropLater(sql, slow)
+      yield* sql.unsafe(`CREATE TABLE ${slow} (id int PRIMARY KEY)`)
+      yield* sql.unsafe(`CREATE FUNCTION ${slow}_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`)
+      yield* sql.unsafe(
+        `CREATE CONSTRAINT TRIGGER ${slow}_t AFTER INSERT ON ${slow} DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${slow}_f()`
+      )
+      const before = yield* pid(sql)
+      const error = yield* sql.withTransaction(sql`INSERT INTO ${sql(slow)} (id) VALUES (1)`).pipe(Effect.flip)
+      expect(error).toBeInstanceOf(Transaction.CommitUnknown)
+      expect(yield* pid(sql)).not.toBe(before)
+      expect(yield* openTransactionId(sql)).toBeNull()
+      // The server ends the abandoned session once its COMMIT is done, which here committed: "may or may not".
+      yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${before}`.pipe(
+        Effect.filterOrFail((rows) => rows[0]!.n === 0),
+        Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo("10 seconds")))
+      )
+      expect(yield* sql<{ id: number }>`SELECT id FROM ${sql(slow)}`).toEqual([{ id: 1 }])
+    }).pipe(Effect.scoped))
+})
+
+layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 2 }), {
+  excludeTestServices: true,
+  timeout: "30 seconds"
+})("a transaction interrupted on PostgreSQL", (it) => {
+  it.effect("interrupted during a statement: the statement is cancelled, and the connection goes back outside any transaction", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const started = yield* Deferred.make<void>()
+      const running = yield* sql.withTransaction(Effect.gen(function*() {
+        yield* sql`SELECT txid_current()`
+        yield* Deferred.succeed(started, undefined)
+        yield* sql`SELECT pg_sleep(20)`
+      })).pipe(Effect.fork)
+      yield* Deferred.await(started)
+      const exit = yield* Fiber.interrupt(running).pipe(Effect.timeout("10 seconds"))
+      expect(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)).toBe(true)
+      // Both connections at once (the cancellation ran on the other one), each outside any transaction.
+      const held = sql.withTransaction(Effect.zipLeft(openTransactionId(sql), Effect.sleep("100 millis")))
+      expect(yield* Effect.all([held, held], { concurrency: 2 })).toEqual([null, null])
+    }))
+})
 
 describe("Database configuration", () => {
   layer(Layer.empty)((it) => {

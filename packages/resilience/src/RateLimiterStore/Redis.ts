@@ -189,31 +189,18 @@ const scriptOf = (rule: Rule): Script => {
 const noScript = (cause: unknown) => cause instanceof Error && cause.message.startsWith("NOSCRIPT")
 
 /**
- * Runs a script by its digest (EVALSHA) and, only when the server answers NOSCRIPT, once more whole (EVAL,
- * which also caches it there), calling `ok` or `fail` directly: one promise reaction per call, where
- * ioredis's `defineCommand` adds a rejection handler and a wrapped command per call.
+ * A call waiting for its reply, linked into the store's list of calls in flight (oldest first) until it
+ * settles: answered, failed or timed out, whichever comes first; whatever comes later is ignored.
  */
-const evaluate = (
-  client: Redis,
-  lua: string,
-  sha: string,
-  key: string,
-  args: ReadonlyArray<string | number>,
-  ok: (reply: unknown) => void,
-  fail: (cause: unknown) => void
-): void => {
-  client.evalsha(sha, 1, key, ...args).then(ok, (cause) => {
-    if (noScript(cause)) client.eval(lua, 1, key, ...args).then(ok, fail)
-    else fail(cause)
-  })
-}
-
 interface Call {
   /** The watchdog's tick when the call was sent. */
   readonly tick: number
-  /** Answered, failed or timed out: whatever comes later is ignored. */
+  prev: Call | undefined
+  next: Call | undefined
   settled: boolean
-  readonly fail: (cause: unknown) => void
+  readonly operation: string
+  readonly key: string
+  readonly resume: (effect: Effect.Effect<any, RateLimiterStoreError>) => void
 }
 
 const reserved = (reply: unknown) => Effect.succeed(decode(reply as Reply))
@@ -239,26 +226,44 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
   }
   // Calls waiting for a reply, oldest first, each stamped with the watchdog's tick when it was sent. One
   // interval timer, running only while calls are in flight, fails those older than the timeout: cheaper
-  // than a timer per call, and a connection that is lost or a server that hangs still ends them.
+  // than a timer per call, and a connection that is lost or a server that hangs still ends them. A call
+  // leaves the list as it settles: kept until the next tick, it would outlive the young generation of the
+  // heap (a quarter second holds thousands of calls), be copied and promoted with its fiber's
+  // continuation, and wait for a full collection.
   const timeoutMillis = Duration.toMillis(options.timeout ?? "1 second")
   let tick = 0
-  let inFlight: Array<Call> = []
+  let oldest: Call | undefined
+  let newest: Call | undefined
   let watchdog: ReturnType<typeof setInterval> | undefined
+  const settle = (call: Call): boolean => {
+    if (call.settled) return false
+    call.settled = true
+    const { next, prev } = call
+    if (prev === undefined) oldest = next
+    else prev.next = next
+    if (next === undefined) newest = prev
+    else next.prev = prev
+    call.prev = call.next = undefined
+    return true
+  }
+  const fail = (call: Call, cause: unknown) => {
+    if (settle(call)) call.resume(Effect.fail(new RateLimiterStoreError({ operation: call.operation, key: call.key, cause })))
+  }
   const watch = () => {
     tick++
-    const kept: Array<Call> = []
-    for (const call of inFlight) {
-      if (call.settled) continue
-      // Sent at least four whole quarters of the timeout ago.
-      if (tick - call.tick > 4) call.fail(new Error(`no reply from Redis within ${timeoutMillis} ms`))
-      else kept.push(call)
+    // Linked in the order they were sent, so their ticks ascend: the old ones lead the list. Sent at
+    // least four whole quarters of the timeout ago.
+    while (oldest !== undefined && tick - oldest.tick > 4) {
+      fail(oldest, new Error(`no reply from Redis within ${timeoutMillis} ms`))
     }
-    inFlight = kept
-    if (kept.length === 0) {
+    if (oldest === undefined) {
       clearInterval(watchdog)
       watchdog = undefined
     }
   }
+  // Runs a script by its digest (EVALSHA) and, only when the server answers NOSCRIPT, once more whole
+  // (EVAL, which also caches it there), settling the call in the reply's reaction: one promise reaction
+  // per call, where ioredis's `defineCommand` adds a rejection handler and a wrapped command per call.
   const run = <A>(
     operation: string,
     key: string,
@@ -268,27 +273,24 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
     answer: (reply: unknown) => Effect.Effect<A>
   ) =>
     Effect.async<A, RateLimiterStoreError>((resume) => {
-      const call: Call = {
-        tick,
-        settled: false,
-        fail: (cause) => {
-          if (call.settled) return
-          call.settled = true
-          resume(Effect.fail(new RateLimiterStoreError({ operation, key, cause })))
-        }
-      }
-      inFlight.push(call)
+      const call: Call = { tick, prev: newest, next: undefined, settled: false, operation, key, resume }
+      if (newest === undefined) oldest = call
+      else newest.next = call
+      newest = call
       if (watchdog === undefined) {
         watchdog = setInterval(watch, timeoutMillis / 4)
         // The watchdog alone must not keep a process alive.
         watchdog.unref()
       }
       coalesce()
-      evaluate(client, lua, sha, prefix + key, args, (reply) => {
-        if (call.settled) return
-        call.settled = true
-        resume(answer(reply))
-      }, call.fail)
+      const stored = prefix + key
+      const ok = (reply: unknown) => {
+        if (settle(call)) resume(answer(reply))
+      }
+      client.evalsha(sha, 1, stored, ...args).then(ok, (cause) => {
+        if (noScript(cause)) client.eval(lua, 1, stored, ...args).then(ok, (cause) => fail(call, cause))
+        else fail(call, cause)
+      })
     })
   return RateLimiterStore.of({
     // One EVALSHA per reservation, its reply decoded in the reply's callback, which resumes the fiber: a

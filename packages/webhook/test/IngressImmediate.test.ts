@@ -33,20 +33,25 @@ const recordingTracer = Effect.map(Effect.tracer, (native) => {
 
 const counter = (metric: Metric.Metric.Counter<number>) => Effect.map(Metric.value(metric), (state) => state.count)
 
+/** The ingress of one source's orders to `topic`, with its received and duplicates counters. */
+const orderIngress = (topic: string) => ({
+  process: Ingress.process({
+    verifier: Verifier.standard([secret], { source: "shop" }),
+    schema: Order,
+    topic,
+    type: "com.example.order",
+    subject: (order) => order.data.orderId
+  }),
+  received: Metric.tagged(Metric.tagged(Telemetry.eventsReceived, "stage", "webhook"), "destination", topic),
+  duplicates: Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "webhook")
+})
+
 /** One source's ingress run over `guard`: the spans, events, counters and the message the consumer got. */
 const runOnce = (topic: string, guard: Layer.Layer<ReplayGuard.ReplayGuard>) =>
   Effect.gen(function*() {
     const { spans, tracer } = yield* recordingTracer
     const events: Array<Observe.Event> = []
-    const process = Ingress.process({
-      verifier: Verifier.standard([secret], { source: "shop" }),
-      schema: Order,
-      topic,
-      type: "com.example.order",
-      subject: (order) => order.data.orderId
-    })
-    const received = Metric.tagged(Metric.tagged(Telemetry.eventsReceived, "stage", "webhook"), "destination", topic)
-    const duplicates = Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "webhook")
+    const { duplicates, process, received } = orderIngress(topic)
     const published = Metric.tagged(Metric.tagged(Telemetry.publishDuration, "destination", topic), "outcome", "success")
     const before = { received: yield* counter(received), duplicates: yield* counter(duplicates) }
     const publishedBefore = (yield* Metric.value(published)).count
@@ -127,15 +132,7 @@ describe("Ingress immediate path with no tracer installed", () => {
   const untraced = (topic: string, guard: Layer.Layer<ReplayGuard.ReplayGuard>) =>
     Effect.gen(function*() {
       const events: Array<Observe.Event> = []
-      const process = Ingress.process({
-        verifier: Verifier.standard([secret], { source: "shop" }),
-        schema: Order,
-        topic,
-        type: "com.example.order",
-        subject: (order) => order.data.orderId
-      })
-      const received = Metric.tagged(Metric.tagged(Telemetry.eventsReceived, "stage", "webhook"), "destination", topic)
-      const duplicates = Metric.tagged(Telemetry.duplicatesSuppressed, "stage", "webhook")
+      const { duplicates, process, received } = orderIngress(topic)
       const before = { received: yield* counter(received), duplicates: yield* counter(duplicates) }
       const headers = { ...(yield* Signing.standard([secret], { id: "msg_1", body })) }
       const result = yield* Effect.gen(function*() {

@@ -366,6 +366,11 @@ const keptRows = (only: ReadonlyArray<string>): { rows: Array<Row>; notes: Array
     const previous = JSON.parse(readFileSync(new URL("../../../bench/results/outbox-drain.json", import.meta.url), "utf8"))
     const rows = (previous.rows as Array<Row>).filter((row) => left.some((part) => String(row["scenario"]).startsWith(part)))
     if (rows.length === 0) return { rows: [], notes: [] }
+    // Rows that file itself kept from an earlier run: its note names the run that measured them.
+    const carried = (previous.notes as Array<string> | undefined)?.find((n) => n.startsWith(`The ${left.join(" and ")} rows are kept from the run of`))
+    if (carried !== undefined) {
+      return { rows, notes: [carried.replace(/; the other rows are from this run, measured .*$/, `; the other rows are from this run, measured ${new Date().toISOString()}.`)] }
+    }
     // The load of the run that measured them, not the one a kept-rows note of that file quotes.
     const load = String(previous.notes?.find((n: string) => n.includes("Load average") && !n.includes("rows are kept from the run")) ?? "").match(/Load average[^:]*: [^o]*on \d+ cores/)
     return {

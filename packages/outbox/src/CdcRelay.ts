@@ -268,7 +268,7 @@ export const make = (options: Options): Effect.Effect<CdcRelay, InvalidRelayName
       })
 
     const decode = (rows: ReadonlyArray<Row>) =>
-      Effect.try({ try: () => rows.map(toClaimed), catch: (cause) => new CdcError({ operation: "decode", cause }) })
+      Effect.try({ try: () => rows.map((row) => toClaimed(row)), catch: (cause) => new CdcError({ operation: "decode", cause }) })
 
     // Rows committed before the slot existed, read from the table in id order; the bookkeeping row remembers
     // how far it got, so a crash in between resumes it.

@@ -147,8 +147,21 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
      */
     interface Lease {
       heldUntil: number
-      readonly unsettled: Set<number>
+      /** The round's claimed rows. */
+      readonly rows: ReadonlyArray<ClaimedRow>
+      /**
+       * The ids of those settled so far, or `all` once the whole claim is: a round that publishes its claim
+       * in one call settles it with one assignment rather than a set operation per row.
+       */
+      readonly done: Set<number>
+      all: boolean
       readonly lost: Set<number>
+    }
+    const unsettledIds = (lease: Lease): Array<number> => {
+      const ids: Array<number> = []
+      if (lease.all) return ids
+      for (const row of lease.rows) if (!lease.done.has(row.id)) ids.push(row.id)
+      return ids
     }
 
     // A publish starts only with a heartbeat's worth of lease left: if the renewals fail, the relay stops
@@ -168,13 +181,13 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
 
     const renewOnce = (lease: Lease) =>
       Effect.gen(function*() {
-        if (lease.unsettled.size === 0) return
+        const ids = unsettledIds(lease)
+        if (ids.length === 0) return
         const sent = yield* Clock.currentTimeMillis
-        const ids = [...lease.unsettled]
         const renewed = new Set(yield* store.renew(relayId, ids, leaseMillis))
         lease.heldUntil = sent + leaseMillis
         // A row settled meanwhile is not renewed either; only one still unsettled was taken over.
-        const lost = ids.filter((id) => !renewed.has(id) && lease.unsettled.has(id))
+        const lost = ids.filter((id) => !renewed.has(id) && !lease.all && !lease.done.has(id))
         if (lost.length > 0) {
           for (const id of lost) lease.lost.add(id)
           yield* Effect.logWarning(`outbox relay: lost the lease of ${lost.length} row(s) being published; leaving them to their new holder`)
@@ -195,7 +208,8 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
 
     const settled = (lease: Lease, rows: ReadonlyArray<ClaimedRow>) =>
       Effect.sync(() => {
-        for (const row of rows) lease.unsettled.delete(row.id)
+        if (rows === lease.rows) lease.all = true
+        else for (const row of rows) lease.done.add(row.id)
       })
 
     const fail = (lease: Lease, row: ClaimedRow, error: unknown) =>
@@ -274,19 +288,32 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
     // A claim may hold several rows of a key (a partitioned store reads a partition's rows in order): the
     // batch is published in waves, the n-th row of each key in wave n, each wave once the previous one is
     // settled, so a key's rows are never in flight together. Keyless rows are unordered: all in the first wave.
-    // A row-leasing store's claim holds at most one row per key: one wave, as before.
-    const waves = (rows: ReadonlyArray<ClaimedRow>) => {
+    // A row-leasing store's claim holds at most one row per key: one wave, as before. A claim that is one wave
+    // is answered as is (the same array), which lets the round settle it whole.
+    const waves = (rows: ReadonlyArray<ClaimedRow>): ReadonlyArray<ReadonlyArray<ClaimedRow>> => {
       const seen = new Map<string, number>()
-      const result: Array<Array<ClaimedRow>> = []
-      for (const row of rows) {
+      let result: Array<Array<ClaimedRow>> | undefined
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i]!
         const key = row.message.key
         const wave = key === "" ? 0 : (seen.get(key) ?? 0)
         if (key !== "") seen.set(key, wave + 1)
+        if (result === undefined) {
+          if (wave === 0) continue
+          // Every row before this one is in the first wave.
+          result = [rows.slice(0, i)]
+        }
         const list = result[wave]
         if (list) list.push(row)
         else result[wave] = [row]
       }
-      return result
+      return result ?? [rows]
+    }
+    // The topic all rows of `rows` share, if they do (the usual claim: one topic).
+    const oneTopic = (rows: ReadonlyArray<ClaimedRow>): string | undefined => {
+      const topic = rows[0]?.topic
+      for (const row of rows) if (row.topic !== topic) return undefined
+      return topic
     }
 
     const round: Effect.Effect<RoundResult, OutboxStoreError> = Effect.gen(function*() {
@@ -294,13 +321,25 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
       const rows = yield* store.claim(claimRequest)
       const result = { claimed: rows.length, published: 0, retried: 0, dead: 0, abandoned: 0, deferred: 0 }
       if (rows.length === 0) return result
-      const lease: Lease = { heldUntil: sent + leaseMillis, unsettled: new Set(rows.map((r) => r.id)), lost: new Set() }
+      const lease: Lease = { heldUntil: sent + leaseMillis, rows, done: new Set(), all: false, lost: new Set() }
       current = lease
       Queue.unsafeOffer(roundStarted, undefined)
       return yield* Effect.gen(function*() {
         // Keys whose row was retried or abandoned this round: their later rows wait for a later claim.
         const stopped = new Set<string>()
+        const tally = (r: Effect.Effect.Success<ReturnType<typeof settleTopic>>) => {
+          result.published += r.published
+          result.retried += r.retried
+          result.dead += r.dead
+          result.abandoned += r.abandoned
+          for (const key of r.stopped) stopped.add(key)
+        }
         for (const wave of waves(rows)) {
+          const topic = stopped.size === 0 ? oneTopic(wave) : undefined
+          if (topic !== undefined) {
+            tally(yield* settleTopic(lease, topic, wave))
+            continue
+          }
           const byTopic = new Map<string, Array<ClaimedRow>>()
           for (const row of wave) {
             if (row.message.key !== "" && stopped.has(row.message.key)) {
@@ -312,14 +351,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
             if (list) list.push(row)
             else byTopic.set(row.topic, [row])
           }
-          for (const [topic, list] of byTopic) {
-            const r = yield* settleTopic(lease, topic, list)
-            result.published += r.published
-            result.retried += r.retried
-            result.dead += r.dead
-            result.abandoned += r.abandoned
-            for (const key of r.stopped) stopped.add(key)
-          }
+          for (const [topic, list] of byTopic) tally(yield* settleTopic(lease, topic, list))
         }
         return result
       }).pipe(Effect.ensuring(Effect.sync(() => {

@@ -17,15 +17,22 @@ export interface Row {
   readonly attempts: number
 }
 
-/** The row as the message the transport publishes. */
-export const toClaimed = (row: Row): ClaimedRow => ({
+/**
+ * The row as the message the transport publishes. Its payload is copied unless `owned`: the driver handed
+ * over bytes no one else holds (node-postgres decodes each bytea value into a buffer of its own), which are
+ * then only re-viewed as a plain `Uint8Array`. The copy allocates a backing store per row, the largest share
+ * of the decoding's cost; a driver that may hand out views of a buffer it reuses must not pass `owned`.
+ */
+export const toClaimed = (row: Row, owned = false): ClaimedRow => ({
   id: Number(row.id),
   topic: row.topic,
   attempts: row.attempts,
   message: {
     id: row.message_id,
     key: row.key,
-    payload: new Uint8Array(row.payload),
+    payload: owned
+      ? new Uint8Array(row.payload.buffer, row.payload.byteOffset, row.payload.byteLength)
+      : new Uint8Array(row.payload),
     headers: JSON.parse(row.headers) as Record<string, string>
   } satisfies Transport.OutgoingMessage
 })

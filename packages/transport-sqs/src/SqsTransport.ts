@@ -9,8 +9,9 @@
  * - FIFO (the default): the key is the message group, so a key's next message is not delivered while one is in
  *   flight (`orderedPerKey`); the message id is the deduplication id, so a publish repeated within 5 minutes is
  *   stored once (`dedupeWindow`). `fifo: false` uses standard queues: no order, no dedupe, higher throughput.
- * - A message is the payload in base64 as the body, and the message attributes `bulwark-id`, `bulwark-key`,
- *   `bulwark-headers` (JSON: SQS allows only 10 attributes) and `bulwark-encoding`.
+ * - A message is the payload as the body (as its UTF-8 text when SQS accepts that text, else in base64 with the
+ *   attribute `bulwark-encoding`), and the message attributes `bulwark-id`, `bulwark-key` and `bulwark-headers`
+ *   (JSON: SQS allows only 10 attributes).
  * - At least once: a delivery is deleted by `ack` (batched `DeleteMessageBatch`); unsettled, it is received
  *   again after the queue's visibility timeout. `nack({ delay })` is `ChangeMessageVisibility` to the delay.
  * - `deadLetter` sends a copy with `Delivery.deadLetterHeaders` to `${topic}.dlq`, then deletes the original.

@@ -158,12 +158,15 @@ export const immediate = (context: Context.Context<never>, fiberRefs: FiberRefs.
 // The tracer a runtime has when none is installed: its spans are kept nowhere.
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
+/** Whether `tracer` is Effect's own, the one a runtime has when no tracer is installed: its spans are kept nowhere. */
+export const isNativeTracer = (tracer: Tracer.Tracer): boolean => tracer === nativeTracer
+
 /**
  * Whether spans made in the environment reach nothing but their children: no tracer is installed (Effect's
  * own), so a span's attributes, events, links and timing are never read, only the trace it hands on. Hot paths
  * skip spans whose only child they can parent on the environment's span instead.
  */
-export const spansUnseen = (env: Immediate): boolean => env.tracer === nativeTracer
+export const spansUnseen = (env: Immediate): boolean => isNativeTracer(env.tracer)
 
 /** The environment's clock in nanoseconds as spans record it (0 when tracer timing is off). */
 export const immediateTime = (env: Immediate): bigint => env.timing ? env.clock.unsafeCurrentTimeNanos() : bigint0

@@ -19,7 +19,7 @@
  * Both errors are subclasses of `SqlError` (so every signature and `catchTag("SqlError")` stays as it was)
  * and classify themselves with `@bulwark/core` `Failure` as transient `dependency`.
  */
-import { Failure } from "@bulwark/core"
+import { Failure, Telemetry } from "@bulwark/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -136,15 +136,12 @@ export const transactional = (
 
 const patched = Symbol.for("@bulwark/sql/Transaction/patched")
 
-// Effect's own tracer, which records nothing anywhere: what every fiber has unless a tracer layer is installed.
-const nativeTracer = Effect.runSync(Effect.tracer)
-
 /**
  * Whether spans made by `fiber` go anywhere: a tracer other than Effect's native one is installed (e.g.
  * `@bulwark/tracing`'s `Otel` layer, or a test's recording tracer) and tracing is enabled.
  */
 export const tracingOn = (fiber: { readonly currentTracer: Tracer.Tracer; getFiberRef<A>(ref: FiberRef.FiberRef<A>): A }): boolean =>
-  fiber.currentTracer !== nativeTracer && fiber.getFiberRef(FiberRef.currentTracerEnabled)
+  !Telemetry.isNativeTracer(fiber.currentTracer) && fiber.getFiberRef(FiberRef.currentTracerEnabled)
 
 const begin = (connection: Connection) => connection.executeUnprepared("BEGIN", [], undefined)
 const commit = (connection: Connection) => connection.executeUnprepared("COMMIT", [], undefined)

@@ -249,42 +249,33 @@ export class CallError extends Data.TaggedError("CallError")<{ readonly cause: u
 
 type Cancellable<A> = Promise<A> & { cancel?: () => void }
 
-/** Runs a client call; interrupting it cancels the call. */
-export const call = <A>(run: () => Promise<A>): Effect.Effect<A, CallError> =>
-  Effect.async<A, CallError>((resume) => {
-    const promise = run() as Cancellable<A>
-    promise.then((value) => resume(Effect.succeed(value)), (cause: unknown) => resume(Effect.fail(new CallError({ cause }))))
-    return Effect.sync(() => promise.cancel?.())
-  })
+/** A wall-clock bound on a call: past `millis` it is cancelled and fails with `onTimeout()`. */
+export interface Bound {
+  readonly millis: number
+  readonly onTimeout: () => CallError
+}
 
 /**
- * {@link call} bounded on the wall clock: past `millis` the call is cancelled and fails with `onTimeout()`. One
- * timer per call, where `Effect.timeoutFail` would fork a fiber to race it on every publish.
+ * Runs a client call; interrupting it cancels the call. With a `bound`, one timer per call cancels it once the
+ * bound passes, where `Effect.timeoutFail` would fork a fiber to race it on every publish.
  */
-export const callWithin = <A>(run: () => Promise<A>, millis: number, onTimeout: () => CallError): Effect.Effect<A, CallError> =>
+export const call = <A>(run: () => Promise<A>, bound?: Bound): Effect.Effect<A, CallError> =>
   Effect.async<A, CallError>((resume) => {
     let done = false
     const promise = run() as Cancellable<A>
-    const timer = setTimeout(() => {
+    const timer = bound === undefined ? undefined : setTimeout(() => {
       if (done) return
       done = true
       promise.cancel?.()
-      resume(Effect.fail(onTimeout()))
-    }, millis)
-    promise.then(
-      (value) => {
-        if (done) return
-        done = true
-        clearTimeout(timer)
-        resume(Effect.succeed(value))
-      },
-      (cause: unknown) => {
-        if (done) return
-        done = true
-        clearTimeout(timer)
-        resume(Effect.fail(new CallError({ cause })))
-      }
-    )
+      resume(Effect.fail(bound.onTimeout()))
+    }, bound.millis)
+    const settle = (result: Effect.Effect<A, CallError>) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      resume(result)
+    }
+    promise.then((value) => settle(Effect.succeed(value)), (cause: unknown) => settle(Effect.fail(new CallError({ cause }))))
     return Effect.sync(() => {
       done = true
       clearTimeout(timer)
@@ -409,10 +400,12 @@ export const publishBatch = (
   Effect.flatMap(
     // The client's own retries (up to 10 minutes by default) stop here: a service that never answers makes the
     // publish fail, typed and transient, instead of hanging its caller (the call is cancelled).
-    callWithin(
+    call(
       () => clients.publisher.publish({ topic: topicPath(settings.projectId, topic), messages: messages as Array<PubsubMessage> }),
-      Duration.toMillis(settings.publishTimeout),
-      () => new CallError({ cause: `no answer to the publish within ${Duration.format(settings.publishTimeout)}` })
+      {
+        millis: Duration.toMillis(settings.publishTimeout),
+        onTimeout: () => new CallError({ cause: `no answer to the publish within ${Duration.format(settings.publishTimeout)}` })
+      }
     ),
     ([response]) =>
       (response.messageIds?.length ?? 0) === messages.length
@@ -552,7 +545,7 @@ export const make = (settings: Settings) =>
           resources.forget(topic)
           return Effect.zipRight(prepare(topic), send(topic, encoded))
         }),
-        // No clock is read: the publish timeout is a timer of its own (callWithin), on the wall clock whatever
+        // No clock is read: the publish timeout is a timer of its own (`call`'s bound), on the wall clock whatever
         // `Clock` the caller's fiber carries.
         Effect.mapError((error) => new Transport.PublishError({ topic, cause: error.cause }))
       )

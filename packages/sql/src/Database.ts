@@ -95,6 +95,15 @@ export const parseUrl = (url: string): Effect.Effect<URL, DatabaseUrlError> =>
  * and closed when that scope closes, whenever it was opened. A lost connection fails the streams listening
  * on it (their callers retry) and the next listener opens a new one.
  */
+// node-postgres queues a statement sent while another runs on the same client, a use pg 9 removes: the
+// listeners sharing one connection send their LISTEN and UNLISTEN one after another through this chain.
+const tails = new WeakMap<pg.Client, Promise<unknown>>()
+const serially = (client: pg.Client, text: string): Promise<unknown> => {
+  const run = (tails.get(client) ?? Promise.resolve()).then(() => client.query(text))
+  tails.set(client, run.catch(() => undefined))
+  return run
+}
+
 const makeListener = (url: string, Client: typeof pg.Client) =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
@@ -155,12 +164,12 @@ const makeListener = (url: string, Client: typeof pg.Client) =>
           yield* Effect.addFinalizer(() =>
             Effect.promise(() => {
               client.off("notification", onNotification).off("end", onEnd)
-              return client.query(`UNLISTEN ${client.escapeIdentifier(channel)}`).catch(() => undefined)
+              return serially(client, `UNLISTEN ${client.escapeIdentifier(channel)}`).catch(() => undefined)
             }).pipe(Effect.interruptible, Effect.timeoutOption("1 second"))
           )
           client.on("notification", onNotification).on("end", onEnd)
           yield* Effect.tryPromise({
-            try: () => client.query(`LISTEN ${client.escapeIdentifier(channel)}`),
+            try: () => serially(client, `LISTEN ${client.escapeIdentifier(channel)}`),
             catch: (cause) => new SqlError({ cause, message: "Failed to listen" })
           })
         })

@@ -164,6 +164,25 @@ for (const [name, database] of engines) {
         yield* sql`DROP TABLE ${sql(table)}`
         yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`test-${table}`}`
       }))
+
+    it.scoped("listeners started at once share the connection one statement at a time, and each hears its channel", () =>
+      Effect.gen(function*() {
+        const db = yield* Database.Database
+        // node-postgres warns (once per process) when a statement is sent while another runs on the client.
+        const warnings: Array<string> = []
+        const onWarning = (warning: Error) => warnings.push(warning.message)
+        process.on("warning", onWarning)
+        yield* Effect.addFinalizer(() => Effect.sync(() => process.off("warning", onWarning)))
+        const channels = Array.from({ length: 6 }, (_, i) => `${table}_many_${i}`)
+        const fibers = yield* Effect.forEach(channels, (channel) =>
+          db.listen(channel).pipe(Stream.take(1), Stream.runCollect, Effect.fork))
+        yield* Effect.sleep("300 millis")
+        yield* Effect.forEach(channels, (channel) => db.notify(channel, channel))
+        const heard = yield* Effect.forEach(fibers, Fiber.join).pipe(Effect.timeout("10 seconds"))
+        expect(heard.map((payloads) => Chunk.toReadonlyArray(payloads))).toEqual(channels.map((channel) => [channel]))
+        yield* Effect.sleep("50 millis")
+        expect(warnings.filter((message) => message.includes("already executing"))).toEqual([])
+      }))
   })
 }
 

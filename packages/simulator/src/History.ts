@@ -140,6 +140,8 @@ export class History {
   readonly deadLetterGenerations = new Map<string, number>()
   /** Replay publishes per message and dead-lettering. */
   readonly replayPublishes = new Map<string, number>()
+  /** The last nack per group, topic and message: its attempt and the virtual ms before which it must not return. */
+  readonly nackedUntil = new Map<string, { readonly attempt: number; readonly until: number }>()
   /** Messages retried at each virtual instant. */
   readonly retriesAtInstant = new Map<number, Set<string>>()
   /** Fault kinds (and crash sites) that fired. */

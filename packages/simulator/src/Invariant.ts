@@ -168,6 +168,30 @@ export const noRetryStorm = make({
   }
 })
 
+/**
+ * A nack's delay is kept: the transport hands the message back to its group (as the next attempt) no earlier
+ * than the delay the nack asked for. A delay dropped anywhere between the pipeline and the broker turns a
+ * backoff into a hot loop that spends every attempt within an outage.
+ */
+export const redeliveryAfterDelay = make({
+  name: "redelivery-after-delay",
+  description: "a message nacked with a delay is not redelivered to its group before the delay has passed",
+  relevant: (e) => e.kind === "nack" && typeof e.data?.delay === "number" && e.data.delay > 0,
+  onEvent: (e, h) => {
+    if (e.lane !== "transport" || e.ref === undefined || typeof e.data?.attempt !== "number") return undefined
+    const key = `${String(e.data.group)}|${String(e.data.topic)}|${e.ref}`
+    if (e.kind === "nack") {
+      if (typeof e.data.delay === "number") h.nackedUntil.set(key, { attempt: e.data.attempt, until: e.t + e.data.delay })
+      return undefined
+    }
+    if (e.kind !== "deliver") return undefined
+    const nacked = h.nackedUntil.get(key)
+    return nacked !== undefined && e.data.attempt === nacked.attempt + 1 && e.t < nacked.until
+      ? `${e.ref} redelivered as attempt ${e.data.attempt} at t=${e.t}ms, before its nack's delay ran out (t=${nacked.until}ms)`
+      : undefined
+  }
+})
+
 /** An outbox row is published only once its transaction committed. */
 export const noPublishedUncommitted = make({
   name: "no-published-uncommitted",
@@ -403,6 +427,7 @@ export const all: ReadonlyArray<Invariant> = [
   halfOpenProbes,
   retryWithinPolicy,
   noRetryStorm,
+  redeliveryAfterDelay,
   callBudget,
   outageCallBudget,
   permanentNotRetried,

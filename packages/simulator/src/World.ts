@@ -544,7 +544,7 @@ export class World {
       )
   }
 
-  private wrap(delivery: D.Delivery): D.Delivery {
+  private wrap(delivery: D.Delivery, group: string): D.Delivery {
     const message = delivery.message
     const ref = refOf(message.payload)
     // Counted per replay generation: a republished dead letter starts its deliveries afresh.
@@ -553,7 +553,7 @@ export class World {
     this.seenDeliveries.set(delivered, seen)
     this.history.delivered(`${message.topic}/${message.id}`)
     if (ref !== undefined) this.history.refsById.set(message.id, ref)
-    this.history.record("transport", "deliver", ref, { topic: message.topic, seen, attempt: delivery.attempt })
+    this.history.record("transport", "deliver", ref, { topic: message.topic, group, seen, attempt: delivery.attempt })
     // Copies handed by the duplicate fault share one receipt: only the first settle reaches the transport, so
     // only it is recorded (the real transport ignores the others).
     const settled = () => {
@@ -561,13 +561,13 @@ export class World {
       this.settledReceipts.add(delivery)
       return true
     }
-    const settle = <E>(operation: string, effect: Effect.Effect<void, E>) =>
+    const settle = <E>(operation: string, effect: Effect.Effect<void, E>, data?: Record<string, number>) =>
       Effect.zipRight(
         this.step,
         Effect.suspend(() => {
           const first = settled()
           return Effect.zipRight(effect, Effect.sync(() => {
-            if (first) this.history.record("transport", operation, ref, { topic: message.topic })
+            if (first) this.history.record("transport", operation, ref, { topic: message.topic, group, ...data })
           }))
         })
       )
@@ -575,7 +575,13 @@ export class World {
       message,
       attempt: delivery.attempt,
       ack: settle("ack", delivery.ack),
-      nack: (options) => settle("nack", delivery.nack(options)),
+      // The delay asked for is recorded with the group and attempt: `redelivery-after-delay` holds the
+      // transport to it.
+      nack: (options) =>
+        settle("nack", delivery.nack(options), {
+          attempt: delivery.attempt,
+          delay: options?.delay === undefined ? 0 : Duration.toMillis(Duration.decode(options.delay))
+        }),
       deadLetter: (reason) =>
         Effect.zipRight(
           this.step,
@@ -618,7 +624,7 @@ export class World {
       const flushHeld = Effect.suspend(() => {
         const waiting = held.current
         held.current = undefined
-        return waiting === undefined ? Effect.void : Queue.offer(out, this.wrap(waiting))
+        return waiting === undefined ? Effect.void : Queue.offer(out, this.wrap(waiting, group))
       })
       if (faults.some((f) => f.kind === "drop")) {
         this.history.fault("drop", ref, { topic })
@@ -627,7 +633,7 @@ export class World {
       const delay = faults.find((f) => f.kind === "delay")
       if (delay !== undefined && delay.kind === "delay") {
         this.history.fault("delay", ref, { topic, ms: delay.ms })
-        yield* Effect.forkScoped(Effect.zipRight(Effect.sleep(Duration.millis(delay.ms)), Queue.offer(out, this.wrap(delivery))))
+        yield* Effect.forkScoped(Effect.zipRight(Effect.sleep(Duration.millis(delay.ms)), Queue.offer(out, this.wrap(delivery, group))))
         return
       }
       if (faults.some((f) => f.kind === "reorder") && held.current === undefined) {
@@ -642,7 +648,7 @@ export class World {
       const target = delivery.attempt > 1 && queues.length > 1
         ? queues[(queues.indexOf(out) + delivery.attempt - 1) % queues.length] ?? out
         : out
-      yield* Queue.offer(target, this.wrap(delivery))
+      yield* Queue.offer(target, this.wrap(delivery, group))
       const duplicate = faults.find((f) => f.kind === "duplicate")
       if (duplicate !== undefined && duplicate.kind === "duplicate") {
         this.history.fault("duplicate", ref, { topic, copies: duplicate.copies })
@@ -651,7 +657,7 @@ export class World {
         const others = queues.filter((q) => q !== out)
         for (let i = 0; i < duplicate.copies; i++) {
           const target = others.length === 0 ? out : others[i % others.length]!
-          yield* Effect.forkScoped(Queue.offer(target, this.wrap(delivery)))
+          yield* Effect.forkScoped(Queue.offer(target, this.wrap(delivery, group)))
         }
       }
       yield* flushHeld

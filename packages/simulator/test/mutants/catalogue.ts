@@ -83,6 +83,25 @@ export const mutants: ReadonlyArray<Mutant> = [
     workload: { maxFaults: 2, weights: only({ outage: 1 }) }
   },
   {
+    id: "driver-nack-no-delay",
+    description: "the transports' shared delivery drops a nack's delay, so a nacked message comes back at once",
+    file: "packages/transport/src/Driver.ts",
+    search: "settlement.nack(delayMillisOf(options))",
+    replace: "settlement.nack(0)",
+    caughtBy: ["redelivery-after-delay"],
+    // A nack with a delay comes from a duplicate arriving while its first copy is still in progress.
+    workload: { maxFaults: 3, weights: only({ duplicate: 1, slow: 1 }) }
+  },
+  {
+    id: "driver-dead-letter-acks",
+    description: "the transports' shared delivery acknowledges a dead-lettered delivery instead of keeping its copy",
+    file: "packages/transport/src/Driver.ts",
+    search: "settlement.deadLetter(deadLetterCopy(message, reason), reason)",
+    replace: "settlement.ack",
+    caughtBy: ["no-lost", "no-transient-dead-letters"],
+    workload: { maxFaults: 2, poisonRate: 0.4, weights: only({ outage: 1 }) }
+  },
+  {
     id: "ingress-ack-before-publish",
     description: "the webhook ingress answers before the publish is confirmed",
     file: "packages/webhook/src/Ingress.ts",

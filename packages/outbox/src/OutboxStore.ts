@@ -164,6 +164,12 @@ export class OutboxStore extends Context.Tag("@bulwark/outbox/OutboxStore")<Outb
   readonly cleanup: (retentionMillis: number) => Effect.Effect<number, OutboxStoreError>
   /** The wake-up mechanism of one relay, for the scope's lifetime. */
   readonly wakeup: (relayId: string, pollInterval: Duration.Duration) => Effect.Effect<Wakeup, never, Scope.Scope>
+  /**
+   * Hands back what a relay that has stopped still holds (its claimed rows, or its partitions and
+   * registration) and wakes the other relays, so they go on at once instead of after the lease. Called by a
+   * stopping relay once its rounds have ended. Optional: without it, a stopped relay's leases run out.
+   */
+  readonly release?: (relayId: string) => Effect.Effect<void, OutboxStoreError>
 }>() {}
 
 /** The service an `OutboxStore` driver implements. */

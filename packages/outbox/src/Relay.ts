@@ -368,9 +368,18 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
       yield* Metric.set(lagGauge, Duration.toMillis(age))
     })
 
+    // Once its rounds have ended (the finalizer runs after the loop, the heartbeat and the wake-up have
+    // stopped), a stopping relay hands back what it holds, so the other relays go on at once rather than after
+    // the lease. Bounded: a database that stopped answering does not hold the stop; the lease still runs out.
+    const handBack = store.release === undefined ? Effect.void : store.release(relayId).pipe(
+      Effect.interruptible,
+      Effect.timeout("5 seconds"),
+      quietly("outbox relay: hand-back on stop failed")
+    )
+
     // Supervised: a failing round (the database or the broker is down) makes the relay `degraded` and retries
     // with a jittered, capped backoff until it is back; a defect ends `run` loudly (Supervise), never silently.
-    const run: Effect.Effect<never, never, Scope.Scope> = Supervise.run({
+    const run: Effect.Effect<never, never, Scope.Scope> = Effect.zipRight(Effect.addFinalizer(() => handBack), Supervise.run({
       name: `outbox-relay:${relayId}`,
       backoffMax: Duration.max(pollInterval, Duration.seconds(5))
     }, (supervisor) => Effect.gen(function*() {
@@ -401,7 +410,7 @@ export const make = (options: Options = {}): Effect.Effect<Relay, never, OutboxS
         yield* wakeup.wait(pollInterval)
       }).pipe(Effect.forever)
       return yield* loop
-    }))
+    })))
 
     return { relayId, round, cleanup, run }
   })

@@ -467,6 +467,30 @@ export const contract = <R>(harness: Harness<R>): void => {
         for (const id of duplicates) expect(inFlight).toContain(id)
       }))
 
+    it.scoped("a stopping relay hands back what it holds: a sleeping relay takes over at once, long before the lease", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("handback")
+        const hung = yield* Deferred.make<void>()
+        const recorder = recordingPublisher((_, __, call) =>
+          call === 0 ? Effect.zipRight(Deferred.succeed(hung, undefined), Effect.never) : Effect.void
+        )
+        const ids = Array.from({ length: 40 }, (_, i) => `m-${i}`)
+        yield* transaction(Outbox.appendMessages("t", ids.map((id, i) => raw(id, `k-${i % 8}`)))).pipe(provideStore(store))
+        const long = { lease: "1 hour", pollInterval: "1 hour" } as const
+        const first = yield* startRelay(store, recorder.layer, { ...long, relayId: "first" })
+        yield* settle(Deferred.await(hung))
+        // The heir finds everything held (rows or partitions, for an hour) and goes to sleep.
+        yield* startRelay(store, recorder.layer, { ...long, relayId: "heir" })
+        yield* pass("500 millis")
+        expect(recorder.published).toEqual([])
+        yield* Fiber.interrupt(first)
+        const stoppedAt = yield* Clock.currentTimeMillis
+        yield* settle(store.drained)
+        const tookOver = (yield* Clock.currentTimeMillis) - stoppedAt
+        expect(new Set(recorder.published.map((p) => p.message.id))).toEqual(new Set(ids))
+        expect(tookOver).toBeLessThan(3_000)
+      }))
+
     it.scoped("an append wakes a sleeping relay well before its poll interval", () =>
       Effect.gen(function*() {
         const { store, transaction } = yield* harness.fresh("wake")

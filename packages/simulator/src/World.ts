@@ -781,6 +781,9 @@ export class World {
       markDead: (relayId, id, dead) => Effect.zipRight(this.step, store.markDead(relayId, id, dead)),
       renew: (relayId, ids, leaseMillis) => Effect.zipRight(this.step, store.renew(relayId, ids, leaseMillis)),
       cleanup: (retentionMillis) => Effect.zipRight(this.step, store.cleanup(retentionMillis)),
+      // A step like any call: a crashed process's relay hands nothing back (a kill runs no shutdown), and its
+      // rows wait out their lease; a relay that stops while its process lives hands them back.
+      release: (relayId) => Effect.zipRight(this.step, store.release === undefined ? Effect.void : store.release(relayId)),
       transaction: (effect) => Effect.zipRight(this.step, store.transaction(effect))
     }
   }

@@ -104,6 +104,19 @@ const serially = (client: pg.Client, text: string): Promise<unknown> => {
   return run
 }
 
+// Listeners of one channel share the connection's LISTEN: each sends its own (a no-op when the channel is
+// already listened to, and it returns once the channel is), but only the last one to go sends UNLISTEN, which
+// would otherwise silence every other listener of the channel.
+const listenersOf = new WeakMap<pg.Client, Map<string, number>>()
+const countListeners = (client: pg.Client, channel: string, delta: 1 | -1): number => {
+  let channels = listenersOf.get(client)
+  if (channels === undefined) listenersOf.set(client, channels = new Map())
+  const n = (channels.get(channel) ?? 0) + delta
+  if (n <= 0) channels.delete(channel)
+  else channels.set(channel, n)
+  return n
+}
+
 const makeListener = (url: string, Client: typeof pg.Client) =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
@@ -161,10 +174,13 @@ const makeListener = (url: string, Client: typeof pg.Client) =>
             if (message.channel === channel && message.payload) emit.single(message.payload)
           }
           const onEnd = () => emit.fail(new SqlError({ cause: "connection ended", message: "the LISTEN connection was lost" }))
+          countListeners(client, channel, 1)
           yield* Effect.addFinalizer(() =>
             Effect.promise(() => {
               client.off("notification", onNotification).off("end", onEnd)
-              return serially(client, `UNLISTEN ${client.escapeIdentifier(channel)}`).catch(() => undefined)
+              return countListeners(client, channel, -1) > 0
+                ? Promise.resolve()
+                : serially(client, `UNLISTEN ${client.escapeIdentifier(channel)}`).catch(() => undefined)
             }).pipe(Effect.interruptible, Effect.timeoutOption("1 second"))
           )
           client.on("notification", onNotification).on("end", onEnd)

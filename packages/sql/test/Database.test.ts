@@ -165,6 +165,21 @@ for (const [name, database] of engines) {
         yield* sql`DELETE FROM bulwark_migrations WHERE component = ${`test-${table}`}`
       }))
 
+    it.scoped("listeners of one channel: one that stops leaves the others listening", () =>
+      Effect.gen(function*() {
+        const db = yield* Database.Database
+        const channel = `${table}_shared`
+        const leaving = yield* db.listen(channel).pipe(Stream.runDrain, Effect.fork)
+        const staying = yield* db.listen(channel).pipe(Stream.take(2), Stream.runCollect, Effect.fork)
+        yield* Effect.sleep("300 millis")
+        yield* db.notify(channel, "before")
+        yield* Effect.sleep("100 millis")
+        yield* Fiber.interrupt(leaving)
+        yield* db.notify(channel, "after")
+        const heard = yield* Fiber.join(staying).pipe(Effect.timeout("5 seconds"))
+        expect(Chunk.toReadonlyArray(heard)).toEqual(["before", "after"])
+      }))
+
     it.scoped("listeners started at once share the connection one statement at a time, and each hears its channel", () =>
       Effect.gen(function*() {
         const db = yield* Database.Database

@@ -512,7 +512,30 @@ export const make = (
         (rows) => (rows[0]?.ids ?? []).map(Number)
       ).pipe(Effect.mapError(failed("renew")))
 
+    // A stopped relay's hand-back: its rows (or partitions and registration) become claimable at once, and the
+    // NOTIFY wakes relays asleep on the channel (sleeping, they would otherwise wait out their poll interval).
+    const releaseByRow = (relayId: string) =>
+      sql`WITH released AS (
+          UPDATE ${sql(table)} SET claimed_by = NULL, claimed_until = NULL
+          WHERE claimed_by = ${relayId} AND state = 'pending'
+          RETURNING id)
+        SELECT pg_notify(${channel}, ${wakePayload}) FROM released LIMIT 1`
+    const releasePartitioned = (relayId: string) =>
+      sql.withTransaction(Effect.zipRight(
+        sql`DELETE FROM ${sql(relaysTable)} WHERE relay_id = ${relayId}`,
+        sql`WITH released AS (
+            UPDATE ${sql(partitionsTable)} SET owner = NULL, lease_until = NULL
+            WHERE owner = ${relayId}
+            RETURNING partition)
+          SELECT pg_notify(${channel}, ${wakePayload}) FROM released LIMIT 1`
+      ))
+
     const partitioned = options.partitioned === true
+    const release: Service["release"] = (relayId) =>
+      Effect.asVoid(partitioned ? releasePartitioned(relayId) : releaseByRow(relayId)).pipe(
+        Effect.zipRight(Effect.sync(() => balancedAt.delete(relayId))),
+        Effect.mapError(failed("release"))
+      )
     const claim = partitioned ? claimPartitioned : claimByRow
     const markPublished = partitioned ? markPublishedPartitioned : markPublishedByRow
     const reschedule = partitioned ? reschedulePartitioned : rescheduleByRow
@@ -556,7 +579,8 @@ export const make = (
       markDead,
       renew,
       cleanup,
-      wakeup
+      wakeup,
+      release
     }
   })
 

@@ -391,6 +391,30 @@ export const makeMemoryStore = (
       return wakeup
     })
 
+  // A stopped relay's hand-back: its rows, or its partitions and registration, free at once.
+  const releaseHeld: Service["release"] = (relayId) =>
+    Effect.sync(() => {
+      let released = 0
+      if (partitioned) {
+        registered.delete(relayId)
+        balancedAt.delete(relayId)
+        for (let i = 0; i < partitions.length; i++) {
+          if (partitions[i]!.owner === relayId) {
+            partitions[i] = { owner: undefined, leaseUntil: 0 }
+            released++
+          }
+        }
+      } else {
+        for (const row of pending.values()) {
+          if (row.claimedBy === relayId) {
+            release(row)
+            released++
+          }
+        }
+      }
+      if (released > 0) for (const waker of wakers) Queue.unsafeOffer(waker, undefined)
+    })
+
   const snapshot = Effect.sync(() => Array.from(rows.values(), (row): Row => ({ ...row })))
 
   return {
@@ -408,6 +432,7 @@ export const makeMemoryStore = (
     renew: partitioned ? renewPartitioned : renew,
     cleanup,
     wakeup,
+    release: releaseHeld,
     transaction,
     rows: snapshot
   }

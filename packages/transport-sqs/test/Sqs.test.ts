@@ -358,7 +358,13 @@ describe("publishing", () => {
       const sent = Array.from({ length: 25 }, (_, i) => message(`b-${i}`, {}, `k-${i % 3}`))
       yield* driver.publish(topic, sent)
       // FIFO holds a key's next message back until the one in flight is settled: acked as they come.
-      const got = yield* takeN(Stream.mapEffect(driver.subscribe(topic), (d) => Effect.as(d.ack, d)), 25)
+      const got = yield* driver.subscribe(topic).pipe(
+        Stream.mapEffect((d) => Effect.as(d.ack, d)),
+        Stream.take(25),
+        Stream.runCollect,
+        Effect.map(Chunk.toReadonlyArray),
+        Effect.timeout("30 seconds")
+      )
       expect(got.map((d) => d.message.id).sort()).toEqual(sent.map((m) => m.id).sort())
       for (const key of ["k-0", "k-1", "k-2"]) {
         expect(got.filter((d) => d.message.key === key).map((d) => d.message.id)).toEqual(

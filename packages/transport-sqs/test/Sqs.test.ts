@@ -350,6 +350,30 @@ describe("acks", () => {
     }))
 })
 
+describe("publishing", () => {
+  it.scopedLive("a publish larger than one SendMessageBatch goes in several calls: every message arrives, each key in order", () =>
+    Effect.gen(function*() {
+      const driver = yield* transport()
+      const topic = topicName("batches")
+      const sent = Array.from({ length: 25 }, (_, i) => message(`b-${i}`, {}, `k-${i % 3}`))
+      yield* driver.publish(topic, sent)
+      // FIFO holds a key's next message back until the one in flight is settled: acked as they come.
+      const got = yield* driver.subscribe(topic).pipe(
+        Stream.mapEffect((d) => Effect.as(d.ack, d)),
+        Stream.take(25),
+        Stream.runCollect,
+        Effect.map(Chunk.toReadonlyArray),
+        Effect.timeout("30 seconds")
+      )
+      expect(got.map((d) => d.message.id).sort()).toEqual(sent.map((m) => m.id).sort())
+      for (const key of ["k-0", "k-1", "k-2"]) {
+        expect(got.filter((d) => d.message.key === key).map((d) => d.message.id)).toEqual(
+          sent.filter((m) => m.key === key).map((m) => m.id)
+        )
+      }
+    }))
+})
+
 describe("a queue deleted under a running consumer", () => {
   it.scopedLive("is created again by the consumer and by the next publish", () =>
     Effect.gen(function*() {

@@ -127,6 +127,12 @@ export interface SqsEntry {
 
 const text = (value: string): MessageAttributeValue => ({ DataType: "String", StringValue: value })
 
+// Whether an object has an own enumerable key, without the array `Object.keys` builds per message.
+const hasOwnKeys = (record: object): boolean => {
+  for (const name in record) if (Object.hasOwn(record, name)) return true
+  return false
+}
+
 // SQS caps a deduplication or group id at 128 characters of its own alphabet; longer or other ids are hashed.
 const sqsId = (id: string) => /^[A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]{1,128}$/.test(id) ? id : createHash("sha256").update(id).digest("hex")
 
@@ -143,7 +149,7 @@ const refusedInBody = /[\0-\x08\x0B\x0C\x0E-\x1F\uD800-\uDFFF\uFFFE\uFFFF]/
 export const encode = (message: Transport.OutgoingMessage, fifo: boolean): SqsEntry => {
   const attributes: Record<string, MessageAttributeValue> = { [Attributes.id]: text(message.id) }
   if (message.key !== "") attributes[Attributes.key] = text(message.key)
-  if (Object.keys(message.headers).length > 0) attributes[Attributes.headers] = text(JSON.stringify(message.headers))
+  if (hasOwnKeys(message.headers)) attributes[Attributes.headers] = text(JSON.stringify(message.headers))
   const payload = Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength)
   let body = payload.length > 0 && isUtf8(payload) ? payload.toString("utf8") : undefined
   if (body === undefined || refusedInBody.test(body)) {
@@ -301,17 +307,30 @@ const batchEntry = (entry: SqsEntry, i: number) => ({
   MessageDeduplicationId: entry.MessageDeduplicationId
 })
 
-/** Sends up to 10 entries; fails unless every one was accepted. */
-export const sendBatch = (client: SQSClient, url: string, entries: ReadonlyArray<SqsEntry>) =>
-  Effect.flatMap(
-    call((abortSignal) =>
-      client.send(new SendMessageBatchCommand({ QueueUrl: url, Entries: entries.map(batchEntry) }), { abortSignal })
-    ),
-    (out) =>
-      (out.Failed?.length ?? 0) === 0 && (out.Successful?.length ?? 0) === entries.length
-        ? Effect.void
-        : Effect.fail(new CallError({ cause: out.Failed?.[0] ?? `the service accepted ${out.Successful?.length ?? 0} of ${entries.length} messages` }))
+/**
+ * One `SendMessageBatch` of up to 10 entries; rejects unless every one was accepted (with the first failed
+ * entry, or what was missing), as with the client's own error when the call fails.
+ */
+const sendBatchCall = (client: SQSClient, url: string, entries: ReadonlyArray<SqsEntry>, abortSignal: AbortSignal): Promise<void> =>
+  client.send(new SendMessageBatchCommand({ QueueUrl: url, Entries: entries.map(batchEntry) }), { abortSignal }).then((out) =>
+    (out.Failed?.length ?? 0) === 0 && (out.Successful?.length ?? 0) === entries.length
+      ? undefined
+      : Promise.reject(out.Failed?.[0] ?? `the service accepted ${out.Successful?.length ?? 0} of ${entries.length} messages`)
   )
+
+/**
+ * Sends entries in `SendMessageBatch` calls within SQS's limits, one after another in order, as one effect: one
+ * step and one abort signal per publish rather than per call. Fails at the first call not wholly accepted; the
+ * calls after it are not made. Interrupting it aborts the call in flight.
+ */
+export const sendAll = (client: SQSClient, url: string, entries: ReadonlyArray<SqsEntry>): Effect.Effect<void, CallError> =>
+  call(async (abortSignal) => {
+    for (const batch of batches(entries)) {
+      // Interrupted between two calls: the next one is not made.
+      abortSignal.throwIfAborted()
+      await sendBatchCall(client, url, batch, abortSignal)
+    }
+  })
 
 // SendMessageBatch: 10 entries and 256 KiB at most (the service now allows 1 MiB; the smaller bound suits both).
 const maxBatchEntries = 10
@@ -334,22 +353,19 @@ export const batches = (entries: ReadonlyArray<SqsEntry>): Array<Array<SqsEntry>
  * to make per call): the subscription runs it uninterruptibly, so messages it took are not left invisible.
  */
 export const receive = (client: SQSClient, settings: Settings, url: string) =>
-  Effect.map(
-    Effect.tryPromise({
-      try: () =>
-        client.send(
-          new ReceiveMessageCommand({
-            QueueUrl: url,
-            MaxNumberOfMessages: 10,
-            WaitTimeSeconds: settings.waitSeconds,
-            MessageAttributeNames: ["All"],
-            MessageSystemAttributeNames: ["ApproximateReceiveCount"]
-          })
-        ),
-      catch: (cause) => new CallError({ cause })
-    }),
-    (out) => out.Messages ?? []
-  )
+  Effect.tryPromise({
+    try: () =>
+      client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: url,
+          MaxNumberOfMessages: 10,
+          WaitTimeSeconds: settings.waitSeconds,
+          MessageAttributeNames: ["All"],
+          MessageSystemAttributeNames: ["ApproximateReceiveCount"]
+        })
+      ).then((out) => out.Messages ?? []),
+    catch: (cause) => new CallError({ cause })
+  })
 
 /** Deletes receipt handles, 10 per call; fails if any was not deleted. */
 export const deleteBatch = (client: SQSClient, url: string, handles: ReadonlyArray<string>) => {
@@ -400,15 +416,22 @@ export const make = (settings: Settings) =>
     const track = yield* Driver.unansweredRequests("deletion")
 
     // Queue URLs this process has created or found, so a publish costs one call. A topic's queue is created
-    // after its `.dlq` queue, whose ARN its redrive policy names.
+    // after its `.dlq` queue, whose ARN its redrive policy names. `answered` holds those already answered, for a
+    // publish to use without waiting on the promise.
     const urls = new Map<string, Promise<Either.Either<string, CallError>>>()
+    const answered = new Map<string, string>()
     const await_ = (topic: string, promise: Promise<Either.Either<string, CallError>>) =>
-      Effect.flatMap(Effect.promise(() => promise), (result) =>
-        Either.isRight(result)
-          ? Effect.succeed(result.right)
-          : Effect.zipRight(Effect.sync(() => urls.delete(topic)), Effect.fail(result.left)))
+      Effect.flatMap(Effect.promise(() => promise), (result) => {
+        if (Either.isLeft(result)) return Effect.zipRight(Effect.sync(() => urls.delete(topic)), Effect.fail(result.left))
+        // Only while it is still the topic's current lookup (a refresh may have replaced it since).
+        if (urls.get(topic) === promise) answered.set(topic, result.right)
+        return Effect.succeed(result.right)
+      })
     const urlOf = (topic: string, refresh = false): Effect.Effect<string, CallError | InvalidName> => {
-      if (refresh) urls.delete(topic)
+      if (refresh) {
+        urls.delete(topic)
+        answered.delete(topic)
+      }
       const known = urls.get(topic)
       if (known !== undefined) return await_(topic, known)
       const name = queueName(settings.queuePrefix, topic, settings.fifo)
@@ -426,22 +449,20 @@ export const make = (settings: Settings) =>
       return await_(topic, promise)
     }
 
-    const send = (url: string, entries: ReadonlyArray<SqsEntry>) =>
-      Effect.forEach(batches(entries), (batch) => sendBatch(client, url, batch), { discard: true })
+    const publishError = (topic: string, error: CallError | InvalidName) =>
+      new Transport.PublishError({ topic, cause: error._tag === "CallError" ? error.cause : error })
 
     const publish = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) => {
       if (messages.length === 0) return Effect.void
       const entries = messages.map((m) => encode(m, settings.fifo))
-      return urlOf(topic).pipe(
-        Effect.flatMap((url) => send(url, entries)),
-        // The queue was deleted behind the transport's back: create it again, once.
-        Effect.catchIf(
-          (error) => error._tag === "CallError" && isMissingQueue(error.cause),
-          () => Effect.flatMap(urlOf(topic, true), (url) => send(url, entries))
-        ),
-        Effect.mapError((error) => new Transport.PublishError({ topic, cause: error._tag === "CallError" ? error.cause : error })),
-        Driver.inRealTime
-      )
+      const url = answered.get(topic)
+      const sending = url !== undefined ? sendAll(client, url, entries) : Effect.flatMap(urlOf(topic), (url) => sendAll(client, url, entries))
+      // One handler for both outcomes of a failure, so a publish that succeeds passes one step here.
+      return Effect.catchAll(sending, (error) =>
+        error._tag === "CallError" && isMissingQueue(error.cause)
+          // The queue was deleted behind the transport's back: create it again, once.
+          ? Effect.mapError(Effect.flatMap(urlOf(topic, true), (url) => sendAll(client, url, entries)), (error) => publishError(topic, error))
+          : Effect.fail(publishError(topic, error))).pipe(Driver.inRealTime)
     }
 
     const subscribe = (topic: string, options?: Transport.SubscribeOptions) =>
@@ -455,6 +476,8 @@ export const make = (settings: Settings) =>
 /** How one subscription settles a receipt handle. */
 interface SettleContext {
   readonly ack: (handle: string, messageId: string) => Effect.Effect<void, unknown>
+  /** Queues an unconfirmed ack (without `confirmAcks`). */
+  readonly queueAck: ((handle: string, messageId: string) => void) | undefined
   readonly nack: (handle: string, delayMillis: number) => Effect.Effect<void, unknown>
   readonly deadLetter: (handle: string, copy: Transport.OutgoingMessage) => Effect.Effect<void, unknown>
 }
@@ -472,6 +495,16 @@ class Settlement implements Driver.Settlement {
   deadLetter(copy: Transport.OutgoingMessage): Effect.Effect<void, unknown> {
     return this.context.deadLetter(this.handle, copy)
   }
+  // Without `confirmAcks` an ack completes once queued: the driver base then runs it as one synchronous step
+  // instead of an effect and its error mapping.
+  get ackQueued(): (() => void) | undefined {
+    return this.context.queueAck === undefined ? undefined : queueThisAck
+  }
+}
+
+// Called by the driver base as a method of the settlement: one function for every delivery, no closure each.
+function queueThisAck(this: Settlement): void {
+  this.context.queueAck!(this.handle, this.messageId)
 }
 
 // The client's own error is what a DeliveryError carries, not the call wrapper.
@@ -500,12 +533,13 @@ export const subscription = (
     const queueAck = Driver.queuedBatcher<string>((handles) => deleteBatch(client, url, handles), track)
     const settle: SettleContext = {
       ack: settings.confirmAcks ? (handle) => unwrapped(removeNow(handle)) : (handle, messageId) => Effect.sync(() => queueAck(handle, messageId)),
+      queueAck: settings.confirmAcks ? undefined : queueAck,
       nack: (handle, delayMillis) => unwrapped(changeVisibility(client, url, handle, seconds(Duration.millis(delayMillis)))),
       // The copy goes to the `.dlq` queue first, then the original is deleted: a failure between the two leaves a
       // copy in both places (at least once), never in neither.
       deadLetter: (handle, copy) =>
         unwrapped(urlOf(Driver.deadLetterTopic(topic)).pipe(
-          Effect.flatMap((deadUrl) => sendBatch(client, deadUrl, [encode(copy, settings.fifo)])),
+          Effect.flatMap((deadUrl) => sendAll(client, deadUrl, [encode(copy, settings.fifo)])),
           Effect.zipRight(removeNow(handle))
         ))
     }
@@ -518,15 +552,17 @@ export const subscription = (
       return Driver.delivery(message, attempt, new Settlement(settle, handle, message.id))
     }
 
-    const poll = Effect.gen(function*() {
-      const received = yield* receive(client, settings, url)
+    const toDeliveries = (received: ReadonlyArray<Message>): Chunk.Chunk<Delivery.Delivery> => {
       const deliveries: Array<Delivery.Delivery> = []
       for (const r of received) {
         const delivery = toDelivery(r)
         if (delivery !== undefined) deliveries.push(delivery)
       }
       return Chunk.unsafeFromArray(deliveries)
-    }).pipe(
+    }
+
+    // `url` read when each receive starts: a refresh below replaces it.
+    const poll = Effect.suspend(() => Effect.map(receive(client, settings, url), toDeliveries)).pipe(
       // Uninterruptible: messages a receive that is aborted already took would stay invisible for the whole
       // visibility timeout; a receive lasts at most `waitSeconds`.
       Effect.uninterruptible,

@@ -16,7 +16,14 @@ export interface Prepared {
 /** What `executeRaw` answers on both engines: `pg`'s `Result` and PGlite's `Results` both carry the rows. */
 export interface RawResult {
   readonly rows: ReadonlyArray<any>
+  /** How many rows an `INSERT`, `UPDATE` or `DELETE` wrote, on `pg`. */
+  readonly rowCount?: number | null
+  /** How many rows an `INSERT`, `UPDATE` or `DELETE` wrote, on PGlite. */
+  readonly affectedRows?: number
 }
+
+/** How many rows a data-modifying statement wrote, on either engine. */
+export const affectedRows = (result: RawResult): number => result.rowCount ?? result.affectedRows ?? 0
 
 // FNV-1a: a short, stable name per text, within PostgreSQL's 63-byte identifier limit whatever the table name.
 const hash = (text: string) => {

@@ -584,7 +584,10 @@ export const make = (
     const partitioned = options.partitioned === true
     const release: Service["release"] = (relayId) =>
       Effect.asVoid(partitioned ? releasePartitioned(relayId) : releaseByRow(relayId)).pipe(
-        Effect.zipRight(Effect.sync(() => balancedAt.delete(relayId))),
+        Effect.zipRight(Effect.sync(() => {
+          balancedAt.delete(relayId)
+          claimedAfterBalance.delete(relayId)
+        })),
         Effect.mapError(failed("release"))
       )
     const claim = partitioned ? claimPartitioned : claimByRow

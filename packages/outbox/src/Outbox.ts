@@ -15,7 +15,7 @@ import { type Database, Migrations } from "@bulwark/sql"
 import { Transport } from "@bulwark/transport"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Layer, Metric, Option, type Schema, type Tracer } from "effect"
+import { Context, Duration, Effect, FiberRef, Layer, Metric, Option, type Schema, type Tracer } from "effect"
 import * as SqlOutboxStore from "./OutboxStore/Sql.js"
 import * as Store from "./OutboxStore.js"
 
@@ -86,6 +86,8 @@ const stampAll = TraceContext.stampAll
 
 const noLinks: ReadonlyArray<Tracer.SpanLink> = []
 const noStackTrace = { captureStackTrace: false } as const
+// The start time of a span no tracer sees: it is never read.
+const untimed = BigInt(0)
 
 /**
  * An append as a `create {topic}` producer span inside the caller's span, each row's headers carrying that
@@ -96,8 +98,9 @@ const noStackTrace = { captureStackTrace: false } as const
  * An append is one per business transaction, so the span is started and ended directly
  * (`Telemetry.unsafeStartSpan`) rather than through `Effect.withSpan`'s steps, whenever the fiber allows it
  * (`Telemetry.immediate`: tracing enabled, no span annotations or links set around it); otherwise it is made
- * by `Telemetry.withSafeSpan`. Both make the same span. While no tracer is installed the span only gives the
- * rows their W3C context: it gets no attributes or links and is not ended, and the store does not run under it.
+ * by `Telemetry.withSafeSpan`. Both make the same span. While no tracer is installed (and tracing is enabled) the
+ * span only gives the rows their W3C context: it gets no attributes, links or timestamps and is not ended, and
+ * the store does not run under it.
  */
 export const traceAppend = (
   appendMessages: Store.Service["appendMessages"]
@@ -108,22 +111,24 @@ export const traceAppend = (
     const lone = carried.length === 1 ? Option.getOrUndefined(carried[0]!) : undefined
     const ambient = Telemetry.propagated(fiber.currentSpan)
     const parent = ambient ?? lone
-    const env = Telemetry.immediate(fiber.currentContext, fiber.getFiberRefs())
-    if (env !== undefined && Telemetry.spansUnseen(env)) {
+    if (Telemetry.isNativeTracer(fiber.currentTracer) && fiber.getFiberRef(FiberRef.currentTracerEnabled)) {
       // No tracer installed: the span is made only for the W3C context the rows carry (the relay's publish
       // and its consumer continue that trace, and an upstream trace id passes through). Its attributes,
-      // links and end, and the store running under it, are for a tracer that records; there is none here.
-      const span = env.tracer.span(
+      // links, timing and end, and the store running under it, are for a tracer that records; there is none
+      // here. Read straight off the fiber: the `Telemetry.immediate` environment costs a snapshot of the
+      // fiber's refs (a copy of them) per append, which only a recorded span needs.
+      const span = fiber.currentTracer.span(
         `create ${topic}`,
         parent === undefined ? Option.none() : Option.some(parent),
         Context.empty(),
         noLinks,
-        Telemetry.immediateTime(env),
+        untimed,
         "producer",
         noStackTrace
       )
       return appendMessages(topic, stampAll(messages, carried, span))
     }
+    const env = Telemetry.immediate(fiber.currentContext, fiber.getFiberRefs())
     const links = carried.flatMap((span, i) =>
       Option.isSome(span) && span.value.traceId !== parent?.traceId
         ? [{ _tag: "SpanLink" as const, span: span.value, attributes: { [Telemetry.Attr.messageId]: messages[i]!.id } }]

@@ -1,6 +1,6 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, layer } from "@effect/vitest"
-import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Layer, Schedule, Stream, Tracer } from "effect"
+import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Layer, Option, Schedule, Scope, Stream, Tracer } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -129,6 +129,29 @@ for (const [name, database] of engines) {
         expect(yield* sql<{ id: number }>`SELECT id FROM ${sql(slow)}`).toEqual([{ id: 1 }])
         expect(yield* openTransactionId(sql)).toBeNull()
       }).pipe(Effect.scoped))
+
+    it.effect("a transaction's body sees its connection and not the reservation's scope; the caller's context is back after any exit", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const outerScope = Option.getOrUndefined(yield* Effect.serviceOption(Scope.Scope))
+        const [connection, scope] = yield* sql.withTransaction(
+          Effect.all([Effect.serviceOption(SqlClient.TransactionConnection), Effect.serviceOption(Scope.Scope)])
+        )
+        expect(Option.isSome(connection)).toBe(true)
+        expect(Option.getOrUndefined(scope)).toBe(outerScope)
+        const exits = [
+          yield* Effect.exit(sql.withTransaction(sql`SELECT 1`)),
+          yield* Effect.exit(sql.withTransaction(Effect.fail("refused"))),
+          yield* Effect.exit(sql.withTransaction(Effect.die("broken"))),
+          yield* Effect.exit(sql.withTransaction(Effect.interrupt))
+        ]
+        expect(exits.map((exit) => exit._tag)).toEqual(["Success", "Failure", "Failure", "Failure"])
+        // Outside the transaction again: no connection in context, the caller's scope (if any), and a statement
+        // runs on its own (each connection went back outside any transaction).
+        expect(Option.isNone(yield* Effect.serviceOption(SqlClient.TransactionConnection))).toBe(true)
+        expect(Option.getOrUndefined(yield* Effect.serviceOption(Scope.Scope))).toBe(outerScope)
+        expect(yield* openTransactionId(sql)).toBeNull()
+      }))
 
     it.effect("with a tracer installed a transaction keeps its sql.transaction span; with none it runs without one", () =>
       Effect.gen(function*() {

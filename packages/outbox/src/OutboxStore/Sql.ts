@@ -9,8 +9,8 @@ import { Database, Migrations } from "@bulwark/sql"
 import type { Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Clock, Duration, Effect, Either, Layer, Option, Schema, Stream } from "effect"
-import { identity } from "effect/Function"
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Schema, Stream } from "effect"
+import { constVoid, identity } from "effect/Function"
 import * as tables from "../internal/tables.js"
 import { affectedRows, prepared, type Prepared } from "../internal/prepared.js"
 import { type Row, toClaimed } from "../internal/rows.js"
@@ -148,29 +148,27 @@ export const make = (
     const maxRowsPerStatement = 1000
     const appendFailed = failed("append")
 
+    // One event per business transaction is the common case: the transaction is read off the fiber and the
+    // statement's outcome mapped in one step each, as every step here is paid once per append.
     const appendMessages = (topic: string, messages: ReadonlyArray<Transport.OutgoingMessage>) =>
-      Effect.flatMap(
-        Effect.serviceOption(SqlClient.TransactionConnection),
-        (tx): Effect.Effect<void, OutsideTransaction | OutboxStoreError> => {
-          if (Option.isNone(tx)) return Effect.fail(new OutsideTransaction({ topic, count: messages.length }))
-          if (messages.length === 0) return Effect.void
-          const connection = tx.value[0]
-          const statements: Array<Effect.Effect<unknown, SqlError>> = []
-          for (let start = 0; start < messages.length; start += maxRowsPerStatement) {
-            const end = Math.min(messages.length, start + maxRowsPerStatement)
-            const params: Array<unknown> = notify ? [channel, wakePayload] : []
-            for (let i = start; i < end; i++) {
-              const m = messages[i]!
-              params.push(topic, m.id, m.key, toBuffer(m.payload), JSON.stringify(m.headers))
-            }
-            statements.push(insertText(end - start).run(connection, params))
+      Effect.withFiberRuntime((fiber): Effect.Effect<void, OutsideTransaction | OutboxStoreError> => {
+        const tx = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
+        if (Option.isNone(tx)) return Effect.fail(new OutsideTransaction({ topic, count: messages.length }))
+        if (messages.length === 0) return Effect.void
+        const connection = tx.value[0]
+        const statements: Array<Effect.Effect<unknown, SqlError>> = []
+        for (let start = 0; start < messages.length; start += maxRowsPerStatement) {
+          const end = Math.min(messages.length, start + maxRowsPerStatement)
+          const params: Array<unknown> = notify ? [channel, wakePayload] : []
+          for (let i = start; i < end; i++) {
+            const m = messages[i]!
+            params.push(topic, m.id, m.key, toBuffer(m.payload), JSON.stringify(m.headers))
           }
-          const all = statements.length === 1
-            ? Effect.asVoid(statements[0]!)
-            : Effect.forEach(statements, identity, { discard: true })
-          return Effect.mapError(all, appendFailed)
+          statements.push(insertText(end - start).run(connection, params))
         }
-      )
+        const all = statements.length === 1 ? statements[0]! : Effect.forEach(statements, identity, { discard: true })
+        return Effect.mapBoth(all, { onFailure: appendFailed, onSuccess: constVoid })
+      })
 
     const backlog = Effect.map(
       sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(table)} WHERE state = 'pending'`,

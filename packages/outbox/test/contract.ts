@@ -72,6 +72,13 @@ export const contract = <R>(harness: Harness<R>): void => {
       Effect.mapError((e) => `timed out waiting until ${String(e)}`),
       Effect.orDie
     )
+  /** A publisher whose first publish never returns (a relay stuck mid-batch); `hung` completes when it starts. */
+  const firstPublishHangs = Effect.map(Deferred.make<void>(), (hung) => ({
+    hung,
+    recorder: recordingPublisher((_, __, call) =>
+      call === 0 ? Effect.zipRight(Deferred.succeed(hung, undefined), Effect.never) : Effect.void
+    )
+  }))
   const startRelay = (store: OutboxStore.Service, publisher: Layer.Layer<Transport.Publisher>, options: Relay.Options = {}) =>
     Relay.run({ pollInterval: "100 millis", backoffBase: "10 millis", ...options }).pipe(
       byCause,
@@ -470,10 +477,7 @@ export const contract = <R>(harness: Harness<R>): void => {
     it.scoped("a stopping relay hands back what it holds: a sleeping relay takes over at once, long before the lease", () =>
       Effect.gen(function*() {
         const { store, transaction } = yield* harness.fresh("handback")
-        const hung = yield* Deferred.make<void>()
-        const recorder = recordingPublisher((_, __, call) =>
-          call === 0 ? Effect.zipRight(Deferred.succeed(hung, undefined), Effect.never) : Effect.void
-        )
+        const { hung, recorder } = yield* firstPublishHangs
         const ids = Array.from({ length: 40 }, (_, i) => `m-${i}`)
         yield* transaction(Outbox.appendMessages("t", ids.map((id, i) => raw(id, `k-${i % 8}`)))).pipe(provideStore(store))
         const long = { lease: "1 hour", pollInterval: "1 hour" } as const
@@ -537,10 +541,7 @@ export const contract = <R>(harness: Harness<R>): void => {
     it.scoped("heartbeat: a killed relay's keys resume within its default lease (at most 5 s)", () =>
       Effect.gen(function*() {
         const { store, transaction } = yield* harness.fresh("killed")
-        const hung = yield* Deferred.make<void>()
-        const recorder = recordingPublisher((_, __, call) =>
-          call === 0 ? Effect.zipRight(Deferred.succeed(hung, undefined), Effect.never) : Effect.void
-        )
+        const { hung, recorder } = yield* firstPublishHangs
         yield* transaction(Outbox.appendMessages("t", [raw("k1-1", "k1"), raw("k1-2", "k1")])).pipe(provideStore(store))
         const doomed = yield* startRelay(store, recorder.layer, { relayId: "doomed" })
         yield* settle(Deferred.await(hung))

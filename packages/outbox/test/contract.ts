@@ -511,6 +511,30 @@ export const contract = <R>(harness: Harness<R>): void => {
         expect(recorder.published.map((p) => p.message.id)).toEqual(["first", "wake-up"])
         expect(latency).toBeLessThan(2_000)
       }))
+    it.scoped("an append whose transaction was still open when the relay fell asleep wakes it once it commits", () =>
+      Effect.gen(function*() {
+        const { store, transaction } = yield* harness.fresh("late")
+        const recorder = recordingPublisher()
+        const inserted = yield* Deferred.make<void>()
+        const commit = yield* Deferred.make<void>()
+        // The append's INSERT runs before the relay registers as a sleeper (so it sends no notification), and
+        // its transaction commits only after the relay has registered, claimed once more and gone to sleep.
+        const appending = yield* transaction(
+          store.appendMessages("t", [raw("late", "")]).pipe(
+            Effect.zipRight(Deferred.succeed(inserted, undefined)),
+            Effect.zipRight(Deferred.await(commit))
+          )
+        ).pipe(Effect.fork)
+        yield* settle(Deferred.await(inserted))
+        yield* startRelay(store, recorder.layer, { pollInterval: "1 hour", relayId: "sleepy" })
+        yield* pass("1 second")
+        const before = yield* Clock.currentTimeMillis
+        yield* Deferred.succeed(commit, undefined)
+        yield* settle(Fiber.join(appending))
+        yield* eventually("the relay publishes the late commit", Effect.sync(() => recorder.published.length === 1))
+        expect(recorder.published.map((p) => p.message.id)).toEqual(["late"])
+        expect((yield* Clock.currentTimeMillis) - before).toBeLessThan(2_000)
+      }))
     // The lease allows nine missed beats: on a loaded machine PGlite's statements can hold the event loop.
     it.scoped("heartbeat: a publish that outlasts the lease keeps it, so another relay never publishes those rows", () =>
       Effect.gen(function*() {

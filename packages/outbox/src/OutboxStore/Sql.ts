@@ -609,8 +609,21 @@ export const make = (
         )
       ).pipe(Effect.mapError(failed("cleanup")))
 
+    // Whether a transaction that began before `before` (default: now) still holds the outbox's write lock (an
+    // append not yet committed), and the statement's time; see `sqlWakeup`.
+    const appendsInFlightText = `SELECT now()::text AS at, EXISTS (
+        SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'relation' AND l.relation = '"${table}"'::regclass AND l.mode = 'RowExclusiveLock'
+          AND l.pid <> pg_backend_pid() AND a.xact_start < coalesce($1::timestamptz, now())) AS busy`
+    const appendsInFlight = (before: string | undefined) =>
+      Effect.map(
+        sql.unsafe<{ at: string; busy: boolean }>(appendsInFlightText, [before ?? null]),
+        // One row, always; none would leave the relay unsure, looking again soon.
+        (rows) => rows[0] ?? { at: undefined, busy: true }
+      )
+
     const wakeup: Service["wakeup"] = (relayId, pollInterval) =>
-      sqlWakeup({ sql, db, channel, sleepersTable, registers: notify === true, relayId, pollInterval })
+      sqlWakeup({ sql, db, channel, sleepersTable, registers: notify === true, relayId, pollInterval, appendsInFlight })
 
     return {
       name: table,

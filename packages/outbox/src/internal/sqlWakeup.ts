@@ -15,7 +15,17 @@ export interface SqlWakeupOptions {
   readonly registers: boolean
   readonly relayId: string
   readonly pollInterval: Duration.Duration
+  /**
+   * Whether a transaction still writing to the outbox began before `before` (server time; the statement's own
+   * time when undefined), with the statement's time.
+   */
+  readonly appendsInFlight?: (
+    before: string | undefined
+  ) => Effect.Effect<{ readonly at: string | undefined; readonly busy: boolean }, unknown>
 }
+
+// While appends that may have missed the registration are still open, the relay looks again this often.
+const recheckMillis = 50
 
 /**
  * LISTEN/NOTIFY wake-up with sleeper registration. A relay whose claim finds nothing registers in the
@@ -26,7 +36,7 @@ export interface SqlWakeupOptions {
  */
 export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const { channel, db, pollInterval, registers, relayId, sql, sleepersTable } = options
+    const { appendsInFlight, channel, db, pollInterval, registers, relayId, sql, sleepersTable } = options
     // A wake-up only says "something committed since the last claim", so one slot is enough: a burst of
     // notifications while a round runs folds into a single extra claim instead of one per notification.
     const wake = yield* Queue.sliding<void>(1)
@@ -56,6 +66,12 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
     let asleep = false
     let registeredAt = 0
     let busyRounds = 0
+    // An append whose INSERT read the sleepers table before the registration committed sends no NOTIFY, and
+    // commits, maybe later than the claim made after registering: until no transaction that began before the
+    // registration still writes to the outbox, the relay looks again every `recheckMillis` instead of sleeping.
+    // `since` is the server time of the first check (after the registration committed).
+    let unsure = false
+    let since: string | undefined
     // Deregisters even when not known to be asleep: an interrupted registration may still have landed.
     // Interruptible, so that the bound holds in the finalizer's uninterruptible region against a hung database.
     if (registers) yield* Effect.addFinalizer(() => deregister.pipe(Effect.interruptible, Effect.timeout("1 second"), Effect.ignore))
@@ -63,6 +79,11 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
       (value ? register : deregister).pipe(
         Effect.zipRight(Clock.currentTimeMillis),
         Effect.map((now) => {
+          if (value && !asleep) {
+            unsure = appendsInFlight !== undefined
+            since = undefined
+          }
+          if (!value) unsure = false
           asleep = value
           registeredAt = now
           return true
@@ -102,8 +123,18 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
       // A sleeper refreshes its registration when it is over 30 s old (an idle relay polls at least once a
       // minute); cleanup removes entries older than five minutes, left by relays that died asleep.
       if (asleep && (yield* Clock.currentTimeMillis) - registeredAt > 30_000) yield* setAsleep(true)
+      if (asleep && unsure && appendsInFlight !== undefined) {
+        // A failed check leaves the relay unsure: it looks again soon.
+        const open = yield* Effect.option(appendsInFlight(since))
+        if (open._tag === "Some") {
+          since ??= open.value.at
+          unsure = open.value.busy
+        }
+      }
       return false
     })
-    const wait = (timeout: Duration.Duration) => Queue.take(wake).pipe(Effect.timeout(timeout), Effect.ignore)
+    const recheck = Duration.millis(recheckMillis)
+    const wait = (timeout: Duration.Duration) =>
+      Queue.take(wake).pipe(Effect.timeout(unsure ? Duration.min(timeout, recheck) : timeout), Effect.ignore)
     return { found, idle, wait }
   })

@@ -129,6 +129,8 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
         if (open._tag === "Some") {
           since ??= open.value.at
           unsure = open.value.busy
+          // None is open any more, but one may have committed after the last claim: claim once more.
+          if (!unsure) return true
         }
       }
       return false

@@ -611,10 +611,9 @@ export const make = (
 
     // Whether a transaction that began before `before` (default: now) still holds the outbox's write lock (an
     // append not yet committed), and the statement's time; see `sqlWakeup`.
-    const appendsInFlightText = `SELECT now()::text AS at, EXISTS (
-        SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-        WHERE l.locktype = 'relation' AND l.relation = '"${table}"'::regclass AND l.mode = 'RowExclusiveLock'
-          AND l.pid <> pg_backend_pid() AND a.xact_start < coalesce($1::timestamptz, now())) AS busy`
+    // The claim's own `oldestWriter`: busy when the oldest of them began before the bound.
+    const appendsInFlightText = `SELECT now()::text AS at,
+        coalesce((${oldestWriter}) < coalesce($1::timestamptz, now()), false) AS busy`
     const appendsInFlight = (before: string | undefined) =>
       Effect.map(
         sql.unsafe<{ at: string; busy: boolean }>(appendsInFlightText, [before ?? null]),

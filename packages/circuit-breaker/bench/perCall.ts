@@ -2,10 +2,18 @@
  * The breaker alone, per call: a success through a closed Bulwark breaker against a success through a closed
  * cockatiel breaker, each above its own bare call (Bulwark in one Effect fiber, a loop of `yield*`; cockatiel a
  * loop of `await`, as each is used). Two measures:
- * - wall time: interleaved rounds of 20,000 sequential calls, median of the rounds;
+ * - wall time: interleaved rounds of 20,000 sequential calls, median of the rounds; with it, the main thread's
+ *   CPU time of the same rounds (Linux), which other work on the shared machine inflates far less;
  * - instructions per call under `valgrind --tool=callgrind`, which do not depend on what else runs on the
- *   machine: each variant runs twice in a child (a warm-up of 20,000 calls, then 1,000 or 21,000 measured
- *   calls) and the difference of the two totals is divided by 20,000, so start-up and warm-up cancel out.
+ *   machine: each variant runs twice in a child (a warm-up of 3 loops of 20,000 calls, as the wall rounds
+ *   have, then one loop of 1,000 or 11,000 measured calls) and the difference of the two totals is divided by
+ *   10,000, so start-up and warm-up cancel out. The warm-up must outlast V8's tier-up: with one loop of 20,000,
+ *   the Effect fiber runtime was deoptimised and recompiled by TurboFan (about 140 ms of compiling, run on the
+ *   main thread under `--single-threaded`) within the first calls of the measured loop, so the longer window
+ *   carried the compile and the shorter did not: Bulwark's bare call read 6,602 instructions and the
+ *   difference guarded − bare was noise (`node --single-threaded --trace-opt --trace-deopt` shows it). Smaller
+ *   tier-ups still come later, so each total is counted less what ran under V8's compile entry points
+ *   (`Runtime_Compile*`, inclusive): compiling is a cost of warming up, for either library, not of a call.
  *
  * - Effect runtime steps per call (run-loop iterations, counted by a supervisor): where Bulwark's instructions go.
  *
@@ -20,7 +28,7 @@
 import { circuitBreaker, ConsecutiveBreaker, handleAll } from "cockatiel"
 import { Effect } from "effect"
 import { execFile, execFileSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import os from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -33,29 +41,33 @@ const variants: ReadonlyArray<Variant> = ["bulwark-bare", "bulwark", "bulwark-ca
 // Thresholds no run reaches: both breakers stay closed and every call is made.
 const never = Number.MAX_SAFE_INTEGER
 
-/** Bulwark's calls, bare and through a closed breaker, each as it is run in one fiber. */
-const effects = () => {
+/**
+ * Bulwark's calls, bare and through a closed breaker, each as it is run in one fiber. The guarded call goes
+ * through `breaker.execute` on every call, as the middleware does and as the cockatiel loop calls
+ * `breaker.execute(fn)`: an effect built once and run 20,000 times would leave out what building it costs.
+ */
+const effects = (): Record<"bulwark-bare" | "bulwark" | "bulwark-call-bare" | "bulwark-call", () => Effect.Effect<number, unknown>> => {
   const breaker = Effect.runSync(Breaker.make("bench", { window: { kind: "consecutive", threshold: never } }))
   const ok = Effect.succeed(1)
   const call = Effect.sync(() => 1)
   return {
-    "bulwark-bare": ok,
-    bulwark: breaker.execute(ok),
-    "bulwark-call-bare": call,
-    "bulwark-call": breaker.execute(call)
+    "bulwark-bare": () => ok,
+    bulwark: () => breaker.execute(ok),
+    "bulwark-call-bare": () => call,
+    "bulwark-call": () => breaker.execute(call)
   }
 }
 
-/** `n` sequential `yield*` of `effect` in one fiber. */
-const program = (effect: Effect.Effect<number, unknown>) => (n: number) =>
+/** `n` sequential `yield*` of `call()` in one fiber. */
+const program = (call: () => Effect.Effect<number, unknown>) => (n: number) =>
   Effect.gen(function*() {
-    for (let i = 0; i < n; i++) yield* effect
+    for (let i = 0; i < n; i++) yield* call()
   })
 
 const loops = (): Record<Variant, (n: number) => Promise<unknown>> => {
   const cockatiel = circuitBreaker(handleAll, { halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(never) })
   const okAsync = async () => 1
-  const effectLoop = (effect: Effect.Effect<number, unknown>) => (n: number) => Effect.runPromise(program(effect)(n))
+  const effectLoop = (call: () => Effect.Effect<number, unknown>) => (n: number) => Effect.runPromise(program(call)(n))
   const promiseLoop = (call: () => Promise<unknown>) => async (n: number) => {
     for (let i = 0; i < n; i++) await call()
   }
@@ -79,21 +91,47 @@ export const steps = async () => {
 }
 
 const N = 20_000
+/** Loops of `N` calls each variant runs before it is measured, by wall time and by instructions alike. */
+const WARM_LOOPS = 3
+/** The two measured loops of the instruction count: their difference is {@link COUNTED} calls. */
+const FEW = 1_000
+const COUNTED = 10_000
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
-/** Wall-clock ns per call of each variant: rounds interleaved, median of the rounds after a warm-up. */
-export const wall = async (rounds = 15): Promise<Record<Variant, number>> => {
+/**
+ * The main thread's time on a CPU so far, in ns (Linux: `/proc/thread-self/schedstat`), or `undefined`. Unlike
+ * the wall time it does not grow while other work on the machine holds the cores; it leaves out V8's helper
+ * threads (concurrent compiling and marking, parallel scavenging) for either library alike.
+ */
+const schedstat = "/proc/thread-self/schedstat"
+const mainThreadNs = (): number | undefined =>
+  existsSync(schedstat) ? Number(readFileSync(schedstat, "utf8").split(" ")[0]) : undefined
+
+/**
+ * Wall-clock ns per call of each variant, and the main thread's CPU ns per call when the platform tells it:
+ * rounds interleaved, median of the rounds after a warm-up.
+ */
+export const wall = async (rounds = 15): Promise<{
+  readonly wall: Record<Variant, number>
+  readonly cpu: Record<Variant, number> | undefined
+}> => {
   const run = loops()
-  for (const variant of variants) for (let i = 0; i < 3; i++) await run[variant](N)
+  for (const variant of variants) for (let i = 0; i < WARM_LOOPS; i++) await run[variant](N)
   const samples = Object.fromEntries(variants.map((v) => [v, [] as Array<number>])) as Record<Variant, Array<number>>
+  const cpuSamples = Object.fromEntries(variants.map((v) => [v, [] as Array<number>])) as Record<Variant, Array<number>>
   for (let r = 0; r < rounds; r++) {
     for (const variant of variants) {
+      const cpuStart = mainThreadNs()
       const start = process.hrtime.bigint()
       await run[variant](N)
       samples[variant].push(Number(process.hrtime.bigint() - start) / N)
+      const cpuEnd = mainThreadNs()
+      if (cpuStart !== undefined && cpuEnd !== undefined) cpuSamples[variant].push((cpuEnd - cpuStart) / N)
     }
   }
-  return Object.fromEntries(variants.map((v) => [v, median(samples[v])])) as Record<Variant, number>
+  const medians = (xs: Record<Variant, Array<number>>) =>
+    Object.fromEntries(variants.map((v) => [v, median(xs[v])])) as Record<Variant, number>
+  return { wall: medians(samples), cpu: cpuSamples[variants[0]!].length === rounds ? medians(cpuSamples) : undefined }
 }
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -108,7 +146,18 @@ const callgrindTotal = (bundle: string, dir: string, variant: Variant, calls: nu
       (error) => {
         if (error) return reject(error)
         const totals = readFileSync(out, "utf8").match(/^(?:summary|totals): (\d+)/m)
-        return totals ? resolve(Number(totals[1])) : reject(new Error(`no totals in ${out}`))
+        if (!totals) return reject(new Error(`no totals in ${out}`))
+        // Less what V8's compilers ran (inclusive, from their runtime entry points): tier-up still lands in
+        // the measured loops now and then, a one-off cost of warming up rather than a cost per call.
+        execFile("callgrind_annotate", ["--inclusive=yes", "--threshold=100", out], { maxBuffer: 256 * 1024 * 1024 }, (error, stdout) => {
+          if (error) return reject(error)
+          let compiling = 0
+          for (const line of stdout.split("\n")) {
+            const match = line.match(/^\s*([\d,]+) .*v8::internal::Runtime_Compile\w*\(/)
+            if (match) compiling += Number(match[1]!.replaceAll(",", ""))
+          }
+          return resolve(Number(totals[1]) - compiling)
+        })
       }
     )
   })
@@ -138,8 +187,11 @@ export const instructions = async (): Promise<Record<Variant, number> | undefine
     ])
     const result: Partial<Record<Variant, number>> = {}
     for (const variant of variants) {
-      const [few, many] = await Promise.all([callgrindTotal(bundle, dir, variant, 1_000), callgrindTotal(bundle, dir, variant, 21_000)])
-      result[variant] = (many - few) / 20_000
+      const [few, many] = await Promise.all([
+        callgrindTotal(bundle, dir, variant, FEW),
+        callgrindTotal(bundle, dir, variant, FEW + COUNTED)
+      ])
+      result[variant] = (many - few) / COUNTED
     }
     return result as Record<Variant, number>
   } finally {
@@ -150,6 +202,6 @@ export const instructions = async (): Promise<Record<Variant, number> | undefine
 if (process.argv[2] === "--child") {
   const variant = process.argv[3] as Variant
   const run = loops()[variant]
-  await run(20_000)
+  for (let i = 0; i < WARM_LOOPS; i++) await run(N)
   await run(Number(process.argv[4]))
 }

@@ -461,31 +461,32 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
     const closedHandlers = closedHandlersFor(unobserved)
 
     const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen, R> => {
-      const closedRun: Effect.Effect<A, E, R> | undefined = untimedLocal
-        ? Effect.matchCauseEffect(self, closedHandlers)
-        : undefined
+      // Built when a run first needs them and kept for the next runs of the same effect: `execute` is mostly
+      // called once per call (the middleware does), and building both up front cost every call an effect it
+      // did not run.
+      let closedRun: Effect.Effect<A, E, R> | undefined
       // A consecutive-failure window with no failure counted: a success would change nothing, so only a
       // failure needs a handler, and a success passes through with no step of the breaker's own.
-      const failureOnlyRun: Effect.Effect<A, E, R> | undefined = untimedLocal && consecutive
-        ? Effect.catchAllCause(self, closedHandlers.onFailure)
-        : undefined
+      let failureOnlyRun: Effect.Effect<A, E, R> | undefined
       return Effect.withFiberRuntime((fiber) => {
         const observers = fiber.getFiberRef(Observe.currentObservers)
         const local = access.local
         // Closed and untimed: admitted without reading the clock.
-        if (closedRun !== undefined && local!.state === "closed" && local!.state === seen) {
+        if (untimedLocal && local!.state === "closed" && local!.state === seen) {
           // Observed closed calls get handlers of their own; unobserved ones share `closedRun`.
           if (observers.length !== 0) return Effect.matchCauseEffect(self, closedHandlersFor(observers))
-          return failureOnlyRun !== undefined && (local!.window as Extract<Machine.WindowSnapshot, { kind: "consecutive" }>).failures === 0
-            ? failureOnlyRun
-            : closedRun
+          return consecutive && (local!.window as Extract<Machine.WindowSnapshot, { kind: "consecutive" }>).failures === 0
+            ? failureOnlyRun ??= Effect.catchAllCause(self, closedHandlers.onFailure)
+            : closedRun ??= Effect.matchCauseEffect(self, closedHandlers)
         }
         const now = clock.unsafeCurrentTimeMillis()
         if (local !== undefined) {
           // In-process fast path: the admission is a synchronous read of local state.
           const admission = Machine.acquire(local, config, now)
-          if (admission === Machine.call && closedRun !== undefined) {
-            return observers.length === 0 ? closedRun : Effect.matchCauseEffect(self, closedHandlersFor(observers))
+          if (admission === Machine.call && untimedLocal) {
+            return observers.length === 0
+              ? closedRun ??= Effect.matchCauseEffect(self, closedHandlers)
+              : Effect.matchCauseEffect(self, closedHandlersFor(observers))
           }
           if (admission._tag === "pass") return self
           const changed = local.state !== seen

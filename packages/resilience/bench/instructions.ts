@@ -112,6 +112,34 @@ const child = async () => {
   await Effect.runPromise(Scope.close(scope, Exit.void))
 }
 
+/**
+ * Instructions V8's optimising compiler (TurboFan, Maglev) spent in one callgrind dump: the self cost of its
+ * functions. Names are compressed in the format: `fn=(id) name` the first time, `fn=(id)` after, and a
+ * `calls=` line's next line is the callee's inclusive cost, not the caller's own.
+ */
+const compiling = (text: string) => {
+  const names = new Map<string, string>()
+  const name = (spec: string) => {
+    const m = /^\((\d+)\)(?: (.*))?$/.exec(spec)
+    if (m === null) return spec
+    if (m[2] !== undefined) names.set(m[1]!, m[2])
+    return names.get(m[1]!) ?? ""
+  }
+  let inCompiler = false
+  let inclusive = false
+  let sum = 0
+  for (const line of text.split("\n")) {
+    if (line.startsWith("fn=")) inCompiler = /v8::internal::(compiler|maglev)::/.test(name(line.slice(3)))
+    else if (line.startsWith("cfn=")) name(line.slice(4))
+    else if (line.startsWith("calls=")) inclusive = true
+    else if (/^[+\-*0-9]/.test(line)) {
+      if (inclusive) inclusive = false
+      else if (inCompiler) sum += Number(line.trim().split(/\s+/).at(-1))
+    }
+  }
+  return sum
+}
+
 const parent = (dir: string) => {
   const self = fileURLToPath(import.meta.url)
   const result = spawnSync("valgrind", [
@@ -137,17 +165,21 @@ const parent = (dir: string) => {
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => Number(m[1]))
     .sort((a, b) => a - b)
-    .map((n) => {
-      const text = readFileSync(join(dir, `callgrind.out.${n}`), "utf8")
-      const total = /^(?:summary|totals):\s*(\d+)/m.exec(text)
-      return total === null ? 0 : Number(total[1])
-    })
+    .map((n) => readFileSync(join(dir, `callgrind.out.${n}`), "utf8"))
   if (dumps.length < 1 + 2 * cases.length) throw new Error(`expected ${1 + 2 * cases.length} dumps, got ${dumps.length}`)
+  const total = (text: string) => Number(/^(?:summary|totals):\s*(\d+)/m.exec(text)?.[1] ?? 0)
   const perCall = new Map<string, number>()
   const measured = new Map<string, Array<number>>()
-  cases.forEach((c, i) => measured.set(c.name, [...(measured.get(c.name) ?? []), dumps[1 + 2 * i + 1]! / c.calls]))
+  const compiled = new Map<string, Array<number>>()
+  cases.forEach((c, i) => {
+    const text = dumps[1 + 2 * i + 1]!
+    measured.set(c.name, [...(measured.get(c.name) ?? []), total(text) / c.calls])
+    compiled.set(c.name, [...(compiled.get(c.name) ?? []), compiling(text) / c.calls])
+  })
   for (const [name, runs] of measured) perCall.set(name, runs.reduce((a, b) => a + b, 0) / runs.length)
   const redisRuns = [...measured].filter(([name]) => name.endsWith(":redis"))
+    .map(([name, runs]) => `${name.split(":")[0]} ${runs.map((r) => Math.round(r)).join(" and ")}`).join(", ")
+  const redisCompiled = [...compiled].filter(([name]) => name.endsWith(":redis"))
     .map(([name, runs]) => `${name.split(":")[0]} ${runs.map((r) => Math.round(r)).join(" and ")}`).join(", ")
   const overhead = (idiom: Idiom, name: string) => perCall.get(`${idiom}:${name}`)! - perCall.get(`${idiom}:bare`)!
   const row = (scenario: string, name: string) => {
@@ -168,7 +200,7 @@ const parent = (dir: string) => {
   const bare = (idiom: Idiom) => Math.round(perCall.get(`${idiom}:bare`)!)
   const rows = [row("bulkhead", "bulkhead"), row("rate limiter, memory", "limiter"), row("rate limiter, Redis", "redis")]
   const notes = [
-    `Callgrind rows: instructions per call under \`valgrind --tool=callgrind\` (${CALLS} measured calls after ${WARMUP} warm-up calls per in-memory case, ${REDIS_CALLS} after ${REDIS_WARMUP} per Redis case, one at a time; for Redis only the client process is counted, not the server), overhead = guarded − bare in the same idiom; the bare calls themselves cost ${bare("fiber")} instructions in one fiber, ${bare("runPromise")} through Effect.runPromise and ${bare("promise")} as an awaited async function. Node runs with --single-threaded (no V8 helper threads), so the counts include garbage collection done on the main thread; a full collection ends each warm-up (counted there), so a measured phase starts from a clean heap and pays for its own allocations, not a major collection of earlier garbage. The Redis case is Bulwark's token bucket against rate-limiter-flexible's fixed-window RateLimiterRedis. Every case is warmed up once before any is measured (earlier runs warmed each case just before measuring it, so the first Redis case measured, Bulwark's in one fiber, paid for optimising the ioredis and socket code all three share: in trial runs 350 000–400 000 instructions per call for whichever Redis case came first, 190 000–250 000 for the same case measured again after the others); the Redis cases are measured twice, the second time in the reverse order, and averaged (guarded calls, instructions per call in each pass: ${redisRuns}). With 2 000 calls per phase a pass's figure moved by up to ±55 000 between passes (young-generation collections fall into a phase or not), hence 4 000: compare the two passes before reading a Redis ratio to the second decimal.`
+    `Callgrind rows: instructions per call under \`valgrind --tool=callgrind\` (${CALLS} measured calls after ${WARMUP} warm-up calls per in-memory case, ${REDIS_CALLS} after ${REDIS_WARMUP} per Redis case, one at a time; for Redis only the client process is counted, not the server), overhead = guarded − bare in the same idiom; the bare calls themselves cost ${bare("fiber")} instructions in one fiber, ${bare("runPromise")} through Effect.runPromise and ${bare("promise")} as an awaited async function. Node runs with --single-threaded (no V8 helper threads), so the counts include garbage collection done on the main thread; a full collection ends each warm-up (counted there), so a measured phase starts from a clean heap and pays for its own allocations, not a major collection of earlier garbage. The Redis case is Bulwark's token bucket against rate-limiter-flexible's fixed-window RateLimiterRedis. Every case is warmed up once before any is measured (earlier runs warmed each case just before measuring it, so the first Redis case measured, Bulwark's in one fiber, paid for optimising the ioredis and socket code all three share: in trial runs 350 000–400 000 instructions per call for whichever Redis case came first, 190 000–250 000 for the same case measured again after the others); the Redis cases are measured twice, the second time in the reverse order, and averaged (guarded calls, instructions per call in each pass: ${redisRuns}). With 2 000 calls per phase a pass's figure moved by up to ±55 000 between passes (young-generation collections fall into a phase or not), hence 4 000: compare the two passes before reading a Redis ratio to the second decimal. Of those, V8's optimising compiler (the self cost of its functions; with --single-threaded it compiles on the main thread, inside the phase): ${redisCompiled} instructions per call. In trial runs it was 64 000–96 000 per call in either library, 40–50 % of the Redis figures, and it stayed there with the full collection moved before the warm-up (71 000–75 000): code is still being optimised, or optimised again, after 500 + 4 000 calls, so a Redis ratio moves with how much compiling falls into each library's phase, not only with the work of a call.`
   ]
   console.log("ROWS " + JSON.stringify({ rows, notes }))
 }

@@ -264,15 +264,18 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
   // Runs a script by its digest (EVALSHA) and, only when the server answers NOSCRIPT, once more whole
   // (EVAL, which also caches it there), settling the call in the reply's reaction: one promise reaction
   // per call, where ioredis's `defineCommand` adds a rejection handler and a wrapped command per call.
+  // The stored key and the arguments (strings, which ioredis writes as they are) are made when the effect
+  // is made, not each time it runs: a limiter's `withPermit(effect)` is often made once and run many times.
   const run = <A>(
     operation: string,
     key: string,
     lua: string,
     sha: string,
-    args: ReadonlyArray<string | number>,
+    args: ReadonlyArray<string>,
     answer: (reply: unknown) => Effect.Effect<A>
-  ) =>
-    Effect.async<A, RateLimiterStoreError>((resume) => {
+  ) => {
+    const stored = prefix + key
+    return Effect.async<A, RateLimiterStoreError>((resume) => {
       const call: Call = { tick, prev: newest, next: undefined, settled: false, operation, key, resume }
       if (newest === undefined) oldest = call
       else newest.next = call
@@ -283,26 +286,27 @@ export const make = (client: Redis, options: Options = {}): RateLimiterStore["Ty
         watchdog.unref()
       }
       coalesce()
-      const stored = prefix + key
       const ok = (reply: unknown) => {
         if (settle(call)) resume(answer(reply))
       }
-      client.evalsha(sha, 1, stored, ...args).then(ok, (cause) => {
-        if (noScript(cause)) client.eval(lua, 1, stored, ...args).then(ok, (cause) => fail(call, cause))
+      client.evalsha(sha, "1", stored, ...args).then(ok, (cause) => {
+        if (noScript(cause)) client.eval(lua, "1", stored, ...args).then(ok, (cause) => fail(call, cause))
         else fail(call, cause)
       })
     })
+  }
   return RateLimiterStore.of({
     // One EVALSHA per reservation, its reply decoded in the reply's callback, which resumes the fiber: a
     // reservation is one suspension of the calling fiber and one round trip.
     reserve: (key, rule, permits, maxWaitMillis) => {
       const { lua, sha } = scriptOf(rule)
-      return run("reserve", key, lua, sha, permits === 1 ? [maxWaitMillis] : [maxWaitMillis, permits], reserved)
+      const wait = String(maxWaitMillis)
+      return run("reserve", key, lua, sha, permits === 1 ? [wait] : [wait, String(permits)], reserved)
     },
     release: (key, rule, permits, at) =>
       rule.kind === "tokenBucket"
-        ? run("release", key, releaseScript, releaseSha, [1, rule.capacity, rule.intervalMillis, permits, at], released)
-        : run("release", key, releaseScript, releaseSha, [2, rule.limit, rule.windowMillis, permits, at], released)
+        ? run("release", key, releaseScript, releaseSha, ["1", String(rule.capacity), String(rule.intervalMillis), String(permits), String(at)], released)
+        : run("release", key, releaseScript, releaseSha, ["2", String(rule.limit), String(rule.windowMillis), String(permits), String(at)], released)
   })
 }
 

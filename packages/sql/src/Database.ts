@@ -8,12 +8,13 @@
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import { Config, Context, Data, Deferred, Duration, Effect, FiberId, Layer, Option, Schedule, Scope, Stream } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
 import { join as joinPath, resolve as resolvePath } from "node:path"
 import type pg from "pg"
-import { isConnectionLoss, patchClient } from "./Transaction.js"
+import { isConnectionLoss, type Lease, patchClient } from "./Transaction.js"
 
 // The engines' client libraries (pg, pg-types, PGlite) are imported when a layer is built, not when this module
 // is: the outbox, the SQL stores and the tracing decorators import this module for the `Database` tag alone.
@@ -65,8 +66,8 @@ export const layerPglite = (options: { readonly dataDir?: string } = {}): Layer.
     Effect.gen(function*() {
       if (options.dataDir !== undefined) mkdirSync(options.dataDir, { recursive: true })
       const Pglite = yield* loadPglite
-      const { client, listen } = yield* Pglite.make(options)
-      patchClient(client)
+      const { client, lease, listen } = yield* Pglite.make(options)
+      patchClient(client, lease)
       return Context.make(SqlClient.SqlClient, client).pipe(
         Context.add(Database, { engine: "pglite", location: options.dataDir ?? "(memory)", listen, notify: notifyWith(client) })
       )
@@ -276,6 +277,53 @@ const closeOnQueryTimeout = (client: pg.PoolClient) => {
 }
 
 /**
+ * A transaction's connection straight from the pool (see `Transaction.Lease`): `pool.connect`, and the pooled
+ * client given back by the transaction itself, where `@effect/sql-pg`'s `reserve` would register the release
+ * as a finalizer of a scope made for each transaction. The statements run through `@effect/sql-pg`'s own
+ * connection class (taken from one reserved connection, which holds its pooled client as `pg`), so they keep
+ * its execution, streaming and cancel-on-interrupt (`pg_cancel_backend`) as they are. Should that class not
+ * be recognised, the client's scoped `reserve` is used, as before.
+ *
+ * As with `reserve`, a client that emitted `error` while held is handed back with that error, so the pool
+ * destroys it instead of lending it again. The connection is taken uninterruptibly (the transaction does so),
+ * so every client the pool hands over reaches a transaction that gives it back.
+ */
+const poolLease = (
+  pool: pg.Pool,
+  client: SqlClient.SqlClient
+): Effect.Effect<Effect.Effect<Lease, SqlError> | undefined, SqlError> =>
+  Effect.map(Effect.scoped(client.reserve), (probe) => {
+    const held = (probe as { pg?: { query?: unknown } }).pg
+    if (typeof held?.query !== "function") return undefined
+    const Impl = probe.constructor as new(client: pg.PoolClient) => Connection
+    return Effect.async<Lease, SqlError>((resume) => {
+      pool.connect((cause, pooled, done) => {
+        if (cause || !pooled) {
+          resume(Effect.fail(
+            new SqlError({
+              cause: cause ?? new Error("No client returned"),
+              message: "Failed to acquire connection for transaction"
+            })
+          ))
+          return
+        }
+        let broken: Error | undefined
+        const onError = (error: Error) => {
+          broken = error
+        }
+        pooled.on("error", onError)
+        resume(Effect.succeed({
+          connection: new Impl(pooled),
+          release: Effect.sync(() => {
+            pooled.off("error", onError)
+            done(broken)
+          })
+        }))
+      })
+    })
+  })
+
+/**
  * A real PostgreSQL server. int8 columns are read as numbers, as on PGlite. A server that is unreachable at
  * startup is retried for `connectRetry` (default 30 s; 0 turns it off) before the layer fails.
  */
@@ -299,16 +347,18 @@ export const layerPostgres = (options: {
           oid === 20 ? (value: string) => Number(value) : (pgTypes.getTypeParser as any)(oid, format)) as any
       }
       const queryTimeout = Duration.toMillis(Duration.decode(options.queryTimeout ?? "5 minutes"))
-      const connected = PgClient.layerFromPool({
-        acquire: acquirePool(pgModule, {
+      const connected = Layer.scopedContext(Effect.gen(function*() {
+        const pool = yield* acquirePool(pgModule, {
           connectionString: options.url,
           max: options.maxConnections ?? 10,
           connectionTimeoutMillis: 5_000,
           application_name: "@effect/sql-pg",
           types
-        }, queryTimeout),
-        types
-      }).pipe(Layer.tap((context) => Effect.sync(() => patchClient(Context.get(context, PgClient.PgClient)))))
+        }, queryTimeout)
+        const client = yield* PgClient.fromPool({ acquire: Effect.succeed(pool), types })
+        patchClient(client, yield* poolLease(pool, client))
+        return Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client))
+      })).pipe(Layer.provide(Reactivity.layer))
       const pg = retryStartup(connected, redactUrl(options.url), Duration.decode(options.connectRetry ?? "30 seconds"))
       const database = Layer.scoped(
         Database,

@@ -148,67 +148,77 @@ const commit = (connection: Connection) => connection.executeUnprepared("COMMIT"
 const rollback = (connection: Connection) => connection.executeUnprepared("ROLLBACK", [], undefined)
 
 /**
- * An outermost transaction as `@effect/sql`'s `withTransaction` runs it (a reserved connection, `BEGIN`, the
- * body with the connection as its `TransactionConnection`, `COMMIT` or `ROLLBACK`, the connection released),
- * with the outcomes of {@link transactional}, in a few steps: no `sql.transaction` span (this path runs only
- * when spans are recorded nowhere) and no defect to translate back. A transaction is one business operation,
- * so what it costs on top of its statements counts against every write an application makes.
+ * A connection held for one transaction, and how to give it back. No scope: the transaction that took it gives
+ * it back on every exit, so the per-transaction `Scope` (its context switch, its finalizer list and its close)
+ * is not paid for.
+ */
+export interface Lease {
+  readonly connection: Connection
+  readonly release: Effect.Effect<void>
+}
+
+/** A {@link Lease} over a client's scoped `reserve`, for a client whose layer offers no direct one. */
+const leaseOfReserve = (reserve: Effect.Effect<Connection, SqlError, Scope.Scope>): Effect.Effect<Lease, SqlError> =>
+  Effect.flatMap(Scope.make(), (scope) =>
+    Effect.matchCauseEffect(Scope.extend(reserve, scope), {
+      onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(cause)),
+      onSuccess: (connection) => Effect.succeed({ connection, release: Scope.close(scope, Exit.void) })
+    }))
+
+/**
+ * An outermost transaction as `@effect/sql`'s `withTransaction` runs it (a connection taken, `BEGIN`, the
+ * body with the connection as its `TransactionConnection`, `COMMIT` or `ROLLBACK`, the connection given
+ * back), with the outcomes of {@link transactional}, in a few steps: no `sql.transaction` span (this path runs
+ * only when spans are recorded nowhere) and no defect to translate back. A transaction is one business
+ * operation, so what it costs on top of its statements counts against every write an application makes.
  *
- * The fiber's context is switched by three `FiberRef.set`s (with the reservation's scope for `reserve`, with the
- * connection for the body, back to the caller's at the end, whatever the exit) where `Scope.extend` and
- * `Effect.locally` would take two switches there and two back, each a copy of the fiber's refs and its own
- * acquire/release steps (a quarter of this path's own CPU, measured in process). The body never sees the
- * reservation's scope.
+ * The connection is a {@link Lease} taken uninterruptibly (as `@effect/sql` reserves it) and given back after
+ * the `COMMIT` or `ROLLBACK` whatever the exit, interruption of the body included. The fiber's context is
+ * switched by two `FiberRef.set`s (with the connection for the body, back to the caller's at the end) where
+ * `Effect.locally` would copy the fiber's refs and add its own acquire/release steps.
  */
 const thinTransaction = <A, E, R>(
-  reserve: Effect.Effect<Connection, SqlError, Scope.Scope>,
+  lease: Effect.Effect<Lease, SqlError>,
   effect: Effect.Effect<A, E, R>,
   context: Context.Context<never>
 ): Effect.Effect<A, E | SqlError, R> =>
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(Scope.make(), (scope) =>
-      Effect.onExit(
-        Effect.zipRight(
-          FiberRef.set(FiberRef.currentContext, Context.add(context, Scope.Scope, scope)),
-          // `reserve` finds its scope in the context just set (the type cannot follow a FiberRef).
-          Effect.matchCauseEffect(reserve as Effect.Effect<Connection, SqlError>, {
-            onFailure: (cause) =>
-              Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(Cause.map(cause, refine))),
-            onSuccess: (connection) =>
-              Effect.flatMap(
-                Effect.exit(Effect.zipRight(
-                  Effect.mapError(begin(connection), refine),
-                  Effect.zipRight(
-                    FiberRef.set(
-                      FiberRef.currentContext,
-                      Context.add(context, SqlClient.TransactionConnection, [connection, 0] as const)
-                    ),
-                    restore(effect)
-                  )
-                )),
-                (body): Effect.Effect<A, E | SqlError> => {
-                  const end: Effect.Effect<A, E | SqlError> = Exit.isSuccess(body)
-                    ? Effect.matchEffect(commit(connection), {
-                      onFailure: (error) =>
-                        Effect.fail(
-                          isConnectionLoss(error)
-                            ? new CommitUnknown({
-                              cause: error.cause ?? error,
-                              message: `connection lost during COMMIT: the transaction may or may not have committed (${describe(error)})`
-                            })
-                            : error
-                        ),
-                      onSuccess: () => body
-                    })
-                    // Whether the ROLLBACK worked or not, nothing committed: the body's own failure is the answer.
-                    : Effect.zipRight(Effect.ignore(rollback(connection)), Effect.failCause(Cause.map(body.cause, refine)))
-                  return Effect.ensuring(end, Scope.close(scope, body))
-                }
+    Effect.matchCauseEffect(lease, {
+      onFailure: (cause) => Effect.failCause(Cause.map(cause, refine)),
+      onSuccess: ({ connection, release }) =>
+        Effect.ensuring(
+          Effect.flatMap(
+            Effect.exit(Effect.zipRight(
+              Effect.mapError(begin(connection), refine),
+              Effect.zipRight(
+                FiberRef.set(
+                  FiberRef.currentContext,
+                  Context.add(context, SqlClient.TransactionConnection, [connection, 0] as const)
+                ),
+                restore(effect)
               )
-          })
-        ),
-        () => FiberRef.set(FiberRef.currentContext, context)
-      ))
+            )),
+            (body): Effect.Effect<A, E | SqlError> =>
+              Exit.isSuccess(body)
+                ? Effect.matchEffect(commit(connection), {
+                  onFailure: (error) =>
+                    Effect.fail(
+                      isConnectionLoss(error)
+                        ? new CommitUnknown({
+                          cause: error.cause ?? error,
+                          message: `connection lost during COMMIT: the transaction may or may not have committed (${describe(error)})`
+                        })
+                        : error
+                    ),
+                  onSuccess: () => body
+                })
+                // Whether the ROLLBACK worked or not, nothing committed: the body's own failure is the answer.
+                : Effect.zipRight(Effect.ignore(rollback(connection)), Effect.failCause(Cause.map(body.cause, refine)))
+          ),
+          // The body's context is dropped and the connection given back, on every exit.
+          Effect.ensuring(release, FiberRef.set(FiberRef.currentContext, context))
+        )
+    })
   )
 
 /**
@@ -217,12 +227,13 @@ const thinTransaction = <A, E, R>(
  *
  * An outermost transaction while spans are recorded nowhere runs on a thinner path with the same outcomes
  * (see `thinTransaction`); a nested one (a savepoint) and every transaction while tracing is on run through
- * `@effect/sql`'s own, so its `sql.transaction` span is there whenever someone can see it.
+ * `@effect/sql`'s own, so its `sql.transaction` span is there whenever someone can see it. `lease` is how that
+ * thinner path takes a connection (the layer's direct one); without it, the client's scoped `reserve`.
  */
-export const patchClient = <C extends SqlClient.SqlClient>(client: C): C => {
+export const patchClient = <C extends SqlClient.SqlClient>(client: C, lease?: Effect.Effect<Lease, SqlError>): C => {
   if ((client as unknown as Record<symbol, unknown>)[patched] !== true) {
     const traced = transactional(client.withTransaction)
-    const reserve = client.reserve
+    const take = lease ?? leaseOfReserve(client.reserve)
     ;(client as { withTransaction: SqlClient.SqlClient["withTransaction"] }).withTransaction = <R, E, A>(
       effect: Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | SqlError, R> =>
@@ -230,7 +241,7 @@ export const patchClient = <C extends SqlClient.SqlClient>(client: C): C => {
         const context = fiber.currentContext
         return Context.getOption(context, SqlClient.TransactionConnection)._tag === "Some" || tracingOn(fiber)
           ? traced(effect)
-          : thinTransaction(reserve, effect, context)
+          : thinTransaction(take, effect, context)
       })
     ;(client as unknown as Record<symbol, unknown>)[patched] = true
   }

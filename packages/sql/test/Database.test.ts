@@ -287,6 +287,42 @@ layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 2 }), {
     }))
 })
 
+// One connection: whatever the pool lends next shows what became of the one a transaction gave back.
+layer(Database.layerPostgres({ url: postgresUrl, maxConnections: 1 }), {
+  excludeTestServices: true,
+  timeout: "30 seconds"
+})("a transaction's connection on PostgreSQL", (it) => {
+  const pid = (sql: SqlClient.SqlClient) => Effect.map(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`, (rows) => rows[0]!.pid)
+
+  it.effect("is taken straight from the pool and given back to it: the same one is lent again, outside any transaction", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const before = yield* pid(sql)
+      const [inside, held] = yield* sql.withTransaction(
+        Effect.zip(Effect.zipRight(sql`SELECT txid_current()`, pid(sql)), Effect.serviceOption(SqlClient.TransactionConnection))
+      )
+      expect(inside).toBe(before)
+      // The driver connection the statements ran on holds the pooled client itself.
+      const connection = Option.getOrThrow(held)[0] as { pg?: { query?: unknown } }
+      expect(typeof connection.pg?.query).toBe("function")
+      expect(yield* pid(sql)).toBe(before)
+      expect(yield* openTransactionId(sql)).toBeNull()
+    }))
+
+  it.effect("a client that reported an error while a transaction held it is dropped by the pool, not lent again", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const before = yield* pid(sql)
+      yield* sql.withTransaction(Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (held) =>
+        Effect.sync(() => {
+          const [connection] = Option.getOrThrow(held)
+          ;(connection as { pg?: { emit: (event: string, error: Error) => void } }).pg?.emit("error", new Error("socket trouble"))
+        })))
+      expect(yield* pid(sql)).not.toBe(before)
+      expect(yield* openTransactionId(sql)).toBeNull()
+    }))
+})
+
 describe("Database configuration", () => {
   layer(Layer.empty)((it) => {
     it.effect("rejects a URL that is not postgres:// with a typed error", () =>

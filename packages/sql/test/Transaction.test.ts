@@ -2,7 +2,8 @@ import { Failure } from "@bulwark/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Context, Effect, Exit, Option } from "effect"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import * as Transaction from "../src/Transaction.js"
 
 // A connection the server dropped, as node-postgres reports it (no code) and as the socket does (a code).
@@ -92,6 +93,81 @@ describe("Transaction", () => {
       expect(result).toBe("ok")
       expect(log).toEqual(["BEGIN", "COMMIT", "BEGIN", "COMMIT", "BEGIN", "COMMIT"])
     }))
+
+  describe("an outermost transaction over a layer's direct connection (lease)", () => {
+    /** A client whose only transaction path is the lease: its `reserve` and own `withTransaction` must not run. */
+    const leased = (options: {
+      readonly take?: () => SqlError | undefined
+      readonly begin?: () => SqlError | undefined
+      readonly commit?: () => SqlError | undefined
+    } = {}) => {
+      const log: Array<string> = []
+      const statement = (text: string, error?: () => SqlError | undefined) =>
+        Effect.suspend(() => {
+          log.push(text)
+          const failure = error?.()
+          return failure === undefined ? Effect.succeed([]) : Effect.fail(failure)
+        })
+      const unused = Effect.die("not used by the transaction")
+      const connection: Connection = {
+        execute: () => unused,
+        executeRaw: () => unused,
+        executeStream: () => Effect.die("not used by the transaction") as never,
+        executeValues: () => unused,
+        executeUnprepared: (text) =>
+          statement(text, text === "BEGIN" ? options.begin : text === "COMMIT" ? options.commit : undefined)
+      }
+      const lease = Effect.suspend(() => {
+        log.push("take")
+        const failure = options.take?.()
+        return failure === undefined
+          ? Effect.succeed({ connection, release: Effect.sync(() => log.push("release")) })
+          : Effect.fail(failure)
+      })
+      const client = Transaction.patchClient(
+        { withTransaction: () => unused, reserve: unused } as unknown as SqlClient.SqlClient,
+        lease
+      )
+      return { client, connection, log }
+    }
+
+    it.effect("takes the lease, runs BEGIN, the body on its connection and COMMIT, and gives it back", () =>
+      Effect.gen(function*() {
+        const { client, connection, log } = leased()
+        const seen = yield* client.withTransaction(Effect.serviceOption(SqlClient.TransactionConnection))
+        expect(Option.map(seen, ([c]) => c)).toEqual(Option.some(connection))
+        expect(log).toEqual(["take", "BEGIN", "COMMIT", "release"])
+        expect(Option.isNone(yield* Effect.serviceOption(SqlClient.TransactionConnection))).toBe(true)
+      }))
+
+    it.effect("a failed or interrupted body is rolled back and the connection given back, once", () =>
+      Effect.gen(function*() {
+        const { client, log } = leased()
+        expect(yield* Effect.flip(client.withTransaction(Effect.fail("refused" as const)))).toBe("refused")
+        expect(log).toEqual(["take", "BEGIN", "ROLLBACK", "release"])
+        log.length = 0
+        const started = yield* Deferred.make<void>()
+        const running = yield* Effect.fork(client.withTransaction(Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)))
+        yield* Deferred.await(started)
+        const exit = yield* Fiber.interrupt(running)
+        expect(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)).toBe(true)
+        expect(log).toEqual(["take", "BEGIN", "ROLLBACK", "release"])
+        expect(Option.isNone(yield* Effect.serviceOption(SqlClient.TransactionConnection))).toBe(true)
+      }))
+
+    it.effect("lost connections keep their typed outcomes: taking or BEGIN is ConnectionLost, COMMIT is CommitUnknown", () =>
+      Effect.gen(function*() {
+        const notTaken = leased({ take: terminated })
+        expect(yield* Effect.flip(notTaken.client.withTransaction(Effect.succeed(1)))).toBeInstanceOf(Transaction.ConnectionLost)
+        expect(notTaken.log).toEqual(["take"])
+        const noBegin = leased({ begin: reset })
+        expect(yield* Effect.flip(noBegin.client.withTransaction(Effect.succeed(1)))).toBeInstanceOf(Transaction.ConnectionLost)
+        expect(noBegin.log).toEqual(["take", "BEGIN", "ROLLBACK", "release"])
+        const noCommit = leased({ commit: terminated })
+        expect(yield* Effect.flip(noCommit.client.withTransaction(Effect.succeed(1)))).toBeInstanceOf(Transaction.CommitUnknown)
+        expect(noCommit.log).toEqual(["take", "BEGIN", "COMMIT", "release"])
+      }))
+  })
 
   it("recognises lost connections by socket code, SQLSTATE and node-postgres's messages, not other errors", () => {
     expect(Transaction.isConnectionLoss(reset())).toBe(true)

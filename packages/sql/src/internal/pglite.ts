@@ -60,6 +60,13 @@ export const make = (options: { readonly dataDir?: string | undefined }) =>
       connection
     )
 
+    // A transaction's connection without a scope (see `Transaction.Lease`): the lock, held until it is given back.
+    const leased = { connection, release: lock.release(1) }
+    const lease: Effect.Effect<{ readonly connection: Connection; readonly release: Effect.Effect<void> }> = Effect.as(
+      lock.take(1),
+      leased
+    )
+
     const client = yield* Client.make({
       acquirer: acquire,
       transactionAcquirer: acquire,
@@ -74,7 +81,7 @@ export const make = (options: { readonly dataDir?: string | undefined }) =>
           (unsubscribe) => Effect.promise(() => unsubscribe()).pipe(Effect.ignore)
         ))
 
-    return { client, listen }
+    return { client, listen, lease }
   })
 
 

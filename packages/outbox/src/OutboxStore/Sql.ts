@@ -412,15 +412,30 @@ export const make = (
     const balancedAt = new Map<string, { at: number; held: number }>()
     // The ids (ascending) of each relay's last claim, if no balance ran since (see `fromLastClaim`).
     const claimedAfterBalance = new Map<string, ReadonlyArray<number>>()
+    // The registration, the count of live relays and the relay's own partitions are one statement: balancing
+    // runs every `balanceEvery` ms, several times a second under load, and a relay holding its share (the
+    // usual case) needs nothing more, where a transaction of three statements cost five round trips. The
+    // upsert is a data-modifying CTE, which runs whether or not the query reads it; the query's snapshot does
+    // not see it, so the relay counts itself (it has just registered) and the others still registered.
+    // Nothing here needs one transaction: handing back and taking re-check ownership and expiry in their own
+    // statements, under the row lock, and a count a moment stale only delays the balance by one period.
+    const balanceCheck = prepared(
+      "balance",
+      `WITH seen AS (
+        INSERT INTO "${relaysTable}" (relay_id, seen_until)
+        VALUES ($1, now() + ($2::float8 * interval '1 millisecond'))
+        ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until
+        RETURNING relay_id)
+      SELECT 1 + (SELECT count(*)::int FROM "${relaysTable}" WHERE seen_until > now() AND relay_id <> $1) AS live,
+        ARRAY(SELECT p.partition FROM "${partitionsTable}" p WHERE p.owner = $1 ORDER BY p.partition) AS mine`,
+      named
+    )
     const balance = (relayId: string, leaseMillis: number) =>
-      sql.withTransaction(Effect.gen(function*() {
-        yield* sql`INSERT INTO ${sql(relaysTable)} (relay_id, seen_until)
-          VALUES (${relayId}, now() + (${leaseMillis}::float8 * interval '1 millisecond'))
-          ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until`
-        const [live] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(relaysTable)} WHERE seen_until > now()`
-        const share = Math.ceil(tables.partitionCount / Math.max(1, live?.n ?? 1))
-        const mine = (yield* sql<{ partition: number }>`SELECT partition FROM ${sql(partitionsTable)}
-          WHERE owner = ${relayId} ORDER BY partition`).map((r) => r.partition)
+      Effect.gen(function*() {
+        const result = yield* runPrepared(balanceCheck, [relayId, leaseMillis])
+        const row = result.rows[0] as { readonly live: number; readonly mine: ReadonlyArray<number> | null } | undefined
+        const share = Math.ceil(tables.partitionCount / Math.max(1, row?.live ?? 1))
+        const mine = row?.mine ?? []
         if (mine.length > share) {
           const excess = mine.slice(share)
           yield* sql`UPDATE ${sql(partitionsTable)} SET owner = NULL, lease_until = NULL
@@ -439,7 +454,7 @@ export const make = (
             AND (owner IS NULL OR lease_until < now())
           RETURNING partition`
         return mine.length + taken.length
-      }))
+      })
     // A relay that holds every partition (the only one running) reads every row: it skips the partition
     // expression (a hash of the key, a search of the held list) on each row, about a fifth of the claim's server
     // time at a thousand rows.

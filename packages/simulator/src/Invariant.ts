@@ -135,11 +135,15 @@ export const halfOpenProbes = make({
 /** Deliveries and retries stay within policy. */
 export const retryWithinPolicy = make({
   name: "retry-within-policy",
-  description: "deliveries a consumer saw per message ≤ policy.maxDeliveries; attempts of one call ≤ policy.maxCallAttempts",
+  description:
+    "deliveries a consumer saw per message, besides the copies a duplicate fault injected, ≤ policy.maxDeliveries; attempts of one call ≤ policy.maxCallAttempts",
   relevant: (e) => e.kind === "retry:retry" || (e.kind === "deliver" && e.data?.seen === 2),
   onEvent: (e, h) => {
-    if (e.kind === "deliver" && typeof e.data?.seen === "number" && e.data.seen > h.policy.maxDeliveries) {
-      return `${e.ref ?? "message"} delivered ${e.data.seen} times to consumers (policy ${h.policy.maxDeliveries})`
+    // The duplicate fault's copies are the environment's doing, not redeliveries the policy bounds.
+    const copies = typeof e.data?.copies === "number" ? e.data.copies : 0
+    if (e.kind === "deliver" && typeof e.data?.seen === "number" && e.data.seen - copies > h.policy.maxDeliveries) {
+      const injected = copies > 0 ? ` besides ${copies} injected copies` : ""
+      return `${e.ref ?? "message"} delivered ${e.data.seen - copies} times to consumers${injected} (policy ${h.policy.maxDeliveries})`
     }
     if (e.kind === "retry:retry" && typeof e.data?.attempt === "number" && e.data.attempt > h.policy.maxCallAttempts) {
       return `${e.ref ?? "a call"}: attempt ${e.data.attempt} in one delivery (policy ${h.policy.maxCallAttempts})`
@@ -336,16 +340,19 @@ export const webhookAuthentic = make({
 
 /**
  * A webhook is delivered to the partner once: a second 2xx for the same `webhook-id` is a duplicate delivery
- * unless every earlier one went to a process that crashed since (it could not record the success; receivers
- * drop that copy by its id). A sender retrying in a queue consumer past the visibility timeout breaks it.
+ * unless no earlier one is known to its sender: each went to a process that crashed since or is paused (a
+ * `stall`), or its answer never reached the sender, which gave up waiting. A request held up by its own
+ * sender's pause at the send itself is excused too: it left after every check its sender could make (it could not record the success; receivers drop that copy by its
+ * id). A second send while the first is still in flight, or after its 2xx was heard, is not excused. A sender
+ * retrying in a queue consumer past the visibility timeout breaks it.
  */
 export const webhookDeliveredOnce = make({
   name: "webhook-delivered-once",
-  description: "no webhook-id gets a second successful delivery while the process that delivered it lives",
+  description: "no webhook-id gets a second successful delivery once its sender heard the first, or while the first is in flight",
   relevant: (e) => e.kind === "partner-2xx",
   onEvent: (e) =>
     e.kind === "partner-2xx" && typeof e.data?.count === "number" && e.data.count > 1 && e.data.excused !== true
-      ? `webhook ${String(e.data.id)}${e.ref === undefined ? "" : ` (${e.ref})`} delivered ${e.data.count} times; the earlier delivery's process is still running`
+      ? `webhook ${String(e.data.id)}${e.ref === undefined ? "" : ` (${e.ref})`} delivered ${e.data.count} times; an earlier delivery's sender heard its 2xx, or it was still in flight`
       : undefined
 })
 

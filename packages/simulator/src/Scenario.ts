@@ -40,6 +40,13 @@ export type Fault =
    * comes back `down` ms later with its memory lost and durable state kept.
    */
   | { readonly kind: "crash"; readonly node: number; readonly step: number; readonly down: number }
+  /**
+   * The `node`-th simulated process (addressed as `crash` is) pauses for `ms` from its `step`-th step, memory
+   * kept, as in a stop-the-world GC pause or a stopped VM: each of its fibers waits at its next step. Long
+   * stalls outlast leases and visibility timeouts, so another process takes over while this one still
+   * believes it holds the work, and then carries on.
+   */
+  | { readonly kind: "stall"; readonly node: number; readonly step: number; readonly ms: number }
 
 /** Every fault kind. */
 export const faultKinds = [
@@ -57,7 +64,8 @@ export const faultKinds = [
   "evict",
   "partial",
   "crash",
-  "partner"
+  "partner",
+  "stall"
 ] as const
 /** A fault kind. */
 export type FaultKind = typeof faultKinds[number]
@@ -117,7 +125,13 @@ export const faultArbitraries = (window: number): Record<FaultKind, fc.Arbitrary
       // Most processes take few steps (a drain only when something is dead-lettered): small steps come often.
       step: fc.oneof(fc.nat({ max: 8 }), fc.nat({ max: 60 })),
       down: fc.oneof(fc.integer({ min: 1, max: 500 }), fc.integer({ min: 500, max: 10_000 }))
-    }).map((r) => ({ kind: "crash", ...r }))
+    }).map((r) => ({ kind: "crash", ...r })),
+    stall: fc.record({
+      node: fc.nat({ max: 15 }),
+      step: fc.oneof(fc.nat({ max: 8 }), fc.nat({ max: 60 })),
+      // Short pauses, and pauses past the world's 30 s visibility timeout and the stores' leases.
+      ms: fc.oneof(fc.integer({ min: 1, max: 5_000 }), fc.integer({ min: 25_000, max: 90_000 }))
+    }).map((r) => ({ kind: "stall", ...r }))
   }
 }
 

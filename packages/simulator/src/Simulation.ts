@@ -33,7 +33,7 @@ export interface Options {
   /** Workload and fault generation (sizes, fault weights, the fault window). */
   readonly workload?: Scenario.Config
   /** World settings (retention, visibility timeout, …) besides the fault window. */
-  readonly world?: Omit<WorldOptions, "faultWindow">
+  readonly world?: Omit<WorldOptions, "faultWindow" | "stallsEndBy">
   /** The policies the invariants hold the pipeline to. */
   readonly policy?: Partial<Policy>
   /** Virtual ms after the fault window within which everything must be final. Default 120 000. */
@@ -50,7 +50,7 @@ export interface Simulation {
   readonly body: (item: Scenario.WorkItem, ref: string) => unknown
   readonly workload: Scenario.Config
   readonly faultWindow: number
-  readonly world: Omit<WorldOptions, "faultWindow">
+  readonly world: Omit<WorldOptions, "faultWindow" | "stallsEndBy">
   readonly policy: Policy
   readonly livenessBound: number
   readonly invariants: ReadonlyArray<Invariant.Invariant>

@@ -85,7 +85,12 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
   const history = new History(simulation.policy, () => scheduler.now)
   const window = simulation.faultWindow
   const deadline = window + simulation.livenessBound
-  const world = new World(scheduler, history, scenario.faults, { ...simulation.world, faultWindow: window })
+  const world = new World(scheduler, history, scenario.faults, {
+    ...simulation.world,
+    faultWindow: window,
+    // A stall ends in time for the pipeline to finish its work within the liveness bound.
+    stallsEndBy: window + simulation.livenessBound / 2
+  })
   scenario.workload.forEach((item, i) => {
     if (item.poison) {
       world.poison.add(refOf(i))

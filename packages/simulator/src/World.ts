@@ -86,8 +86,10 @@ export class Node {
   /** Bumped by every crash: work of an older incarnation reaches nothing any more. */
   epoch = 0
   up = true
-  /** Steps taken over its whole life (crash faults count these). */
+  /** Steps taken over its whole life (crash and stall faults count these). */
   steps = 0
+  /** Virtual ms until which a `stall` pauses the process: each of its steps waits for the pause to end. */
+  pausedUntil = -1
   crashes = 0
   restarts = 0
   readonly fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
@@ -100,6 +102,12 @@ export class Node {
 interface Incarnation {
   readonly node: Node
   readonly epoch: number
+}
+
+/** A 2xx the webhook partner gave, and whether its answer reached the sender (pending while in flight). */
+interface PartnerSuccess {
+  readonly by: Incarnation | undefined
+  answer: "pending" | "heard" | "lost"
 }
 
 /** The simulated process the current fiber belongs to (inherited by the fibers it forks). */
@@ -137,6 +145,8 @@ export interface WorldOptions {
   readonly faultSites?: Partial<Record<Fault["kind"], string>>
   /** Virtual ms after which all faults are healed. */
   readonly faultWindow: number
+  /** Virtual ms by which every `stall` has ended (the simulator leaves half the liveness bound after it). */
+  readonly stallsEndBy?: number
 }
 
 const decoder = new TextDecoder()
@@ -173,6 +183,7 @@ export class World {
   private readonly counters = new Map<string, number>()
   private readonly faultsBySite = new Map<string, Array<Fault>>()
   private readonly crashFaults: Array<Extract<Fault, { kind: "crash" }>>
+  private readonly stallFaults: Array<Extract<Fault, { kind: "stall" }>>
   private readonly skew = { ms: 0 }
   private outageUntil = -1
   private partnerDownUntil = -1
@@ -188,6 +199,8 @@ export class World {
   /** The hand-over queues of each (topic, group)'s live subscriptions: duplicates go to a competitor. */
   private readonly competitors = new Map<string, Array<Queue.Queue<D.Delivery>>>()
   private readonly seenDeliveries = new Map<string, number>()
+  /** Copies the `duplicate` fault handed out per delivered message: the environment's, not a redelivery. */
+  private readonly injectedCopies = new Map<string, number>()
   private readonly settledReceipts = new WeakSet<D.Delivery>()
   /** Simulated processes in spawn order. */
   readonly nodes: Array<Node> = []
@@ -205,7 +218,7 @@ export class World {
   private readonly inFlight = new Map<string, number>()
   private readonly dispatchStore: DispatchService = MemoryDispatchStore.unsafeMake()
   /** Per webhook-id: the incarnations whose requests the partner answered 2xx. */
-  private readonly partnerSuccesses = new Map<string, Array<Incarnation | undefined>>()
+  private readonly partnerSuccesses = new Map<string, Array<PartnerSuccess>>()
   private readonly tables = new Map<string, Map<string, unknown>>()
 
   constructor(
@@ -223,9 +236,11 @@ export class World {
       partnerLatency: 20,
       publishLatency: 1,
       faultSites: {},
+      stallsEndBy: options.faultWindow + 60_000,
       ...options
     }
     this.crashFaults = faults.filter((f): f is Extract<Fault, { kind: "crash" }> => f.kind === "crash")
+    this.stallFaults = faults.filter((f): f is Extract<Fault, { kind: "stall" }> => f.kind === "stall")
     for (const fault of faults) {
       if (!("nth" in fault)) continue
       const site = this.options.faultSites[fault.kind] ?? siteOf(fault.kind)
@@ -323,14 +338,40 @@ export class World {
     if (!alive(incarnation)) return Effect.interrupt
     const node = incarnation.node
     const step = node.steps++
-    if (!this.faulty) return Effect.void
-    const fault = this.crashFaults.find((f) =>
+    if (!this.faulty) {
+      return this.pause(node)
+    }
+    const due = (f: { readonly node: number; readonly step: number }) =>
       this.nodes.length > 0 && f.node % this.nodes.length === node.index && f.step === step
-    )
-    if (fault === undefined) return Effect.void
-    this.crash(node, fault.down, step)
-    return Effect.interrupt
+    const fault = this.crashFaults.find(due)
+    if (fault !== undefined) {
+      this.crash(node, fault.down, step)
+      return Effect.interrupt
+    }
+    const stall = this.stallFaults.find(due)
+    if (stall !== undefined) {
+      const until = Math.min(this.now + stall.ms, this.options.stallsEndBy)
+      node.pausedUntil = Math.max(node.pausedUntil, until)
+      this.history.fault("stall", undefined, { node: node.name, step, ms: until - this.now })
+    }
+    // The whole process is paused, as by a stop-the-world GC pause or a stopped VM: every fiber's next step
+    // waits for the pause to end. A crash meanwhile interrupts the waiting fibers with the rest.
+    return this.pause(node)
   })
+
+  /**
+   * The rest of a process's pause, or nothing. It waits on the scheduler itself: `Effect.sleep` would be a
+   * step again (the world's clock counts sleeps as steps) and wait for this same pause. Virtual times are float
+   * sums: a remainder below a microsecond counts as over, since waiting it might not move the clock at all.
+   */
+  private pause(node: Node): Effect.Effect<void> {
+    const left = node.pausedUntil - this.now
+    if (!(left > 1e-3)) return Effect.void
+    return Effect.async<void>((resume) => {
+      const handle = this.scheduler.schedule(left, () => resume(Effect.void))
+      return Effect.sync(() => this.scheduler.cancel(handle))
+    })
+  }
 
   private crash(node: Node, down: number, step: number): void {
     node.epoch++
@@ -544,16 +585,22 @@ export class World {
       )
   }
 
+  /** Deliveries are counted per replay generation: a republished dead letter starts its deliveries afresh. */
+  private deliveredKey(message: D.Delivery["message"]): string {
+    const ref = refOf(message.payload)
+    return `${message.topic}/${message.id}/${ref === undefined ? 0 : this.history.replays.get(ref) ?? 0}`
+  }
+
   private wrap(delivery: D.Delivery, group: string): D.Delivery {
     const message = delivery.message
     const ref = refOf(message.payload)
-    // Counted per replay generation: a republished dead letter starts its deliveries afresh.
-    const delivered = `${message.topic}/${message.id}/${ref === undefined ? 0 : this.history.replays.get(ref) ?? 0}`
+    const delivered = this.deliveredKey(message)
     const seen = (this.seenDeliveries.get(delivered) ?? 0) + 1
     this.seenDeliveries.set(delivered, seen)
     this.history.delivered(`${message.topic}/${message.id}`)
     if (ref !== undefined) this.history.refsById.set(message.id, ref)
-    this.history.record("transport", "deliver", ref, { topic: message.topic, group, seen, attempt: delivery.attempt })
+    const copies = this.injectedCopies.get(delivered)
+    this.history.record("transport", "deliver", ref, { topic: message.topic, group, seen, attempt: delivery.attempt, copies })
     // Copies handed by the duplicate fault share one receipt: only the first settle reaches the transport, so
     // only it is recorded (the real transport ignores the others).
     const settled = () => {
@@ -652,6 +699,8 @@ export class World {
       const duplicate = faults.find((f) => f.kind === "duplicate")
       if (duplicate !== undefined && duplicate.kind === "duplicate") {
         this.history.fault("duplicate", ref, { topic, copies: duplicate.copies })
+        const delivered = this.deliveredKey(delivery.message)
+        this.injectedCopies.set(delivered, (this.injectedCopies.get(delivered) ?? 0) + duplicate.copies)
         // A copy goes to a competing consumer of the same group when there is one (as a broker redelivering
         // to another connection would), so the copies really race; otherwise to the same one.
         const others = queues.filter((q) => q !== out)
@@ -941,37 +990,60 @@ export class World {
    * The HTTP egress to the webhook partner: every host resolves to one public address and every POST reaches
    * the partner. The partner is down (503, `Retry-After: 1`) during its own outages (`partner` faults);
    * otherwise it answers 204 after its latency. A 2xx for a `webhook-id` that already had one is
-   * recorded as a duplicate delivery, excused only when every earlier success went to a process that has
-   * crashed since (it could not record it: Standard Webhooks receivers drop that copy by its id).
+   * recorded as a duplicate delivery, excused only when no earlier success is known to its sender: each went
+   * to a process that has crashed since or is paused now (a `stall`: to others it is as good as dead), or its
+   * answer never reached the sender, which gave up waiting (it could not record it: Standard Webhooks
+   * receivers drop that copy by its id); or when the request itself was held up by its sender's pause at
+   * the send, after every check the sender could make.
    */
   get egress(): Context.Tag.Service<HttpEgress> {
     return {
       lookup: () => Effect.zipRight(this.step, Effect.succeed([{ address: "93.184.215.14", family: 4 as const }])),
       post: (request) =>
-        Effect.zipRight(
-          this.step,
-          Effect.flatMap(FiberRef.get(currentIncarnation), (incarnation) =>
-            Effect.suspend(() => {
-              const id = request.headers["webhook-id"] ?? ""
-              const ref = refOf(request.body) ?? id
-              const latency = Duration.millis(this.options.partnerLatency)
-              if (this.faulty && this.now < this.partnerDownUntil) {
-                this.history.record("sender", "partner-unavailable", ref, { id, status: 503 })
-                return Effect.as(Effect.sleep(latency), { status: 503, headers: { "retry-after": "1" }, excerpt: "unavailable" })
-              }
-              const earlier = this.partnerSuccesses.get(id) ?? []
-              const excused = earlier.every((by) => by !== undefined && !alive(by))
-              earlier.push(incarnation)
-              this.partnerSuccesses.set(id, earlier)
-              this.history.record("sender", "partner-2xx", ref, {
-                id,
-                count: earlier.length,
-                excused,
-                node: incarnation?.node.name
-              })
-              return Effect.as(Effect.sleep(latency), { status: 204, headers: {}, excerpt: "" })
-            }))
-        )
+        Effect.suspend(() => {
+          const sentAt = this.now
+          return Effect.zipRight(
+            this.step,
+            Effect.flatMap(FiberRef.get(currentIncarnation), (incarnation) =>
+              Effect.suspend(() => {
+                const id = request.headers["webhook-id"] ?? ""
+                const ref = refOf(request.body) ?? id
+                const latency = Duration.millis(this.options.partnerLatency)
+                if (this.faulty && this.now < this.partnerDownUntil) {
+                  this.history.record("sender", "partner-unavailable", ref, { id, status: 503 })
+                  return Effect.as(Effect.sleep(latency), { status: 503, headers: { "retry-after": "1" }, excerpt: "unavailable" })
+                }
+                const earlier = this.partnerSuccesses.get(id) ?? []
+                // A request held up by a pause of its sender at the send itself left after every check the sender
+                // could make, as a request stuck in a socket buffer would: excused like the earlier ones below.
+                const held = this.now - sentAt > 1e-3
+                const excused = held || earlier.every((success) =>
+                  success.answer === "lost" ||
+                  (success.by !== undefined && (!alive(success.by) || success.by.node.pausedUntil - this.now > 1e-3))
+                )
+                const success: PartnerSuccess = { by: incarnation, answer: "pending" }
+                earlier.push(success)
+                this.partnerSuccesses.set(id, earlier)
+                this.history.record("sender", "partner-2xx", ref, {
+                  id,
+                  count: earlier.length,
+                  excused,
+                  node: incarnation?.node.name
+                })
+                // Whether the 2xx reached its sender: one that gave up waiting (its attempt timed out, its process
+                // stopped) cannot know the partner has it, and sending it again is the retry Standard Webhooks
+                // receivers drop by its id.
+                return Effect.sleep(latency).pipe(
+                  Effect.onExit((exit) =>
+                    Effect.sync(() => {
+                      success.answer = Exit.isSuccess(exit) ? "heard" : "lost"
+                    })
+                  ),
+                  Effect.as({ status: 204, headers: {}, excerpt: "" })
+                )
+              }))
+          )
+        })
     }
   }
 

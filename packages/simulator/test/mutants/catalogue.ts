@@ -246,6 +246,16 @@ export const mutants: ReadonlyArray<Mutant> = [
     workload: { maxFaults: 2, weights: only({ partner: 1 }) }
   },
   {
+    id: "dispatch-sends-stale-claim",
+    description: "a dispatcher sends its request although its claim's lease ran out while it resolved the address or waited",
+    file: "packages/webhook/src/internal/attempt.ts",
+    search: "if (sendBy !== undefined && (yield* Clock.currentTimeMillis) > sendBy) return undefined",
+    replace: "",
+    caughtBy: ["webhook-delivered-once"],
+    // The stall has to land on a dispatcher between its claim and its request, for longer than the lease.
+    workload: { maxFaults: 6, weights: only({ stall: 1 }) }
+  },
+  {
     id: "relay-claim-ignores-key-head",
     description: "the outbox store lets a relay claim a key's later row while an earlier one is unpublished",
     file: "packages/outbox/src/internal/memoryStore.ts",

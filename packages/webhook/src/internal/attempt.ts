@@ -32,15 +32,35 @@ export const guardFor = (allow: Ssrf.AllowList, egress: HttpEgress.HttpEgress["T
   Ssrf.make(allow, (host) =>
     egress.lookup(host).pipe(Effect.mapError((e) => new Ssrf.ResolveFailed({ host, detail: e.message }))))
 
-/** Runs attempt number `n` of `message` to `endpoint` and answers its record. */
-export const attemptOnce = (
+/**
+ * Runs attempt number `n` of `message` to `endpoint` and answers its record. With `sendBy` (epoch ms), the
+ * request goes out only if the clock has not passed it once the address is resolved and the rate limit's
+ * permit is in hand; otherwise nothing is sent and the answer is undefined.
+ */
+export function attemptOnce(
   context: AttemptContext,
   endpoint: Endpoint,
   url: URL,
   message: Message,
   n: number
-): Effect.Effect<Attempt, UnknownKey | MalformedHeader> =>
-  Effect.gen(function*() {
+): Effect.Effect<Attempt, UnknownKey | MalformedHeader>
+export function attemptOnce(
+  context: AttemptContext,
+  endpoint: Endpoint,
+  url: URL,
+  message: Message,
+  n: number,
+  sendBy: number
+): Effect.Effect<Attempt | undefined, UnknownKey | MalformedHeader>
+export function attemptOnce(
+  context: AttemptContext,
+  endpoint: Endpoint,
+  url: URL,
+  message: Message,
+  n: number,
+  sendBy?: number
+): Effect.Effect<Attempt | undefined, UnknownKey | MalformedHeader> {
+  return Effect.gen(function*() {
     const { breaker, guard } = context
     const at = yield* Clock.currentTimeMillis
     const base = { endpointId: endpoint.id, messageId: message.id, attempt: n, at }
@@ -64,6 +84,11 @@ export const attemptOnce = (
         })
       }
     }
+    // A durable worker's claim may have run short while the address was resolved or the permit awaited (a slow
+    // resolver, a rate limit's wait, a paused process): past `sendBy` another worker may already hold the
+    // delivery, and a request sent now would be a second delivery. Checked before the breaker is asked, so a
+    // half-open trial it admits is always made.
+    if (sendBy !== undefined && (yield* Clock.currentTimeMillis) > sendBy) return undefined
     if (!(yield* breaker.allow(endpoint.id))) {
       return yield* finish({ outcome: "breaker-open", excerpt: "circuit breaker open; no request sent" })
     }
@@ -113,6 +138,7 @@ export const attemptOnce = (
       ...(retryAfter === undefined ? {} : { retryAfterMillis: Math.min(retryAfter, context.maxRetryAfter) })
     })
   })
+}
 
 /** `Retry-After` as milliseconds from `now` (the first value if repeated), or undefined. */
 const parseRetryAfterHeader = (value: string | ReadonlyArray<string> | undefined, now: number) =>

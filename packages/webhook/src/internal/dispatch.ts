@@ -80,12 +80,23 @@ export const deliver = (
     }
     // Once the endpoint has answered, recording the answer is not interrupted (a stopping worker whose drain
     // deadline passed): an answered attempt left unrecorded is sent again after the lease, a duplicate.
+    // Resolving the address and waiting for the rate limit's permit take time too (and a process can be paused):
+    // a claim whose lease has run out by the time its request would go out may already be another worker's, so
+    // the request is not sent. Checked against the lease itself (less the margin kept for recording), not the
+    // whole attempt's worth checked above, so a permit waited for is not thrown away while the claim still holds.
+    const sendBy = claimedAt + deliverContext.leaseMillis - Math.min(leaseMargin, deliverContext.leaseMillis / 2)
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
-        const attempt = yield* restore(attemptOnce(context, endpoint, url, message, n)).pipe(
+        const attempt = yield* restore(attemptOnce(context, endpoint, url, message, n, sendBy)).pipe(
           // An unusable secret is the endpoint's configuration, not its health: no request can be signed.
           Effect.catchAll((error) => Effect.succeed(refused(error.message)))
         )
+        if (attempt === undefined) {
+          yield* Effect.logWarning(
+            `webhook dispatcher ${workerId}: the claim of ${message.id} → ${endpoint.id} ran short before its request could go out; not sending it (it is claimed again once the lease lapses)`
+          )
+          return false
+        }
         return yield* recordAttempt(deliverContext, claim, attempt, n, settle)
       })
     )

@@ -32,34 +32,19 @@ export const guardFor = (allow: Ssrf.AllowList, egress: HttpEgress.HttpEgress["T
   Ssrf.make(allow, (host) =>
     egress.lookup(host).pipe(Effect.mapError((e) => new Ssrf.ResolveFailed({ host, detail: e.message }))))
 
+type AttemptTarget = [context: AttemptContext, endpoint: Endpoint, url: URL, message: Message, n: number]
+type AttemptError = UnknownKey | MalformedHeader
+
 /**
  * Runs attempt number `n` of `message` to `endpoint` and answers its record. With `sendBy` (epoch ms), the
  * request goes out only if the clock has not passed it once the address is resolved and the rate limit's
  * permit is in hand; otherwise nothing is sent and the answer is undefined.
  */
+export function attemptOnce(...target: AttemptTarget): Effect.Effect<Attempt, AttemptError>
+export function attemptOnce(...target: [...AttemptTarget, sendBy: number]): Effect.Effect<Attempt | undefined, AttemptError>
 export function attemptOnce(
-  context: AttemptContext,
-  endpoint: Endpoint,
-  url: URL,
-  message: Message,
-  n: number
-): Effect.Effect<Attempt, UnknownKey | MalformedHeader>
-export function attemptOnce(
-  context: AttemptContext,
-  endpoint: Endpoint,
-  url: URL,
-  message: Message,
-  n: number,
-  sendBy: number
-): Effect.Effect<Attempt | undefined, UnknownKey | MalformedHeader>
-export function attemptOnce(
-  context: AttemptContext,
-  endpoint: Endpoint,
-  url: URL,
-  message: Message,
-  n: number,
-  sendBy?: number
-): Effect.Effect<Attempt | undefined, UnknownKey | MalformedHeader> {
+  ...[context, endpoint, url, message, n, sendBy]: [...AttemptTarget, sendBy?: number]
+): Effect.Effect<Attempt | undefined, AttemptError> {
   return Effect.gen(function*() {
     const { breaker, guard } = context
     const at = yield* Clock.currentTimeMillis

@@ -84,6 +84,8 @@ export class InvalidLimit extends Data.TaggedError("InvalidLimit")<{
 export interface RateLimiter {
   readonly name: string
   readonly rule: Rule
+  /** The wait bound of an `acquire` that names none (`Options.maxWait`). */
+  readonly maxWait: Duration.Duration
   /** Waits for `permits` under `key` (default `"*"`) up to the wait bound. */
   readonly acquire: (
     key?: string,
@@ -221,7 +223,7 @@ export const make = (name: string, options: Options): Effect.Effect<RateLimiter,
         ? Effect.suspend(() => answer(unsafeReserve(k, rule, n, 0)))
         : Effect.flatMap(store.reserve(k, rule, n, 0), answer)
     }
-    return { name, rule, acquire, tryAcquire, withPermit }
+    return { name, rule, maxWait: Duration.millis(defaultWait), acquire, tryAcquire, withPermit }
   })
 
 /** Runs `self` once a permit under `key` is granted: the limiter around any Effect. */

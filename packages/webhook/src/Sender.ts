@@ -159,11 +159,18 @@ export interface RateLimit {
   readonly key?: (endpoint: Endpoint) => string
 }
 
-/** @internal the attempt context's pacing for a rate limit. */
+/**
+ * @internal the attempt context's pacing for a rate limit; `waitAtMostMillis` shortens (never lengthens) the
+ * limiter's own wait bound.
+ */
 export const paceFor = (rateLimit: RateLimit | undefined) => {
   if (rateLimit === undefined) return undefined
   const key = rateLimit.key ?? ((endpoint: Endpoint) => endpoint.id)
-  return (endpoint: Endpoint) => rateLimit.limiter.acquire(key(endpoint))
+  const own = Duration.toMillis(rateLimit.limiter.maxWait)
+  return (endpoint: Endpoint, waitAtMostMillis?: number) =>
+    waitAtMostMillis === undefined || waitAtMostMillis >= own
+      ? rateLimit.limiter.acquire(key(endpoint))
+      : rateLimit.limiter.acquire(key(endpoint), { maxWait: Duration.millis(Math.max(0, waitAtMostMillis)) })
 }
 
 /** The sender port. */

@@ -1,4 +1,6 @@
 import { Observe, Supervise } from "@bulwark/core"
+import * as RateLimiter from "@bulwark/resilience/RateLimiter"
+import * as RateLimiterStore from "@bulwark/resilience/RateLimiterStore"
 import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Logger, Option, Schedule, Stream } from "effect"
@@ -66,6 +68,31 @@ const untilSettled = (dispatcher: Dispatcher.Dispatcher["Type"], messageId: stri
   poll(dispatcher.deliveries({ messageId }), (ds) => ds.length === endpoints && ds.every((d) => d.state !== "pending"))
 
 describe("Dispatcher", () => {
+  it.scopedLive("a permit that would come after the claim's lease runs out is not waited for: the attempt is recorded rate-limited and rescheduled", () =>
+    Effect.gen(function*() {
+      // One permit an hour, and a limiter willing to wait longer; a lease of 3 s leaves a claim 1.5 s to send.
+      const limiter = yield* RateLimiter.make("partner-api", {
+        limit: { kind: "tokenBucket", permits: 1, per: "1 hour" },
+        maxWait: "2 hours"
+      }).pipe(Effect.provide(RateLimiterStore.layerMemory))
+      const server = yield* endpointServer(() => ({ status: 204 }))
+      const dispatcher = yield* Dispatcher.make({ ...fast, attemptTimeout: "1 second", lease: "3 seconds", rateLimit: { limiter } }).pipe(
+        Effect.provide(MemoryDispatchStore.layer())
+      )
+      yield* Effect.forkScoped(dispatcher.run)
+      yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [Signing.generateSecret()] })
+      yield* dispatcher.send({ id: "first", body: body("{}") }, ["partner"])
+      yield* untilSettled(dispatcher, "first")
+      yield* dispatcher.send({ id: "second", body: body("{}") }, ["partner"])
+      // Waiting for the permit would outlast the claim; the limiter refuses within the claim's time instead.
+      const [attempt] = yield* poll(dispatcher.attempts("second"), (as) => as.length === 1).pipe(Effect.timeout("5 seconds"))
+      expect(attempt).toMatchObject({ outcome: "rate-limited" })
+      expect(attempt!.retryAfterMillis).toBeGreaterThan(3_000_000)
+      const [delivery] = yield* dispatcher.deliveries({ messageId: "second" })
+      expect(delivery).toMatchObject({ state: "pending", attempts: 1 })
+      expect(server.hits.map((h) => h.id)).toEqual(["first"])
+    }))
+
   it.scopedLive("delivers a Standard Webhooks message the official library verifies; attempts are recorded", () =>
     Effect.gen(function*() {
       const secret = Signing.generateSecret()

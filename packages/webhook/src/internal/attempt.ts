@@ -22,7 +22,9 @@ export interface AttemptContext {
    * Waits for the endpoint's permit of the shared rate limit, when one is set; its failure (no permit within
    * the limiter's wait bound, or the limiter's store down) means no request is sent.
    */
-  readonly pace: ((endpoint: Endpoint) => Effect.Effect<void, { readonly message: string; readonly retryAfter?: Duration.Duration }>) | undefined
+  readonly pace:
+    | ((endpoint: Endpoint, waitAtMostMillis?: number) => Effect.Effect<void, { readonly message: string; readonly retryAfter?: Duration.Duration }>)
+    | undefined
   /** Builds the attempt record (the `Attempt` class lives in Sender.ts, which imports this module). */
   readonly makeAttempt: (fields: ConstructorParameters<typeof Attempt>[0]) => Attempt
 }
@@ -59,7 +61,10 @@ export function attemptOnce(
     // The permit is taken before the breaker is asked: a half-open breaker's one trial must not wait behind the
     // limiter (or be lost to its refusal). An open breaker costs a permit per scheduled attempt, which is rare.
     if (context.pace !== undefined) {
-      const paced = yield* Effect.either(context.pace(endpoint))
+      // A durable worker's claim bounds the wait: a permit granted after `sendBy` could not be used.
+      const paced = yield* Effect.either(
+        sendBy === undefined ? context.pace(endpoint) : context.pace(endpoint, sendBy - (yield* Clock.currentTimeMillis))
+      )
       if (paced._tag === "Left") {
         const retryAfter = paced.left.retryAfter
         return yield* finish({

@@ -78,13 +78,14 @@ export const deliver = (
       )
       return false
     }
-    // Once the endpoint has answered, recording the answer is not interrupted (a stopping worker whose drain
-    // deadline passed): an answered attempt left unrecorded is sent again after the lease, a duplicate.
     // Resolving the address and waiting for the rate limit's permit take time too (and a process can be paused):
     // a claim whose lease has run out by the time its request would go out may already be another worker's, so
-    // the request is not sent. Checked against the lease itself (less the margin kept for recording), not the
-    // whole attempt's worth checked above, so a permit waited for is not thrown away while the claim still holds.
+    // the request is not sent, and the permit is not waited for past that point. Checked against the lease
+    // itself (less the margin kept for recording), not the whole attempt's worth checked above, so a claim that
+    // started with enough lease is not refused a permit it could still use.
     const sendBy = claimedAt + deliverContext.leaseMillis - Math.min(leaseMargin, deliverContext.leaseMillis / 2)
+    // Once the endpoint has answered, recording the answer is not interrupted (a stopping worker whose drain
+    // deadline passed): an answered attempt left unrecorded is sent again after the lease, a duplicate.
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         const attempt = yield* restore(attemptOnce(context, endpoint, url, message, n, sendBy)).pipe(

@@ -376,6 +376,8 @@ export class World {
   private crash(node: Node, down: number, step: number): void {
     node.epoch++
     node.up = false
+    // A process that comes back is a new one: a pause of the one that crashed does not hold it.
+    node.pausedUntil = -1
     node.crashes++
     this.history.fault("crash", undefined, { node: node.name, step, down })
     for (const fiber of node.fibers) fiber.unsafeInterruptAsFork(FiberId.none)

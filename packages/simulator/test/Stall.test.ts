@@ -43,6 +43,21 @@ describe("stall fault", () => {
     expect(run.violations).toEqual([])
   })
 
+  it("ends with a crash: the process that comes back is not paused", () => {
+    // The ingress is paused at its second step for a minute; its third step (the second request, taken while
+    // paused) crashes it, and it is back 100 ms later: the sender's retries are accepted long before the minute.
+    const run = Simulator.runScenario(docs, oneMessage([
+      { kind: "stall", node: 0, step: 1, ms: 60_000 },
+      { kind: "crash", node: 0, step: 2, down: 100 }
+    ]))
+    const crash = run.history.events.find((e) => e.lane === "fault" && e.kind === "crash")!
+    expect(crash).toBeDefined()
+    const accepted = run.history.events.filter((e) => e.kind === "accepted")
+    expect(accepted.length).toBeGreaterThan(0)
+    expect(Math.min(...accepted.map((e) => e.t))).toBeLessThan(60_000)
+    expect(run.violations).toEqual([])
+  })
+
   it("replays exactly: the same scenario gives the same trace", () => {
     const scenario = oneMessage([{ kind: "stall", node: 1, step: 2, ms: 45_000 }, { kind: "duplicate", nth: 0, copies: 2 }])
     expect(Simulator.runScenario(docs, scenario).traceHash).toBe(Simulator.runScenario(docs, scenario).traceHash)

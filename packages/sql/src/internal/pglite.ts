@@ -5,6 +5,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { PGlite, types } from "@electric-sql/pglite"
 import { Effect, Scope, Stream } from "effect"
+import type { Lease } from "../Transaction.js"
 
 
 /** Opens PGlite and builds an `@effect/sql` client over it. Every statement holds the single connection's lock. */
@@ -62,10 +63,7 @@ export const make = (options: { readonly dataDir?: string | undefined }) =>
 
     // A transaction's connection without a scope (see `Transaction.Lease`): the lock, held until it is given back.
     const leased = { connection, release: lock.release(1) }
-    const lease: Effect.Effect<{ readonly connection: Connection; readonly release: Effect.Effect<void> }> = Effect.as(
-      lock.take(1),
-      leased
-    )
+    const lease: Effect.Effect<Lease> = Effect.as(lock.take(1), leased)
 
     const client = yield* Client.make({
       acquirer: acquire,

@@ -10,7 +10,8 @@
  *   `breaker-open` without a request.
  * - An optional shared rate limit (`rateLimit`, an `@bulwark/resilience` limiter over Redis or SQL) paces
  *   requests across every sender and dispatcher process: an attempt waits for its endpoint's permit, and one
- *   that gets none within the limiter's wait bound is recorded as `rate-limited` without a request.
+ *   that gets none within the limiter's wait bound is recorded as `rate-limited` without a request, and is made
+ *   again once a permit is free: only requests count toward the schedule.
  * - The SSRF guard refuses internal destinations unless allow-listed.
  * - Every attempt is recorded (time, status, latency, a bounded response excerpt) and can be queried;
  *   exhaustion fails with {@link DeliveryExhausted} carrying that history, ready for a dead-letter queue.
@@ -245,9 +246,9 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
           return yield* new Ssrf.DestinationRefused({ url: endpoint.url, reason: "not a valid URL" })
         }
         let nextDelay = schedule[0] ?? 0
-        for (let i = 0; i < schedule.length; i++) {
+        for (let i = 0; i < schedule.length;) {
           if (nextDelay > 0) yield* Effect.sleep(Duration.millis(nextDelay))
-          const attempt = yield* internalAttempt.attemptOnce(context, endpoint, url, message, i + 1)
+          const attempt = yield* internalAttempt.attemptOnce(context, endpoint, url, message, attempts.length + 1)
           attempts.push(attempt)
           yield* Observe.emitWith("sender", "attempt", () => ({
             messageId: message.id,
@@ -271,8 +272,13 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
               return yield* new EndpointDisabled({ endpointId: endpoint.id, messageId: message.id, attempts })
             case "refused":
               return yield* new Ssrf.DestinationRefused({ url: endpoint.url, reason: attempt.excerpt })
+            case "rate-limited":
+              // Our own limit sent nothing: tried again once a permit is free, without using up a scheduled attempt.
+              nextDelay = attempt.retryAfterMillis ?? schedule[Math.min(i + 1, schedule.length - 1)] ?? 1_000
+              continue
           }
-          nextDelay = Math.max(schedule[i + 1] ?? 0, attempt.retryAfterMillis ?? 0)
+          i++
+          nextDelay = Math.max(schedule[i] ?? 0, attempt.retryAfterMillis ?? 0)
         }
         yield* Observe.emitWith("sender", "exhausted", () => ({
           messageId: message.id,

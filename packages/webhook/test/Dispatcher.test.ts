@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Logger, Option, Schedule, Stream } from "effect"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import { Webhook } from "standardwebhooks"
+import * as Breaker from "../src/Breaker.js"
 import * as Dispatcher from "../src/Dispatcher.js"
 import { DispatchStore, DispatchStoreError } from "../src/DispatchStore.js"
 import * as MemoryDispatchStore from "../src/DispatchStore/Memory.js"
@@ -91,6 +92,39 @@ describe("Dispatcher", () => {
       const [delivery] = yield* dispatcher.deliveries({ messageId: "second" })
       expect(delivery).toMatchObject({ state: "pending", attempts: 1 })
       expect(server.hits.map((h) => h.id)).toEqual(["first"])
+    }))
+
+  it.scopedLive("attempts refused a permit by the rate limit do not use up the schedule: each delivery of a burst gets all its requests before it is exhausted", () =>
+    Effect.gen(function*() {
+      // Two permits per 300 ms, refused at once; three deliveries at a time, each with two scheduled attempts.
+      const limiter = yield* RateLimiter.make("partner-api", {
+        limit: { kind: "tokenBucket", permits: 2, per: "300 millis" },
+        maxWait: "0 millis"
+      }).pipe(Effect.provide(RateLimiterStore.layerMemory))
+      const server = yield* endpointServer(() => ({ status: 503 }))
+      const dispatcher = yield* Dispatcher.make({
+        ...fast,
+        schedule: ["0 millis", "30 millis"],
+        concurrency: 3,
+        rateLimit: { limiter },
+        // Out of the way: an open breaker's attempts count toward the schedule, which is not what is checked here.
+        breaker: Breaker.make({ failureThreshold: 1_000 })
+      }).pipe(Effect.provide(MemoryDispatchStore.layer()))
+      yield* Effect.forkScoped(dispatcher.run)
+      yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [Signing.generateSecret()] })
+      const ids = ["b-1", "b-2", "b-3", "b-4", "b-5", "b-6"]
+      for (const id of ids) yield* dispatcher.send({ id, body: body("{}") }, ["partner"])
+      for (const id of ids) {
+        const [delivery] = yield* untilSettled(dispatcher, id)
+        expect(delivery).toMatchObject({ state: "failed", failReason: "exhausted" })
+        const attempts = yield* dispatcher.attempts(id)
+        // Two requests each, whatever number of refused permits came between them.
+        expect(attempts.filter((a) => a.outcome !== "rate-limited").map((a) => a.outcome)).toEqual(["failed", "failed"])
+        expect(server.hits.filter((h) => h.id === id)).toHaveLength(2)
+      }
+      // The limit did refuse some: the burst was larger than its permits.
+      const refused = (yield* Effect.forEach(ids, (id) => dispatcher.attempts(id))).flat().filter((a) => a.outcome === "rate-limited")
+      expect(refused.length).toBeGreaterThan(0)
     }))
 
   it.scopedLive("delivers a Standard Webhooks message the official library verifies; attempts are recorded", () =>

@@ -34,6 +34,10 @@ const settlementOf = (attempt: Attempt, n: number, schedule: ReadonlyArray<numbe
       return { _tag: "Failed", reason: "gone" }
     case "refused":
       return { _tag: "Failed", reason: "refused" }
+    case "rate-limited":
+      // Our own limit sent nothing and says nothing about the endpoint: tried again once a permit is free,
+      // whatever the schedule's count (see `recordAttempt`).
+      return { _tag: "Retry", dueAt: now + (attempt.retryAfterMillis ?? schedule[Math.min(n, schedule.length - 1)] ?? 1_000) }
   }
   if (n >= schedule.length) return { _tag: "Failed", reason: "exhausted" }
   return { _tag: "Retry", dueAt: now + Math.max(schedule[n] ?? 0, attempt.retryAfterMillis ?? 0) }
@@ -121,7 +125,15 @@ const recordAttempt = (
     const { announce, schedule, workerId } = deliverContext
     const { endpoint, message } = claim
     const now = yield* Clock.currentTimeMillis
-    const settlement = settlementOf(attempt, n, schedule, now)
+    let settlement = settlementOf(attempt, n, schedule, now)
+    if (settlement._tag === "Failed" && settlement.reason === "exhausted" && n > 1) {
+      // Attempts refused a permit by the dispatcher's own rate limit sent nothing: only requests count toward
+      // the schedule, so a burst held back by the limit is not failed before each delivery was tried in full.
+      const sent = yield* sentAttempts(deliverContext.store, claim)
+      if (sent + 1 < schedule.length) {
+        settlement = { _tag: "Retry", dueAt: now + Math.max(schedule[sent + 1] ?? 0, attempt.retryAfterMillis ?? 0) }
+      }
+    }
     const held = yield* settle(attempt, settlement)
     if (!held) {
       yield* Effect.logWarning(
@@ -146,6 +158,13 @@ const recordAttempt = (
     )
     return true
   })
+
+/** How many recorded attempts of a claimed delivery sent a request (or tried to): all but the rate-limited ones. */
+const sentAttempts = (store: Store, claim: Claim) =>
+  Effect.map(
+    store.attempts(claim.message.id),
+    (attempts) => attempts.filter((a) => a.endpointId === claim.endpoint.id && a.outcome !== "rate-limited").length
+  )
 
 /** The endpoint's failure run and disabling, after a settled attempt. */
 const afterSettle = (deliverContext: DeliverContext, claim: Claim, attempt: Attempt, settlement: Settlement, now: number) =>

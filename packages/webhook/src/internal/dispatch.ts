@@ -102,7 +102,7 @@ export const deliver = (
           )
           return false
         }
-        return yield* recordAttempt(deliverContext, claim, attempt, n, settle)
+        return yield* recordAttempt(deliverContext, claim, attempt, n, context.pace !== undefined, settle)
       })
     )
   }).pipe(
@@ -119,21 +119,19 @@ const recordAttempt = (
   claim: Claim,
   attempt: Attempt,
   n: number,
+  paced: boolean,
   settle: (attempt: Attempt | undefined, settlement: Settlement) => Effect.Effect<boolean, unknown>
 ) =>
   Effect.gen(function*() {
     const { announce, schedule, workerId } = deliverContext
     const { endpoint, message } = claim
     const now = yield* Clock.currentTimeMillis
-    let settlement = settlementOf(attempt, n, schedule, now)
-    if (settlement._tag === "Failed" && settlement.reason === "exhausted" && n > 1) {
-      // Attempts refused a permit by the dispatcher's own rate limit sent nothing: only requests count toward
-      // the schedule, so a burst held back by the limit is not failed before each delivery was tried in full.
-      const sent = yield* sentAttempts(deliverContext.store, claim)
-      if (sent + 1 < schedule.length) {
-        settlement = { _tag: "Retry", dueAt: now + Math.max(schedule[sent + 1] ?? 0, attempt.retryAfterMillis ?? 0) }
-      }
-    }
+    // Attempts refused a permit by the dispatcher's own rate limit sent nothing: only requests count toward the
+    // schedule (its length and its delays), so a burst held back by the limit is not failed before each of its
+    // deliveries was sent in full. Read from the recorded attempts, and only on a failure after an earlier
+    // attempt, when a rate limit is configured.
+    const counted = paced && n > 1 && !uncounted.has(attempt.outcome) ? (yield* sentAttempts(deliverContext.store, claim)) + 1 : n
+    const settlement = settlementOf(attempt, counted, schedule, now)
     const held = yield* settle(attempt, settlement)
     if (!held) {
       yield* Effect.logWarning(
@@ -158,6 +156,9 @@ const recordAttempt = (
     )
     return true
   })
+
+// Outcomes whose settlement does not depend on how many attempts were made.
+const uncounted: ReadonlySet<Attempt["outcome"]> = new Set(["delivered", "gone", "refused", "rate-limited"])
 
 /** How many recorded attempts of a claimed delivery sent a request (or tried to): all but the rate-limited ones. */
 const sentAttempts = (store: Store, claim: Claim) =>

@@ -43,11 +43,26 @@ const waitUntil = <E, R>(label: string, condition: Effect.Effect<boolean, E, R>,
     while (!(yield* Effect.orElseSucceed(condition, () => false))) yield* Effect.sleep("50 millis")
   }).pipe(Effect.timeoutFail({ duration: within, onTimeout: () => new Error(`timed out waiting until ${label}`) }))
 
+// The relay streams once a walsender (its replication connection) holds the slot. The slot's `active` alone
+// does not say so: the relay's own session holds the slot while `pg_create_logical_replication_slot` runs,
+// which waits for the transactions in progress to end, before the relay has read how far its backfill goes;
+// rows committed by then are published from the table, in id order.
 const slotActive = (name: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
-      sql<{ active: boolean }>`SELECT active FROM pg_replication_slots WHERE slot_name = ${`bulwark_cdc_${name}`}`,
-      (rows) => rows[0]?.active === true
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+        WHERE s.slot_name = ${`bulwark_cdc_${name}`}`,
+      (rows) => (rows[0]?.n ?? 0) > 0
+    ))
+
+// Whether the slot exists and a session that is not a walsender holds it: it is being created.
+const slotBeingCreated = (name: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_replication_slots s
+        WHERE s.slot_name = ${`bulwark_cdc_${name}`} AND s.active
+          AND NOT EXISTS (SELECT 1 FROM pg_stat_replication r WHERE r.pid = s.active_pid)`,
+      (rows) => (rows[0]?.n ?? 0) > 0
     ))
 
 describe("CDC relay on a private PostgreSQL with wal_level = logical", () => {
@@ -57,7 +72,21 @@ describe("CDC relay on a private PostgreSQL with wal_level = logical", () => {
     const program = Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const outbox = yield* Outbox.make({ table })
+      // The relay starts while another session's transaction is in progress, so creating its slot waits for
+      // it: the slot is held, but nothing streams, for a while. The appends below must not start before the
+      // relay streams (they would be committed before the slot is consistent, and published from the table).
+      const inProgress = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const other = yield* Effect.fork(sql.withTransaction(
+        sql`SELECT txid_current()`.pipe(
+          Effect.zipRight(Deferred.succeed(inProgress, undefined)),
+          Effect.zipRight(Deferred.await(release))
+        )
+      ))
+      yield* Deferred.await(inProgress)
       yield* Effect.forkScoped(CdcRelay.run({ connection: pg.url, table, name: "order" }).pipe(Effect.provide(recorder.layer)))
+      yield* waitUntil("the slot is being created", slotBeingCreated("order"), "20 seconds")
+      yield* Effect.forkScoped(Effect.delay(Deferred.succeed(release, undefined), "200 millis"))
       yield* waitUntil("the slot streams", slotActive("order"), "20 seconds")
 
       // Twelve transactions append in id order (one key, so order matters) and commit in reverse order.
@@ -78,6 +107,7 @@ describe("CDC relay on a private PostgreSQL with wal_level = logical", () => {
         yield* Deferred.succeed(commits[i]!, undefined)
         yield* Fiber.join(fibers[i]!)
       }
+      yield* Fiber.join(other)
       yield* outbox.drained.pipe(Effect.timeout("20 seconds"))
       const [left] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql(table)}`
       return { order: recorder.published.map((p) => p.message.id), left: left?.n }

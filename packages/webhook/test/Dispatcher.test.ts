@@ -94,6 +94,29 @@ describe("Dispatcher", () => {
       expect(server.hits.map((h) => h.id)).toEqual(["first"])
     }))
 
+  it.scopedLive("a permit that would leave the claim less than a whole attempt's lease is not waited for: the request could outlast the claim", () =>
+    Effect.gen(function*() {
+      // A lease of 8 s and attempts of at most 1 s: a request must go out with 3 s of lease left (the attempt and
+      // the margin for recording it), so within 5 s of the claim. The next permit comes about 5.5 s after the first.
+      const limiter = yield* RateLimiter.make("partner-api", {
+        limit: { kind: "tokenBucket", permits: 1, per: "5500 millis" },
+        maxWait: "1 hour"
+      }).pipe(Effect.provide(RateLimiterStore.layerMemory))
+      const server = yield* endpointServer(() => ({ status: 204 }))
+      const dispatcher = yield* Dispatcher.make({ ...fast, attemptTimeout: "1 second", lease: "8 seconds", rateLimit: { limiter } }).pipe(
+        Effect.provide(MemoryDispatchStore.layer())
+      )
+      yield* Effect.forkScoped(dispatcher.run)
+      yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [Signing.generateSecret()] })
+      yield* dispatcher.send({ id: "first", body: body("{}") }, ["partner"])
+      yield* untilSettled(dispatcher, "first")
+      yield* dispatcher.send({ id: "second", body: body("{}") }, ["partner"])
+      const [attempt] = yield* poll(dispatcher.attempts("second"), (as) => as.length === 1).pipe(Effect.timeout("2 seconds"))
+      expect(attempt).toMatchObject({ outcome: "rate-limited" })
+      expect(attempt!.retryAfterMillis).toBeGreaterThan(4_000)
+      expect(server.hits.map((h) => h.id)).toEqual(["first"])
+    }))
+
   it.scopedLive("attempts refused a permit by the rate limit do not use up the schedule: each delivery of a burst gets all its requests before it is exhausted", () =>
     Effect.gen(function*() {
       // Two permits per 300 ms, refused at once; three deliveries at a time, each with two scheduled attempts.

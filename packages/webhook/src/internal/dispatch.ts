@@ -74,8 +74,8 @@ export const deliver = (
     // is in flight, and another worker would send the message again. Too little lease left for a whole attempt:
     // send nothing, and let the lease lapse so the delivery is claimed afresh.
     // (A lease configured shorter than an attempt asks only for half of it, so such a dispatcher still sends.)
-    const leaseLeft = claimedAt + deliverContext.leaseMillis - at
     const needed = Math.min(Duration.toMillis(context.attemptTimeout) + leaseMargin, deliverContext.leaseMillis / 2)
+    const leaseLeft = claimedAt + deliverContext.leaseMillis - at
     if (leaseLeft < needed) {
       yield* Effect.logWarning(
         `webhook dispatcher ${workerId}: the claim of ${message.id} → ${endpoint.id} has ${Math.max(0, leaseLeft)} ms of its lease left, less than an attempt may take; not sending it (it is claimed again once the lease lapses)`
@@ -83,11 +83,11 @@ export const deliver = (
       return false
     }
     // Resolving the address and waiting for the rate limit's permit take time too (and a process can be paused):
-    // a claim whose lease has run out by the time its request would go out may already be another worker's, so
-    // the request is not sent, and the permit is not waited for past that point. Checked against the lease
-    // itself (less the margin kept for recording), not the whole attempt's worth checked above, so a claim that
-    // started with enough lease is not refused a permit it could still use.
-    const sendBy = claimedAt + deliverContext.leaseMillis - Math.min(leaseMargin, deliverContext.leaseMillis / 2)
+    // the same whole attempt's worth of lease must be left when the request goes out, or the claim could run out
+    // while the request is in flight and another worker send it again. So the request is not sent past that
+    // point, and the permit is not waited for past it: a permit that would come later is refused (recorded as
+    // `rate-limited`, which does not use up a scheduled attempt) and the delivery made again once one is free.
+    const sendBy = claimedAt + deliverContext.leaseMillis - needed
     // Once the endpoint has answered, recording the answer is not interrupted (a stopping worker whose drain
     // deadline passed): an answered attempt left unrecorded is sent again after the lease, a duplicate.
     return yield* Effect.uninterruptibleMask((restore) =>

@@ -19,6 +19,8 @@ export default defineConfig({
     include: ["packages/*/test/**/*.test.ts", "examples/*/test/**/*.test.ts", "test/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // Bundles the CLI once per run for the tests that spawn it (see the file for why).
+    globalSetup: ["packages/cli/test/support/bundle.ts"],
     pool: "forks",
     // Most suites wait on brokers, databases and child processes rather than compute; vitest's default of
     // one worker per spare core would run them one file at a time on a 2-core machine.

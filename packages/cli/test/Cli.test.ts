@@ -1,8 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { execFileSync, spawnSync } from "node:child_process"
-import { fileURLToPath } from "node:url"
-
-const bin = fileURLToPath(new URL("../bin/bulwark.mjs", import.meta.url))
+import { bin } from "./support/bin.js"
 
 describe("bulwark binary", () => {
   it("prints its version", () => {

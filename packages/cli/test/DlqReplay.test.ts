@@ -12,11 +12,10 @@ import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, describe, expect, it } from "vitest"
 import * as Transports from "../src/Transports.js"
+import { bin } from "./support/bin.js"
 
-const bin = fileURLToPath(new URL("../bin/bulwark.mjs", import.meta.url))
 const root = mkdtempSync(join(tmpdir(), "bulwark-cli-replay-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
 

@@ -9,13 +9,12 @@ import { spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, describe, expect, it } from "vitest"
 import * as Cli from "../src/Cli.js"
 import * as Sql from "../src/DeadLetterStore/Sql.js"
 import { newEntry } from "./contract.js"
+import { bin } from "../../cli/test/support/bin.js"
 
-const bin = fileURLToPath(new URL("../../cli/bin/bulwark.mjs", import.meta.url))
 const postgresUrl = process.env.BULWARK_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const root = mkdtempSync(join(tmpdir(), "bulwark-dlq-cli-"))
 const pgTable = `bulwark_dlq_cli_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`

@@ -7,11 +7,10 @@ import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, describe, expect, it } from "vitest"
 import * as Sql from "../src/OutboxStore/Sql.js"
+import { bin } from "../../cli/test/support/bin.js"
 
-const bin = fileURLToPath(new URL("../../cli/bin/bulwark.mjs", import.meta.url))
 const root = mkdtempSync(join(tmpdir(), "bulwark-outbox-cli-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
 

@@ -4,13 +4,11 @@
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { spawn } from "node:child_process"
 import { createHmac } from "node:crypto"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { Webhook } from "standardwebhooks"
 import { Effect } from "effect"
 import * as Signing from "../src/Signing.js"
+import { bin } from "../../cli/test/support/bin.js"
 
-const bin = join(dirname(fileURLToPath(import.meta.url)), "../../cli/bin/bulwark.mjs")
 interface Result {
   readonly code: number | null
   readonly stdout: string

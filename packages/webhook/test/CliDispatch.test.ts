@@ -9,8 +9,8 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as SqlDispatchStore from "../src/DispatchStore/Sql.js"
 import { Attempt } from "../src/Sender.js"
+import { bin } from "../../cli/test/support/bin.js"
 
-const bin = join(dirname(fileURLToPath(import.meta.url)), "../../cli/bin/bulwark.mjs")
 const url = process.env["BULWARK_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
 const table = `bulwark_whcli_${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
 const database = Database.layerPostgres({ url })

@@ -3,7 +3,7 @@ import * as RateLimiter from "@bulwark/resilience/RateLimiter"
 import * as RateLimiterStore from "@bulwark/resilience/RateLimiterStore"
 import * as MemoryTransport from "@bulwark/transport/Transport/Memory"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Logger, Option, Schedule, Stream } from "effect"
+import { type Duration, Effect, Fiber, Logger, Option, Schedule, Stream } from "effect"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import { Webhook } from "standardwebhooks"
 import * as Breaker from "../src/Breaker.js"
@@ -68,23 +68,33 @@ const poll = <A, E, R>(effect: Effect.Effect<A, E, R>, until: (a: A) => boolean)
 const untilSettled = (dispatcher: Dispatcher.Dispatcher["Type"], messageId: string, endpoints = 1) =>
   poll(dispatcher.deliveries({ messageId }), (ds) => ds.length === endpoints && ds.every((d) => d.state !== "pending"))
 
+/**
+ * A dispatcher (attempts of at most 1 s) behind a limiter of one permit per `per`: message "first" takes the
+ * permit and is delivered, then "second" is sent, and must wait for the next permit.
+ */
+const secondAfterPermit = (options: { readonly per: Duration.DurationInput; readonly maxWait: Duration.DurationInput; readonly lease: Duration.DurationInput }) =>
+  Effect.gen(function*() {
+    const limiter = yield* RateLimiter.make("partner-api", {
+      limit: { kind: "tokenBucket", permits: 1, per: options.per },
+      maxWait: options.maxWait
+    }).pipe(Effect.provide(RateLimiterStore.layerMemory))
+    const server = yield* endpointServer(() => ({ status: 204 }))
+    const dispatcher = yield* Dispatcher.make({ ...fast, attemptTimeout: "1 second", lease: options.lease, rateLimit: { limiter } }).pipe(
+      Effect.provide(MemoryDispatchStore.layer())
+    )
+    yield* Effect.forkScoped(dispatcher.run)
+    yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [Signing.generateSecret()] })
+    yield* dispatcher.send({ id: "first", body: body("{}") }, ["partner"])
+    yield* untilSettled(dispatcher, "first")
+    yield* dispatcher.send({ id: "second", body: body("{}") }, ["partner"])
+    return { dispatcher, server }
+  })
+
 describe("Dispatcher", () => {
   it.scopedLive("a permit that would come after the claim's lease runs out is not waited for: the attempt is recorded rate-limited and rescheduled", () =>
     Effect.gen(function*() {
       // One permit an hour, and a limiter willing to wait longer; a lease of 3 s leaves a claim 1.5 s to send.
-      const limiter = yield* RateLimiter.make("partner-api", {
-        limit: { kind: "tokenBucket", permits: 1, per: "1 hour" },
-        maxWait: "2 hours"
-      }).pipe(Effect.provide(RateLimiterStore.layerMemory))
-      const server = yield* endpointServer(() => ({ status: 204 }))
-      const dispatcher = yield* Dispatcher.make({ ...fast, attemptTimeout: "1 second", lease: "3 seconds", rateLimit: { limiter } }).pipe(
-        Effect.provide(MemoryDispatchStore.layer())
-      )
-      yield* Effect.forkScoped(dispatcher.run)
-      yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [Signing.generateSecret()] })
-      yield* dispatcher.send({ id: "first", body: body("{}") }, ["partner"])
-      yield* untilSettled(dispatcher, "first")
-      yield* dispatcher.send({ id: "second", body: body("{}") }, ["partner"])
+      const { dispatcher, server } = yield* secondAfterPermit({ per: "1 hour", maxWait: "2 hours", lease: "3 seconds" })
       // Waiting for the permit would outlast the claim; the limiter refuses within the claim's time instead.
       const [attempt] = yield* poll(dispatcher.attempts("second"), (as) => as.length === 1).pipe(Effect.timeout("5 seconds"))
       expect(attempt).toMatchObject({ outcome: "rate-limited" })
@@ -98,19 +108,7 @@ describe("Dispatcher", () => {
     Effect.gen(function*() {
       // A lease of 8 s and attempts of at most 1 s: a request must go out with 3 s of lease left (the attempt and
       // the margin for recording it), so within 5 s of the claim. The next permit comes about 5.5 s after the first.
-      const limiter = yield* RateLimiter.make("partner-api", {
-        limit: { kind: "tokenBucket", permits: 1, per: "5500 millis" },
-        maxWait: "1 hour"
-      }).pipe(Effect.provide(RateLimiterStore.layerMemory))
-      const server = yield* endpointServer(() => ({ status: 204 }))
-      const dispatcher = yield* Dispatcher.make({ ...fast, attemptTimeout: "1 second", lease: "8 seconds", rateLimit: { limiter } }).pipe(
-        Effect.provide(MemoryDispatchStore.layer())
-      )
-      yield* Effect.forkScoped(dispatcher.run)
-      yield* dispatcher.registerEndpoint({ id: "partner", url: server.url, secrets: [Signing.generateSecret()] })
-      yield* dispatcher.send({ id: "first", body: body("{}") }, ["partner"])
-      yield* untilSettled(dispatcher, "first")
-      yield* dispatcher.send({ id: "second", body: body("{}") }, ["partner"])
+      const { dispatcher, server } = yield* secondAfterPermit({ per: "5500 millis", maxWait: "1 hour", lease: "8 seconds" })
       const [attempt] = yield* poll(dispatcher.attempts("second"), (as) => as.length === 1).pipe(Effect.timeout("2 seconds"))
       expect(attempt).toMatchObject({ outcome: "rate-limited" })
       expect(attempt!.retryAfterMillis).toBeGreaterThan(4_000)

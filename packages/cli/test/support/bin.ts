@@ -1,6 +1,13 @@
 import { fileURLToPath } from "node:url"
 import { inject } from "vitest"
 
+declare module "vitest" {
+  export interface ProvidedContext {
+    /** The bundled CLI entry point, or "" when bundling failed (the tests then spawn the launcher). */
+    readonly bulwarkCliBundle: string
+  }
+}
+
 /** The repository's launcher for the CLI (tsx over the TypeScript sources). */
 export const launcher: string = fileURLToPath(new URL("../../bin/bulwark.mjs", import.meta.url))
 

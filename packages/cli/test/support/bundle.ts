@@ -12,12 +12,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { dirname, join, resolve, sep } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 
-declare module "vitest" {
-  export interface ProvidedContext {
-    /** The bundled CLI entry point, or "" when bundling failed (the tests then spawn the launcher). */
-    readonly bulwarkCliBundle: string
-  }
-}
+// The provided value's type is declared beside its reader.
+import type {} from "./bin.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..")
 const rootModules = join(root, "node_modules") + sep

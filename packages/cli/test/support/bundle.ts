@@ -18,10 +18,19 @@ import type {} from "./bin.js"
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..")
 const rootModules = join(root, "node_modules") + sep
 
-const bundle = async (outdir: string): Promise<string> => {
+/**
+ * Bundles the workspace sources reachable from `entry` (a TypeScript file) into `outdir` as `<name>.js` and
+ * answers its path. `transform`, when given, may change a source file's text before it is compiled.
+ */
+export const bundleSources = async (
+  entry: string,
+  outdir: string,
+  name: string,
+  transform?: (path: string, text: string) => string
+): Promise<string> => {
   const esbuild = await import("esbuild")
   await esbuild.build({
-    entryPoints: { bin: join(root, "packages/cli/src/bin.ts") },
+    entryPoints: { [name]: entry },
     outdir,
     bundle: true,
     splitting: true,
@@ -31,7 +40,7 @@ const bundle = async (outdir: string): Promise<string> => {
     conditions: ["@bulwark/source"],
     logLevel: "silent",
     plugins: [{
-      name: "bulwark-cli-bundle",
+      name: "bulwark-source-bundle",
       setup(build) {
         // Packages from node_modules stay external. The bundle lives in the root node_modules/.cache, so a bare
         // specifier resolves from there; one that a source file resolves elsewhere (a package's own nested
@@ -44,22 +53,33 @@ const bundle = async (outdir: string): Promise<string> => {
           return { path: keepBare ? args.path : pathToFileURL(resolved.path).href, external: true }
         })
         // import.meta.url keeps naming the source file, so paths relative to it (package.json) still resolve.
-        build.onLoad({ filter: /\.ts$/ }, (args) => ({
-          contents: readFileSync(args.path, "utf8").replaceAll("import.meta.url", JSON.stringify(pathToFileURL(args.path).href)),
-          loader: "ts"
-        }))
+        build.onLoad({ filter: /\.ts$/ }, (args) => {
+          const text = readFileSync(args.path, "utf8")
+          return {
+            contents: (transform === undefined ? text : transform(args.path, text))
+              .replaceAll("import.meta.url", JSON.stringify(pathToFileURL(args.path).href)),
+            loader: "ts"
+          }
+        })
       }
     }]
   })
-  return join(outdir, "bin.js")
+  return join(outdir, `${name}.js`)
 }
+
+/** A fresh folder for a bundle, in the root `node_modules/.cache` (bare specifiers resolve from there). */
+export const bundleDir = (prefix: string): string => {
+  const cache = join(root, "node_modules", ".cache")
+  mkdirSync(cache, { recursive: true })
+  return mkdtempSync(join(cache, prefix))
+}
+
+const bundle = (outdir: string): Promise<string> => bundleSources(join(root, "packages/cli/src/bin.ts"), outdir, "bin")
 
 /** Bundles the CLI and provides its path to the tests (again before each rerun in watch mode, so the bundle
  * follows the sources); removes it when the run ends. */
 export default async function setup(project: TestProject): Promise<() => void> {
-  const cache = join(root, "node_modules", ".cache")
-  mkdirSync(cache, { recursive: true })
-  const outdir = mkdtempSync(join(cache, "bulwark-cli-"))
+  const outdir = bundleDir("bulwark-cli-")
   const provide = async () => {
     try {
       project.provide("bulwarkCliBundle", await bundle(outdir))

@@ -1,7 +1,7 @@
 /**
- * Mutants of Bulwark's own packages: each a small textual change to one source file, applied while the
- * module loads (see `hook.mjs`), so a simulation of the correct reference pipeline runs against the broken
- * package. Every mutant must be caught — an invariant named, a counterexample shrunk to ≤ 10 events — while
+ * Mutants of Bulwark's own packages: each a small textual change to one source file, applied as the sources
+ * are bundled for the mutant's child process (or, should bundling fail, while the module loads: `hook.mjs`),
+ * so a simulation of the correct reference pipeline runs against the broken package. Every mutant must be caught — an invariant named, a counterexample shrunk to ≤ 10 events — while
  * the unmutated packages pass.
  */
 import { only, policy } from "../../examples/catalogue.js"

@@ -1,8 +1,8 @@
 /**
- * Checks one mutant (named by the first argument) with the mutant applied by `hook.mjs`, and prints one JSON
- * line: whether a violation was found, which invariant, after how many scenarios, the shrunk size, and the
- * times. `mutation.ts` runs it in a child process per mutant (`BULWARK_MUTANT` set), since a module, once
- * loaded, stays loaded.
+ * Checks one mutant (named by the first argument) and prints one JSON line: whether a violation was found,
+ * which invariant, after how many scenarios, the shrunk size, and the times. `mutation.ts` runs it in a child
+ * process per mutant, since a module, once loaded, stays loaded: from a bundle of the sources with the mutant
+ * applied, or (should bundling fail) through tsx with `hook.mjs` applying it (`BULWARK_MUTANT` set).
  */
 import * as Simulator from "../../src/Simulator.js"
 import { mutants, simulationOf } from "./catalogue.js"

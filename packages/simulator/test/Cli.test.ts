@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process"
+import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -9,15 +9,23 @@ const bin = join(root, "packages/cli/bin/bulwark.mjs")
 const dir = mkdtempSync(join(tmpdir(), "bulwark-simulate-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-const simulate = (...args: Array<string>) => {
-  const result = spawnSync(process.execPath, [bin, "simulate", ...args], { cwd: root, encoding: "utf-8", timeout: 120_000 })
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr }
-}
+// Spawned, not run synchronously: a simulation can take a minute on a loaded machine, and a worker whose event
+// loop is blocked that long cannot answer the test runner (vitest gives up on a call after 60 s).
+const simulate = (...args: Array<string>) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, "simulate", ...args], { cwd: root, timeout: 120_000 })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf-8").on("data", (chunk: string) => (stdout += chunk))
+    child.stderr.setEncoding("utf-8").on("data", (chunk: string) => (stderr += chunk))
+    child.on("error", reject)
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+  })
 
 describe("bulwark simulate", () => {
-  it("exits 0 with a summary when every invariant holds, and writes JUnit", () => {
+  it("exits 0 with a summary when every invariant holds, and writes JUnit", async () => {
     const junit = join(dir, "ok.xml")
-    const r = simulate("packages/simulator/examples/reference.ts", "--runs", "4", "--seed", "3", "--junit", junit)
+    const r = await simulate("packages/simulator/examples/reference.ts", "--runs", "4", "--seed", "3", "--junit", junit)
     expect(r.stderr).toBe("")
     expect(r.code).toBe(0)
     expect(r.stdout).toContain("reference pipeline: 4 runs, seed 3")
@@ -25,10 +33,10 @@ describe("bulwark simulate", () => {
     expect(readFileSync(junit, "utf-8")).toContain(`failures="0"`)
   }, 300_000)
 
-  it("exits 1 with the counterexample, a replay command, JSON and HTML", () => {
+  it("exits 1 with the counterexample, a replay command, JSON and HTML", async () => {
     const html = join(dir, "bug.html")
     const regression = join(dir, "bug.test.ts")
-    const r = simulate("packages/simulator/examples/wrong-ack-first.ts", "--runs", "40", "--seed", "1", "--json", "--html", html, "--regression", regression)
+    const r = await simulate("packages/simulator/examples/wrong-ack-first.ts", "--runs", "40", "--seed", "1", "--json", "--html", html, "--regression", regression)
     expect(r.code).toBe(1)
     const report = JSON.parse(r.stdout)
     expect(report.valid).toBe(false)
@@ -40,20 +48,20 @@ describe("bulwark simulate", () => {
     const test = readFileSync(regression, "utf-8")
     expect(test).toMatch(/import \{ simulation \} from "[./]+.*packages\/simulator\/examples\/wrong-ack-first\.js"/)
     expect(test).toContain("Simulator.runScenario(simulation, scenario)")
-    const replay = simulate("packages/simulator/examples/wrong-ack-first.ts", "--seed", "1", "--path", report.path, "--json")
+    const replay = await simulate("packages/simulator/examples/wrong-ack-first.ts", "--seed", "1", "--path", report.path, "--json")
     expect(replay.code).toBe(1)
     expect(JSON.parse(replay.stdout).counterexample.traceHash).toBe(report.counterexample.traceHash)
   }, 300_000)
 
-  it("exits 2 on a module that cannot be loaded, without a stack trace", () => {
-    const r = simulate("packages/simulator/examples/does-not-exist.ts")
+  it("exits 2 on a module that cannot be loaded, without a stack trace", async () => {
+    const r = await simulate("packages/simulator/examples/does-not-exist.ts")
     expect(r.code).toBe(2)
     expect(r.stderr).toContain("bulwark simulate: cannot load")
     expect(r.stderr).not.toContain("    at ")
   }, 300_000)
 
-  it("exits 2 on a module without a simulation and on bad usage", () => {
-    expect(simulate("packages/simulator/examples/pipeline.ts").code).toBe(2)
-    expect(simulate("packages/simulator/examples/reference.ts", "--runs", "0").code).toBe(2)
+  it("exits 2 on a module without a simulation and on bad usage", async () => {
+    expect((await simulate("packages/simulator/examples/pipeline.ts")).code).toBe(2)
+    expect((await simulate("packages/simulator/examples/reference.ts", "--runs", "0")).code).toBe(2)
   }, 300_000)
 })

@@ -274,7 +274,7 @@ export const make = (options: Options = {}): Effect.Effect<Context.Tag.Service<S
               return yield* new Ssrf.DestinationRefused({ url: endpoint.url, reason: attempt.excerpt })
             case "rate-limited":
               // Our own limit sent nothing: tried again once a permit is free, without using up a scheduled attempt.
-              nextDelay = attempt.retryAfterMillis ?? schedule[Math.min(i + 1, schedule.length - 1)] ?? 1_000
+              nextDelay = internalAttempt.afterRefusedPermit(attempt, schedule, i + 1)
               continue
           }
           i++

@@ -38,6 +38,14 @@ type AttemptTarget = [context: AttemptContext, endpoint: Endpoint, url: URL, mes
 type AttemptError = UnknownKey | MalformedHeader
 
 /**
+ * The wait before trying again after an attempt refused a permit by our own rate limit: until the limiter says
+ * one is free, or else the schedule's delay before attempt `next` (its last delay past its end). No scheduled
+ * attempt is used up by it.
+ */
+export const afterRefusedPermit = (attempt: Attempt, schedule: ReadonlyArray<number>, next: number): number =>
+  attempt.retryAfterMillis ?? schedule[Math.min(next, schedule.length - 1)] ?? 1_000
+
+/**
  * Runs attempt number `n` of `message` to `endpoint` and answers its record. With `sendBy` (epoch ms), the
  * request goes out only if the clock has not passed it once the address is resolved and the rate limit's
  * permit is in hand; otherwise nothing is sent and the answer is undefined.

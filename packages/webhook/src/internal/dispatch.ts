@@ -7,7 +7,7 @@ import { Clock, Duration, Effect, Fiber, Option, type Queue, type Scope } from "
 import type { Claim, Service as Store, Settlement } from "../DispatchStore.js"
 import type { OperationalEvent } from "../Dispatcher.js"
 import type { Attempt } from "../Sender.js"
-import { type AttemptContext, attemptOnce } from "./attempt.js"
+import { afterRefusedPermit, type AttemptContext, attemptOnce } from "./attempt.js"
 
 /** What `deliver` needs besides the attempt context. */
 export interface DeliverContext {
@@ -37,7 +37,7 @@ const settlementOf = (attempt: Attempt, n: number, schedule: ReadonlyArray<numbe
     case "rate-limited":
       // Our own limit sent nothing and says nothing about the endpoint: tried again once a permit is free,
       // whatever the schedule's count (see `recordAttempt`).
-      return { _tag: "Retry", dueAt: now + (attempt.retryAfterMillis ?? schedule[Math.min(n, schedule.length - 1)] ?? 1_000) }
+      return { _tag: "Retry", dueAt: now + afterRefusedPermit(attempt, schedule, n) }
   }
   if (n >= schedule.length) return { _tag: "Failed", reason: "exhausted" }
   return { _tag: "Retry", dueAt: now + Math.max(schedule[n] ?? 0, attempt.retryAfterMillis ?? 0) }

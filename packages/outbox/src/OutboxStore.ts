@@ -45,6 +45,25 @@ export class OutboxStoreError extends Data.TaggedError("OutboxStoreError")<{
   }
 }
 
+/**
+ * Relays of both modes are running on one outbox table: this relay leases rows (the default) while relays
+ * with `partitioned: true` hold partition leases on the same table. The two modes do not see each other's
+ * leases, so the row-leasing relay claims nothing until no partition is leased any more; it is the cause of
+ * the claim's {@link OutboxStoreError} (transient: the relay waits, degraded, and goes on once the
+ * partitioned relays have stopped and their leases have run out). All relays of a table must use one mode.
+ */
+export class ModeConflict extends Data.TaggedError("ModeConflict")<{
+  readonly table: string
+  /** Partitions whose lease is held now. */
+  readonly leasedPartitions: number
+}> {
+  override get message(): string {
+    return `relays with partitioned: true hold ${this.leasedPartitions} partition lease(s) on the outbox table ${this.table}, ` +
+      "and this relay leases rows: all relays of a table must use the same partitioned setting. This relay claims nothing " +
+      "until the partitioned relays have stopped and their leases have run out"
+  }
+}
+
 /** A row that failed for good, as `deadLetters` reads it. */
 export interface DeadRow {
   readonly id: number

@@ -26,7 +26,7 @@ const suite = (name: string, database: DatabaseLayer) =>
             GROUP BY owner`,
           (rows) => Object.fromEntries(rows.map((r) => [r.owner ?? "none", r.n]))
         ).pipe(Effect.orDie)
-        return { store, sql, owners }
+        return { store, sql, owners, table }
       })
 
     it.scoped("relays share the partitions: a newcomer gets half as the holder hands back its excess; a stopped relay's lapse to the others", () =>
@@ -81,6 +81,31 @@ const suite = (name: string, database: DatabaseLayer) =>
         for (const key of keysOf(a)) expect(keysOf(b).has(key)).toBe(false)
         expect(a.length).toBeGreaterThan(0)
         expect(b.length).toBeGreaterThan(0)
+      }))
+
+    it.scoped("relays of the other mode on one table: a row-leasing claim takes nothing while partitions are leased, a partitioned claim skips leased rows and their keys", () =>
+      Effect.gen(function*() {
+        const { sql, store, table } = yield* fresh("modes")
+        const byRow = yield* Outbox.make({ table }).pipe(Effect.orDie)
+        const message = (id: string, key: string) => ({ id, key, payload: encoder.encode(id), headers: {} })
+        yield* sql.withTransaction(byRow.appendMessages("t", [message("a1", "a"), message("b1", "b"), message("a2", "a"), message("n1", "")]))
+          .pipe(Effect.orDie)
+        // A row-leasing relay claims a1 first (the oldest row of a key); a partitioned relay then starts.
+        const first = yield* byRow.claim({ relayId: "rows", limit: 1, leaseMillis: 60_000 })
+        expect(first.map((r) => r.message.id)).toEqual(["a1"])
+        const partitioned = yield* store.claim({ relayId: "parts", limit: 10, leaseMillis: 60_000 })
+        // a1 is under the other relay's lease: skipped, and a2 stays behind it; the rest is read.
+        expect(partitioned.map((r) => r.message.id)).toEqual(["b1", "n1"])
+        // The row-leasing relay now finds partitions leased: it claims nothing and says why.
+        const refused = yield* Effect.flip(byRow.claim({ relayId: "rows", limit: 10, leaseMillis: 60_000 }))
+        expect(refused._tag).toBe("OutboxStoreError")
+        expect(refused.cause).toMatchObject({ _tag: "ModeConflict", leasedPartitions: 32 })
+        expect(refused.message).toContain("partitioned: true")
+        // It settles what it holds; once the partitioned relay has handed its partitions back, it claims again.
+        expect(yield* Effect.orDie(byRow.markPublished("rows", [first[0]!.id]))).toBe(1)
+        yield* Effect.orDie(store.release!("parts"))
+        const again = yield* Effect.orDie(byRow.claim({ relayId: "rows", limit: 10, leaseMillis: 60_000 }))
+        expect(again.map((r) => r.message.id)).toEqual(["b1", "a2", "n1"])
       }))
   })
 

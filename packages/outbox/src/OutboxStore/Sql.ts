@@ -18,6 +18,7 @@ import { sqlWakeup } from "../internal/sqlWakeup.js"
 import {
   type ClaimedRow,
   type DeadRow,
+  ModeConflict,
   OutboxStore,
   OutboxStoreError,
   OutsideTransaction,
@@ -54,7 +55,9 @@ export interface Options {
    * for a retry or for the commit-order window itself) and writes each row once, when it settles it. Relays
    * balance the partitions among themselves (each holds about its share; one holding more than its share
    * hands the excess back between rounds) and take over a stopped relay's partitions when their lease
-   * expires. All relays of one table must use the same setting.
+   * expires. All relays of one table must use the same setting: while partitions are leased, a row-leasing
+   * relay claims nothing (its claim fails with `ModeConflict` as the cause), and a partitioned relay skips rows
+   * under a row lease.
    */
   readonly partitioned?: boolean
 }
@@ -270,12 +273,17 @@ export const make = (
     const oldestWriter = `SELECT min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'relation' AND l.relation = '"${table}"'::regclass AND l.mode = 'RowExclusiveLock'
         AND l.pid <> pg_backend_pid()`
+    //
+    // A row-leasing relay claims nothing while a partitioned relay holds a partition lease on the table (the
+    // modes do not see each other's leases; see `ModeConflict`): one uncorrelated test, run once per claim.
+    const partitionLeased = `SELECT 1 FROM "${tables.partitionsTable(table)}" o WHERE o.owner IS NOT NULL AND o.lease_until > now()`
     const claimText = (limit: number) => `
       WITH claimed AS (
       UPDATE "${table}" SET claimed_by = $1, claimed_until = now() + ($2::float8 * interval '1 millisecond')
       WHERE ctid = ANY(ARRAY(
         SELECT c.ctid FROM "${table}" c
         WHERE c.state = 'pending' AND c.available_at <= now()
+          AND NOT EXISTS (${partitionLeased})
           AND (c.claimed_until IS NULL OR c.claimed_until < now())
           AND (c.key = '' OR (
             (c.appended_at IS NULL OR c.appended_at < coalesce((${oldestWriter}), 'infinity')
@@ -303,11 +311,26 @@ export const make = (
     }
     const claimStatement = perLimit("claim", claimText)
     const claimFailed = failed("claim")
+    // Asked only when a claim took nothing (an idle relay's poll, or the claim's own mode test), so a busy
+    // relay pays nothing for it.
+    const leasedPartitions = prepared("leased", `SELECT count(*)::int AS n FROM (${partitionLeased}) l`, named)
+    const nothingClaimed = runPrepared(leasedPartitions, []).pipe(
+      Effect.mapError(claimFailed),
+      Effect.flatMap((result) => {
+        const n = Number(result.rows[0]?.n ?? 0)
+        return n > 0
+          ? Effect.fail(new OutboxStoreError({ operation: "claim", cause: new ModeConflict({ table, leasedPartitions: n }) }))
+          : Effect.succeed<ReadonlyArray<ClaimedRow>>([])
+      })
+    )
     const claimByRow: Service["claim"] = ({ leaseMillis, limit, relayId }) =>
-      Effect.map(
-        runPrepared(claimStatement(limit), [relayId, leaseMillis, commitOrderWindowMillis]),
-        (result) => (result.rows as ReadonlyArray<Row>).map((row) => toClaimed(row, owned)).sort((a, b) => a.id - b.id)
-      ).pipe(Effect.mapError(claimFailed))
+      Effect.flatMap(
+        Effect.mapError(runPrepared(claimStatement(limit), [relayId, leaseMillis, commitOrderWindowMillis]), claimFailed),
+        (result) =>
+          result.rows.length === 0
+            ? nothingClaimed
+            : Effect.succeed((result.rows as ReadonlyArray<Row>).map((row) => toClaimed(row, owned)).sort((a, b) => a.id - b.id))
+      )
 
     // One statement: settle the rows this relay still holds, and tell `drained` waiters. A published row is
     // deleted unless the relay keeps it for its retention: one write per row instead of two, and no
@@ -464,8 +487,9 @@ export const make = (
         WHERE owner = $1
         RETURNING partition, set_config('synchronous_commit', 'off', true) AS async_commit)
       SELECT c.id, c.topic, c.message_id, c.key, c.payload, c.headers, c.attempts,
-        (c.key = '' OR c.appended_at IS NULL OR c.appended_at < coalesce((${oldestWriter}), 'infinity')
-          OR c.created_at < now() - ($3::float8 * interval '1 millisecond')) AS ready
+        ((c.claimed_until IS NULL OR c.claimed_until < now())
+          AND (c.key = '' OR c.appended_at IS NULL OR c.appended_at < coalesce((${oldestWriter}), 'infinity')
+            OR c.created_at < now() - ($3::float8 * interval '1 millisecond'))) AS ready
       FROM "${table}" c
       WHERE c.state = 'pending' AND c.available_at <= now()
         AND ((SELECT count(*) FROM held) = ${tables.partitionCount} OR ${partitionOf("c")} = ANY(ARRAY(SELECT partition FROM held)))
@@ -491,8 +515,8 @@ export const make = (
         const claimed: Array<ClaimedRow> = []
         const ids: Array<number> = []
         for (const row of result.rows as ReadonlyArray<Row & { readonly ready: boolean }>) {
-          if (row.key !== "" && (!row.ready || (held.size > 0 && held.has(row.key)))) {
-            held.add(row.key)
+          if (!row.ready || (row.key !== "" && held.size > 0 && held.has(row.key))) {
+            if (row.key !== "") held.add(row.key)
             continue
           }
           const one = toClaimed(row, owned)

@@ -22,7 +22,8 @@ const simulate = (...args: Array<string>) =>
     child.on("close", (code) => resolve({ code, stdout, stderr }))
   })
 
-describe("bulwark simulate", () => {
+// The tests share nothing (each writes its own files), so they run at once: each is mostly a child process starting.
+describe.concurrent("bulwark simulate", () => {
   it("exits 0 with a summary when every invariant holds, and writes JUnit", async () => {
     const junit = join(dir, "ok.xml")
     const r = await simulate("packages/simulator/examples/reference.ts", "--runs", "4", "--seed", "3", "--junit", junit)

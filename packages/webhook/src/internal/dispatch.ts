@@ -35,8 +35,7 @@ const settlementOf = (attempt: Attempt, n: number, schedule: ReadonlyArray<numbe
     case "refused":
       return { _tag: "Failed", reason: "refused" }
     case "rate-limited":
-      // Our own limit sent nothing and says nothing about the endpoint: tried again once a permit is free,
-      // whatever the schedule's count (see `recordAttempt`).
+      // Not recorded as an attempt (see `deliver`); here only for a complete switch.
       return { _tag: "Retry", dueAt: now + afterRefusedPermit(attempt, schedule, n) }
   }
   if (n >= schedule.length) return { _tag: "Failed", reason: "exhausted" }
@@ -85,8 +84,8 @@ export const deliver = (
     // Resolving the address and waiting for the rate limit's permit take time too (and a process can be paused):
     // the same whole attempt's worth of lease must be left when the request goes out, or the claim could run out
     // while the request is in flight and another worker send it again. So the request is not sent past that
-    // point, and the permit is not waited for past it: a permit that would come later is refused (recorded as
-    // `rate-limited`, which does not use up a scheduled attempt) and the delivery made again once one is free.
+    // point, and the permit is not waited for past it: a permit that would come later is refused (no attempt is
+    // recorded or counted) and the delivery made again once one is free.
     const sendBy = claimedAt + deliverContext.leaseMillis - needed
     // Once the endpoint has answered, recording the answer is not interrupted (a stopping worker whose drain
     // deadline passed): an answered attempt left unrecorded is sent again after the lease, a duplicate.
@@ -102,7 +101,15 @@ export const deliver = (
           )
           return false
         }
-        return yield* recordAttempt(deliverContext, claim, attempt, n, context.pace !== undefined, settle)
+        if (attempt.outcome === "rate-limited") {
+          // Our own limit refused a permit: nothing was sent, and nothing is said about the endpoint. No attempt is
+          // recorded or counted (a backlog held back by the limit would write one per refusal, and only requests
+          // count toward the schedule); the delivery is due again once a permit is free. The limiter's metrics
+          // count the refusals.
+          const now = yield* Clock.currentTimeMillis
+          return yield* settle(undefined, { _tag: "Retry", dueAt: now + afterRefusedPermit(attempt, deliverContext.schedule, n) })
+        }
+        return yield* recordAttempt(deliverContext, claim, attempt, n, settle)
       })
     )
   }).pipe(
@@ -119,19 +126,13 @@ const recordAttempt = (
   claim: Claim,
   attempt: Attempt,
   n: number,
-  paced: boolean,
   settle: (attempt: Attempt | undefined, settlement: Settlement) => Effect.Effect<boolean, unknown>
 ) =>
   Effect.gen(function*() {
     const { announce, schedule, workerId } = deliverContext
     const { endpoint, message } = claim
     const now = yield* Clock.currentTimeMillis
-    // Attempts refused a permit by the dispatcher's own rate limit sent nothing: only requests count toward the
-    // schedule (its length and its delays), so a burst held back by the limit is not failed before each of its
-    // deliveries was sent in full. Read from the recorded attempts, and only on a failure after an earlier
-    // attempt, when a rate limit is configured.
-    const counted = paced && n > 1 && !uncounted.has(attempt.outcome) ? (yield* sentAttempts(deliverContext.store, claim)) + 1 : n
-    const settlement = settlementOf(attempt, counted, schedule, now)
+    const settlement = settlementOf(attempt, n, schedule, now)
     const held = yield* settle(attempt, settlement)
     if (!held) {
       yield* Effect.logWarning(
@@ -156,16 +157,6 @@ const recordAttempt = (
     )
     return true
   })
-
-// Outcomes whose settlement does not depend on how many attempts were made.
-const uncounted: ReadonlySet<Attempt["outcome"]> = new Set(["delivered", "gone", "refused", "rate-limited"])
-
-/** How many recorded attempts of a claimed delivery sent a request (or tried to): all but the rate-limited ones. */
-const sentAttempts = (store: Store, claim: Claim) =>
-  Effect.map(
-    store.attempts(claim.message.id),
-    (attempts) => attempts.filter((a) => a.endpointId === claim.endpoint.id && a.outcome !== "rate-limited").length
-  )
 
 /** The endpoint's failure run and disabling, after a settled attempt. */
 const afterSettle = (deliverContext: DeliverContext, claim: Claim, attempt: Attempt, settlement: Settlement, now: number) =>

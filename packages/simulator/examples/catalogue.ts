@@ -3,9 +3,11 @@
  * twin. A wrong pipeline and its twin differ in exactly one choice of {@link Variant} and are checked under
  * the same scenario generator, so the simulator must tell them apart by behaviour alone.
  */
+import type { Policy } from "../src/History.js"
+import * as Invariant from "../src/Invariant.js"
 import * as Scenario from "../src/Scenario.js"
 import * as Simulation from "../src/Simulation.js"
-import { pipeline, type Variant } from "./pipeline.js"
+import { dispatchSchedule, type PartnerRate, pipeline, type Variant } from "./pipeline.js"
 
 /** One wrong pipeline and its twin. */
 export interface Entry {
@@ -21,6 +23,22 @@ export interface Entry {
 /** The policy every catalogue simulation declares. */
 export const policy = { maxDeliveries: 8, halfOpenProbes: 1 }
 
+/**
+ * The partner's limit in the rate-limited entries: one request a second over both dispatcher processes, a
+ * permit not free within 100 ms refused — tight enough that the generated load has permits refused.
+ */
+export const partnerRate: PartnerRate = { limit: 1, windowMillis: 1_000, maxWaitMillis: 100 }
+
+/** What a pipeline whose dispatchers keep {@link partnerRate} is checked with: the limit and the schedule. */
+export const partnerRateChecks: { readonly policy: Partial<Policy>; readonly invariants: ReadonlyArray<Invariant.Invariant> } = {
+  policy: {
+    ...policy,
+    partnerRate: { limit: partnerRate.limit, windowMillis: partnerRate.windowMillis },
+    webhookAttempts: dispatchSchedule.length
+  },
+  invariants: [...Invariant.all, Invariant.partnerRateLimit, Invariant.webhookExhaustedAfterSchedule]
+}
+
 /** Only the given fault kinds, at the given weights (every other kind, including any added later, off). */
 export const only = (weights: Partial<Record<Scenario.FaultKind, number>>): Partial<Record<Scenario.FaultKind, number>> => ({
   ...Object.fromEntries(Scenario.faultKinds.map((kind) => [kind, 0])),
@@ -32,13 +50,17 @@ const entry = (
   bug: string,
   caughtBy: ReadonlyArray<string>,
   workload: Scenario.Config,
-  variant: Partial<Variant>
+  variant: Partial<Variant>,
+  // The twin's own choices besides the defaults (the wrong pipeline differs from it in `variant` alone), and
+  // what both are checked with when not the default policy and invariants.
+  base: Partial<Variant> = {},
+  checks: { readonly policy: Partial<Policy>; readonly invariants?: ReadonlyArray<Invariant.Invariant> } = { policy }
 ): Entry => ({
   id,
   bug,
   caughtBy,
-  wrong: Simulation.make({ name: `${id} (wrong)`, pipeline: pipeline(variant), workload, policy }),
-  twin: Simulation.make({ name: `${id} (twin)`, pipeline: pipeline(), workload, policy })
+  wrong: Simulation.make({ name: `${id} (wrong)`, pipeline: pipeline({ ...base, ...variant }), workload, ...checks }),
+  twin: Simulation.make({ name: `${id} (twin)`, pipeline: pipeline(base), workload, ...checks })
 })
 
 /** The catalogue. */
@@ -155,5 +177,14 @@ export const catalogue: ReadonlyArray<Entry> = [
     ["liveness"],
     { maxFaults: 1, weights: only({ skew: 1 }) },
     { verifier: "reserialised" }
+  ),
+  entry(
+    "partner-limiter-per-process",
+    "gives each dispatcher process its own memory limiter for the partner's rate limit, so each keeps the limit and together they exceed it",
+    ["partner-rate-limit"],
+    { maxFaults: 2, weights: only({ partner: 1, crash: 1 }) },
+    { partnerLimiter: "per-process" },
+    { partnerRate },
+    partnerRateChecks
   )
 ]

@@ -20,6 +20,7 @@ import { DeadLetter, Replay } from "@bulwark/dead-letter"
 import { Idempotent } from "@bulwark/idempotency"
 import { Outbox, Relay } from "@bulwark/outbox"
 import * as MemoryOutboxStore from "@bulwark/outbox/OutboxStore/Memory"
+import { RateLimiter, RateLimiterStore } from "@bulwark/resilience"
 import { Backoff, Retry } from "@bulwark/retry"
 import { Publisher, Subscriber, consume } from "@bulwark/transport/Transport"
 import { Dispatcher, type DispatchStore, Ingress as WebhookIngress, Sender, Signing, Verifier } from "@bulwark/webhook"
@@ -83,6 +84,25 @@ export interface Variant {
    * visibility timeout, the message is redelivered, and the partner gets it twice), or not at all.
    */
   readonly notify: "dispatcher" | "sender-in-consumer" | "none"
+  /**
+   * A rate limit on the partner's endpoint, which the dispatcher processes keep together through the
+   * `rateLimit` option: at most `limit` requests in any window of `windowMillis`; a permit not free within
+   * `maxWaitMillis` is refused (the attempt is recorded as `rate-limited` and made again later). Default none.
+   */
+  readonly partnerRate: PartnerRate | undefined
+  /**
+   * Where the partner limiter keeps its state: the world's shared rate-limiter store, as instances sharing a
+   * Redis or SQL store do, or a memory store each dispatcher process makes for itself (bug: each keeps the
+   * limit, together they exceed it).
+   */
+  readonly partnerLimiter: "shared" | "per-process"
+}
+
+/** The partner's rate limit the dispatchers keep (see {@link Variant.partnerRate}). */
+export interface PartnerRate {
+  readonly limit: number
+  readonly windowMillis: number
+  readonly maxWaitMillis: number
 }
 
 /** The correct pipeline's choices. */
@@ -106,8 +126,13 @@ export const correct: Variant = {
   replayers: 1,
   replayRate: 20,
   claimLease: "1 minute",
-  notify: "dispatcher"
+  notify: "dispatcher",
+  partnerRate: undefined,
+  partnerLimiter: "shared"
 }
+
+/** The dispatchers' schedule: the delay before each attempt of a partner notification, one entry an attempt. */
+export const dispatchSchedule: ReadonlyArray<Duration.DurationInput> = ["0 millis", "1 second", "5 seconds", "30 seconds", "1 minute", "2 minutes"]
 
 /** The topic the webhook receiver publishes to. */
 export const paymentsTopic = "payments"
@@ -227,10 +252,25 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
   // --- partner notification: a signed webhook per applied posting ------------------------------------------
   const partner = { id: "partner", url: "https://partner.example/hooks", secrets: [partnerSecret] }
   const dispatcherOptions: Dispatcher.Options = {
-    schedule: ["0 millis", "1 second", "5 seconds", "30 seconds", "1 minute", "2 minutes"],
+    schedule: dispatchSchedule,
     attemptTimeout: "5 seconds",
     pollInterval: "1 second"
   }
+  /** The dispatcher process's partner limit, if any, over the world's shared store (or its own, the bug). */
+  const partnerLimit: Effect.Effect<Dispatcher.Options["rateLimit"], never, RateLimiterStore.RateLimiterStore> = Effect.suspend(() => {
+    const rate = v.partnerRate
+    if (rate === undefined) return Effect.succeed(undefined)
+    const limiter = Effect.orDie(RateLimiter.make("partner", {
+      limit: { kind: "slidingWindow", limit: rate.limit, window: Duration.millis(rate.windowMillis) },
+      maxWait: Duration.millis(rate.maxWaitMillis)
+    }))
+    return Effect.map(
+      v.partnerLimiter === "shared"
+        ? limiter
+        : Effect.provideServiceEffect(limiter, RateLimiterStore.RateLimiterStore, RateLimiterStore.makeMemory),
+      (made) => ({ limiter: made })
+    )
+  })
   const notification = (envelope: Envelope.Envelope<typeof Payment.Type>) => ({
     id: `${envelope.id}:settled`,
     body: encoder.encode(JSON.stringify({ type: "payment.settled", data: { ref: envelope.data.ref, key: envelope.data.key } }))
@@ -350,7 +390,12 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
     if (v.notify === "dispatcher") {
       for (let i = 0; i < 2; i++) {
         const worker = Effect.gen(function*() {
-          const dispatcher = yield* Dispatcher.make({ ...dispatcherOptions, workerId: `dispatcher-${i + 1}` })
+          const rateLimit = yield* partnerLimit
+          const dispatcher = yield* Dispatcher.make({
+            ...dispatcherOptions,
+            workerId: `dispatcher-${i + 1}`,
+            ...(rateLimit === undefined ? {} : { rateLimit })
+          })
           return yield* dispatcher.run
         })
         yield* world.spawn(`dispatcher-${i + 1}`, Effect.provide(worker, world.context))

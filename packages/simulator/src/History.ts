@@ -106,6 +106,17 @@ export interface Policy {
   readonly downstreamRate?: { readonly limit: number; readonly windowMillis: number } | undefined
   /** Downstream calls one process may have in flight at once (the `bulkhead-bound` invariant). Default: unbounded. */
   readonly maxConcurrentCalls?: number | undefined
+  /**
+   * The rate the webhook partner may receive requests at, over every process: at most `limit` in any window
+   * of `windowMillis` (the `partner-rate-limit` invariant). Default: unbounded.
+   */
+  readonly partnerRate?: { readonly limit: number; readonly windowMillis: number } | undefined
+  /**
+   * The entries of the durable dispatcher's schedule: a delivery it gives up as exhausted must have made this
+   * many attempts, a permit refused by its own rate limit not counted (the `webhook-exhausted-after-schedule`
+   * invariant). Default: not checked.
+   */
+  readonly webhookAttempts?: number | undefined
 }
 
 /** The history of a run and its indices. */
@@ -149,6 +160,10 @@ export class History {
   readonly violations: Array<Violation> = []
   /** Arrival times of the downstream calls still inside the declared rate window. */
   readonly downstreamArrivals: Array<number> = []
+  /** Arrival times of the partner's requests still inside the declared rate window. */
+  readonly partnerArrivals: Array<number> = []
+  /** Requests that reached the webhook partner, per `webhook-id`. */
+  readonly partnerRequests = new Map<string, number>()
   /** Downstream calls per message. */
   readonly calls = new Map<string, number>()
   /** Times a message was republished from the dead-letter store. */

@@ -383,6 +383,75 @@ export const downstreamRateLimit = make({
   }
 })
 
+const partnerArrival = (e: Event): boolean => e.lane === "sender" && (e.kind === "partner-2xx" || e.kind === "partner-unavailable")
+
+/**
+ * The webhook partner's rate limit holds across processes: it never receives more than
+ * `policy.partnerRate.limit` requests in any window of `policy.partnerRate.windowMillis`, whichever dispatcher
+ * processes sent them (counted where they arrive, answered or not; one its sender's pause held up at the send
+ * itself, from when it left). Dispatchers each holding their own
+ * limiter keep the limit each, and together exceed it. Not in {@link all}: add it with a declared
+ * `partnerRate` for pipelines whose dispatchers are given a `rateLimit`.
+ */
+export const partnerRateLimit = make({
+  name: "partner-rate-limit",
+  description: "the webhook partner receives at most policy.partnerRate.limit requests in any window of policy.partnerRate.windowMillis, over every process",
+  relevant: partnerArrival,
+  onEvent: (e, h) => {
+    const rate = h.policy.partnerRate
+    if (rate === undefined || !partnerArrival(e)) return undefined
+    // A request its sender's pause held up at the send counts from when it left (`sentAt`): the limiter
+    // paced it then, and no client-side limit bounds how long a request then takes to arrive.
+    const at = typeof e.data?.sentAt === "number" ? e.data.sentAt : e.t
+    const arrivals = h.partnerArrivals
+    let i = arrivals.length
+    while (i > 0 && arrivals[i - 1]! > at) i--
+    arrivals.splice(i, 0, at)
+    // Every window (t - windowMillis, t] that holds this request, i.e. ending at it or at a later one within a
+    // window of it (a held request may be recorded after later ones).
+    for (let j = i; j < arrivals.length && arrivals[j]! < at + rate.windowMillis - edge; j++) {
+      const end = arrivals[j]!
+      let first = j
+      while (first > 0 && arrivals[first - 1]! > end - rate.windowMillis + edge) first--
+      if (j - first + 1 > rate.limit) {
+        return `${j - first + 1} requests reached the webhook partner between t=${Math.round(arrivals[first]!)}ms and t=${Math.round(end)}ms, within one ${rate.windowMillis} ms window (limit ${rate.limit})`
+      }
+    }
+    return undefined
+  }
+})
+
+/**
+ * A permit refused by the dispatcher's own rate limit is not an attempt: a delivery the durable dispatcher
+ * gives up as exhausted made `policy.webhookAttempts` (its schedule's entries) attempts first, each a request
+ * that reached the partner or one an open breaker held back (which the schedule counts by design). Requests
+ * are counted where they arrive; the breaker's are read from the dispatch store's record (the world's
+ * `dispatch-exhausted`). A dispatcher that counts a refused permit as an attempt gives a delivery up early
+ * under a tight shared limit. Not in {@link all}: add it with a declared `webhookAttempts`.
+ */
+export const webhookExhaustedAfterSchedule = make({
+  name: "webhook-exhausted-after-schedule",
+  description: "a webhook delivery the dispatcher gives up as exhausted made policy.webhookAttempts attempts first (requests the partner received, or held back by an open breaker); a permit the rate limit refused is not one",
+  relevant: (e) => e.kind === "dispatch-exhausted",
+  onEvent: (e, h) => {
+    const scheduled = h.policy.webhookAttempts
+    if (scheduled === undefined || e.lane !== "sender") return undefined
+    if (partnerArrival(e)) {
+      const id = String(e.data?.id)
+      h.partnerRequests.set(id, (h.partnerRequests.get(id) ?? 0) + 1)
+      return undefined
+    }
+    if (e.kind !== "dispatch-exhausted") return undefined
+    const id = String(e.data?.id)
+    const requests = h.partnerRequests.get(id) ?? 0
+    const heldBack = typeof e.data?.breakerOpen === "number" ? e.data.breakerOpen : 0
+    const refused = typeof e.data?.rateLimited === "number" ? e.data.rateLimited : 0
+    return requests + heldBack < scheduled
+      ? `webhook ${id}${e.ref === undefined ? "" : ` (${e.ref})`} given up as exhausted after ${requests} request(s) to the partner and ${heldBack} held back by the breaker, fewer than the schedule's ${scheduled} attempts (${refused} permit(s) refused by the rate limit)`
+      : undefined
+  }
+})
+
 /**
  * A bulkhead bounds the calls in flight: no simulated process has more than `policy.maxConcurrentCalls`
  * downstream calls in flight at once (a bulkhead is per process by design; a limit across processes is a

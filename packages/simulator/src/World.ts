@@ -1011,14 +1011,16 @@ export class World {
                 const id = request.headers["webhook-id"] ?? ""
                 const ref = refOf(request.body) ?? id
                 const latency = Duration.millis(this.options.partnerLatency)
+                this.webhookRefs.set(id, ref)
+                // A request held up by a pause of its sender at the send itself left after every check the sender
+                // could make (its rate limit's permit among them), as a request stuck in a socket buffer would:
+                // excused like the earlier ones below, and recorded with the time it left (`sentAt`).
+                const held = this.now - sentAt > 1e-3
                 if (this.faulty && this.now < this.partnerDownUntil) {
-                  this.history.record("sender", "partner-unavailable", ref, { id, status: 503 })
+                  this.history.record("sender", "partner-unavailable", ref, { id, status: 503, sentAt: held ? sentAt : undefined })
                   return Effect.as(Effect.sleep(latency), { status: 503, headers: { "retry-after": "1" }, excerpt: "unavailable" })
                 }
                 const earlier = this.partnerSuccesses.get(id) ?? []
-                // A request held up by a pause of its sender at the send itself left after every check the sender
-                // could make, as a request stuck in a socket buffer would: excused like the earlier ones below.
-                const held = this.now - sentAt > 1e-3
                 const excused = held || earlier.every((success) =>
                   success.answer === "lost" ||
                   (success.by !== undefined && (!alive(success.by) || success.by.node.pausedUntil - this.now > 1e-3))
@@ -1030,7 +1032,8 @@ export class World {
                   id,
                   count: earlier.length,
                   excused,
-                  node: incarnation?.node.name
+                  node: incarnation?.node.name,
+                  sentAt: held ? sentAt : undefined
                 })
                 // Whether the 2xx reached its sender: one that gave up waiting (its attempt timed out, its process
                 // stopped) cannot know the partner has it, and sending it again is the retry Standard Webhooks
@@ -1066,6 +1069,31 @@ export class World {
   readonly observer: Observe.Observer = (event) => {
     if (event.source === "sender") this.followSend(event)
     this.history.observed(event)
+    if (event.source === "dispatcher" && event.kind === "message.attempt.exhausted") this.noteExhausted(event)
+  }
+
+  /** The workload reference of each `webhook-id` that reached the partner. */
+  private readonly webhookRefs = new Map<string, string>()
+
+  /**
+   * Follows the dispatcher's `message.attempt.exhausted` with the dispatch store's record of that delivery
+   * (`dispatch-exhausted`): its attempts, those refused a permit by the rate limit (no request) and those an
+   * open breaker held back (no request either, but counted by the schedule). The exhaustion event carries
+   * only the attempt number, which counts refused permits too.
+   */
+  private noteExhausted(event: Observe.Event): void {
+    const { endpointId, messageId } = event.attributes
+    if (typeof messageId !== "string") return
+    const attempts = Effect.runSync(Effect.orElseSucceed(this.dispatchStore.attempts(messageId), () => []))
+      .filter((attempt) => attempt.endpointId === endpointId)
+    const count = (outcome: string) => attempts.filter((attempt) => attempt.outcome === outcome).length
+    this.history.record("sender", "dispatch-exhausted", this.webhookRefs.get(messageId), {
+      id: messageId,
+      endpoint: typeof endpointId === "string" ? endpointId : undefined,
+      attempts: attempts.length,
+      rateLimited: count("rate-limited"),
+      breakerOpen: count("breaker-open")
+    })
   }
 
   /** In-process sends still retrying: message id → the incarnations sending it. */

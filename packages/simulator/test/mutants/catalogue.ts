@@ -4,8 +4,10 @@
  * so a simulation of the correct reference pipeline runs against the broken package. Every mutant must be caught — an invariant named, a counterexample shrunk to ≤ 10 events — while
  * the unmutated packages pass.
  */
-import { only, policy } from "../../examples/catalogue.js"
+import { only, partnerRate, partnerRateChecks, policy } from "../../examples/catalogue.js"
 import { pipeline, type Variant } from "../../examples/pipeline.js"
+import type { Policy } from "../../src/History.js"
+import type * as Invariant from "../../src/Invariant.js"
 import type * as Scenario from "../../src/Scenario.js"
 import * as Simulation from "../../src/Simulation.js"
 
@@ -32,6 +34,8 @@ export interface Mutant {
   readonly world?: Simulation.Options["world"]
   /** Settings of the (correct) reference pipeline the mutant is checked with, e.g. two replayers. */
   readonly variant?: Partial<Variant>
+  /** The policy and invariants it is checked with, when not the catalogue's policy and every built-in one. */
+  readonly checks?: { readonly policy: Partial<Policy>; readonly invariants?: ReadonlyArray<Invariant.Invariant> }
 }
 
 /** The simulation a mutant is checked with: the correct reference pipeline under the mutant's workload. */
@@ -41,7 +45,7 @@ export const simulationOf = (mutant: Mutant): Simulation.Simulation =>
     pipeline: pipeline(mutant.variant),
     workload: mutant.workload,
     ...(mutant.world === undefined ? {} : { world: mutant.world }),
-    policy
+    ...(mutant.checks ?? { policy })
   })
 
 /** The mutants. */
@@ -254,6 +258,18 @@ export const mutants: ReadonlyArray<Mutant> = [
     caughtBy: ["webhook-delivered-once"],
     // The stall has to land on a dispatcher between its claim and its request, for longer than the lease.
     workload: { maxFaults: 6, weights: only({ stall: 1 }) }
+  },
+  {
+    id: "dispatch-counts-refused-permits",
+    description: "the dispatcher counts a permit refused by its rate limit as one of the delivery's scheduled attempts, so it gives a delivery up before it sent it in full",
+    file: "packages/webhook/src/internal/dispatch.ts",
+    search: "const counted = paced && n > 1 && !uncounted.has(attempt.outcome)",
+    replace: "const counted = false && paced && n > 1 && !uncounted.has(attempt.outcome)",
+    caughtBy: ["webhook-exhausted-after-schedule"],
+    // A delivery refused permits while the partner is down: its attempt numbers run past the schedule's end.
+    workload: { maxFaults: 2, maxChoices: 0, weights: only({ partner: 1 }) },
+    variant: { partnerRate },
+    checks: partnerRateChecks
   },
   {
     id: "relay-claim-ignores-key-head",

@@ -87,7 +87,7 @@ export interface Variant {
   /**
    * A rate limit on the partner's endpoint, which the dispatcher processes keep together through the
    * `rateLimit` option: at most `limit` requests in any window of `windowMillis`; a permit not free within
-   * `maxWaitMillis` is refused (the attempt is recorded as `rate-limited` and made again later). Default none.
+   * `maxWaitMillis` is refused (nothing is sent or recorded, and the attempt is made again later). Default none.
    */
   readonly partnerRate: PartnerRate | undefined
   /**

@@ -1079,7 +1079,8 @@ export class World {
    * Follows the dispatcher's `message.attempt.exhausted` with the dispatch store's record of that delivery
    * (`dispatch-exhausted`): its attempts, those refused a permit by the rate limit (no request) and those an
    * open breaker held back (no request either, but counted by the schedule). The exhaustion event carries
-   * only the attempt number, which counts refused permits too.
+   * only the attempt number, which counts every recorded attempt (a dispatcher recording refused permits
+   * among them, as one that counted them would, is what the `webhook-exhausted-after-schedule` invariant catches).
    */
   private noteExhausted(event: Observe.Event): void {
     const { endpointId, messageId } = event.attributes

@@ -20,7 +20,7 @@ describe("the partner's rate limit, kept by both dispatcher processes", () => {
       choices: []
     })
     expect(run.violations).toEqual([])
-    // The limiter refused permits (each recorded by the dispatcher as a `rate-limited` attempt, no request) ...
+    // The limiter refused permits (no request, and nothing the dispatcher records or counts) ...
     expect(run.history.events.filter((e) => e.kind === "rate-limit:rejected").length).toBeGreaterThan(0)
     // ... and the partner got each notification once, from both processes, never two within one window.
     const requests = run.history.events.filter((e) => e.kind === "partner-2xx")

@@ -261,10 +261,10 @@ export const mutants: ReadonlyArray<Mutant> = [
   },
   {
     id: "dispatch-counts-refused-permits",
-    description: "the dispatcher counts a permit refused by its rate limit as one of the delivery's scheduled attempts, so it gives a delivery up before it sent it in full",
+    description: "the dispatcher records a permit refused by its rate limit as one of the delivery's attempts, so it gives a delivery up before it sent it in full",
     file: "packages/webhook/src/internal/dispatch.ts",
-    search: "const counted = paced && n > 1 && !uncounted.has(attempt.outcome)",
-    replace: "const counted = false && paced && n > 1 && !uncounted.has(attempt.outcome)",
+    search: "return yield* settle(undefined, { _tag: \"Retry\", dueAt: now + afterRefusedPermit(",
+    replace: "return yield* settle(attempt, { _tag: \"Retry\", dueAt: now + afterRefusedPermit(",
     caughtBy: ["webhook-exhausted-after-schedule"],
     // A delivery refused permits while the partner is down: its attempt numbers run past the schedule's end.
     workload: { maxFaults: 2, maxChoices: 0, weights: only({ partner: 1 }) },

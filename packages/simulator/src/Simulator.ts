@@ -127,9 +127,12 @@ export const runScenario = (simulation: Simulation, scenario: Scenario.Scenario)
       yield* Effect.sleep(Duration.millis(after))
       replaysOutstanding--
       history.fault("replay", ref, { after })
+      // Fresh or not when it reached the receiver, which checks it then: a receiver paused after its checks (a
+      // stall) answers later, and that answer is no later acceptance of a stale request.
+      const arrivedAt = scheduler.now
       const status = yield* post(request)
       if (status >= 200 && status < 300) {
-        const fresh = scheduler.now - sentAt <= tolerance
+        const fresh = arrivedAt - sentAt <= tolerance
         history.record("webhook", "accepted", ref, fresh ? { authentic: true, replay: true, status } : { authentic: false, why: "out-of-window replayed", status })
       }
     })

@@ -5,23 +5,13 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { catalogue } from "../examples/resilience.js"
-import * as Simulation from "../src/Simulation.js"
 import * as Simulator from "../src/Simulator.js"
-import { checkEntries } from "./catalogue.js"
+import { checkEntries, checkOnlyCaughtBy } from "./catalogue.js"
 
 checkEntries(catalogue.map((e) => e.id), catalogue)
 
 describe("load-control invariants are what catch the wrong configurations", () => {
-  for (const entry of catalogue) {
-    it(`${entry.id}: without ${entry.caughtBy.join("/")}, nothing else notices`, async () => {
-      const blind = Simulation.make({
-        ...entry.wrong,
-        invariants: entry.wrong.invariants.filter((i) => !entry.caughtBy.includes(i.name))
-      })
-      const report = await Simulator.checkAsync(blind, { runs: 20, seed: 1 })
-      expect(report.violations).toEqual([])
-    }, 300_000)
-  }
+  checkOnlyCaughtBy(catalogue)
 })
 
 describe("the shared limit is reached, not just kept", () => {

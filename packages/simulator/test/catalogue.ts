@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { catalogue, type Entry } from "../examples/catalogue.js"
+import * as Simulation from "../src/Simulation.js"
 import * as Simulator from "../src/Simulator.js"
 
 /**
@@ -31,5 +32,22 @@ export const checkEntries = (ids: ReadonlyArray<string>, from: ReadonlyArray<Ent
         expect(report.valid).toBe(true)
       }, 300_000)
     })
+  }
+}
+
+/**
+ * Checks that each entry's wrong pipeline is caught only by the invariants it names: with those left out, it
+ * keeps every other one, so they are what catches it.
+ */
+export const checkOnlyCaughtBy = (entries: ReadonlyArray<Entry>) => {
+  for (const entry of entries) {
+    it(`${entry.id}: without ${entry.caughtBy.join("/")}, nothing else notices`, async () => {
+      const blind = Simulation.make({
+        ...entry.wrong,
+        invariants: entry.wrong.invariants.filter((i) => !entry.caughtBy.includes(i.name))
+      })
+      const report = await Simulator.checkAsync(blind, { runs: 20, seed: 1 })
+      expect(report.violations).toEqual([])
+    }, 300_000)
   }
 }

@@ -389,9 +389,9 @@ const partnerArrival = (e: Event): boolean => e.lane === "sender" && (e.kind ===
  * The webhook partner's rate limit holds across processes: it never receives more than
  * `policy.partnerRate.limit` requests in any window of `policy.partnerRate.windowMillis`, whichever dispatcher
  * processes sent them (counted where they arrive, answered or not; one its sender's pause held up at the send
- * itself, from when it left). Dispatchers each holding their own
- * limiter keep the limit each, and together exceed it. Not in {@link all}: add it with a declared
- * `partnerRate` for pipelines whose dispatchers are given a `rateLimit`.
+ * itself, from when it left). Dispatchers each holding their own limiter keep the limit each, and together
+ * exceed it. Not in {@link all}: add it with a declared `partnerRate` for pipelines whose dispatchers are
+ * given a `rateLimit`.
  */
 export const partnerRateLimit = make({
   name: "partner-rate-limit",

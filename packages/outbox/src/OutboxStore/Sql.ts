@@ -273,7 +273,6 @@ export const make = (
     const oldestWriter = `SELECT min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'relation' AND l.relation = '"${table}"'::regclass AND l.mode = 'RowExclusiveLock'
         AND l.pid <> pg_backend_pid()`
-    //
     // A row-leasing relay claims nothing while a partitioned relay holds a partition lease on the table (the
     // modes do not see each other's leases; see `ModeConflict`): one uncorrelated test, run once per claim.
     const partitionLeased = `SELECT 1 FROM "${tables.partitionsTable(table)}" o WHERE o.owner IS NOT NULL AND o.lease_until > now()`

@@ -24,8 +24,12 @@ export interface SqlWakeupOptions {
   ) => Effect.Effect<{ readonly at: string | undefined; readonly busy: boolean }, unknown>
 }
 
-// While appends that may have missed the registration are still open, the relay looks again this often.
+// While appends that may have missed the registration are still open, the relay looks again: first after
+// `recheckMillis`, then twice as long each time, up to `recheckMaxMillis`. Such an append commits soon after
+// the registration, as a rule, but a long business transaction may stay open for minutes, and a check every
+// 50 ms all that while (a claim and a look at the open transactions each time) is load for nothing.
 const recheckMillis = 50
+const recheckMaxMillis = 1_000
 
 /**
  * LISTEN/NOTIFY wake-up with sleeper registration. A relay whose claim finds nothing registers in the
@@ -72,6 +76,7 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
     // `since` is the server time of the first check (after the registration committed).
     let unsure = false
     let since: string | undefined
+    let recheckDelay = recheckMillis
     // Deregisters even when not known to be asleep: an interrupted registration may still have landed.
     // Interruptible, so that the bound holds in the finalizer's uninterruptible region against a hung database.
     if (registers) yield* Effect.addFinalizer(() => deregister.pipe(Effect.interruptible, Effect.timeout("1 second"), Effect.ignore))
@@ -82,6 +87,7 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
           if (value && !asleep) {
             unsure = appendsInFlight !== undefined
             since = undefined
+            recheckDelay = recheckMillis
           }
           if (!value) unsure = false
           asleep = value
@@ -135,8 +141,12 @@ export const sqlWakeup = (options: SqlWakeupOptions): Effect.Effect<Wakeup, neve
       }
       return false
     })
-    const recheck = Duration.millis(recheckMillis)
     const wait = (timeout: Duration.Duration) =>
-      Queue.take(wake).pipe(Effect.timeout(unsure ? Duration.min(timeout, recheck) : timeout), Effect.ignore)
+      Effect.suspend(() => {
+        if (!unsure) return Queue.take(wake).pipe(Effect.timeout(timeout), Effect.ignore)
+        const recheck = Duration.millis(recheckDelay)
+        recheckDelay = Math.min(recheckDelay * 2, recheckMaxMillis)
+        return Queue.take(wake).pipe(Effect.timeout(Duration.min(timeout, recheck)), Effect.ignore)
+      })
     return { found, idle, wait }
   })

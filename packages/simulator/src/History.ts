@@ -158,9 +158,9 @@ export class History {
   /** Fault kinds (and crash sites) that fired. */
   readonly faults = new Map<string, number>()
   readonly violations: Array<Violation> = []
-  /** Arrival times of the downstream calls still inside the declared rate window. */
+  /** Arrival times of the downstream calls, in time order. */
   readonly downstreamArrivals: Array<number> = []
-  /** Arrival times of the partner's requests still inside the declared rate window. */
+  /** Arrival times of the partner's requests (a held one from when it left), in time order. */
   readonly partnerArrivals: Array<number> = []
   /** Requests that reached the webhook partner, per `webhook-id`. */
   readonly partnerRequests = new Map<string, number>()

@@ -360,6 +360,29 @@ export const webhookDeliveredOnce = make({
 const edge = 1e-6
 
 /**
+ * Records an arrival at `at` among `arrivals` (kept in time order: one recorded late, such as a request held
+ * up by its sender's pause, goes in its place) and answers the first window (t - windowMillis, t] holding it
+ * with more than `limit` arrivals, if any: its first and last arrival and how many. A window ends at the new
+ * arrival or at a later one within a window of it; an arrival exactly one window after another is in the next.
+ */
+const overLimit = (
+  arrivals: Array<number>,
+  at: number,
+  rate: { readonly limit: number; readonly windowMillis: number }
+): { readonly count: number; readonly from: number; readonly to: number } | undefined => {
+  let i = arrivals.length
+  while (i > 0 && arrivals[i - 1]! > at) i--
+  arrivals.splice(i, 0, at)
+  for (let j = i; j < arrivals.length && arrivals[j]! < at + rate.windowMillis - edge; j++) {
+    const end = arrivals[j]!
+    let first = j
+    while (first > 0 && arrivals[first - 1]! > end - rate.windowMillis + edge) first--
+    if (j - first + 1 > rate.limit) return { count: j - first + 1, from: arrivals[first]!, to: end }
+  }
+  return undefined
+}
+
+/**
  * The downstream's rate limit holds across processes: it never receives more than
  * `policy.downstreamRate.limit` calls in any window of `policy.downstreamRate.windowMillis`, whichever
  * processes made them. Processes each holding their own limiter (a store per process instead of one
@@ -373,13 +396,10 @@ export const downstreamRateLimit = make({
   onEvent: (e, h) => {
     const rate = h.policy.downstreamRate
     if (rate === undefined || e.lane !== "downstream" || e.kind !== "call") return undefined
-    const arrivals = h.downstreamArrivals
-    arrivals.push(e.t)
-    // A window (t - windowMillis, t]: a call exactly one window after another is in the next window.
-    while (arrivals.length > 0 && arrivals[0]! <= e.t - rate.windowMillis + edge) arrivals.shift()
-    return arrivals.length > rate.limit
-      ? `${arrivals.length} calls reached the downstream between t=${Math.round(arrivals[0]!)}ms and t=${Math.round(e.t)}ms, within one ${rate.windowMillis} ms window (limit ${rate.limit})`
-      : undefined
+    const over = overLimit(h.downstreamArrivals, e.t, rate)
+    return over === undefined
+      ? undefined
+      : `${over.count} calls reached the downstream between t=${Math.round(over.from)}ms and t=${Math.round(over.to)}ms, within one ${rate.windowMillis} ms window (limit ${rate.limit})`
   }
 })
 
@@ -402,22 +422,10 @@ export const partnerRateLimit = make({
     if (rate === undefined || !partnerArrival(e)) return undefined
     // A request its sender's pause held up at the send counts from when it left (`sentAt`): the limiter
     // paced it then, and no client-side limit bounds how long a request then takes to arrive.
-    const at = typeof e.data?.sentAt === "number" ? e.data.sentAt : e.t
-    const arrivals = h.partnerArrivals
-    let i = arrivals.length
-    while (i > 0 && arrivals[i - 1]! > at) i--
-    arrivals.splice(i, 0, at)
-    // Every window (t - windowMillis, t] that holds this request, i.e. ending at it or at a later one within a
-    // window of it (a held request may be recorded after later ones).
-    for (let j = i; j < arrivals.length && arrivals[j]! < at + rate.windowMillis - edge; j++) {
-      const end = arrivals[j]!
-      let first = j
-      while (first > 0 && arrivals[first - 1]! > end - rate.windowMillis + edge) first--
-      if (j - first + 1 > rate.limit) {
-        return `${j - first + 1} requests reached the webhook partner between t=${Math.round(arrivals[first]!)}ms and t=${Math.round(end)}ms, within one ${rate.windowMillis} ms window (limit ${rate.limit})`
-      }
-    }
-    return undefined
+    const over = overLimit(h.partnerArrivals, typeof e.data?.sentAt === "number" ? e.data.sentAt : e.t, rate)
+    return over === undefined
+      ? undefined
+      : `${over.count} requests reached the webhook partner between t=${Math.round(over.from)}ms and t=${Math.round(over.to)}ms, within one ${rate.windowMillis} ms window (limit ${rate.limit})`
   }
 })
 

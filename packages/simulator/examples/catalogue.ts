@@ -3,6 +3,7 @@
  * twin. A wrong pipeline and its twin differ in exactly one choice of {@link Variant} and are checked under
  * the same scenario generator, so the simulator must tell them apart by behaviour alone.
  */
+import type { Duration } from "effect"
 import type { Policy } from "../src/History.js"
 import * as Invariant from "../src/Invariant.js"
 import * as Scenario from "../src/Scenario.js"
@@ -37,6 +38,19 @@ export const partnerRateChecks: { readonly policy: Partial<Policy>; readonly inv
     webhookAttempts: dispatchSchedule.length
   },
   invariants: [...Invariant.all, Invariant.partnerRateLimit, Invariant.webhookExhaustedAfterSchedule]
+}
+
+/**
+ * A dispatch schedule a partner outage outlasts: three attempts within about a second, where the default
+ * schedule's six span minutes and no generated outage lasts that long. Under it a correct dispatcher gives
+ * deliveries up as exhausted, so what it counts before giving up is judged on real exhaustions.
+ */
+export const shortSchedule: ReadonlyArray<Duration.DurationInput> = ["0 millis", "300 millis", "600 millis"]
+
+/** What a pipeline whose dispatchers keep {@link shortSchedule} is checked with: the schedule's attempts. */
+export const shortScheduleChecks: { readonly policy: Partial<Policy>; readonly invariants: ReadonlyArray<Invariant.Invariant> } = {
+  policy: { ...policy, webhookAttempts: shortSchedule.length },
+  invariants: [...Invariant.all, Invariant.webhookExhaustedAfterSchedule]
 }
 
 /** Only the given fault kinds, at the given weights (every other kind, including any added later, off). */

@@ -96,6 +96,11 @@ export interface Variant {
    * limit, together they exceed it).
    */
   readonly partnerLimiter: "shared" | "per-process"
+  /**
+   * The dispatchers' schedule: the delay before each attempt of a partner notification, one entry an attempt;
+   * a delivery still failing after the last is given up as exhausted. Default {@link dispatchSchedule}.
+   */
+  readonly dispatchSchedule: ReadonlyArray<Duration.DurationInput>
 }
 
 /** The partner's rate limit the dispatchers keep (see {@link Variant.partnerRate}). */
@@ -104,6 +109,9 @@ export interface PartnerRate {
   readonly windowMillis: number
   readonly maxWaitMillis: number
 }
+
+/** The dispatchers' default schedule: the delay before each attempt of a partner notification, one entry an attempt. */
+export const dispatchSchedule: ReadonlyArray<Duration.DurationInput> = ["0 millis", "1 second", "5 seconds", "30 seconds", "1 minute", "2 minutes"]
 
 /** The correct pipeline's choices. */
 export const correct: Variant = {
@@ -128,11 +136,9 @@ export const correct: Variant = {
   claimLease: "1 minute",
   notify: "dispatcher",
   partnerRate: undefined,
-  partnerLimiter: "shared"
+  partnerLimiter: "shared",
+  dispatchSchedule
 }
-
-/** The dispatchers' schedule: the delay before each attempt of a partner notification, one entry an attempt. */
-export const dispatchSchedule: ReadonlyArray<Duration.DurationInput> = ["0 millis", "1 second", "5 seconds", "30 seconds", "1 minute", "2 minutes"]
 
 /** The topic the webhook receiver publishes to. */
 export const paymentsTopic = "payments"
@@ -252,7 +258,7 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
   // --- partner notification: a signed webhook per applied posting ------------------------------------------
   const partner = { id: "partner", url: "https://partner.example/hooks", secrets: [partnerSecret] }
   const dispatcherOptions: Dispatcher.Options = {
-    schedule: dispatchSchedule,
+    schedule: v.dispatchSchedule,
     attemptTimeout: "5 seconds",
     pollInterval: "1 second"
   }

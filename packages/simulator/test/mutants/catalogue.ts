@@ -4,7 +4,7 @@
  * so a simulation of the correct reference pipeline runs against the broken package. Every mutant must be caught — an invariant named, a counterexample shrunk to ≤ 10 events — while
  * the unmutated packages pass.
  */
-import { only, partnerRate, partnerRateChecks, policy } from "../../examples/catalogue.js"
+import { only, partnerRate, partnerRateChecks, policy, shortSchedule, shortScheduleChecks } from "../../examples/catalogue.js"
 import { pipeline, type Variant } from "../../examples/pipeline.js"
 import type { Policy } from "../../src/History.js"
 import type * as Invariant from "../../src/Invariant.js"
@@ -270,6 +270,18 @@ export const mutants: ReadonlyArray<Mutant> = [
     workload: { maxFaults: 2, maxChoices: 0, weights: only({ partner: 1 }) },
     variant: { partnerRate },
     checks: partnerRateChecks
+  },
+  {
+    id: "dispatch-gives-up-one-early",
+    description: "the dispatcher gives a failing delivery up as exhausted one attempt before its schedule's last",
+    file: "packages/webhook/src/internal/dispatch.ts",
+    search: "if (n >= schedule.length) return { _tag: \"Failed\", reason: \"exhausted\" }",
+    replace: "if (n >= schedule.length - 1) return { _tag: \"Failed\", reason: \"exhausted\" }",
+    caughtBy: ["webhook-exhausted-after-schedule"],
+    // Only a delivery that fails through its whole schedule shows it: a partner outage longer than a short one.
+    workload: { maxFaults: 2, maxChoices: 0, weights: only({ partner: 1 }) },
+    variant: { dispatchSchedule: shortSchedule },
+    checks: shortScheduleChecks
   },
   {
     id: "relay-claim-ignores-key-head",

@@ -69,11 +69,11 @@ const main = Effect.gen(function*() {
   const loadAfterWall = os.loadavg()[0]!
   const counted = yield* Effect.promise(() => PerCall.instructions())
   const steps = yield* Effect.promise(() => PerCall.steps())
-  const ns = (guarded: "bulwark" | "bulwark-call" | "cockatiel", bare: "bulwark-bare" | "bulwark-call-bare" | "cockatiel-bare") =>
-    wall[guarded] - wall[bare]
-  const cpuNs = (guarded: "bulwark" | "bulwark-call" | "cockatiel", bare: "bulwark-bare" | "bulwark-call-bare" | "cockatiel-bare") =>
-    cpu === undefined ? undefined : cpu[guarded] - cpu[bare]
-  const ins = (guarded: "bulwark" | "bulwark-call" | "cockatiel", bare: "bulwark-bare" | "bulwark-call-bare" | "cockatiel-bare") =>
+  type Guarded = "bulwark" | "bulwark-call" | "floor-observe" | "floor-decide-observe" | "cockatiel"
+  type Bare = "bulwark-bare" | "bulwark-call-bare" | "cockatiel-bare"
+  const ns = (guarded: Guarded, bare: Bare) => wall[guarded] - wall[bare]
+  const cpuNs = (guarded: Guarded, bare: Bare) => cpu[guarded] - cpu[bare]
+  const ins = (guarded: Guarded, bare: Bare) =>
     counted === undefined ? undefined : counted[guarded] - counted[bare]
   const bulwarkNs = ns("bulwark", "bulwark-bare")
   const cockatielNs = ns("cockatiel", "cockatiel-bare")
@@ -84,16 +84,16 @@ const main = Effect.gen(function*() {
   const bulwarkCpu = cpuNs("bulwark", "bulwark-bare")
   const callCpu = cpuNs("bulwark-call", "bulwark-call-bare")
   const cockatielCpu = cpuNs("cockatiel", "cockatiel-bare")
-  const stepsOf = (guarded: "bulwark" | "bulwark-call", bare: "bulwark-bare" | "bulwark-call-bare") =>
+  const stepsOf = (guarded: Exclude<Guarded, "cockatiel">, bare: Exclude<Bare, "cockatiel-bare">) =>
     `${steps[bare].perCall} → ${steps[guarded].perCall} (${Object.entries(steps[guarded].byOp).map(([op, n]) => `${op} ${n}`).join(", ")})`
-  const ourRow = (scenario: string, overheadNs: number, cpuOverhead: number | undefined, instructions: number | undefined, stepCount: string) => ({
+  const ourRow = (scenario: string, overheadNs: number, cpuOverhead: number, instructions: number | undefined, stepCount: string) => ({
     scenario,
     "overhead ns/call": overheadNs.toFixed(0),
-    "overhead main-thread CPU ns/call": cpuOverhead === undefined ? "n/a" : cpuOverhead.toFixed(0),
+    "overhead CPU ns/call": cpuOverhead.toFixed(0),
     "instructions/call": instructions === undefined ? "n/a" : instructions.toFixed(0),
     "Effect runtime steps/call, bare → guarded": stepCount,
     "vs cockatiel (wall)": `${(overheadNs / cockatielNs).toFixed(2)}×`,
-    "vs cockatiel (CPU)": cpuOverhead === undefined ? "n/a" : `${(cpuOverhead / cockatielCpu!).toFixed(2)}×`,
+    "vs cockatiel (CPU)": `${(cpuOverhead / cockatielCpu).toFixed(2)}×`,
     "vs cockatiel (instructions)": instructions === undefined ? "n/a" : `${(instructions / cockatielIns!).toFixed(2)}×`
   })
   const perCallRows = [
@@ -111,14 +111,28 @@ const main = Effect.gen(function*() {
       callIns,
       stepsOf("bulwark-call", "bulwark-call-bare")
     ),
+    ourRow(
+      "not a breaker, Effect's floor: a failure frame alone (Effect.catchAllCause), call = Effect.sync(() => 1)",
+      ns("floor-observe", "bulwark-call-bare"),
+      cpuNs("floor-observe", "bulwark-call-bare"),
+      ins("floor-observe", "bulwark-call-bare"),
+      stepsOf("floor-observe", "bulwark-call-bare")
+    ),
+    ourRow(
+      "not a breaker, Effect's floor: a decision when run, then a failure frame (Effect.suspend + Effect.catchAllCause), call = Effect.sync(() => 1)",
+      ns("floor-decide-observe", "bulwark-call-bare"),
+      cpuNs("floor-decide-observe", "bulwark-call-bare"),
+      ins("floor-decide-observe", "bulwark-call-bare"),
+      stepsOf("floor-decide-observe", "bulwark-call-bare")
+    ),
     {
       scenario: "breaker alone: success through a closed cockatiel breaker (ConsecutiveBreaker), call = async () => 1",
       "overhead ns/call": cockatielNs.toFixed(0),
-      "overhead main-thread CPU ns/call": cockatielCpu === undefined ? "n/a" : cockatielCpu.toFixed(0),
+      "overhead CPU ns/call": cockatielCpu.toFixed(0),
       "instructions/call": cockatielIns === undefined ? "n/a" : cockatielIns.toFixed(0),
       "Effect runtime steps/call, bare → guarded": "n/a",
       "vs cockatiel (wall)": "1.00×",
-      "vs cockatiel (CPU)": cockatielCpu === undefined ? "n/a" : "1.00×",
+      "vs cockatiel (CPU)": "1.00×",
       "vs cockatiel (instructions)": "1.00×"
     }
   ]
@@ -155,16 +169,18 @@ const main = Effect.gen(function*() {
       `${wall["bulwark-bare"].toFixed(0)} ns, or of Effect.sync, ${wall["bulwark-call-bare"].toFixed(0)} ns; cockatiel: \`await\` of an async function, ${wall["cockatiel-bare"].toFixed(0)} ns). ` +
       "`yield*` of Effect.succeed (a value) takes no run-loop step when bare, but the breaker must run it as a step inside its failure frame, so that row charges the breaker one step of the call's own; Effect.sync calls a function like cockatiel's async function does, and costs its step bare and guarded alike. " +
       "Wall: 15 interleaved rounds of 20,000 sequential calls after a warm-up of 3 loops of 20,000 per variant, median round. " +
-      "Main-thread CPU: the same rounds timed by the main thread's time on a CPU (Linux schedstat), median round: it leaves out the time other work on the shared cores holds them, and V8's helper threads for either library alike. " +
+      "CPU: the same rounds timed by the process's CPU time (process.cpuUsage), median round: it leaves out the time other work on the shared cores holds them, and counts V8's helper threads for either library alike. Results written before 2026-12-07 20:30 UTC read the main thread's /proc/thread-self/schedstat instead, which the kernel updates for a running thread only at a scheduler tick or a switch: over rounds of a few milliseconds it read whole 4 ms ticks (200 ns a call) or nothing, so their CPU column was noise. " +
       `Load average (1 min) ${loadBefore.toFixed(2)} before and ${loadAfterWall.toFixed(2)} after the wall rounds on 2 shared cores: wall figures move with the load.`,
-    "Instructions/call: valgrind --tool=callgrind (node --single-threaded), each variant in a child of its own run for 1,000 and for 11,000 calls after the same warm-up as the wall rounds (3 loops of 20,000 calls), the difference divided by 10,000, so start-up and warm-up cancel out; a count of executed instructions does not depend on the machine's load. " +
+    "Instructions/call: valgrind --tool=callgrind (node --single-threaded), each variant in a child of its own run for 1,000 and for 101,000 calls after the same warm-up as the wall rounds (3 loops of 20,000 calls), the difference divided by 100,000 (10,000 before 2026-12-07 20:30 UTC, when one-off compiling and collecting left counts off by hundreds of instructions a call), so start-up and warm-up cancel out; a count of executed instructions does not depend on the machine's load. " +
       "The warm-up must outlast V8's tier-up: results written before 2026-12-07 warmed up with one loop of 20,000 calls, and V8 then deoptimised and recompiled the Effect fiber runtime (about 140 ms of TurboFan on the main thread) inside the longer measured window only, which made Bulwark's bare call read 6,602 instructions and its overhead 0.58× cockatiel's while the wall time said 1.53×. " +
       "An instruction count still weighs every instruction alike: it does not see branch mispredictions, cache misses or the V8 helper threads, so it and the times can disagree.",
     `Goal: the breaker alone ≤ 1.0× cockatiel's per call. Measured ${(bulwarkNs / cockatielNs).toFixed(2)}× by wall time` +
-      (bulwarkCpu === undefined ? "" : `, ${(bulwarkCpu / cockatielCpu!).toFixed(2)}× by main-thread CPU`) +
+      `, ${(bulwarkCpu / cockatielCpu).toFixed(2)}× by CPU` +
       (bulwarkIns === undefined ? "" : `, ${(bulwarkIns / cockatielIns!).toFixed(2)}× by instructions`) +
       ` (call = Effect.sync: ${(callNs / cockatielNs).toFixed(2)}×` +
-      (callCpu === undefined ? "" : `, ${(callCpu / cockatielCpu!).toFixed(2)}×`) + (callIns === undefined ? ")." : `, ${(callIns / cockatielIns!).toFixed(2)}×).`),
+      `, ${(callCpu / cockatielCpu).toFixed(2)}×` + (callIns === undefined ? ")." : `, ${(callIns / cockatielIns!).toFixed(2)}×).`),
+    "The two floor rows are not breakers: the least any wrapper written with Effect's public API costs here, with no logic of its own. A breaker must decide when the call is run whether to make it (the breaker may have opened since the effect was built: a retried effect is run again) and must see the call's failure, so it cannot cost less than the second floor row, a suspended thunk and a failure frame: two run-loop steps. " +
+      `Floors by wall time against cockatiel: ${(ns("floor-observe", "bulwark-call-bare") / cockatielNs).toFixed(2)}× (the frame alone) and ${(ns("floor-decide-observe", "bulwark-call-bare") / cockatielNs).toFixed(2)}× (decide, then the frame).`,
     "Effect runtime steps/call: run-loop iterations per call counted by a supervisor with op supervision on (10,000 calls), bare → guarded, with the op codes of the guarded call's steps.",
     `${INSTANCES} instances × concurrency ${CONCURRENCY}, ${CALLS_PER_INSTANCE} calls per instance per round, median calls/s of ${ROUNDS} rounds after a warm-up; each call waits 1 ms (the downstream).`,
     "Overhead µs/call = 1e6/rate − 1e6/rate without a breaker: the wall time each call adds at this concurrency, on 2 shared cores.",

@@ -2,12 +2,13 @@
  * The breaker alone, per call: a success through a closed Bulwark breaker against a success through a closed
  * cockatiel breaker, each above its own bare call (Bulwark in one Effect fiber, a loop of `yield*`; cockatiel a
  * loop of `await`, as each is used). Two measures:
- * - wall time: interleaved rounds of 20,000 sequential calls, median of the rounds; with it, the main thread's
- *   CPU time of the same rounds (Linux), which other work on the shared machine inflates far less;
+ * - wall time: interleaved rounds of 20,000 sequential calls, median of the rounds; with it, the process's
+ *   CPU time of the same rounds, which other work on the shared machine inflates far less;
  * - instructions per call under `valgrind --tool=callgrind`, which do not depend on what else runs on the
  *   machine: each variant runs twice in a child (a warm-up of 3 loops of 20,000 calls, as the wall rounds
- *   have, then one loop of 1,000 or 11,000 measured calls) and the difference of the two totals is divided by
- *   10,000, so start-up and warm-up cancel out. The warm-up must outlast V8's tier-up: with one loop of 20,000,
+ *   have, then one loop of 1,000 or 101,000 measured calls) and the difference of the two totals is divided by
+ *   100,000, so start-up and warm-up cancel out (with 10,000 counted calls what V8 still compiles or collects in
+ *   one child and not the other left a variant's count off by hundreds of instructions a call, once below zero). The warm-up must outlast V8's tier-up: with one loop of 20,000,
  *   the Effect fiber runtime was deoptimised and recompiled by TurboFan (about 140 ms of compiling, run on the
  *   main thread under `--single-threaded`) within the first calls of the measured loop, so the longer window
  *   carried the compile and the shorter did not: Bulwark's bare call read 6,602 instructions and the
@@ -26,17 +27,35 @@
  * child starts without a TypeScript loader under valgrind.
  */
 import { circuitBreaker, ConsecutiveBreaker, handleAll } from "cockatiel"
-import { Effect } from "effect"
+import { type Cause, Effect } from "effect"
 import { execFile, execFileSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import os from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { runtimeSteps } from "../../../bench/lib.js"
 import * as Breaker from "../src/Breaker.js"
 
-type Variant = "bulwark-bare" | "bulwark" | "bulwark-call-bare" | "bulwark-call" | "cockatiel-bare" | "cockatiel"
-const variants: ReadonlyArray<Variant> = ["bulwark-bare", "bulwark", "bulwark-call-bare", "bulwark-call", "cockatiel-bare", "cockatiel"]
+type Variant =
+  | "bulwark-bare"
+  | "bulwark"
+  | "bulwark-call-bare"
+  | "bulwark-call"
+  | "floor-observe"
+  | "floor-decide-observe"
+  | "cockatiel-bare"
+  | "cockatiel"
+const variants: ReadonlyArray<Variant> = [
+  "bulwark-bare",
+  "bulwark",
+  "bulwark-call-bare",
+  "bulwark-call",
+  "floor-observe",
+  "floor-decide-observe",
+  "cockatiel-bare",
+  "cockatiel"
+]
+type EffectVariant = Exclude<Variant, "cockatiel-bare" | "cockatiel">
 
 // Thresholds no run reaches: both breakers stay closed and every call is made.
 const never = Number.MAX_SAFE_INTEGER
@@ -46,15 +65,22 @@ const never = Number.MAX_SAFE_INTEGER
  * through `breaker.execute` on every call, as the middleware does and as the cockatiel loop calls
  * `breaker.execute(fn)`: an effect built once and run 20,000 times would leave out what building it costs.
  */
-const effects = (): Record<"bulwark-bare" | "bulwark" | "bulwark-call-bare" | "bulwark-call", () => Effect.Effect<number, unknown>> => {
+const effects = (): Record<EffectVariant, () => Effect.Effect<number, unknown>> => {
   const breaker = Effect.runSync(Breaker.make("bench", { window: { kind: "consecutive", threshold: never } }))
   const ok = Effect.succeed(1)
   const call = Effect.sync(() => 1)
+  const rethrow = (cause: Cause.Cause<unknown>) => Effect.failCause(cause)
   return {
     "bulwark-bare": () => ok,
     bulwark: () => breaker.execute(ok),
     "bulwark-call-bare": () => call,
-    "bulwark-call": () => breaker.execute(call)
+    "bulwark-call": () => breaker.execute(call),
+    // Not breakers: the least Effect's public API lets any wrapper cost, with no logic of its own. One that
+    // only sees the call's failure (one frame), and one that also decides when it runs whether to make the
+    // call at all (a suspended thunk, then the frame): what a breaker must do, so no breaker built on the
+    // public API can cost less than the second.
+    "floor-observe": () => Effect.catchAllCause(call, rethrow),
+    "floor-decide-observe": () => Effect.suspend(() => Effect.catchAllCause(call, rethrow))
   }
 }
 
@@ -77,6 +103,8 @@ const loops = (): Record<Variant, (n: number) => Promise<unknown>> => {
     bulwark: effectLoop(ours.bulwark),
     "bulwark-call-bare": effectLoop(ours["bulwark-call-bare"]),
     "bulwark-call": effectLoop(ours["bulwark-call"]),
+    "floor-observe": effectLoop(ours["floor-observe"]),
+    "floor-decide-observe": effectLoop(ours["floor-decide-observe"]),
     "cockatiel-bare": promiseLoop(okAsync),
     cockatiel: promiseLoop(() => cockatiel.execute(okAsync))
   }
@@ -95,25 +123,21 @@ const N = 20_000
 const WARM_LOOPS = 3
 /** The two measured loops of the instruction count: their difference is {@link COUNTED} calls. */
 const FEW = 1_000
-const COUNTED = 10_000
+const COUNTED = 100_000
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
 /**
- * The main thread's time on a CPU so far, in ns (Linux: `/proc/thread-self/schedstat`), or `undefined`. Unlike
- * the wall time it does not grow while other work on the machine holds the cores; it leaves out V8's helper
- * threads (concurrent compiling and marking, parallel scavenging) for either library alike.
- */
-const schedstat = "/proc/thread-self/schedstat"
-const mainThreadNs = (): number | undefined =>
-  existsSync(schedstat) ? Number(readFileSync(schedstat, "utf8").split(" ")[0]) : undefined
-
-/**
- * Wall-clock ns per call of each variant, and the main thread's CPU ns per call when the platform tells it:
- * rounds interleaved, median of the rounds after a warm-up.
+ * Wall-clock ns per call of each variant, and the process's CPU ns per call (`process.cpuUsage`): rounds
+ * interleaved, median of the rounds after a warm-up. The CPU time does not grow while other work on the machine
+ * holds the cores; it includes V8's helper threads (concurrent compiling and marking, parallel scavenging) for
+ * either library alike, which the median round leaves out when they run in a few rounds only. Not the main
+ * thread's `/proc/thread-self/schedstat`: the kernel brings a running thread's figure there up to date only at
+ * a scheduler tick or a switch, so over a round of a few milliseconds it read whole ticks (4 ms: 200 ns a call)
+ * or nothing.
  */
 export const wall = async (rounds = 15): Promise<{
   readonly wall: Record<Variant, number>
-  readonly cpu: Record<Variant, number> | undefined
+  readonly cpu: Record<Variant, number>
 }> => {
   const run = loops()
   for (const variant of variants) for (let i = 0; i < WARM_LOOPS; i++) await run[variant](N)
@@ -121,17 +145,17 @@ export const wall = async (rounds = 15): Promise<{
   const cpuSamples = Object.fromEntries(variants.map((v) => [v, [] as Array<number>])) as Record<Variant, Array<number>>
   for (let r = 0; r < rounds; r++) {
     for (const variant of variants) {
-      const cpuStart = mainThreadNs()
+      const cpuStart = process.cpuUsage()
       const start = process.hrtime.bigint()
       await run[variant](N)
       samples[variant].push(Number(process.hrtime.bigint() - start) / N)
-      const cpuEnd = mainThreadNs()
-      if (cpuStart !== undefined && cpuEnd !== undefined) cpuSamples[variant].push((cpuEnd - cpuStart) / N)
+      const cpuUsed = process.cpuUsage(cpuStart)
+      cpuSamples[variant].push((cpuUsed.user + cpuUsed.system) * 1000 / N)
     }
   }
   const medians = (xs: Record<Variant, Array<number>>) =>
     Object.fromEntries(variants.map((v) => [v, median(xs[v])])) as Record<Variant, number>
-  return { wall: medians(samples), cpu: cpuSamples[variants[0]!].length === rounds ? medians(cpuSamples) : undefined }
+  return { wall: medians(samples), cpu: medians(cpuSamples) }
 }
 
 const here = dirname(fileURLToPath(import.meta.url))

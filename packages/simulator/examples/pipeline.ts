@@ -72,6 +72,8 @@ export interface Variant {
   readonly replay: boolean
   /** Outbox relay processes running at once. */
   readonly relays: number
+  /** Rows a relay claims per round (default 10); a small batch spreads a key's rows over several claims. */
+  readonly relayBatch: number
   /** Replayer processes running at once. */
   readonly replayers: number
   /** Replay rate, messages per second. */
@@ -131,6 +133,7 @@ export const correct: Variant = {
   backoff: "exponential",
   replay: true,
   relays: 1,
+  relayBatch: 10,
   replayers: 1,
   replayRate: 20,
   claimLease: "1 minute",
@@ -385,7 +388,7 @@ export const pipeline = (overrides: Partial<Variant> = {}) => (world: World) => 
     if (v.publishing === "outbox") {
       for (let i = 0; i < v.relays; i++) {
         const name = v.relays === 1 ? "relay" : `relay-${i + 1}`
-        yield* world.spawn(name, Effect.provide(Relay.run({ batchSize: 10, pollInterval: "1 second", relayId: name }), world.context))
+        yield* world.spawn(name, Effect.provide(Relay.run({ batchSize: v.relayBatch, pollInterval: "1 second", relayId: name }), world.context))
       }
     }
     for (let i = 0; i < 2; i++) yield* world.spawn(`consumer-${i + 1}`, Effect.provide(consumer, world.context))

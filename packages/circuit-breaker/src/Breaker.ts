@@ -20,7 +20,7 @@
  */
 import { Failure, Handler, Observe, Telemetry } from "@bulwark/core"
 import type { Envelope } from "@bulwark/core"
-import { Cause, Data, Duration, Effect, Metric, PubSub, Schedule, ScheduleDecision, Schema, Stream } from "effect"
+import { Cause, Data, Duration, Effect, Effectable, Fiber, Metric, PubSub, Schedule, ScheduleDecision, Schema, Stream } from "effect"
 import * as Intervals from "effect/ScheduleIntervals"
 import { BreakerStateStore, type StoreError } from "./BreakerStateStore.js"
 import * as Machine from "./internal/machine.js"
@@ -28,6 +28,37 @@ import * as Shared from "./internal/shared.js"
 
 /** A breaker's state. */
 export type State = Machine.State
+/**
+ * What `execute` answers: the call and the breaker's admission, decided when the effect is run (it may be run
+ * again, by a retry, after the breaker opened). One object per `execute` whose admission runs as the effect's
+ * own step (a commit): a closure over the call run by `Effect.withFiberRuntime` cost a closure, its context and
+ * the primitive per `execute`, and the fiber's status object per run. The wrappers a run builds are kept for the
+ * next runs of the same object: `execute` is mostly called once per call (the middleware does), and building
+ * both up front cost every call an effect it did not run.
+ */
+class Guarded<A, E, R> extends Effectable.Class<A, E | BreakerOpen, R> {
+  /** The call wrapped with the closed breaker's shared handlers. */
+  closedRun: Effect.Effect<A, E, R> | undefined = undefined
+  /**
+   * A consecutive-failure window with no failure counted: a success would change nothing, so only a failure
+   * needs a handler, and a success passes through with no step of the breaker's own.
+   */
+  failureOnlyRun: Effect.Effect<A, E, R> | undefined = undefined
+  constructor(
+    readonly self: Effect.Effect<A, E, R>,
+    readonly admit: (guarded: Guarded<A, E, R>, fiber: Fiber.RuntimeFiber<unknown, unknown>) => Effect.Effect<A, E | BreakerOpen, R>
+  ) {
+    super()
+  }
+  commit(): Effect.Effect<A, E | BreakerOpen, R> {
+    // A commit always runs on a fiber's run loop, which is the current fiber then.
+    const fiber = Fiber.getCurrentFiber()
+    return fiber._tag === "Some"
+      ? this.admit(this, fiber.value)
+      : Effect.withFiberRuntime((current) => this.admit(this, current))
+  }
+}
+
 /** A breaker's full state as plain data: what {@link Breaker.toJSON} exports and `initialState` imports. */
 export type Snapshot = Machine.Snapshot
 /** The window a breaker judges the downstream by. */
@@ -460,58 +491,53 @@ const build = <ES>(key: string, config: Machine.Config, isFailure: FailurePredic
     const consecutive = config.window.kind === "consecutive"
     const closedHandlers = closedHandlersFor(unobserved)
 
-    const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen, R> => {
-      // Built when a run first needs them and kept for the next runs of the same effect: `execute` is mostly
-      // called once per call (the middleware does), and building both up front cost every call an effect it
-      // did not run.
-      let closedRun: Effect.Effect<A, E, R> | undefined
-      // A consecutive-failure window with no failure counted: a success would change nothing, so only a
-      // failure needs a handler, and a success passes through with no step of the breaker's own.
-      let failureOnlyRun: Effect.Effect<A, E, R> | undefined
-      return Effect.withFiberRuntime((fiber) => {
-        const observers = fiber.getFiberRef(Observe.currentObservers)
-        const local = access.local
-        // Closed and untimed: admitted without reading the clock.
-        if (untimedLocal && local!.state === "closed" && local!.state === seen) {
-          // Observed closed calls get handlers of their own; unobserved ones share `closedRun`.
-          if (observers.length !== 0) return Effect.matchCauseEffect(self, closedHandlersFor(observers))
-          return consecutive && (local!.window as Extract<Machine.WindowSnapshot, { kind: "consecutive" }>).failures === 0
-            ? failureOnlyRun ??= Effect.catchAllCause(self, closedHandlers.onFailure)
-            : closedRun ??= Effect.matchCauseEffect(self, closedHandlers)
+    // Admission, run when the guarded effect is: `guarded` carries the call and the wrappers built for it.
+    const admit = <A, E, R>(guarded: Guarded<A, E, R>, fiber: Fiber.RuntimeFiber<unknown, unknown>): Effect.Effect<A, E | BreakerOpen, R> => {
+      const self = guarded.self
+      const observers = fiber.getFiberRef(Observe.currentObservers)
+      const local = access.local
+      // Closed and untimed: admitted without reading the clock.
+      if (untimedLocal && local!.state === "closed" && local!.state === seen) {
+        // Observed closed calls get handlers of their own; unobserved ones share `closedRun`.
+        if (observers.length !== 0) return Effect.matchCauseEffect(self, closedHandlersFor(observers))
+        return consecutive && (local!.window as Extract<Machine.WindowSnapshot, { kind: "consecutive" }>).failures === 0
+          ? guarded.failureOnlyRun ??= Effect.catchAllCause(self, closedHandlers.onFailure)
+          : guarded.closedRun ??= Effect.matchCauseEffect(self, closedHandlers)
+      }
+      const now = clock.unsafeCurrentTimeMillis()
+      if (local !== undefined) {
+        // In-process fast path: the admission is a synchronous read of local state.
+        const admission = Machine.acquire(local, config, now)
+        if (admission === Machine.call && untimedLocal) {
+          return observers.length === 0
+            ? guarded.closedRun ??= Effect.matchCauseEffect(self, closedHandlers)
+            : Effect.matchCauseEffect(self, closedHandlersFor(observers))
         }
-        const now = clock.unsafeCurrentTimeMillis()
-        if (local !== undefined) {
-          // In-process fast path: the admission is a synchronous read of local state.
-          const admission = Machine.acquire(local, config, now)
-          if (admission === Machine.call && untimedLocal) {
-            return observers.length === 0
-              ? closedRun ??= Effect.matchCauseEffect(self, closedHandlers)
-              : Effect.matchCauseEffect(self, closedHandlersFor(observers))
-          }
-          if (admission._tag === "pass") return self
-          const changed = local.state !== seen
-          if (admission._tag === "reject") {
-            return changed
-              ? Effect.zipRight(observe(local.state, now), reject(admission, now, observers))
-              : reject(admission, now, observers)
-          }
+        if (admission._tag === "pass") return self
+        const changed = local.state !== seen
+        if (admission._tag === "reject") {
           return changed
-            ? Effect.zipRight(observe(local.state, now), run(self, admission, now, observers))
-            : run(self, admission, now, observers)
+            ? Effect.zipRight(observe(local.state, now), reject(admission, now, observers))
+            : reject(admission, now, observers)
         }
-        return Effect.flatMap(
-          access.acquire(now),
-          ([admission, state]): Effect.Effect<A, E | BreakerOpen, R> => {
-            const next: Effect.Effect<A, E | BreakerOpen, R> = admission._tag === "pass"
-              ? self
-              : admission._tag === "reject"
-              ? reject(admission, now, observers)
-              : run(self, admission, now, observers)
-            return Effect.zipRight(observe(state, now), next)
-          }
-        )
-      })
+        return changed
+          ? Effect.zipRight(observe(local.state, now), run(self, admission, now, observers))
+          : run(self, admission, now, observers)
+      }
+      return Effect.flatMap(
+        access.acquire(now),
+        ([admission, state]): Effect.Effect<A, E | BreakerOpen, R> => {
+          const next: Effect.Effect<A, E | BreakerOpen, R> = admission._tag === "pass"
+            ? self
+            : admission._tag === "reject"
+            ? reject(admission, now, observers)
+            : run(self, admission, now, observers)
+          return Effect.zipRight(observe(state, now), next)
+        }
+      )
     }
+
+    const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen, R> => new Guarded(self, admit)
 
     const manual = (f: (s: Snapshot) => void) =>
       Effect.suspend(() => {

@@ -17,8 +17,10 @@ import { Database } from "@bulwark/sql"
 import { Memory, Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, ManagedRuntime, Schema } from "effect"
+import { type ChildProcess, fork } from "node:child_process"
 import { readFileSync } from "node:fs"
 import os from "node:os"
+import { fileURLToPath } from "node:url"
 import pg from "pg"
 import PgBoss from "pg-boss"
 import { type Row, writeResults } from "../../../bench/lib.js"
@@ -397,6 +399,56 @@ interface System {
   readonly versus?: string
 }
 
+/**
+ * Each system in a long-lived process of its own (unless `DRAIN_SEPARATE=0`): in one process the systems share
+ * the heap, the garbage collector and V8's compiled code, so one system's garbage (a drain keeps its 50,000
+ * published messages) and the code another warmed up shape the next one's figures, where a service runs one of
+ * them. The child is this file with `DRAIN_SYSTEM` set, started with this process's flags and environment (the
+ * loader and conditions that load Bulwark's compiled dist); it runs its system when asked and answers the figures.
+ */
+const separate = process.env["DRAIN_SEPARATE"] !== "0"
+interface Child {
+  readonly run: () => Promise<Measured>
+  readonly stop: () => void
+}
+const spawnSystem = (index: number): Child => {
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, DRAIN_SYSTEM: String(index) } })
+  let pending: { resolve: (m: Measured) => void; reject: (e: Error) => void } | undefined
+  child.on("exit", (code, signal) => {
+    pending?.reject(new Error(`the drain benchmark's child for system ${index} exited (${code ?? signal})`))
+    pending = undefined
+  })
+  child.on("message", (m: { readonly measured?: Measured; readonly error?: string }) => {
+    const p = pending
+    pending = undefined
+    if (m.error !== undefined) p?.reject(new Error(m.error))
+    else p?.resolve(m.measured!)
+  })
+  return {
+    run: () =>
+      new Promise<Measured>((resolve, reject) => {
+        pending = { resolve, reject }
+        child.send("run")
+      }),
+    stop: () => {
+      if (child.connected) child.disconnect()
+    }
+  }
+}
+
+/** The child's side: runs system `index` of the same list each time the parent asks. */
+const serveSystem = (systems: ReadonlyArray<System>, index: number) =>
+  new Promise<void>((resolve) => {
+    const system = systems[index]!
+    process.on("message", () => {
+      system.run().then(
+        (measured) => process.send!({ measured }),
+        (error: unknown) => process.send!({ error: error instanceof Error ? error.stack ?? error.message : String(error) })
+      )
+    })
+    process.on("disconnect", () => resolve())
+  })
+
 export const main = async () => {
   const only = (process.env["DRAIN_ONLY"] ?? "drain,append").split(",")
   const withPgBoss = process.env["DRAIN_PGBOSS"] !== "0"
@@ -423,7 +475,19 @@ export const main = async () => {
       { scenario, name: "@effect/sql by hand: same 2 statements in sql.withTransaction", run: appendEffectSql, versus: raw }
     )
   }
-  // Warm-up (JIT, plans, connections) at a small size, unmeasured.
+  const child = process.env["DRAIN_SYSTEM"]
+  if (child !== undefined) return serveSystem(systems, Number(child))
+  const children = separate ? systems.map((_, i) => spawnSystem(i)) : []
+  try {
+    if (separate) systems.forEach((system, i) => (systems[i] = { ...system, run: children[i]!.run }))
+    await measure(systems, only)
+  } finally {
+    for (const c of children) c.stop()
+  }
+}
+
+const measure = async (systems: Array<System>, only: ReadonlyArray<string>) => {
+  // Warm-up (JIT, plans, connections), unmeasured.
   for (const system of systems) await system.run()
   const results = systems.map(() => [] as Array<Measured>)
   const loads: Array<number> = []
@@ -458,8 +522,11 @@ export const main = async () => {
     `events/s is the median of ${rounds} rounds; in each round every system runs once, one after another (interleaved), and min – max shows the spread. Load average (1 min) during the rounds: median ${median(loads).toFixed(1)}, min ${Math.min(...loads).toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${os.cpus().length} cores: the machine is shared with other work, so absolute figures move between runs; compare systems within one run.`,
     `drain: ${drainRows} rows over ${keys} keys, pre-filled (one INSERT … SELECT, then ANALYZE) before the clock starts, emptied by one relay / loop on one connection; the clock stops when a claim finds nothing. Bulwark is \`Relay.make\` + \`relay.round\` until it claims nothing, over \`Outbox.make\` and the memory transport, with the per-key head check (a key's next row only after the previous one is settled), the commit-order check and leases; "bulwark partitioned" is the same loop over \`Outbox.make({ partitioned: true })\` (one relay holding all partition leases: no row lease and no SQL head check, per-key order kept by the relay's waves, the commit-order check kept). The raw loops have none of them. pg-boss drains the same number of jobs (its own schema, inserted before the clock).`,
     `append: ${appendTx} transactions over ${producers} producers (${producers} pooled connections), each one business-row insert and one event; Bulwark encodes a CloudEvents envelope per event, the hand-written loops JSON.stringify the same shape and run Bulwark's outbox insert text. The @effect/sql loop is what the transaction library costs before Bulwark adds anything (bulwark / that loop = Bulwark's own share). Bulwark sends its insert as a named prepared statement straight on the transaction's driver connection (no statement compiler, no span per statement); the hand-written loops send theirs unnamed, as a plain \`client.query\` does (the business insert is unnamed in every system). Both Effect systems run on \`@bulwark/sql\`'s layer, whose outermost \`withTransaction\` runs \`BEGIN\`, the body and \`COMMIT\` on the reserved connection without \`@effect/sql\`'s \`sql.transaction\` span while no tracer is installed (as here); Bulwark's \`create orders\` span then only gives the row its W3C context. node CPU µs/event is per transaction (one event each). fsync and synchronous_commit on (server defaults).`,
-    "Postgres CPU is the user + system time of the server backends serving the system (by application_name, from /proc/<pid>/stat, 10 ms ticks), per event; node CPU is this process's CPU time per event. Both over the measured window only.",
-    "Run: `npm run bench -- outbox` (the end-to-end outbox benchmark first, then this one), or this file alone with `npx tsx --conditions=@bulwark/source packages/outbox/bench/drain.ts`; `DRAIN_ONLY=drain|append`, `DRAIN_ROWS`, `APPEND_TX`, `BENCH_ROUNDS`, `DRAIN_PGBOSS=0`."
+    separate
+      ? "Each system runs in a long-lived process of its own (this file, forked with the same loader and conditions, so Bulwark loads from its dist), which runs only that system: in one process the systems shared the heap, the garbage collector and V8's compiled code, where a service runs one of them. Results before 2026-12-07 21:00 UTC ran every system in one process and do not compare with these. The parent asks one child at a time and only collects the figures."
+      : "Every system ran in this one process (DRAIN_SEPARATE=0).",
+    "Postgres CPU is the user + system time of the server backends serving the system (by application_name, from /proc/<pid>/stat, 10 ms ticks), per event; node CPU is the CPU time of the process running the system, per event. Both over the measured window only.",
+    "Run: `npm run bench -- outbox` (the end-to-end outbox benchmark first, then this one), or this file alone with `npx tsx --conditions=@bulwark/source packages/outbox/bench/drain.ts`; `DRAIN_ONLY=drain|append`, `DRAIN_ROWS`, `APPEND_TX`, `BENCH_ROUNDS`, `DRAIN_PGBOSS=0`, `DRAIN_SEPARATE=0` (every system in one process)."
   ])
 }
 

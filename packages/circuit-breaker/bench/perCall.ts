@@ -8,7 +8,8 @@
  *   machine: each variant runs twice in a child (a warm-up of 3 loops of 20,000 calls, as the wall rounds
  *   have, then one loop of 1,000 or 101,000 measured calls) and the difference of the two totals is divided by
  *   100,000, so start-up and warm-up cancel out (with 10,000 counted calls what V8 still compiles or collects in
- *   one child and not the other left a variant's count off by hundreds of instructions a call, once below zero). The warm-up must outlast V8's tier-up: with one loop of 20,000,
+ *   one child and not the other left a variant's count off by hundreds of instructions a call, once below zero).
+ *   The warm-up must outlast V8's tier-up: with one loop of 20,000,
  *   the Effect fiber runtime was deoptimised and recompiled by TurboFan (about 140 ms of compiling, run on the
  *   main thread under `--single-threaded`) within the first calls of the measured loop, so the longer window
  *   carried the compile and the shorter did not: Bulwark's bare call read 6,602 instructions and the

@@ -8,38 +8,18 @@ import { Database } from "@bulwark/sql"
 import * as PostgresTransport from "@bulwark/transport-postgres/PostgresTransport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Chunk, ConfigProvider, Effect, Layer, Stream } from "effect"
-import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import * as Transports from "../src/Transports.js"
-import { bin } from "./support/bin.js"
+import { runCli } from "./support/bin.js"
 
 const root = mkdtempSync(join(tmpdir(), "bulwark-cli-replay-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
 
 // `timeoutMs` kills a process that does not exit by itself (then `code` is null and `killed` true).
-const cli = (args: ReadonlyArray<string>, env: Record<string, string>, timeoutMs = 200_000) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string; killed: boolean }>((resolve, reject) => {
-    const base = { ...process.env }
-    for (const key of ["BULWARK_DATABASE_URL", "BULWARK_DATA_DIR", "BULWARK_TRANSPORT"]) delete base[key]
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...base, ...env } })
-    let stdout = ""
-    let stderr = ""
-    let killed = false
-    const timer = setTimeout(() => {
-      killed = true
-      child.kill("SIGKILL")
-    }, timeoutMs)
-    child.stdout.on("data", (chunk) => (stdout += chunk))
-    child.stderr.on("data", (chunk) => (stderr += chunk))
-    child.on("error", reject)
-    child.on("close", (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr, killed })
-    })
-  })
+const cli = (args: ReadonlyArray<string>, env: Record<string, string>, timeoutMs = 200_000) => runCli(args, { env, timeoutMs })
 
 const postgresUrl = process.env["BULWARK_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
 

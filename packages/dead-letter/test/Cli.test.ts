@@ -5,7 +5,6 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { NodeContext } from "@effect/platform-node"
 import { Command } from "@effect/cli"
 import { ConfigProvider, Effect, Layer, TestClock, TestContext } from "effect"
-import { spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -13,7 +12,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import * as Cli from "../src/Cli.js"
 import * as Sql from "../src/DeadLetterStore/Sql.js"
 import { newEntry } from "./contract.js"
-import { bin } from "../../cli/test/support/bin.js"
+import { runCli } from "../../cli/test/support/bin.js"
 
 const postgresUrl = process.env.BULWARK_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const root = mkdtempSync(join(tmpdir(), "bulwark-dlq-cli-"))
@@ -26,20 +25,7 @@ interface Run {
 }
 
 const cli = (args: ReadonlyArray<string>, env: Record<string, string>, cwd?: string): Promise<Run> =>
-  new Promise((resolve, reject) => {
-    const base = { ...process.env }
-    delete base.BULWARK_DATABASE_URL
-    delete base.BULWARK_DATA_DIR
-    delete base.BULWARK_DLQ_CREATE_STORE
-    delete base.BULWARK_TRANSPORT
-    const child = spawn(process.execPath, [bin, "dlq", ...args], { env: { ...base, ...env }, ...(cwd === undefined ? {} : { cwd }) })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk) => (stdout += chunk))
-    child.stderr.on("data", (chunk) => (stderr += chunk))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+  runCli(["dlq", ...args], { env, ...(cwd === undefined ? {} : { cwd }) })
 
 // Seeds entries: one failed two days ago (the TestClock is set back), the rest now.
 const seed = (layer: Layer.Layer<SqlClient.SqlClient, unknown>, table: string, topic: string) =>

@@ -3,30 +3,17 @@ import { Failure } from "@bulwark/core"
 import { Database } from "@bulwark/sql"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import * as Sql from "../src/OutboxStore/Sql.js"
-import { bin } from "../../cli/test/support/bin.js"
+import { runCli } from "../../cli/test/support/bin.js"
 
 const root = mkdtempSync(join(tmpdir(), "bulwark-outbox-cli-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
 
-const cli = (args: ReadonlyArray<string>, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-  new Promise((resolve, reject) => {
-    const base = { ...process.env }
-    delete base.BULWARK_DATABASE_URL
-    delete base.BULWARK_DATA_DIR
-    const child = spawn(process.execPath, [bin, "outbox", ...args], { env: { ...base, ...env } })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk) => (stdout += chunk))
-    child.stderr.on("data", (chunk) => (stderr += chunk))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const cli = (args: ReadonlyArray<string>, env: Record<string, string>) => runCli(["outbox", ...args], { env })
 
 const encoder = new TextEncoder()
 const error = new Failure.FailureRecord({ tag: "PublishError", message: "key revoked", classification: "permanent", category: "auth" })

@@ -1,26 +1,15 @@
-import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
+import { launcher, runCli } from "../../cli/test/support/bin.js"
 
 const root = resolve(__dirname, "../../..")
-const bin = join(root, "packages/cli/bin/bulwark.mjs")
 const dir = mkdtempSync(join(tmpdir(), "bulwark-simulate-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-// Spawned, not run synchronously: a simulation can take a minute on a loaded machine, and a worker whose event
-// loop is blocked that long cannot answer the test runner (vitest gives up on a call after 60 s).
-const simulate = (...args: Array<string>) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, "simulate", ...args], { cwd: root, timeout: 120_000 })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf-8").on("data", (chunk: string) => (stdout += chunk))
-    child.stderr.setEncoding("utf-8").on("data", (chunk: string) => (stderr += chunk))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+// The launcher: `simulate` is given TypeScript modules, which share the CLI's copy of the workspace packages.
+const simulate = (...args: Array<string>) => runCli(["simulate", ...args], { entry: launcher, cwd: root, timeoutMs: 120_000 })
 
 // The tests share nothing (each writes its own files), so they run at once: each is mostly a child process starting.
 describe.concurrent("bulwark simulate", () => {

@@ -2,29 +2,19 @@
 // through tsx), so the processes start together and the cases are few: the verification logic itself is
 // covered in-process by the verifier tests.
 import { beforeAll, describe, expect, it } from "@effect/vitest"
-import { spawn } from "node:child_process"
 import { createHmac } from "node:crypto"
 import { Webhook } from "standardwebhooks"
 import { Effect } from "effect"
 import * as Signing from "../src/Signing.js"
-import { bin } from "../../cli/test/support/bin.js"
+import { runCli } from "../../cli/test/support/bin.js"
 
 interface Result {
   readonly code: number | null
   readonly stdout: string
   readonly stderr: string
 }
-const run = (args: ReadonlyArray<string>, stdin: string) =>
-  new Promise<Result>((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, "webhook", ...args], { stdio: ["pipe", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => stdout += d)
-    child.stderr.on("data", (d) => stderr += d)
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout: stdout.trim(), stderr: stderr.trim() }))
-    child.stdin.end(stdin)
-  })
+const run = (args: ReadonlyArray<string>, stdin: string): Promise<Result> =>
+  runCli(["webhook", ...args], { stdin }).then(({ code, stderr, stdout }) => ({ code, stdout: stdout.trim(), stderr: stderr.trim() }))
 
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 const body = JSON.stringify({ type: "user.created", data: { id: 1 } })

@@ -4,12 +4,11 @@ import { Database } from "@bulwark/sql"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
-import { spawn } from "node:child_process"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as SqlDispatchStore from "../src/DispatchStore/Sql.js"
 import { Attempt } from "../src/Sender.js"
-import { bin } from "../../cli/test/support/bin.js"
+import { runCli } from "../../cli/test/support/bin.js"
 
 const url = process.env["BULWARK_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
 const table = `bulwark_whcli_${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
@@ -23,19 +22,8 @@ interface Result {
   readonly stdout: string
   readonly stderr: string
 }
-const run = (args: ReadonlyArray<string>, env: Record<string, string> = { BULWARK_DATABASE_URL: url, BULWARK_WEBHOOK_TABLE: table }) =>
-  new Promise<Result>((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, "webhook", ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, BULWARK_DATABASE_URL: "", ...env }
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => stdout += d)
-    child.stderr.on("data", (d) => stderr += d)
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout: stdout.trim(), stderr: stderr.trim() }))
-  })
+const run = (args: ReadonlyArray<string>, env: Record<string, string> = { BULWARK_DATABASE_URL: url, BULWARK_WEBHOOK_TABLE: table }): Promise<Result> =>
+  runCli(["webhook", ...args], { env }).then(({ code, stderr, stdout }) => ({ code, stdout: stdout.trim(), stderr: stderr.trim() }))
 
 const attempt = (messageId: string, endpointId: string, n: number, status: number) =>
   new Attempt({ endpointId, messageId, attempt: n, at: 1_700_000_000_000 + n, outcome: status < 300 ? "delivered" : "failed", status, latencyMillis: 12, excerpt: "busy" })

@@ -4,6 +4,7 @@
  * its own process so they do not compete for the two cores.
  */
 import { Effect, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { fork } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import { dirname, join } from "node:path"
@@ -98,4 +99,53 @@ export const runtimeSteps = async (
     if (per > 0) byOp[op] = per
   }
   return { perCall: Math.round((counter.count / calls) * 100) / 100, byOp }
+}
+
+/** A long-lived child process that runs one side of a benchmark when asked (see {@link benchWorker}). */
+export interface BenchWorker<Answer> {
+  /** Sends `message` and resolves with the child's next answer; rejects if the child exits first. One at a time. */
+  readonly request: (message: unknown) => Promise<Answer>
+  /** Disconnects the child (which ends it when it is idle) and kills it if it is still there. */
+  readonly stop: () => void
+}
+
+/**
+ * Forks `path` as a benchmark's worker, with this process's flags and environment plus `env` (the loader and
+ * conditions that load Bulwark's compiled dist): systems compared side by side each run in a process of their
+ * own, where they would otherwise share the heap, the garbage collector and V8's compiled code.
+ */
+export const benchWorker = <Answer>(
+  path: string,
+  env: Record<string, string>,
+  options: { readonly serialization?: "json" | "advanced" } = {}
+): BenchWorker<Answer> => {
+  const child = fork(path, [], { env: { ...process.env, ...env }, ...options })
+  let pending: { readonly resolve: (a: Answer) => void; readonly reject: (e: Error) => void } | undefined
+  let exited: Error | undefined
+  child.on("exit", (code, signal) => {
+    exited = new Error(`the benchmark's worker ${path} (${JSON.stringify(env)}) exited (${code ?? signal})`)
+    pending?.reject(exited)
+    pending = undefined
+  })
+  child.on("error", (error) => {
+    pending?.reject(error)
+    pending = undefined
+  })
+  child.on("message", (answer: Answer) => {
+    const p = pending
+    pending = undefined
+    p?.resolve(answer)
+  })
+  return {
+    request: (message) =>
+      new Promise<Answer>((resolve, reject) => {
+        if (exited) return reject(exited)
+        pending = { resolve, reject }
+        child.send(message as any)
+      }),
+    stop: () => {
+      if (child.connected) child.disconnect()
+      if (child.exitCode === null && child.signalCode === null) child.kill()
+    }
+  }
 }

@@ -17,13 +17,12 @@ import { Database } from "@bulwark/sql"
 import { Memory, Transport } from "@bulwark/transport"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, ManagedRuntime, Schema } from "effect"
-import { type ChildProcess, fork } from "node:child_process"
 import { readFileSync } from "node:fs"
 import os from "node:os"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import PgBoss from "pg-boss"
-import { type Row, writeResults } from "../../../bench/lib.js"
+import { benchWorker, type Row, writeResults } from "../../../bench/lib.js"
 import * as Outbox from "../src/Outbox.js"
 import * as OutboxStore from "../src/OutboxStore.js"
 import * as Relay from "../src/Relay.js"
@@ -407,33 +406,16 @@ interface System {
  * loader and conditions that load Bulwark's compiled dist); it runs its system when asked and answers the figures.
  */
 const separate = process.env["DRAIN_SEPARATE"] !== "0"
-interface Child {
-  readonly run: () => Promise<Measured>
-  readonly stop: () => void
-}
-const spawnSystem = (index: number): Child => {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, DRAIN_SYSTEM: String(index) } })
-  let pending: { resolve: (m: Measured) => void; reject: (e: Error) => void } | undefined
-  child.on("exit", (code, signal) => {
-    pending?.reject(new Error(`the drain benchmark's child for system ${index} exited (${code ?? signal})`))
-    pending = undefined
+const spawnSystem = (index: number) => {
+  const worker = benchWorker<{ readonly measured?: Measured; readonly error?: string }>(fileURLToPath(import.meta.url), {
+    DRAIN_SYSTEM: String(index)
   })
-  child.on("message", (m: { readonly measured?: Measured; readonly error?: string }) => {
-    const p = pending
-    pending = undefined
-    if (m.error !== undefined) p?.reject(new Error(m.error))
-    else p?.resolve(m.measured!)
-  })
-  return {
-    run: () =>
-      new Promise<Measured>((resolve, reject) => {
-        pending = { resolve, reject }
-        child.send("run")
-      }),
-    stop: () => {
-      if (child.connected) child.disconnect()
-    }
-  }
+  const run = () =>
+    worker.request("run").then((answer) => {
+      if (answer.error !== undefined) throw new Error(answer.error)
+      return answer.measured!
+    })
+  return { run, stop: worker.stop }
 }
 
 /** The child's side: runs system `index` of the same list each time the parent asks. */

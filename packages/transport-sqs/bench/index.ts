@@ -8,10 +8,9 @@
  */
 import { Envelope } from "@bulwark/core"
 import { Effect, Schema } from "effect"
-import { type ChildProcess, fork } from "node:child_process"
 import { loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
-import { writeResults } from "../../../bench/lib.js"
+import { benchWorker, writeResults } from "../../../bench/lib.js"
 import { credentials, start } from "../test/support/PrivateSqs.js"
 import type { Answer, Round, Setup } from "./worker.js"
 
@@ -40,47 +39,27 @@ interface Worker {
 }
 
 /**
- * Forks a worker with this process's flags and environment (the loader and conditions that load Bulwark's
- * compiled dist), hands it the emulator and the messages, and resolves once it has loaded its library.
+ * Starts a worker for one side (see `benchWorker`), hands it the emulator and the messages, and resolves once it
+ * has loaded its library (its answer to the setup).
  */
-const spawnWorker = (side: Side): Promise<Worker> => {
-  const child: ChildProcess = fork(fileURLToPath(new URL("./worker.ts", import.meta.url)), [], {
-    env: { ...process.env, BENCH_SIDE: side },
-    // Structured clone, so the payloads arrive as bytes.
+const spawnWorker = async (side: Side): Promise<Worker> => {
+  // Structured clone, so the payloads arrive as bytes.
+  const worker = benchWorker<Answer | { readonly _tag: "Ready" }>(fileURLToPath(new URL("./worker.ts", import.meta.url)), { BENCH_SIDE: side }, {
     serialization: "advanced"
   })
-  let pending: { resolve: (a: Answer) => void; reject: (e: Error) => void } | undefined
-  let exited: Error | undefined
-  child.on("exit", (code, signal) => {
-    exited = new Error(`the ${side} worker exited (${code ?? signal})`)
-    pending?.reject(exited)
-    pending = undefined
-  })
-  child.on("message", (m: Answer | { _tag: "Ready" }) => {
-    if (m._tag === "Ready") return
-    const p = pending
-    pending = undefined
-    p?.resolve(m)
-  })
+  try {
+    await worker.request({ _tag: "Setup", endpoint, credentials, messages, payloads } satisfies Setup)
+  } catch (error) {
+    worker.stop()
+    throw error
+  }
   const round = (fifo: boolean) =>
-    new Promise<Answer>((resolve, reject) => {
-      if (exited) return reject(exited)
-      pending = { resolve, reject }
-      child.send({ _tag: "Round", fifo } satisfies Round)
-    }).then((a) => {
+    worker.request({ _tag: "Round", fifo } satisfies Round).then((a) => {
       if (a._tag === "Failed") throw new Error(`the ${side} worker's round failed: ${a.message}`)
+      if (a._tag === "Ready") throw new Error(`the ${side} worker answered a round with Ready`)
       return a
     })
-  const stop = () => {
-    if (child.connected) child.disconnect()
-    if (child.exitCode === null && child.signalCode === null) child.kill()
-  }
-  return new Promise<Worker>((resolve, reject) => {
-    child.once("error", reject)
-    child.once("exit", () => reject(exited))
-    child.once("message", () => resolve({ round, stop }))
-    child.send({ _tag: "Setup", endpoint, credentials, messages, payloads } satisfies Setup)
-  })
+  return { round, stop: worker.stop }
 }
 
 const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!

@@ -32,7 +32,7 @@ const payloads = await Effect.runPromise(Effect.forEach(Array.from({ length: bat
     (envelope) => Effect.map(Envelope.encode(Order)(envelope), (payload) => ({ id: envelope.id, key: envelope.subject, payload }))
   )))
 
-type Side = "raw" | "transport"
+type Side = "raw" | "raw-cached" | "transport"
 interface Worker {
   readonly round: (fifo: boolean) => Promise<{ readonly rate: number; readonly cpuPer1000: number }>
   readonly stop: () => void
@@ -63,37 +63,45 @@ const spawnWorker = async (side: Side): Promise<Worker> => {
 }
 
 const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-type Which = "raw" | "transport" | "rawFifo" | "transportFifo"
-const results: Record<Which, Array<number>> = { raw: [], transport: [], rawFifo: [], transportFifo: [] }
+type Which = "raw" | "rawCached" | "transport" | "rawFifo" | "rawCachedFifo" | "transportFifo"
+const sideOf: Record<Which, Side> = {
+  raw: "raw",
+  rawCached: "raw-cached",
+  transport: "transport",
+  rawFifo: "raw",
+  rawCachedFifo: "raw-cached",
+  transportFifo: "transport"
+}
+const empty = (): Record<Which, Array<number>> => ({ raw: [], rawCached: [], transport: [], rawFifo: [], rawCachedFifo: [], transportFifo: [] })
+const results = empty()
 // CPU time (ms) of the system's own process per 1000 messages: less sensitive to the machine's load than wall time.
-const cpu: Record<Which, Array<number>> = { raw: [], transport: [], rawFifo: [], transportFifo: [] }
-const warmCpu: Record<Which, Array<number>> = { raw: [], transport: [], rawFifo: [], transportFifo: [] }
+const cpu = empty()
+const warmCpu = empty()
 const loads: Array<string> = []
 const workers: Partial<Record<Side, Worker>> = {}
 try {
   workers.raw = await spawnWorker("raw")
+  workers["raw-cached"] = await spawnWorker("raw-cached")
   workers.transport = await spawnWorker("transport")
   const run = async (which: Which, into: Record<Which, Array<number>>, rates?: Record<Which, Array<number>>) => {
-    const side: Side = which.startsWith("raw") ? "raw" : "transport"
-    const answer = await workers[side]!.round(which.endsWith("Fifo"))
+    const answer = await workers[sideOf[which]]!.round(which.endsWith("Fifo"))
     into[which].push(answer.cpuPer1000)
     rates?.[which].push(answer.rate)
   }
   // Each process warms up on its own queues, one process at a time, so neither competes for the cores.
   for (let i = 0; i < warmups; i++) {
-    for (const which of ["raw", "transport", "rawFifo", "transportFifo"] as const) await run(which, warmCpu)
+    for (const which of ["raw", "rawCached", "transport", "rawFifo", "rawCachedFifo", "transportFifo"] as const) await run(which, warmCpu)
   }
   const benchStart = performance.now()
   for (let round = 0; round < rounds && (round === 0 || performance.now() - benchStart < 120_000); round++) {
-    // Raw and transport of a kind back to back, which of them first alternating by round.
-    for (const [a, b] of [["raw", "transport"], ["rawFifo", "transportFifo"]] as const) {
-      for (const which of round % 2 === 0 ? [a, b] : [b, a]) await run(which, cpu, results)
+    // The three systems of a kind back to back, which of them first rotating by round.
+    for (const kind of [["raw", "rawCached", "transport"], ["rawFifo", "rawCachedFifo", "transportFifo"]] as const) {
+      for (let i = 0; i < kind.length; i++) await run(kind[(round + i) % kind.length]!, cpu, results)
     }
     loads.push(loadavg()[0]!.toFixed(1))
   }
 } finally {
-  workers.raw?.stop()
-  workers.transport?.stop()
+  for (const worker of Object.values(workers)) worker.stop()
   await emulator.destroy()
 }
 
@@ -108,12 +116,15 @@ const row = (name: string, which: Which, base: Which) => ({
 })
 writeResults("transport-sqs", "Amazon SQS transport (fauxqs emulator): publish + consume throughput", [
   row("raw @aws-sdk/client-sqs, standard queue", "raw", "raw"),
+  row("raw @aws-sdk/client-sqs with cacheMiddleware, standard queue", "rawCached", "raw"),
   row("Bulwark SqsTransport, fifo: false (built dist)", "transport", "raw"),
   row("raw @aws-sdk/client-sqs, FIFO queue (group = key)", "rawFifo", "rawFifo"),
+  row("raw @aws-sdk/client-sqs with cacheMiddleware, FIFO queue", "rawCachedFifo", "rawFifo"),
   row("Bulwark SqsTransport, FIFO (default; built dist)", "transportFifo", "rawFifo")
 ], [
   `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes); producer and consumer run at once, each run on a fresh queue.`,
-  `One process per system: the raw client and the transport each run in a long-lived child process of their own (bench/worker.ts, started with the same loader and conditions, so Bulwark loads from its dist), which loads only its own library; in one process the two would share the AWS SDK's code and heap and shape each other's JIT state and garbage collection, where a service runs only one of them. Each process first runs ${warmups} warm-up runs of a standard and of a FIFO queue (not counted), one process at a time; then ${results.raw.length} measured rounds, raw and transport back to back on each kind of queue, which first alternating by round. This process only asks for a round and collects its figures; it does no SQS work.`,
+  "The raw client runs twice: with its defaults (the baseline every percentage is of) and with `cacheMiddleware: true`, which the transport's client sets (the middleware stack resolved once per command class rather than on every call). The second row shows what the option alone is worth.",
+  `One process per system: the raw client (each configuration) and the transport each run in a long-lived child process of their own (bench/worker.ts, started with the same loader and conditions, so Bulwark loads from its dist), which loads only its own library; in one process the two would share the AWS SDK's code and heap and shape each other's JIT state and garbage collection, where a service runs only one of them. Each process first runs ${warmups} warm-up runs of a standard and of a FIFO queue (not counted), one process at a time; then ${results.raw.length} measured rounds, the three back to back on each kind of queue, which first rotating by round. This process only asks for a round and collects its figures; it does no SQS work.`,
   `Load average (1 min, 2 cores) after each round: ${loads.join(", ")}; at the end (1, 5, 15 min): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,
   "Bulwark runs from its built dist (`npm run build`), as users run it and as the AWS client runs: compiled JavaScript on both sides.",
   "Before the clock starts, each side sends, receives and deletes one message on its fresh queue (the transport creates its queue, its dead-letter queue and the redrive policy on first use; the raw client creates its queue with CreateQueue).",

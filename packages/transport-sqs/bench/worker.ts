@@ -1,6 +1,7 @@
 /**
  * One side of the SQS benchmark (bench/index.ts) in a long-lived process of its own: `BENCH_SIDE=raw` runs the
- * `@aws-sdk/client-sqs` client alone, `BENCH_SIDE=transport` Bulwark's transport. In one process the two share
+ * `@aws-sdk/client-sqs` client alone with its defaults, `BENCH_SIDE=raw-cached` the same with `cacheMiddleware`
+ * (as the transport's client has it), `BENCH_SIDE=transport` Bulwark's transport. In one process the two share
  * the SDK's code, so each would shape the other's JIT state and garbage collection; a service runs only one.
  * Each request from the parent runs one round on a fresh queue and answers messages/s and this process's CPU
  * time per 1000 messages. Only the side's own library is loaded.
@@ -38,7 +39,7 @@ const makeRaw = async () => {
     "@aws-sdk/client-sqs"
   )
   return async (fifo: boolean): Promise<number> => {
-    const client = new SQSClient({ endpoint, region: "us-east-1", credentials })
+    const client = new SQSClient({ endpoint, region: "us-east-1", credentials, ...(side === "raw-cached" ? { cacheMiddleware: true } : {}) })
     const name = `raw-${nextTopic()}${fifo ? ".fifo" : ""}`
     const { QueueUrl } = await client.send(
       new CreateQueueCommand({ QueueName: name, Attributes: { VisibilityTimeout: "30", ...(fifo ? { FifoQueue: "true" } : {}) } })
@@ -125,8 +126,8 @@ const makeTransport = async () => {
     })).pipe(Effect.runPromise)
 }
 
-const run = side === "raw" ? await makeRaw() : side === "transport" ? await makeTransport() : undefined
-if (run === undefined) throw new Error(`BENCH_SIDE must be raw or transport, not ${side}`)
+const run = side === "raw" || side === "raw-cached" ? await makeRaw() : side === "transport" ? await makeTransport() : undefined
+if (run === undefined) throw new Error(`BENCH_SIDE must be raw, raw-cached or transport, not ${side}`)
 
 const answer = (a: Answer) => process.send!(a)
 process.on("message", (m: Round) => {

@@ -1,8 +1,18 @@
-import { CreateQueueCommand, DeleteQueueCommand, GetQueueUrlCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs"
+import {
+  ChangeMessageVisibilityCommand,
+  CreateQueueCommand,
+  DeleteMessageBatchCommand,
+  DeleteQueueCommand,
+  GetQueueUrlCommand,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  SendMessageCommand,
+  SQSClient
+} from "@aws-sdk/client-sqs"
 import { Delivery, Failure } from "@bulwark/core"
 import { Transport } from "@bulwark/transport"
 import * as Contract from "@bulwark/transport/Contract"
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { afterAll, beforeAll, describe, expect, it, vi } from "@effect/vitest"
 import { Chunk, Duration, Effect, FastCheck as fc, Fiber, Stream } from "effect"
 import { createServer } from "node:net"
 import { SqsTransport } from "../src/index.js"
@@ -371,6 +381,47 @@ describe("publishing", () => {
           sent.filter((m) => m.key === key).map((m) => m.id)
         )
       }
+    }))
+})
+
+describe("the client", () => {
+  it.scopedLive("the calls made per message (publish, receive, ack, nack) resolve the client's middleware once per command, not per call", () =>
+    Effect.gen(function*() {
+      // The client's handler cache (`cacheMiddleware`) holds only for calls made without per-call options, and one
+      // call with options empties it: each such call would resolve its command's whole middleware stack again.
+      const commands = [SendMessageBatchCommand, ReceiveMessageCommand, DeleteMessageBatchCommand, ChangeMessageVisibilityCommand]
+      const driver = yield* transport({ confirmAcks: true })
+      const topic = topicName("cached")
+      // The topic's queues are created (calls with an abort signal) before the spies start counting.
+      yield* driver.publish(topic, [message("warm", {}, "w")])
+      const resolved = commands.map((command) => vi.spyOn(command.prototype, "resolveMiddleware"))
+      const sends = vi.spyOn(SQSClient.prototype, "send")
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          for (const spy of [...resolved, sends]) spy.mockRestore()
+        })
+      )
+      for (let round = 0; round < 3; round++) {
+        yield* driver.publish(topic, Array.from({ length: 12 }, (_, i) => message(`m-${round}-${i}`, {}, `k-${i}`)))
+      }
+      const stream = driver.subscribe(topic)
+      const first = yield* takeN(stream, 1)
+      yield* first[0]!.nack()
+      const rest = yield* driver.subscribe(topic).pipe(
+        Stream.mapEffect((d) => Effect.as(d.ack, d)),
+        Stream.take(37),
+        Stream.runCollect,
+        Effect.timeout("30 seconds")
+      )
+      expect(Chunk.size(rest)).toBe(37)
+      const made = (command: Function) => sends.mock.calls.filter(([sent]) => sent instanceof command).length
+      const withOptions = sends.mock.calls.filter((call) => call.length > 1 && call[1] !== undefined)
+      expect(withOptions.map(([sent]) => sent.constructor.name)).toEqual([])
+      commands.forEach((command, i) => {
+        expect(made(command), command.name).toBeGreaterThan(command === ChangeMessageVisibilityCommand ? 0 : 2)
+        // Once at most: the publish before the spies may have resolved it already.
+        expect(resolved[i]!.mock.calls.length, command.name).toBeLessThanOrEqual(1)
+      })
     }))
 })
 

@@ -16,7 +16,11 @@ import type { Answer, Round, Setup } from "./worker.js"
 
 const messages = Number(process.env["BENCH_MESSAGES"] ?? 3_000)
 const batch = 100
-const rounds = 7
+const rounds = Number(process.env["BENCH_ROUNDS"] ?? 9)
+// Processes per system, the rounds shared out among them in turn. One process is one draw of V8's state for its
+// whole life (where its objects land, its inline caches, its optimisations): in two processes of one program,
+// each 8 rounds after 4 warm-ups, one's median CPU per message was 29% above the other's (another pair: 15%).
+const processes = Number(process.env["BENCH_PROCESSES"] ?? 3)
 // Warm-up runs per process, each of a standard and a FIFO queue, before any round is measured. In runs with 6 and
 // 10 warm-ups each process's CPU per message fell over its first 3–4 runs of each kind and then only scattered
 // with the load; one more for margin.
@@ -78,30 +82,33 @@ const results = empty()
 const cpu = empty()
 const warmCpu = empty()
 const loads: Array<string> = []
-const workers: Partial<Record<Side, Worker>> = {}
+const workers: Record<Side, Array<Worker>> = { raw: [], "raw-cached": [], transport: [] }
 try {
-  workers.raw = await spawnWorker("raw")
-  workers["raw-cached"] = await spawnWorker("raw-cached")
-  workers.transport = await spawnWorker("transport")
-  const run = async (which: Which, into: Record<Which, Array<number>>, rates?: Record<Which, Array<number>>) => {
-    const answer = await workers[sideOf[which]]!.round(which.endsWith("Fifo"))
+  for (let p = 0; p < processes; p++) {
+    for (const side of ["raw", "raw-cached", "transport"] as const) workers[side].push(await spawnWorker(side))
+  }
+  const run = async (which: Which, p: number, into: Record<Which, Array<number>>, rates?: Record<Which, Array<number>>) => {
+    const answer = await workers[sideOf[which]][p]!.round(which.endsWith("Fifo"))
     into[which].push(answer.cpuPer1000)
     rates?.[which].push(answer.rate)
   }
-  // Each process warms up on its own queues, one process at a time, so neither competes for the cores.
-  for (let i = 0; i < warmups; i++) {
-    for (const which of ["raw", "rawCached", "transport", "rawFifo", "rawCachedFifo", "transportFifo"] as const) await run(which, warmCpu)
+  // Each process warms up on its own queues, one process at a time, so none competes for the cores.
+  for (let p = 0; p < processes; p++) {
+    for (let i = 0; i < warmups; i++) {
+      for (const which of ["raw", "rawCached", "transport", "rawFifo", "rawCachedFifo", "transportFifo"] as const) await run(which, p, warmCpu)
+    }
   }
   const benchStart = performance.now()
-  for (let round = 0; round < rounds && (round === 0 || performance.now() - benchStart < 120_000); round++) {
-    // The three systems of a kind back to back, which of them first rotating by round.
+  for (let round = 0; round < rounds && (round === 0 || performance.now() - benchStart < 180_000); round++) {
+    // The three systems of a kind back to back, which of them first rotating by round; each system's process
+    // in turn.
     for (const kind of [["raw", "rawCached", "transport"], ["rawFifo", "rawCachedFifo", "transportFifo"]] as const) {
-      for (let i = 0; i < kind.length; i++) await run(kind[(round + i) % kind.length]!, cpu, results)
+      for (let i = 0; i < kind.length; i++) await run(kind[(round + i) % kind.length]!, round % processes, cpu, results)
     }
     loads.push(loadavg()[0]!.toFixed(1))
   }
 } finally {
-  for (const worker of Object.values(workers)) worker.stop()
+  for (const worker of Object.values(workers).flat()) worker.stop()
   await emulator.destroy()
 }
 
@@ -112,7 +119,9 @@ const row = (name: string, which: Which, base: Which) => ({
   "client CPU ms per 1000 messages (median)": median(cpu[which]).toFixed(0),
   "vs raw client's CPU": `${Math.round((median(cpu[which]) / median(cpu[base])) * 100)}%`,
   runs: results[which].map((r) => Math.round(r)).join(" / "),
-  "CPU ms per 1000 messages, each run": `warm-up ${warmCpu[which].map((c) => c.toFixed(0)).join(" ")}; rounds ${cpu[which].map((c) => c.toFixed(0)).join(" ")}`
+  "CPU ms per 1000 messages, each run": `warm-up ${
+    Array.from({ length: processes }, (_, p) => warmCpu[which].slice(p * warmups, (p + 1) * warmups).map((c) => c.toFixed(0)).join(" ")).join(" | ")
+  }; rounds ${cpu[which].map((c) => c.toFixed(0)).join(" ")}`
 })
 writeResults("transport-sqs", "Amazon SQS transport (fauxqs emulator): publish + consume throughput", [
   row("raw @aws-sdk/client-sqs, standard queue", "raw", "raw"),
@@ -124,7 +133,7 @@ writeResults("transport-sqs", "Amazon SQS transport (fauxqs emulator): publish +
 ], [
   `${messages} messages per run (${batch} per publish, CloudEvents JSON ~${payloads[0]!.payload.length} bytes); producer and consumer run at once, each run on a fresh queue.`,
   "The raw client runs twice: with its defaults (the baseline every percentage is of) and with `cacheMiddleware: true`, which the transport's client sets (the middleware stack resolved once per command class rather than on every call). The second row shows what the option alone is worth.",
-  `One process per system: the raw client (each configuration) and the transport each run in a long-lived child process of their own (bench/worker.ts, started with the same loader and conditions, so Bulwark loads from its dist), which loads only its own library; in one process the two would share the AWS SDK's code and heap and shape each other's JIT state and garbage collection, where a service runs only one of them. Each process first runs ${warmups} warm-up runs of a standard and of a FIFO queue (not counted), one process at a time; then ${results.raw.length} measured rounds, the three back to back on each kind of queue, which first rotating by round. This process only asks for a round and collects its figures; it does no SQS work.`,
+  `Processes of their own: the raw client (each configuration) and the transport each run in ${processes} long-lived child processes (bench/worker.ts, started with the same loader and conditions, so Bulwark loads from its dist), each loading only its own library; in one process the systems would share the AWS SDK's code and heap and shape each other's JIT state and garbage collection, where a service runs only one of them. Several processes per system because one process is one draw of V8's state for its whole life: in two processes of one program, each 8 rounds after 4 warm-ups, one's median CPU per message was 29% above the other's (another pair: 15%). Each process first runs ${warmups} warm-up runs of a standard and of a FIFO queue (not counted; the warm-up column lists them process by process), one process at a time; then ${results.raw.length} measured rounds, round r on each system's process r mod ${processes}, the three systems back to back on each kind of queue, which first rotating by round. This process only asks for a round and collects its figures; it does no SQS work.`,
   `Load average (1 min, 2 cores) after each round: ${loads.join(", ")}; at the end (1, 5, 15 min): ${loadavg().map((l) => l.toFixed(1)).join(", ")}.`,
   "Bulwark runs from its built dist (`npm run build`), as users run it and as the AWS client runs: compiled JavaScript on both sides.",
   "Before the clock starts, each side sends, receives and deletes one message on its fresh queue (the transport creates its queue, its dead-letter queue and the redrive policy on first use; the raw client creates its queue with CreateQueue).",

@@ -82,7 +82,11 @@ export const isTransient = (error: unknown): boolean => {
 /** The stream (or shard) is not there. */
 export const isMissing = (error: unknown): boolean => nameOf(error) === "ResourceNotFoundException"
 
-/** Runs a client call; interrupting it aborts the request. */
+/**
+ * Runs a client call; the signal is aborted when the effect is interrupted. The calls made per message (reads,
+ * publishes) do not hand it to the client: any per-call option turns the client's handler cache off for that call
+ * and empties it (see {@link connect}).
+ */
 export const call = <A>(run: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, CallError> =>
   Effect.tryPromise({ try: run, catch: (cause) => new CallError({ cause }) })
 
@@ -105,6 +109,11 @@ export const connect = (settings: Settings): Effect.Effect<KinesisClient, Kinesi
               socketTimeout: Duration.toMillis(settings.socketTimeout),
               connectionTimeout: Duration.toMillis(settings.connectTimeout)
             }),
+            // The middleware stack is resolved once per command class instead of on every call. Safe here: nothing
+            // changes this client's stack after it is built. It holds only for calls made without per-call options,
+            // so reads and publishes pass none: an interrupted read returns at once and its request (which Kinesis
+            // answers at once) is left to end.
+            cacheMiddleware: true,
             ...settings.clientConfig,
             ...(settings.endpoint === undefined ? {} : { endpoint: settings.endpoint })
           }),

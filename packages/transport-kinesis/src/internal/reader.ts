@@ -294,9 +294,8 @@ export const makeReader = (deps: ReaderDeps, parent: Scope.Scope): Effect.Effect
           }
           const current: string = iterator
           const readStarted = Date.now()
-          const out = yield* retrying(call((abortSignal) =>
-            client.send(new GetRecordsCommand({ ShardIterator: current, Limit: settings.fetchLimit }), { abortSignal })
-          )).pipe(
+          // No abort signal: it would turn the client's handler cache off (see `connect`).
+          const out = yield* retrying(call(() => client.send(new GetRecordsCommand({ ShardIterator: current, Limit: settings.fetchLimit })))).pipe(
             // Iterators expire after 5 minutes: a new one after the last record read.
             Effect.catchIf((error) => nameOf(error.cause) === "ExpiredIteratorException", () =>
               Effect.map(iteratorAfter(shard), (fresh) => ({ Records: [], NextShardIterator: fresh, MillisBehindLatest: 1 })))
